@@ -1,0 +1,1 @@
+"""Wallaroo BYOP compatibility package (mac.*)."""

@@ -1,0 +1,1 @@
+"""wallaroo-pulumi: managed LLM inference endpoints as infrastructure code."""
