@@ -1,0 +1,219 @@
+"""Deployment configuration: engine resources, replicas and per-model sidekicks.
+
+One pydantic model is shared by the Pulumi providers (which validate it at
+`preview`), the client (which sends it) and the runtime (which applies it), so a
+bad value is rejected with the same field-naming message wherever it appears.
+`DeploymentConfigBuilder` mirrors the Wallaroo SDK's builder for users porting
+notebooks to stacks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|k|K|M|G|T|P)?$")
+_FACTORS = {
+    None: 1,
+    "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+}
+
+Arch = Literal["x86", "arm"]
+Accel = Literal["none", "cuda", "jetson", "openvino", "qaic"]
+
+
+def parse_memory_quantity(value: str) -> int:
+    """Bytes in a Kubernetes memory quantity such as ``512Mi``, ``2Gi`` or ``1e9``-free ``1000M``.
+
+    Kubernetes is where these settings end up at scale, so we accept exactly its
+    spelling rather than inventing one.
+    """
+    match = _QUANTITY.match(value.strip())
+    if not match:
+        raise ValueError(
+            f"{value!r} is not a Kubernetes memory quantity; expected a number with an "
+            "optional suffix Ki, Mi, Gi, Ti (powers of 2) or K, M, G, T (powers of 10), e.g. '512Mi' or '2Gi'"
+        )
+    number, suffix = match.groups()
+    return int(float(number) * _FACTORS[suffix])
+
+
+def _check_memory(value: str | None) -> str | None:
+    if value is not None:
+        if parse_memory_quantity(value) < 16 * 2**20:
+            raise ValueError(f"{value!r} is below the 16Mi minimum a Python process needs")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SidekickConfig(_Strict):
+    """Resources and environment of one model step's own process.
+
+    `env` is the only way credentials reach a model: each sidekick sees its own
+    env and nothing of the server's or of other models'.
+    """
+
+    cpus: float = Field(default=1.0, gt=0, description="CPU cores (request = limit)")
+    memory: str | None = Field(default=None, description="Kubernetes quantity, e.g. '1Gi'")
+    gpus: int = Field(default=0, ge=0)
+    env: dict[str, str] = Field(default_factory=dict)
+    arch: Arch | None = None
+    accel: Accel | None = None
+
+    _memory = field_validator("memory")(classmethod(lambda cls, v: _check_memory(v)))
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"env name {name!r} is not a valid environment variable name")
+        return env
+
+
+class DeploymentConfig(_Strict):
+    """What `pipelines/deploy` applies: the engine, its replicas and each sidekick."""
+
+    cpus: float = Field(default=1.0, gt=0)
+    memory: str = "1Gi"
+    gpus: int = Field(default=0, ge=0)
+    replica_count: int | None = Field(default=None, ge=1)
+    autoscale_min: int | None = Field(default=None, ge=0)
+    autoscale_max: int | None = Field(default=None, ge=1)
+    autoscale_cpu_utilization: float | None = Field(default=None, gt=0, le=100)
+    deployment_label: str | None = None
+    arch: Arch = "x86"
+    accel: Accel = "none"
+    lb_cpus: float | None = Field(default=None, gt=0)
+    lb_memory: str | None = None
+    python_load_timeout_secs: float = Field(default=120.0, gt=0)
+    sidekicks: dict[str, SidekickConfig] = Field(
+        default_factory=dict, description="keyed by model name"
+    )
+
+    _memory = field_validator("memory", "lb_memory")(classmethod(lambda cls, v: _check_memory(v)))
+
+    @model_validator(mode="after")
+    def _replicas(self) -> Self:
+        if self.autoscale_max is not None:
+            low = self.autoscale_min or 0
+            if low > self.autoscale_max:
+                raise ValueError(
+                    f"autoscale_min ({low}) must not exceed autoscale_max ({self.autoscale_max})"
+                )
+            if self.replica_count is not None and self.replica_count > self.autoscale_max:
+                raise ValueError(
+                    f"replica_count ({self.replica_count}) must not exceed autoscale_max ({self.autoscale_max})"
+                )
+        elif self.autoscale_min is not None:
+            raise ValueError("autoscale_min needs autoscale_max (use replica_autoscale_min_max)")
+        return self
+
+    @property
+    def replicas(self) -> int:
+        """Processes to start per step now: fixed count, else the autoscale floor (at least 1)."""
+        if self.replica_count is not None:
+            return self.replica_count
+        return max(1, self.autoscale_min or 0)
+
+    def sidekick(self, model_name: str) -> SidekickConfig:
+        return self.sidekicks.get(model_name, SidekickConfig())
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as JSON with sidekick env values hidden: safe for responses and logs."""
+        data = self.model_dump(mode="json")
+        for side in data["sidekicks"].values():
+            side["env"] = {name: "[secret]" for name in side["env"]}
+        return data
+
+
+class DeploymentConfigBuilder:
+    """The Wallaroo SDK's `DeploymentConfigBuilder`, spelled the same way.
+
+    Sidekick methods take the model (a `WallarooModel` or its name) first, as the
+    SDK does with model versions.
+    """
+
+    def __init__(self) -> None:
+        self._engine: dict[str, Any] = {}
+        self._sidekicks: dict[str, dict[str, Any]] = {}
+
+    def _set(self, **values: Any) -> Self:
+        self._engine.update(values)
+        return self
+
+    def cpus(self, n: float) -> Self:
+        return self._set(cpus=n)
+
+    def memory(self, quantity: str) -> Self:
+        return self._set(memory=quantity)
+
+    def gpus(self, n: int) -> Self:
+        return self._set(gpus=n)
+
+    def deployment_label(self, label: str) -> Self:
+        return self._set(deployment_label=label)
+
+    def arch(self, arch: Arch) -> Self:
+        return self._set(arch=arch)
+
+    def accel(self, accel: Accel) -> Self:
+        return self._set(accel=accel)
+
+    def lb_cpus(self, n: float) -> Self:
+        return self._set(lb_cpus=n)
+
+    def lb_memory(self, quantity: str) -> Self:
+        return self._set(lb_memory=quantity)
+
+    def python_load_timeout_secs(self, secs: float) -> Self:
+        return self._set(python_load_timeout_secs=secs)
+
+    def replica_count(self, n: int) -> Self:
+        return self._set(replica_count=n)
+
+    def replica_autoscale_min_max(self, maximum: int, minimum: int = 0) -> Self:
+        return self._set(autoscale_min=minimum, autoscale_max=maximum)
+
+    def autoscale_cpu_utilization(self, pct: float) -> Self:
+        return self._set(autoscale_cpu_utilization=pct)
+
+    def disable_autoscale(self) -> Self:
+        for key in ("autoscale_min", "autoscale_max", "autoscale_cpu_utilization"):
+            self._engine.pop(key, None)
+        return self
+
+    def _side(self, model: Any, **values: Any) -> Self:
+        name = model if isinstance(model, str) else getattr(model, "model_name", None) or model.name
+        if not isinstance(name, str):
+            raise TypeError("sidekick settings need a model name known at plan time (a str)")
+        self._sidekicks.setdefault(name, {}).update(values)
+        return self
+
+    def sidekick_cpus(self, model: Any, n: float) -> Self:
+        return self._side(model, cpus=n)
+
+    def sidekick_memory(self, model: Any, quantity: str) -> Self:
+        return self._side(model, memory=quantity)
+
+    def sidekick_gpus(self, model: Any, n: int) -> Self:
+        return self._side(model, gpus=n)
+
+    def sidekick_env(self, model: Any, env: dict[str, Any]) -> Self:
+        return self._side(model, env=env)
+
+    def sidekick_arch(self, model: Any, arch: Arch) -> Self:
+        return self._side(model, arch=arch)
+
+    def sidekick_accel(self, model: Any, accel: Accel) -> Self:
+        return self._side(model, accel=accel)
+
+    def build(self) -> dict[str, Any]:
+        """Plain dict (values may be Pulumi Outputs/secrets) for `WallarooPipeline(deployment=...)`."""
+        return {**self._engine, "sidekicks": {k: dict(v) for k, v in self._sidekicks.items()}}
