@@ -1,0 +1,23 @@
+# Every entry point sets itself up first (scripts/bootstrap is idempotent: seconds when nothing changed).
+SHELL := /bin/bash
+ENV := . scripts/env.sh &&
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap quickstart test bench clean
+
+bootstrap:
+	@scripts/bootstrap
+
+## The main job: the quickstart stack (`pulumi up`), one real inference, the listener's scores.
+quickstart: bootstrap
+	@$(ENV) scripts/quickstart
+
+## The whole test suite, through the real Pulumi engine and a real runtime on loopback.
+test: bootstrap
+	@$(ENV) python -m pytest $(PYTEST_ARGS)
+
+bench: bootstrap
+	@$(ENV) for b in benchmarks/bench_*.py; do echo "== $$b"; python "$$b" || exit 1; done
+
+clean:
+	rm -rf .state .pytest_cache
