@@ -1,0 +1,157 @@
+"""Profanity: better-profanity's word list (exact-match semantics, fast) and
+alt-profanity-check's calibrated linear SVM.
+
+better-profanity 0.7 (PyPI ``better_profanity``) ships ``profanity_wordlist.txt`` (~900 words and
+phrases) and matches them word by word with leetspeak substitutions (``a``→``@*4``,
+``i``→``*l1``, ``o``→``*0@``, ``u``→``*v``, ``v``→``*u``, ``l``→``1``, ``e``→``*3``, ``s``→``$5``,
+``t``→``7``), also across up to N following words (``blow job``, ``f.u.c.k``). Its own
+``contains_profanity`` walks the text character by character and compares every word with
+every list entry: ~100 texts/s. :class:`WordList` implements the same decision with a prefix
+set over the list (so a word is checked in O(len(word)) set lookups) and runs ~50x faster;
+``tests/listeners/test_scorers.py`` checks it agrees with ``contains_profanity`` on a corpus.
+
+alt-profanity-check (PyPI ``alt-profanity-check``, module ``profanity_check``) ships
+``profanity_check/data/vectorizer.joblib`` + ``model.joblib``: a bag-of-words vectorizer and a
+``CalibratedClassifierCV(LinearSVC)`` trained on ~200k texts (Davidson et al. hate-speech tweets
++ the Wikipedia toxic-comments corpus). We call ``predict_proba`` on its objects directly
+(its ``predict_prob`` wraps the same call in a slow ``np.apply_along_axis``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+_lock = threading.Lock()
+_wordlist: "WordList | None" = None
+_svm: tuple | None = None
+
+
+class WordList:
+    """better-profanity's decision (``Profanity().contains_profanity``) without its slowness."""
+
+    def __init__(self, words: list[str], char_map: dict[str, tuple[str, ...]], allowed: set[str]):
+        self.entries: set[str] = set()
+        self.prefixes: set[str] = set()
+        self.max_combos = 1
+        for w in words:
+            w = w.lower()
+            self.entries.add(w)
+            for i in range(1, len(w) + 1):
+                self.prefixes.add(w[:i])
+            non_allowed = sum(1 for c in w if c not in allowed)
+            self.max_combos = max(self.max_combos, non_allowed)
+        # text char -> the list chars it may stand for (always itself)
+        rev: dict[str, set[str]] = {}
+        for list_char, variants in char_map.items():
+            for v in variants:
+                rev.setdefault(v, {v}).add(list_char)
+        self.rev = {k: tuple(sorted(v)) for k, v in rev.items()}
+        allowed_class = "".join(re.escape(c) for c in sorted(allowed))
+        self._word_re = re.compile(f"[{allowed_class}]+")
+
+    def _step(self, states: set[str], chunk: str) -> set[str]:
+        rev, prefixes = self.rev, self.prefixes
+        for ch in chunk:
+            subs = rev.get(ch)
+            if subs is None:
+                states = {s + ch for s in states if s + ch in prefixes}
+            else:
+                states = {s + c for s in states for c in subs if s + c in prefixes}
+            if not states:
+                return states
+        return states
+
+    def contains(self, text: str) -> bool:
+        text = str(text)
+        words = [(m.start(), m.end()) for m in self._word_re.finditer(text)]
+        if not words:
+            return False
+        n = len(text)
+        # better-profanity leaves a text alone when its first word starts at its last character,
+        # and never joins a following word that starts at the text's last character.
+        if words[0][0] >= n - 1:
+            return False
+        low = text.lower()
+        entries, k = self.entries, self.max_combos
+        for i, (s, e) in enumerate(words):
+            start = self._step({""}, low[s:e])
+            if not start:
+                continue
+            if start & entries:
+                return True
+            if e >= n:  # last word without a trailing separator: single-word check only
+                continue
+            plain, seps = start, start
+            prev_end = e
+            for j in range(i + 1, min(i + 1 + k, len(words))):
+                ns, ne = words[j]
+                if ns >= n - 1:
+                    break
+                if plain:
+                    plain = self._step(plain, low[ns:ne])
+                if seps:
+                    seps = self._step(seps, low[prev_end:ne])
+                if (plain & entries) or (seps & entries):
+                    return True
+                if not plain and not seps:
+                    break
+                prev_end = ne
+        return False
+
+
+def wordlist() -> WordList:
+    global _wordlist
+    if _wordlist is None:
+        with _lock:
+            if _wordlist is None:
+                from better_profanity import Profanity
+                from better_profanity.constants import ALLOWED_CHARACTERS
+                from better_profanity.utils import read_wordlist
+
+                p = Profanity.__new__(Profanity)  # only for its defaults; don't build 900 VaryingStrings
+                Profanity.__init__(p, words=[])
+                words = list(read_wordlist(p._default_wordlist_filename))
+                _wordlist = WordList(words, p.CHARS_MAPPING, set(ALLOWED_CHARACTERS))
+    return _wordlist
+
+
+def wordlist_file() -> Path:
+    import better_profanity
+
+    return Path(better_profanity.__file__).parent / "profanity_wordlist.txt"
+
+
+def contains(texts: list[str]) -> np.ndarray:
+    wl = wordlist()
+    return np.fromiter((1.0 if wl.contains(t) else 0.0 for t in texts), dtype=np.float64, count=len(texts))
+
+
+def svm():
+    """(vectorizer, model) from alt-profanity-check's package data, loaded once."""
+    global _svm
+    if _svm is None:
+        with _lock:
+            if _svm is None:
+                import warnings
+                from importlib import resources
+
+                import joblib
+
+                data = resources.files("profanity_check") / "data"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # sklearn minor-version pickle warnings
+                    vec = joblib.load(data / "vectorizer.joblib")
+                    model = joblib.load(data / "model.joblib")
+                _svm = (vec, model)
+    return _svm
+
+
+def svm_proba(texts: list[str]) -> np.ndarray:
+    if len(texts) == 0:
+        return np.zeros(0)
+    vec, model = svm()
+    return np.asarray(model.predict_proba(vec.transform(texts))[:, 1], dtype=np.float64)

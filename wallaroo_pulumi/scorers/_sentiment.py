@@ -1,0 +1,37 @@
+"""Sentiment: VADER (PyPI ``vaderSentiment``), a rule-based model whose lexicon ships in the
+package (``vaderSentiment/vader_lexicon.txt``, ~7.5k tokens rated -4..+4 by human raters, plus
+``emoji_utf8_lexicon.txt``), with rules for negation, intensifiers, "but", caps and
+punctuation. Tuned on social-media text; English only."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+_lock = threading.Lock()
+_analyzer = None
+
+
+def analyzer():
+    global _analyzer
+    if _analyzer is None:
+        with _lock:
+            if _analyzer is None:
+                from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+                _analyzer = SentimentIntensityAnalyzer()
+    return _analyzer
+
+
+def polarity(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(compound -1..1, negative 0..1) per text."""
+    a = analyzer()
+    n = len(texts)
+    compound = np.empty(n, dtype=np.float64)
+    negative = np.empty(n, dtype=np.float64)
+    for i, t in enumerate(texts):
+        s = a.polarity_scores(t)
+        compound[i] = s["compound"]
+        negative[i] = s["neg"]
+    return compound, negative
