@@ -1,0 +1,236 @@
+"""`WallarooModel`: a Bring-Your-Own-Predict model version on the runtime.
+
+Wallaroo's rule is "same name, new content = new version", so a content change
+is an in-place update that uploads a new version; only a new name or workspace
+replaces the resource. The content hash is computed in the program, so
+`preview` knows whether an upload is due without uploading anything.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import pulumi
+import pyarrow as pa
+from pulumi.dynamic import CreateResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .. import packaging
+from ..client import NotFoundError
+from ..schemas import schema_from_b64, schema_to_b64
+from . import _base
+from .connection import Connection, resolve
+from .progress import Throttle, report
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class ModelInputs(BaseModel):
+    """The provider-side view of the inputs; `check` reports each error by field name."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    path: str
+    sha256: str
+    framework: Literal["custom"] = "custom"
+    input_schema: str
+    output_schema: str
+    requirements: list[str] = Field(default_factory=list)
+    python_version: str = "3.11"
+    arch: Literal["x86", "arm"] = "x86"
+    accel: Literal["none", "cuda", "jetson", "openvino", "qaic"] = "none"
+    workspace_id: int = Field(default=1, ge=1)
+    url: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("must be 1-63 lowercase letters, digits or '-', starting with a letter or digit "
+                             "(Wallaroo model names are DNS labels)")
+        return v
+
+    @field_validator("input_schema", "output_schema")
+    @classmethod
+    def _schema(cls, v: str, info: Any) -> str:
+        schema_from_b64(v, info.field_name)
+        return v
+
+    @field_validator("python_version")
+    @classmethod
+    def _python(cls, v: str) -> str:
+        if not re.fullmatch(r"3\.\d{1,2}", v):
+            raise ValueError("must look like '3.11'")
+        return v
+
+
+COMPARED = ("name", "sha256", "framework", "input_schema", "output_schema", "requirements",
+            "python_version", "arch", "accel", "workspace_id", "url")
+REPLACE_ON = ("name", "workspace_id")
+
+
+class ModelProvider(ResourceProvider):
+    """CRUD of model versions through the MLOps API."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> Any:
+        return _base.check_inputs(ModelInputs, news, ModelInputs.model_fields)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
+        return _base.diff(olds, news, COMPARED, REPLACE_ON)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = self._upload(props)
+        return CreateResult(str(outs["model_version_id"]), outs)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(self._upload(news))
+
+    def _upload(self, props: dict[str, Any]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="wallaroo-pack-") as tmp:
+            artifact = packaging.pack(Path(props["path"]), Path(tmp))
+            if artifact.sha256 != props["sha256"]:
+                raise RuntimeError(
+                    f"model {props['name']}: the files under {props['path']} changed between plan and "
+                    f"apply (sha256 {props['sha256'][:12]} -> {artifact.sha256[:12]}); run `pulumi up` again"
+                )
+            report(f"WallarooModel {props['name']}: uploading {artifact.size / 1e6:.1f} MB (sha256 {artifact.sha256[:12]})")
+            version = _base.client(props).upload_model(
+                props["name"],
+                artifact.path,
+                input_schema=schema_from_b64(props["input_schema"], "input_schema"),
+                output_schema=schema_from_b64(props["output_schema"], "output_schema"),
+                framework=props.get("framework") or "custom",
+                requirements=props.get("requirements") or [],
+                python_version=props.get("python_version") or "3.11",
+                arch=props.get("arch") or "x86",
+                accel=props.get("accel") or "none",
+                workspace_id=props.get("workspace_id") or 1,
+                progress=Throttle(f"WallarooModel {props['name']}: upload"),
+            )
+        return {**props, **_outputs(version, props)}
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        try:
+            version = _base.client(props).get_model_version(int(id_))
+        except NotFoundError:
+            return ReadResult(None, {})  # gone: refresh drops it, the next up re-creates it
+        base = {k: v for k, v in props.items() if k in ModelInputs.model_fields or k == "token"}
+        base.update(name=version.name, sha256=version.sha,
+                    workspace_id=getattr(version, "workspace_id", None) or base.get("workspace_id", 1))
+        if getattr(version, "input_schema", None):
+            base["input_schema"] = version.input_schema
+        if getattr(version, "output_schema", None):
+            base["output_schema"] = version.output_schema
+        base.setdefault("url", props.get("url"))
+        return ReadResult(id_, {**base, **_outputs(version, base)})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        try:
+            _base.client(props).delete_model(props["model_id"])
+        except NotFoundError:
+            pass  # already gone: deleting is idempotent
+
+
+def _outputs(version: Any, props: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model_id": version.model_id,
+        "model_version_id": version.id,
+        "version": version.version,
+        "sha256": version.sha,
+        "size": version.file_size,
+        "created_at": str(version.created_at),
+        "upload_command": upload_command(props),
+    }
+
+
+def upload_command(props: dict[str, Any]) -> str:
+    """The documented curl upload, with the token read from $WALLAROO_TOKEN (never inline)."""
+    import json
+
+    metadata = {
+        "name": props["name"], "visibility": "private", "workspace_id": props.get("workspace_id", 1),
+        "conversion": {"framework": props.get("framework", "custom"),
+                       "python_version": props.get("python_version", "3.11"),
+                       "requirements": props.get("requirements") or [],
+                       "arch": props.get("arch", "x86"), "accel": props.get("accel", "none")},
+        "input_schema": props["input_schema"], "output_schema": props["output_schema"],
+    }
+    return (
+        f"curl --progress-bar -X POST {props['url'].rstrip('/')}/v1/api/models/upload_and_convert "
+        '-H "Authorization: Bearer $WALLAROO_TOKEN" '
+        f"-F 'metadata={json.dumps(metadata, separators=(',', ':'))};type=application/json' "
+        f"-F 'file=@{Path(props['path']).name};type=application/octet-stream'"
+    )
+
+
+class WallarooModel(Resource, module="wallaroo", name="Model"):
+    """A BYOP model version. Same name + new content = a new version, updated in place.
+
+    Outputs: `model_id`, `model_version_id`, `version` (uuid), `sha256`, `size`,
+    `created_at`, `upload_command` (curl, token from `$WALLAROO_TOKEN`).
+    """
+
+    model_id: pulumi.Output[int]
+    model_version_id: pulumi.Output[int]
+    version: pulumi.Output[str]
+    sha256: pulumi.Output[str]
+    size: pulumi.Output[int]
+    created_at: pulumi.Output[str]
+    upload_command: pulumi.Output[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        path: str | Path,
+        input_schema: pa.Schema,
+        output_schema: pa.Schema,
+        name: str | None = None,
+        framework: str = "custom",
+        requirements: list[str] | None = None,
+        python_version: str = "3.11",
+        arch: str = "x86",
+        accel: str = "none",
+        workspace_id: int = 1,
+        connection: Connection | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        self.model_name = name or resource_name
+        source = Path(path).expanduser().resolve()
+        if not source.exists():
+            raise FileNotFoundError(
+                f"WallarooModel {resource_name}: path {source} does not exist; "
+                "expected a folder of BYOP Python files or a .zip"
+            )
+        url, token = resolve(connection)
+        props = {
+            "name": self.model_name,
+            "path": str(source),
+            "sha256": packaging.content_sha256(source),
+            "framework": framework,
+            "input_schema": schema_to_b64(input_schema),
+            "output_schema": schema_to_b64(output_schema),
+            "requirements": list(requirements) if requirements is not None else _requirements(source),
+            "python_version": python_version,
+            "arch": arch,
+            "accel": accel,
+            "workspace_id": workspace_id,
+            "url": url,
+            "token": token,
+            **{k: None for k in ("model_id", "model_version_id", "version", "size", "created_at", "upload_command")},
+        }
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["token"]))
+        super().__init__(ModelProvider(), resource_name, props, opts)
+
+
+def _requirements(source: Path) -> list[str]:
+    """A folder's requirements.txt, as Wallaroo reads it (comments and blanks dropped)."""
+    req = source / "requirements.txt" if source.is_dir() else None
+    if req is None or not req.exists():
+        return []
+    lines = (line.split("#", 1)[0].strip() for line in req.read_text().splitlines())
+    return [line for line in lines if line]

@@ -1,0 +1,233 @@
+"""`WallarooPipeline`: ordered model steps, deployed with engine and per-model sidekick config.
+
+Credentials reach a model only through its sidekick `env`. The program splits
+that env out of the deployment config into its own input, marked secret, so the
+plan and the state show every other setting in the clear and no credential in
+plaintext. Rotating a credential redeploys; nothing is re-uploaded.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..client import NotFoundError
+from ..deployment import DeploymentConfig
+from . import _base
+from .connection import Connection, resolve
+from .progress import report
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class StepRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    version: str
+    sha: str
+    model_version_id: int | None = None
+
+
+class PipelineInputs(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    steps: list[StepRef] = Field(min_length=1)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    deploy: bool = True
+    deploy_timeout_s: float = Field(default=300, gt=0)
+    workspace_id: int = Field(default=1, ge=1)
+    url: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("must be 1-63 lowercase letters, digits or '-' (it becomes part of the inference URL)")
+        return v
+
+    @model_validator(mode="after")
+    def _sidekicks_name_steps(self) -> "PipelineInputs":
+        names = {s.name for s in self.steps}
+        for model in self.deployment.sidekicks:
+            if model not in names:
+                raise ValueError(
+                    f"deployment.sidekicks names model {model!r}, which is not a step of this pipeline "
+                    f"(steps: {', '.join(sorted(names))})"
+                )
+        return self
+
+
+COMPARED = ("name", "steps", "deployment", "sidekick_env", "deploy", "workspace_id", "url")
+REPLACE_ON = ("name", "workspace_id")
+OUTPUT_KEYS = ("pipeline_id", "pipeline_version_pk_id", "version", "deployment_id", "inference_url", "status")
+
+
+def merged_config(props: dict[str, Any]) -> DeploymentConfig:
+    """The full config the runtime applies: public settings plus the (secret) sidekick env."""
+    data = dict(props.get("deployment") or {})
+    sidekicks = {k: dict(v) for k, v in (data.get("sidekicks") or {}).items()}
+    for model, env in (props.get("sidekick_env") or {}).items():
+        sidekicks.setdefault(model, {})["env"] = env
+    data["sidekicks"] = sidekicks
+    return DeploymentConfig.model_validate(data)
+
+
+class PipelineProvider(ResourceProvider):
+    """Create/version/deploy/undeploy pipelines through the MLOps API."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> Any:
+        candidate = dict(news)
+        if not _base.is_unknown(news.get("sidekick_env")) and not _base.is_unknown(news.get("deployment")):
+            try:
+                candidate["deployment"] = merged_config(news).model_dump()
+            except Exception:  # noqa: BLE001 - reported field by field below
+                pass
+        return _base.check_inputs(PipelineInputs, candidate, PipelineInputs.model_fields)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
+        return _base.diff(olds, news, COMPARED, REPLACE_ON)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = self._apply(props, previous=None)
+        return CreateResult(str(outs["pipeline_id"]), outs)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(self._apply(news, previous=olds))
+
+    def _apply(self, props: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+        api = _base.client(props)
+        name = props["name"]
+        steps = [StepRef.model_validate(s) for s in props["steps"]]
+        created = api.create_pipeline(name, steps=[s.model_dump() for s in steps],
+                                      workspace_id=props.get("workspace_id") or 1)
+        outs = {**props, "pipeline_id": created.pipeline_id,
+                "pipeline_version_pk_id": created.pipeline_version_pk_id,
+                "version": created.version, "deployment_id": None, "inference_url": None,
+                "status": "undeployed"}
+        if props.get("deploy", True):
+            report(f"WallarooPipeline {name}: deploying version {created.version[:8]} "
+                   f"({len(steps)} step{'s' if len(steps) > 1 else ''})")
+            deployment_id = api.deploy(
+                name, pipeline_id=created.pipeline_id,
+                pipeline_version_pk_id=created.pipeline_version_pk_id,
+                engine_config=merged_config(props).model_dump(mode="json"),
+                models=[s.model_dump() for s in steps],
+            )
+            status = api.wait_for_deployment(
+                f"{name}-{deployment_id}", timeout_s=float(props.get("deploy_timeout_s") or 300),
+                progress=lambda msg: report(f"WallarooPipeline {name}: {msg}", ephemeral=True),
+            )
+            outs.update(deployment_id=deployment_id, status=status,
+                        inference_url=inference_url(props["url"], name, deployment_id))
+            report(f"WallarooPipeline {name}: {status} at {outs['inference_url']}")
+        elif previous and previous.get("deployment_id"):
+            api.undeploy(created.pipeline_id, previous["deployment_id"])
+        return outs
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        try:
+            current = _base.client(props).get_pipeline(int(id_))
+        except NotFoundError:
+            return ReadResult(None, {})
+        outs = dict(props)
+        outs.update(
+            name=current.name, pipeline_id=current.pipeline_id,
+            pipeline_version_pk_id=current.pipeline_version_pk_id, version=current.version,
+            deployment_id=current.deployment_id, status=current.status,
+            deploy=current.deployed,
+            inference_url=inference_url(props["url"], current.name, current.deployment_id)
+            if current.deployed else None,
+        )
+        if current.steps:
+            outs["steps"] = [StepRef.model_validate(s).model_dump() for s in current.steps]
+        return ReadResult(id_, outs)
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        try:
+            _base.client(props).delete_pipeline(int(id_))
+        except NotFoundError:
+            pass
+
+
+def inference_url(url: str, name: str, deployment_id: Any) -> str:
+    """Wallaroo's documented inference endpoint for a deployment."""
+    return f"{url.rstrip('/')}/v1/api/pipelines/infer/{name}-{deployment_id}/{name}"
+
+
+def _step(model: Any) -> Any:
+    """A step from a `WallarooModel` (its outputs) or a plain {name, version, sha} dict."""
+    if isinstance(model, dict):
+        return model
+    return pulumi.Output.all(model.model_name, model.version, model.sha256, model.model_version_id).apply(
+        lambda v: {"name": v[0], "version": v[1], "sha": v[2], "model_version_id": v[3]}
+    )
+
+
+def _model_key(model: Any) -> str:
+    return model if isinstance(model, str) else model.model_name
+
+
+def split_deployment(deployment: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings without env, {model: env}): only the env becomes secret."""
+    if isinstance(deployment, DeploymentConfig):
+        deployment = deployment.model_dump(exclude_defaults=True)
+    public = dict(deployment or {})
+    sidekicks, env = {}, {}
+    for model, cfg in (public.pop("sidekicks", None) or {}).items():
+        cfg = dict(cfg)
+        env[_model_key(model)] = cfg.pop("env", None) or {}
+        sidekicks[_model_key(model)] = cfg
+    public["sidekicks"] = sidekicks
+    return public, {k: v for k, v in env.items() if v}
+
+
+class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
+    """Model steps in order plus their deployment.
+
+    Outputs: `pipeline_id`, `version`, `deployment_id`, `inference_url`, `status`.
+    """
+
+    pipeline_id: pulumi.Output[int]
+    pipeline_version_pk_id: pulumi.Output[int]
+    version: pulumi.Output[str]
+    deployment_id: pulumi.Output[int]
+    inference_url: pulumi.Output[str]
+    status: pulumi.Output[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        steps: list[Any],
+        deployment: Any = None,
+        deploy: bool = True,
+        name: str | None = None,
+        deploy_timeout_s: float = 300,
+        workspace_id: int = 1,
+        connection: Connection | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        self.pipeline_name = name or resource_name
+        public, env = split_deployment(deployment)
+        url, token = resolve(connection)
+        props = {
+            "name": self.pipeline_name,
+            "steps": [_step(m) for m in steps],
+            "deployment": public,
+            "sidekick_env": pulumi.Output.secret(env),
+            "deploy": deploy,
+            "deploy_timeout_s": deploy_timeout_s,
+            "workspace_id": workspace_id,
+            "url": url,
+            "token": token,
+            **{k: None for k in OUTPUT_KEYS},
+        }
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["token", "sidekick_env"])
+        )
+        super().__init__(PipelineProvider(), resource_name, props, opts)
