@@ -1,0 +1,288 @@
+"""Google Vertex AI online-prediction endpoints as a BYOP model's upstream.
+
+Each row becomes ``POST {VERTEX_ENDPOINT_URL}:predict`` with body
+``{"instances": [{"prompt": text, "max_tokens": N, "temperature": T, ...}]}`` and an
+OAuth2 access token minted from a service account (``Authorization: Bearer``).
+The token is fetched with google-auth (a signed RS256 JWT assertion exchanged at
+the account's ``token_uri``), cached, and refreshed only when it is no longer
+valid — under a lock, so concurrent rows share one refresh. A 401 from the
+endpoint forces one refresh and one more try.
+
+Answers come back as ``{"predictions": [...]}`` where each prediction may be a
+string, a nested list of strings, or an object with ``content`` (or
+``generated_text``/``text``/``output``). Model Garden vLLM containers answer
+``"Prompt:\\n<prompt>\\nOutput:\\n<completion>"``; like Wallaroo's Vertex tutorial
+we keep only what follows ``Output:\\n`` (set ``VERTEX_STRIP_PROMPT=false`` to keep
+the raw text). Vertex predictions carry no token usage, so the token columns are -1.
+
+Environment (the model's sidekick env):
+
+==============================  ========  ================================================
+variable                        required  meaning
+==============================  ========  ================================================
+APPLICATION_CREDENTIALS         yes       the service-account key JSON. The single-quoted
+                                          Python-dict form Wallaroo's docs produce with
+                                          ``str(json.load(f))`` is accepted too. If unset,
+                                          GOOGLE_APPLICATION_CREDENTIALS is used (the key
+                                          itself, or a path to the key file).
+VERTEX_ENDPOINT_URL             yes       ``https://{region}-aiplatform.googleapis.com/v1/
+                                          projects/{project}/locations/{region}/endpoints/{id}``
+VERTEX_INSTANCE_PARAMS          no        JSON object merged into each instance
+                                          (e.g. ``{"top_p": 0.9, "raw_response": false}``)
+VERTEX_PARAMETERS               no        JSON object sent as the request's ``parameters``
+VERTEX_STRIP_PROMPT             no        default true: drop the ``Prompt:...Output:`` echo
+MAX_TOKENS, TEMPERATURE         no        instance ``max_tokens`` (default 256) / ``temperature``
++ the common MAX_CONCURRENCY, REQUEST_TIMEOUT_S, MAX_RETRIES, RETRY_* (see http.py)
+==============================  ========  ================================================
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import google.auth.exceptions
+import requests
+from google.auth.transport.requests import Request as GoogleAuthRequest
+from google.oauth2 import service_account
+
+from wallaroo_pulumi.adapters.config import AdapterConfigError, Env
+from wallaroo_pulumi.adapters.http import (
+    CommonSettings,
+    CredentialError,
+    HttpLLMAdapter,
+    MalformedResponse,
+    PreparedRequest,
+    RowResult,
+)
+from wallaroo_pulumi.adapters.redact import Redactor
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+_ENDPOINT_RE = re.compile(r"^https?://[^/]+/v1(?:beta1)?/projects/[^/]+/locations/[^/]+/endpoints/[^/:]+$")
+_PREDICTION_KEYS = ("content", "generated_text", "text", "output", "prediction", "predictions")
+
+
+def parse_service_account_info(raw: str, variable: str = "APPLICATION_CREDENTIALS") -> dict[str, Any]:
+    """The service-account key from its JSON text, or from the ``str(dict)`` form
+    (single quotes) that ``str(json.load(open("credentials.json")))`` produces.
+
+    Error messages never repeat the value: it holds a private key.
+    """
+    text = raw.strip()
+    info: Any
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            info = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise AdapterConfigError(
+                f"vertex: environment variable {variable} is neither JSON nor a Python dict literal; expected the "
+                "service-account key file's content (e.g. `pulumi config set --secret vertexCredentials < key.json`)."
+            ) from None
+    if isinstance(info, str):  # JSON-encoded twice
+        return parse_service_account_info(info, variable)
+    if not isinstance(info, dict):
+        raise AdapterConfigError(
+            f"vertex: environment variable {variable} holds a {type(info).__name__}; expected a service-account key object."
+        )
+    missing = [k for k in ("client_email", "private_key", "token_uri") if not info.get(k)]
+    if missing:
+        raise AdapterConfigError(
+            f"vertex: the service-account key in {variable} lacks {', '.join(missing)}; "
+            "expected a key file downloaded for a service account (type 'service_account')."
+        )
+    if info.get("type", "service_account") != "service_account":
+        raise AdapterConfigError(
+            f"vertex: the credentials in {variable} have type {info.get('type')!r}; expected 'service_account'."
+        )
+    return info
+
+
+def _credentials_from_env(env: Env) -> tuple[dict[str, Any], str]:
+    raw = env.raw("APPLICATION_CREDENTIALS")
+    if raw is not None:
+        return parse_service_account_info(raw, "APPLICATION_CREDENTIALS"), "APPLICATION_CREDENTIALS"
+    google = env.raw("GOOGLE_APPLICATION_CREDENTIALS")
+    if google is not None:
+        g = google.strip()
+        if g.startswith("{"):
+            return parse_service_account_info(g, "GOOGLE_APPLICATION_CREDENTIALS"), "GOOGLE_APPLICATION_CREDENTIALS"
+        if os.path.isfile(g):
+            with open(g, encoding="utf-8") as fh:
+                return parse_service_account_info(fh.read(), "GOOGLE_APPLICATION_CREDENTIALS"), g
+        raise AdapterConfigError(
+            "vertex: GOOGLE_APPLICATION_CREDENTIALS is neither a service-account key nor a readable file path; "
+            "set APPLICATION_CREDENTIALS to the key file's content instead."
+        )
+    env.require(
+        "APPLICATION_CREDENTIALS",
+        "the Google service-account key JSON (the content of the key file, not its path)",
+        secret=True,
+        config_key="vertexCredentials",
+    )
+    raise AssertionError("unreachable")
+
+
+def strip_prompt_echo(prediction: str, prompt: str) -> str:
+    """Drop the ``Prompt:\\n<prompt>\\nOutput:\\n`` echo vLLM-on-Vertex puts before the answer."""
+    exact = f"Prompt:\n{prompt}\nOutput:\n"
+    if prediction.startswith(exact):
+        return prediction[len(exact) :]
+    if prediction.startswith("Prompt:") and "Output:\n" in prediction:
+        return prediction.split("Output:\n")[-1]  # what Wallaroo's Vertex tutorial does
+    return prediction
+
+
+def first_prediction_text(body: Any) -> str:
+    if not isinstance(body, dict) or "predictions" not in body:
+        raise MalformedResponse("no 'predictions' in the Vertex response")
+    pred: Any = body["predictions"]
+    if isinstance(pred, list):
+        if not pred:
+            raise MalformedResponse("'predictions' is empty")
+        pred = pred[0]
+    for _ in range(8):
+        if isinstance(pred, str):
+            return pred
+        if isinstance(pred, list):
+            if not pred:
+                raise MalformedResponse("the first prediction is an empty list")
+            pred = pred[0]
+            continue
+        if isinstance(pred, dict):
+            for key in _PREDICTION_KEYS:
+                if key in pred:
+                    pred = pred[key]
+                    break
+            else:
+                raise MalformedResponse(
+                    f"prediction object has none of {', '.join(_PREDICTION_KEYS)} (keys: {', '.join(sorted(pred))[:100]})"
+                )
+            continue
+        break
+    raise MalformedResponse(f"prediction is {type(pred).__name__}, expected text")
+
+
+class VertexAIAdapter(HttpLLMAdapter):
+    name = "vertex"
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        *,
+        service_account_info: Mapping[str, Any],
+        endpoint_url: str,
+        instance_params: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        strip_prompt: bool = True,
+    ) -> None:
+        info = dict(service_account_info)
+        super().__init__(settings, Redactor([info.get("private_key"), info.get("private_key_id")]))
+        try:
+            self._creds = service_account.Credentials.from_service_account_info(info, scopes=[CLOUD_PLATFORM_SCOPE])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise AdapterConfigError(
+                self.redact(f"vertex: the service-account key could not be loaded ({type(exc).__name__}: {exc}); "
+                            "check that APPLICATION_CREDENTIALS holds an unmodified key file")
+            ) from None
+        endpoint_url = endpoint_url.rstrip("/")
+        if endpoint_url.endswith(":predict"):
+            endpoint_url = endpoint_url[: -len(":predict")]
+        self.endpoint_url = endpoint_url
+        self.instance_params = dict(instance_params or {})
+        self.parameters = dict(parameters) if parameters else None
+        self.strip_prompt = strip_prompt
+        session = requests.Session()
+        self._token_request = GoogleAuthRequest(session)
+        self._token_lock = threading.Lock()
+        self._stale_token: str | None = None
+        self.token_refreshes = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> VertexAIAdapter:
+        env = Env(environ, adapter="vertex")
+        info, _source = _credentials_from_env(env)
+        endpoint = env.url(
+            "VERTEX_ENDPOINT_URL",
+            "the endpoint's full URL, https://{region}-aiplatform.googleapis.com/v1/projects/{project}/"
+            "locations/{region}/endpoints/{endpoint_id}",
+            required=True,
+        )
+        assert endpoint is not None
+        bare = endpoint[: -len(":predict")] if endpoint.endswith(":predict") else endpoint
+        if not _ENDPOINT_RE.match(bare):
+            raise AdapterConfigError(
+                f"vertex: VERTEX_ENDPOINT_URL={endpoint!r} is not a Vertex AI endpoint URL; expected "
+                "https://{region}-aiplatform.googleapis.com/v1/projects/{project}/locations/{region}/endpoints/{endpoint_id}"
+            )
+        return cls(
+            CommonSettings.from_env(env),
+            service_account_info=info,
+            endpoint_url=bare,
+            instance_params=env.json_object("VERTEX_INSTANCE_PARAMS"),
+            parameters=env.json_object("VERTEX_PARAMETERS") or None,
+            strip_prompt=env.bool("VERTEX_STRIP_PROMPT", True),
+        )
+
+    # ---- credentials ---------------------------------------------------------------
+    def auth_headers(self) -> dict[str, str]:
+        with self._token_lock:
+            creds = self._creds
+            if not creds.valid or (self._stale_token is not None and creds.token == self._stale_token):
+                try:
+                    creds.refresh(self._token_request)
+                except google.auth.exceptions.GoogleAuthError as exc:
+                    raise CredentialError(
+                        self.redact(f"token refresh failed ({type(exc).__name__}): {_auth_error_text(exc)}")
+                    ) from None
+                self.token_refreshes += 1
+                self._stale_token = None
+            token = creds.token
+        return {"Authorization": f"Bearer {token}"}
+
+    def on_unauthorized(self) -> bool:
+        with self._token_lock:
+            self._stale_token = self._creds.token
+        return True
+
+    # ---- protocol ------------------------------------------------------------------
+    def build_request(self, text: str) -> PreparedRequest:
+        instance: dict[str, Any] = {"prompt": text}
+        if self.settings.max_tokens is not None:
+            instance["max_tokens"] = self.settings.max_tokens
+        if self.settings.temperature is not None:
+            instance["temperature"] = self.settings.temperature
+        instance.update(self.instance_params)
+        body: dict[str, Any] = {"instances": [instance]}
+        if self.parameters:
+            body["parameters"] = self.parameters
+        return PreparedRequest(
+            url=f"{self.endpoint_url}:predict",
+            json=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+
+    def parse_response(self, text: str, body: Any) -> RowResult:
+        prediction = first_prediction_text(body)
+        if self.strip_prompt:
+            prediction = strip_prompt_echo(prediction, text)
+        return RowResult(prediction)
+
+    def close(self) -> None:
+        super().close()
+        session = getattr(self._token_request, "session", None)
+        if session is not None:
+            session.close()
+
+
+def _auth_error_text(exc: Exception) -> str:
+    # RefreshError's args are (message, response_body); the message is enough.
+    if exc.args:
+        return " ".join(str(exc.args[0]).split())[:300]
+    return str(exc)[:300]
