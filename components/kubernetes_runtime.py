@@ -1,0 +1,161 @@
+"""`KubernetesRuntime`: the runtime image on a cluster, declared with pulumi-kubernetes.
+
+For users who outgrow one machine. Kubernetes is the distributed engine: it
+schedules replicas, restarts them, spreads load through a Service and scales
+them with an HPA. We do not write a cluster manager.
+
+Layout: one Deployment serving the MLOps API and inference (replicas or an
+autoscale range), a Service in front, the admin token in a Secret, and a
+persistent volume for the data directory. The listener scheduler runs in exactly
+one pod (a separate single-replica Deployment with `--role scheduler`) so cron
+ticks never fire twice. With more than one serving replica the data volume must
+be ReadWriteMany (see README: "Running on Kubernetes").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from wallaroo_pulumi.deployment import parse_memory_quantity
+from wallaroo_pulumi.resources.connection import Connection
+
+APP_PORT = 8080
+
+
+class KubernetesRuntime(pulumi.ComponentResource):
+    """Outputs: `url` (in-cluster Service URL), `token` (secret), `namespace`, `connection`."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        image: pulumi.Input[str],
+        admin_token: pulumi.Input[str],
+        namespace: str = "wallaroo",
+        create_namespace: bool = True,
+        replicas: int = 1,
+        autoscale_min: int | None = None,
+        autoscale_max: int | None = None,
+        autoscale_cpu_utilization: int = 75,
+        cpus: float = 2,
+        memory: str = "4Gi",
+        gpus: int = 0,
+        node_selector: dict[str, str] | None = None,
+        storage_size: str = "20Gi",
+        storage_class: str | None = None,
+        access_mode: str | None = None,
+        service_type: str = "ClusterIP",
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("wallaroo:index:KubernetesRuntime", name, None, opts)
+        parse_memory_quantity(memory)  # fail at plan time with the field's message
+        max_replicas = autoscale_max or replicas
+        if max_replicas > 1 and (access_mode or "ReadWriteOnce") != "ReadWriteMany":
+            raise ValueError(
+                "KubernetesRuntime: more than one serving replica shares the data volume, so "
+                "access_mode must be 'ReadWriteMany' (and storage_class one that supports it)"
+            )
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {"app.kubernetes.io/name": "wallaroo-runtime", "app.kubernetes.io/instance": name}
+
+        if create_namespace:
+            ns = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": namespace}, opts=child)
+            child = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+
+        secret = k8s.core.v1.Secret(
+            f"{name}-token",
+            metadata={"namespace": namespace, "labels": labels},
+            string_data={"token": pulumi.Output.secret(admin_token)},
+            opts=child,
+        )
+        claim = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-data",
+            metadata={"namespace": namespace, "labels": labels},
+            spec={
+                "accessModes": [access_mode or "ReadWriteOnce"],
+                "resources": {"requests": {"storage": storage_size}},
+                **({"storageClassName": storage_class} if storage_class else {}),
+            },
+            opts=child,
+        )
+        limits: dict[str, Any] = {"cpu": str(cpus), "memory": memory}
+        if gpus:
+            limits["nvidia.com/gpu"] = str(gpus)
+
+        def pod(role: str, resources: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "metadata": {"labels": {**labels, "wallaroo.ai/role": role}},
+                "spec": {
+                    **({"nodeSelector": node_selector} if node_selector else {}),
+                    "containers": [{
+                        "name": "runtime",
+                        "image": image,
+                        "args": ["runtime", "serve", "--data-dir", "/data", "--host", "0.0.0.0",
+                                 "--port", str(APP_PORT), "--role", role],
+                        "env": [{"name": "WALLAROO_ADMIN_TOKEN",
+                                 "valueFrom": {"secretKeyRef": {"name": secret.metadata["name"], "key": "token"}}}],
+                        "ports": [{"containerPort": APP_PORT, "name": "http"}],
+                        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
+                        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 20},
+                        "resources": resources,
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    }],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim.metadata["name"]}}],
+                },
+            }
+
+        serving_labels = {**labels, "wallaroo.ai/role": "serve"}
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-serve",
+            metadata={"namespace": namespace, "labels": labels},
+            spec={
+                "replicas": None if autoscale_max else replicas,
+                "selector": {"matchLabels": serving_labels},
+                "template": pod("serve", {"requests": limits, "limits": limits}),
+            },
+            opts=child,
+        )
+        k8s.apps.v1.Deployment(
+            f"{name}-scheduler",
+            metadata={"namespace": namespace, "labels": labels},
+            spec={
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},  # never two schedulers, even during a rollout
+                "selector": {"matchLabels": {**labels, "wallaroo.ai/role": "scheduler"}},
+                "template": pod("scheduler", {"requests": {"cpu": "250m", "memory": "512Mi"},
+                                              "limits": {"cpu": "1", "memory": "1Gi"}}),
+            },
+            opts=child,
+        )
+        if autoscale_max:
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-hpa",
+                metadata={"namespace": namespace, "labels": labels},
+                spec={
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                       "name": self.deployment.metadata["name"]},
+                    "minReplicas": max(1, autoscale_min or 1),
+                    "maxReplicas": autoscale_max,
+                    "metrics": [{"type": "Resource", "resource": {
+                        "name": "cpu", "target": {"type": "Utilization",
+                                                  "averageUtilization": autoscale_cpu_utilization}}}],
+                },
+                opts=child,
+            )
+        service = k8s.core.v1.Service(
+            f"{name}-svc",
+            metadata={"namespace": namespace, "labels": labels},
+            spec={"type": service_type, "selector": serving_labels,
+                  "ports": [{"port": 80, "targetPort": "http", "name": "http"}]},
+            opts=child,
+        )
+        self.namespace = namespace
+        self.url: pulumi.Output[str] = service.metadata["name"].apply(
+            lambda svc: f"http://{svc}.{namespace}.svc.cluster.local"
+        )
+        self.token: pulumi.Output[str] = pulumi.Output.secret(admin_token)
+        self.connection = Connection(url=self.url, token=self.token)
+        self.register_outputs({"url": self.url, "namespace": namespace})
