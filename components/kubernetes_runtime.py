@@ -118,7 +118,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
             },
             opts=child,
         )
-        k8s.apps.v1.Deployment(
+        self.scheduler = k8s.apps.v1.Deployment(
             f"{name}-scheduler",
             metadata={"namespace": namespace, "labels": labels},
             spec={
@@ -130,8 +130,9 @@ class KubernetesRuntime(pulumi.ComponentResource):
             },
             opts=child,
         )
+        self.hpa = None
         if autoscale_max:
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            self.hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
                 f"{name}-hpa",
                 metadata={"namespace": namespace, "labels": labels},
                 spec={

@@ -1,0 +1,80 @@
+"""KubernetesRuntime renders the manifests we promise (Pulumi's resource mocks: no cluster here).
+
+The Kubernetes provider plugin is a release binary this offline machine cannot
+fetch, so these tests check what our component asks the engine to create.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pytest
+
+
+class _Recorder(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: dict[str, dict[str, Any]] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        state = dict(args.inputs)
+        state.setdefault("metadata", {})
+        state["metadata"] = {**state["metadata"], "name": state["metadata"].get("name") or args.name}
+        self.resources[f"{args.typ}::{args.name}"] = state
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        return {}
+
+
+@pytest.fixture
+def recorder() -> _Recorder:
+    rec = _Recorder()
+    pulumi.runtime.set_mocks(rec, preview=False)
+    return rec
+
+
+@pulumi.runtime.test
+def test_autoscaled_gpu_runtime(recorder: _Recorder) -> Any:
+    from wallaroo_pulumi.components.kubernetes_runtime import KubernetesRuntime
+
+    rt = KubernetesRuntime("rt", image="registry.local/wallaroo-runtime:1", admin_token="s3cret",
+                           autoscale_min=2, autoscale_max=5, gpus=1, memory="8Gi",
+                           node_selector={"gpu": "a100"}, access_mode="ReadWriteMany")
+
+    def check(args: list[Any]) -> None:
+        url = args[0]
+        res = recorder.resources
+        serve = res["kubernetes:apps/v1:Deployment::rt-serve"]["spec"]
+        container = serve["template"]["spec"]["containers"][0]
+        assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"}
+        assert serve["template"]["spec"]["nodeSelector"] == {"gpu": "a100"}
+        assert serve.get("replicas") is None  # the HPA owns the count
+        hpa = res["kubernetes:autoscaling/v2:HorizontalPodAutoscaler::rt-hpa"]["spec"]
+        assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
+        sched = res["kubernetes:apps/v1:Deployment::rt-scheduler"]["spec"]
+        assert sched["replicas"] == 1 and sched["strategy"] == {"type": "Recreate"}
+        assert "--role" in container["args"] and "serve" in container["args"]
+        env = {e["name"]: e for e in container["env"]}
+        assert "secretKeyRef" in env["WALLAROO_ADMIN_TOKEN"]["valueFrom"]
+        assert res["kubernetes:core/v1:PersistentVolumeClaim::rt-data"]["spec"]["accessModes"] == ["ReadWriteMany"]
+        assert url == "http://rt-svc.wallaroo.svc.cluster.local"
+
+    assert rt.hpa is not None
+    return pulumi.Output.all(rt.url, rt.deployment.id, rt.scheduler.id, rt.hpa.id).apply(check)
+
+
+def test_many_replicas_need_shared_volume() -> None:
+    from wallaroo_pulumi.components.kubernetes_runtime import KubernetesRuntime
+
+    pulumi.runtime.set_mocks(_Recorder(), preview=False)
+    with pytest.raises(ValueError, match="ReadWriteMany"):
+        KubernetesRuntime("rt", image="i", admin_token="t", replicas=3)
+
+
+def test_bad_memory_quantity_is_named() -> None:
+    from wallaroo_pulumi.components.kubernetes_runtime import KubernetesRuntime
+
+    pulumi.runtime.set_mocks(_Recorder(), preview=False)
+    with pytest.raises(ValueError, match="Kubernetes memory quantity"):
+        KubernetesRuntime("rt", image="i", admin_token="t", memory="8GB")
