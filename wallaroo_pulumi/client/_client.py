@@ -1,0 +1,470 @@
+"""`WallarooClient`: the typed client for the runtime's Wallaroo-compatible MLOps API."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pyarrow as pa
+
+from wallaroo_pulumi.client.errors import (
+    DeploymentError,
+    InferenceError,
+    NotFoundError,
+    RuntimeUnavailableError,
+    WallarooError,
+)
+from wallaroo_pulumi.client.models import (
+    CreatedPipeline,
+    DeploymentStatus,
+    Model,
+    ModelRef,
+    ModelVersion,
+    Pipeline,
+    Workspace,
+    schema_to_b64,
+)
+from wallaroo_pulumi.client.transport import Transport
+
+JSON_RECORDS = "application/json; format=pandas-records"
+ARROW_FILE = "application/vnd.apache.arrow.file"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+CHUNK = 1 << 20
+
+UploadProgress = Callable[[int, int], None]
+"""progress(bytes_sent, total_bytes)"""
+DeployProgress = Callable[[str], None]
+"""progress(message)"""
+
+
+def _schema_b64(schema: pa.Schema | str) -> str:
+    return schema if isinstance(schema, str) else schema_to_b64(schema)
+
+
+def _iso(value: datetime | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat()
+
+
+def _step_dict(step: ModelRef | ModelVersion | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(step, ModelVersion):
+        step = step.ref()
+    if isinstance(step, ModelRef):
+        return step.model_dump(exclude_none=True)
+    return {k: v for k, v in dict(step).items() if v is not None}
+
+
+def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Wallaroo-shaped records -> DataFrame with `time`, `in.*`, `out.*`, `anomaly.count`, `metadata.*`."""
+    if not records:
+        return pd.DataFrame()
+    frame = pd.json_normalize(records, max_level=1)
+    if "time" in frame.columns:
+        frame["time"] = pd.to_datetime(frame["time"], unit="ms", utc=True)
+    return frame
+
+
+class WallarooClient:
+    """Client for the bundled runtime (or any server speaking the same API).
+
+    >>> client = WallarooClient.from_data_dir("~/.wallaroo-pulumi")
+    >>> client.health()
+    """
+
+    def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self._transport = Transport(self.url, token, timeout)
+        self._deployment_ids: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"WallarooClient(url={self.url!r})"
+
+    def __enter__(self) -> WallarooClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    @classmethod
+    def from_data_dir(cls, path: str | os.PathLike[str], timeout: float = 60.0) -> WallarooClient:
+        """Connect to the runtime serving `path` (reads `runtime.json` and `admin.token`)."""
+        data_dir = Path(path).expanduser()
+        info_path = data_dir / "runtime.json"
+        try:
+            info = json.loads(info_path.read_text())
+        except FileNotFoundError:
+            raise RuntimeUnavailableError(f"(no {info_path}: is a runtime serving {data_dir}?)") from None
+        try:
+            token = (data_dir / "admin.token").read_text().strip()
+        except FileNotFoundError:
+            raise WallarooError(f"no admin token at {data_dir / 'admin.token'}") from None
+        return cls(info["url"], token, timeout=timeout)
+
+    # -- basics ------------------------------------------------------------
+    def _post(self, path: str, payload: dict[str, Any], context: str = "", **kw: Any) -> Any:
+        return self._transport.post_json(path, payload, context=context, **kw)
+
+    def health(self) -> dict[str, Any]:
+        return self._transport.request("GET", "/health", context="health", auth=False).json()
+
+    def list_workspaces(self) -> list[Workspace]:
+        data = self._post("/v1/api/workspaces/list", {}, "list workspaces")
+        return [Workspace.model_validate(w) for w in data["workspaces"]]
+
+    def create_workspace(self, name: str) -> Workspace:
+        data = self._post("/v1/api/workspaces/create", {"workspace_name": name}, f"create workspace {name!r}")
+        return Workspace.model_validate(data["workspace"] if "workspace" in data else data)
+
+    # -- models ------------------------------------------------------------
+    def _upload_metadata(
+        self, name: str, input_schema: pa.Schema | str, output_schema: pa.Schema | str, framework: str,
+        requirements: Sequence[str], python_version: str, arch: str, accel: str, workspace_id: int | None,
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "visibility": "private",
+            "workspace_id": workspace_id or 1,
+            "conversion": {
+                "framework": framework,
+                "python_version": python_version,
+                "requirements": list(requirements),
+                "arch": arch,
+                "accel": accel,
+            },
+            "input_schema": _schema_b64(input_schema),
+            "output_schema": _schema_b64(output_schema),
+        }
+
+    def upload_model(
+        self,
+        name: str,
+        file_path: str | os.PathLike[str],
+        input_schema: pa.Schema | str,
+        output_schema: pa.Schema | str,
+        framework: str = "custom",
+        requirements: Sequence[str] = (),
+        python_version: str = "3.11",
+        arch: str = "x86",
+        accel: str = "none",
+        workspace_id: int | None = None,
+        progress: UploadProgress | None = None,
+    ) -> ModelVersion:
+        """Upload a BYOP zip (streamed in 1 MiB chunks: constant memory). Same name +
+        same content returns the existing version; new content makes a new one."""
+        path = Path(file_path)
+        total = path.stat().st_size
+        metadata = self._upload_metadata(
+            name, input_schema, output_schema, framework, requirements, python_version, arch, accel, workspace_id
+        )
+        boundary = f"wallaroo-{uuid.uuid4().hex}"
+        head = (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="metadata"\r\n'
+            "Content-Type: application/json\r\n\r\n"
+            f"{json.dumps(metadata)}\r\n"
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+
+        def body() -> Iterator[bytes]:
+            yield head
+            sent = 0
+            if progress:
+                progress(0, total)
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    sent += len(chunk)
+                    yield chunk
+                    if progress:
+                        progress(sent, total)
+            yield tail
+
+        response = self._transport.request(
+            "POST",
+            "/v1/api/models/upload_and_convert",
+            content=body(),
+            headers={
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                "Content-Length": str(len(head) + total + len(tail)),
+            },
+            timeout=httpx.Timeout(max(self._transport.timeout, 600.0), connect=10.0),
+            context=f"upload model {name!r}",
+        )
+        version_id = response.json()["insert_models"]["returning"][0]["models"][0]["id"]
+        return self.get_model_version(version_id)
+
+    def generate_upload_model_api_command(
+        self,
+        name: str,
+        file_path: str | os.PathLike[str],
+        input_schema: pa.Schema | str,
+        output_schema: pa.Schema | str,
+        framework: str = "custom",
+        requirements: Sequence[str] = (),
+        python_version: str = "3.11",
+        arch: str = "x86",
+        accel: str = "none",
+        workspace_id: int | None = None,
+    ) -> str:
+        """Print (and return) the documented curl upload. The token is `$TOKEN`, never inline."""
+        metadata = self._upload_metadata(
+            name, input_schema, output_schema, framework, requirements, python_version, arch, accel, workspace_id
+        )
+        command = (
+            "curl --progress-bar -X POST \\\n"
+            '  -H "Authorization: Bearer $TOKEN" \\\n'
+            f"  -F {shlex.quote('metadata=' + json.dumps(metadata) + ';type=application/json')} \\\n"
+            f"  -F {shlex.quote('file=@' + str(file_path) + ';type=application/octet-stream')} \\\n"
+            f"  {self.url}/v1/api/models/upload_and_convert"
+        )
+        print(command)
+        return command
+
+    def get_model_version(self, model_version_id: int) -> ModelVersion:
+        data = self._post(
+            "/v1/api/models/get_version_by_id", {"model_version_id": model_version_id},
+            f"model version {model_version_id}",
+        )
+        return ModelVersion.model_validate(data["model_version"])
+
+    def list_models(self, workspace_id: int | None = None) -> list[Model]:
+        payload = {"workspace_id": workspace_id} if workspace_id else {}
+        data = self._post("/v1/api/models/list", payload, "list models")
+        return [Model.model_validate(m) for m in data["models"]]
+
+    def list_model_versions(self, name: str, workspace_id: int | None = None) -> list[ModelVersion]:
+        payload: dict[str, Any] = {"name": name}
+        if workspace_id:
+            payload["workspace_id"] = workspace_id
+        data = self._post("/v1/api/models/list_versions", payload, f"versions of model {name!r}")
+        return [ModelVersion.model_validate(v) for v in data]
+
+    def delete_model(self, model_id: int) -> None:
+        self._post("/v1/api/models/delete", {"model_id": model_id}, f"delete model {model_id}")
+
+    # -- pipelines ---------------------------------------------------------
+    def create_pipeline(
+        self,
+        name: str,
+        steps: Sequence[ModelRef | ModelVersion | dict[str, Any]],
+        workspace_id: int | None = None,
+    ) -> CreatedPipeline:
+        """Create the pipeline or a new version of it (an identical definition returns the current one)."""
+        payload = {
+            "pipeline_id": name,
+            "workspace_id": workspace_id or 1,
+            "definition": {"steps": [{"ModelInference": {"models": [_step_dict(s)]}} for s in steps]},
+        }
+        return CreatedPipeline.model_validate(self._post("/v1/api/pipelines/create", payload, f"create pipeline {name!r}"))
+
+    def get_pipeline(self, name_or_id: str | int, workspace_id: int | None = None) -> Pipeline:
+        payload: dict[str, Any] = {"pipeline_id": name_or_id} if isinstance(name_or_id, int) else {"name": name_or_id}
+        if workspace_id:
+            payload["workspace_id"] = workspace_id
+        data = self._post("/v1/api/pipelines/get", payload, f"pipeline {name_or_id!r}")
+        pipeline = Pipeline.model_validate(data)
+        if pipeline.deployment_id is not None:
+            self._deployment_ids[pipeline.name] = pipeline.deployment_id
+        return pipeline
+
+    def list_pipelines(self, workspace_id: int | None = None) -> list[Pipeline]:
+        payload = {"workspace_id": workspace_id} if workspace_id else {}
+        data = self._post("/v1/api/pipelines/list", payload, "list pipelines")
+        return [Pipeline.model_validate(p) for p in data["pipelines"]]
+
+    def delete_pipeline(self, pipeline_id: int | str) -> None:
+        """Undeploy (if deployed) and delete. Inference logs are kept."""
+        if isinstance(pipeline_id, str):
+            pipeline_id = self.get_pipeline(pipeline_id).pipeline_id
+        self._post("/v1/api/pipelines/delete", {"pipeline_id": pipeline_id}, f"delete pipeline {pipeline_id}")
+
+    def deploy(
+        self,
+        pipeline_name: str,
+        *,
+        pipeline_id: int | None = None,
+        pipeline_version_pk_id: int | None = None,
+        engine_config: Any = None,
+        models: Sequence[ModelRef | ModelVersion | dict[str, Any]] | None = None,
+    ) -> int:
+        """Start (or restart with a new version / config) the deployment; returns its id.
+        It comes up in the background: follow it with `wait_for_deployment`."""
+        if hasattr(engine_config, "model_dump"):
+            engine_config = engine_config.model_dump(mode="json")
+        payload: dict[str, Any] = {"deploy_id": pipeline_name, "engine_config": engine_config or {}}
+        if pipeline_id is not None:
+            payload["pipeline_id"] = pipeline_id
+        if pipeline_version_pk_id is not None:
+            payload["pipeline_version_pk_id"] = pipeline_version_pk_id
+        if models is not None:
+            payload["models"] = [_step_dict(m) for m in models]
+        data = self._post("/v1/api/pipelines/deploy", payload, f"deploy pipeline {pipeline_name!r}")
+        self._deployment_ids[pipeline_name] = int(data["id"])
+        return int(data["id"])
+
+    def undeploy(self, pipeline: int | str, deployment_id: int | None = None) -> None:
+        payload: dict[str, Any] = {"pipeline_id": pipeline} if isinstance(pipeline, int) else {"name": pipeline}
+        if deployment_id is not None:
+            payload["deployment_id"] = deployment_id
+        self._post("/v1/api/pipelines/undeploy", payload, f"undeploy pipeline {pipeline!r}")
+
+    def deployment_status(self, name: str) -> DeploymentStatus:
+        """`name` is `<pipeline>-<deployment id>` (as Wallaroo) or just the pipeline name."""
+        data = self._post("/v1/api/status/get_deployment", {"name": name}, f"deployment {name!r}")
+        return DeploymentStatus.model_validate(data)
+
+    def wait_for_deployment(
+        self,
+        name: str,
+        timeout_s: float = 300.0,
+        progress: DeployProgress | None = None,
+        poll_s: float = 0.25,
+    ) -> str:
+        """Poll until Running (returned) or Error (raises `DeploymentError` with the sidekick's reason)."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while True:
+            status = self.deployment_status(name)
+            summary = status.status
+            if status.sidekicks:
+                summary += " (" + ", ".join(f"{s.name}: {s.status}" for s in status.sidekicks) + ")"
+            if progress and summary != last:
+                progress(summary)
+            last = summary
+            if status.status == "Running":
+                return status.status
+            if status.status == "Error":
+                reasons = [f"{s.name}: {s.reason}" for s in status.sidekicks if s.reason]
+                reason = status.reason or "; ".join(reasons) or "no reason given"
+                raise DeploymentError(f"deployment {name} failed: {reason}", body=status.model_dump())
+            if time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"deployment {name} not Running after {timeout_s:.0f}s (last status: {summary})",
+                    body=status.model_dump(),
+                )
+            time.sleep(poll_s)
+
+    # -- inference ---------------------------------------------------------
+    def _infer_path(self, pipeline_name: str) -> str:
+        dep = self._deployment_ids.get(pipeline_name)
+        if dep is None:
+            pipeline = self.get_pipeline(pipeline_name)
+            if not pipeline.deployed or pipeline.deployment_id is None:
+                raise NotFoundError(f"pipeline {pipeline_name!r} is not deployed (status: {pipeline.status})")
+            dep = pipeline.deployment_id
+        return f"/v1/api/pipelines/infer/{pipeline_name}-{dep}/{pipeline_name}"
+
+    def _infer_raw(self, pipeline_name: str, body: bytes, content_type: str, accept: str, timeout: float | None) -> httpx.Response:
+        try:
+            return self._transport.request(
+                "POST", self._infer_path(pipeline_name), content=body,
+                headers={"Content-Type": content_type, "Accept": accept},
+                timeout=timeout, context=f"inference on {pipeline_name!r}",
+            )
+        except NotFoundError:
+            if pipeline_name not in self._deployment_ids:
+                raise
+            self._deployment_ids.pop(pipeline_name)  # maybe a stale deployment id: look it up once more
+            return self._transport.request(
+                "POST", self._infer_path(pipeline_name), content=body,
+                headers={"Content-Type": content_type, "Accept": accept},
+                timeout=timeout, context=f"inference on {pipeline_name!r}",
+            )
+        except WallarooError as exc:
+            if exc.status_code is not None and exc.status_code >= 500:
+                raise InferenceError(exc.message, status_code=exc.status_code, body=exc.body) from None
+            raise
+
+    def infer(
+        self, pipeline_name: str, data: pd.DataFrame | pa.Table, timeout: float | None = None
+    ) -> pd.DataFrame | pa.Table:
+        """DataFrame in -> pandas-records JSON -> DataFrame out (`time`, `in.*`, `out.*`, ...);
+        Arrow Table in -> Arrow file -> Arrow Table out."""
+        if isinstance(data, pa.Table):
+            sink = io.BytesIO()
+            with pa.ipc.new_file(sink, data.schema) as writer:
+                writer.write_table(data)
+            response = self._infer_raw(pipeline_name, sink.getvalue(), ARROW_FILE, ARROW_FILE, timeout)
+            return pa.ipc.open_file(pa.py_buffer(response.content)).read_all()
+        if isinstance(data, pd.DataFrame):
+            body = data.to_json(orient="records").encode()
+            response = self._infer_raw(pipeline_name, body, JSON_RECORDS, JSON_RECORDS, timeout)
+            return records_to_frame(response.json())
+        raise TypeError(f"data must be a pandas.DataFrame or pyarrow.Table, got {type(data).__name__}")
+
+    def infer_from_file(self, pipeline_name: str, path: str | os.PathLike[str], timeout: float | None = None):
+        """Send a `.json` (pandas records) or `.arrow` (IPC file) as-is, as the docs' curl does."""
+        path = Path(path)
+        body = path.read_bytes()
+        if path.suffix.lower() == ".json":
+            response = self._infer_raw(pipeline_name, body, JSON_RECORDS, JSON_RECORDS, timeout)
+            return records_to_frame(response.json())
+        if path.suffix.lower() in (".arrow", ".feather", ".arrows"):
+            ctype = ARROW_STREAM if path.suffix.lower() == ".arrows" else ARROW_FILE
+            response = self._infer_raw(pipeline_name, body, ctype, ARROW_FILE, timeout)
+            return pa.ipc.open_file(pa.py_buffer(response.content)).read_all()
+        raise ValueError(f"{path}: expected a .json (pandas records) or .arrow (Arrow IPC file)")
+
+    # -- logs --------------------------------------------------------------
+    def logs(
+        self,
+        pipeline_name: str,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        limit: int = 100,
+        order: str = "Desc",
+        workspace_id: int | None = None,
+        page_size: int = 1000,
+    ) -> pd.DataFrame:
+        """Up to `limit` logged inferences (start <= time < end), newest first by default."""
+        if (start is None) != (end is None):
+            end = end or datetime.now(timezone.utc)
+            start = start or datetime.fromtimestamp(0, timezone.utc)
+        frames: list[pd.DataFrame] = []
+        cursor = None
+        got = 0
+        while got < limit:
+            payload: dict[str, Any] = {
+                "pipeline_name": pipeline_name,
+                "workspace_id": workspace_id or 1,
+                "order": order,
+                "page_size": min(page_size, limit - got),
+            }
+            if start is not None:
+                payload["start_time"] = _iso(start)
+                payload["end_time"] = _iso(end)
+            if cursor:
+                payload["cursor"] = cursor
+            response = self._transport.request(
+                "POST", "/v1/api/pipelines/get_logs", json=payload,
+                headers={"Accept": ARROW_FILE}, context=f"logs of {pipeline_name!r}",
+            )
+            table = pa.ipc.open_file(pa.py_buffer(response.content)).read_all()
+            if table.num_rows:
+                frames.append(table.to_pandas())
+                got += table.num_rows
+            cursor = response.headers.get("x-iteration-cursor")
+            status = response.headers.get("x-iteration-status", "All")
+            if status == "All" or not cursor or table.num_rows == 0 and status != "SchemaChange":
+                break
+        if not frames:
+            return pd.DataFrame()
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -1,0 +1,123 @@
+"""Typed answers of the runtime (pydantic). Unknown fields are kept (extra="allow")."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+def schema_to_b64(schema: pa.Schema) -> str:
+    """Wallaroo's schema encoding: base64 of `pa.Schema.serialize()`."""
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
+
+
+def schema_from_b64(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+class ModelRef(_Model):
+    """One model version in a pipeline step."""
+
+    name: str
+    version: str | None = None
+    sha: str | None = None
+    model_version_id: int | None = None
+
+    def __init__(self, name: str | None = None, version: str | None = None, sha: str | None = None, **kw: Any):
+        if name is not None:
+            kw["name"] = name
+        super().__init__(version=version, sha=sha, **kw)
+
+
+class Workspace(_Model):
+    id: int
+    name: str
+    created_at: datetime | None = None
+
+
+class ModelVersion(_Model):
+    id: int
+    model_id: int
+    name: str
+    version: str
+    sha: str
+    file_name: str
+    file_size: int
+    created_at: datetime
+    input_schema: str
+    output_schema: str
+    conversion: dict[str, Any] = Field(default_factory=dict)
+    status: str
+    workspace_id: int = 1
+    visibility: str = "private"
+
+    @property
+    def input_arrow_schema(self) -> pa.Schema:
+        return schema_from_b64(self.input_schema)
+
+    @property
+    def output_arrow_schema(self) -> pa.Schema:
+        return schema_from_b64(self.output_schema)
+
+    def ref(self) -> ModelRef:
+        return ModelRef(self.name, self.version, self.sha, model_version_id=self.id)
+
+
+class Model(_Model):
+    id: int
+    name: str
+    workspace_id: int
+    visibility: str = "private"
+    created_at: datetime
+    versions: int = 0
+    latest_version: ModelVersion | None = None
+
+
+class CreatedPipeline(_Model):
+    pipeline_id: int = Field(validation_alias=AliasChoices("pipeline_id", "pipeline_pk_id"))
+    pipeline_version_pk_id: int = Field(validation_alias=AliasChoices("pipeline_version_pk_id", "pipeline_variant_pk_id"))
+    version: str = Field(validation_alias=AliasChoices("version", "pipeline_variant_version"))
+
+
+class Pipeline(_Model):
+    pipeline_id: int = Field(validation_alias=AliasChoices("pipeline_id", "id"))
+    name: str
+    workspace_id: int = 1
+    pipeline_version_pk_id: int | None = None
+    version: str | None = None
+    steps: list[dict[str, Any]] = Field(default_factory=list)
+    deployment_id: int | None = None
+    deployed: bool = False
+    status: str = "undeployed"
+    reason: str | None = None
+    engine_config: dict[str, Any] | None = None
+    inference_path: str | None = None
+    created_at: datetime | None = None
+
+
+class SidekickStatus(_Model):
+    name: str
+    step: str | None = None
+    status: str
+    pid: int | None = None
+    restarts: int = 0
+    reason: str | None = None
+
+
+class DeploymentStatus(_Model):
+    name: str
+    status: str
+    """Running | Starting | Error"""
+    details: list[Any] = Field(default_factory=list)
+    reason: str | None = None
+    engines: list[dict[str, Any]] = Field(default_factory=list)
+    engine_lbs: list[dict[str, Any]] = Field(default_factory=list)
+    sidekicks: list[SidekickStatus] = Field(default_factory=list)
