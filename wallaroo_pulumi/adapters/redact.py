@@ -19,6 +19,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)(\"?private_key\"?\s*[:=]\s*)(?:\"[^\"]*\"|'[^']*')"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=*-]{6,}"), r"\1 " + REDACTED),
     (re.compile(r"\bsk-[A-Za-z0-9_*.-]{4,}"), REDACTED),
+    # A key an upstream echoed half-masked, e.g. "abc1********wxyz".
+    (re.compile(r"[A-Za-z0-9_.-]{0,12}\*{4,}[A-Za-z0-9_.-]{0,12}"), REDACTED),
     (re.compile(r"\bya29\.[A-Za-z0-9._-]+"), REDACTED),
     # JWTs, e.g. a signed service-account assertion.
     (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
