@@ -1,0 +1,75 @@
+"""`wallaroo-pulumi` console script.
+
+    wallaroo-pulumi runtime serve --data-dir D [--host 127.0.0.1] [--port 0]
+    wallaroo-pulumi runtime token --data-dir D
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "~/.wallaroo-pulumi"
+
+
+def _size(text: str) -> int:
+    from wallaroo_pulumi.deployment import parse_memory_quantity
+
+    try:
+        return parse_memory_quantity(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wallaroo-pulumi", description="Managed LLM inference endpoints as infrastructure code.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    runtime = sub.add_parser("runtime", help="the bundled MLOps runtime")
+    rsub = runtime.add_subparsers(dest="runtime_command", required=True)
+
+    serve = rsub.add_parser("serve", help="serve the Wallaroo-compatible API on one data directory")
+    serve.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"where everything is kept (default {DEFAULT_DATA_DIR})")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0, help="0 picks a free port (written to DATA_DIR/runtime.json)")
+    serve.add_argument("--max-upload-bytes", type=_size, default=None, help="largest model upload, e.g. 10Gi (default)")
+    serve.add_argument("--max-request-bytes", type=_size, default=None, help="largest inference body, e.g. 256Mi (default)")
+    serve.add_argument("--no-redeploy", action="store_true", help="do not redeploy deployed pipelines at start")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+    token = rsub.add_parser("token", help="print the admin token (for `Authorization: Bearer ...`)")
+    token.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "runtime" and args.runtime_command == "serve":
+        from wallaroo_pulumi.runtime.server import serve
+        from wallaroo_pulumi.runtime.settings import RuntimeSettings
+
+        extra = {}
+        if args.max_upload_bytes:
+            extra["max_upload_bytes"] = args.max_upload_bytes
+        if args.max_request_bytes:
+            extra["max_request_bytes"] = args.max_request_bytes
+        settings = RuntimeSettings(
+            data_dir=Path(args.data_dir).expanduser(), host=args.host, port=args.port,
+            redeploy_on_start=not args.no_redeploy, log_level=args.log_level, **extra,
+        )
+        serve(settings)
+        return 0
+    if args.command == "runtime" and args.runtime_command == "token":
+        path = Path(args.data_dir).expanduser() / "admin.token"
+        try:
+            print(path.read_text().strip())
+        except FileNotFoundError:
+            print(f"no admin token at {path}: start the runtime once with "
+                  f"`wallaroo-pulumi runtime serve --data-dir {args.data_dir}`", file=sys.stderr)
+            return 1
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""Deployments -> one `SidekickPool` per pipeline step.
+
+A deploy comes up in the background: `starting` -> `running` | `failed` (the
+reason is the sidekick's load error text). While a redeploy starts, the
+previous pools keep serving; they are stopped once the new ones are ready.
+Each model artifact is unpacked once into `<data>/models/<sha>/`; missing
+requirements are pip-installed once into `<data>/deps/<hash>/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pyarrow as pa
+
+from wallaroo_pulumi.deployment import DeploymentConfig
+from wallaroo_pulumi.runtime.requirements import ensure_requirements, read_requirements
+from wallaroo_pulumi.runtime.sidekick.process import SidekickPool, SidekickSpec
+
+log = logging.getLogger("wallaroo_pulumi.runtime.engine")
+
+STATUS_NAMES = {"starting": "Starting", "running": "Running", "failed": "Error", "undeployed": "Undeployed"}
+
+
+@dataclass
+class Step:
+    name: str
+    model_name: str
+    model_version: str
+    model_version_id: int
+    sha: str
+    input_schema: pa.Schema
+    output_schema: pa.Schema
+    pool: SidekickPool
+    replicas: int
+
+    @property
+    def last_model(self) -> str:
+        return json.dumps({"model_name": self.model_name, "model_sha": self.sha})
+
+
+@dataclass
+class Live:
+    pipeline_version: str
+    pipeline_version_id: int
+    steps: list[Step]
+
+
+@dataclass
+class DeploymentState:
+    id: int
+    pipeline_id: int
+    pipeline_name: str
+    config: DeploymentConfig
+    pipeline_version: str
+    state: str = "starting"
+    reason: str | None = None
+    live: Live | None = None
+    starting: list[Step] = field(default_factory=list)
+    failed_sidekicks: list[dict[str, Any]] = field(default_factory=list)
+    task: asyncio.Task | None = None
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def deploy_name(self) -> str:
+        return f"{self.pipeline_name}-{self.id}"
+
+
+class DeployError(Exception):
+    pass
+
+
+def _sidekick_status(state: Any) -> str:
+    text = str(getattr(state, "value", state) or "").lower()
+    if text in ("ready", "running", "idle", "busy", "serving"):
+        return "Running"
+    if text in ("starting", "loading", "restarting", "new", "pending"):
+        return "Starting"
+    if text in ("failed", "crashed", "error", "dead", "exited"):
+        return "Error"
+    if text in ("stopped", "stopping"):
+        return "Stopped"
+    return text.title() or "Unknown"
+
+
+class Engine:
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+        self.data_dir: Path = rt.settings.data_dir
+        self.models_dir = self.data_dir / "models"
+        self.deps_dir = self.data_dir / "deps"
+        self.models_dir.mkdir(exist_ok=True)
+        for leftover in self.models_dir.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        self.deployments: dict[str, DeploymentState] = {}
+        self._unpack_locks: dict[str, asyncio.Lock] = {}
+        self._req_lock = asyncio.Lock()
+
+    # -- preparation -------------------------------------------------------
+    def _unpack(self, sha: str) -> Path:
+        final = self.models_dir / sha
+        marker = final / ".model_root"
+        if marker.exists():
+            return final / marker.read_text().strip()
+        tmp = self.models_dir / f".tmp-{sha[:12]}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        zip_path = self.rt.artifacts.path_for(sha)
+        if not zip_path.exists():
+            raise DeployError(f"artifact {sha} is missing from the artifact store")
+        try:
+            from wallaroo_pulumi.runtime.sidekick.loader import unpack_artifact
+        except ImportError:  # pragma: no cover - the loader ships with the sidekick package
+            unpack_artifact = None
+        if unpack_artifact is not None:
+            root = Path(unpack_artifact(zip_path, tmp))
+        else:  # pragma: no cover
+            with zipfile.ZipFile(zip_path) as zf:
+                zf.extractall(tmp)
+            root = tmp
+        rel = root.resolve().relative_to(tmp.resolve())
+        (tmp / ".model_root").write_text(str(rel) or ".")
+        if final.exists():  # a half-finished earlier unpack (no marker): replace it
+            shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        return final / rel
+
+    async def prepare_model(self, sha: str) -> Path:
+        lock = self._unpack_locks.setdefault(sha, asyncio.Lock())
+        async with lock:
+            return await anyio.to_thread.run_sync(self._unpack, sha)
+
+    async def prepare_requirements(self, model_dir: Path, extra: list[str]) -> list[Path]:
+        lines = read_requirements(model_dir, extra)
+        if not lines:
+            return []
+        async with self._req_lock:
+            return await anyio.to_thread.run_sync(ensure_requirements, lines, self.deps_dir)
+
+    # -- lifecycle ---------------------------------------------------------
+    def get(self, pipeline_name: str) -> DeploymentState | None:
+        return self.deployments.get(pipeline_name)
+
+    async def deploy(
+        self,
+        deployment_id: int,
+        pipeline_id: int,
+        pipeline_name: str,
+        version: dict[str, Any],
+        steps: list[dict[str, Any]],
+        config: DeploymentConfig,
+    ) -> DeploymentState:
+        """Start bringing up `steps` (rows with model version info); returns at once."""
+        old = self.deployments.get(pipeline_name)
+        if old is not None and old.task is not None and not old.task.done():
+            old.task.cancel()
+            try:
+                await old.task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        state = DeploymentState(
+            id=deployment_id, pipeline_id=pipeline_id, pipeline_name=pipeline_name, config=config,
+            pipeline_version=version["version"],
+        )
+        if old is not None:
+            state.live = old.live  # keeps serving until the new pools are ready
+        self.deployments[pipeline_name] = state
+        state.task = asyncio.create_task(self._bring_up(state, version, steps), name=f"deploy-{pipeline_name}")
+        return state
+
+    async def _bring_up(self, state: DeploymentState, version: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+        config = state.config
+        new_steps: list[Step] = []
+        self.rt.metrics.deploys.labels(state.pipeline_name).inc()
+        try:
+            seen: dict[str, int] = {}
+            for row in steps:
+                model_dir = await self.prepare_model(row["sha"])
+                extra_path = await self.prepare_requirements(model_dir, row.get("requirements") or [])
+                side = config.sidekick(row["name"])
+                seen[row["name"]] = seen.get(row["name"], 0) + 1
+                step_name = row["name"] if seen[row["name"]] == 1 else f"{row['name']}#{seen[row['name']]}"
+                spec = SidekickSpec(
+                    step_name=step_name,
+                    model_version=row["version"],
+                    model_dir=model_dir,
+                    env=dict(side.env),
+                    cpus=side.cpus,
+                    memory=side.memory,
+                    gpus=side.gpus,
+                    extra_pythonpath=extra_path,
+                    load_timeout_s=config.python_load_timeout_secs,
+                )
+                pool = SidekickPool(spec, config.replicas)
+                new_steps.append(
+                    Step(
+                        name=step_name, model_name=row["name"], model_version=row["version"],
+                        model_version_id=row["id"], sha=row["sha"], input_schema=row["input_schema"],
+                        output_schema=row["output_schema"], pool=pool, replicas=config.replicas,
+                    )
+                )
+            state.starting = new_steps
+            results = await asyncio.gather(*(s.pool.start() for s in new_steps), return_exceptions=True)
+            errors = [(s, r) for s, r in zip(new_steps, results) if isinstance(r, BaseException)]
+            if errors:
+                step, exc = errors[0]
+                if isinstance(exc, asyncio.CancelledError):
+                    raise exc
+                raise DeployError(f"step {step.name!r} failed to load: {exc}") from exc
+        except asyncio.CancelledError:
+            await self._stop_steps(new_steps)
+            state.starting = []
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the deployment's reason
+            reason = str(exc) if isinstance(exc, DeployError) else f"{type(exc).__name__}: {exc}"
+            state.failed_sidekicks = self._sidekick_rows(new_steps, failed=True, reason=reason)
+            await self._stop_steps(new_steps)
+            state.starting = []
+            old = state.live
+            state.live = None
+            await self._stop_live(old)
+            state.state = "failed"
+            state.reason = reason
+            log.warning("deployment %s failed: %s", state.deploy_name, reason)
+            return
+        old = state.live
+        state.live = Live(version["version"], version["id"], new_steps)
+        state.starting = []
+        state.state = "running"
+        state.reason = None
+        log.info("deployment %s running (%d step(s), %d replica(s) each)", state.deploy_name, len(new_steps), config.replicas)
+        await self._stop_live(old)
+
+    async def _stop_steps(self, steps: list[Step]) -> None:
+        for step in steps:
+            try:
+                await asyncio.shield(step.pool.stop())
+            except Exception:  # noqa: BLE001
+                log.exception("stopping sidekicks of step %s", step.name)
+
+    async def _stop_live(self, live: Live | None) -> None:
+        if live is not None:
+            await self._stop_steps(live.steps)
+
+    async def undeploy(self, pipeline_name: str) -> bool:
+        state = self.deployments.pop(pipeline_name, None)
+        if state is None:
+            return False
+        if state.task is not None and not state.task.done():
+            state.task.cancel()
+            try:
+                await state.task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        await self._stop_live(state.live)
+        state.live = None
+        state.state = "undeployed"
+        return True
+
+    async def shutdown(self) -> None:
+        for name in list(self.deployments):
+            await self.undeploy(name)
+
+    async def wait_settled(self, pipeline_name: str) -> None:
+        state = self.deployments.get(pipeline_name)
+        if state is not None and state.task is not None:
+            try:
+                await asyncio.shield(state.task)
+            except Exception:  # noqa: BLE001
+                pass
+
+    # -- status ------------------------------------------------------------
+    def _sidekick_rows(self, steps: list[Step], failed: bool = False, reason: str | None = None) -> list[dict[str, Any]]:
+        rows = []
+        for step in steps:
+            for i, sk in enumerate(getattr(step.pool, "sidekicks", []) or []):
+                last_error = getattr(sk, "last_error", None)
+                status = _sidekick_status(getattr(sk, "state", None))
+                if failed and status != "Running":
+                    status = "Error"
+                rows.append(
+                    {
+                        "name": f"engine-sidekick-{step.name}-{i}",
+                        "step": step.name,
+                        "model_version": step.model_version,
+                        "status": status,
+                        "pid": getattr(sk, "pid", None),
+                        "restarts": int(getattr(sk, "restarts", 0) or 0),
+                        "reason": str(last_error) if last_error else (reason if failed and status == "Error" else None),
+                    }
+                )
+        return rows
+
+    def status(self, state: DeploymentState) -> dict[str, Any]:
+        status = STATUS_NAMES[state.state]
+        if state.state == "failed":
+            sidekicks = state.failed_sidekicks
+        else:
+            steps = list(state.starting) or (state.live.steps if state.live else [])
+            if state.starting and state.live:
+                steps = list(state.live.steps) + list(state.starting)
+            sidekicks = self._sidekick_rows(steps)
+        live = state.live
+        models = [
+            {"name": s.model_name, "version": s.model_version, "sha": s.sha, "status": "Running"}
+            for s in (live.steps if live else [])
+        ]
+        engine_status = "Running" if live else status
+        return {
+            "name": state.deploy_name,
+            "status": status,
+            "reason": state.reason,
+            "details": [state.reason] if state.reason else [],
+            "pipeline_version": state.pipeline_version,
+            "engines": [
+                {
+                    "ip": self.rt.settings.host,
+                    "name": f"engine-{state.id}",
+                    "status": engine_status,
+                    "reason": state.reason,
+                    "details": [],
+                    "pipeline_statuses": {
+                        "pipelines": [{"id": state.pipeline_name, "status": engine_status,
+                                       "version": live.pipeline_version if live else None}]
+                    },
+                    "model_statuses": {"models": models},
+                }
+            ],
+            "engine_lbs": [
+                {"ip": self.rt.settings.host, "name": f"engine-lb-{state.id}", "status": "Running", "reason": None, "details": []}
+            ],
+            "sidekicks": sidekicks,
+        }

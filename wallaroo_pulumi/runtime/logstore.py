@@ -1,0 +1,434 @@
+"""Inference log store: append-only Arrow/Parquet segments per pipeline.
+
+Layout: `<root>/<pipeline>/<seq>.arrows` is the active segment (an Arrow IPC
+stream; every append writes whole record batches, flushes and fsyncs) and
+`<root>/<pipeline>/<seq>.parquet` are sealed segments (written to a temp file,
+fsynced, renamed). A crash can at worst leave a half-written batch at the end
+of the active segment; it is dropped on recovery, earlier rows are kept.
+
+A row is one inference row: `time` (timestamp ms UTC), `in.<col>`,
+`out.<col>`, `anomaly.count`, `metadata.pipeline_version`,
+`metadata.last_model`, `metadata.elapsed` (ns per step), `metadata.partition`,
+`metadata.step` (the step that produced `out.*`, or failed) and
+`metadata.error` (null on success). Writers other than the inference path (the
+listener scheduler appending score rows) may send any subset: only `time` is
+added when missing.
+
+Usage (no FastAPI needed)::
+
+    store = LogStore(data_dir / "logs")
+    store.append("my-pipeline", table)
+    page = store.query("my-pipeline", start=None, end=None, limit=1000, order="Asc", cursor=None)
+    page.table, page.cursor, page.status   # status: All | RecordLimited | SchemaChange
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+TIME_TYPE = pa.timestamp("ms", tz="UTC")
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+Order = Literal["Asc", "Desc"]
+
+
+@dataclass
+class LogPage:
+    table: pa.Table
+    cursor: str | None
+    """Pass back as `cursor` to get the next page (None when nothing more)."""
+    status: str
+    """All (nothing more) | RecordLimited (limit reached) | SchemaChange (next rows have another schema)."""
+
+
+@dataclass
+class _Segment:
+    seq: int
+    path: Path
+    rows: int
+    tmin: int | None  # epoch ms
+    tmax: int | None
+    schema: pa.Schema
+
+
+def _to_ms(value: datetime | int | float | str | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+def _encode_cursor(seq: int, row: int) -> str:
+    return base64.urlsafe_b64encode(f"{seq}.{row}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        seq, row = raw.split(".")
+        return int(seq), int(row)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"cursor {cursor!r} is not a cursor this log store issued") from exc
+
+
+def normalize(table: pa.Table) -> pa.Table:
+    """Make `time` a timestamp[ms, UTC] column (adding `now` when missing), first."""
+    now_ms = int(time.time() * 1000)
+    if "time" not in table.column_names:
+        table = table.add_column(0, "time", pa.array([now_ms] * table.num_rows, pa.int64()).cast(TIME_TYPE))
+    col = table.column("time")
+    if col.type != TIME_TYPE:
+        if pa.types.is_timestamp(col.type):
+            if col.type.tz is None:
+                col = pc.assume_timezone(col, "UTC") if col.type.unit == "ms" else col
+            col = col.cast(TIME_TYPE)
+        elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+            col = col.cast(pa.int64()).cast(TIME_TYPE)
+        else:
+            raise ValueError(f"log column 'time' must be a timestamp or epoch ms, got {col.type}")
+        table = table.set_column(table.column_names.index("time"), "time", col)
+    return table
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_stream_file(path: Path) -> pa.Table | None:
+    """All complete batches of an IPC stream file; a torn tail is ignored."""
+    batches = []
+    schema = None
+    try:
+        with open(path, "rb") as f:
+            reader = pa.ipc.open_stream(f)
+            schema = reader.schema
+            while True:
+                try:
+                    batches.append(reader.read_next_batch())
+                except StopIteration:
+                    break
+    except (pa.ArrowInvalid, OSError, EOFError):
+        pass
+    if schema is None:
+        return None
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def _bounds(table: pa.Table) -> tuple[int | None, int | None]:
+    if table.num_rows == 0:
+        return None, None
+    ms = table.column("time").cast(pa.int64())
+    mm = pc.min_max(ms)
+    return mm["min"].as_py(), mm["max"].as_py()
+
+
+class _PipelineLog:
+    def __init__(self, directory: Path, segment_rows: int, segment_bytes: int) -> None:
+        self.dir = directory
+        self.segment_rows = segment_rows
+        self.segment_bytes = segment_bytes
+        self.lock = threading.RLock()
+        self.sealed: list[_Segment] = []
+        self.active_seq: int | None = None
+        self.active_path: Path | None = None
+        self.active_file = None
+        self.active_writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self.active_schema: pa.Schema | None = None
+        self.active_rows = 0
+        self.active_bytes = 0
+        self.active_tmin: int | None = None
+        self.active_tmax: int | None = None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._recover()
+
+    # -- startup ---------------------------------------------------------
+    def _recover(self) -> None:
+        for tmp in self.dir.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for stream in sorted(self.dir.glob("*.arrows")):
+            seq = int(stream.stem)
+            if (self.dir / f"{seq:012d}.parquet").exists():
+                stream.unlink()
+                continue
+            table = _read_stream_file(stream)
+            if table is None or table.num_rows == 0:
+                stream.unlink()
+                continue
+            self._write_parquet(seq, table)
+            stream.unlink()
+        for path in sorted(self.dir.glob("*.parquet")):
+            meta = pq.read_metadata(path)
+            schema = meta.schema.to_arrow_schema()
+            tmin = tmax = None
+            if meta.num_rows:
+                times = pq.read_table(path, columns=["time"])
+                tmin, tmax = _bounds(times)
+            self.sealed.append(_Segment(int(path.stem), path, meta.num_rows, tmin, tmax, schema))
+        self.sealed.sort(key=lambda s: s.seq)
+
+    def _next_seq(self) -> int:
+        last = self.sealed[-1].seq if self.sealed else 0
+        if self.active_seq is not None:
+            last = max(last, self.active_seq)
+        return last + 1
+
+    def _write_parquet(self, seq: int, table: pa.Table) -> Path:
+        final = self.dir / f"{seq:012d}.parquet"
+        tmp = self.dir / f"{seq:012d}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.dir)
+        return final
+
+    # -- writing ---------------------------------------------------------
+    def _seal(self) -> None:
+        if self.active_writer is None:
+            return
+        self.active_writer.close()
+        self.active_file.flush()
+        os.fsync(self.active_file.fileno())
+        self.active_file.close()
+        table = _read_stream_file(self.active_path)
+        seq = self.active_seq
+        if table is not None and table.num_rows:
+            path = self._write_parquet(seq, table)
+            self.sealed.append(
+                _Segment(seq, path, table.num_rows, self.active_tmin, self.active_tmax, table.schema)
+            )
+        self.active_path.unlink(missing_ok=True)
+        self.active_writer = None
+        self.active_file = None
+        self.active_path = None
+        self.active_seq = None
+        self.active_schema = None
+        self.active_rows = self.active_bytes = 0
+        self.active_tmin = self.active_tmax = None
+
+    def append(self, table: pa.Table) -> None:
+        with self.lock:
+            if self.active_writer is not None and not table.schema.equals(self.active_schema):
+                self._seal()
+            if self.active_writer is None:
+                seq = self._next_seq()
+                self.active_seq = seq
+                self.active_path = self.dir / f"{seq:012d}.arrows"
+                self.active_file = open(self.active_path, "wb")
+                self.active_writer = pa.ipc.new_stream(self.active_file, table.schema)
+                self.active_schema = table.schema
+                _fsync_dir(self.dir)
+            self.active_writer.write_table(table)
+            self.active_file.flush()
+            os.fsync(self.active_file.fileno())
+            self.active_rows += table.num_rows
+            self.active_bytes += table.nbytes
+            lo, hi = _bounds(table)
+            if lo is not None:
+                self.active_tmin = lo if self.active_tmin is None else min(self.active_tmin, lo)
+                self.active_tmax = hi if self.active_tmax is None else max(self.active_tmax, hi)
+            if self.active_rows >= self.segment_rows or self.active_bytes >= self.segment_bytes:
+                self._seal()
+
+    def close(self) -> None:
+        with self.lock:
+            self._seal()
+
+    # -- reading ---------------------------------------------------------
+    def _segments(self) -> list[tuple[_Segment, pa.Table | None]]:
+        """Sealed segments (table read lazily) plus the active one (read now, under the lock)."""
+        with self.lock:
+            segs: list[tuple[_Segment, pa.Table | None]] = [(s, None) for s in self.sealed]
+            if self.active_writer is not None and self.active_rows:
+                table = _read_stream_file(self.active_path)
+                if table is not None and table.num_rows:
+                    seg = _Segment(
+                        self.active_seq, self.active_path, table.num_rows,
+                        self.active_tmin, self.active_tmax, table.schema,
+                    )
+                    segs.append((seg, table))
+        return segs
+
+    def query(
+        self, start_ms: int | None, end_ms: int | None, limit: int, order: Order, cursor: str | None
+    ) -> LogPage:
+        after: tuple[int, int] | None = _decode_cursor(cursor) if cursor else None
+        segs = self._segments()
+        if order == "Desc":
+            segs.reverse()
+        pieces: list[pa.Table] = []
+        schema: pa.Schema | None = None
+        taken = 0
+        last_pos: tuple[int, int] | None = None
+        status = "All"
+        for seg, table in segs:
+            if after is not None:
+                if order == "Asc" and seg.seq < after[0]:
+                    continue
+                if order == "Desc" and seg.seq > after[0]:
+                    continue
+            if seg.tmin is not None and end_ms is not None and seg.tmin >= end_ms:
+                continue
+            if seg.tmax is not None and start_ms is not None and seg.tmax < start_ms:
+                continue
+            if table is None:
+                table = pq.read_table(seg.path)
+            rows = pa.array(range(table.num_rows), pa.int64())
+            ms = table.column("time").cast(pa.int64())
+            mask = pa.array([True] * table.num_rows)
+            if start_ms is not None:
+                mask = pc.and_(mask, pc.greater_equal(ms, start_ms))
+            if end_ms is not None:
+                mask = pc.and_(mask, pc.less(ms, end_ms))
+            if after is not None and seg.seq == after[0]:
+                mask = pc.and_(mask, pc.greater(rows, after[1]) if order == "Asc" else pc.less(rows, after[1]))
+            picked = table.filter(mask)
+            picked_rows = rows.filter(mask)
+            if picked.num_rows == 0:
+                continue
+            if order == "Desc":
+                idx = pa.array(range(picked.num_rows - 1, -1, -1), pa.int64())
+                picked = picked.take(idx)
+                picked_rows = picked_rows.take(idx)
+            if schema is not None and not picked.schema.equals(schema):
+                try:
+                    pa.unify_schemas([schema, picked.schema], promote_options="permissive")
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                    status = "SchemaChange"
+                    break
+            want = limit - taken
+            if picked.num_rows > want:
+                picked = picked.slice(0, want)
+                picked_rows = picked_rows.slice(0, want)
+                status = "RecordLimited"
+            pieces.append(picked)
+            schema = picked.schema if schema is None else schema
+            taken += picked.num_rows
+            last_pos = (seg.seq, picked_rows[-1].as_py())
+            if taken >= limit:
+                status = "RecordLimited"
+                break
+        if pieces:
+            out = pa.concat_tables(pieces, promote_options="permissive")
+        else:
+            out = pa.table({"time": pa.array([], TIME_TYPE)})
+        if status == "RecordLimited" and not self._has_more(segs, last_pos, start_ms, end_ms, order):
+            status = "All"
+        next_cursor = _encode_cursor(*last_pos) if status != "All" and last_pos else None
+        return LogPage(out, next_cursor, status)
+
+    @staticmethod
+    def _has_more(segs, last_pos, start_ms, end_ms, order) -> bool:
+        """Cheap check (segment bounds only) so a page that ends exactly at the end says All."""
+        if last_pos is None:
+            return False
+        seq, row = last_pos
+        for seg, _table in segs:
+            beyond = seg.seq > seq if order == "Asc" else seg.seq < seq
+            if seg.seq == seq:
+                if (order == "Asc" and row < seg.rows - 1) or (order == "Desc" and row > 0):
+                    return True
+            elif beyond:
+                if seg.tmin is not None and end_ms is not None and seg.tmin >= end_ms:
+                    continue
+                if seg.tmax is not None and start_ms is not None and seg.tmax < start_ms:
+                    continue
+                return True
+        return False
+
+
+_SHARED: dict[Path, "LogStore"] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+class LogStore:
+    """Append-only inference logs for every pipeline under one directory.
+
+    One process should hold one `LogStore` per directory: use
+    `LogStore.shared(root)` (the runtime's own instance is also `app.state.logstore`).
+    """
+
+    @classmethod
+    def shared(cls, root: Path) -> "LogStore":
+        key = Path(root).resolve()
+        with _SHARED_LOCK:
+            store = _SHARED.get(key)
+            if store is None:
+                store = _SHARED[key] = cls(key)
+            return store
+
+    def __init__(self, root: Path, segment_rows: int = 100_000, segment_bytes: int = 64 * 2**20) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.segment_rows = segment_rows
+        self.segment_bytes = segment_bytes
+        self._logs: dict[str, _PipelineLog] = {}
+        self._lock = threading.Lock()
+
+    def _log(self, pipeline: str) -> _PipelineLog:
+        if not pipeline or _SAFE.search(pipeline) or pipeline.startswith("."):
+            raise ValueError(f"pipeline name {pipeline!r} is not a valid log name")
+        with self._lock:
+            log = self._logs.get(pipeline)
+            if log is None:
+                log = _PipelineLog(self.root / pipeline, self.segment_rows, self.segment_bytes)
+                self._logs[pipeline] = log
+            return log
+
+    def pipelines(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    def append(self, pipeline: str, table: pa.Table) -> None:
+        """Durably append rows (fsynced before returning). `time` is added when missing."""
+        if table.num_rows == 0:
+            return
+        self._log(pipeline).append(normalize(table))
+
+    def query(
+        self,
+        pipeline: str,
+        start: datetime | int | str | None = None,
+        end: datetime | int | str | None = None,
+        limit: int = 1000,
+        order: Order = "Asc",
+        cursor: str | None = None,
+    ) -> LogPage:
+        """Rows with start <= time < end (either bound optional), in append order
+        (Asc) or reverse (Desc), at most `limit`, continuing after `cursor`."""
+        if order not in ("Asc", "Desc"):
+            raise ValueError(f"order must be 'Asc' or 'Desc', got {order!r}")
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        if not (self.root / pipeline).is_dir() and pipeline not in self._logs:
+            return LogPage(pa.table({"time": pa.array([], TIME_TYPE)}), None, "All")
+        return self._log(pipeline).query(_to_ms(start), _to_ms(end), limit, order, cursor)
+
+    def close(self) -> None:
+        """Seal active segments (they are also recovered on the next open after a crash)."""
+        with self._lock:
+            for log in self._logs.values():
+                log.close()
+            self._logs.clear()

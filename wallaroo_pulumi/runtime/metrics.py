@@ -1,0 +1,100 @@
+"""Prometheus metrics (own registry per app): HTTP requests and latency,
+inference latency per pipeline and step, sidekick / upstream errors, sidekick
+restarts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "wallaroo_http_requests_total", "HTTP requests by route and status code",
+            ["method", "route", "code"], registry=r,
+        )
+        self.http_latency = Histogram(
+            "wallaroo_http_request_duration_seconds", "HTTP request latency by route",
+            ["method", "route"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.inferences = Counter(
+            "wallaroo_inference_requests_total", "Inference requests by pipeline and outcome",
+            ["pipeline", "outcome"], registry=r,
+        )
+        self.inference_rows = Counter("wallaroo_inference_rows_total", "Rows inferred", ["pipeline"], registry=r)
+        self.inference_latency = Histogram(
+            "wallaroo_inference_duration_seconds", "End-to-end inference latency per pipeline",
+            ["pipeline"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.step_latency = Histogram(
+            "wallaroo_step_duration_seconds", "Latency of each pipeline step (sidekick round trip)",
+            ["pipeline", "step"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.step_errors = Counter(
+            "wallaroo_step_errors_total",
+            "Step failures: kind=crashed|load|predict (model/upstream error)|timeout|other",
+            ["pipeline", "step", "kind"], registry=r,
+        )
+        self.deploys = Counter("wallaroo_deploys_total", "Deploy requests", ["pipeline"], registry=r)
+        self.log_errors = Counter("wallaroo_log_write_errors_total", "Failed inference log writes", ["pipeline"], registry=r)
+        self._engine: Any = None
+        r.register(self)
+
+    def bind_engine(self, engine: Any) -> None:
+        self._engine = engine
+
+    def describe(self):  # custom collector protocol
+        return []
+
+    def collect(self):
+        restarts = GaugeMetricFamily(
+            "wallaroo_sidekick_restarts", "Restarts of each sidekick process", labels=["pipeline", "step", "replica"]
+        )
+        running = GaugeMetricFamily("wallaroo_deployment_running", "1 when the deployment serves", labels=["pipeline"])
+        if self._engine is not None:
+            for name, state in list(self._engine.deployments.items()):
+                running.add_metric([name], 1.0 if state.live else 0.0)
+                for step in state.live.steps if state.live else []:
+                    for i, sk in enumerate(getattr(step.pool, "sidekicks", []) or []):
+                        restarts.add_metric([name, step.name, str(i)], float(getattr(sk, "restarts", 0) or 0))
+        yield restarts
+        yield running
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        code = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                code[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or ("unmatched" if code[0] in (401, 404) else scope["path"])
+            method = scope.get("method", "GET")
+            self.metrics.http_requests.labels(method, path, str(code[0])).inc()
+            self.metrics.http_latency.labels(method, path).observe(time.perf_counter() - start)

@@ -1,0 +1,61 @@
+"""The runtime's parts, built once per app on one data directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+
+from wallaroo_pulumi.runtime.artifacts import ArtifactStore
+from wallaroo_pulumi.runtime.auth import TokenStore
+from wallaroo_pulumi.runtime.db import Database
+from wallaroo_pulumi.runtime.logstore import LogStore
+from wallaroo_pulumi.runtime.metrics import Metrics
+from wallaroo_pulumi.runtime.settings import RuntimeSettings
+
+log = logging.getLogger("wallaroo_pulumi.runtime")
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+class Runtime:
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self.settings = settings
+        data_dir = settings.data_dir = Path(settings.data_dir).expanduser().resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+        self.db = Database(data_dir / "runtime.db")
+        self.tokens = TokenStore(self.db, data_dir)
+        self.tokens.ensure_admin()
+        self.artifacts = ArtifactStore(data_dir / "artifacts")
+        self.logstore = LogStore.shared(data_dir / "logs")
+        self.metrics = Metrics()
+        from wallaroo_pulumi.runtime.engine import Engine
+
+        self.engine = Engine(self)
+        self.metrics.bind_engine(self.engine)
+
+    async def startup(self) -> None:
+        if self.settings.redeploy_on_start:
+            from wallaroo_pulumi.runtime.routes.pipelines import restore_deployments
+
+            await restore_deployments(self)
+
+    async def shutdown(self) -> None:
+        await self.engine.shutdown()
+        self.logstore.close()
+
+
+def get_rt(request: Request) -> Runtime:
+    return request.app.state.rt
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    return default if text is None else json.loads(text)
