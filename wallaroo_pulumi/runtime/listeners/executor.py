@@ -1,0 +1,232 @@
+"""Where a listener model runs: its own sidekick process (default), or in-process (fallback).
+
+A listener model is a BYOP folder (``components/byop/listeners/<name>/`` for the built-ins, or
+an uploaded model version the runtime has unpacked). The runner sends it an Arrow table with one
+string column ``text`` and gets back the score columns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+BUILTIN_DIR = Path(__file__).resolve().parents[3] / "components" / "byop" / "listeners"
+BUILTINS = ("toxicity", "sentiment", "profanity", "hate", "combined", "validator")
+
+
+class ListenerModelError(Exception):
+    """The listener model could not be found, loaded or run; the message says which and why."""
+
+
+@dataclass
+class ListenerModelRef:
+    name: str
+    version: str
+    model_dir: Path
+    sha: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    cpus: float | None = None
+    memory: str | None = None
+    gpus: int | None = None
+    scorer: str | None = None  # set for built-ins: the wallaroo_pulumi.scorers name
+
+    @property
+    def cache_key(self) -> tuple[Any, ...]:
+        return (str(self.model_dir), self.version, tuple(sorted(self.env.items())))
+
+
+#: (workspace_id, name, version or None) -> ListenerModelRef; raise LookupError when unknown.
+Resolver = Callable[[int, str, "str | None"], ListenerModelRef]
+
+
+def _dir_sha(d: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(d.rglob("*.py")):
+        h.update(p.relative_to(d).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def builtin_resolver(workspace_id: int, name: str, version: str | None) -> ListenerModelRef:
+    """The listeners shipped with wallaroo-pulumi, by name (``toxicity`` or ``toxicity-listener``)."""
+    short = name[: -len("-listener")] if name.endswith("-listener") else name
+    if short not in BUILTINS:
+        raise LookupError(name)
+    d = BUILTIN_DIR / short
+    if not (d / "model.py").is_file():
+        raise ListenerModelError(f"built-in listener {short!r} is missing its code at {d}")
+    sha = _dir_sha(d)
+    return ListenerModelRef(
+        name=name, version=version or f"builtin-{sha[:12]}", model_dir=d, sha=sha,
+        scorer="combined" if short == "validator" else short,
+    )
+
+
+def chain_resolvers(*resolvers: Resolver | None) -> Resolver:
+    rs = [r for r in resolvers if r is not None]
+
+    def resolve(workspace_id: int, name: str, version: str | None) -> ListenerModelRef:
+        for r in rs:
+            try:
+                return r(workspace_id, name, version)
+            except LookupError:
+                continue
+        raise ListenerModelError(
+            f"listener_model: no model named {name!r}"
+            + (f" with version {version!r}" if version else "")
+            + f" in workspace {workspace_id}; upload it first, or use a built-in listener: {list(BUILTINS)}"
+        )
+
+    return resolve
+
+
+class Executor(Protocol):
+    async def start(self) -> None: ...
+    async def predict(self, table: pa.Table) -> pa.Table: ...
+    async def stop(self) -> None: ...
+
+
+class SidekickExecutor:
+    """The listener model in its own sidekick process (``runtime.sidekick.process.SidekickPool``)."""
+
+    def __init__(self, ref: ListenerModelRef, replicas: int = 1) -> None:
+        from wallaroo_pulumi.runtime.sidekick.process import SidekickPool, SidekickSpec
+
+        env = {**ref.env, "LISTENER_TEXT_FIELD": "text"}
+        kwargs: dict[str, Any] = dict(
+            step_name=f"listener-{ref.name}", model_version=ref.version, model_dir=ref.model_dir, env=env
+        )
+        for k in ("cpus", "memory", "gpus"):
+            if getattr(ref, k) is not None:
+                kwargs[k] = getattr(ref, k)
+        self.pool = SidekickPool(SidekickSpec(**kwargs), replicas)
+
+    async def start(self) -> None:
+        await self.pool.start()
+
+    async def predict(self, table: pa.Table) -> pa.Table:
+        return await self.pool.predict(table)
+
+    async def stop(self) -> None:
+        await self.pool.stop()
+
+
+class InProcessExecutor:
+    """Runs the BYOP folder's builder/inference in this process, in a worker thread.
+
+    For tests and for hosts where subprocess sidekicks are not wanted; a listener that crashes
+    here takes the runtime with it, which is why sidekicks are the default.
+    """
+
+    def __init__(self, ref: ListenerModelRef) -> None:
+        self.ref = ref
+        self._inference: Any = None
+
+    async def start(self) -> None:
+        self._inference = await asyncio.to_thread(load_byop, self.ref.model_dir, self.ref.env)
+
+    async def predict(self, table: pa.Table) -> pa.Table:
+        return await asyncio.to_thread(predict_byop, self._inference, table, self.ref.env)
+
+    async def stop(self) -> None:
+        self._inference = None
+
+
+def load_byop(model_dir: Path, env: dict[str, str] | None = None) -> Any:
+    """Import every module in the folder, find the InferenceBuilder subclass, `create()` it."""
+    from mac.config.inference import CustomInferenceConfig
+    from mac.inference.creation import InferenceBuilder
+
+    model_dir = Path(model_dir)
+    builders = []
+    for py in sorted(model_dir.glob("*.py")):
+        mod_name = f"_listener_{hashlib.sha1(str(py).encode()).hexdigest()[:10]}_{py.stem}"
+        spec = importlib.util.spec_from_file_location(mod_name, py)
+        if spec is None or spec.loader is None:
+            continue
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as exc:  # noqa: BLE001
+            raise ListenerModelError(f"listener model {py.name}: import failed: {type(exc).__name__}: {exc}") from exc
+        for v in vars(mod).values():
+            if isinstance(v, type) and issubclass(v, InferenceBuilder) and v is not InferenceBuilder and v.__module__ == mod_name:
+                builders.append(v)
+    if not builders:
+        raise ListenerModelError(f"listener model at {model_dir}: no InferenceBuilder subclass found")
+    try:
+        config = CustomInferenceConfig(framework="custom", model_path=model_dir)  # type: ignore[call-arg]
+    except TypeError:
+        config = CustomInferenceConfig(model_path=model_dir)  # type: ignore[call-arg]
+    try:
+        return builders[0]().create(config)
+    except Exception as exc:  # noqa: BLE001
+        raise ListenerModelError(f"listener model at {model_dir}: load failed: {type(exc).__name__}: {exc}") from exc
+
+
+def predict_byop(inference: Any, table: pa.Table, env: dict[str, str] | None = None) -> pa.Table:
+    data = {name: np.asarray(table.column(name).to_pylist(), dtype=object) for name in table.column_names}
+    old = os.environ.get("LISTENER_TEXT_FIELD")
+    os.environ["LISTENER_TEXT_FIELD"] = "text"
+    try:
+        out = inference._predict(data)
+    finally:
+        if old is None:
+            os.environ.pop("LISTENER_TEXT_FIELD", None)
+        else:
+            os.environ["LISTENER_TEXT_FIELD"] = old
+    return pa.table({k: pa.array(np.asarray(v).tolist()) for k, v in out.items()})
+
+
+class ScorerExecutor:
+    """A built-in listener's scorer called directly (no BYOP layer): the fastest path, used by
+    benchmarks to separate scoring cost from process/IPC cost."""
+
+    def __init__(self, ref: ListenerModelRef) -> None:
+        from wallaroo_pulumi.scorers import get_scorer
+
+        if not ref.scorer:
+            raise ListenerModelError(f"{ref.name!r} is not a built-in listener")
+        self.scorer = get_scorer(ref.scorer)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.scorer, ["warm up"])
+
+    async def predict(self, table: pa.Table) -> pa.Table:
+        texts = table.column("text").to_pylist()
+        scores = await asyncio.to_thread(self.scorer, texts)
+        return pa.table({k: pa.array(v, pa.float64()) for k, v in scores.items()})
+
+    async def stop(self) -> None:
+        pass
+
+
+def sidekicks_available() -> bool:
+    try:
+        importlib.import_module("wallaroo_pulumi.runtime.sidekick.process")
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def make_executor(ref: ListenerModelRef, mode: str = "auto") -> Executor:
+    """mode: ``sidekick`` | ``inprocess`` | ``scorer`` | ``auto`` (sidekick when available)."""
+    if mode == "auto":
+        mode = "sidekick" if sidekicks_available() else "inprocess"
+    if mode == "sidekick":
+        return SidekickExecutor(ref)
+    if mode == "inprocess":
+        return InProcessExecutor(ref)
+    if mode == "scorer":
+        return ScorerExecutor(ref)
+    raise ValueError(f"executor: expected sidekick | inprocess | scorer | auto, got {mode!r}")
