@@ -7,10 +7,12 @@ import time
 
 import numpy as np
 import openai
+import pyarrow as pa
 import pytest
 
 from wallaroo_pulumi.adapters import AdapterConfigError, InputValidationError
 from wallaroo_pulumi.adapters.openai_chat import OpenAIChatAdapter
+from wallaroo_pulumi.adapters.schemas import LLM_OUTPUT_SCHEMA
 from wallaroo_pulumi.standins import DEFAULT_API_KEY, DEFAULT_MODEL, OpenAIStandin
 
 from .conftest import FAST_RETRY
@@ -40,6 +42,8 @@ def test_round_trip_text_usage_and_request_shape(openai_server: OpenAIStandin) -
     assert list(out["prompt_tokens"]) == [2 + 4, 2 + 3]
     assert list(out["completion_tokens"]) == [5, 4]
     assert out["prompt_tokens"].dtype == np.int64 and out["completion_tokens"].dtype == np.int64
+    table = pa.Table.from_pydict(out, schema=LLM_OUTPUT_SCHEMA)  # matches the declared output schema
+    assert table.num_rows == 2
     sent = [r for r in openai_server.stats.recent if r.path == "/v1/chat/completions"]
     assert len(sent) == 2
     body = sent[0].body
@@ -123,14 +127,14 @@ def test_one_bad_row_does_not_fail_the_batch(openai_server: OpenAIStandin) -> No
 
 
 def test_timeout_path(openai_server: OpenAIStandin) -> None:
-    openai_server.faults.hang_next(1, seconds=1.5)
+    openai_server.faults.hang_next(1, seconds=1.0)
     with OpenAIChatAdapter.from_env(env_for(openai_server, REQUEST_TIMEOUT_S="0.3", MAX_RETRIES="0")) as adapter:
         started = time.monotonic()
         out = adapter.predict(batch("slow"))
-        assert time.monotonic() - started < 1.2
+        assert time.monotonic() - started < 0.9
         assert out["error"][0] == "openai: request timed out after 0.3s (ReadTimeout) after 1 attempt"
         # a timeout is retried: hang once, then answer
-        openai_server.faults.hang_next(1, seconds=1.5)
+        openai_server.faults.hang_next(1, seconds=1.0)
     with OpenAIChatAdapter.from_env(env_for(openai_server, REQUEST_TIMEOUT_S="0.3", MAX_RETRIES="1")) as adapter:
         out = adapter.predict(batch("slow again"))
     assert out["error"][0] == "" and out["generated_text"][0] == "echo: slow again"
