@@ -229,10 +229,12 @@ async def run_listener(
     store: TaskStore,
     log: Callable[[str], None],
     now_ms: int | None = None,
+    stats: RunStats | None = None,
 ) -> RunStats:
-    """Score the window; raises on failure (the caller records the run status)."""
+    """Score the window; raises on failure (the caller records the run status). Pass `stats`
+    to see the counts so far when the run fails, times out or is killed."""
     t0 = time.perf_counter()
-    stats = RunStats()
+    stats = RunStats() if stats is None else stats
     monitored = args.monitored_pipeline
     out_pipe = args.score_pipeline()
     stream = stream_id(monitored, out_pipe)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import inspect
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -38,14 +40,16 @@ class ListenerModelRef:
     memory: str | None = None
     gpus: int | None = None
     scorer: str | None = None  # set for built-ins: the wallaroo_pulumi.scorers name
+    extra_pythonpath: list[Path] = field(default_factory=list)
 
     @property
     def cache_key(self) -> tuple[Any, ...]:
         return (str(self.model_dir), self.version, tuple(sorted(self.env.items())))
 
 
-#: (workspace_id, name, version or None) -> ListenerModelRef; raise LookupError when unknown.
-Resolver = Callable[[int, str, "str | None"], ListenerModelRef]
+#: (workspace_id, name, version or None) -> ListenerModelRef (or an awaitable of one);
+#: raise LookupError when unknown.
+Resolver = Callable[[int, str, "str | None"], Any]
 
 
 def _dir_sha(d: Path) -> str:
@@ -74,16 +78,49 @@ def builtin_resolver(workspace_id: int, name: str, version: str | None) -> Liste
 def chain_resolvers(*resolvers: Resolver | None) -> Resolver:
     rs = [r for r in resolvers if r is not None]
 
-    def resolve(workspace_id: int, name: str, version: str | None) -> ListenerModelRef:
+    async def resolve(workspace_id: int, name: str, version: str | None) -> ListenerModelRef:
         for r in rs:
             try:
-                return r(workspace_id, name, version)
+                res = r(workspace_id, name, version)
+                if inspect.isawaitable(res):
+                    res = await res
+                return res
             except LookupError:
                 continue
         raise ListenerModelError(
             f"listener_model: no model named {name!r}"
             + (f" with version {version!r}" if version else "")
             + f" in workspace {workspace_id}; upload it first, or use a built-in listener: {list(BUILTINS)}"
+        )
+
+    return resolve
+
+
+def runtime_resolver(rt: Any) -> Resolver:
+    """Listener models uploaded to the runtime's registry (``upload_and_convert``), by name and
+    optional version (latest otherwise), unpacked by the runtime's deployment engine."""
+
+    async def resolve(workspace_id: int, name: str, version: str | None) -> ListenerModelRef:
+        sql = (
+            "SELECT mv.id, mv.version, mv.sha, mv.conversion FROM model_versions mv "
+            "JOIN models m ON m.id = mv.model_id WHERE m.workspace_id = ? AND m.name = ?"
+        )
+        params: tuple[Any, ...] = (workspace_id, name)
+        if version:
+            sql += " AND mv.version = ?"
+            params += (version,)
+        row = await asyncio.to_thread(rt.db.one, sql + " ORDER BY mv.id DESC LIMIT 1", params)
+        if row is None:
+            raise LookupError(name)
+        model_dir = await rt.engine.prepare_model(row["sha"])
+        try:
+            reqs = (json.loads(row["conversion"] or "{}") or {}).get("requirements") or []
+        except ValueError:
+            reqs = []
+        extra = await rt.engine.prepare_requirements(model_dir, reqs)
+        return ListenerModelRef(
+            name=name, version=row["version"], model_dir=Path(model_dir), sha=row["sha"],
+            extra_pythonpath=list(extra or []),
         )
 
     return resolve
@@ -108,6 +145,8 @@ class SidekickExecutor:
         for k in ("cpus", "memory", "gpus"):
             if getattr(ref, k) is not None:
                 kwargs[k] = getattr(ref, k)
+        if ref.extra_pythonpath:
+            kwargs["extra_pythonpath"] = list(ref.extra_pythonpath)
         self.pool = SidekickPool(SidekickSpec(**kwargs), replicas)
 
     async def start(self) -> None:

@@ -175,7 +175,7 @@ def build_router(svc: "ListenerService") -> APIRouter:
 
     async def run_scheduled(d: dict[str, Any]) -> Any:
         """Create a task that runs the llm-listener orchestration on a cron `schedule`."""
-        if "schedule" not in d:
+        if d.get("schedule") is None:
             raise _Bad(400, "schedule: required, e.g. '0 * * * *' (hourly) or '* * * * * */10' (every 10 s)")
         t = await svc.create_task(
             name=_str(d, "name"), workspace_id=_int(d, "workspace_id", 1), json_args=d.get("json"),

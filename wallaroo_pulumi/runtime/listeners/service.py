@@ -1,9 +1,9 @@
 """ListenerService: listener tasks, their runs, the cron scheduler and the HTTP routes.
 
-Wiring (in the runtime app)::
+Wiring (in the runtime app, after ``rt = Runtime(settings)``)::
 
     from wallaroo_pulumi.runtime.listeners import ListenerService
-    app.include_router(ListenerService(db=db, logstore=logstore).router)
+    app.include_router(ListenerService.for_runtime(rt).router)
 
 The router carries a lifespan that calls :meth:`start` / :meth:`stop`, so including it is all
 the wiring needed (FastAPI merges router lifespans into the app's). ``db`` / ``logstore`` may be
@@ -43,6 +43,7 @@ from .executor import (
     builtin_resolver,
     chain_resolvers,
     make_executor,
+    runtime_resolver,
 )
 from .store import TaskStore
 
@@ -124,6 +125,11 @@ class ListenerService:
         from .routes import build_router
 
         self.router = build_router(self)
+
+    @classmethod
+    def for_runtime(cls, rt: Any, **kwargs: Any) -> "ListenerService":
+        """The service on a runtime's db, log store and model registry (built-ins as fallback)."""
+        return cls(db=rt.db, logstore=rt.logstore, resolver=runtime_resolver(rt), **kwargs)
 
     # -- lifecycle -------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -305,9 +311,7 @@ class ListenerService:
     # -- runs ------------------------------------------------------------
     async def _resolve(self, workspace_id: int, args: ListenerArgs) -> ListenerModelRef:
         try:
-            return await asyncio.to_thread(
-                self.resolver, workspace_id, args.listener_model.name, args.listener_model.version
-            )
+            return await self.resolver(workspace_id, args.listener_model.name, args.listener_model.version)
         except ListenerModelError as exc:
             raise TaskError(400, str(exc)) from None
 
@@ -363,7 +367,7 @@ class ListenerService:
         key: tuple | None = None
         broken = False
         status, error = "failed", None
-        stats: RunStats | None = None
+        stats = RunStats()
         try:
             args = ListenerArgs.model_validate(task["args"])
             try:
@@ -379,9 +383,9 @@ class ListenerService:
                         ) from exc
                     say(f"listener model ready in {time.perf_counter() - t0:.2f}s")
                     try:
-                        stats = await run_listener(
+                        await run_listener(
                             run_id=rid, task=task, args=args, ref=ref, executor=executor,
-                            logstore=self.logstore, store=store, log=say,  # type: ignore[arg-type]
+                            logstore=self.logstore, store=store, log=say, stats=stats,  # type: ignore[arg-type]
                         )
                     except (asyncio.CancelledError, TimeoutError):
                         raise
@@ -410,7 +414,7 @@ class ListenerService:
             if key is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._release(key, broken))
-            if stats is not None:
+            if stats.rows_read:
                 store.update_run(rid, rows_read=stats.rows_read, rows_scored=stats.rows_scored,
                                  rows_skipped=stats.rows_skipped)
             store.finish_run(rid, status, error)

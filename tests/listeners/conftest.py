@@ -1,0 +1,31 @@
+"""Fixtures for listener tests: a real runtime Database + LogStore in a temp data dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wallaroo_pulumi.runtime.db import Database
+from wallaroo_pulumi.runtime.logstore import LogStore
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def db(data_dir: Path) -> Database:
+    d = Database(data_dir / "runtime.db")
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def logstore(data_dir: Path) -> LogStore:
+    s = LogStore(data_dir / "logs")
+    yield s
+    s.close()

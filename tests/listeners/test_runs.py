@@ -1,0 +1,333 @@
+"""Listener runs over real logged inferences (real LogStore + SQLite), scored by the real scorers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from wallaroo_pulumi import scorers as S
+from wallaroo_pulumi.runtime.listeners import ListenerService
+from wallaroo_pulumi.runtime.listeners.engine import reconcile, stream_id
+
+from listener_helpers import BAD, GOOD, llm_rows, now_ms
+
+MODE = "scorer"  # the run engine under test; test_runtime.py covers sidekick processes
+
+
+def args(**kw):
+    a = {"monitored_pipeline": "llm", "listener_model": {"name": "combined"}, "window_seconds": 3600, "batch_size": 4}
+    a.update(kw)
+    return a
+
+
+def all_rows(logstore, pipeline):
+    page = logstore.query(pipeline, None, None, 1_000_000, "Asc", None)
+    return page.table
+
+
+async def _svc(db, logstore, **kw):
+    svc = ListenerService(db, logstore, executor=kw.pop("executor", MODE), tick_seconds=0.05, **kw)
+    await svc.start()
+    return svc
+
+
+async def _once(svc, **kw):
+    t = await svc.create_task(name="l", workspace_id=1, json_args=args(**kw))
+    runs = svc.list_runs(t["id"])
+    return t, await svc.wait_run(runs[0]["id"])
+
+
+def test_run_scores_logged_inferences_and_stores_them_as_logs(db, logstore):
+    t0 = now_ms() - 60_000
+    texts = GOOD + BAD + [None]
+    logstore.append("llm", llm_rows(texts, t0, errors=[None] * 5 + ["llm step failed"]))
+
+    async def go():
+        svc = await _svc(db, logstore)
+        try:
+            task, r = await _once(svc)
+            assert r["status"] == "succeeded", r
+            assert (r["rows_read"], r["rows_scored"], r["rows_skipped"]) == (6, 5, 1)
+            assert task["status"] == "started" and svc.get_task(task["id"])["last_run_status"] == "succeeded"
+            logs = [x["line"] for x in svc.run_logs(r["id"])]
+            assert any("progress" in line for line in logs) and any(line.startswith("done") for line in logs)
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+    out = all_rows(logstore, "llm-combined-scores")
+    assert out.num_rows == 5
+    expect = S.score_all(GOOD + BAD)
+    for col, vals in expect.items():
+        np.testing.assert_allclose(out.column(f"out.{col}").to_numpy(), vals, atol=1e-12)
+    assert out.column("in.text").to_pylist() == GOOD + BAD
+    src_times = [t0 + i * 10 for i in range(5)]
+    assert out.column("time").cast(pa.int64()).to_pylist() == src_times
+    assert out.column("in.source_time").cast(pa.int64()).to_pylist() == src_times
+    assert len(set(out.column("in.source_key").to_pylist())) == 5
+    assert set(out.column("metadata.step").to_pylist()) == {"combined"}
+    assert set(out.column("metadata.partition").to_pylist()) == {"engine-0"}
+    # the toxic rows are the toxic ones
+    tox = out.column("out.toxicity").to_numpy()
+    assert (tox[:3] < 0.3).all() and (tox[3:] > 0.9).all()
+
+
+def test_second_run_scores_only_new_rows_even_identical_ones(db, logstore):
+    t0 = now_ms() - 60_000
+    logstore.append("llm", llm_rows(GOOD + BAD, t0))
+
+    async def go():
+        svc = await _svc(db, logstore)
+        try:
+            _, r1 = await _once(svc, listener_model={"name": "toxicity"})
+            assert r1["rows_scored"] == 5
+            _, r2 = await _once(svc, listener_model={"name": "toxicity"})
+            assert (r2["status"], r2["rows_read"], r2["rows_scored"]) == ("succeeded", 5, 0)
+            # new rows: two identical to an old one but at a new time, plus two identical to each other
+            logstore.append("llm", llm_rows([GOOD[0], BAD[0]], t0 + 10_000))
+            logstore.append("llm", llm_rows([GOOD[1]], t0 + 20_000))
+            logstore.append("llm", llm_rows([GOOD[1]], t0 + 20_000))
+            _, r3 = await _once(svc, listener_model={"name": "toxicity"})
+            assert (r3["rows_read"], r3["rows_scored"]) == (9, 4)
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+    out = all_rows(logstore, "llm-toxicity-scores")
+    assert out.num_rows == 9
+    assert out.column_names.count("out.toxicity") == 1 and "out.hate" not in out.column_names
+    keys = out.column("in.source_key").to_pylist()
+    assert len(set(keys)) == 9
+
+
+def test_overlapping_runs_score_each_row_exactly_once(db, logstore):
+    t0 = now_ms() - 600_000
+    rng = np.random.default_rng(1)
+    texts = [(GOOD + BAD)[i] for i in rng.integers(0, 5, 3000)]
+    logstore.append("llm", llm_rows(texts, t0, step_ms=1))
+
+    async def go():
+        svc = await _svc(db, logstore)
+        try:
+            tasks = [await svc.create_task(name=f"l{i}", workspace_id=1, json_args=args(batch_size=50))
+                     for i in range(3)]
+            runs = [svc.list_runs(t["id"])[0] for t in tasks]
+            done = [await svc.wait_run(r["id"]) for r in runs]
+            assert all(r["status"] == "succeeded" for r in done), done
+            assert sum(r["rows_scored"] for r in done) == 3000
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+    out = all_rows(logstore, "llm-combined-scores")
+    keys = out.column("in.source_key").to_pylist()
+    assert len(keys) == 3000 and len(set(keys)) == 3000
+
+
+def test_claims_of_a_dead_run_are_reconciled(db, logstore):
+    """A crash after the append but before the commit must not score the rows again; a crash
+    before the append must score them."""
+    from wallaroo_pulumi.runtime.listeners.store import TaskStore
+
+    t0 = now_ms() - 60_000
+    logstore.append("llm", llm_rows(GOOD + BAD, t0))
+
+    async def first():
+        svc = await _svc(db, logstore)
+        try:
+            _, r = await _once(svc, listener_model={"name": "sentiment"})
+            assert r["rows_scored"] == 5
+        finally:
+            await svc.stop()
+
+    asyncio.run(first())
+    store = TaskStore(db)
+    stream = stream_id("llm", "llm-sentiment-scores")
+    out = all_rows(logstore, "llm-sentiment-scores")
+    keys = out.column("in.source_key").to_pylist()
+    times = out.column("time").cast(pa.int64()).to_pylist()
+    # pretend a dead run had claimed rows 0-1 (appended) and 2-4 (never appended)
+    store.forget_stream(stream)
+    assert store.claim(stream, "dead-run", keys, times) == [0, 1, 2, 3, 4]
+    logstore.append  # rows 0-4 are in the score pipeline; drop knowledge of 2-4 by re-keying them
+    fake = [k + "-never-appended" for k in keys[2:]]
+    store.release(stream, keys[2:])
+    store.claim(stream, "dead-run", fake, times[2:])
+    n = reconcile(store, logstore, live_runs=set())
+    assert n == 5
+    assert store.scored_count(stream) == 2
+    assert store.stale_claims(set()) == {}
+
+
+def test_failing_listener_marks_the_run_failed_with_its_error(db, logstore, tmp_path):
+    from wallaroo_pulumi.runtime.listeners.executor import ListenerModelRef
+
+    logstore.append("llm", llm_rows(GOOD, now_ms() - 1000))
+
+    def broken(ws, name, version):
+        if name != "broken":
+            raise LookupError(name)
+        return ListenerModelRef(name="broken", version="1", model_dir=tmp_path, scorer="nope")
+
+    async def go():
+        svc = await _svc(db, logstore, resolver=broken)
+        try:
+            _, r = await _once(svc, listener_model={"name": "broken"})
+            assert r["status"] == "failed"
+            assert "broken" in r["error"] and "nope" in r["error"]
+            logs = " ".join(x["line"] for x in svc.run_logs(r["id"]))
+            assert "failed" in logs
+            # the rows stay unscored, so a fixed listener still gets them
+            _, r2 = await _once(svc, listener_model={"name": "hate"})
+            assert r2["rows_scored"] == 3
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+
+
+def test_unknown_listener_and_bad_json_are_rejected_up_front(db, logstore):
+    from wallaroo_pulumi.runtime.listeners.service import TaskError
+
+    async def go():
+        svc = await _svc(db, logstore)
+        try:
+            with pytest.raises(TaskError, match="listener_model: no model named 'nope'.*toxicity"):
+                await svc.create_task(name="x", workspace_id=1, json_args=args(listener_model={"name": "nope"}))
+            with pytest.raises(TaskError, match="json.monitored_pipeline"):
+                await svc.create_task(name="x", workspace_id=1, json_args={"listener_model": {"name": "toxicity"}})
+            with pytest.raises(TaskError, match="json.batch_size"):
+                await svc.create_task(name="x", workspace_id=1, json_args=args(batch_size=0))
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+
+
+def test_missing_text_field_fails_naming_it(db, logstore):
+    logstore.append("llm", llm_rows(GOOD, now_ms() - 1000))
+
+    async def go():
+        svc = await _svc(db, logstore)
+        try:
+            _, r = await _once(svc, text_field="out.answer")
+            assert r["status"] == "failed" and "text_field 'out.answer'" in r["error"]
+            assert "out.generated_text" in r["error"]
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+
+
+def test_timeout_and_kill(db, logstore):
+    from wallaroo_pulumi.runtime.listeners import executor as ex
+
+    logstore.append("llm", llm_rows(GOOD * 40, now_ms() - 60_000))
+
+    class Slow(ex.ScorerExecutor):
+        async def predict(self, table):
+            await asyncio.sleep(0.2)
+            return await super().predict(table)
+
+    orig = ex.make_executor
+
+    def make(ref, mode="auto"):
+        return Slow(ref)
+
+    async def go():
+        import wallaroo_pulumi.runtime.listeners.service as service_mod
+
+        service_mod.make_executor = make
+        svc = await _svc(db, logstore)
+        try:
+            t = await svc.create_task(name="slow", workspace_id=1, json_args=args(batch_size=2), timeout=0.5)
+            r = await svc.wait_run(svc.list_runs(t["id"])[0]["id"])
+            assert r["status"] == "timed_out" and "timeout" in r["error"]
+            assert 0 < r["rows_scored"] < 120
+            t2 = await svc.create_task(name="slow2", workspace_id=1, json_args=args(batch_size=2))
+            await asyncio.sleep(0.5)
+            killed = await svc.kill_task(t2["id"])
+            assert killed["status"] == "killed"
+            r2 = svc.list_runs(t2["id"])[0]
+            assert r2["status"] == "killed"
+            # every row is scored at most once across the three runs, and the rest get scored later
+            service_mod.make_executor = orig
+            _, r3 = await _once(svc)
+            assert r3["status"] == "succeeded"
+        finally:
+            service_mod.make_executor = orig
+            await svc.stop()
+
+    asyncio.run(go())
+    out = all_rows(logstore, "llm-combined-scores")
+    keys = out.column("in.source_key").to_pylist()
+    assert len(keys) == 120 and len(set(keys)) == 120
+
+
+def test_scheduled_task_fires_on_a_seconds_cron(db, logstore):
+    logstore.append("llm", llm_rows(GOOD, now_ms() - 1000))
+
+    async def go():
+        svc = await _svc(db, logstore)
+        try:
+            t = await svc.create_task(name="cron", workspace_id=1, json_args=args(), schedule="* * * * * *")
+            assert t["status"] == "started" and t["next_run"] is not None
+            await asyncio.sleep(3.3)
+            runs = svc.list_runs(t["id"])
+            assert len(runs) >= 2
+            ticks = [r["tick"] for r in runs]
+            assert len(ticks) == len(set(ticks))
+            await svc.kill_task(t["id"])
+            n = len(svc.list_runs(t["id"]))
+            await asyncio.sleep(1.5)
+            assert len(svc.list_runs(t["id"])) == n
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+    out = all_rows(logstore, "llm-combined-scores")
+    assert out.num_rows == 3
+
+
+def test_missed_ticks_run_once_and_no_tick_twice(db, logstore):
+    from wallaroo_pulumi.runtime.listeners.service import due_tick
+
+    assert due_tick("*/5 * * * *", 0.0, 3600.0) == 3600.0
+    assert due_tick("*/5 * * * *", 3600.0, 3600.0) is None
+    assert due_tick("*/5 * * * *", 3000.0, 3599.0) == 3300.0
+
+    async def go():
+        svc = await _svc(db, logstore)
+        try:
+            t = await svc.create_task(name="m", workspace_id=1, json_args=args(), schedule="*/5 * * * *")
+            svc.store.update_task(t["id"], last_tick=t["created_at"] - 7200)  # "down" for 2 hours
+            await svc._schedule_once()
+            await svc._schedule_once()
+            runs = svc.list_runs(t["id"])
+            assert len(runs) == 1
+            assert "missed" in " ".join(x["line"] for x in svc.run_logs(runs[0]["id"]))
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+
+
+def test_bad_cron_is_rejected_naming_schedule(db, logstore):
+    from wallaroo_pulumi.runtime.listeners.service import TaskError
+
+    async def go():
+        svc = await _svc(db, logstore)
+        try:
+            for bad in ("every hour", "61 * * * *", "* * *", "", "0 0 * * * 70"):
+                with pytest.raises(TaskError) as e:
+                    await svc.create_task(name="c", workspace_id=1, json_args=args(), schedule=bad)
+                assert e.value.message.startswith("schedule:") and "e.g. '0 * * * *'" in e.value.message
+            assert svc.list_tasks() == []
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
