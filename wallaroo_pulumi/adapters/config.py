@@ -57,7 +57,8 @@ class Env:
                 f"{self.adapter}: environment variable {name} is not set; it must hold {what}. "
                 + _sidekick_hint(name, secret, config_key)
             )
-        return value.strip() if not secret else value
+        # Strip even secrets: `pulumi config set --secret k < file` keeps the file's trailing newline.
+        return value.strip()
 
     def str(self, name: str, default: str | None = None) -> str | None:
         value = self.raw(name)

@@ -198,8 +198,8 @@ class VertexAIAdapter(HttpLLMAdapter):
         self.instance_params = dict(instance_params or {})
         self.parameters = dict(parameters) if parameters else None
         self.strip_prompt = strip_prompt
-        session = requests.Session()
-        self._token_request = GoogleAuthRequest(session)
+        self._token_session = requests.Session()
+        self._token_request = _TimedRequest(GoogleAuthRequest(self._token_session), settings.request_timeout_s)
         self._token_lock = threading.Lock()
         self._stale_token: str | None = None
         self.token_refreshes = 0
@@ -276,9 +276,18 @@ class VertexAIAdapter(HttpLLMAdapter):
 
     def close(self) -> None:
         super().close()
-        session = getattr(self._token_request, "session", None)
-        if session is not None:
-            session.close()
+        self._token_session.close()
+
+
+class _TimedRequest:
+    """google-auth's requests transport with our REQUEST_TIMEOUT_S (its own default is 120 s)."""
+
+    def __init__(self, inner: GoogleAuthRequest, timeout_s: float) -> None:
+        self._inner = inner
+        self._timeout_s = timeout_s
+
+    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None, timeout: Any = None, **kwargs: Any) -> Any:
+        return self._inner(url, method=method, body=body, headers=headers, timeout=timeout or self._timeout_s, **kwargs)
 
 
 def _auth_error_text(exc: Exception) -> str:
