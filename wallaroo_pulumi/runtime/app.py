@@ -60,6 +60,7 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.rt = rt
+    app.state.db = rt.db
     app.state.logstore = rt.logstore
 
     @app.exception_handler(APIError)
@@ -104,6 +105,15 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     app.include_router(pipelines.router)
     app.include_router(inference.router)
     app.include_router(logs.router)
+    if settings.listeners:
+        try:
+            from wallaroo_pulumi.runtime.listeners import ListenerService
+        except Exception:  # noqa: BLE001 - the core API must still come up; the error is logged loudly
+            log.exception("listener service unavailable: /v1/api/task/* routes are disabled")
+        else:
+            service = ListenerService(db=rt.db, logstore=rt.logstore)
+            app.state.listeners = service
+            app.include_router(service.router)
 
     app.add_middleware(AuthMiddleware, tokens=rt.tokens)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)

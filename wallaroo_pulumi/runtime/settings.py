@@ -19,6 +19,7 @@ class RuntimeSettings(BaseModel):
         default=256 * MiB, gt=0, description="largest inference / JSON request body accepted"
     )
     redeploy_on_start: bool = True
+    listeners: bool = Field(default=True, description="serve listener tasks (/v1/api/task/*) and their scheduler")
     log_level: str = "info"
 
     @property

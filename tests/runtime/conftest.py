@@ -1,0 +1,208 @@
+"""Fixtures: the REAL runtime as a subprocess (our CLI) on a free loopback port
+with a tmp data dir, real sidekick processes and real BYOP zips."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from wallaroo_pulumi.client import WallarooClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+MODEL_HEADER = '''
+import json
+import os
+import numpy as np
+from mac.config.inference import CustomInferenceConfig
+from mac.inference import Inference
+from mac.inference.creation import InferenceBuilder
+from mac.types import InferenceData
+'''
+
+
+def byop_source(predict_body: str, *, load_body: str = "", inference_cls: str = "TestInference") -> str:
+    """A mac-style BYOP module: an Inference subclass with `_predict` and a builder."""
+
+    def block(code: str, indent: int) -> str:
+        return textwrap.indent(textwrap.dedent(code).strip() or "pass", " " * indent)
+
+    return (
+        MODEL_HEADER
+        + f"""
+
+class {inference_cls}(Inference):
+    @property
+    def expected_model_types(self):
+        return {{dict}}
+
+    @Inference.model.setter
+    def model(self, model):
+        self._raise_error_if_model_is_wrong_type(model)
+        self._model = model
+
+    def _predict(self, input_data: InferenceData):
+{block(predict_body, 8)}
+
+
+class TestBuilder(InferenceBuilder):
+    @property
+    def inference(self):
+        return {inference_cls}()
+
+    def create(self, config: CustomInferenceConfig):
+{block(load_body, 8)}
+        inference = self.inference
+        inference.model = {{"model_path": str(config.model_path)}}
+        return inference
+"""
+    )
+
+
+def make_zip(path: Path, files: dict[str, str | bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    return path
+
+
+def make_model(tmp: Path, name: str, predict_body: str, *, load_body: str = "", extra: dict | None = None) -> Path:
+    return make_zip(tmp / f"{name}.zip", {"model.py": byop_source(predict_body, load_body=load_body), **(extra or {})})
+
+
+DOUBLE = 'return {"y": input_data["x"] * 2.0}'
+X_SCHEMA = pa.schema([("x", pa.float64())])
+Y_SCHEMA = pa.schema([("y", pa.float64())])
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    args: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    url: str = ""
+    token: str = ""
+    log_path: Path = field(default=Path("/dev/null"))
+
+    def start(self, timeout: float = 30) -> "Server":
+        info = self.data_dir / "runtime.json"
+        info.unlink(missing_ok=True)
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-runtime.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(self.data_dir),
+             "--host", "127.0.0.1", "--port", "0", *self.args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, cwd=str(REPO),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"runtime exited ({self.proc.returncode}):\n{self.log_tail()}")
+            if info.exists():
+                try:
+                    data = json.loads(info.read_text())
+                    if data["pid"] == self.proc.pid:
+                        self.url = data["url"]
+                        if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                            self.token = (self.data_dir / "admin.token").read_text().strip()
+                            return self
+                except (ValueError, KeyError, httpx.HTTPError):
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"runtime did not start:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def client(self, timeout: float = 60) -> WallarooClient:
+        return WallarooClient(self.url, self.token, timeout=timeout)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["WALLAROO_TEST_SERVER_ONLY_SECRET"] = "server-secret-must-not-leak"
+    return env
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator:
+    """Factory: make_server(name, *extra_cli_args) -> started Server (stopped at teardown)."""
+    servers: list[Server] = []
+
+    def factory(name: str = "data", *args: str, start: bool = True) -> Server:
+        srv = Server(tmp_path / name, list(args), server_env())
+        servers.append(srv)
+        return srv.start() if start else srv
+
+    yield factory
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One runtime shared by most tests: 20 MiB upload limit, 1 MiB request limit."""
+    root = tmp_path_factory.mktemp("runtime")
+    srv = Server(root / "data", ["--max-upload-bytes", "20Mi", "--max-request-bytes", "1Mi"], server_env())
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> Iterator[WallarooClient]:
+    with server.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def double_pipeline(client: WallarooClient, models_dir: Path) -> str:
+    """A deployed one-step pipeline 'double' (y = 2x), shared by the inference tests."""
+    zip_path = make_model(models_dir, "double", DOUBLE)
+    mv = client.upload_model("double", zip_path, X_SCHEMA, Y_SCHEMA)
+    created = client.create_pipeline("double-pipe", steps=[mv])
+    dep = client.deploy("double-pipe", pipeline_id=created.pipeline_id, engine_config={"replica_count": 1})
+    client.wait_for_deployment(f"double-pipe-{dep}", timeout_s=60)
+    return "double-pipe"

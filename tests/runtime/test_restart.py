@@ -1,0 +1,94 @@
+"""kill -9 the runtime and start it again: nothing lost; a killed upload leaves no version."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, make_model
+from wallaroo_pulumi.client import NotFoundError, schema_to_b64
+
+
+def test_kill9_restart_loses_nothing(make_server, tmp_path):
+    srv = make_server("data")
+    c = srv.client()
+    mv = c.upload_model("survivor", make_model(tmp_path, "survivor", DOUBLE), X_SCHEMA, Y_SCHEMA)
+    created = c.create_pipeline("survivor-pipe", steps=[mv])
+    dep = c.deploy("survivor-pipe", pipeline_id=created.pipeline_id,
+                   engine_config={"sidekicks": {"survivor": {"env": {"TOKEN_X": "s3cr3t-value"}}}})
+    c.wait_for_deployment(f"survivor-pipe-{dep}", timeout_s=60)
+    for i in range(3):
+        c.infer("survivor-pipe", pd.DataFrame({"x": [float(i)]}))
+    before = c.logs("survivor-pipe", limit=100, order="Asc")
+    old_pids = [s.pid for s in c.deployment_status("survivor-pipe").sidekicks]
+
+    srv.kill9()
+    srv.start()
+    c = srv.client()
+    assert c.get_model_version(mv.id).sha == mv.sha
+    p = c.get_pipeline("survivor-pipe")
+    assert p.version == created.version and p.deployment_id == dep and p.deployed
+    assert p.engine_config["sidekicks"]["survivor"]["env"] == {"TOKEN_X": "[secret]"}
+    assert c.wait_for_deployment(f"survivor-pipe-{dep}", timeout_s=60) == "Running"
+    assert c.infer("survivor-pipe", pd.DataFrame({"x": [5.0]}))["out.y"].tolist() == [10.0]
+    after = c.logs("survivor-pipe", limit=100, order="Asc")
+    assert after["in.x"].tolist()[: len(before)] == before["in.x"].tolist()
+    assert after["in.x"].tolist()[-1] == 5.0
+    assert "s3cr3t-value" not in srv.log_tail(10**6)
+    new_pids = [s.pid for s in c.deployment_status("survivor-pipe").sidekicks]
+    assert set(new_pids).isdisjoint(old_pids)
+
+
+def test_killed_upload_leaves_no_visible_version(make_server, tmp_path):
+    srv = make_server("data")
+    model = make_model(tmp_path, "partial", DOUBLE).read_bytes()
+    meta = json.dumps({"name": "partial", "input_schema": schema_to_b64(X_SCHEMA), "output_schema": schema_to_b64(Y_SCHEMA)})
+    boundary = "XyZ"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n"
+            f"Content-Type: application/json\r\n\r\n{meta}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.zip\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    declared = len(head) + 50 * 2**20
+    u = urlparse(srv.url)
+    sock = socket.create_connection((u.hostname, u.port))
+    sock.sendall(
+        (f"POST /v1/api/models/upload_and_convert HTTP/1.1\r\nHost: {u.netloc}\r\n"
+         f"Authorization: Bearer {srv.token}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+         f"Content-Length: {declared}\r\n\r\n").encode() + head + model + b"\0" * (4 * 2**20)
+    )
+    tmp_dir = srv.data_dir / "artifacts" / "tmp"
+    deadline = time.monotonic() + 10
+    while not any(tmp_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(tmp_dir.iterdir()), "the upload should be streaming into artifacts/tmp"
+    srv.kill9()
+    sock.close()
+
+    srv.start()
+    c = srv.client()
+    try:
+        c.list_model_versions("partial")
+        raise AssertionError("a killed upload must not leave a model")
+    except NotFoundError:
+        pass
+    assert list(tmp_dir.iterdir()) == []
+    assert list((srv.data_dir / "artifacts" / "sha256").iterdir()) == []
+    # a client that disconnects mid-upload (server alive) leaves nothing either
+    u = urlparse(srv.url)
+    sock = socket.create_connection((u.hostname, u.port))
+    sock.sendall(
+        (f"POST /v1/api/models/upload_and_convert HTTP/1.1\r\nHost: {u.netloc}\r\n"
+         f"Authorization: Bearer {srv.token}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+         f"Content-Length: {declared}\r\n\r\n").encode() + head + model
+    )
+    time.sleep(0.3)
+    sock.close()
+    deadline = time.monotonic() + 10
+    while any(tmp_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_dir.iterdir()) == []
+    assert c.list_models() == []
