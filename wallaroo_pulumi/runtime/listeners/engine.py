@@ -361,6 +361,13 @@ async def _score_page(
                 store.release(stream, ckeys)
         stats.rows_scored += len(sel)
         stats.batches += 1
+        now = time.monotonic()
+        if now - stats.extra.get("saved", 0.0) > 0.5:  # live progress for list_task_runs
+            stats.extra["saved"] = now
+            await asyncio.to_thread(
+                store.update_run, run_id, rows_read=stats.rows_read, rows_scored=stats.rows_scored,
+                rows_skipped=stats.rows_skipped,
+            )
 
 
 def reconcile(store: TaskStore, logstore: LogStore, live_runs: set[str], log: Callable[[str], None] | None = None) -> int:
