@@ -1,0 +1,1 @@
+"""Configuration objects handed to BYOP builders."""
