@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from wallaroo_pulumi.runtime.logstore import LogStore
 
-from listener_helpers import BAD, GOOD, llm_rows, now_ms
+from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -13,7 +13,7 @@ from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.runtime.listeners import ListenerService
 from wallaroo_pulumi.runtime.listeners.engine import reconcile, stream_id
 
-from listener_helpers import BAD, GOOD, llm_rows, now_ms
+from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 
 MODE = "scorer"  # the run engine under test; test_runtime.py covers sidekick processes
 
