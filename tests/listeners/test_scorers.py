@@ -79,7 +79,8 @@ def test_fast_wordlist_agrees_with_better_profanity():
     rng = random.Random(7)
     filler = "the a hello world assistant class glass bull job blow doggy style 2 girls 1 cup".split()
     seps = [" ", " ", ", ", "-", ".", "_", "! ", "'", " "]
-    corpus = [POSITIVE, NEUTRAL, TOXIC, HATEFUL, "", "x", " a", "'fuck'", "f.u.c.k", "a$$hole", "$h1t", "@ss"]
+    corpus = [POSITIVE, NEUTRAL, TOXIC, HATEFUL, "", "x", " a", "'fuck'", "f.u.c.k", "a$$hole", "$h1t", "@ss",
+              "Straße fuck café", "naïve shit ok", "日本語 bitch 日本", "über-asshole!", "ça va, merde"]
     for _ in range(600):
         n = rng.randint(1, 8)
         toks = [rng.choice(words) if rng.random() < 0.15 else rng.choice(filler) for _ in range(n)]

@@ -52,6 +52,19 @@ class WordList:
         self.rev = {k: tuple(sorted(v)) for k, v in rev.items()}
         allowed_class = "".join(re.escape(c) for c in sorted(allowed))
         self._word_re = re.compile(f"[{allowed_class}]+")
+        ascii_allowed = "".join(re.escape(c) for c in sorted(c for c in allowed if c.isascii()))
+        self._ascii_word_re = re.compile(f"[{ascii_allowed}]+")  # same matches on ASCII text, much faster
+        # word -> states after matching it from the start of an entry (natural text repeats its
+        # words, so most lookups hit this cache)
+        self._first: dict[str, frozenset[str]] = {}
+
+    def _first_states(self, word: str) -> frozenset[str]:
+        st = self._first.get(word)
+        if st is None:
+            if len(self._first) > 200_000:
+                self._first.clear()
+            st = self._first[word] = frozenset(self._step({""}, word))
+        return st
 
     def _step(self, states: set[str], chunk: str) -> set[str]:
         rev, prefixes = self.rev, self.prefixes
@@ -67,7 +80,8 @@ class WordList:
 
     def contains(self, text: str) -> bool:
         text = str(text)
-        words = [(m.start(), m.end()) for m in self._word_re.finditer(text)]
+        word_re = self._ascii_word_re if text.isascii() else self._word_re
+        words = [m.span() for m in word_re.finditer(text)]
         if not words:
             return False
         n = len(text)
@@ -78,14 +92,14 @@ class WordList:
         low = text.lower()
         entries, k = self.entries, self.max_combos
         for i, (s, e) in enumerate(words):
-            start = self._step({""}, low[s:e])
+            start = self._first_states(low[s:e])
             if not start:
                 continue
             if start & entries:
                 return True
             if e >= n:  # last word without a trailing separator: single-word check only
                 continue
-            plain, seps = start, start
+            plain, seps = set(start), set(start)
             prev_end = e
             for j in range(i + 1, min(i + 1 + k, len(words))):
                 ns, ne = words[j]

@@ -1,0 +1,158 @@
+"""Listener throughput: rows/s of a whole listener run (read logged inferences from the log
+store, key + claim rows in SQLite, score, append the scores as logs) for each scorer, over 10k,
+30k and 100k logged rows, and how run time grows with the row count. One table, one run.
+
+    python benchmarks/bench_listeners.py [--sizes 10000,30000,100000] [--executor auto|sidekick|inprocess|scorer]
+                                         [--batch-size 512] [--scorers toxicity,...]
+
+`score-only rows/s` is the scorer called directly on the same texts (no log store, no process
+boundary), to show where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow as pa  # noqa: E402
+
+from wallaroo_pulumi import scorers as S  # noqa: E402
+from wallaroo_pulumi.runtime.db import Database  # noqa: E402
+from wallaroo_pulumi.runtime.listeners import ListenerService  # noqa: E402
+from wallaroo_pulumi.runtime.listeners.executor import sidekicks_available  # noqa: E402
+from wallaroo_pulumi.runtime.logstore import LogStore  # noqa: E402
+
+WORDS = (
+    "the a model answer report quarterly revenue growth customer support team helpful summary "
+    "please thanks great terrible awful love hate idea project deadline meeting weather data "
+    "analysis result improve problem solution question clearly maybe definitely sorry happy sad "
+    "angry calm policy update release feature bug fix performance latency cost region market"
+).split()
+TOXIC = [
+    "shut up you stupid idiot", "this is complete bullshit", "what the fuck is wrong with you",
+    "you are a worthless moron", "I hate those people, they are disgusting",
+]
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = rng.choices(WORDS, k=rng.randint(20, 60))
+        text = " ".join(words).capitalize() + "."
+        if rng.random() < 0.05:
+            text += " " + rng.choice(TOXIC) + "!"
+        out.append(text)
+    return out
+
+
+def llm_table(texts: list[str], t0_ms: int) -> pa.Table:
+    n = len(texts)
+    return pa.table({
+        "time": pa.array([t0_ms + i for i in range(n)], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        "in.text": pa.array([f"prompt {i}" for i in range(n)], pa.string()),
+        "out.generated_text": pa.array(texts, pa.string()),
+        "anomaly.count": pa.array([0] * n, pa.int64()),
+        "metadata.pipeline_version": pa.array(["v1"] * n, pa.string()),
+        "metadata.last_model": pa.array([json.dumps({"model_name": "llm", "model_sha": "x"})] * n, pa.string()),
+        "metadata.elapsed": pa.array([[1000]] * n, pa.list_(pa.int64())),
+        "metadata.partition": pa.array(["engine-0"] * n, pa.string()),
+        "metadata.error": pa.nulls(n, pa.string()),
+    })
+
+
+async def one_run(svc: ListenerService, pipeline: str, scorer: str, batch: int) -> dict:
+    t = await svc.create_task(
+        name=f"bench-{scorer}-{pipeline}", workspace_id=1, timeout=3600,
+        json_args={"monitored_pipeline": pipeline, "listener_model": {"name": scorer},
+                   "window_seconds": 30 * 86400, "batch_size": batch, "page_size": 20000},
+    )
+    run = svc.list_runs(t["id"])[0]
+    t0 = time.perf_counter()
+    run = await svc.wait_run(run["id"])
+    run["wall"] = time.perf_counter() - t0
+    if run["status"] != "succeeded":
+        raise SystemExit(f"{scorer} on {pipeline}: run {run['status']}: {run['error']}")
+    return run
+
+
+async def main_async(a: argparse.Namespace) -> None:
+    sizes = [int(x) for x in a.sizes.split(",")]
+    names = a.scorers.split(",")
+    mode = a.executor
+    if mode == "auto":
+        mode = "sidekick" if sidekicks_available() else "scorer"
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        db = Database(data / "runtime.db")
+        logs = LogStore(data / "logs")
+        t0 = int(time.time() * 1000) - 86400_000
+        texts_by_size = {}
+        for n in sizes:
+            texts_by_size[n] = corpus(n, seed=n)
+            for i in range(0, n, 50_000):  # like an engine logging its batches
+                logs.append(f"llm-{n}", llm_table(texts_by_size[n][i : i + 50_000], t0 + i))
+        svc = ListenerService(db, logs, executor=mode, tick_seconds=1.0, executor_idle_seconds=3600)
+        await svc.start()
+        rows = []
+        try:
+            for name in names:
+                # warm: model load / sidekick start is reported separately, not in rows/s
+                w0 = time.perf_counter()
+                ref = await svc._resolve(1, svc.parse_args({"monitored_pipeline": "x", "listener_model": {"name": name}}))
+                key, _ex = await svc._acquire(ref)
+                await svc._release(key, False)
+                load_s = time.perf_counter() - w0
+                sample = texts_by_size[sizes[-1]][:20_000]
+                s0 = time.perf_counter()
+                S.get_scorer(name)(sample)
+                score_only = len(sample) / (time.perf_counter() - s0)
+                per = {}
+                for n in sizes:
+                    r = await one_run(svc, f"llm-{n}", name, a.batch_size)
+                    assert r["rows_scored"] == n, r
+                    per[n] = r["wall"]
+                rows.append((name, load_s, score_only, per))
+        finally:
+            await svc.stop()
+            logs.close()
+            db.close()
+    n_lo, n_hi = sizes[0], sizes[-1]
+    print()
+    print(f"Listener throughput (executor={mode}, batch_size={a.batch_size}, "
+          f"{os.cpu_count()} CPUs, texts 20-60 words, 5% toxic)")
+    head = f"{'listener':<10} {'load s':>7} {'score-only r/s':>15}"
+    for n in sizes:
+        head += f" {f'{n // 1000}k s':>8} {f'{n // 1000}k r/s':>10}"
+    head += f" {f'time x ({n_hi // n_lo}x rows)':>18}"
+    print(head)
+    print("-" * len(head))
+    for name, load_s, score_only, per in rows:
+        line = f"{name:<10} {load_s:>7.2f} {score_only:>15,.0f}"
+        for n in sizes:
+            line += f" {per[n]:>8.2f} {n / per[n]:>10,.0f}"
+        line += f" {per[n_hi] / per[n_lo]:>18.2f}"
+        print(line)
+    print()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="10000,30000,100000")
+    p.add_argument("--scorers", default="toxicity,sentiment,profanity,hate,combined")
+    p.add_argument("--executor", default="auto")
+    p.add_argument("--batch-size", type=int, default=512)
+    asyncio.run(main_async(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
