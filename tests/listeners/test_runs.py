@@ -331,3 +331,29 @@ def test_bad_cron_is_rejected_naming_schedule(db, logstore):
             await svc.stop()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "sidekick"])
+def test_run_through_the_listener_byop_folder(db, logstore, mode):
+    """The same run with the listener's BYOP folder loaded through mac, in-process or in its own
+    sidekick process."""
+    pytest.importorskip("mac.inference")
+    if mode == "sidekick":
+        from wallaroo_pulumi.runtime.listeners.executor import sidekicks_available
+
+        if not sidekicks_available():
+            pytest.skip("runtime.sidekick not available")
+    logstore.append("llm", llm_rows(GOOD + BAD, now_ms() - 60_000))
+
+    async def go():
+        svc = await _svc(db, logstore, executor=mode)
+        try:
+            _, r = await _once(svc, listener_model={"name": "hate"})
+            assert r["status"] == "succeeded", r
+            assert r["rows_scored"] == 5
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+    out = all_rows(logstore, "llm-hate-scores")
+    np.testing.assert_allclose(out.column("out.hate").to_numpy(), S.score_hate(GOOD + BAD)["hate"])

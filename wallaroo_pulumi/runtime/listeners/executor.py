@@ -218,7 +218,7 @@ def predict_byop(inference: Any, table: pa.Table, env: dict[str, str] | None = N
     old = os.environ.get("LISTENER_TEXT_FIELD")
     os.environ["LISTENER_TEXT_FIELD"] = "text"
     try:
-        out = inference._predict(data)
+        out = inference.predict(data)
     finally:
         if old is None:
             os.environ.pop("LISTENER_TEXT_FIELD", None)
