@@ -115,23 +115,33 @@ def _range(d: Any, field: str) -> tuple[int, int]:
     return s, e
 
 
-def _read_column(logstore: Any, pipeline: str, column: str, start: int | None, end: int | None,
-                 limit: int | None = None) -> tuple[list[Any], list[str]]:
+def _numeric(t: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_floating(t) or pa.types.is_integer(t)
+
+
+def _read_table(logstore: Any, pipeline: str, start: int | None, end: int | None) -> Any:
+    """Every logged row of `pipeline` in [start, end), all pages (schemas unified)."""
     import pyarrow as pa
 
     tables, cursor = [], None
-    n = 0
     while True:
-        page = logstore.query(pipeline, start, end, 100_000 if limit is None else min(100_000, limit - n), "Asc", cursor)
+        page = logstore.query(pipeline, start, end, 100_000, "Asc", cursor)
         if page.table.num_rows:
             tables.append(page.table)
-            n += page.table.num_rows
-        if page.status == "All" or page.cursor is None or (limit is not None and n >= limit):
+        if page.status == "All" or page.cursor is None:
             break
         cursor = page.cursor
     if not tables:
+        return pa.table({"time": pa.array([], pa.timestamp("ms", tz="UTC"))})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _read_column(logstore: Any, pipeline: str, column: str, start: int | None, end: int | None) -> tuple[list[Any], list[str]]:
+    t = _read_table(logstore, pipeline, start, end)
+    if t.num_rows == 0:
         return [], []
-    t = pa.concat_tables(tables, promote_options="permissive")
     cols = t.column_names
     if column not in cols:
         return [], cols
@@ -223,24 +233,18 @@ def build_router(svc: "ListenerService") -> APIRouter:
         score_pipes = _score_pipelines(svc, pipeline, listener)
         out = []
         for sp in score_pipes:
-            page = await asyncio.to_thread(svc.logstore.query, sp, start, end, limit, "Asc", None)
-            t = page.table
-            cols = [c for c in t.column_names if c.startswith("out.")]
+            t = await asyncio.to_thread(_read_table, svc.logstore, sp, start, end)
             summaries = {}
-            full_counts = {}
-            for c in cols:
-                vals, _ = await asyncio.to_thread(_read_column, svc.logstore, sp, c, start, end)
-                num = [v for v in vals if isinstance(v, (int, float))]
-                if len(num) == len(vals):
-                    summaries[c[4:]] = drift.summarize(np.asarray(num, dtype=np.float64))
-                full_counts[c[4:]] = len(vals)
+            for c in t.column_names:
+                if c.startswith("out.") and _numeric(t.column(c).type):
+                    summaries[c[4:]] = drift.summarize(t.column(c).to_numpy(zero_copy_only=False))
+            shown = t.slice(0, limit)
             out.append({
                 "score_pipeline": sp,
                 "count": t.num_rows,
-                "status": page.status,
-                "cursor": page.cursor,
+                "returned": shown.num_rows,
                 "summary": summaries,
-                "records": _records(t),
+                "records": _records(shown),
             })
         return {"pipeline": pipeline, "results": out}
 
