@@ -7,7 +7,9 @@ Wiring (in the runtime app, after ``rt = Runtime(settings)``)::
 
 The router carries a lifespan that calls :meth:`start` / :meth:`stop`, so including it is all
 the wiring needed (FastAPI merges router lifespans into the app's). ``db`` / ``logstore`` may be
-omitted when the app sets ``app.state.db`` / ``app.state.logstore`` before startup.
+omitted when the app sets ``app.state.db`` / ``app.state.logstore`` before startup; when the app
+has ``app.state.rt`` (the runtime), uploaded models resolve through its registry even without
+``for_runtime``.
 
 Scheduler: one asyncio task; every ``tick_seconds`` it fires each scheduled task whose next cron
 tick is due. The fired tick is recorded (compare-and-set on ``last_tick``) in the same
@@ -109,6 +111,7 @@ class ListenerService:
     ) -> None:
         self.db = db
         self.logstore = logstore
+        self._own_resolver = resolver is not None
         self.resolver = chain_resolvers(resolver, builtin_resolver)
         self.executor_mode = executor
         self.tick_seconds = tick_seconds
@@ -139,6 +142,11 @@ class ListenerService:
             self.db = getattr(state, "db", None)
         if self.logstore is None and state is not None:
             self.logstore = getattr(state, "logstore", None)
+        rt = getattr(state, "rt", None) if state is not None else None
+        if not self._own_resolver and rt is not None and hasattr(rt, "engine") and hasattr(rt, "db"):
+            # in the runtime app: uploaded listener models resolve through its registry
+            self.resolver = chain_resolvers(runtime_resolver(rt), builtin_resolver)
+            self._own_resolver = True
         await self.start()
         try:
             yield
