@@ -1,0 +1,260 @@
+"""The supervisor <-> worker wire protocol, and Arrow <-> InferenceData conversion.
+
+Frames
+------
+Every message is one frame on the worker's stdin (supervisor -> worker) or on
+its original stdout (worker -> supervisor)::
+
+    +--------+------------------------+------------------+
+    | 1 byte |  4 bytes, big-endian   |  length bytes    |
+    |  type  |  payload length        |  payload         |
+    +--------+------------------------+------------------+
+
+Types (ASCII letters so a hexdump is readable):
+
+====  ===========  ==========  ============================================
+type  name         direction   payload
+====  ===========  ==========  ============================================
+``R`` READY        w -> s      JSON ``{"pid", "inference", "python"}``
+``L`` LOAD_ERROR   w -> s      JSON ``{"type", "message"}``; the worker exits
+``Q`` REQUEST      s -> w      Arrow IPC stream of one batch
+``P`` RESPONSE     w -> s      Arrow IPC stream of the answer
+``E`` ERROR        w -> s      JSON ``{"type", "message"}`` (the request failed,
+                               the worker keeps serving)
+``S`` SHUTDOWN     s -> w      empty; the worker exits 0 (so does EOF)
+====  ===========  ==========  ============================================
+
+After READY the worker answers each REQUEST with exactly one RESPONSE or
+ERROR, in order, so the supervisor needs no request ids; it sends one request
+at a time per worker.
+
+Conversion
+----------
+Arrow columns become numpy arrays the way BYOP code expects them: numbers as
+numeric arrays (nulls in integer columns become NaN floats), strings as object
+arrays of ``str``, list columns as a 2-D (or N-D) array when every row has the
+same shape and no nulls, else as an object array holding one array per row.
+On the way back each output array must have one entry per input row.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc
+
+READY = b"R"
+LOAD_ERROR = b"L"
+REQUEST = b"Q"
+RESPONSE = b"P"
+ERROR = b"E"
+SHUTDOWN = b"S"
+FRAME_TYPES = frozenset({READY, LOAD_ERROR, REQUEST, RESPONSE, ERROR, SHUTDOWN})
+
+HEADER = struct.Struct(">cI")
+MAX_FRAME = 2**32 - 1
+
+
+class ProtocolError(Exception):
+    """A frame was malformed, or of a type not expected at this point."""
+
+
+class ConversionError(Exception):
+    """A batch could not be converted between Arrow and InferenceData."""
+
+
+def encode_header(ftype: bytes, length: int) -> bytes:
+    if ftype not in FRAME_TYPES:
+        raise ProtocolError(f"unknown frame type {ftype!r}")
+    if length > MAX_FRAME:
+        raise ProtocolError(f"frame of {length} bytes exceeds the 4 GiB protocol limit")
+    return HEADER.pack(ftype, length)
+
+
+def decode_header(header: bytes) -> tuple[bytes, int]:
+    ftype, length = HEADER.unpack(header)
+    if ftype not in FRAME_TYPES:
+        raise ProtocolError(f"unknown frame type {ftype!r}: the channel is out of step")
+    return ftype, length
+
+
+# -- blocking I/O (the worker side) ------------------------------------------------
+def write_frame(stream: BinaryIO, ftype: bytes, payload: bytes | memoryview = b"") -> None:
+    stream.write(encode_header(ftype, len(payload)))
+    if payload:
+        stream.write(payload)
+    stream.flush()
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
+    chunks: list[bytes] = []
+    left = n
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(stream: BinaryIO) -> tuple[bytes, bytes] | None:
+    """The next frame, or None at a clean end of stream."""
+    header = _read_exact(stream, HEADER.size)
+    if header is None:
+        return None
+    ftype, length = decode_header(header)
+    payload = _read_exact(stream, length) if length else b""
+    if payload is None:
+        raise ProtocolError(f"stream ended inside a {length}-byte frame")
+    return ftype, payload
+
+
+def json_payload(**fields: Any) -> bytes:
+    return json.dumps(fields, default=str).encode()
+
+
+def parse_json_payload(payload: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(payload.decode("utf-8", "replace"))
+    except ValueError:
+        return {"message": payload.decode("utf-8", "replace")}
+    return value if isinstance(value, dict) else {"message": str(value)}
+
+
+# -- Arrow IPC -----------------------------------------------------------------------
+def table_to_ipc(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def ipc_to_table(payload: bytes | pa.Buffer) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(payload) if isinstance(payload, bytes) else payload).read_all()
+
+
+# -- Arrow -> numpy ------------------------------------------------------------------
+def table_to_inference_data(table: pa.Table) -> dict[str, np.ndarray]:
+    """One numpy array per column (see the module docstring for the rules)."""
+    data: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        try:
+            data[name] = column_to_numpy(table.column(name))
+        except Exception as exc:  # noqa: BLE001 - report the column, keep the cause
+            raise ConversionError(
+                f"input field {name!r} ({table.schema.field(name).type}) could not be converted "
+                f"to numpy: {type(exc).__name__}: {exc}"
+            ) from exc
+    return data
+
+
+def column_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    typ = array.type
+    if isinstance(typ, pa.ExtensionType):
+        if isinstance(typ, pa.FixedShapeTensorType) and array.null_count == 0:
+            return np.asarray(array.to_numpy_ndarray())
+        array = array.storage
+        typ = array.type
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+        return _list_to_numpy(array)
+    if pa.types.is_dictionary(typ):
+        array = array.dictionary_decode()
+        typ = array.type
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        out = np.empty(len(array), dtype=object)
+        out[:] = array.to_pylist()
+        return out
+    if pa.types.is_struct(typ) or pa.types.is_map(typ):
+        out = np.empty(len(array), dtype=object)
+        out[:] = array.to_pylist()
+        return out
+    return np.asarray(array.to_numpy(zero_copy_only=False))
+
+
+def _list_to_numpy(array: pa.Array) -> np.ndarray:
+    n = len(array)
+    if array.null_count == 0:
+        if pa.types.is_fixed_size_list(array.type):
+            width = array.type.list_size
+            values = array.flatten()
+            inner = column_to_numpy(values)
+            if inner.dtype != object or inner.ndim > 1 or width == 0:
+                return inner.reshape((n, width) + inner.shape[1:])
+        else:
+            offsets = array.offsets.to_numpy()
+            lengths = np.diff(offsets)
+            if n and np.all(lengths == lengths[0]):
+                inner = column_to_numpy(array.flatten())
+                if inner.dtype != object or inner.ndim > 1:
+                    return inner.reshape((n, int(lengths[0])) + inner.shape[1:])
+    # Ragged, nullable or strings: one array per row.
+    out = np.empty(n, dtype=object)
+    for i in range(n):
+        item = array[i]
+        out[i] = None if not item.is_valid else column_to_numpy(item.values)
+    return out
+
+
+# -- numpy -> Arrow ------------------------------------------------------------------
+def inference_data_to_table(data: dict[str, Any], num_rows: int) -> pa.Table:
+    """Build the answer table, checking every array has one entry per input row."""
+    if not isinstance(data, dict):
+        raise ConversionError(f"_predict must return a dict of numpy arrays; got {type(data).__name__}")
+    arrays: list[pa.Array] = []
+    names: list[str] = []
+    for name, value in data.items():
+        arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
+        if arr.ndim == 0:
+            raise ConversionError(
+                f"output field {name!r} is a scalar; expected an array with one entry per input row ({num_rows})"
+            )
+        if arr.shape[0] != num_rows:
+            raise ConversionError(
+                f"output field {name!r} has {arr.shape[0]} rows but the input batch has {num_rows}; "
+                "every output array needs one entry per input row"
+            )
+        try:
+            arrays.append(numpy_to_arrow(arr))
+        except Exception as exc:  # noqa: BLE001
+            raise ConversionError(
+                f"output field {name!r} (numpy {arr.dtype}, shape {arr.shape}) could not be converted "
+                f"to Arrow: {type(exc).__name__}: {exc}"
+            ) from exc
+        names.append(str(name))
+    if not arrays:
+        return pa.table({})
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def numpy_to_arrow(arr: np.ndarray) -> pa.Array:
+    if arr.ndim > 1:
+        n, width = arr.shape[0], arr.shape[1]
+        inner = numpy_to_arrow(arr.reshape((n * width,) + arr.shape[2:]))
+        offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int32) if n * width < 2**31 else
+                           np.arange(0, n * width + 1, width, dtype=np.int64))
+        if offsets.type == pa.int64():
+            return pa.LargeListArray.from_arrays(offsets, inner)
+        return pa.ListArray.from_arrays(offsets, inner)
+    if arr.dtype == object:
+        return pa.array([_to_python(v) for v in arr])
+    if arr.dtype.kind == "U":
+        return pa.array(arr.tolist(), type=pa.string())
+    if arr.dtype.kind == "S":
+        return pa.array(arr.tolist(), type=pa.binary())
+    return pa.array(arr)
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_to_python(v) for v in value] if value.dtype == object else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_to_python(v) for v in value]
+    return value

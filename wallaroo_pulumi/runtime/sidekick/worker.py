@@ -1,0 +1,168 @@
+"""The sidekick worker: one BYOP model in its own process.
+
+Run as::
+
+    python -m wallaroo_pulumi.runtime.sidekick.worker --model-dir DIR --name NAME
+        [--memory-limit BYTES] [--cpu-affinity 0,1]
+
+It speaks the framed protocol of :mod:`wallaroo_pulumi.runtime.sidekick.protocol`
+over its stdin and its *original* stdout: before any user code runs, the
+worker keeps a private duplicate of fd 1 for protocol frames and points fd 1
+(and ``sys.stdout``) at stderr, so a model's ``print()`` — or a C library
+writing to stdout — can never corrupt a frame. Stdin is likewise moved aside
+and fd 0 becomes ``/dev/null``. Everything on stderr (our logs and the
+model's prints) is forwarded line by line by the supervisor.
+
+Sequence: apply resource limits -> load the model -> READY (or LOAD_ERROR and
+exit 3) -> answer REQUEST frames with RESPONSE or ERROR until SHUTDOWN or EOF.
+
+Error messages never carry the values of the sidekick's own environment
+variables (see :mod:`.redact`): the supervisor passes only *names* of the
+model's env on ``--env-names``; values are read from our environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import sys
+from typing import Any, BinaryIO
+
+LOAD_ERROR_EXIT = 3
+log = logging.getLogger("wallaroo.sidekick.worker")
+
+
+def _apply_limits(memory_limit: int | None, cpu_affinity: list[int] | None) -> None:
+    """Cap address space and pin CPUs before heavy imports, so the model inherits both."""
+    if memory_limit:
+        import resource
+
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+        except (ValueError, OSError) as exc:
+            log.warning("could not set RLIMIT_AS=%d: %s", memory_limit, exc)
+    if cpu_affinity and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, cpu_affinity)
+        except OSError as exc:
+            log.warning("could not pin to CPUs %s: %s", cpu_affinity, exc)
+
+
+def _take_protocol_fds() -> tuple[BinaryIO, BinaryIO]:
+    """Private copies of stdin/stdout for frames; fd 0 -> /dev/null, fd 1 -> stderr."""
+    proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdin = open(os.devnull, "r")  # noqa: SIM115 - lives as long as the process
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), encoding="utf-8", errors="replace",
+                                  line_buffering=True, write_through=True)
+    return io.BufferedReader(proto_in, buffer_size=1 << 16), proto_out  # type: ignore[arg-type]
+
+
+def _error_payload(exc: BaseException, redact: Any, model_dir: Any = None) -> bytes:
+    from wallaroo_pulumi.runtime.sidekick import protocol
+    from wallaroo_pulumi.runtime.sidekick.loader import describe_exception
+
+    text = describe_exception(exc, model_dir)
+    return protocol.json_payload(type=type(exc).__name__, message=redact(text))
+
+
+def serve(model_dir: str, name: str, proto_in: BinaryIO, proto_out: BinaryIO, redact: Any) -> int:
+    """Load the model, then answer requests until SHUTDOWN/EOF. Returns the exit code."""
+    from pathlib import Path
+
+    from wallaroo_pulumi.runtime.sidekick import protocol
+    from wallaroo_pulumi.runtime.sidekick.loader import ModelLoadError, load_inference
+
+    folder = Path(model_dir).resolve()
+    try:
+        inference = load_inference(folder, name)
+    except ModelLoadError as exc:
+        protocol.write_frame(proto_out, protocol.LOAD_ERROR,
+                             protocol.json_payload(type=type(exc.__cause__ or exc).__name__, message=redact(str(exc))))
+        return LOAD_ERROR_EXIT
+    except BaseException as exc:  # noqa: BLE001 - anything else during load is a load error too
+        message = f"model {name!r} failed to load: "
+        protocol.write_frame(proto_out, protocol.LOAD_ERROR, protocol.json_payload(
+            type=type(exc).__name__,
+            message=redact(message + _describe(exc, folder)),
+        ))
+        return LOAD_ERROR_EXIT
+    protocol.write_frame(proto_out, protocol.READY, protocol.json_payload(
+        pid=os.getpid(), inference=f"{type(inference).__module__}.{type(inference).__qualname__}",
+        python=sys.version.split()[0],
+    ))
+    log.info("model %r ready (%s)", name, type(inference).__qualname__)
+
+    while True:
+        frame = protocol.read_frame(proto_in)
+        if frame is None:
+            return 0
+        ftype, payload = frame
+        if ftype == protocol.SHUTDOWN:
+            return 0
+        if ftype != protocol.REQUEST:
+            raise protocol.ProtocolError(f"unexpected frame {ftype!r} from the supervisor")
+        try:
+            table = protocol.ipc_to_table(payload)
+            data = protocol.table_to_inference_data(table)
+            output = inference.predict(data)
+            answer = protocol.inference_data_to_table(output, table.num_rows)
+            body = protocol.table_to_ipc(answer)
+        except MemoryError as exc:
+            protocol.write_frame(proto_out, protocol.ERROR, protocol.json_payload(
+                type="MemoryError",
+                message=redact(f"MemoryError: the model ran out of memory under the sidekick's limit {exc}".strip()),
+            ))
+            continue
+        except Exception as exc:  # noqa: BLE001 - the model's error is the request's answer
+            protocol.write_frame(proto_out, protocol.ERROR, _error_payload(exc, redact, folder))
+            continue
+        protocol.write_frame(proto_out, protocol.RESPONSE, body)
+
+
+def _describe(exc: BaseException, folder: Any) -> str:
+    from wallaroo_pulumi.runtime.sidekick.loader import describe_exception
+
+    return describe_exception(exc, folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wallaroo_pulumi.runtime.sidekick.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--memory-limit", type=int, default=None, help="RLIMIT_AS in bytes")
+    parser.add_argument("--cpu-affinity", default=None, help="comma-separated CPU ids")
+    parser.add_argument("--env-names", default="", help="comma-separated names of the model's env (values are redacted)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=os.environ.get("WALLAROO_SIDEKICK_LOG_LEVEL", "INFO").upper(),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    proto_in, proto_out = _take_protocol_fds()
+    cpus = [int(c) for c in args.cpu_affinity.split(",") if c.strip()] if args.cpu_affinity else None
+    _apply_limits(args.memory_limit, cpus)
+
+    from wallaroo_pulumi.runtime.sidekick.redact import EnvRedactor
+
+    names = [n for n in args.env_names.split(",") if n]
+    redact = EnvRedactor.for_env({n: os.environ.get(n, "") for n in names})
+    try:
+        return serve(args.model_dir, args.name, proto_in, proto_out, redact)
+    except BrokenPipeError:
+        return 0  # the supervisor went away
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: model threads or atexit hooks must not keep a stopping sidekick alive.
+    os._exit(code)
