@@ -73,3 +73,52 @@ def test_create_pipeline_validation(client):
     assert "definition.steps" in str(err.value)
     with pytest.raises(NotFoundError):
         client.get_pipeline("never-created")
+
+
+def _wheel(name: str, version: str, code: str) -> bytes:
+    """A minimal pure-Python wheel, built by hand (no network, no build backend)."""
+    import io
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": code,
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: wallaroo-pulumi-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return buf.getvalue()
+
+
+def test_requirements_missing_from_the_environment_are_installed_for_the_sidekick(server, client, models_dir):
+    predict = 'import wlrtinydep\nreturn {"y": input_data["x"] + wlrtinydep.OFFSET}'
+    zip_path = make_model(models_dir / "deps", "with-deps", predict, extra={
+        "requirements.txt": "--no-index\n--find-links wheels\nwlrtinydep==1.0\nnumpy>=1.0  # already satisfied\n",
+        "wheels/wlrtinydep-1.0-py3-none-any.whl": _wheel("wlrtinydep", "1.0", "OFFSET = 100.0\n"),
+    })
+    mv = client.upload_model("with-deps", zip_path, X_SCHEMA, Y_SCHEMA)
+    created = client.create_pipeline("deps-pipe", steps=[mv])
+    dep = client.deploy("deps-pipe", pipeline_id=created.pipeline_id)
+    client.wait_for_deployment(f"deps-pipe-{dep}", timeout_s=120)
+    assert client.infer("deps-pipe", pd.DataFrame({"x": [1.0]}))["out.y"].tolist() == [101.0]
+    installed = list((server.data_dir / "deps").glob("*/wlrtinydep/__init__.py"))
+    assert len(installed) == 1
+    client.undeploy("deps-pipe")
+
+
+def test_unsatisfiable_requirements_fail_the_deploy_with_pips_reason(client, models_dir):
+    zip_path = make_model(models_dir / "baddeps", "bad-deps", DOUBLE, extra={
+        "requirements.txt": "--no-index\nwlr-not-available-anywhere==1.0\n",
+    })
+    mv = client.upload_model("bad-deps", zip_path, X_SCHEMA, Y_SCHEMA)
+    created = client.create_pipeline("bad-deps-pipe", steps=[mv])
+    dep = client.deploy("bad-deps-pipe", pipeline_id=created.pipeline_id)
+    from wallaroo_pulumi.client import DeploymentError
+
+    with pytest.raises(DeploymentError) as err:
+        client.wait_for_deployment(f"bad-deps-pipe-{dep}", timeout_s=120)
+    assert "wlr-not-available-anywhere" in str(err.value)

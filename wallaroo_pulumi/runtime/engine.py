@@ -144,7 +144,7 @@ class Engine:
         if not lines:
             return []
         async with self._req_lock:
-            return await anyio.to_thread.run_sync(ensure_requirements, lines, self.deps_dir)
+            return await anyio.to_thread.run_sync(lambda: ensure_requirements(lines, self.deps_dir, cwd=model_dir))
 
     # -- lifecycle ---------------------------------------------------------
     def get(self, pipeline_name: str) -> DeploymentState | None:

@@ -53,25 +53,37 @@ def satisfied(line: str) -> bool:
     return req.specifier.contains(version, prereleases=True)
 
 
-def ensure_requirements(lines: list[str], deps_root: Path, timeout_s: float = 900) -> list[Path]:
-    """[] when nothing is missing, else [the folder holding the installed packages]."""
-    missing = [line for line in lines if not satisfied(line)]
+def ensure_requirements(lines: list[str], deps_root: Path, timeout_s: float = 900, cwd: Path | None = None) -> list[Path]:
+    """[] when nothing is missing, else [the folder holding the installed packages].
+
+    Option lines (`--no-index`, `--find-links wheels/`, ...) are passed to pip
+    only when something must be installed; pip runs in `cwd` (the model folder),
+    so relative paths there (e.g. wheels vendored in the zip) work.
+    """
+    options = [line for line in lines if line.startswith("-")]
+    missing = [line for line in lines if not line.startswith("-") and not satisfied(line)]
     if not missing:
         return []
-    key = hashlib.sha256(("\n".join(sorted(missing)) + f"\n{sys.version_info[:2]}").encode()).hexdigest()[:24]
+    basis = "\n".join(sorted(missing)) + f"\n{sys.version_info[:2]}"
+    if options:
+        basis += "\n" + "\n".join(options) + f"\n{cwd}"
+    key = hashlib.sha256(basis.encode()).hexdigest()[:24]
     target = deps_root / key
     if (target / ".complete").exists():
         return [target]
     deps_root.mkdir(parents=True, exist_ok=True)
     tmp = deps_root / f".{key}.{uuid.uuid4().hex}.tmp"
     req_file = deps_root / f".{key}.{uuid.uuid4().hex}.txt"
-    req_file.write_text("\n".join(missing) + "\n")
+    req_file.write_text("\n".join(options + missing) + "\n")
     cmd = [
         sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
         "--target", str(tmp), "-r", str(req_file),
     ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, "PIP_NO_INPUT": "1"})
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout_s, cwd=str(cwd) if cwd else None,
+            env={**os.environ, "PIP_NO_INPUT": "1"},
+        )
     except subprocess.TimeoutExpired:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RequirementsError(f"pip install of {missing} did not finish within {timeout_s:.0f}s") from None

@@ -95,6 +95,8 @@ def _error_for(step: Step, exc: Exception) -> APIError:
         return APIError(502, f"step '{step.name}' (model {step.model_name}): sidekick process crashed: {exc}; it is being restarted", "sidekick", step=step.name)
     if isinstance(exc, SidekickLoadError):
         return APIError(503, f"step '{step.name}' (model {step.model_name}): sidekick not loaded: {exc}", "sidekick", step=step.name)
+    if isinstance(exc, SidekickPredictError) and getattr(exc, "error_type", None) == "InferenceDataValidationError":
+        return APIError(400, f"step '{step.name}' (model {step.model_name}) rejected the input: {exc}", "model", step=step.name)
     if isinstance(exc, SidekickPredictError):
         return APIError(500, f"step '{step.name}' (model {step.model_name}): _predict failed: {exc}", "model", step=step.name)
     if isinstance(exc, SidekickError):
