@@ -310,6 +310,10 @@ class Sidekick:
             await asyncio.wait({self._launching})  # a restart in progress
             if self._state == "ready":
                 return
+        if self._restart_task is not None and not self._restart_task.done():
+            self._restart_task.cancel()  # a restart backing off: this start replaces it
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._restart_task
         self._stopping = False
         await self._attempt()
 
@@ -531,7 +535,7 @@ class Sidekick:
     async def predict(self, table: pa.Table) -> pa.Table:
         """Send one batch to the worker and return its answer (one request at a time per worker)."""
         name = self.spec.step_name
-        payload = protocol.table_to_ipc(table)
+        payload = memoryview(protocol.table_to_ipc(table))
         async with self._lock:
             proc = await self._await_ready()
             assert proc.stdin is not None and proc.stdout is not None

@@ -1,0 +1,1 @@
+"""Tests of the mac package and the sidekick process subsystem."""
