@@ -59,6 +59,7 @@ _STOP_GRACE_S = 2.0
 _REAP_TIMEOUT_S = 5.0
 _MAX_BACKOFF_S = 30.0
 _STDERR_TAIL = 20
+_WATCH_INTERVAL_S = 0.1
 _LEVELS = {
     "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
     "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL,
@@ -226,6 +227,20 @@ def describe_exit(returncode: int | None) -> str:
             name = "unknown signal"
         return f"signal {-returncode} ({name})"
     return f"exit code {returncode}"
+
+
+async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+    """Wait up to ``timeout`` for the worker itself to exit; True if it did.
+
+    Polls ``returncode`` rather than awaiting ``proc.wait()``, which (Python 3.11)
+    also waits for every pipe to close — and a model's own child processes may
+    hold the stderr pipe open long after the worker is gone.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while proc.returncode is None and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    return proc.returncode is not None
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -402,8 +417,7 @@ class Sidekick:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(_write_frame(proc.stdin, protocol.SHUTDOWN), 0.5)
                     proc.stdin.close()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(proc.wait(), _STOP_GRACE_S)
+                await _wait_exit(proc, _STOP_GRACE_S)
             await self._kill(proc)
         for task in (self._watch_task, self._stderr_task):
             if task is not None and not task.done():
@@ -420,18 +434,14 @@ class Sidekick:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(proc.wait(), _REAP_TIMEOUT_S)
+        await _wait_exit(proc, _REAP_TIMEOUT_S)
         if self._stderr_task is not None and not self._stderr_task.done():
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
 
     async def _reap(self, proc: asyncio.subprocess.Process) -> int | None:
         """Wait briefly for a dying worker to exit (killing it if it lingers); its exit status."""
-        try:
-            await asyncio.wait_for(proc.wait(), 2.0)
-        except asyncio.TimeoutError:
-            pass
+        await _wait_exit(proc, 2.0)
         await self._kill(proc)
         return proc.returncode
 
@@ -469,7 +479,9 @@ class Sidekick:
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """Notice a worker that dies while idle and restart it before the next request."""
-        rc = await proc.wait()
+        while proc.returncode is None:
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+        rc = proc.returncode
         if proc is not self._proc or self._stopping or self._handled is proc or self._busy:
             return
         if self._stderr_task is not None:

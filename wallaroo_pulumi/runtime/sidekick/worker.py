@@ -81,6 +81,7 @@ def serve(model_dir: str, name: str, proto_in: BinaryIO, proto_out: BinaryIO, re
 
     folder = Path(model_dir).resolve()
     try:
+        protocol.warm_up()
         inference = load_inference(folder, name)
     except ModelLoadError as exc:
         protocol.write_frame(proto_out, protocol.LOAD_ERROR,
