@@ -65,3 +65,19 @@ def test_recovery_keeps_whole_batches_and_drops_a_torn_tail(tmp_path):
     recovered.append("p", rows(3, 1))
     assert recovered.query("p", limit=10).table.column("in.x").to_pylist() == [0.0, 1.0, 2.0, 3.0]
     assert not list((tmp_path / "p").glob("*.tmp"))
+
+
+def test_group_commit_appends_seal_in_the_background_and_stay_queryable(tmp_path):
+    import time
+
+    store = LogStore(tmp_path, segment_rows=3, sync_interval_s=0.01)
+    for i in range(10):
+        store.append("p", rows(i, 1), sync=False)
+        assert store.query("p", limit=100).table.num_rows == i + 1  # visible at once, sealed or not
+    deadline = time.monotonic() + 5
+    while len(list((tmp_path / "p").glob("*.parquet"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(list((tmp_path / "p").glob("*.parquet"))) == 3  # 3 full segments sealed off the append path
+    assert store.query("p", limit=100, order="Desc").table.column("in.x").to_pylist() == [float(i) for i in range(9, -1, -1)]
+    store.close()
+    assert LogStore(tmp_path).query("p", limit=100).table.column("in.x").to_pylist() == [float(i) for i in range(10)]

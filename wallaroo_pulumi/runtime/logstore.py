@@ -160,6 +160,9 @@ class _PipelineLog:
         self.active_bytes = 0
         self.active_tmin: int | None = None
         self.active_tmax: int | None = None
+        self.dirty = False
+        self.closed: list[_Segment] = []
+        self.seal_lock = threading.Lock()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._recover()
 
@@ -189,7 +192,7 @@ class _PipelineLog:
         self.sealed.sort(key=lambda s: s.seq)
 
     def _next_seq(self) -> int:
-        last = self.sealed[-1].seq if self.sealed else 0
+        last = max([s.seq for s in self.sealed] + [s.seq for s in self.closed] + [0])
         if self.active_seq is not None:
             last = max(last, self.active_seq)
         return last + 1
@@ -206,21 +209,21 @@ class _PipelineLog:
         return final
 
     # -- writing ---------------------------------------------------------
-    def _seal(self) -> None:
+    def _rotate(self) -> None:
+        """Close the active segment (fsynced) and queue it for sealing into Parquet."""
         if self.active_writer is None:
             return
         self.active_writer.close()
         self.active_file.flush()
         os.fsync(self.active_file.fileno())
         self.active_file.close()
-        table = _read_stream_file(self.active_path)
-        seq = self.active_seq
-        if table is not None and table.num_rows:
-            path = self._write_parquet(seq, table)
-            self.sealed.append(
-                _Segment(seq, path, table.num_rows, self.active_tmin, self.active_tmax, table.schema)
+        if self.active_rows:
+            self.closed.append(
+                _Segment(self.active_seq, self.active_path, self.active_rows, self.active_tmin, self.active_tmax,
+                         self.active_schema)
             )
-        self.active_path.unlink(missing_ok=True)
+        else:
+            self.active_path.unlink(missing_ok=True)
         self.active_writer = None
         self.active_file = None
         self.active_path = None
@@ -228,11 +231,31 @@ class _PipelineLog:
         self.active_schema = None
         self.active_rows = self.active_bytes = 0
         self.active_tmin = self.active_tmax = None
+        self.dirty = False
 
-    def append(self, table: pa.Table) -> None:
+    def seal_pending(self) -> None:
+        """Convert closed stream segments to Parquet (temp + fsync + rename). Runs off the
+        append path (the store's background thread) unless appends are synchronous."""
+        with self.seal_lock:
+            while True:
+                with self.lock:
+                    if not self.closed:
+                        return
+                    seg = self.closed[0]
+                table = _read_stream_file(seg.path)
+                path = self._write_parquet(seg.seq, table) if table is not None and table.num_rows else None
+                with self.lock:
+                    self.closed.pop(0)
+                    if path is not None:
+                        self.sealed.append(_Segment(seg.seq, path, table.num_rows, seg.tmin, seg.tmax, table.schema))
+                        self.sealed.sort(key=lambda x: x.seq)
+                    seg.path.unlink(missing_ok=True)
+
+    def append(self, table: pa.Table, sync: bool = True) -> bool:
+        """Returns True when a segment was closed and waits to be sealed."""
         with self.lock:
             if self.active_writer is not None and not table.schema.equals(self.active_schema):
-                self._seal()
+                self._rotate()
             if self.active_writer is None:
                 seq = self._next_seq()
                 self.active_seq = seq
@@ -242,8 +265,12 @@ class _PipelineLog:
                 self.active_schema = table.schema
                 _fsync_dir(self.dir)
             self.active_writer.write_table(table)
-            self.active_file.flush()
-            os.fsync(self.active_file.fileno())
+            self.active_file.flush()  # in the kernel now: survives a kill -9 of this process
+            if sync:
+                os.fsync(self.active_file.fileno())
+                self.dirty = False
+            else:
+                self.dirty = True
             self.active_rows += table.num_rows
             self.active_bytes += table.nbytes
             lo, hi = _bounds(table)
@@ -251,17 +278,29 @@ class _PipelineLog:
                 self.active_tmin = lo if self.active_tmin is None else min(self.active_tmin, lo)
                 self.active_tmax = hi if self.active_tmax is None else max(self.active_tmax, hi)
             if self.active_rows >= self.segment_rows or self.active_bytes >= self.segment_bytes:
-                self._seal()
+                self._rotate()
+            pending = bool(self.closed)
+        if pending and sync:
+            self.seal_pending()
+            return False
+        return pending
+
+    def sync(self) -> None:
+        with self.lock:
+            if self.dirty and self.active_file is not None:
+                os.fsync(self.active_file.fileno())
+            self.dirty = False
 
     def close(self) -> None:
         with self.lock:
-            self._seal()
+            self._rotate()
+        self.seal_pending()
 
     # -- reading ---------------------------------------------------------
     def _segments(self) -> list[tuple[_Segment, pa.Table | None]]:
         """Sealed segments (table read lazily) plus the active one (read now, under the lock)."""
         with self.lock:
-            segs: list[tuple[_Segment, pa.Table | None]] = [(s, None) for s in self.sealed]
+            segs: list[tuple[_Segment, pa.Table | None]] = [(s, None) for s in sorted(self.sealed + self.closed, key=lambda x: x.seq)]
             if self.active_writer is not None and self.active_rows:
                 table = _read_stream_file(self.active_path)
                 if table is not None and table.num_rows:
@@ -295,7 +334,7 @@ class _PipelineLog:
             if seg.tmax is not None and start_ms is not None and seg.tmax < start_ms:
                 continue
             if table is None:
-                table = pq.read_table(seg.path)
+                table = self._read_segment(seg)
             rows = pa.array(range(table.num_rows), pa.int64())
             ms = table.column("time").cast(pa.int64())
             mask = pa.array([True] * table.num_rows)
@@ -340,6 +379,15 @@ class _PipelineLog:
         next_cursor = _encode_cursor(*last_pos) if status != "All" and last_pos else None
         return LogPage(out, next_cursor, status)
 
+    def _read_segment(self, seg: _Segment) -> pa.Table:
+        if seg.path.suffix == ".arrows":
+            table = _read_stream_file(seg.path) if seg.path.exists() else None
+            if table is not None:
+                return table
+            # sealed meanwhile by the background thread
+            return pq.read_table(self.dir / f"{seg.seq:012d}.parquet")
+        return pq.read_table(seg.path)
+
     @staticmethod
     def _has_more(segs, last_pos, start_ms, end_ms, order) -> bool:
         """Cheap check (segment bounds only) so a page that ends exactly at the end says All."""
@@ -380,13 +428,44 @@ class LogStore:
                 store = _SHARED[key] = cls(key)
             return store
 
-    def __init__(self, root: Path, segment_rows: int = 100_000, segment_bytes: int = 64 * 2**20) -> None:
+    def __init__(
+        self, root: Path, segment_rows: int = 100_000, segment_bytes: int = 64 * 2**20, sync_interval_s: float = 0.05
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.segment_rows = segment_rows
         self.segment_bytes = segment_bytes
+        self.sync_interval_s = sync_interval_s
         self._logs: dict[str, _PipelineLog] = {}
         self._lock = threading.Lock()
+        self._syncer: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._closed = False
+
+    def _sync_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.sync_interval_s)
+            self._wake.clear()
+            self.flush()
+            with self._lock:
+                logs = [log for log in self._logs.values() if log.closed]
+            for log in logs:
+                try:
+                    log.seal_pending()
+                except Exception:  # noqa: BLE001 - retried next round; recovery also seals at open
+                    import logging
+
+                    logging.getLogger("wallaroo_pulumi.runtime.logstore").exception("sealing a log segment")
+
+    def flush(self) -> None:
+        """fsync every segment written with `sync=False` since the last flush."""
+        with self._lock:
+            logs = [log for log in self._logs.values() if log.dirty]
+        for log in logs:
+            try:
+                log.sync()
+            except (OSError, ValueError):  # a segment sealed meanwhile is already fsynced
+                pass
 
     def _log(self, pipeline: str) -> _PipelineLog:
         if not pipeline or _SAFE.search(pipeline) or pipeline.startswith("."):
@@ -401,11 +480,24 @@ class LogStore:
     def pipelines(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
 
-    def append(self, pipeline: str, table: pa.Table) -> None:
-        """Durably append rows (fsynced before returning). `time` is added when missing."""
+    def append(self, pipeline: str, table: pa.Table, sync: bool = True) -> None:
+        """Append rows; `time` is added when missing.
+
+        `sync=True` (default): fsynced before returning. `sync=False`: written to
+        the kernel before returning (safe against a crash of this process) and
+        fsynced by a background thread within `sync_interval_s` (group commit;
+        only a power loss in that window can lose rows). The inference path uses it.
+        """
         if table.num_rows == 0:
             return
-        self._log(pipeline).append(normalize(table))
+        pending = self._log(pipeline).append(normalize(table), sync=sync)
+        if pending:
+            self._wake.set()
+        if not sync and self._syncer is None:
+            with self._lock:
+                if self._syncer is None:
+                    self._syncer = threading.Thread(target=self._sync_loop, name="logstore-fsync", daemon=True)
+                    self._syncer.start()
 
     def query(
         self,
@@ -428,6 +520,8 @@ class LogStore:
 
     def close(self) -> None:
         """Seal active segments (they are also recovered on the next open after a crash)."""
+        self._closed = True
+        self._wake.set()
         with self._lock:
             for log in self._logs.values():
                 log.close()

@@ -120,7 +120,7 @@ def _kind(exc: Exception) -> str:
 
 async def _append_log(rt: Runtime, pipeline: str, table: pa.Table) -> None:
     try:
-        await anyio.to_thread.run_sync(rt.logstore.append, pipeline, table)
+        rt.logstore.append(pipeline, table, sync=False)
     except Exception:  # noqa: BLE001 - a failed log write must be visible but must not lose the answer
         rt.metrics.log_errors.labels(pipeline).inc()
         log.exception("could not write the inference log of pipeline %s", pipeline)
@@ -145,6 +145,7 @@ async def run_inference(request: Request, pipeline_name: str, deployment_id: int
         await _append_log(rt, pipeline_name, row)
         raise
     kind = response_kind(request.headers.get("accept"), req_kind)
+    t_parsed = time.perf_counter()
     current = inputs
     elapsed: list[int] = []
     step = first
@@ -179,16 +180,25 @@ async def run_inference(request: Request, pipeline_name: str, deployment_id: int
         took = time.perf_counter_ns() - t0
         elapsed.append(took)
         rt.metrics.step_latency.labels(pipeline_name, step.name).observe(took / 1e9)
+    t_steps = time.perf_counter()
     table = result_table(
         inputs, current, rows=inputs.num_rows, time_ms=time_ms, pipeline_version=live.pipeline_version,
         last_model=step.last_model, elapsed=elapsed, partition=partition, step=step.name, error=None,
     )
     await _append_log(rt, pipeline_name, table)
+    t_log = time.perf_counter()
     payload, media_type = encode_table(table.drop_columns(list(RESPONSE_DROP)), kind)
+    t_end = time.perf_counter()
     rt.metrics.inferences.labels(pipeline_name, "ok").inc()
     rt.metrics.inference_rows.labels(pipeline_name).inc(inputs.num_rows)
     rt.metrics.inference_latency.labels(pipeline_name).observe(time.perf_counter() - started)
-    return Response(payload, media_type=media_type)
+    timing = ", ".join(
+        [f"parse;dur={(t_parsed - started) * 1e3:.2f}"]
+        + [f'step;desc="{s.name}";dur={ns / 1e6:.2f}' for s, ns in zip(live.steps, elapsed)]
+        + [f"log;dur={(t_log - t_steps) * 1e3:.2f}", f"encode;dur={(t_end - t_log) * 1e3:.2f}",
+           f"total;dur={(t_end - started) * 1e3:.2f}"]
+    )
+    return Response(payload, media_type=media_type, headers={"Server-Timing": timing})
 
 
 @router.post("/v1/api/pipelines/infer/{deploy_name}/{pipeline_name}", openapi_extra=INFER_DOC,
