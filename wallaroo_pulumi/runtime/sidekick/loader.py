@@ -28,6 +28,7 @@ import stat
 import sys
 import traceback
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
@@ -103,19 +104,26 @@ def unpack_artifact(
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                entry_bytes = 0
-                while chunk := src.read(1 << 20):
-                    entry_bytes += len(chunk)
-                    written += len(chunk)
-                    if written > max_bytes or entry_bytes > info.file_size:
-                        out.close()
-                        target.unlink(missing_ok=True)
-                        raise UnsafeArtifactError(
-                            f"artifact {zip_path.name!r} expands beyond its declared size or the "
-                            f"{max_bytes}-byte cap (at entry {info.filename!r}); refusing it"
-                        )
-                    out.write(chunk)
+            try:
+                with zf.open(info) as src, open(target, "wb") as out:
+                    entry_bytes = 0
+                    while chunk := src.read(1 << 20):
+                        entry_bytes += len(chunk)
+                        written += len(chunk)
+                        if written > max_bytes or entry_bytes > info.file_size:
+                            raise UnsafeArtifactError(
+                                f"artifact {zip_path.name!r} expands beyond its declared size or the "
+                                f"{max_bytes}-byte cap (at entry {info.filename!r}); refusing it"
+                            )
+                        out.write(chunk)
+            except UnsafeArtifactError:
+                target.unlink(missing_ok=True)
+                raise
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                target.unlink(missing_ok=True)
+                raise UnsafeArtifactError(
+                    f"artifact {zip_path.name!r} is corrupt at entry {info.filename!r}: {exc}"
+                ) from exc
     return find_model_root(root)
 
 

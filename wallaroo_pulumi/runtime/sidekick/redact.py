@@ -5,11 +5,13 @@ A model's sidekick env is where its credentials live. Model code may echo them
 leaves the sidekick subsystem — ERROR frames, exception text, forwarded stderr
 lines — goes through :class:`EnvRedactor` first.
 
-Which values: every value of a variable whose name looks secret (``KEY``,
-``TOKEN``, ``SECRET``, ``PASSWORD``, ...) with 4+ characters, and every other
-value with 8+ characters that is not a plain number or boolean. Short plain
-settings (``LISTENER_TEXT_FIELD=text``, ``MAX_TOKENS=128``) are left alone so
-messages that mention them stay readable.
+Which values (4+ characters): every value of a variable named like a password
+or secret (``SECRET``, ``PASSWORD``, ``PRIVATE``, ...); every value of a
+variable named like a credential (``KEY``, ``TOKEN``, ``AUTH``, ...) unless it
+is a plain number or boolean (``MAX_TOKENS=4096``); and every other value of
+8+ characters that is not a plain number or boolean. Short plain settings
+(``LISTENER_TEXT_FIELD=text``) are left alone so messages that mention them
+stay readable.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ REDACTED = "[REDACTED]"
 _SECRET_NAME = re.compile(
     r"(?i)(KEY|TOKEN|SECRET|PASSW|PASSWD|PWD|CRED|AUTH|PRIVATE|CERT|SAS|SIGNATURE|CONN|SESSION|COOKIE|DSN)"
 )
+_STRONG_SECRET_NAME = re.compile(r"(?i)(SECRET|PASSW|PASSWD|PWD|PRIVATE|PIN\b)")
 _PLAIN = re.compile(r"(?i)^(?:[+-]?\d+(?:\.\d+)?|true|false|yes|no|on|off|none|null)$")
 
 
@@ -32,7 +35,7 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
         if not value:
             continue
         value = str(value)
-        if _SECRET_NAME.search(name):
+        if _STRONG_SECRET_NAME.search(name) or (_SECRET_NAME.search(name) and not _PLAIN.match(value)):
             if len(value) >= 4:
                 out.add(value)
         elif len(value) >= 8 and not _PLAIN.match(value):
