@@ -243,6 +243,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--upload-gib", type=float, default=2.0)
+    parser.add_argument("--replicas", type=int, default=2, help="sidekick replicas of the pass-through step")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
@@ -275,7 +276,8 @@ def main() -> int:
         mv = client.upload_model("pass-through", model_zip, ins, outs)
         created = client.create_pipeline("pass-through", steps=[mv])
         dep = client.deploy("pass-through", pipeline_id=created.pipeline_id,
-                            engine_config={"sidekicks": {"pass-through": {"env": {"UPSTREAM_URL": upstream}}}})
+                            engine_config={"replica_count": args.replicas,
+                                           "sidekicks": {"pass-through": {"env": {"UPSTREAM_URL": upstream}}}})
         client.wait_for_deployment(f"pass-through-{dep}", timeout_s=120)
 
         prompt = "Summarise the quarterly report in one sentence."
@@ -290,20 +292,33 @@ def main() -> int:
             r = direct_http.post(upstream, content=direct_body, headers={"Content-Type": "application/json"})
             r.raise_for_status()
 
+        timings: list[dict[str, float]] = []
+
         def through():
             r = infer_http.post(infer_url, content=infer_body)
             r.raise_for_status()
+            parts = {}
+            for item in r.headers.get("server-timing", "").split(","):
+                if "dur=" in item:
+                    parts[item.split(";")[0].strip()] = float(item.split("dur=")[1])
+            timings.append(parts)
 
         through()
         d = measure(direct, args.requests, args.concurrency)
         p = measure(through, args.requests, args.concurrency)
         print(f"\nPass-through latency ({args.requests} sequential requests, 1 row each; throughput with "
-              f"{args.concurrency} concurrent clients, {args.requests * 2} requests), loopback:")
+              f"{args.concurrency} concurrent clients, {args.requests * 2} requests; {args.replicas} sidekick "
+              f"replica(s)), loopback, {os.cpu_count()} CPUs:")
         print(f"{'':24}{'upstream direct':>18}{'via pipeline':>18}{'overhead':>14}")
         for key, label, unit in (("p50_ms", "latency p50", "ms"), ("p99_ms", "latency p99", "ms"),
                                  ("mean_ms", "latency mean", "ms"), ("rps", "throughput", "req/s")):
             delta = p[key] - d[key]
             print(f"{label + ' (' + unit + ')':24}{d[key]:>18.2f}{p[key]:>18.2f}{delta:>+14.2f}")
+
+        seq = timings[20:20 + args.requests]  # the sequential phase (after warm-up)
+        if seq and all(seq):
+            print("server-side breakdown, p50 ms (Server-Timing): " + ", ".join(
+                f"{k} {statistics.median(t.get(k, 0.0) for t in seq):.2f}" for k in seq[0]))
 
         if args.upload_gib > 0:
             u = upload_rss(client, info["pid"], args.upload_gib)
