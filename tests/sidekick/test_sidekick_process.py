@@ -669,3 +669,40 @@ def test_pool_start_failure_stops_all(model_factory: ModelFactory) -> None:
         assert all(s.pid is None for s in pool.sidekicks)
 
     run(scenario)
+
+
+def _libcuda_available() -> bool:
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+
+
+@pytest.mark.skipif(not _libcuda_available(), reason="needs an NVIDIA GPU and driver (libcuda)")
+def test_cuda_sees_only_assigned_gpus(model_factory: ModelFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a real driver: the CUDA runtime inside the sidekick sees exactly `gpus` devices."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    folder = model_factory("""
+        import ctypes
+        lib = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(-1)
+        rc = lib.cuInit(0)
+        if rc == 0:
+            lib.cuDeviceGetCount(ctypes.byref(count))
+        return {"count": np.full(len(input_data["x"]), count.value if rc == 0 else 0)}
+    """)
+
+    async def scenario(gpus: int) -> int:
+        sk = Sidekick(spec_for(folder, gpus=gpus))
+        await sk.start()
+        try:
+            return int((await sk.predict(one_row(x=1))).column("count")[0].as_py())
+        finally:
+            await sk.stop()
+
+    assert run(lambda: scenario(0)) == 0
+    assert run(lambda: scenario(1)) == 1

@@ -343,7 +343,8 @@ class Sidekick:
         self._state = "starting"
         self._tail.clear()
         args = [
-            sys.executable, "-m", WORKER_MODULE,
+            # -P: the model folder (our cwd) must not shadow the modules the worker imports.
+            sys.executable, "-P", "-m", WORKER_MODULE,
             "--model-dir", str(spec.model_dir), "--name", spec.step_name,
             "--cpu-affinity", ",".join(map(str, self._cpu_ids)),
             "--env-names", ",".join(sorted(spec.env)),

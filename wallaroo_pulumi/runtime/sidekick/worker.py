@@ -65,10 +65,15 @@ def _take_protocol_fds() -> tuple[BinaryIO, BinaryIO]:
 
 
 def _error_payload(exc: BaseException, redact: Any, model_dir: Any = None) -> bytes:
+    """An ERROR/LOAD_ERROR body: the exception type and its quoted, redacted description."""
     from wallaroo_pulumi.runtime.sidekick import protocol
     from wallaroo_pulumi.runtime.sidekick.loader import describe_exception
 
-    text = describe_exception(exc, model_dir)
+    if isinstance(exc, MemoryError):
+        # Formatting a traceback may itself fail when memory is exhausted.
+        text = "MemoryError: the model ran out of memory under the sidekick's memory limit"
+    else:
+        text = describe_exception(exc, model_dir)
     return protocol.json_payload(type=type(exc).__name__, message=redact(text))
 
 
@@ -84,15 +89,13 @@ def serve(model_dir: str, name: str, proto_in: BinaryIO, proto_out: BinaryIO, re
         protocol.warm_up()
         inference = load_inference(folder, name)
     except ModelLoadError as exc:
-        protocol.write_frame(proto_out, protocol.LOAD_ERROR,
-                             protocol.json_payload(type=type(exc.__cause__ or exc).__name__, message=redact(str(exc))))
+        protocol.write_frame(proto_out, protocol.LOAD_ERROR, protocol.json_payload(
+            type=type(exc.__cause__ or exc).__name__, message=redact(str(exc))))
         return LOAD_ERROR_EXIT
     except BaseException as exc:  # noqa: BLE001 - anything else during load is a load error too
-        message = f"model {name!r} failed to load: "
+        body = protocol.parse_json_payload(_error_payload(exc, redact, folder))
         protocol.write_frame(proto_out, protocol.LOAD_ERROR, protocol.json_payload(
-            type=type(exc).__name__,
-            message=redact(message + _describe(exc, folder)),
-        ))
+            type=body.get("type"), message=f"model {name!r} failed to load: {body.get('message')}"))
         return LOAD_ERROR_EXIT
     protocol.write_frame(proto_out, protocol.READY, protocol.json_payload(
         pid=os.getpid(), inference=f"{type(inference).__module__}.{type(inference).__qualname__}",
@@ -115,22 +118,10 @@ def serve(model_dir: str, name: str, proto_in: BinaryIO, proto_out: BinaryIO, re
             output = inference.predict(data)
             answer = protocol.inference_data_to_table(output, table.num_rows)
             body = protocol.table_to_ipc(answer)
-        except MemoryError as exc:
-            protocol.write_frame(proto_out, protocol.ERROR, protocol.json_payload(
-                type="MemoryError",
-                message=redact(f"MemoryError: the model ran out of memory under the sidekick's limit {exc}".strip()),
-            ))
-            continue
-        except Exception as exc:  # noqa: BLE001 - the model's error is the request's answer
+        except Exception as exc:  # noqa: BLE001 - the model's error is this request's answer
             protocol.write_frame(proto_out, protocol.ERROR, _error_payload(exc, redact, folder))
             continue
         protocol.write_frame(proto_out, protocol.RESPONSE, body)
-
-
-def _describe(exc: BaseException, folder: Any) -> str:
-    from wallaroo_pulumi.runtime.sidekick.loader import describe_exception
-
-    return describe_exception(exc, folder)
 
 
 def main(argv: list[str] | None = None) -> int:
