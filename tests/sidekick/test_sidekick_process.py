@@ -706,3 +706,46 @@ def test_cuda_sees_only_assigned_gpus(model_factory: ModelFactory, monkeypatch: 
 
     assert run(lambda: scenario(0)) == 0
     assert run(lambda: scenario(1)) == 1
+
+
+def test_large_batches_round_trip(model_factory: ModelFactory) -> None:
+    folder = model_factory("""
+        return {"text": input_data["text"], "n": np.array([len(t) for t in input_data["text"]], dtype=np.int64)}
+    """)
+    rows = 3_000
+    text = "x" * 10_000  # ~30 MB each way: far beyond any pipe buffer
+
+    async def scenario() -> pa.Table:
+        sk = Sidekick(spec_for(folder, "bulk"))
+        await sk.start()
+        try:
+            return await sk.predict(pa.table({"text": [text] * rows}))
+        finally:
+            await sk.stop()
+
+    out = run(scenario)
+    assert out.num_rows == rows
+    assert out.column("n").to_pylist() == [10_000] * rows
+    assert out.column("text")[rows - 1].as_py() == text
+
+
+def test_stop_during_start(model_factory: ModelFactory) -> None:
+    folder = model_factory("return input_data", create="time.sleep(30)")
+
+    async def scenario() -> None:
+        sk = Sidekick(spec_for(folder, "interrupted"))
+        starting = asyncio.create_task(sk.start())
+        for _ in range(200):
+            if sk.pid is not None:
+                break
+            await asyncio.sleep(0.01)
+        pid = sk.pid
+        assert pid is not None and sk.state == "starting"
+        await sk.stop()
+        with pytest.raises(SidekickLoadError, match="stopped while loading"):
+            await starting
+        assert sk.state == "stopped" and sk.pid is None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+    run(scenario)

@@ -335,8 +335,16 @@ class Sidekick:
     async def _attempt(self) -> None:
         # Not shielded: cancelling start() (or stop() cancelling a restart) cancels the launch,
         # which kills the half-started worker. Requests wait on the future without cancelling it.
-        self._launching = asyncio.ensure_future(self._launch())
-        await self._launching
+        launching = self._launching = asyncio.ensure_future(self._launch())
+        try:
+            await launching
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if launching.cancelled() and task is not None and not task.cancelling():
+                # stop() cancelled the launch, not our caller: report it as an error, not a cancellation.
+                raise SidekickLoadError(f"sidekick of step {self.spec.step_name!r} was stopped while loading",
+                                        step_name=self.spec.step_name) from None
+            raise
 
     async def _launch(self) -> None:
         spec = self.spec
