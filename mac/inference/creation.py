@@ -3,7 +3,7 @@
 The runtime instantiates the folder's one concrete builder subclass and calls
 ``create(config)``, where ``config.model_path`` is the unpacked folder. Wallaroo
 examples differ on what the ``inference`` property returns (the class in some,
-a fresh instance in others), so :meth:`InferenceBuilder.resolve` accepts both.
+a fresh instance in others), so :func:`resolve_inference` accepts both.
 """
 
 from __future__ import annotations
@@ -28,24 +28,26 @@ class InferenceBuilder(abc.ABC):
     def create(self, config: CustomInferenceConfig) -> Inference:
         """Build the inference, load the model from ``config.model_path``, assign ``inference.model``."""
 
-    def resolve(self, config: CustomInferenceConfig) -> Inference:
-        """Call ``create`` and return the inference it made (ours, not Wallaroo's API).
 
-        ``create`` normally returns an instance. When it returns the class or
-        nothing, fall back to what it made of ``inference``, so builders written
-        against either Wallaroo example style load.
-        """
-        made: Any = self.create(config)
-        if made is None:
-            made = self.inference
-        if isinstance(made, type) and issubclass(made, Inference):
-            made = made()
-        if not isinstance(made, Inference):
-            raise InferenceBuilderError(
-                f"{type(self).__name__}.create() returned {type(made).__name__}; "
-                "expected an instance of a mac.inference.Inference subclass"
-            )
-        return made
+def resolve_inference(builder: InferenceBuilder, config: CustomInferenceConfig) -> Inference:
+    """Call ``builder.create(config)`` and return the inference it made (ours, not Wallaroo's API).
+
+    ``create`` normally returns an instance. When it returns the class or
+    nothing, fall back to what it made of ``inference``, so builders written
+    against either Wallaroo example style load. Kept out of the class so it can
+    never clash with a method a user's builder defines.
+    """
+    made: Any = builder.create(config)
+    if made is None:
+        made = builder.inference
+    if isinstance(made, type) and issubclass(made, Inference):
+        made = made()
+    if not isinstance(made, Inference):
+        raise InferenceBuilderError(
+            f"{type(builder).__name__}.create() returned {type(made).__name__}; "
+            "expected an instance of a mac.inference.Inference subclass"
+        )
+    return made
 
 
-__all__ = ["InferenceBuilder"]
+__all__ = ["InferenceBuilder", "resolve_inference"]
