@@ -6,6 +6,7 @@ fetch, so these tests check what our component asks the engine to create.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pulumi
@@ -27,8 +28,18 @@ class _Recorder(pulumi.runtime.Mocks):
         return {}
 
 
+@pytest.fixture(autouse=True)
+def event_loop_for_mocks() -> Any:
+    """Pulumi's mocks need a current event loop; earlier async tests may have closed the default one."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
 @pytest.fixture
-def recorder() -> _Recorder:
+def recorder(event_loop_for_mocks: Any) -> _Recorder:
     rec = _Recorder()
     pulumi.runtime.set_mocks(rec, preview=False)
     return rec
