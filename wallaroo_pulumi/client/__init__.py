@@ -29,6 +29,8 @@ from wallaroo_pulumi.client.models import (
     ModelVersion,
     Pipeline,
     SidekickStatus,
+    Task,
+    TaskRun,
     Workspace,
     schema_from_b64,
     schema_to_b64,
@@ -37,7 +39,7 @@ from wallaroo_pulumi.client.models import (
 __all__ = [
     "ARROW_FILE", "ARROW_STREAM", "JSON_RECORDS",
     "AuthError", "ConflictError", "CreatedPipeline", "DeploymentError", "DeploymentStatus",
-    "InferenceError", "Model", "ModelRef", "ModelVersion", "NotFoundError", "Pipeline",
+    "InferenceError", "Model", "ModelRef", "ModelVersion", "NotFoundError", "Pipeline", "Task", "TaskRun",
     "RuntimeUnavailableError", "SidekickStatus", "ValidationError", "WallarooClient",
     "WallarooError", "Workspace", "records_to_frame", "schema_from_b64", "schema_to_b64",
 ]

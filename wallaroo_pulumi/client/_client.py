@@ -31,6 +31,8 @@ from wallaroo_pulumi.client.models import (
     ModelRef,
     ModelVersion,
     Pipeline,
+    Task,
+    TaskRun,
     Workspace,
     schema_to_b64,
 )
@@ -468,3 +470,123 @@ class WallarooClient:
         if not frames:
             return pd.DataFrame()
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    # -- listener tasks ------------------------------------------------------
+    def create_task(
+        self,
+        name: str,
+        json_args: dict[str, Any],
+        schedule: str | None = None,
+        timeout_s: float | None = None,
+        workspace_id: int = 1,
+    ) -> Task:
+        """Run the `llm-listener` orchestration once now, or on a cron `schedule`."""
+        payload: dict[str, Any] = {"name": name, "workspace_id": workspace_id, "json": json_args}
+        if timeout_s is not None:
+            payload["timeout"] = timeout_s
+        if schedule:
+            payload["schedule"] = schedule
+            return Task.model_validate(self._post("/v1/api/task/run_scheduled", payload, f"schedule task {name!r}"))
+        return Task.model_validate(self._post("/v1/api/task/run_once", payload, f"run task {name!r}"))
+
+    def get_task(self, task_id: str) -> Task:
+        return Task.model_validate(self._post("/v1/api/task/get_by_id", {"id": task_id}, f"task {task_id}"))
+
+    def list_tasks(self, workspace_id: int | None = None) -> list[Task]:
+        payload = {} if workspace_id is None else {"workspace_id": workspace_id}
+        return [Task.model_validate(t) for t in self._post("/v1/api/task/list", payload, "list tasks")]
+
+    def update_task(
+        self,
+        task_id: str,
+        schedule: str | None = None,
+        json_args: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> Task:
+        """Change a task in place: it keeps its id and its record of rows already scored."""
+        payload: dict[str, Any] = {"id": task_id}
+        for key, value in (("schedule", schedule), ("json", json_args), ("timeout", timeout_s)):
+            if value is not None:
+                payload[key] = value
+        return Task.model_validate(self._post("/v1/api/task/update", payload, f"update task {task_id}"))
+
+    def kill_task(self, task_id: str) -> Task:
+        return Task.model_validate(self._post("/v1/api/task/kill", {"id": task_id}, f"kill task {task_id}"))
+
+    def delete_task(self, task_id: str) -> None:
+        """Kill a task's run in progress and remove the task (its scores stay)."""
+        self._post("/v1/api/task/delete", {"id": task_id}, f"delete task {task_id}")
+
+    def list_task_runs(self, task_id: str, limit: int | None = None) -> list[TaskRun]:
+        payload: dict[str, Any] = {"id": task_id}
+        if limit is not None:
+            payload["limit"] = limit
+        return [TaskRun.model_validate(r) for r in self._post("/v1/api/task/list_task_runs", payload, f"runs of task {task_id}")]
+
+    def wait_for_run(self, task_id: str, timeout_s: float = 120.0, poll_s: float = 0.25) -> TaskRun:
+        """The task's newest run once it has finished (succeeded, failed, timed out or killed)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            runs = self.list_task_runs(task_id, limit=1)
+            if runs and runs[0].status not in ("pending", "running"):
+                return runs[0]
+            if time.monotonic() > deadline:
+                state = runs[0].status if runs else "no run yet"
+                raise WallarooError(f"task {task_id}: no finished run after {timeout_s:.0f}s ({state})")
+            time.sleep(poll_s)
+
+    def task_run_logs(self, run_id: str, lines: int | None = None) -> list[str]:
+        payload: dict[str, Any] = {"id": run_id}
+        if lines is not None:
+            payload["lines"] = lines
+        return self._post("/v1/api/task/get_logs_for_run", payload, f"logs of run {run_id}")["logs"]
+
+    def listener_results(
+        self,
+        pipeline: str,
+        listener: str | None = None,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        limit: int = 1000,
+    ) -> pd.DataFrame:
+        """Scores stored for `pipeline`'s logged inferences, one row per scored inference."""
+        payload: dict[str, Any] = {"pipeline": pipeline, "limit": limit}
+        if listener:
+            payload["listener"] = listener
+        if start is not None:
+            payload["start"] = _iso(start)
+        if end is not None:
+            payload["end"] = _iso(end)
+        data = self._post("/v1/api/listeners/results", payload, f"listener results of {pipeline!r}")
+        frames = []
+        for result in data["results"]:
+            frame = records_to_frame(result["records"])
+            if not frame.empty:
+                frame.insert(0, "score_pipeline", result["score_pipeline"])
+                frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def assay(
+        self,
+        pipeline: str,
+        score: str,
+        baseline: tuple[datetime | str, datetime | str],
+        window: tuple[datetime | str, datetime | str],
+        listener: str | None = None,
+        width_seconds: float | None = None,
+        **options: Any,
+    ) -> pd.DataFrame:
+        """Drift of one score: each slice of `window` against `baseline`, one row per slice
+        (start, end, score, status OK/Warning/Alert, ...). `options`: metric, bins, threshold, ..."""
+        payload: dict[str, Any] = {
+            "pipeline": pipeline, "score": score,
+            "baseline": {"start": _iso(baseline[0]), "end": _iso(baseline[1])},
+            "window": {"start": _iso(window[0]), "end": _iso(window[1])},
+            **options,
+        }
+        if listener:
+            payload["listener"] = listener
+        if width_seconds is not None:
+            payload["width_seconds"] = width_seconds
+        data = self._post("/v1/api/assays/run", payload, f"assay of {score!r} on {pipeline!r}")
+        return pd.json_normalize(data["windows"])

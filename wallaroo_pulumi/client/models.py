@@ -121,3 +121,42 @@ class DeploymentStatus(_Model):
     engines: list[dict[str, Any]] = Field(default_factory=list)
     engine_lbs: list[dict[str, Any]] = Field(default_factory=list)
     sidekicks: list[SidekickStatus] = Field(default_factory=list)
+
+
+class Task(_Model):
+    """A Wallaroo task running the built-in `llm-listener` orchestration, once or on a schedule."""
+
+    id: str
+    name: str
+    workspace_id: int = 1
+    type: str
+    status: str
+    schedule: str | None = None
+    timeout: float | None = None
+    json_args: dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("json", "json_args"))
+    monitored_pipeline: str | None = None
+    listener_model: dict[str, Any] | None = None
+    score_pipeline: str | None = None
+    next_run: datetime | None = None
+    last_tick: datetime | None = None
+    last_run_status: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class TaskRun(_Model):
+    """One run of a task: its state, window and row counts."""
+
+    id: str
+    task_id: str
+    status: str
+    """pending | running | succeeded | failed | timed_out | killed"""
+    tick: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_skipped: int = 0
+    error: str | None = None

@@ -95,7 +95,7 @@ class ScheduleProvider(ResourceProvider):
         return CreateResult(str(task.id), {**props, **_outputs(task)})
 
     def update(self, id_: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        task = _base.client(news).update_task(id_, schedule=news.get("schedule"), json=task_args(news),
+        task = _base.client(news).update_task(id_, schedule=news.get("schedule"), json_args=task_args(news),
                                               timeout_s=news.get("timeout_seconds") or 600)
         return UpdateResult({**news, **_outputs(task)})
 
