@@ -10,8 +10,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import pydantic
-from pulumi.dynamic import CheckFailure, CheckResult, DiffResult
-from pulumi.runtime.rpc import UNKNOWN
+from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ReadResult
+from pulumi.output import Unknown
+from pulumi.runtime import rpc
+from pulumi.runtime.rpc import UNKNOWN, unwrap_rpc_secret
 
 from ..client import WallarooClient
 
@@ -20,7 +22,7 @@ CONNECTION_KEYS = ("url", "token")
 
 def is_unknown(value: Any) -> bool:
     """True for values `preview` cannot know yet (outputs of resources still to be created)."""
-    if value == UNKNOWN:
+    if isinstance(value, Unknown) or (isinstance(value, str) and value == UNKNOWN):
         return True
     if isinstance(value, dict):
         return any(is_unknown(v) for v in value.values())
@@ -29,8 +31,25 @@ def is_unknown(value: Any) -> bool:
     return False
 
 
+def reveal(value: Any) -> Any:
+    """`value` without Pulumi's secret wrappers (`check` sees secrets wrapped), for validation only."""
+    value = unwrap_rpc_secret(value)
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal(v) for v in value]
+    return value
+
+
+def secret(value: Any) -> Any:
+    """`value` marked secret in what a provider returns (Pulumi's wire form of a secret), so a
+    token that `read` or an import fills in is encrypted in the state like the program's."""
+    value = unwrap_rpc_secret(value)
+    return {rpc._special_sig_key: rpc._special_secret_sig, "value": value}  # noqa: SLF001
+
+
 def client(props: dict[str, Any]) -> WallarooClient:
-    return WallarooClient(props["url"], props.get("token") or "")
+    return WallarooClient(props["url"], reveal(props.get("token")) or "")
 
 
 def check_inputs(model: type[pydantic.BaseModel], news: dict[str, Any], fields: Iterable[str]) -> CheckResult:
@@ -38,7 +57,7 @@ def check_inputs(model: type[pydantic.BaseModel], news: dict[str, Any], fields: 
 
     Unknown values are left for the real `up`, where they are known and checked again.
     """
-    data = {k: news.get(k) for k in fields if k in news and news.get(k) is not None}
+    data = {k: reveal(news.get(k)) for k in fields if k in news and news.get(k) is not None}
     known = {k: v for k, v in data.items() if not is_unknown(v)}
     failures: list[CheckFailure] = []
     try:
@@ -62,9 +81,21 @@ def _reason(err: dict[str, Any]) -> str:
 
 
 def diff(olds: dict[str, Any], news: dict[str, Any], compared: Iterable[str],
-         replace_on: Iterable[str] = ()) -> DiffResult:
-    """Changes among `compared` inputs; replace only when one of `replace_on` changed."""
-    changed = [k for k in compared if _norm(olds.get(k)) != _norm(news.get(k))]
+         replace_on: Iterable[str] = (), normalize: dict[str, Any] | None = None) -> DiffResult:
+    """Changes among `compared` inputs; replace only when one of `replace_on` changed.
+
+    `normalize` maps a key to a function giving the value's canonical form, for inputs
+    the runtime spells differently from the program (defaults filled in, 1 vs 1.0).
+    """
+    normalize = normalize or {}
+
+    def norm(key: str, value: Any) -> Any:
+        value = reveal(value)
+        if key in normalize and value is not None and not is_unknown(value):
+            value = normalize[key](value)
+        return _norm(value)
+
+    changed = [k for k in compared if norm(k, olds.get(k)) != norm(k, news.get(k))]
     replaces = [k for k in changed if k in set(replace_on)]
     return DiffResult(changes=bool(changed), replaces=replaces)
 
@@ -72,3 +103,10 @@ def diff(olds: dict[str, Any], news: dict[str, Any], compared: Iterable[str],
 def _norm(value: Any) -> Any:
     """Treat None, {} and [] alike so an unset optional input never shows as a change."""
     return None if value in (None, {}, []) else value
+
+
+def read_result(id_: str, outs: dict[str, Any], input_keys: Iterable[str]) -> ReadResult:
+    """What `read` returns: the live state, plus the inputs it implies. The engine needs those
+    inputs to import a resource, and a refresh then diffs the program against what is live."""
+    keys = set(input_keys) | {"token"}
+    return ReadResult(id_, outs, {k: v for k, v in outs.items() if k in keys})

@@ -106,7 +106,9 @@ class ScheduleProvider(ResourceProvider):
             return ReadResult(None, {})
         if task.status in ("killed", "deleted"):
             return ReadResult(None, {})
-        return ReadResult(id_, {**props, "schedule": task.schedule or props.get("schedule"), **_outputs(task)})
+        outs = {**props, "schedule": task.schedule or props.get("schedule"),
+                "token": _base.secret(props.get("token")), **_outputs(task)}
+        return _base.read_result(id_, outs, ScheduleInputs.model_fields)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         try:

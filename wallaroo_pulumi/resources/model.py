@@ -114,19 +114,28 @@ class ModelProvider(ResourceProvider):
         return {**props, **_outputs(version, props)}
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        # The id stays the first version's (Pulumi ids never change on update); the state
+        # knows the version this stack uploaded last. An import has only the id.
         try:
-            version = _base.client(props).get_model_version(int(id_))
+            version = _base.client(props).get_model_version(int(props.get("model_version_id") or id_))
         except NotFoundError:
             return ReadResult(None, {})  # gone: refresh drops it, the next up re-creates it
         base = {k: v for k, v in props.items() if k in ModelInputs.model_fields or k == "token"}
         base.update(name=version.name, sha256=version.sha,
                     workspace_id=getattr(version, "workspace_id", None) or base.get("workspace_id", 1))
+        conversion = version.conversion or {}
+        for key in ("framework", "python_version", "arch", "accel"):
+            if conversion.get(key):
+                base[key] = conversion[key]
+        if "requirements" in conversion:
+            base["requirements"] = list(conversion["requirements"] or [])
         if getattr(version, "input_schema", None):
             base["input_schema"] = version.input_schema
         if getattr(version, "output_schema", None):
             base["output_schema"] = version.output_schema
         base.setdefault("url", props.get("url"))
-        return ReadResult(id_, {**base, **_outputs(version, base)})
+        base["token"] = _base.secret(props.get("token"))
+        return _base.read_result(id_, {**base, **_outputs(version, base)}, ModelInputs.model_fields)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         try:
@@ -163,7 +172,7 @@ def upload_command(props: dict[str, Any]) -> str:
         f"curl --progress-bar -X POST {props['url'].rstrip('/')}/v1/api/models/upload_and_convert "
         '-H "Authorization: Bearer $WALLAROO_TOKEN" '
         f"-F 'metadata={json.dumps(metadata, separators=(',', ':'))};type=application/json' "
-        f"-F 'file=@{Path(props['path']).name};type=application/octet-stream'"
+        f"-F 'file=@{Path(props.get('path') or props['name'] + '.zip').name};type=application/octet-stream'"
     )
 
 

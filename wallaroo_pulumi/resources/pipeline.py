@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import CheckResult, CreateResult, ReadResult, Resource, ResourceProvider, UpdateResult
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..client import NotFoundError
@@ -77,20 +77,40 @@ def merged_config(props: dict[str, Any]) -> DeploymentConfig:
     return DeploymentConfig.model_validate(data)
 
 
+def canonical_deployment(public: dict[str, Any]) -> Any:
+    """The deployment settings with defaults filled in and no env, as the runtime reports them."""
+    try:
+        config = DeploymentConfig.model_validate(public).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - an invalid config is compared as written (check reports it)
+        return public
+    for sidekick in (config.get("sidekicks") or {}).values():
+        sidekick.pop("env", None)
+    return config
+
+
+def canonical_steps(steps: list[Any]) -> Any:
+    """Steps compared by model name and version (ids and hashes follow from those)."""
+    return [(s.get("name"), s.get("version")) if isinstance(s, dict) else s for s in steps]
+
+
 class PipelineProvider(ResourceProvider):
     """Create/version/deploy/undeploy pipelines through the MLOps API."""
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        candidate = dict(news)
+        candidate = _base.reveal(news)
         if not _base.is_unknown(news.get("sidekick_env")) and not _base.is_unknown(news.get("deployment")):
             try:
-                candidate["deployment"] = merged_config(news).model_dump()
+                candidate["deployment"] = merged_config(candidate).model_dump()
             except Exception:  # noqa: BLE001 - reported field by field below
                 pass
-        return _base.check_inputs(PipelineInputs, candidate, PipelineInputs.model_fields)
+        checked = _base.check_inputs(PipelineInputs, candidate, PipelineInputs.model_fields)
+        # The merged config holds the sidekick env: validate it, but hand the engine the inputs as
+        # given, so the env stays only in the secret `sidekick_env` input.
+        return CheckResult(news, checked.failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        return _base.diff(olds, news, COMPARED, REPLACE_ON)
+        return _base.diff(olds, news, COMPARED, REPLACE_ON,
+                          normalize={"deployment": canonical_deployment, "steps": canonical_steps})
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         outs = self._apply(props, previous=None)
@@ -145,13 +165,29 @@ class PipelineProvider(ResourceProvider):
         )
         if current.steps:
             outs["steps"] = [StepRef.model_validate(s).model_dump() for s in current.steps]
-        return ReadResult(id_, outs)
+        if current.engine_config is not None:
+            outs["deployment"] = public_deployment(current.engine_config)
+        outs.setdefault("workspace_id", current.workspace_id)
+        outs.setdefault("deploy_timeout_s", 300)
+        outs["token"] = _base.secret(props.get("token"))
+        outs["sidekick_env"] = _base.secret(props.get("sidekick_env") or {})
+        return _base.read_result(id_, outs, (*PipelineInputs.model_fields, "sidekick_env"))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         try:
             _base.client(props).delete_pipeline(int(id_))
         except NotFoundError:
             pass
+
+
+def public_deployment(engine_config: dict[str, Any]) -> dict[str, Any]:
+    """The runtime's engine config as a program would write it: no env, no unset values."""
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if v is not None and k != "env"}
+
+    out = strip(engine_config)
+    out["sidekicks"] = {m: strip(c) for m, c in (engine_config.get("sidekicks") or {}).items()}
+    return out
 
 
 def inference_url(url: str, name: str, deployment_id: Any) -> str:

@@ -1,0 +1,93 @@
+"""The `pulumi-resource-pulumi-python` plugin: Pulumi's dynamic-provider host, plus import.
+
+Pulumi keeps a dynamic resource's provider (pickled) in the resource's own
+properties, so `pulumi import` and the `import_` resource option, which call
+`Read` with no properties, fail with `KeyError: '__provider'`. This host runs
+Pulumi's own servicer unchanged and fills that gap for our resource types: a
+Read without a provider gets the provider registered for the resource's type
+(from its URN) and a connection from the import's program inputs when the
+engine sends them, else from `WALLAROO_URL`/`WALLAROO_TOKEN`.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import importlib.util
+import sys
+import types
+from typing import Any
+
+import dill
+
+PROVIDER_KEY = "__provider"
+
+# dynamic resource type (after "pulumi-python:dynamic/") -> "module:ProviderClass"
+PROVIDERS = {
+    "wallaroo:Model": "wallaroo_pulumi.resources.model:ModelProvider",
+    "wallaroo:Pipeline": "wallaroo_pulumi.resources.pipeline:PipelineProvider",
+    "wallaroo:ListenerSchedule": "wallaroo_pulumi.resources.listener_schedule:ScheduleProvider",
+}
+
+
+def _pulumi_dynamic_host() -> types.ModuleType:
+    """`pulumi.dynamic.__main__` without its module-level `main()` call, so we can extend it."""
+    spec = importlib.util.find_spec("pulumi.dynamic.__main__")
+    assert spec and spec.origin
+    tree = ast.parse(open(spec.origin, encoding="utf-8").read(), spec.origin)
+    tree.body = [node for node in tree.body if not (
+        isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+        and getattr(node.value.func, "id", None) == "main")]
+    module = types.ModuleType("pulumi.dynamic._host")
+    module.__file__ = spec.origin
+    module.__package__ = "pulumi.dynamic"
+    exec(compile(tree, spec.origin, "exec"), module.__dict__)  # noqa: S102 - Pulumi's own source
+    return module
+
+
+def provider_for(urn: str) -> str | None:
+    """The pickled provider for a resource type of ours, base64 as Pulumi stores it."""
+    type_token = urn.split("::")[-2] if "::" in urn else ""
+    target = PROVIDERS.get(type_token.removeprefix("pulumi-python:dynamic/"))
+    if target is None:
+        return None
+    module_name, cls_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return base64.b64encode(dill.dumps(cls(), recurse=True)).decode()
+
+
+def import_properties(urn: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """Properties for Reading a resource being imported: provider and connection."""
+    import os
+
+    provider = inputs.get(PROVIDER_KEY) or provider_for(urn)
+    if provider is None:
+        return None
+    url = inputs.get("url") or os.environ.get("WALLAROO_URL") or "http://127.0.0.1:8787"
+    token = inputs.get("token") or os.environ.get("WALLAROO_TOKEN") or ""
+    from wallaroo_pulumi.resources._base import secret
+
+    return {**inputs, PROVIDER_KEY: provider, "url": url, "token": secret(token)}
+
+
+def main() -> None:
+    host = _pulumi_dynamic_host()
+    rpc = host.rpc
+
+    class Servicer(host.DynamicResourceProviderServicer):
+        def Read(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+            props = rpc.deserialize_properties(request.properties)
+            if PROVIDER_KEY not in props:
+                inputs = rpc.deserialize_properties(request.inputs) if request.HasField("inputs") else {}
+                filled = import_properties(request.urn, inputs)
+                if filled is not None:
+                    request.properties.CopyFrom(host.asyncio.new_event_loop().run_until_complete(
+                        rpc.serialize_properties(filled, {})))
+            return super().Read(request, context)
+
+    host.DynamicResourceProviderServicer = Servicer
+    host.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
