@@ -86,3 +86,8 @@ def plaintext_in_state(stack: PulumiStack, *secrets: str) -> list[str]:
 
 def failure_text(result) -> str:  # noqa: ANN001 - a harness Result
     return " ".join(d.get("message", "") for d in result.diagnostics) + result.stdout + result.stderr
+
+
+def changed(result) -> dict[str, str]:  # noqa: ANN001 - a harness Result
+    """`{resource: op}` for our resources that change (the plan may omit unchanged ones)."""
+    return {name: op for name, op in result.ops("wallaroo:").items() if op != "same"}
