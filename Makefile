@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap quickstart test bench clean
+.PHONY: bootstrap quickstart quickstart-down test bench clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -11,6 +11,10 @@ bootstrap:
 ## The main job: the quickstart stack (`pulumi up`), one real inference, the listener's scores.
 quickstart: bootstrap
 	@$(ENV) scripts/quickstart
+
+## Destroy the quickstart stack and stop what it started.
+quickstart-down: bootstrap
+	@$(ENV) scripts/quickstart down
 
 ## The whole test suite, through the real Pulumi engine and a real runtime on loopback.
 test: bootstrap

@@ -38,11 +38,11 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _alive(pid: int | None) -> bool:
+def _alive(pid: float | None) -> bool:
     if not pid:
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)  # Pulumi hands numbers back as floats
     except OSError:
         return False
     return True
@@ -54,7 +54,7 @@ class _ProcessProvider(ResourceProvider):
     def _start(self, props: dict[str, Any], port: int | None = None) -> dict[str, Any]:
         data_dir = Path(props["data_dir"])
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = port or int(props.get("port") or 0) or _free_port()
+        port = int(port or props.get("port") or 0) or _free_port()
         url = f"http://127.0.0.1:{port}"
         log = open(data_dir / "runtime.log", "ab")
         cmd = [props.get("python") or sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve",
@@ -101,10 +101,11 @@ class _ProcessProvider(ResourceProvider):
             shutil.rmtree(props["data_dir"], ignore_errors=True)
 
 
-def _stop(pid: int | None, grace_s: float = 10) -> None:
+def _stop(pid: float | None, grace_s: float = 10) -> None:
     if not _alive(pid):
         return
     assert pid is not None
+    pid = int(pid)
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while _alive(pid) and time.monotonic() < deadline:

@@ -70,9 +70,9 @@ def task_args(props: dict[str, Any]) -> dict[str, Any]:
     return {
         "monitored_pipeline": props["pipeline"],
         "listener_model": props["listener"],
-        "window_seconds": props.get("window_seconds") or 3600,
+        "window_seconds": int(props.get("window_seconds") or 3600),  # Pulumi sends numbers as floats
         "text_field": props.get("text_field") or "out.generated_text",
-        "batch_size": props.get("batch_size") or 256,
+        "batch_size": int(props.get("batch_size") or 256),
         **(props.get("args") or {}),
     }
 
@@ -91,7 +91,7 @@ class ScheduleProvider(ResourceProvider):
                f"{props['listener']['name']} {kind}")
         task = api.create_task(props["name"], task_args(props), schedule=props.get("schedule"),
                                timeout_s=props.get("timeout_seconds") or 600,
-                               workspace_id=props.get("workspace_id") or 1)
+                               workspace_id=int(props.get("workspace_id") or 1))
         return CreateResult(str(task.id), {**props, **_outputs(task)})
 
     def update(self, id_: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:

@@ -108,7 +108,7 @@ class ModelProvider(ResourceProvider):
                 python_version=props.get("python_version") or "3.11",
                 arch=props.get("arch") or "x86",
                 accel=props.get("accel") or "none",
-                workspace_id=props.get("workspace_id") or 1,
+                workspace_id=int(props.get("workspace_id") or 1),
                 progress=Throttle(f"WallarooModel {props['name']}: upload"),
             )
         return {**props, **_outputs(version, props)}
@@ -161,7 +161,7 @@ def upload_command(props: dict[str, Any]) -> str:
     import json
 
     metadata = {
-        "name": props["name"], "visibility": "private", "workspace_id": props.get("workspace_id", 1),
+        "name": props["name"], "visibility": "private", "workspace_id": int(props.get("workspace_id") or 1),
         "conversion": {"framework": props.get("framework", "custom"),
                        "python_version": props.get("python_version", "3.11"),
                        "requirements": props.get("requirements") or [],

@@ -124,7 +124,7 @@ class PipelineProvider(ResourceProvider):
         name = props["name"]
         steps = [StepRef.model_validate(s) for s in props["steps"]]
         created = api.create_pipeline(name, steps=[s.model_dump() for s in steps],
-                                      workspace_id=props.get("workspace_id") or 1)
+                                      workspace_id=int(props.get("workspace_id") or 1))
         outs = {**props, "pipeline_id": created.pipeline_id,
                 "pipeline_version_pk_id": created.pipeline_version_pk_id,
                 "version": created.version, "deployment_id": None, "inference_url": None,
