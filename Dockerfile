@@ -8,9 +8,13 @@ COPY wallaroo_pulumi ./wallaroo_pulumi
 COPY mac ./mac
 COPY components ./components
 RUN pip install ".[scorers]" && rm -rf /src
-RUN useradd --uid 10001 --create-home wallaroo && mkdir /data && chown wallaroo /data
-USER 10001
+# uid = gid = 10001: components/kubernetes_runtime.py runs pods as it, with fsGroup 10001 on the volume
+RUN groupadd --gid 10001 wallaroo && useradd --uid 10001 --gid 10001 --create-home wallaroo \
+    && mkdir /data && chown 10001:10001 /data && chmod 700 /data
+USER 10001:10001
 VOLUME /data
 EXPOSE 8080
+# Admin token: set WALLAROO_ADMIN_TOKEN (the Kubernetes component passes its Secret) or let the
+# first start mint one into /data/admin.token. Roles: `--role all` (default) | serve | scheduler.
 ENTRYPOINT ["wallaroo-pulumi"]
-CMD ["runtime", "serve", "--data-dir", "/data", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["runtime", "serve", "--data-dir", "/data", "--host", "0.0.0.0", "--port", "8080", "--role", "all"]

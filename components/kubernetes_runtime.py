@@ -4,12 +4,20 @@ For users who outgrow one machine. Kubernetes is the distributed engine: it
 schedules replicas, restarts them, spreads load through a Service and scales
 them with an HPA. We do not write a cluster manager.
 
-Layout: one Deployment serving the MLOps API and inference (replicas or an
-autoscale range), a Service in front, the admin token in a Secret, and a
-persistent volume for the data directory. The listener scheduler runs in exactly
-one pod (a separate single-replica Deployment with `--role scheduler`) so cron
-ticks never fire twice. With more than one serving replica the data volume must
-be ReadWriteMany (see README: "Running on Kubernetes").
+Layout: a Service in front, the admin token in a Secret (passed to every pod as
+`WALLAROO_ADMIN_TOKEN`, so all pods accept the same token), and a persistent
+volume for the data directory.
+
+- ReadWriteMany volume (required for more than one serving replica): a Deployment
+  serving the MLOps API and inference with `--role serve` (replicas or an
+  autoscale range; never fires cron ticks) and a separate single-replica
+  `Recreate` Deployment with `--role scheduler`, so listener cron ticks fire in
+  exactly one pod.
+- ReadWriteOnce volume (one serving replica): a single `Recreate` Deployment with
+  `--role all`. A second pod could not attach the volume on another node, so the
+  scheduler lives in the serving pod; `scheduler` is then None.
+
+See README: "Running on Kubernetes".
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from wallaroo_pulumi.deployment import parse_memory_quantity
 from wallaroo_pulumi.resources.connection import Connection
 
 APP_PORT = 8080
+RUNTIME_UID = 10001  # the Dockerfile's user and group
 
 
 class KubernetesRuntime(pulumi.ComponentResource):
@@ -53,7 +62,8 @@ class KubernetesRuntime(pulumi.ComponentResource):
         super().__init__("wallaroo:index:KubernetesRuntime", name, None, opts)
         parse_memory_quantity(memory)  # fail at plan time with the field's message
         max_replicas = autoscale_max or replicas
-        if max_replicas > 1 and (access_mode or "ReadWriteOnce") != "ReadWriteMany":
+        shared_volume = (access_mode or "ReadWriteOnce") == "ReadWriteMany"
+        if max_replicas > 1 and not shared_volume:
             raise ValueError(
                 "KubernetesRuntime: more than one serving replica shares the data volume, so "
                 "access_mode must be 'ReadWriteMany' (and storage_class one that supports it)"
@@ -90,6 +100,9 @@ class KubernetesRuntime(pulumi.ComponentResource):
                 "metadata": {"labels": {**labels, "wallaroo.ai/role": role}},
                 "spec": {
                     **({"nodeSelector": node_selector} if node_selector else {}),
+                    # a fresh volume is root-owned: fsGroup lets the image's non-root user write it
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID,
+                                        "runAsGroup": RUNTIME_UID, "fsGroup": RUNTIME_UID},
                     "containers": [{
                         "name": "runtime",
                         "image": image,
@@ -107,29 +120,35 @@ class KubernetesRuntime(pulumi.ComponentResource):
                 },
             }
 
-        serving_labels = {**labels, "wallaroo.ai/role": "serve"}
+        # RWX: serving replicas (`serve`) + one scheduler pod. RWO: one pod does both (`all`).
+        serving_role = "serve" if shared_volume else "all"
+        serving_labels = {**labels, "wallaroo.ai/role": serving_role}
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-serve",
             metadata={"namespace": namespace, "labels": labels},
             spec={
                 "replicas": None if autoscale_max else replicas,
+                # RWO: the new pod cannot attach the volume while the old one holds it
+                **({} if shared_volume else {"strategy": {"type": "Recreate"}}),
                 "selector": {"matchLabels": serving_labels},
-                "template": pod("serve", {"requests": limits, "limits": limits}),
+                "template": pod(serving_role, {"requests": limits, "limits": limits}),
             },
             opts=child,
         )
-        self.scheduler = k8s.apps.v1.Deployment(
-            f"{name}-scheduler",
-            metadata={"namespace": namespace, "labels": labels},
-            spec={
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},  # never two schedulers, even during a rollout
-                "selector": {"matchLabels": {**labels, "wallaroo.ai/role": "scheduler"}},
-                "template": pod("scheduler", {"requests": {"cpu": "250m", "memory": "512Mi"},
-                                              "limits": {"cpu": "1", "memory": "1Gi"}}),
-            },
-            opts=child,
-        )
+        self.scheduler: k8s.apps.v1.Deployment | None = None
+        if shared_volume:
+            self.scheduler = k8s.apps.v1.Deployment(
+                f"{name}-scheduler",
+                metadata={"namespace": namespace, "labels": labels},
+                spec={
+                    "replicas": 1,
+                    "strategy": {"type": "Recreate"},  # never two schedulers, even during a rollout
+                    "selector": {"matchLabels": {**labels, "wallaroo.ai/role": "scheduler"}},
+                    "template": pod("scheduler", {"requests": {"cpu": "250m", "memory": "512Mi"},
+                                                  "limits": {"cpu": "1", "memory": "1Gi"}}),
+                },
+                opts=child,
+            )
         self.hpa = None
         if autoscale_max:
             self.hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(

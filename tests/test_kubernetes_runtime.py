@@ -65,14 +65,60 @@ def test_autoscaled_gpu_runtime(recorder: _Recorder) -> Any:
         assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
         sched = res["kubernetes:apps/v1:Deployment::rt-scheduler"]["spec"]
         assert sched["replicas"] == 1 and sched["strategy"] == {"type": "Recreate"}
-        assert "--role" in container["args"] and "serve" in container["args"]
-        env = {e["name"]: e for e in container["env"]}
-        assert "secretKeyRef" in env["WALLAROO_ADMIN_TOKEN"]["valueFrom"]
+        args = container["args"]
+        assert args[:2] == ["runtime", "serve"] and args[args.index("--role") + 1] == "serve"
+        sched_container = sched["template"]["spec"]["containers"][0]
+        sargs = sched_container["args"]
+        assert sargs[sargs.index("--role") + 1] == "scheduler"
+        for c in (container, sched_container):  # every pod accepts the one token from the Secret
+            env = {e["name"]: e for e in c["env"]}
+            assert "secretKeyRef" in env["WALLAROO_ADMIN_TOKEN"]["valueFrom"]
+            assert c["args"][c["args"].index("--data-dir") + 1] == "/data"
+        assert serve["template"]["spec"]["securityContext"]["fsGroup"] == 10001
+        svc = res["kubernetes:core/v1:Service::rt-svc"]["spec"]
+        assert svc["selector"]["wallaroo.ai/role"] == "serve"  # the scheduler pod takes no traffic
         assert res["kubernetes:core/v1:PersistentVolumeClaim::rt-data"]["spec"]["accessModes"] == ["ReadWriteMany"]
         assert url == "http://rt-svc.wallaroo.svc.cluster.local"
 
     assert rt.hpa is not None
     return pulumi.Output.all(rt.url, rt.deployment.id, rt.scheduler.id, rt.hpa.id).apply(check)
+
+
+@pulumi.runtime.test
+def test_single_pod_on_rwo_volume_runs_role_all(recorder: _Recorder) -> Any:
+    """A ReadWriteOnce volume attaches to one node: one Recreate pod serves and schedules."""
+    from wallaroo_pulumi.components.kubernetes_runtime import KubernetesRuntime
+
+    rt = KubernetesRuntime("one", image="i:1", admin_token="s3cret-s3cret-s3cret")
+    assert rt.scheduler is None
+
+    def check(_: Any) -> None:
+        res = recorder.resources
+        assert "kubernetes:apps/v1:Deployment::one-scheduler" not in res
+        spec = res["kubernetes:apps/v1:Deployment::one-serve"]["spec"]
+        assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+        args = spec["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--role") + 1] == "all"
+        assert res["kubernetes:core/v1:Service::one-svc"]["spec"]["selector"]["wallaroo.ai/role"] == "all"
+
+    return pulumi.Output.all(rt.deployment.id, rt.url).apply(check)
+
+
+def test_cli_accepts_the_component_args() -> None:
+    """The args the component passes parse with the real CLI parser (and the Dockerfile's CMD too)."""
+    import json
+    import re
+    from pathlib import Path
+
+    from wallaroo_pulumi.cli import build_parser
+
+    for role in ("serve", "scheduler", "all"):
+        ns = build_parser().parse_args(["runtime", "serve", "--data-dir", "/data", "--host", "0.0.0.0",
+                                        "--port", "8080", "--role", role])
+        assert (ns.role, ns.port, ns.data_dir) == (role, 8080, "/data")
+    dockerfile = (Path(__file__).resolve().parents[1] / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    assert build_parser().parse_args(cmd).role == "all"
 
 
 def test_many_replicas_need_shared_volume() -> None:

@@ -1,12 +1,16 @@
 """`wallaroo-pulumi` console script.
 
-    wallaroo-pulumi runtime serve --data-dir D [--host 127.0.0.1] [--port 0]
+    wallaroo-pulumi runtime serve --data-dir D [--host 127.0.0.1] [--port 0] [--role all|serve|scheduler]
     wallaroo-pulumi runtime token --data-dir D
+
+`runtime serve` takes the admin token from `WALLAROO_ADMIN_TOKEN` when it is set (how the
+Kubernetes component passes its Secret); otherwise the first start mints one.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-request-bytes", type=_size, default=None, help="largest inference body, e.g. 256Mi (default)")
     serve.add_argument("--no-redeploy", action="store_true", help="do not redeploy deployed pipelines at start")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--role", default="all", choices=["all", "serve", "scheduler"],
+        help="all (default): one process does everything; serve: API + inference + run-once listener "
+        "tasks, never fires cron ticks (any number of replicas); scheduler: the one process firing "
+        "listener cron ticks (also answers the API; does not redeploy pipelines)",
+    )
 
     token = rsub.add_parser("token", help="print the admin token (for `Authorization: Bearer ...`)")
     token.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
@@ -53,9 +63,19 @@ def main(argv: list[str] | None = None) -> int:
             extra["max_upload_bytes"] = args.max_upload_bytes
         if args.max_request_bytes:
             extra["max_request_bytes"] = args.max_request_bytes
+        from wallaroo_pulumi.runtime.auth import check_admin_token
+        from wallaroo_pulumi.runtime.settings import ADMIN_TOKEN_ENV
+
+        env_token = os.environ.get(ADMIN_TOKEN_ENV)
+        if env_token is not None:
+            try:
+                extra["admin_token"] = check_admin_token(env_token)
+            except ValueError as exc:
+                print(f"wallaroo-pulumi runtime serve: {exc}", file=sys.stderr)
+                return 2
         settings = RuntimeSettings(
             data_dir=Path(args.data_dir).expanduser(), host=args.host, port=args.port,
-            redeploy_on_start=not args.no_redeploy, log_level=args.log_level, **extra,
+            redeploy_on_start=not args.no_redeploy, log_level=args.log_level, role=args.role, **extra,
         )
         serve(settings)
         return 0

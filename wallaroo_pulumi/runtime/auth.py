@@ -1,13 +1,26 @@
-"""Bearer-token auth. Only sha256 hashes of tokens are stored; the admin token
-created on first start is written to `<data_dir>/admin.token` (mode 0600).
-Tokens are never logged."""
+"""Bearer-token auth. Only sha256 hashes of tokens are stored in the database; the admin token
+is written to `<data_dir>/admin.token` (mode 0600) for `wallaroo-pulumi runtime token` and
+`WallarooClient.connect`. Tokens are never logged.
+
+Where the admin token comes from:
+
+- by default the first start mints one (`wlr_...`); later starts keep it;
+- with `WALLAROO_ADMIN_TOKEN` set (`RuntimeSettings.admin_token`; Kubernetes passes its Secret),
+  that token *is* the admin token: its hash replaces the stored admin hash when they differ (so
+  changing the secret and restarting rotates it, and the previous admin token stops working), and
+  `admin.token` is (re)written with that same token only when it is missing or holds another
+  value. No process ever mints or writes a different token, so replicas sharing one data volume
+  agree, and the file is not rewritten on every start.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
+import string
 import time
 from pathlib import Path
 
@@ -19,6 +32,29 @@ from wallaroo_pulumi.runtime.db import Database
 
 ADMIN_TOKEN_FILE = "admin.token"
 OPEN_PATHS = frozenset({"/health"})
+MIN_ADMIN_TOKEN_CHARS = 16
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + string.punctuation)
+log = logging.getLogger("wallaroo_pulumi.runtime")
+
+
+def check_admin_token(token: str) -> str:
+    """A token given from outside (WALLAROO_ADMIN_TOKEN): printable ASCII, no spaces, >= 16 chars.
+
+    The message never quotes the token."""
+    token = token.strip()
+    if not token:
+        raise ValueError("WALLAROO_ADMIN_TOKEN: is set but empty; unset it to mint a token, or set a secret token")
+    if any(ch not in _TOKEN_CHARS for ch in token):
+        raise ValueError(
+            "WALLAROO_ADMIN_TOKEN: expected printable ASCII without spaces (it travels in an "
+            "'Authorization: Bearer <token>' header)"
+        )
+    if len(token) < MIN_ADMIN_TOKEN_CHARS:
+        raise ValueError(
+            f"WALLAROO_ADMIN_TOKEN: expected at least {MIN_ADMIN_TOKEN_CHARS} characters, got {len(token)} "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return token
 
 
 def hash_token(token: str) -> str:
@@ -27,7 +63,8 @@ def hash_token(token: str) -> str:
 
 def write_private(path: Path, text: str) -> None:
     """Atomically write `text` to `path` with mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # pid + random: replicas on a shared volume may all be pid 1 in their containers
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, text.encode())
@@ -47,18 +84,47 @@ class TokenStore:
     def reload(self) -> None:
         self._hashes = {r["sha256"] for r in self.db.all("SELECT sha256 FROM tokens")}
 
-    def ensure_admin(self) -> None:
-        """First start: mint the admin token. Later starts: keep it (re-write the file if lost)."""
+    def ensure_admin(self, token: str | None = None) -> None:
+        """Without `token`: first start mints the admin token, later starts keep it.
+
+        With `token` (WALLAROO_ADMIN_TOKEN): that token is the admin token; only its hash is
+        stored (replacing a different admin hash), and `admin.token` holds that same token."""
         path = self.data_dir / ADMIN_TOKEN_FILE
-        if self.db.one("SELECT id FROM tokens WHERE name = 'admin'") is not None:
+        row = self.db.one("SELECT id, sha256 FROM tokens WHERE name = 'admin'")
+        if token is None:
+            if row is not None:
+                return
+            token = "wlr_" + secrets.token_urlsafe(32)
+            with self.db.tx() as c:
+                c.execute(
+                    "INSERT INTO tokens (name, sha256, role, created_at) VALUES ('admin', ?, 'admin', ?)",
+                    (hash_token(token), time.time()),
+                )
+            write_private(path, token + "\n")
+            self.reload()
             return
-        token = "wlr_" + secrets.token_urlsafe(32)
-        with self.db.tx() as c:
-            c.execute(
-                "INSERT INTO tokens (name, sha256, role, created_at) VALUES ('admin', ?, 'admin', ?)",
-                (hash_token(token), time.time()),
-            )
-        write_private(path, token + "\n")
+        token = check_admin_token(token)
+        digest = hash_token(token)
+        if row is None or row["sha256"] != digest:
+            with self.db.tx() as c:
+                # re-read inside the write transaction: replicas starting together insert once
+                c.execute("DELETE FROM tokens WHERE sha256 = ? AND name != 'admin'", (digest,))
+                cur = c.execute("SELECT id FROM tokens WHERE name = 'admin'").fetchone()
+                if cur is None:
+                    c.execute(
+                        "INSERT INTO tokens (name, sha256, role, created_at) VALUES ('admin', ?, 'admin', ?)",
+                        (digest, time.time()),
+                    )
+                else:
+                    c.execute("UPDATE tokens SET sha256 = ? WHERE name = 'admin'", (digest,))
+            if row is not None:
+                log.info("admin token replaced by the one in WALLAROO_ADMIN_TOKEN; the previous one no longer works")
+        try:
+            current = path.read_text().strip()
+        except FileNotFoundError:
+            current = None
+        if current is None or not hmac.compare_digest(current.encode(), token.encode()):
+            write_private(path, token + "\n")
         self.reload()
 
     def create(self, name: str) -> str:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 GiB = 2**30
 MiB = 2**20
+
+#: Environment variable holding the admin token to use instead of minting one (Kubernetes Secret).
+ADMIN_TOKEN_ENV = "WALLAROO_ADMIN_TOKEN"
+ROLES = ("all", "serve", "scheduler")
+Role = Literal["all", "serve", "scheduler"]
 
 
 class RuntimeSettings(BaseModel):
@@ -21,6 +27,32 @@ class RuntimeSettings(BaseModel):
     redeploy_on_start: bool = True
     listeners: bool = Field(default=True, description="serve listener tasks (/v1/api/task/*) and their scheduler")
     log_level: str = "info"
+    role: Role = Field(
+        default="all",
+        description="all: API + inference + the listener scheduler (one process on the data dir); "
+        "serve: API + inference + run-once listener tasks, never fires cron ticks; "
+        "scheduler: the only process firing cron ticks (also answers the API, does not redeploy pipelines)",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description=f"use this admin token (e.g. from ${ADMIN_TOKEN_ENV}) instead of minting one; "
+        "replicas sharing a data dir then agree on it",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "RuntimeSettings":
+        if self.role == "scheduler" and not self.listeners:
+            raise ValueError("role: 'scheduler' runs the listener scheduler, so listeners must be enabled")
+        if self.admin_token is not None:
+            from wallaroo_pulumi.runtime.auth import check_admin_token
+
+            check_admin_token(self.admin_token.get_secret_value())
+        return self
+
+    @property
+    def fires_ticks(self) -> bool:
+        """Whether this process runs the listener cron scheduler."""
+        return self.listeners and self.role in ("all", "scheduler")
 
     @property
     def url(self) -> str:

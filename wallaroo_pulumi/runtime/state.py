@@ -30,10 +30,14 @@ class Runtime:
         self.settings = settings
         data_dir = settings.data_dir = Path(settings.data_dir).expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(data_dir, 0o700)
+        try:
+            os.chmod(data_dir, 0o700)
+        except PermissionError:  # e.g. a Kubernetes volume root owned by root, writable through fsGroup
+            log.warning("data dir %s is not owned by this user; its mode was left as is", data_dir)
         self.db = Database(data_dir / "runtime.db")
         self.tokens = TokenStore(self.db, data_dir)
-        self.tokens.ensure_admin()
+        admin = settings.admin_token
+        self.tokens.ensure_admin(admin.get_secret_value() if admin is not None else None)
         self.artifacts = ArtifactStore(data_dir / "artifacts")
         self.logstore = LogStore.shared(data_dir / "logs")
         self.metrics = Metrics()
@@ -43,6 +47,11 @@ class Runtime:
         self.metrics.bind_engine(self.engine)
 
     async def startup(self) -> None:
+        if self.settings.role == "scheduler":
+            # the scheduler pod is not behind the Service: no LLM sidekicks (or GPUs) held there
+            if self.settings.redeploy_on_start:
+                log.info("role scheduler: deployed pipelines are not redeployed in this process")
+            return
         if self.settings.redeploy_on_start:
             from wallaroo_pulumi.runtime.routes.pipelines import restore_deployments
 

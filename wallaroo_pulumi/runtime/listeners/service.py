@@ -15,8 +15,20 @@ Scheduler: one asyncio task; every ``tick_seconds`` it fires each scheduled task
 tick is due. The fired tick is recorded (compare-and-set on ``last_tick``) in the same
 transaction that schedules the next one, before the run starts, so a tick never runs twice, even
 across a crash or with two runtimes on one database; ticks missed while the runtime was down
-collapse into one run on start. Assumes one scheduler per database for run ownership (on start,
-runs still marked ``running`` are from a dead process and are marked failed).
+collapse into one run on start. Assumes one scheduler per database for run ownership.
+
+Roles (``role=``, the runtime's ``--role``), for several processes on one data directory:
+
+- ``all`` (default): the only process on the database. Fires cron ticks, runs run-once tasks;
+  on start, runs still marked ``running`` are from a dead process and are marked failed, and
+  their exactly-once claims are reconciled.
+- ``serve`` (any number of replicas): runs the run-once tasks created through it, never fires a
+  cron tick, and settles nothing on start (other processes' runs may be live).
+- ``scheduler`` (exactly one): fires the cron ticks; on start settles only the *scheduled* runs
+  (those carry a tick, so a previous scheduler owned them) and leaves run-once runs, which belong
+  to serving replicas, alone.
+
+In every role the loop also stops local runs whose task another process killed or deleted.
 """
 
 from __future__ import annotations
@@ -50,6 +62,8 @@ from .executor import (
 from .store import TaskStore
 
 log = logging.getLogger("wallaroo_pulumi.listeners")
+
+ROLES = ("all", "serve", "scheduler")
 
 CRON_HELP = (
     "expected a cron expression with 5 fields (minute hour day-of-month month day-of-week), "
@@ -108,7 +122,11 @@ class ListenerService:
         executor: str = "auto",
         tick_seconds: float = 0.25,
         executor_idle_seconds: float = 60.0,
+        role: str = "all",
     ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
+        self.role = role
         self.db = db
         self.logstore = logstore
         self._own_resolver = resolver is not None
@@ -159,14 +177,21 @@ class ListenerService:
         if self.db is None or self.logstore is None:
             raise RuntimeError("ListenerService needs the runtime's Database and LogStore (db=, logstore=)")
         self.store = TaskStore(self.db)
-        for run in self.store.running_runs():
-            if run["owner"] != self.instance:
+        if self.role != "serve":
+            live: set[str] = set()
+            for run in self.store.running_runs():
+                if run["owner"] == self.instance:
+                    continue
+                if self.role == "scheduler" and run["tick"] is None:
+                    live.add(run["id"])  # a run-once run of a serving replica, maybe still going
+                    continue
                 self.store.log(run["id"], "interrupted: the runtime stopped while this run was in progress")
                 self.store.finish_run(run["id"], "failed", "interrupted: the runtime stopped during the run")
-        for t in self.store.list_tasks():
-            if t["status"] == "pending_kill":
-                self.store.update_task(t["id"], status="killed", next_run=None)
-        await asyncio.to_thread(reconcile, self.store, self.logstore, set(), lambda m: log.info("%s", m))
+            if self.role == "all":
+                for t in self.store.list_tasks():
+                    if t["status"] == "pending_kill":
+                        self.store.update_task(t["id"], status="killed", next_run=None)
+            await asyncio.to_thread(reconcile, self.store, self.logstore, live, lambda m: log.info("%s", m))
         self._scheduler = asyncio.create_task(self._schedule_loop(), name="listener-scheduler")
         self._started = True
 
@@ -431,16 +456,37 @@ class ListenerService:
             self._kill_requested.discard(rid)
 
     # -- scheduler -------------------------------------------------------
+    @property
+    def fires_ticks(self) -> bool:
+        return self.role in ("all", "scheduler")
+
     async def _schedule_loop(self) -> None:
         while True:
             try:
-                await self._schedule_once()
+                if self.fires_ticks:
+                    await self._schedule_once()
+                await self._stop_runs_of_killed_tasks()
                 await self._reap_executors()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001
                 log.exception("listener scheduler tick failed")
             await asyncio.sleep(self.tick_seconds)
+
+    async def _stop_runs_of_killed_tasks(self) -> None:
+        """Runs here whose task was killed or deleted through another process (another replica)."""
+        if not self._run_task:
+            return
+        store = self._store()
+        for rid, tid in list(self._run_task.items()):
+            if rid in self._kill_requested:
+                continue
+            task = store.get_task(tid)
+            if task is None or task["status"] in ("pending_kill", "killed"):
+                t = self._runs.get(rid)
+                if t is not None and not t.done():
+                    self._kill_requested.add(rid)
+                    t.cancel()
 
     async def _schedule_once(self, now: float | None = None) -> None:
         store = self._store()

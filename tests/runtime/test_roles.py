@@ -1,0 +1,146 @@
+"""`--role all|serve|scheduler` and `WALLAROO_ADMIN_TOKEN`, on REAL runtime subprocesses (loopback).
+
+The Kubernetes layout in miniature: a `serve` process and a `scheduler` process on one data
+directory, both taking the admin token from the environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import REPO, Server, server_env
+
+ENV_TOKEN = "k8s-secret-token-0123456789abcdef"
+EVERY_SECOND = "* * * * * *"  # 6 fields: seconds last
+
+
+def start(data_dir: Path, *args: str, token: str | None = ENV_TOKEN) -> Server:
+    env = server_env()
+    env.pop("WALLAROO_ADMIN_TOKEN", None)
+    if token is not None:
+        env["WALLAROO_ADMIN_TOKEN"] = token
+    return Server(data_dir, list(args), env).start()
+
+
+def post(srv: Server, path: str, body: dict, token: str | None = None) -> httpx.Response:
+    return httpx.post(f"{srv.url}{path}", json=body, timeout=30,
+                      headers={"Authorization": f"Bearer {token or srv.token}"})
+
+
+def runs(srv: Server, task_id: str) -> list[dict]:
+    r = post(srv, "/v1/api/task/list_task_runs", {"id": task_id})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def servers():
+    started: list[Server] = []
+    yield started
+    for srv in started:
+        srv.stop()
+
+
+def test_only_the_scheduler_role_fires_cron_ticks(tmp_path: Path, servers: list[Server]) -> None:
+    data = tmp_path / "data"
+    serve = start(data, "--role", "serve")
+    servers.append(serve)
+    assert serve.token == ENV_TOKEN  # admin.token holds the env token, nothing else
+    r = post(serve, "/v1/api/task/run_scheduled", {
+        "name": "every-second", "workspace_id": 1, "schedule": EVERY_SECOND,
+        "json": {"monitored_pipeline": "nothing-logged-yet", "listener_model": {"name": "toxicity"}}})
+    assert r.status_code == 200, r.text
+    tid = r.json()["id"]
+
+    time.sleep(3.5)  # 3+ ticks due; the serving role must fire none of them
+    assert runs(serve, tid) == [], serve.log_tail()
+
+    sched = start(data, "--role", "scheduler")
+    servers.append(sched)
+    assert sched.token == ENV_TOKEN
+    fired = wait_until(lambda: [x for x in runs(serve, tid) if x["status"] != "running"], 60,
+                       f"a scheduled run fired by the scheduler role\n{sched.log_tail()}")
+    assert fired[0]["status"] == "succeeded", (fired, sched.log_tail())
+
+    # stop the scheduler: the serving process keeps answering but fires nothing more
+    sched.stop()
+    before = runs(serve, tid)
+    assert all(x["status"] != "running" for x in before)
+    time.sleep(2.5)
+    assert len(runs(serve, tid)) == len(before)
+    assert serve.proc is not None and serve.proc.poll() is None
+
+
+def test_role_all_fires_ticks_and_scheduler_does_not_redeploy(tmp_path: Path, servers: list[Server]) -> None:
+    srv = start(tmp_path / "data", token=None)  # default role: all
+    servers.append(srv)
+    r = post(srv, "/v1/api/task/run_scheduled", {
+        "name": "every-second", "workspace_id": 1, "schedule": EVERY_SECOND,
+        "json": {"monitored_pipeline": "p", "listener_model": {"name": "toxicity"}}})
+    assert r.status_code == 200, r.text
+    wait_until(lambda: runs(srv, r.json()["id"]), 30, "a run fired by role all")
+
+
+def test_env_admin_token_authenticates_and_a_wrong_one_is_401(tmp_path: Path, servers: list[Server]) -> None:
+    data = tmp_path / "data"
+    # first start without the env var mints a token...
+    minted = start(data, token=None)
+    minted_token = minted.token
+    assert minted_token.startswith("wlr_")
+    minted.stop()
+
+    # ...which the env token replaces: only its hash is stored, admin.token holds the env token
+    srv = start(data)
+    servers.append(srv)
+    assert (data / "admin.token").read_text().strip() == ENV_TOKEN
+    assert (data / "admin.token").stat().st_mode & 0o777 == 0o600
+    ok = post(srv, "/v1/api/workspaces/list", {}, token=ENV_TOKEN)
+    assert ok.status_code == 200, ok.text
+    for wrong in ("k8s-secret-token-0123456789abcdeX", minted_token):
+        bad = post(srv, "/v1/api/workspaces/list", {}, token=wrong)
+        assert bad.status_code == 401 and bad.json()["source"] == "auth"
+        assert ENV_TOKEN not in bad.text and wrong not in bad.text
+    assert httpx.get(f"{srv.url}/health", timeout=5).status_code == 200  # open, as probes need
+    import sqlite3
+
+    with sqlite3.connect(data / "runtime.db") as con:
+        stored = [row[0] for row in con.execute("SELECT sha256 FROM tokens WHERE name = 'admin'")]
+    assert len(stored) == 1 and ENV_TOKEN not in stored[0] and len(stored[0]) == 64
+
+    # a second replica on the same volume with the same secret agrees and rewrites nothing
+    mtime = (data / "admin.token").stat().st_mtime_ns
+    replica = start(data, "--role", "serve", "--no-redeploy")
+    servers.append(replica)
+    assert post(replica, "/v1/api/workspaces/list", {}, token=ENV_TOKEN).status_code == 200
+    assert (data / "admin.token").stat().st_mtime_ns == mtime
+    assert ENV_TOKEN not in srv.log_tail(100_000) and ENV_TOKEN not in replica.log_tail(100_000)
+
+
+@pytest.mark.parametrize("value, expect", [
+    ("", "empty"), ("short", "at least 16 characters"), ("has a space in it 0123456789", "printable ASCII")])
+def test_bad_env_token_is_a_clear_startup_error(tmp_path: Path, value: str, expect: str) -> None:
+    env = {**server_env(), "WALLAROO_ADMIN_TOKEN": value}
+    proc = subprocess.run(
+        [sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(tmp_path / "d")],
+        env=env, cwd=str(REPO), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "WALLAROO_ADMIN_TOKEN" in proc.stderr and expect in proc.stderr
+    if value:
+        assert value not in proc.stderr
+    assert not (tmp_path / "d" / "admin.token").exists()
