@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 from croniter import croniter
 from pulumi.dynamic import CreateResult, ReadResult, Resource, ResourceProvider, UpdateResult
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..client import NotFoundError
 from . import _base
@@ -34,7 +34,7 @@ class ScheduleInputs(BaseModel):
     pipeline: str = Field(min_length=1)
     listener: ListenerRef
     schedule: str | None = None
-    run_once: bool = False
+    run_once: bool = Field(default=False, validate_default=True)
     window_seconds: int = Field(default=3600, gt=0)
     timeout_seconds: int = Field(default=600, gt=0)
     text_field: str = "out.generated_text"
@@ -53,11 +53,12 @@ class ScheduleInputs(BaseModel):
             )
         return v
 
-    @model_validator(mode="after")
-    def _when(self) -> "ScheduleInputs":
-        if bool(self.schedule) == self.run_once:
+    @field_validator("run_once")
+    @classmethod
+    def _when(cls, v: bool, info: Any) -> bool:
+        if "schedule" in info.data and bool(info.data["schedule"]) == v:
             raise ValueError("set exactly one of schedule (a cron string) or run_once=True")
-        return self
+        return v
 
 
 COMPARED = ("name", "pipeline", "listener", "schedule", "run_once", "window_seconds", "timeout_seconds",
@@ -106,8 +107,7 @@ class ScheduleProvider(ResourceProvider):
             return ReadResult(None, {})
         if task.status in ("killed", "deleted"):
             return ReadResult(None, {})
-        outs = {**props, "schedule": task.schedule or props.get("schedule"),
-                "token": _base.secret(props.get("token")), **_outputs(task)}
+        outs = {**props, **inputs_of(task), "token": _base.secret(props.get("token")), **_outputs(task)}
         return _base.read_result(id_, outs, ScheduleInputs.model_fields)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
@@ -115,6 +115,31 @@ class ScheduleProvider(ResourceProvider):
             _base.client(props).delete_task(id_)
         except NotFoundError:
             pass
+
+
+ORCHESTRATION_KEYS = ("monitored_pipeline", "listener_model", "window_seconds", "text_field", "batch_size")
+RUNTIME_DEFAULTS = {"store_text": True, "page_size": 10_000}
+
+
+def inputs_of(task: Any) -> dict[str, Any]:
+    """The inputs that would have created `task` (what a refresh or an import compares)."""
+    json_args = dict(task.json_args or {})
+    listener = task.listener_model or json_args.get("listener_model") or {}
+    extra = {k: v for k, v in json_args.items()
+             if k not in ORCHESTRATION_KEYS and RUNTIME_DEFAULTS.get(k, object()) != v}
+    return {
+        "name": task.name,
+        "pipeline": task.monitored_pipeline or json_args.get("monitored_pipeline"),
+        "listener": {"name": listener.get("name"), "version": listener.get("version")},
+        "schedule": task.schedule,
+        "run_once": not task.schedule,
+        "window_seconds": int(json_args.get("window_seconds") or 3600),
+        "timeout_seconds": int(task.timeout or 600),
+        "text_field": json_args.get("text_field") or "out.generated_text",
+        "batch_size": int(json_args.get("batch_size") or 256),
+        "args": extra,
+        "workspace_id": task.workspace_id,
+    }
 
 
 def _outputs(task: Any) -> dict[str, Any]:
