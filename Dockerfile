@@ -7,7 +7,13 @@ COPY pyproject.toml README.md ./
 COPY wallaroo_pulumi ./wallaroo_pulumi
 COPY mac ./mac
 COPY components ./components
-RUN pip install ".[scorers]" && rm -rf /src
+# The wheel does not carry the top-level components/ (setuptools' package discovery does not
+# follow the package-dir mapping to wallaroo_pulumi.components), so put it where an installed
+# package looks for it: the built-in listener BYOP folders and the stack components live there.
+RUN pip install ".[scorers]" \
+    && cp -r components "$(python -P -c 'import os, wallaroo_pulumi; print(os.path.dirname(wallaroo_pulumi.__file__))')/components" \
+    && python -P -c "from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR as d; assert (d / 'toxicity' / 'model.py').is_file(), d" \
+    && rm -rf /src
 # uid = gid = 10001: components/kubernetes_runtime.py runs pods as it, with fsGroup 10001 on the volume
 RUN groupadd --gid 10001 wallaroo && useradd --uid 10001 --gid 10001 --create-home wallaroo \
     && mkdir /data && chown 10001:10001 /data && chmod 700 /data

@@ -64,3 +64,61 @@ def test_validator_returns_text_and_scores():
 def test_every_builtin_folder_is_importable_without_the_network():
     for name in BUILTINS:
         assert (BUILTIN_DIR / name / "model.py").is_file()
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_each_folder_defines_one_builder_of_its_own(name, tmp_path):
+    """model.py is a few lines on wallaroo_pulumi.scorers.byop, and still a valid BYOP module: its
+    namespace holds exactly one InferenceBuilder subclass, defined there (any loader finds it)."""
+    import inspect
+
+    from mac.inference.creation import InferenceBuilder
+    from wallaroo_pulumi.runtime.sidekick.loader import find_builder, import_model_modules
+    from wallaroo_pulumi.scorers.byop import ScorerInferenceBuilder
+
+    folder = BUILTIN_DIR / name
+    assert len((folder / "model.py").read_text().splitlines()) < 30
+    modules = import_model_modules(folder, f"builtin-{name}")
+    builder = find_builder(modules, folder, name)
+    assert issubclass(builder, ScorerInferenceBuilder) and not inspect.isabstract(builder)
+    (module,) = modules
+    builders = [o for o in vars(module).values()
+                if isinstance(o, type) and issubclass(o, InferenceBuilder) and o is not InferenceBuilder]
+    assert builders == [builder] and builder.__module__ == module.__name__
+
+
+def test_validator_passes_none_through_as_empty_text(monkeypatch):
+    monkeypatch.setenv("LISTENER_TEXT_FIELD", "answer")  # the validator's column is fixed
+    inf = load_byop(BUILTIN_DIR / "validator")
+    out = inf.predict({"generated_text": np.array([None, b"bytes ok"], dtype=object)})
+    assert out["generated_text"].tolist() == ["", "bytes ok"]
+    assert list(out)[0] == "generated_text" and out["toxicity"].dtype == np.float64
+    from mac.exceptions import InferenceDataValidationError
+
+    with pytest.raises(InferenceDataValidationError, match=r"'generated_text' \(string\) is missing: got \['text'\]$"):
+        inf.predict({"text": np.array(["hi"], dtype=object)})
+
+
+def test_a_user_listener_on_the_shared_base(tmp_path):
+    """Users can write their own listener folder the same way (custom column, one scorer)."""
+    (tmp_path / "model.py").write_text(
+        "from wallaroo_pulumi.scorers import byop\n\n"
+        "class Mine(byop.ScorerInference):\n    scorer = 'sentiment'\n    text_field = 'reply'\n"
+        "    text_field_env = None\n\n"
+        "class MineBuilder(byop.ScorerInferenceBuilder):\n    inference_class = Mine\n"
+    )
+    inf = load_byop(tmp_path)
+    out = inf.predict({"reply": np.array(GOOD, dtype=object)})
+    np.testing.assert_allclose(out["sentiment_compound"], S.score_sentiment(GOOD)["sentiment_compound"])
+
+
+def test_builder_without_scorer_names_the_field(tmp_path):
+    from wallaroo_pulumi.runtime.listeners.executor import ListenerModelError
+
+    (tmp_path / "model.py").write_text(
+        "from wallaroo_pulumi.scorers import byop\n\n"
+        "class NoScorer(byop.ScorerInference):\n    pass\n\n"
+        "class NoScorerBuilder(byop.ScorerInferenceBuilder):\n    inference_class = NoScorer\n"
+    )
+    with pytest.raises(ListenerModelError, match=r"NoScorer\.scorer: expected a scorer name"):
+        load_byop(tmp_path)

@@ -21,7 +21,21 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import pyarrow as pa
 
-BUILTIN_DIR = Path(__file__).resolve().parents[3] / "components" / "byop" / "listeners"
+
+
+def _builtin_dir() -> Path:
+    """components/byop/listeners: the repo's top-level components/ installs as wallaroo_pulumi.components
+    (a wheel puts it inside the package, an editable install maps it to the repo)."""
+    spec = importlib.util.find_spec("wallaroo_pulumi.components")
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        d = Path(loc) / "byop" / "listeners"
+        if d.is_dir():
+            return d.resolve()
+    return Path(__file__).resolve().parents[3] / "components" / "byop" / "listeners"
+
+
+BUILTIN_DIR = _builtin_dir()
+BYOP_BASE = Path(__file__).resolve().parents[2] / "scorers" / "byop.py"  # the built-ins' shared code
 BUILTINS = ("toxicity", "sentiment", "profanity", "hate", "combined", "validator")
 
 
@@ -68,7 +82,9 @@ def builtin_resolver(workspace_id: int, name: str, version: str | None) -> Liste
     d = BUILTIN_DIR / short
     if not (d / "model.py").is_file():
         raise ListenerModelError(f"built-in listener {short!r} is missing its code at {d}")
-    sha = _dir_sha(d)
+    # the folder's model.py is a few lines on top of wallaroo_pulumi.scorers.byop: version both
+    shared = hashlib.sha256(BYOP_BASE.read_bytes()).hexdigest() if BYOP_BASE.is_file() else ""
+    sha = hashlib.sha256((_dir_sha(d) + shared).encode()).hexdigest()
     return ListenerModelRef(
         name=name, version=version or f"builtin-{sha[:12]}", model_dir=d, sha=sha,
         scorer="combined" if short == "validator" else short,
