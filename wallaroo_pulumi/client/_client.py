@@ -484,7 +484,7 @@ class WallarooClient:
         payload: dict[str, Any] = {"name": name, "workspace_id": workspace_id, "json": json_args}
         if timeout_s is not None:
             payload["timeout"] = timeout_s
-        if schedule:
+        if schedule is not None:  # "" is a bad schedule (the runtime says why), not "run once"
             payload["schedule"] = schedule
             return Task.model_validate(self._post("/v1/api/task/run_scheduled", payload, f"schedule task {name!r}"))
         return Task.model_validate(self._post("/v1/api/task/run_once", payload, f"run task {name!r}"))
@@ -523,16 +523,27 @@ class WallarooClient:
             payload["limit"] = limit
         return [TaskRun.model_validate(r) for r in self._post("/v1/api/task/list_task_runs", payload, f"runs of task {task_id}")]
 
-    def wait_for_run(self, task_id: str, timeout_s: float = 120.0, poll_s: float = 0.25) -> TaskRun:
-        """The task's newest run once it has finished (succeeded, failed, timed out or killed)."""
+    def wait_for_run(
+        self,
+        task_id: str,
+        timeout_s: float = 120.0,
+        poll_s: float = 0.25,
+        after: TaskRun | str | None = None,
+    ) -> TaskRun:
+        """The task's newest run once it has finished (succeeded, failed, timed out or killed).
+
+        `after` (a run or run id, e.g. the last one this returned): wait for a newer run than that,
+        so a scheduled task's next run is awaited instead of its last finished one."""
+        after_id = after.id if isinstance(after, TaskRun) else after
         deadline = time.monotonic() + timeout_s
         while True:
             runs = self.list_task_runs(task_id, limit=1)
-            if runs and runs[0].status not in ("pending", "running"):
-                return runs[0]
+            newest = runs[0] if runs and runs[0].id != after_id else None
+            if newest is not None and newest.status not in ("pending", "running"):
+                return newest
             if time.monotonic() > deadline:
-                state = runs[0].status if runs else "no run yet"
-                raise WallarooError(f"task {task_id}: no finished run after {timeout_s:.0f}s ({state})")
+                state = newest.status if newest else ("no run yet" if after_id is None else f"no run after {after_id}")
+                raise WallarooError(f"task {task_id}: no finished run after {timeout_s:g}s ({state})")
             time.sleep(poll_s)
 
     def task_run_logs(self, run_id: str, lines: int | None = None) -> list[str]:
