@@ -79,6 +79,8 @@ def task_args(props: dict[str, Any]) -> dict[str, Any]:
 
 
 class ScheduleProvider(ResourceProvider):
+    serialize_as_secret_always = False  # it captures no secret: keep it readable and cheap to diff
+
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> Any:
         return _base.check_inputs(ScheduleInputs, news, ScheduleInputs.model_fields)
 

@@ -76,6 +76,8 @@ REPLACE_ON = ("name", "workspace_id")
 class ModelProvider(ResourceProvider):
     """CRUD of model versions through the MLOps API."""
 
+    serialize_as_secret_always = False  # it captures no secret: keep it readable and cheap to diff
+
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> Any:
         return _base.check_inputs(ModelInputs, news, ModelInputs.model_fields)
 

@@ -96,6 +96,8 @@ def canonical_steps(steps: list[Any]) -> Any:
 class PipelineProvider(ResourceProvider):
     """Create/version/deploy/undeploy pipelines through the MLOps API."""
 
+    serialize_as_secret_always = False  # it captures no secret: keep it readable and cheap to diff
+
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> Any:
         candidate = _base.reveal(news)
         if not _base.is_unknown(news.get("sidekick_env")) and not _base.is_unknown(news.get("deployment")):
