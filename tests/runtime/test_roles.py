@@ -144,3 +144,35 @@ def test_bad_env_token_is_a_clear_startup_error(tmp_path: Path, value: str, expe
     if value:
         assert value not in proc.stderr
     assert not (tmp_path / "d" / "admin.token").exists()
+
+
+def test_kill_through_a_serving_replica_stops_the_schedulers_run(tmp_path: Path, servers: list[Server]) -> None:
+    """The run executes in the scheduler process; the kill arrives at a serving replica."""
+    import pyarrow as pa
+
+    from .conftest import make_model
+
+    data = tmp_path / "data"
+    serve = start(data, "--role", "serve")
+    servers.append(serve)
+    sched = start(data, "--role", "scheduler")
+    servers.append(sched)
+    slow = make_model(tmp_path, "slow-listener", 'return {"score": np.zeros(len(input_data["text"]))}',
+                      load_body="import time\ntime.sleep(120)")
+    with serve.client() as c:
+        c.upload_model("slow-listener", slow, pa.schema([("text", pa.string())]), pa.schema([("score", pa.float64())]))
+    r = post(serve, "/v1/api/task/run_scheduled", {
+        "name": "slow", "workspace_id": 1, "schedule": EVERY_SECOND, "timeout": 300,
+        "json": {"monitored_pipeline": "p", "listener_model": {"name": "slow-listener"}}})
+    assert r.status_code == 200, r.text
+    tid = r.json()["id"]
+    (run,) = wait_until(lambda: runs(serve, tid), 30, "the scheduler to start a run")
+    assert run["status"] == "running"
+
+    killed = post(serve, "/v1/api/task/kill", {"id": tid})
+    assert killed.status_code == 200 and killed.json()["status"] == "killed"
+    done = wait_until(lambda: [x for x in runs(serve, tid) if x["status"] != "running"], 30,
+                      f"the scheduler to stop the killed task's run\n{sched.log_tail()}")
+    assert [x["status"] for x in done] == ["killed"] and done[0]["error"] == "killed on request"
+    time.sleep(1.5)
+    assert len(runs(serve, tid)) == 1  # a killed task fires no more ticks
