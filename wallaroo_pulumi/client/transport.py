@@ -57,6 +57,8 @@ class Transport:
                 body = response.json()
             except ValueError:
                 body = None
+            if response.status_code in (401, 403):  # say which runtime refused, and what to set
+                context = f"{context} at {self.url}" if context else self.url
             raise error_for(response.status_code, body, response.text[:2000], context)
         return response
 

@@ -70,12 +70,45 @@ def import_properties(urn: str, inputs: dict[str, Any]) -> dict[str, Any] | None
     return {**inputs, PROVIDER_KEY: provider, "url": url, "token": secret(token)}
 
 
+class _Context:
+    """A gRPC context whose `abort` shows a runtime error as its message alone.
+
+    Pulumi's servicer aborts with the whole traceback for any exception. For the
+    errors our client raises (runtime down, bad token, a failed deploy) the message
+    already says what went wrong and what to do; the traceback only buries it.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def abort(self, code: Any, details: str) -> None:
+        from wallaroo_pulumi.client import WallarooError
+
+        error = sys.exc_info()[1]
+        if isinstance(error, WallarooError):
+            details = f"{type(error).__name__}: {error}"
+        self._context.abort(code, details)
+
+
 def main() -> None:
     host = _pulumi_dynamic_host()
     rpc = host.rpc
 
     class Servicer(host.DynamicResourceProviderServicer):
-        def Read(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+        def Create(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method names
+            return super().Create(request, _Context(context))
+
+        def Update(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return super().Update(request, _Context(context))
+
+        def Delete(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return super().Delete(request, _Context(context))
+
+        def Read(self, request: Any, context: Any) -> Any:  # noqa: N802
+            context = _Context(context)
             props = rpc.deserialize_properties(request.properties)
             if PROVIDER_KEY not in props:
                 inputs = rpc.deserialize_properties(request.inputs) if request.HasField("inputs") else {}
