@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         from wallaroo_pulumi.runtime.auth import check_admin_token
         from wallaroo_pulumi.runtime.settings import ADMIN_TOKEN_ENV
 
-        env_token = os.environ.get(ADMIN_TOKEN_ENV)
+        # taken out of the environment: no child process (pip installing a model's requirements)
+        # inherits the admin token
+        env_token = os.environ.pop(ADMIN_TOKEN_ENV, None)
         if env_token is not None:
             try:
                 extra["admin_token"] = check_admin_token(env_token)

@@ -176,3 +176,21 @@ def test_kill_through_a_serving_replica_stops_the_schedulers_run(tmp_path: Path,
     assert [x["status"] for x in done] == ["killed"] and done[0]["error"] == "killed on request"
     time.sleep(1.5)
     assert len(runs(serve, tid)) == 1  # a killed task fires no more ticks
+
+
+def test_env_token_leaves_the_environment_and_the_role_is_logged(tmp_path: Path, servers: list[Server]) -> None:
+    """The role is logged (the token is not); the CLI removes the token from os.environ, so
+    children the runtime spawns (pip for requirements) cannot inherit it."""
+    srv = start(tmp_path / "data", "--role", "serve")
+    servers.append(srv)
+    assert "role serve, admin token from WALLAROO_ADMIN_TOKEN" in srv.log_tail()
+    import os
+
+    from wallaroo_pulumi.cli import main
+
+    os.environ["WALLAROO_ADMIN_TOKEN"] = "x"  # the CLI pops it before validating
+    try:
+        assert main(["runtime", "serve", "--data-dir", str(tmp_path / "other")]) == 2
+        assert "WALLAROO_ADMIN_TOKEN" not in os.environ
+    finally:
+        os.environ.pop("WALLAROO_ADMIN_TOKEN", None)

@@ -34,7 +34,10 @@ def serve(settings: RuntimeSettings) -> None:
     url = f"http://{host}:{settings.port}"
     info_path = settings.data_dir / "runtime.json"
     write_private(info_path, json.dumps({"url": url, "pid": os.getpid()}) + "\n")
-    logging.getLogger("wallaroo_pulumi.runtime").info("serving %s (data dir %s)", url, settings.data_dir)
+    logging.getLogger("wallaroo_pulumi.runtime").info(
+        "serving %s (data dir %s, role %s%s)", url, settings.data_dir, settings.role,
+        ", admin token from WALLAROO_ADMIN_TOKEN" if settings.admin_token is not None else "",
+    )
     config = uvicorn.Config(
         app, log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=10, lifespan="on",
     )
