@@ -24,38 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from wallaroo_pulumi.testing.byop import byop_source  # noqa: E402
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack  # noqa: E402
-
-MODEL = '''
-from mac.inference import Inference
-from mac.inference.creation import InferenceBuilder
-
-INDEX = {index}
-
-
-class Scale(Inference):
-    @property
-    def expected_model_types(self):
-        return {{dict}}
-
-    @Inference.model.setter
-    def model(self, model):
-        self._model = model
-
-    def _predict(self, input_data):
-        return {{"y": input_data["x"] * INDEX}}
-
-
-class ScaleBuilder(InferenceBuilder):
-    @property
-    def inference(self):
-        return Scale()
-
-    def create(self, config):
-        inference = self.inference
-        inference.model = {{}}
-        return inference
-'''
 
 LARGE = """
 import pulumi, pyarrow as pa
@@ -122,7 +92,7 @@ def main() -> int:
                 stacks[name] = stack
             for i in range(args.models):
                 (root / "models" / f"m{i}").mkdir(parents=True)
-                (root / "models" / f"m{i}" / "model.py").write_text(MODEL.format(index=i))
+                (root / "models" / f"m{i}" / "model.py").write_text(byop_source(f'return {{"y": input_data["x"] * {i}}}'))
             for name, models, pipelines in (("small", 1, 1), ("large", args.models, args.pipelines)):
                 stack = stacks[name]
                 stack.config_set("models_dir", str(root / "models"))

@@ -10,49 +10,15 @@ import pytest
 
 from runtime.conftest import Server, server_env
 from wallaroo_pulumi.client import WallarooClient
+from wallaroo_pulumi.testing.byop import byop_source
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack
 
-MODEL_SOURCE = '''
-import os
-from mac.config.inference import CustomInferenceConfig
-from mac.inference import Inference
-from mac.inference.creation import InferenceBuilder
-from mac.types import InferenceData
-
-FACTOR = {factor}
-
-
-class Scale(Inference):
-    @property
-    def expected_model_types(self):
-        return {{dict}}
-
-    @Inference.model.setter
-    def model(self, model):
-        self._model = model
-
-    def _predict(self, input_data: InferenceData):
-        # The credential's length, never its value: proves which one the sidekick got.
-        return {{"y": input_data["x"] * FACTOR + len(os.environ.get("SECRET_KEY", ""))}}
-
-
-class ScaleBuilder(InferenceBuilder):
-    @property
-    def inference(self):
-        return Scale()
-
-    def create(self, config: CustomInferenceConfig):
-        {load}
-        inference = self.inference
-        inference.model = {{}}
-        return inference
-'''
-
-
-def write_model(folder: Path, factor: float = 2.0, load: str = "pass") -> Path:
-    """A BYOP model folder computing y = x * factor + len($SECRET_KEY)."""
+def write_model(folder: Path, factor: float = 2.0, load: str = "") -> Path:
+    """A BYOP model folder computing y = x * factor + len($SECRET_KEY): the credential's
+    length, never its value, proves which one the sidekick got."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.py").write_text(MODEL_SOURCE.format(factor=factor, load=load))
+    predict = f'return {{"y": input_data["x"] * {factor} + len(os.environ.get("SECRET_KEY", ""))}}'
+    (folder / "model.py").write_text(byop_source(predict, load_body=load))
     return folder
 
 

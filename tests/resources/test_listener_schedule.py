@@ -11,39 +11,10 @@ import pandas as pd
 import pytest
 
 from wallaroo_pulumi.client import NotFoundError, WallarooClient
+from wallaroo_pulumi.testing.byop import byop_source
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack
 
 from .conftest import changed, failure_text, plaintext_in_state
-
-ECHO = '''
-from mac.config.inference import CustomInferenceConfig
-from mac.inference import Inference
-from mac.inference.creation import InferenceBuilder
-
-
-class Echo(Inference):
-    @property
-    def expected_model_types(self):
-        return {dict}
-
-    @Inference.model.setter
-    def model(self, model):
-        self._model = model
-
-    def _predict(self, input_data):
-        return {"generated_text": input_data["text"]}
-
-
-class EchoBuilder(InferenceBuilder):
-    @property
-    def inference(self):
-        return Echo()
-
-    def create(self, config: CustomInferenceConfig):
-        inference = self.inference
-        inference.model = {}
-        return inference
-'''
 
 PROGRAM = """
 from pathlib import Path
@@ -72,7 +43,7 @@ for key in ("task_id", "status", "next_run", "last_run_status"):
 def echo(tmp_path: Path) -> Path:
     folder = tmp_path / "echo"
     folder.mkdir()
-    (folder / "model.py").write_text(ECHO)
+    (folder / "model.py").write_text(byop_source('return {"generated_text": input_data["text"]}'))
     return folder
 
 

@@ -1,0 +1,56 @@
+"""BYOP model sources for tests and benchmarks: a mac `Inference` with the given `_predict`.
+
+    folder.joinpath("model.py").write_text(byop_source('return {"y": input_data["x"] * 2.0}'))
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+MODEL_HEADER = '''
+import json
+import os
+import numpy as np
+from mac.config.inference import CustomInferenceConfig
+from mac.inference import Inference
+from mac.inference.creation import InferenceBuilder
+from mac.types import InferenceData
+'''
+
+
+def byop_source(predict_body: str, *, load_body: str = "", inference_cls: str = "TestInference") -> str:
+    """A mac-style BYOP module: an Inference subclass with `_predict` and a builder."""
+
+    def block(code: str, indent: int) -> str:
+        return textwrap.indent(textwrap.dedent(code).strip() or "pass", " " * indent)
+
+    return (
+        MODEL_HEADER
+        + f"""
+
+class {inference_cls}(Inference):
+    @property
+    def expected_model_types(self):
+        return {{dict}}
+
+    @Inference.model.setter
+    def model(self, model):
+        self._raise_error_if_model_is_wrong_type(model)
+        self._model = model
+
+    def _predict(self, input_data: InferenceData):
+{block(predict_body, 8)}
+
+
+class TestBuilder(InferenceBuilder):
+    @property
+    def inference(self):
+        return {inference_cls}()
+
+    def create(self, config: CustomInferenceConfig):
+{block(load_body, 8)}
+        inference = self.inference
+        inference.model = {{"model_path": str(config.model_path)}}
+        return inference
+"""
+    )
