@@ -56,3 +56,21 @@ def test_bad_sources_are_named(tmp_path: Path, kind: str) -> None:
         (source / "README").write_text("hi")
     with pytest.raises((FileNotFoundError, ValueError), match=str(source)):
         packaging.pack(source)
+
+
+def test_wheel_ships_components_and_byop_folders(tmp_path: Path) -> None:
+    """`pip install wallaroo-pulumi` users get LocalRuntime and every ready BYOP model."""
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path)], check=True, capture_output=True)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist())
+    expected = {"wallaroo_pulumi/components/local_runtime.py", "wallaroo_pulumi/components/byop/openai_llm/main.py",
+                "wallaroo_pulumi/components/byop/vertex_llm/main.py", "wallaroo_pulumi/components/byop/azure_llm/main.py",
+                "wallaroo_pulumi/pulumi_host/dynamic_provider.py", "mac/inference/__init__.py"}
+    expected |= {f"wallaroo_pulumi/components/byop/listeners/{n}/model.py"
+                 for n in ("toxicity", "sentiment", "profanity", "hate", "combined", "validator")}
+    assert expected <= names, sorted(expected - names)
