@@ -6,12 +6,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY wallaroo_pulumi ./wallaroo_pulumi
 COPY mac ./mac
+COPY setup.py ./
 COPY components ./components
-# The wheel does not carry the top-level components/ (setuptools' package discovery does not
-# follow the package-dir mapping to wallaroo_pulumi.components), so put it where an installed
-# package looks for it: the built-in listener BYOP folders and the stack components live there.
+# The wheel carries components/ as wallaroo_pulumi.components (built-in listener BYOP folders,
+# stack components); check the runtime finds the built-in listeners there.
 RUN pip install ".[scorers]" \
-    && cp -r components "$(python -P -c 'import os, wallaroo_pulumi; print(os.path.dirname(wallaroo_pulumi.__file__))')/components" \
     && python -P -c "from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR as d; assert (d / 'toxicity' / 'model.py').is_file(), d" \
     && rm -rf /src
 # uid = gid = 10001: components/kubernetes_runtime.py runs pods as it, with fsGroup 10001 on the volume
