@@ -60,14 +60,21 @@ def test_bad_sources_are_named(tmp_path: Path, kind: str) -> None:
 
 def test_wheel_ships_components_and_byop_folders(tmp_path: Path) -> None:
     """`pip install wallaroo-pulumi` users get LocalRuntime and every ready BYOP model."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
     repo = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path)], check=True, capture_output=True)
-    names = set(zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist())
+    source = tmp_path / "src"  # setuptools builds in the source tree: keep the checkout clean
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy(repo / name, source / name)
+    for name in ("wallaroo_pulumi", "mac", "components"):
+        shutil.copytree(repo / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path / "dist")], check=True, capture_output=True)
+    names = set(zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))).namelist())
     expected = {"wallaroo_pulumi/components/local_runtime.py", "wallaroo_pulumi/components/byop/openai_llm/main.py",
                 "wallaroo_pulumi/components/byop/vertex_llm/main.py", "wallaroo_pulumi/components/byop/azure_llm/main.py",
                 "wallaroo_pulumi/pulumi_host/dynamic_provider.py", "mac/inference/__init__.py"}
