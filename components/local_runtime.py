@@ -148,3 +148,15 @@ class LocalRuntime(pulumi.ComponentResource):
         self.token: pulumi.Output[str] = pulumi.Output.secret(process.token)
         self.connection = Connection(url=self.url, token=self.token)
         self.register_outputs({"url": self.url})
+
+
+def local_or_configured(name: str, *, data_dir: str | Path, **kwargs: Any) -> Connection | None:
+    """A `LocalRuntime`'s connection, unless the stack already points at a runtime.
+
+    Examples use it so the same program runs on a laptop (a local runtime it starts) and
+    against a shared runtime (`pulumi config set wallaroo:url ...` or `WALLAROO_URL`), where
+    it returns None and every resource resolves the connection itself.
+    """
+    if pulumi.Config("wallaroo").get("url") or os.environ.get("WALLAROO_URL"):
+        return None
+    return LocalRuntime(name, data_dir=data_dir, **kwargs).connection

@@ -27,7 +27,7 @@ conn = runtime.connection
 
 llm = WallarooModel("llm", path=byop / "openai_llm", input_schema=LLM_INPUT_SCHEMA,
                     output_schema=LLM_OUTPUT_SCHEMA, connection=conn)
-validator_in, validator_out = listener_schemas("validator")
+validator_in, validator_out = listener_schemas("validator", carry=LLM_OUTPUT_SCHEMA)
 validator = WallarooModel("validator", path=byop / "listeners" / "validator",
                           input_schema=validator_in, output_schema=validator_out, connection=conn)
 listener_in, listener_out = listener_schemas("combined")

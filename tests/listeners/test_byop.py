@@ -122,3 +122,19 @@ def test_builder_without_scorer_names_the_field(tmp_path):
     )
     with pytest.raises(ListenerModelError, match=r"NoScorer\.scorer: expected a scorer name"):
         load_byop(tmp_path)
+
+
+def test_validator_carries_the_llm_columns_it_declares():
+    from wallaroo_pulumi.adapters.schemas import LLM_OUTPUT_SCHEMA
+
+    vin, vout = listener_schemas("validator", carry=LLM_OUTPUT_SCHEMA)
+    assert vin == LLM_OUTPUT_SCHEMA and vout.names[:4] == LLM_OUTPUT_SCHEMA.names
+    inf = load_byop(BUILTIN_DIR / "validator")
+    out = inf.predict({"generated_text": np.array(["fine", ""], dtype=object),
+                       "prompt_tokens": np.array([3, -1]), "completion_tokens": np.array([1, -1]),
+                       "error": np.array(["", "openai: HTTP 429 Too Many Requests"], dtype=object)})
+    assert list(out) == vout.names
+    assert out["error"].tolist() == ["", "openai: HTTP 429 Too Many Requests"]
+    assert out["prompt_tokens"].tolist() == [3, -1]
+    with pytest.raises(ValueError, match="generated_text"):
+        listener_schemas("validator", carry=LLM_OUTPUT_SCHEMA.remove(0))

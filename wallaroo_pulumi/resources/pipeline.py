@@ -8,6 +8,7 @@ plaintext. Rotating a credential redeploys; nothing is re-uploaded.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -180,6 +181,14 @@ class PipelineProvider(ResourceProvider):
             _base.client(props).delete_pipeline(int(id_))
         except NotFoundError:
             pass
+
+
+def curl_command(url: pulumi.Input[str], example: str = "Summarise why the sky is blue.") -> pulumi.Output[str]:
+    """The documented inference call for `url`, ready to paste (token from $WALLAROO_TOKEN)."""
+    body = json.dumps([{"text": example}])
+    return pulumi.Output.from_input(url).apply(
+        lambda u: f"curl -s -X POST {u} -H \"Authorization: Bearer $WALLAROO_TOKEN\" "
+                  f"-H 'Content-Type: application/json; format=pandas-records' --data '{body}'")
 
 
 def public_deployment(engine_config: dict[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,9 @@ loader searches it (ours only counts classes defined in the model folder).
 - ``text_field``: the input column (default ``text``);
 - ``text_field_env``: the env var that may rename it (default ``LISTENER_TEXT_FIELD``; ``None``
   to fix the column);
-- ``pass_through``: also return the text column (``None`` as ``""``) before the scores, as the
-  in-line validator does.
+- ``pass_through``: also return the text column (``None`` as ``""``) and every other input
+  column before the scores, as the in-line validator does (so an LLM step's ``error`` and
+  token columns reach the answer when the validator's schema declares them).
 """
 
 from __future__ import annotations
@@ -86,9 +87,10 @@ class ScorerInference(Inference):
         field = self.field()
         texts = self.texts(input_data, field)
         out: dict[str, np.ndarray] = {}
-        if self.pass_through:
+        if self.pass_through:  # the text first, then whatever else the step declared it takes
             texts = ["" if t is None else t for t in texts]
             out[field] = np.asarray(texts, dtype=object)
+            out.update((k, v) for k, v in input_data.items() if k != field)
         for k, v in self._model(texts).items():
             out[k] = np.asarray(v, dtype=np.float64)
         return out

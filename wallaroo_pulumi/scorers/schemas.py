@@ -31,10 +31,20 @@ def listener_output_schema(name: str) -> pa.Schema:
     return pa.schema(_scores(name))
 
 
-def listener_schemas(name: str, text_field: str = TEXT_FIELD) -> tuple[pa.Schema, pa.Schema]:
-    """(input, output) schema of listener ``name`` (one of LISTENERS) or of ``"validator"``."""
+def listener_schemas(name: str, text_field: str = TEXT_FIELD,
+                     carry: pa.Schema | None = None) -> tuple[pa.Schema, pa.Schema]:
+    """(input, output) schema of listener ``name`` (one of LISTENERS) or of ``"validator"``.
+
+    ``carry`` (validator only): the previous step's output schema, e.g. ``LLM_OUTPUT_SCHEMA``.
+    A pipeline step receives only the columns its input schema declares, so the validator
+    passes the LLM's ``error`` and token columns through only when it declares them.
+    """
     if name == VALIDATOR:
-        return VALIDATOR_INPUT_SCHEMA, VALIDATOR_OUTPUT_SCHEMA
+        if carry is None:
+            return VALIDATOR_INPUT_SCHEMA, VALIDATOR_OUTPUT_SCHEMA
+        if "generated_text" not in carry.names:
+            raise ValueError(f"carry: the validator scores 'generated_text', which {carry.names} lacks")
+        return carry, pa.schema(list(carry) + _scores("combined"))
     if name not in LISTENERS:
         raise ValueError(f"unknown listener {name!r}: expected one of {list(LISTENERS) + [VALIDATOR]}")
     return listener_input_schema(text_field), listener_output_schema(name)
