@@ -63,6 +63,11 @@ class SidekickConfig(_Strict):
     memory: str | None = Field(default=None, description="Kubernetes quantity, e.g. '1Gi'")
     gpus: int = Field(default=0, ge=0)
     env: dict[str, str] = Field(default_factory=dict)
+    max_batch_rows: int = Field(
+        default=64, ge=1,
+        description="requests that wait for a busy sidekick are merged into one batch of up to this many "
+                    "rows (an LLM adapter then sends them concurrently); 1 sends every request alone",
+    )
     arch: Arch | None = None
     accel: Accel | None = None
 
@@ -207,6 +212,9 @@ class DeploymentConfigBuilder:
 
     def sidekick_env(self, model: Any, env: dict[str, Any]) -> Self:
         return self._side(model, env=env)
+
+    def sidekick_max_batch_rows(self, model: Any, rows: int) -> Self:
+        return self._side(model, max_batch_rows=rows)
 
     def sidekick_arch(self, model: Any, arch: Arch) -> Self:
         return self._side(model, arch=arch)

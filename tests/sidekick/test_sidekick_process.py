@@ -491,24 +491,126 @@ def test_idle_death_is_noticed_and_restarted(model_factory: ModelFactory) -> Non
     run(scenario)
 
 
-def test_cancelled_request_restarts_worker(model_factory: ModelFactory) -> None:
+def test_cancelled_caller_leaves_the_worker_alone(model_factory: ModelFactory) -> None:
     folder = model_factory("""
         time.sleep(float(input_data["sleep"][0]))
-        return {"pid": np.full(1, os.getpid())}
+        return {"sleep": input_data["sleep"]}
     """)
 
     async def scenario() -> None:
         sk = Sidekick(spec_for(folder, "sleepy"))
         await sk.start()
         try:
+            pid = sk.pid
             with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(sk.predict(one_row(sleep=10.0)), 0.3)
-            # the late answer must not be mistaken for this one's
+                await asyncio.wait_for(sk.predict(one_row(sleep=0.8)), 0.2)
+            # the late answer (0.8) is dropped, not mistaken for this one's, and nothing restarted
             out = await sk.predict(one_row(sleep=0.0))
-            assert out.column("pid").to_pylist() == [sk.pid]
-            assert sk.restarts == 1
+            assert out.column("sleep").to_pylist() == [0.0]
+            assert sk.restarts == 0 and sk.pid == pid
         finally:
             await sk.stop()
+
+    run(scenario)
+
+
+BATCH_ECHO = """
+if "bad" in list(input_data["text"]):
+    raise ValueError("bad row in this batch")
+n = len(input_data["text"])
+time.sleep(float(np.max(input_data["sleep"])))
+if "short" in list(input_data["text"]) and n > 1:
+    n -= 1  # a model that drops a row of a merged batch
+return {"text": input_data["text"][:n], "batch_rows": np.full(n, len(input_data["text"]), dtype=np.int64)}
+"""
+
+
+def _rows(texts: list[str], sleep: float = 0.0) -> pa.Table:
+    return pa.table({"text": texts, "sleep": [sleep] * len(texts)})
+
+
+def test_waiting_requests_are_merged_and_split_back(model_factory: ModelFactory) -> None:
+    folder = model_factory(BATCH_ECHO)
+
+    async def scenario() -> None:
+        sk = Sidekick(spec_for(folder, "merging", max_batch_rows=8))
+        await sk.start()
+        try:
+            busy = asyncio.ensure_future(sk.predict(_rows(["first"], sleep=0.5)))
+            await asyncio.sleep(0.1)  # the worker is busy: what comes now waits
+            texts = [[f"r{i}"] if i % 3 else [f"r{i}a", f"r{i}b"] for i in range(8)]  # 11 rows in all
+            outs = await asyncio.gather(*(sk.predict(_rows(t)) for t in texts))
+            assert (await busy).column("batch_rows").to_pylist() == [1]  # an idle worker gets it alone
+            for t, out in zip(texts, outs):
+                assert out.column("text").to_pylist() == t  # each caller gets exactly its own rows back
+            sizes = [out.column("batch_rows")[0].as_py() for out in outs]
+            assert max(sizes) == 8 and all(size <= 8 for size in sizes)  # merged, never over the limit
+            assert sk.restarts == 0
+        finally:
+            await sk.stop()
+
+    run(scenario)
+
+
+def test_merging_off_sends_each_request_alone(model_factory: ModelFactory) -> None:
+    folder = model_factory(BATCH_ECHO)
+
+    async def scenario() -> None:
+        sk = Sidekick(spec_for(folder, "alone", max_batch_rows=1))
+        await sk.start()
+        try:
+            outs = await asyncio.gather(*(sk.predict(_rows([f"r{i}"], sleep=0.05)) for i in range(5)))
+            assert [o.column("batch_rows")[0].as_py() for o in outs] == [1] * 5
+        finally:
+            await sk.stop()
+
+    run(scenario)
+
+
+def test_a_bad_request_fails_alone_in_a_merged_batch(model_factory: ModelFactory) -> None:
+    folder = model_factory(BATCH_ECHO)
+
+    async def scenario() -> None:
+        sk = Sidekick(spec_for(folder, "isolating"))
+        await sk.start()
+        try:
+            busy = asyncio.ensure_future(sk.predict(_rows(["first"], sleep=0.4)))
+            await asyncio.sleep(0.1)
+            results = await asyncio.gather(
+                sk.predict(_rows(["ok1"])), sk.predict(_rows(["bad"])), sk.predict(_rows(["ok2"])),
+                sk.predict(_rows(["short"])), sk.predict(_rows(["ok3"])), return_exceptions=True,
+            )
+            await busy
+            assert isinstance(results[1], SidekickPredictError) and "bad row in this batch" in str(results[1])
+            ok = [r for i, r in enumerate(results) if i != 1]
+            assert all(isinstance(r, pa.Table) for r in ok), ok
+            assert [r.column("text").to_pylist() for r in ok] == [["ok1"], ["ok2"], ["short"], ["ok3"]]
+            # a merged answer with a row missing: asked again one by one, everyone gets its row
+            busy = asyncio.ensure_future(sk.predict(_rows(["first"], sleep=0.4)))
+            await asyncio.sleep(0.1)
+            outs = await asyncio.gather(*(sk.predict(_rows([t])) for t in ("a", "short", "b")))
+            await busy
+            assert [o.column("text").to_pylist() for o in outs] == [["a"], ["short"], ["b"]]
+            assert [o.column("batch_rows")[0].as_py() for o in outs] == [1, 1, 1]
+        finally:
+            await sk.stop()
+
+    run(scenario)
+
+
+def test_stop_fails_waiting_requests(model_factory: ModelFactory) -> None:
+    folder = model_factory(BATCH_ECHO)
+
+    async def scenario() -> None:
+        sk = Sidekick(spec_for(folder, "stopping"))
+        await sk.start()
+        calls = [asyncio.ensure_future(sk.predict(_rows([f"r{i}"], sleep=2.0))) for i in range(3)]
+        await asyncio.sleep(0.2)
+        t0 = time.monotonic()
+        await sk.stop()
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+        assert time.monotonic() - t0 < 4
+        assert all(isinstance(r, SidekickError) and "stopped" in str(r) for r in results), results
 
     run(scenario)
 

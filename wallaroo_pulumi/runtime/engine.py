@@ -199,6 +199,7 @@ class Engine:
                     gpus=side.gpus,
                     extra_pythonpath=extra_path,
                     load_timeout_s=config.python_load_timeout_secs,
+                    max_batch_rows=side.max_batch_rows,
                 )
                 pool = SidekickPool(spec, config.replicas)
                 new_steps.append(

@@ -2,9 +2,18 @@
 
 :class:`Sidekick` owns one worker (``python -m wallaroo_pulumi.runtime.sidekick.worker``)
 for one model step: it spawns it with a clean environment and resource limits,
-waits for READY, sends one request at a time, restarts the worker after a
+waits for READY, sends it one batch at a time, restarts the worker after a
 crash, and stops it (with everything it spawned). :class:`SidekickPool` runs
 N replicas of the same step and spreads requests over them.
+
+Merging: a worker answers one batch at a time, so requests that arrive while it
+is busy wait — and are then sent together as one batch of up to
+``spec.max_batch_rows`` rows, and the answer is split back by row counts. An
+LLM adapter sends the rows of a batch concurrently, so merging is what turns
+many one-row requests into upstream concurrency instead of a queue. An idle
+worker gets a request at once (merging never waits for more). When a merged
+batch fails with a model error, or answers with a different number of rows,
+its requests are sent again one by one, so one bad request fails alone.
 
 Isolation, because credentials reach a model only through its sidekick env:
 
@@ -82,6 +91,7 @@ class SidekickSpec(BaseModel):
     gpu_ids: list[int] | None = Field(default=None, description="device ids to expose, when the caller allocates them")
     extra_pythonpath: list[Path] = Field(default_factory=list, description="the model's installed requirements")
     load_timeout_s: float = Field(default=120.0, gt=0)
+    max_batch_rows: int = Field(default=64, ge=1, description="rows merged into one batch while the worker is busy")
 
     @field_validator("memory")
     @classmethod
@@ -280,6 +290,8 @@ class Sidekick:
         self._stopping = False
         self._busy = False
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._sender: asyncio.Task[None] | None = None
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -413,7 +425,7 @@ class Sidekick:
     async def stop(self) -> None:
         """Stop the worker and everything it spawned; the sidekick can be started again."""
         self._stopping = True
-        tasks = [t for t in (self._restart_task, self._launching) if t is not None and not t.done()]
+        tasks = [t for t in (self._restart_task, self._launching, self._sender) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -434,6 +446,10 @@ class Sidekick:
                     await task
         self._proc = None
         self._state = "stopped"
+        stopped = SidekickError(f"sidekick of step {self.spec.step_name!r} was stopped during a request",
+                                step_name=self.spec.step_name)
+        while self._waiting:
+            self._waiting.popleft().fail(stopped)
 
     async def _kill(self, proc: asyncio.subprocess.Process) -> None:
         """SIGKILL the worker's process group (it and anything it spawned) and reap it."""
@@ -553,7 +569,85 @@ class Sidekick:
         raise SidekickLoadError(self._last_error or f"sidekick of step {name!r} is not ready", step_name=name)
 
     async def predict(self, table: pa.Table) -> pa.Table:
-        """Send one batch to the worker and return its answer (one request at a time per worker)."""
+        """Answer one batch; while the worker is busy it waits, to be merged with others (see above)."""
+        waiting = _Waiting(table, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_waiting(), name=f"sidekick-{self.spec.step_name}-sender")
+        # A caller that gives up (cancelled) leaves the batch in flight: its answer is dropped
+        # when it comes, and the worker is not disturbed.
+        return await waiting.future
+
+    async def _send_waiting(self) -> None:
+        """Drain the queue: merge what waits into batches, send each, hand back the slices."""
+        batch: list[_Waiting] = []
+        try:
+            while self._waiting:
+                batch = self._take_batch()
+                if batch:
+                    await self._send(batch)
+        except asyncio.CancelledError:  # stop(): nobody may be left waiting
+            stopped = SidekickError(f"sidekick of step {self.spec.step_name!r} was stopped during a request",
+                                    step_name=self.spec.step_name)
+            for waiting in batch:
+                waiting.fail(stopped)
+            raise
+
+    async def _send(self, batch: list[_Waiting]) -> None:
+        if len(batch) == 1:
+            await self._answer(batch[0])
+            return
+        merged = pa.concat_tables([w.table for w in batch])
+        try:
+            out: pa.Table | None = await self._exchange(merged)
+        except SidekickPredictError:
+            out = None  # which request was at fault? ask them one by one
+        except Exception as exc:  # noqa: BLE001 - a crash fails the whole batch
+            for waiting in batch:
+                waiting.fail(exc)
+            return
+        if out is None or out.num_rows != merged.num_rows:
+            for waiting in batch:
+                await self._answer(waiting)
+            return
+        offset = 0
+        for waiting in batch:
+            waiting.succeed(out.slice(offset, waiting.table.num_rows))
+            offset += waiting.table.num_rows
+
+    def _take_batch(self) -> list[_Waiting]:
+        """The oldest live request plus those behind it with its schema, up to ``max_batch_rows`` rows."""
+        batch: list[_Waiting] = []
+        rows = 0
+        kept: list[_Waiting] = []
+        while self._waiting:
+            waiting = self._waiting.popleft()
+            if waiting.future.done():
+                continue  # its caller gave up
+            if not batch:
+                batch.append(waiting)
+                rows = waiting.table.num_rows
+            elif rows + waiting.table.num_rows > self.spec.max_batch_rows:
+                kept.append(waiting)
+                break  # full: the rest keep their order for the next batch
+            elif waiting.table.schema.equals(batch[0].table.schema):
+                batch.append(waiting)
+                rows += waiting.table.num_rows
+            else:
+                kept.append(waiting)
+        self._waiting.extendleft(reversed(kept))
+        return batch
+
+    async def _answer(self, waiting: _Waiting) -> None:
+        if waiting.future.done():
+            return
+        try:
+            waiting.succeed(await self._exchange(waiting.table))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            waiting.fail(exc)
+
+    async def _exchange(self, table: pa.Table) -> pa.Table:
+        """One request frame to the worker and its answer (the only place that talks to it)."""
         name = self.spec.step_name
         payload = memoryview(protocol.table_to_ipc(table))
         async with self._lock:
@@ -577,7 +671,8 @@ class Sidekick:
                 self._after_exit(proc)
                 raise SidekickCrashedError(message, step_name=name) from None
             except asyncio.CancelledError:
-                # The answer may still come and would be read as the next request's: restart clean.
+                # Only stop() cancels the sender. The answer may still come and would be read as
+                # the next request's: restart clean.
                 if not self._stopping:
                     self._last_error = f"sidekick of step {name!r} restarted: a request was cancelled mid-flight"
                     await self._kill(proc)
@@ -593,6 +688,24 @@ class Sidekick:
             raise SidekickPredictError(message, step_name=name, error_type=info.get("type"))
         raise SidekickError(f"sidekick of step {name!r} answered with an unexpected frame {ftype!r}",
                             step_name=name)
+
+
+class _Waiting:
+    """A request waiting for its sidekick: its batch and the future its caller awaits."""
+
+    __slots__ = ("future", "table")
+
+    def __init__(self, table: pa.Table, future: asyncio.Future[pa.Table]) -> None:
+        self.table = table
+        self.future = future
+
+    def succeed(self, out: pa.Table) -> None:
+        if not self.future.done():
+            self.future.set_result(out)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
 
 
 # -- replicas --------------------------------------------------------------------------

@@ -1,0 +1,266 @@
+"""Managed-endpoint benchmark: one OpenAI-compatible upstream, three ways to reach it.
+
+One loopback OpenAI stand-in (``python -m wallaroo_pulumi.standins openai``) with a fixed
+injected latency serves all three, side by side in one run:
+
+* **direct**   — ``POST {upstream}/chat/completions`` with the API key;
+* **pipeline** — our runtime's inference URL for a one-step pipeline running the bundled
+  ``openai_llm`` BYOP model (``components/byop/openai_llm``) in its sidekick, configured
+  only by sidekick env (the same thing `examples/openai-managed-endpoint` deploys);
+* **litellm**  — a LiteLLM proxy (``pip install 'litellm[proxy]'``, the ``bench`` extra)
+  configured for the same upstream, same model, same key.
+
+For each: latency p50/p99 of sequential single requests (the added latency over direct is
+what a gateway costs), then latency and throughput with a fixed number of concurrent
+clients. Every process is a subprocess on this machine; the client is one asyncio loop.
+
+Run: .venv/bin/python benchmarks/bench_endpoints.py [--quick] [--latency-ms 50] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from wallaroo_pulumi.adapters.schemas import LLM_INPUT_SCHEMA, LLM_OUTPUT_SCHEMA  # noqa: E402
+from wallaroo_pulumi.client import WallarooClient  # noqa: E402
+from wallaroo_pulumi.packaging import pack  # noqa: E402
+
+MODEL = "gpt-4o-mini"
+API_KEY = "sk-bench-upstream-0123456789"
+LITELLM_KEY = "sk-litellm-bench-0123456789abcdef"
+PROMPT = "Summarise the quarterly report in one sentence."
+MAX_TOKENS = 64
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text()[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready\n{tail}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} was not ready at {url} after {timeout:.0f} s")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+Call = Callable[[httpx.AsyncClient], Awaitable[None]]
+
+
+async def run_load(call: Call, requests: int, concurrency: int) -> tuple[list[float], float]:
+    """`requests` calls spread over `concurrency` workers: (latencies in s, wall seconds)."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    latencies: list[float] = []
+    remaining = iter(range(requests))
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        async def worker() -> None:
+            for _ in remaining:
+                t0 = time.perf_counter()
+                await call(http)
+                latencies.append(time.perf_counter() - t0)
+
+        for _ in range(min(10, requests)):  # warm-up: connections, sidekick, proxy caches
+            await call(http)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - t0
+
+
+# -- the three targets --------------------------------------------------------------------
+def start_upstream(work: Path, latency_s: float, procs: list[subprocess.Popen]) -> str:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wallaroo_pulumi.standins", "openai", "--port", str(port), "--api-key", API_KEY,
+         "--model", MODEL, "--latency", str(latency_s)],
+        stdout=subprocess.PIPE, stderr=open(work / "upstream.log", "w"), text=True, cwd=str(REPO),
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    procs.append(proc)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line:
+        raise RuntimeError(f"the OpenAI stand-in did not start: {(work / 'upstream.log').read_text()[-2000:]}")
+    return json.loads(line)["env"]["OPENAI_BASE_URL"]
+
+
+def start_pipeline(work: Path, base_url: str, concurrency: int, replicas: int,
+                   procs: list[subprocess.Popen]) -> tuple[str, str]:
+    data_dir = work / "runtime"
+    log = work / "runtime.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(data_dir),
+         "--port", "0", "--log-level", "warning"],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    )
+    procs.append(proc)
+    deadline = time.monotonic() + 60
+    while not (data_dir / "runtime.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the runtime did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    url = json.loads((data_dir / "runtime.json").read_text())["url"]
+    wait_http(url + "/health", 60, proc, "runtime", log)
+    client = WallarooClient.from_data_dir(data_dir)
+    artifact = pack(REPO / "components" / "byop" / "openai_llm", work)
+    version = client.upload_model("openai-llm", artifact.path, LLM_INPUT_SCHEMA, LLM_OUTPUT_SCHEMA)
+    pipeline = client.create_pipeline("bench-openai", steps=[version])
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_MODEL": MODEL, "OPENAI_BASE_URL": base_url,
+           "MAX_TOKENS": str(MAX_TOKENS), "MAX_CONCURRENCY": str(concurrency)}
+    deployment = client.deploy("bench-openai", pipeline_id=pipeline.pipeline_id,
+                               engine_config={"replica_count": replicas,
+                                              "sidekicks": {"openai-llm": {"env": env}}})
+    client.wait_for_deployment(f"bench-openai-{deployment}", timeout_s=120)
+    token = (data_dir / "admin.token").read_text().strip()
+    return f"{url}/v1/api/pipelines/infer/bench-openai-{deployment}/bench-openai", token
+
+
+def start_litellm(work: Path, base_url: str, procs: list[subprocess.Popen]) -> str | None:
+    exe = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
+    if exe is None:
+        return None
+    port = free_port()
+    config = work / "litellm.yaml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "model_list": [{"model_name": MODEL, "litellm_params": {
+            "model": f"openai/{MODEL}", "api_base": base_url, "api_key": API_KEY}}],
+        "litellm_settings": {"telemetry": False},
+    }))
+    log = work / "litellm.log"
+    env = {**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR", "NO_DOCS": "True"}
+    proc = subprocess.Popen([exe, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=str(work),
+                            start_new_session=True)
+    procs.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/health/liveliness", 120, proc, "LiteLLM proxy", log)
+    return url + "/v1/chat/completions"
+
+
+def chat_call(url: str, key: str) -> Call:
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": MAX_TOKENS})
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    async def call(http: httpx.AsyncClient) -> None:
+        r = await http.post(url, content=body, headers=headers)
+        r.raise_for_status()
+        if not r.json()["choices"][0]["message"]["content"]:
+            raise RuntimeError(f"{url}: empty completion")
+
+    return call
+
+
+def pipeline_call(url: str, token: str) -> Call:
+    body = json.dumps([{"text": PROMPT}])
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json; format=pandas-records"}
+
+    async def call(http: httpx.AsyncClient) -> None:
+        r = await http.post(url, content=body, headers=headers)
+        r.raise_for_status()
+        row = r.json()[0]
+        if row["out"].get("error") or not row["out"]["generated_text"]:
+            raise RuntimeError(f"pipeline row failed: {row['out'].get('error')!r}")
+
+    return call
+
+
+# -- report -------------------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="latency the upstream adds to every request")
+    parser.add_argument("--sequential", type=int, default=200, help="sequential requests per target")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients in the throughput phase")
+    parser.add_argument("--requests", type=int, default=800, help="requests per target in the throughput phase")
+    parser.add_argument("--replicas", type=int, default=1, help="sidekick replicas of the pipeline step")
+    parser.add_argument("--quick", action="store_true", help="a short run (50 sequential, 200 concurrent)")
+    args = parser.parse_args()
+    if args.quick:
+        args.sequential, args.requests = 50, 200
+
+    work = Path(tempfile.mkdtemp(prefix="bench-endpoints-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        print(f"starting the OpenAI stand-in ({args.latency_ms:.0f} ms injected latency), the runtime and "
+              "LiteLLM ...", flush=True)
+        base_url = start_upstream(work, args.latency_ms / 1000, procs)
+        infer_url, token = start_pipeline(work, base_url, args.concurrency, args.replicas, procs)
+        litellm_url = start_litellm(work, base_url, procs)
+        targets: dict[str, Call] = {
+            "direct": chat_call(f"{base_url}/chat/completions", API_KEY),
+            "pipeline": pipeline_call(infer_url, token),
+        }
+        if litellm_url:
+            targets["litellm"] = chat_call(litellm_url, LITELLM_KEY)
+        else:
+            print("litellm is not installed (pip install -e '.[bench]'): its column is skipped")
+
+        results: dict[str, dict[str, float]] = {}
+        for name, call in targets.items():
+            print(f"measuring {name} ...", flush=True)
+            seq, _ = asyncio.run(run_load(call, args.sequential, 1))
+            conc, wall = asyncio.run(run_load(call, args.requests, args.concurrency))
+            results[name] = {
+                "seq_p50": percentile(seq, 50) * 1e3, "seq_p99": percentile(seq, 99) * 1e3,
+                "conc_p50": percentile(conc, 50) * 1e3, "conc_p99": percentile(conc, 99) * 1e3,
+                "rps": args.requests / wall,
+            }
+
+        print(f"\nOne OpenAI-compatible upstream on loopback, {args.latency_ms:.0f} ms injected latency, "
+              f"{os.cpu_count()} CPUs; sequential: {args.sequential} requests; concurrent: {args.requests} "
+              f"requests from {args.concurrency} clients; pipeline: {args.replicas} sidekick replica(s), "
+              f"MAX_CONCURRENCY={args.concurrency}.\n")
+        names = list(results)
+        print(f"{'':30}" + "".join(f"{n:>12}" for n in names))
+        rows = (("seq_p50", "latency p50, sequential (ms)"), ("seq_p99", "latency p99, sequential (ms)"),
+                ("conc_p50", f"latency p50, {args.concurrency} clients (ms)"),
+                ("conc_p99", f"latency p99, {args.concurrency} clients (ms)"), ("rps", "throughput (req/s)"))
+        for key, label in rows:
+            print(f"{label:30}" + "".join(f"{results[n][key]:>12.1f}" for n in names))
+        direct = results["direct"]
+        for key, label in (("seq_p50", "added p50, sequential (ms)"), ("seq_p99", "added p99, sequential (ms)")):
+            print(f"{label:30}" + "".join(f"{results[n][key] - direct[key]:>+12.1f}" for n in names))
+        print(f"{'throughput vs direct':30}" + "".join(f"{results[n]['rps'] / direct['rps']:>12.2f}" for n in names))
+        return 0
+    finally:
+        for proc in reversed(procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM) if proc.args[0].endswith("litellm") else proc.terminate()
+                proc.wait(15)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
