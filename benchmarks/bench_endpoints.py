@@ -195,6 +195,21 @@ def pipeline_call(url: str, token: str) -> Call:
     return call
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a started process; LiteLLM runs in its own session, with its workers."""
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
+        proc.wait(15)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 # -- report -------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,11 +269,7 @@ def main() -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM) if proc.args[0].endswith("litellm") else proc.terminate()
-                proc.wait(15)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                proc.kill()
+            stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

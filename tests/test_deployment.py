@@ -29,12 +29,13 @@ def test_builder_matches_wallaroo_names_and_keys_sidekicks_by_model_name() -> No
     built = (DeploymentConfigBuilder().cpus(2).memory("2Gi").gpus(0)
              .replica_autoscale_min_max(maximum=4, minimum=1).autoscale_cpu_utilization(60)
              .sidekick_cpus(Model(), 1).sidekick_memory(Model(), "1Gi").sidekick_gpus("validator", 1)
-             .sidekick_env(Model(), {"OPENAI_API_KEY": "sk-x"}).build())
+             .sidekick_env(Model(), {"OPENAI_API_KEY": "sk-x"}).sidekick_max_batch_rows(Model(), 16).build())
     config = DeploymentConfig.model_validate(built)
     assert (config.cpus, config.memory, config.autoscale_min, config.autoscale_max) == (2, "2Gi", 1, 4)
     assert config.replicas == 1
     assert config.sidekick("llm").env == {"OPENAI_API_KEY": "sk-x"}
     assert config.sidekick("validator").gpus == 1
+    assert (config.sidekick("llm").max_batch_rows, config.sidekick("validator").max_batch_rows) == (16, 64)
     assert config.redacted()["sidekicks"]["llm"]["env"] == {"OPENAI_API_KEY": "[secret]"}
 
 
@@ -46,6 +47,7 @@ def test_builder_matches_wallaroo_names_and_keys_sidekicks_by_model_name() -> No
     ({"autoscale_min": 1}, "", "needs autoscale_max"),
     ({"sidekicks": {"llm": {"memory": "big"}}}, "sidekicks.llm.memory", "Kubernetes memory quantity"),
     ({"sidekicks": {"llm": {"env": {"BAD NAME": "x"}}}}, "sidekicks.llm.env", "not a valid environment variable"),
+    ({"sidekicks": {"llm": {"max_batch_rows": 0}}}, "sidekicks.llm.max_batch_rows", "greater than or equal to 1"),
     ({"cpu": 1}, "cpu", "Extra inputs are not permitted"),
 ])
 def test_bad_config_names_the_field(data: dict, field: str, words: str) -> None:

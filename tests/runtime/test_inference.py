@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -168,6 +169,41 @@ def test_chained_steps_with_isolated_env(client, models_dir):
     assert p.engine_config["sidekicks"]["env-a"]["env"] == {"A_SECRET": "[secret]"}
     for text in (json.dumps(p.model_dump(mode="json")), json.dumps(client.deployment_status("env-pipe").model_dump())):
         assert "alpha-credential" not in text and "beta-credential" not in text
+
+
+SLOW_BATCH = '''
+__import__("time").sleep(0.15)
+return {"y": input_data["x"] * 10.0, "batch_rows": np.full(len(input_data["x"]), len(input_data["x"]), dtype=np.int64)}
+'''
+
+
+def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(server, client, models_dir):
+    mv = client.upload_model("slow-batch", make_model(models_dir / "slow", "slow-batch", SLOW_BATCH), X_SCHEMA,
+                             pa.schema([("y", pa.float64()), ("batch_rows", pa.int64())]))
+    created = client.create_pipeline("merge-pipe", steps=[mv])
+    dep = client.deploy("merge-pipe", pipeline_id=created.pipeline_id,
+                        engine_config={"sidekicks": {"slow-batch": {"max_batch_rows": 6}}})
+    client.wait_for_deployment(f"merge-pipe-{dep}", timeout_s=60)
+    url = infer_url(server, client, "merge-pipe")
+    before = len(client.logs("merge-pipe", limit=1000))
+
+    def ask(i: int) -> tuple[int, httpx.Response]:
+        body = json.dumps([{"x": float(i)}, {"x": float(i) + 0.5}] if i % 4 == 0 else [{"x": float(i)}])
+        return i, httpx.post(url, content=body, headers={**server.headers, "Content-Type": JSON}, timeout=30)
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(ask, range(12)))
+    sizes = []
+    for i, r in answers:
+        assert r.status_code == 200, r.text
+        rows = r.json()
+        expected_x = [float(i), float(i) + 0.5] if i % 4 == 0 else [float(i)]
+        assert [row["in"]["x"] for row in rows] == expected_x
+        assert [row["out"]["y"] for row in rows] == [x * 10 for x in expected_x]
+        sizes.append(rows[0]["out"]["batch_rows"])
+    assert max(sizes) > 1 and max(sizes) <= 6  # merged while busy, never past the step's limit
+    logs = client.logs("merge-pipe", limit=1000)
+    assert len(logs) - before == 15  # every request's rows logged once, as its own inference
 
 
 CRASHY = '''

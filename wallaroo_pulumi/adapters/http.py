@@ -4,9 +4,9 @@ One batch (``{"text": np.ndarray}``) becomes one upstream request per row, sent
 concurrently on a thread pool bounded by ``MAX_CONCURRENCY`` over one pooled
 ``httpx.Client``. Each request has a timeout (``REQUEST_TIMEOUT_S``, applied to
 connect, write, pool wait and each read; an LLM answers a non-streamed request in
-one piece, so the read timeout bounds the whole wait). HTTP 408/429/5xx, connection
-failures and timeouts are retried up to ``MAX_RETRIES`` times with exponential
-backoff and full jitter, or after exactly the delay the upstream asks for in
+one piece, so the read timeout bounds the whole wait). HTTP 408/429/500/502/503/504,
+connection failures and timeouts are retried up to ``MAX_RETRIES`` times with
+exponential backoff and equal jitter, or after exactly the delay the upstream asks for in
 ``Retry-After`` (seconds or an HTTP date) / ``retry-after-ms``.
 
 A row that finally fails does not fail the batch: it gets ``generated_text=""`` and
