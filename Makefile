@@ -20,7 +20,9 @@ quickstart-down: bootstrap
 test: bootstrap
 	@$(ENV) python -m pytest $(PYTEST_ARGS)
 
+## Every benchmark, each printing its side-by-side table (installs the `bench` extra: LiteLLM).
 bench: bootstrap
+	@$(ENV) python -c 'import litellm' 2>/dev/null || { echo "==> installing the bench extra (litellm[proxy])"; python -m pip install --quiet -e '.[bench]'; }
 	@$(ENV) for b in benchmarks/bench_*.py; do echo "== $$b"; python "$$b" || exit 1; done
 
 clean:
