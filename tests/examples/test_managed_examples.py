@@ -65,6 +65,13 @@ def test_openai_example(pulumi_stack: PulumiStack, tmp_path: Path) -> None:
         pulumi_stack.up()
         out = infer(pulumi_stack, "again")
         assert "401" in out["error"] and "sk-wrong-key" not in json.dumps(out)
+        # ... and is counted for alerting, once (by the LLM step, not the validator carrying it)
+        outputs = pulumi_stack.outputs(show_secrets=True)
+        metrics = httpx.get(outputs["inference_url"].split("/v1/")[0] + "/metrics", timeout=10,
+                            headers={"Authorization": f"Bearer {outputs['token']}"}).text
+        counted = [line for line in metrics.splitlines() if line.startswith("wallaroo_upstream_row_errors_total{")]
+        assert counted == ['wallaroo_upstream_row_errors_total{kind="http_401",pipeline="openai-chat",'
+                           'step="openai-llm",upstream="openai"} 1.0'], counted
 
 
 def test_vertex_example_mints_and_refreshes_its_token(pulumi_stack: PulumiStack, tmp_path: Path) -> None:

@@ -4,12 +4,23 @@ restarts."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# How the LLM adapters word a failed row (`wallaroo_pulumi.adapters.http`): "<upstream>: <problem> ...".
+_ROW_ERROR = re.compile(
+    r"^(?P<upstream>[A-Za-z][\w.-]{0,40}): (?:HTTP (?P<status>\d{3})|(?P<kind>request timed out|connection error"
+    r"|malformed response|credentials|input text is null))"
+)
+_KINDS = {"request timed out": "timeout", "connection error": "connection", "malformed response": "malformed",
+          "credentials": "credentials", "input text is null": "bad_input"}
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -44,6 +55,12 @@ class Metrics:
             "Step failures: kind=crashed|load|predict (model/upstream error)|timeout|other",
             ["pipeline", "step", "kind"], registry=r,
         )
+        self.upstream_errors = Counter(
+            "wallaroo_upstream_row_errors_total",
+            "Rows a step answered with a non-empty `error` (an LLM upstream's failure), by upstream and kind "
+            "(http_<status>, timeout, connection, malformed, credentials, bad_input, other)",
+            ["pipeline", "step", "upstream", "kind"], registry=r,
+        )
         self.deploys = Counter("wallaroo_deploys_total", "Deploy requests", ["pipeline"], registry=r)
         self.log_errors = Counter("wallaroo_log_write_errors_total", "Failed inference log writes", ["pipeline"], registry=r)
         self._engine: Any = None
@@ -68,6 +85,28 @@ class Metrics:
                         restarts.add_metric([name, step.name, str(i)], float(getattr(sk, "restarts", 0) or 0))
         yield restarts
         yield running
+
+    def count_row_errors(self, pipeline: str, step: str, inputs: pa.Table, out: pa.Table) -> None:
+        """Count the per-row upstream failures a step reports in its `error` column.
+
+        The LLM adapters answer a failed row instead of failing the batch, so without this
+        an upstream's 429s or timeouts would be invisible to alerting. Only the step that
+        makes the column counts: a later step carrying it through (the validator) does not.
+        """
+        if "error" in inputs.column_names or "error" not in out.column_names:
+            return
+        if not pa.types.is_string(out.schema.field("error").type):
+            return
+        errors = out.column("error")
+        failed = pc.filter(errors, pc.fill_null(pc.not_equal(errors, ""), False))
+        for message in failed.to_pylist():
+            match = _ROW_ERROR.match(message)
+            if match is None:
+                upstream, kind = "unknown", "other"
+            else:
+                upstream = match["upstream"]
+                kind = f"http_{match['status']}" if match["status"] else _KINDS[match["kind"]]
+            self.upstream_errors.labels(pipeline, step, upstream, kind).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -160,6 +160,7 @@ async def run_inference(request: Request, pipeline_name: str, deployment_id: int
             out = await step.pool.predict(current)
             if out.num_rows != current.num_rows:
                 raise APIError(500, f"step '{step.name}' returned {out.num_rows} rows for {current.num_rows} input rows", "model", step=step.name)
+            rt.metrics.count_row_errors(pipeline_name, step.name, current, out)
             try:
                 out = conform(out, step.output_schema, f"step '{step.name}' output")
             except APIError:
