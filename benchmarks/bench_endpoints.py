@@ -24,8 +24,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._harness import free_port, percentile, start_runtime, stop, wait_http  # noqa: E402
 from wallaroo_pulumi.adapters.schemas import LLM_INPUT_SCHEMA, LLM_OUTPUT_SCHEMA  # noqa: E402
 from wallaroo_pulumi.client import WallarooClient  # noqa: E402
 from wallaroo_pulumi.packaging import pack  # noqa: E402
@@ -47,33 +46,6 @@ API_KEY = "sk-bench-upstream-0123456789"
 LITELLM_KEY = "sk-litellm-bench-0123456789abcdef"
 PROMPT = "Summarise the quarterly report in one sentence."
 MAX_TOKENS = 64
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen, what: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text()[-2000:] if log and log.exists() else ""
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready\n{tail}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} was not ready at {url} after {timeout:.0f} s")
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 Call = Callable[[httpx.AsyncClient], Awaitable[None]]
@@ -116,22 +88,9 @@ def start_upstream(work: Path, latency_s: float, procs: list[subprocess.Popen]) 
 
 def start_pipeline(work: Path, base_url: str, concurrency: int, replicas: int,
                    procs: list[subprocess.Popen]) -> tuple[str, str]:
-    data_dir = work / "runtime"
-    log = work / "runtime.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(data_dir),
-         "--port", "0", "--log-level", "warning"],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-    )
-    procs.append(proc)
-    deadline = time.monotonic() + 60
-    while not (data_dir / "runtime.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the runtime did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.05)
-    url = json.loads((data_dir / "runtime.json").read_text())["url"]
-    wait_http(url + "/health", 60, proc, "runtime", log)
-    client = WallarooClient.from_data_dir(data_dir)
+    runtime = start_runtime(work / "runtime", log=work / "runtime.log")
+    procs.append(runtime.proc)
+    client = WallarooClient(runtime.url, runtime.token)
     artifact = pack(REPO / "components" / "byop" / "openai_llm", work)
     version = client.upload_model("openai-llm", artifact.path, LLM_INPUT_SCHEMA, LLM_OUTPUT_SCHEMA)
     pipeline = client.create_pipeline("bench-openai", steps=[version])
@@ -141,8 +100,7 @@ def start_pipeline(work: Path, base_url: str, concurrency: int, replicas: int,
                                engine_config={"replica_count": replicas,
                                               "sidekicks": {"openai-llm": {"env": env}}})
     client.wait_for_deployment(f"bench-openai-{deployment}", timeout_s=120)
-    token = (data_dir / "admin.token").read_text().strip()
-    return f"{url}/v1/api/pipelines/infer/bench-openai-{deployment}/bench-openai", token
+    return f"{runtime.url}/v1/api/pipelines/infer/bench-openai-{deployment}/bench-openai", runtime.token
 
 
 def start_litellm(work: Path, base_url: str, procs: list[subprocess.Popen]) -> str | None:
@@ -164,7 +122,7 @@ def start_litellm(work: Path, base_url: str, procs: list[subprocess.Popen]) -> s
                             start_new_session=True)
     procs.append(proc)
     url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health/liveliness", 120, proc, "LiteLLM proxy", log)
+    wait_http(url + "/health/liveliness", proc, "the LiteLLM proxy", timeout=120, log=log)
     return url + "/v1/chat/completions"
 
 
@@ -193,21 +151,6 @@ def pipeline_call(url: str, token: str) -> Call:
             raise RuntimeError(f"pipeline row failed: {row['out'].get('error')!r}")
 
     return call
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate a started process; LiteLLM runs in its own session, with its workers."""
-    try:
-        if os.getpgid(proc.pid) == proc.pid:
-            os.killpg(proc.pid, signal.SIGTERM)
-        else:
-            proc.terminate()
-        proc.wait(15)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 # -- report -------------------------------------------------------------------------------

@@ -13,9 +13,7 @@ Run: .venv/bin/python benchmarks/bench_preview.py [--models 50] [--pipelines 25]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._harness import start_runtime, stop  # noqa: E402
 from wallaroo_pulumi.testing.byop import byop_source  # noqa: E402
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack  # noqa: E402
 
@@ -47,22 +46,6 @@ for p in range(n_pipelines):
 EMPTY = "import pulumi\n"
 
 
-def start_runtime(data_dir: Path) -> tuple[subprocess.Popen, str, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir",
-                             str(data_dir), "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    info = data_dir / "runtime.json"
-    for _ in range(300):
-        if info.exists() and (data_dir / "admin.token").exists():
-            try:
-                url = json.loads(info.read_text())["url"]
-                return proc, url, (data_dir / "admin.token").read_text().strip()
-            except (ValueError, KeyError):
-                pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the runtime did not start")
-
-
 def timed_preview(stack: PulumiStack) -> float:
     t0 = time.perf_counter()
     result = stack.preview()
@@ -81,7 +64,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-preview-") as tmp:
         root = Path(tmp)
-        proc, url, token = start_runtime(root / "runtime")
+        runtime = start_runtime(root / "runtime")
+        url, token = runtime.url, runtime.token
         try:
             stacks = {}
             for name, program in (("empty", EMPTY), ("small", LARGE), ("large", LARGE)):
@@ -112,8 +96,7 @@ def main() -> int:
             for stack in stacks.values():
                 stack.destroy()
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop(runtime.proc)
 
     median = {name: statistics.median(t) for name, t in times.items()}
     labels = {"empty": "empty", "small": "1 model + 1 pipeline",

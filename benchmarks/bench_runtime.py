@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -36,6 +35,7 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._harness import free_port, percentile, start_runtime, stop, wait_http  # noqa: E402
 from wallaroo_pulumi.client import WallarooClient, schema_to_b64  # noqa: E402
 
 UPSTREAM = textwrap.dedent(
@@ -96,34 +96,11 @@ PASS_THROUGH = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
-
-
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def measure(call, requests: int, concurrency: int) -> dict[str, float]:
@@ -251,22 +228,13 @@ def main() -> int:
     try:
         up_port = free_port()
         (work / "upstream.py").write_text(UPSTREAM)
-        procs.append(subprocess.Popen([sys.executable, str(work / "upstream.py"), str(up_port)]))
+        upstream_proc = subprocess.Popen([sys.executable, str(work / "upstream.py"), str(up_port)])
+        procs.append(upstream_proc)
         upstream = f"http://127.0.0.1:{up_port}/generate"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        data_dir = work / "data"
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(data_dir),
-             "--port", "0", "--log-level", "warning"], env=env, cwd=str(REPO)))
-        deadline = time.monotonic() + 30
-        while not (data_dir / "runtime.json").exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("runtime did not start")
-            time.sleep(0.05)
-        info = json.loads((data_dir / "runtime.json").read_text())
-        wait_http(info["url"] + "/health")
-        wait_http(f"http://127.0.0.1:{up_port}/")
-        client = WallarooClient.from_data_dir(data_dir)
+        runtime = start_runtime(work / "data")
+        procs.append(runtime.proc)
+        wait_http(f"http://127.0.0.1:{up_port}/", upstream_proc, "the upstream")
+        client = WallarooClient(runtime.url, runtime.token)
 
         model_zip = work / "pass.zip"
         with zipfile.ZipFile(model_zip, "w") as zf:
@@ -284,7 +252,7 @@ def main() -> int:
         direct_http = httpx.Client(timeout=30)
         infer_http = httpx.Client(timeout=30, headers={"Authorization": f"Bearer {client._transport._token}",
                                                        "Content-Type": "application/json; format=pandas-records"})
-        infer_url = f"{info['url']}/v1/api/pipelines/infer/pass-through-{dep}/pass-through"
+        infer_url = f"{runtime.url}/v1/api/pipelines/infer/pass-through-{dep}/pass-through"
         direct_body = json.dumps({"prompts": [prompt]})
         infer_body = json.dumps([{"text": prompt}])
 
@@ -321,7 +289,7 @@ def main() -> int:
                 f"{k} {statistics.median(t.get(k, 0.0) for t in seq):.2f}" for k in seq[0]))
 
         if args.upload_gib > 0:
-            u = upload_rss(client, info["pid"], args.upload_gib)
+            u = upload_rss(client, runtime.pid, args.upload_gib)
             print(f"\nUpload of a {u['bytes'] / 2**30:.2f} GiB artifact (generated stream, deleted after):")
             print(f"{'server RSS before':24}{u['baseline_mb']:>12.1f} MB")
             print(f"{'server RSS peak':24}{u['peak_mb']:>12.1f} MB")
@@ -330,11 +298,7 @@ def main() -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

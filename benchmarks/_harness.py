@@ -1,0 +1,96 @@
+"""What every benchmark needs: a real runtime subprocess on loopback, ports, percentiles.
+
+Kept apart from the benchmarks so each of them reads as what it measures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (values need not be sorted)."""
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60, log: Path | None = None) -> None:
+    """Until `url` answers below 500; fail early (with the log's tail) if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text()[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready\n{tail}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} was not ready at {url} after {timeout:.0f} s")
+
+
+@dataclass
+class Runtime:
+    """A `wallaroo-pulumi runtime serve` subprocess and how to reach it."""
+
+    proc: subprocess.Popen
+    data_dir: Path
+    url: str
+    token: str
+    pid: int
+
+
+def start_runtime(data_dir: Path, log: Path | None = None) -> Runtime:
+    """Start the runtime on a free port with its own data dir; return once `/health` answers."""
+    out = open(log, "w") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(data_dir),
+         "--port", "0", "--log-level", "warning"],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT,
+    )
+    info = data_dir / "runtime.json"
+    deadline = time.monotonic() + 60
+    while not (info.exists() and (data_dir / "admin.token").exists()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            tail = log.read_text()[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"the runtime did not start\n{tail}")
+        time.sleep(0.05)
+    details = json.loads(info.read_text())
+    wait_http(details["url"] + "/health", proc, "the runtime", log=log)
+    return Runtime(proc, data_dir, details["url"], (data_dir / "admin.token").read_text().strip(), details["pid"])
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a started process (its whole session when it leads one, as LiteLLM does)."""
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
+        proc.wait(15)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
