@@ -104,7 +104,6 @@ def test_import_adopts_a_task(stack: PulumiStack, api: WallarooClient, echo: Pat
     urn = next(r["urn"] for r in stack.resources("wallaroo:ListenerSchedule"))
     stack.run("state", "delete", urn, "--yes")
 
-    stack.env.update(WALLAROO_URL=api.url, WALLAROO_TOKEN=stack.run("config", "get", "wallaroo:token").stdout.strip())
     stack.config_set("adopt_id", task_id)
     result = stack.up()
     assert [s["op"] for s in result.steps if s["urn"].endswith("::watch")] == ["import"]

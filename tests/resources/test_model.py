@@ -97,8 +97,6 @@ def test_import_adopts_an_existing_version(stack: PulumiStack, api: WallarooClie
     artifact = packaging.pack(folder, Path(tempfile.mkdtemp(dir=tmp_path)))
     existing = api.upload_model("adopted", artifact.path, pa.schema([("x", pa.float64())]),
                                 pa.schema([("y", pa.float64())]))
-    # An import has no state to take the connection from: the provider reads it from the env.
-    stack.env.update(WALLAROO_URL=api.url, WALLAROO_TOKEN=api_token(stack))
     stack.write_program(IMPORT_PROGRAM)
     stack.config_set("path", str(folder))
     stack.config_set("adopt_id", str(existing.id))
@@ -113,6 +111,40 @@ def test_import_adopts_an_existing_version(stack: PulumiStack, api: WallarooClie
     stack.destroy()
     with pytest.raises(NotFoundError):
         api.get_model_version(existing.id)  # destroy deleted the adopted model too
+
+
+ADOPTED_PROGRAM = """
+import pulumi, pyarrow as pa
+from wallaroo_pulumi import WallarooModel
+
+cfg = pulumi.Config()
+adopted = WallarooModel("adopted", path=cfg.require("path"),
+                        input_schema=pa.schema([("x", pa.float64())]),
+                        output_schema=pa.schema([("y", pa.float64())]))
+pulumi.export("adopted_version", adopted.version)
+"""
+
+
+def test_pulumi_import_command_adopts_by_id_with_the_stack_config(
+        stack: PulumiStack, api: WallarooClient, tmp_path: Path) -> None:
+    folder = write_model(tmp_path / "model")
+    artifact = packaging.pack(folder, Path(tempfile.mkdtemp(dir=tmp_path)))
+    existing = api.upload_model("adopted", artifact.path, pa.schema([("x", pa.float64())]),
+                                pa.schema([("y", pa.float64())]))
+    # no program runs and no WALLAROO_* env: the connection comes from `wallaroo:url`/`wallaroo:token`
+    assert "WALLAROO_URL" not in stack.env and "WALLAROO_TOKEN" not in stack.env
+    stack.write_program(ADOPTED_PROGRAM)
+    stack.config_set("path", str(folder))
+    stack.import_("pulumi-python:dynamic/wallaroo:Model", "adopted", str(existing.id))
+    [state] = stack.resources("wallaroo:Model")
+    assert state["id"] == str(existing.id) and state["outputs"]["version"] == existing.version
+    assert plaintext_in_state(stack, api_token(stack)) == []
+
+    # the declaration added afterwards matches what was adopted: nothing to upload
+    assert stack.preview().change_summary == {"same": 2}
+    stack.destroy()
+    with pytest.raises(NotFoundError):
+        api.get_model_version(existing.id)
 
 
 def test_bad_inputs_fail_at_preview_naming_the_field(stack: PulumiStack, tmp_path: Path) -> None:

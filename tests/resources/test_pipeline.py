@@ -119,7 +119,6 @@ def test_import_adopts_a_deployed_pipeline(stack: PulumiStack, api: WallarooClie
     stack.run("state", "delete", urn, "--yes")
     assert api.get_pipeline("pipe").deployed
 
-    stack.env.update(WALLAROO_URL=api.url, WALLAROO_TOKEN=stack.run("config", "get", "wallaroo:token").stdout.strip())
     stack.config_set("adopt_id", str(pipeline_id))
     result = stack.up()
     # adopted, then redeployed once: the runtime never hands credentials back, so the

@@ -5,8 +5,10 @@ properties, so `pulumi import` and the `import_` resource option, which call
 `Read` with no properties, fail with `KeyError: '__provider'`. This host runs
 Pulumi's own servicer unchanged and fills that gap for our resource types: a
 Read without a provider gets the provider registered for the resource's type
-(from its URN) and a connection from the import's program inputs when the
-engine sends them, else from `WALLAROO_URL`/`WALLAROO_TOKEN`.
+(from its URN) and a connection found in the documented order: the import's
+program inputs when the engine sends them, else the stack config the engine
+hands every dynamic provider (`wallaroo:url`, `wallaroo:token`), else
+`WALLAROO_URL`/`WALLAROO_TOKEN`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ast
 import base64
 import importlib.util
+import os
 import sys
 import types
 from typing import Any
@@ -56,15 +59,19 @@ def provider_for(urn: str) -> str | None:
     return base64.b64encode(dill.dumps(cls(), recurse=True)).decode()
 
 
-def import_properties(urn: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
-    """Properties for Reading a resource being imported: provider and connection."""
-    import os
+def import_properties(urn: str, inputs: dict[str, Any], config: dict[str, Any]) -> dict[str, Any] | None:
+    """Properties for Reading a resource being imported: provider and connection.
 
+    `config` is the stack config as `Configure` received it (namespaced keys,
+    secrets decrypted), so `pulumi import` on the CLI, which runs no program,
+    still finds the runtime the stack's resources use.
+    """
     provider = inputs.get(PROVIDER_KEY) or provider_for(urn)
     if provider is None:
         return None
-    url = inputs.get("url") or os.environ.get("WALLAROO_URL") or "http://127.0.0.1:8787"
-    token = inputs.get("token") or os.environ.get("WALLAROO_TOKEN") or ""
+    url = (inputs.get("url") or config.get("wallaroo:url") or os.environ.get("WALLAROO_URL")
+           or "http://127.0.0.1:8787")
+    token = inputs.get("token") or config.get("wallaroo:token") or os.environ.get("WALLAROO_TOKEN") or ""
     from wallaroo_pulumi.resources._base import secret
 
     return {**inputs, PROVIDER_KEY: provider, "url": url, "token": secret(token)}
@@ -112,7 +119,7 @@ def main() -> None:
             props = rpc.deserialize_properties(request.properties)
             if PROVIDER_KEY not in props:
                 inputs = rpc.deserialize_properties(request.inputs) if request.HasField("inputs") else {}
-                filled = import_properties(request.urn, inputs)
+                filled = import_properties(request.urn, inputs, self._config)
                 if filled is not None:
                     request.properties.CopyFrom(host.asyncio.new_event_loop().run_until_complete(
                         rpc.serialize_properties(filled, {})))
