@@ -25,8 +25,9 @@ Isolation, because credentials reach a model only through its sidekick env:
 - **CPU**: the worker pins itself (``sched_setaffinity``) to ``ceil(cpus)``
   cores, chosen round-robin over the cores this server may use so replicas
   spread out, and ``OMP/MKL/OPENBLAS_NUM_THREADS`` match.
-- **Memory**: ``RLIMIT_AS`` (soft = hard) from the Kubernetes quantity, set by
-  the worker before it imports numpy/pyarrow or the model.
+- **Memory**: the Kubernetes quantity caps the resident memory of the worker
+  and its children; past it the group is killed (``OOMKilled``) and restarted,
+  as on Kubernetes (see :mod:`.memory` for why not ``RLIMIT_AS``).
 - **GPUs**: ``CUDA_VISIBLE_DEVICES``/``NVIDIA_VISIBLE_DEVICES`` list exactly
   ``gpus`` device ids (``""`` when 0).
 - **Process group**: ``start_new_session=True``; stopping kills the group.
@@ -56,7 +57,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from wallaroo_pulumi.deployment import parse_memory_quantity
-from wallaroo_pulumi.runtime.sidekick import protocol
+from wallaroo_pulumi.runtime.sidekick import memory, protocol
 from wallaroo_pulumi.runtime.sidekick.redact import EnvRedactor
 
 log = logging.getLogger("wallaroo.sidekick")
@@ -86,7 +87,7 @@ class SidekickSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, repr=False,
                                 description="this model's sidekick env only (may hold credentials)")
     cpus: float = Field(default=1.0, gt=0)
-    memory: str | None = Field(default=None, description="Kubernetes quantity, e.g. '512Mi'; becomes RLIMIT_AS")
+    memory: str | None = Field(default=None, description="Kubernetes quantity, e.g. '512Mi': the resident memory past which the worker is killed")
     gpus: int = Field(default=0, ge=0)
     gpu_ids: list[int] | None = Field(default=None, description="device ids to expose, when the caller allocates them")
     extra_pythonpath: list[Path] = Field(default_factory=list, description="the model's installed requirements")
@@ -285,6 +286,8 @@ class Sidekick:
         self._launching: asyncio.Future[None] | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._guard_task: asyncio.Task[None] | None = None
+        self._oom: tuple[asyncio.subprocess.Process, str] | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._handled: asyncio.subprocess.Process | None = None
         self._stopping = False
@@ -368,8 +371,6 @@ class Sidekick:
             "--cpu-affinity", ",".join(map(str, self._cpu_ids)),
             "--env-names", ",".join(sorted(spec.env)),
         ]
-        if spec.memory_bytes:
-            args += ["--memory-limit", str(spec.memory_bytes)]
         cwd = str(spec.model_dir) if Path(spec.model_dir).is_dir() else None
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -382,6 +383,9 @@ class Sidekick:
             raise SidekickLoadError(self._last_error or "", step_name=spec.step_name) from exc
         self._proc = proc
         self._stderr_task = asyncio.create_task(self._pump_stderr(proc), name=f"sidekick-stderr-{spec.step_name}")
+        if spec.memory_bytes:  # loading counts too: a model that cannot load within its limit is OOMKilled
+            self._guard_task = asyncio.create_task(self._guard_memory(proc, spec.memory_bytes),
+                                                   name=f"sidekick-memory-{spec.step_name}")
         log.info("sidekick %s: started pid %d (cpus %s, gpus %r)", spec.step_name, proc.pid,
                  self._cpu_ids, ",".join(self._gpu_ids))
         assert proc.stdout is not None
@@ -400,7 +404,7 @@ class Sidekick:
         except (asyncio.IncompleteReadError, protocol.ProtocolError):
             rc = await self._reap(proc)
             message = (f"sidekick of model {spec.step_name!r} exited with {describe_exit(rc)} before it was ready"
-                       f"{self._tail_text()}")
+                       f"{self._oom_note(proc)}{self._tail_text()}")
             self._fail(message)
             raise SidekickLoadError(message, step_name=spec.step_name) from None
         if ftype != protocol.READY:
@@ -439,7 +443,7 @@ class Sidekick:
                     proc.stdin.close()
                 await _wait_exit(proc, _STOP_GRACE_S)
             await self._kill(proc)
-        for task in (self._watch_task, self._stderr_task):
+        for task in (self._watch_task, self._guard_task, self._stderr_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -501,6 +505,18 @@ class Sidekick:
             return ""
         return "; last output: " + " | ".join(list(self._tail)[-lines:])
 
+    async def _guard_memory(self, proc: asyncio.subprocess.Process, limit: int) -> None:
+        def killed(rss: int) -> None:
+            self._oom = (proc, f"OOMKilled: its resident memory reached {memory.format_bytes(rss)}, over its "
+                               f"memory limit of {self.spec.memory}; raise the step's sidekick memory")
+            log.warning("sidekick %s: pid %d %s", self.spec.step_name, proc.pid, self._oom[1])
+
+        await memory.guard(proc.pid, limit, killed, alive=lambda: proc.returncode is None)
+
+    def _oom_note(self, proc: asyncio.subprocess.Process) -> str:
+        """``; OOMKilled: ...`` when the memory guard killed this worker, else nothing."""
+        return f"; {self._oom[1]}" if self._oom is not None and self._oom[0] is proc else ""
+
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """Notice a worker that dies while idle and restart it before the next request."""
         while proc.returncode is None:
@@ -514,7 +530,7 @@ class Sidekick:
         if proc is not self._proc or self._stopping or self._handled is proc or self._busy:
             return
         message = (f"sidekick of step {self.spec.step_name!r} (pid {proc.pid}) exited unexpectedly with "
-                   f"{describe_exit(rc)} while idle{self._tail_text()}; restarting it")
+                   f"{describe_exit(rc)} while idle{self._oom_note(proc)}{self._tail_text()}; restarting it")
         self._last_error = message
         log.warning("%s", message)
         await self._kill(proc)
@@ -662,7 +678,7 @@ class Sidekick:
                 if self._stopping:
                     raise SidekickError(f"sidekick of step {name!r} was stopped during a request",
                                         step_name=name) from None
-                hint = " (killed: possibly out of memory)" if rc == -signal.SIGKILL else ""
+                hint = self._oom_note(proc) or (" (killed: possibly out of memory)" if rc == -signal.SIGKILL else "")
                 detail = f"; {exc}" if isinstance(exc, protocol.ProtocolError) else ""
                 message = (f"sidekick of step {name!r} (pid {proc.pid}) died while handling a request: "
                            f"{describe_exit(rc)}{hint}{detail}{self._tail_text(3)}; it is being restarted")

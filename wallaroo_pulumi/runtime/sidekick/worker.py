@@ -3,7 +3,7 @@
 Run as::
 
     python -m wallaroo_pulumi.runtime.sidekick.worker --model-dir DIR --name NAME
-        [--memory-limit BYTES] [--cpu-affinity 0,1]
+        [--cpu-affinity 0,1]
 
 It speaks the framed protocol of :mod:`wallaroo_pulumi.runtime.sidekick.protocol`
 over its stdin and its *original* stdout: before any user code runs, the
@@ -13,7 +13,7 @@ writing to stdout — can never corrupt a frame. Stdin is likewise moved aside
 and fd 0 becomes ``/dev/null``. Everything on stderr (our logs and the
 model's prints) is forwarded line by line by the supervisor.
 
-Sequence: apply resource limits -> load the model -> READY (or LOAD_ERROR and
+Sequence: pin CPUs -> load the model -> READY (or LOAD_ERROR and
 exit 3) -> answer REQUEST frames with RESPONSE or ERROR until SHUTDOWN or EOF.
 
 Error messages never carry the values of the sidekick's own environment
@@ -34,15 +34,12 @@ LOAD_ERROR_EXIT = 3
 log = logging.getLogger("wallaroo.sidekick.worker")
 
 
-def _apply_limits(memory_limit: int | None, cpu_affinity: list[int] | None) -> None:
-    """Cap address space and pin CPUs before heavy imports, so the model inherits both."""
-    if memory_limit:
-        import resource
+def _pin_cpus(cpu_affinity: list[int] | None) -> None:
+    """Pin CPUs before heavy imports, so the model and its thread pools inherit them.
 
-        try:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
-        except (ValueError, OSError) as exc:
-            log.warning("could not set RLIMIT_AS=%d: %s", memory_limit, exc)
+    Memory is not limited here: the supervisor caps resident memory from outside
+    (see :mod:`wallaroo_pulumi.runtime.sidekick.memory`).
+    """
     if cpu_affinity and hasattr(os, "sched_setaffinity"):
         try:
             os.sched_setaffinity(0, cpu_affinity)
@@ -71,7 +68,7 @@ def _error_payload(exc: BaseException, redact: Any, model_dir: Any = None) -> by
 
     if isinstance(exc, MemoryError):
         # Formatting a traceback may itself fail when memory is exhausted.
-        text = "MemoryError: the model ran out of memory under the sidekick's memory limit"
+        text = "MemoryError: the model ran out of memory"
     else:
         text = describe_exception(exc, model_dir)
     return protocol.json_payload(type=type(exc).__name__, message=redact(text))
@@ -128,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wallaroo_pulumi.runtime.sidekick.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--memory-limit", type=int, default=None, help="RLIMIT_AS in bytes")
     parser.add_argument("--cpu-affinity", default=None, help="comma-separated CPU ids")
     parser.add_argument("--env-names", default="", help="comma-separated names of the model's env (values are redacted)")
     args = parser.parse_args(argv)
@@ -140,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     proto_in, proto_out = _take_protocol_fds()
     cpus = [int(c) for c in args.cpu_affinity.split(",") if c.strip()] if args.cpu_affinity else None
-    _apply_limits(args.memory_limit, cpus)
+    _pin_cpus(cpus)
 
     from wallaroo_pulumi.runtime.sidekick.redact import EnvRedactor
 
