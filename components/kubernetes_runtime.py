@@ -8,14 +8,21 @@ Layout: a Service in front, the admin token in a Secret (passed to every pod as
 `WALLAROO_ADMIN_TOKEN`, so all pods accept the same token), and a persistent
 volume for the data directory.
 
-- ReadWriteMany volume (required for more than one serving replica): a Deployment
-  serving the MLOps API and inference with `--role serve` (replicas or an
-  autoscale range; never fires cron ticks) and a separate single-replica
-  `Recreate` Deployment with `--role scheduler`, so listener cron ticks fire in
-  exactly one pod.
-- ReadWriteOnce volume (one serving replica): a single `Recreate` Deployment with
-  `--role all`. A second pod could not attach the volume on another node, so the
-  scheduler lives in the serving pod; `scheduler` is then None.
+One node: the data directory holds a SQLite database in WAL mode, whose
+locks and shared-memory index only work between processes of one kernel
+(SQLite's own rule: no WAL over a network filesystem between hosts). So every
+pod of a runtime carries a required pod affinity to the others on
+`kubernetes.io/hostname`: replicas scale over the cores and GPUs of one node,
+and a plain ReadWriteOnce block volume (attached to that node, mountable by
+all its pods) is enough; ReadWriteMany is accepted and changes nothing.
+Spreading over nodes needs a metadata store made for it (docs/decisions.md D10).
+
+- More than one serving replica (fixed, or an autoscale range): a Deployment
+  serving the MLOps API and inference with `--role serve` (never fires cron
+  ticks) and a separate single-replica `Recreate` Deployment with
+  `--role scheduler`, so listener cron ticks fire in exactly one pod.
+- One replica: a single `Recreate` Deployment with `--role all` (never two
+  `all` pods, even during a rollout); `scheduler` is then None.
 
 See README: "Running on Kubernetes".
 """
@@ -32,6 +39,7 @@ from wallaroo_pulumi.resources.connection import Connection
 
 APP_PORT = 8080
 RUNTIME_UID = 10001  # the Dockerfile's user and group
+ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 
 
 class KubernetesRuntime(pulumi.ComponentResource):
@@ -61,13 +69,15 @@ class KubernetesRuntime(pulumi.ComponentResource):
     ) -> None:
         super().__init__("wallaroo:index:KubernetesRuntime", name, None, opts)
         parse_memory_quantity(memory)  # fail at plan time with the field's message
-        max_replicas = autoscale_max or replicas
-        shared_volume = (access_mode or "ReadWriteOnce") == "ReadWriteMany"
-        if max_replicas > 1 and not shared_volume:
-            raise ValueError(
-                "KubernetesRuntime: more than one serving replica shares the data volume, so "
-                "access_mode must be 'ReadWriteMany' (and storage_class one that supports it)"
-            )
+        access_mode = access_mode or "ReadWriteOnce"
+        if access_mode not in ACCESS_MODES:
+            raise ValueError(f"KubernetesRuntime: access_mode must be one of {', '.join(ACCESS_MODES)}; "
+                             f"got {access_mode!r}")
+        several = (autoscale_max or replicas) > 1
+        if several and access_mode == "ReadWriteOncePod":
+            raise ValueError("KubernetesRuntime: access_mode 'ReadWriteOncePod' lets one pod mount the data "
+                             "volume, but several replicas (and their scheduler pod) share it: use "
+                             "'ReadWriteOnce' (all pods run on one node) or a single replica")
         child = pulumi.ResourceOptions(parent=self)
         labels = {"app.kubernetes.io/name": "wallaroo-runtime", "app.kubernetes.io/instance": name}
 
@@ -85,7 +95,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
             f"{name}-data",
             metadata={"namespace": namespace, "labels": labels},
             spec={
-                "accessModes": [access_mode or "ReadWriteOnce"],
+                "accessModes": [access_mode],
                 "resources": {"requests": {"storage": storage_size}},
                 **({"storageClassName": storage_class} if storage_class else {}),
             },
@@ -100,6 +110,11 @@ class KubernetesRuntime(pulumi.ComponentResource):
                 "metadata": {"labels": {**labels, "wallaroo.ai/role": role}},
                 "spec": {
                     **({"nodeSelector": node_selector} if node_selector else {}),
+                    # one node for every pod of this runtime: SQLite (WAL) is shared by one kernel only
+                    "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                        "labelSelector": {"matchLabels": labels},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }]}},
                     # a fresh volume is root-owned: fsGroup lets the image's non-root user write it
                     "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID,
                                         "runAsGroup": RUNTIME_UID, "fsGroup": RUNTIME_UID},
@@ -120,23 +135,23 @@ class KubernetesRuntime(pulumi.ComponentResource):
                 },
             }
 
-        # RWX: serving replicas (`serve`) + one scheduler pod. RWO: one pod does both (`all`).
-        serving_role = "serve" if shared_volume else "all"
+        # several replicas: serving pods (`serve`) + one scheduler pod. One replica: one pod does both (`all`).
+        serving_role = "serve" if several else "all"
         serving_labels = {**labels, "wallaroo.ai/role": serving_role}
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-serve",
             metadata={"namespace": namespace, "labels": labels},
             spec={
                 "replicas": None if autoscale_max else replicas,
-                # RWO: the new pod cannot attach the volume while the old one holds it
-                **({} if shared_volume else {"strategy": {"type": "Recreate"}}),
+                # one `all` pod: never two during a rollout (each would fire cron ticks and settle runs)
+                **({} if several else {"strategy": {"type": "Recreate"}}),
                 "selector": {"matchLabels": serving_labels},
                 "template": pod(serving_role, {"requests": limits, "limits": limits}),
             },
             opts=child,
         )
         self.scheduler: k8s.apps.v1.Deployment | None = None
-        if shared_volume:
+        if several:
             self.scheduler = k8s.apps.v1.Deployment(
                 f"{name}-scheduler",
                 metadata={"namespace": namespace, "labels": labels},

@@ -79,14 +79,38 @@ def test_autoscaled_gpu_runtime(recorder: _Recorder) -> Any:
         assert svc["selector"]["wallaroo.ai/role"] == "serve"  # the scheduler pod takes no traffic
         assert res["kubernetes:core/v1:PersistentVolumeClaim::rt-data"]["spec"]["accessModes"] == ["ReadWriteMany"]
         assert url == "http://rt-svc.wallaroo.svc.cluster.local"
+        for spec in (serve, sched):  # every pod on the node of the others: SQLite WAL needs one kernel
+            [term] = spec["template"]["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            assert term["topologyKey"] == "kubernetes.io/hostname"
+            assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "wallaroo-runtime",
+                                                            "app.kubernetes.io/instance": "rt"}
 
     assert rt.hpa is not None
     return pulumi.Output.all(rt.url, rt.deployment.id, rt.scheduler.id, rt.hpa.id).apply(check)
 
 
 @pulumi.runtime.test
-def test_single_pod_on_rwo_volume_runs_role_all(recorder: _Recorder) -> Any:
-    """A ReadWriteOnce volume attaches to one node: one Recreate pod serves and schedules."""
+def test_replicas_share_a_read_write_once_volume_on_one_node(recorder: _Recorder) -> Any:
+    from wallaroo_pulumi.components.kubernetes_runtime import KubernetesRuntime
+
+    rt = KubernetesRuntime("rwo", image="i:1", admin_token="s3cret-s3cret-s3cret", replicas=3)
+    assert rt.scheduler is not None and rt.hpa is None
+
+    def check(_: Any) -> None:
+        res = recorder.resources
+        assert res["kubernetes:core/v1:PersistentVolumeClaim::rwo-data"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+        serve = res["kubernetes:apps/v1:Deployment::rwo-serve"]["spec"]
+        assert serve["replicas"] == 3 and "strategy" not in serve  # rolling: the node can mount it twice
+        args = serve["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--role") + 1] == "serve"
+        assert "podAffinity" in serve["template"]["spec"]["affinity"]
+
+    return pulumi.Output.all(rt.deployment.id, rt.scheduler.id).apply(check)
+
+
+@pulumi.runtime.test
+def test_single_replica_runs_one_pod_in_role_all(recorder: _Recorder) -> Any:
+    """One replica: one Recreate pod serves and schedules, never two at once."""
     from wallaroo_pulumi.components.kubernetes_runtime import KubernetesRuntime
 
     rt = KubernetesRuntime("one", image="i:1", admin_token="s3cret-s3cret-s3cret")
@@ -121,12 +145,14 @@ def test_cli_accepts_the_component_args() -> None:
     assert build_parser().parse_args(cmd).role == "all"
 
 
-def test_many_replicas_need_shared_volume() -> None:
+def test_volume_access_mode_must_fit_the_pods() -> None:
     from wallaroo_pulumi.components.kubernetes_runtime import KubernetesRuntime
 
     pulumi.runtime.set_mocks(_Recorder(), preview=False)
-    with pytest.raises(ValueError, match="ReadWriteMany"):
-        KubernetesRuntime("rt", image="i", admin_token="t", replicas=3)
+    with pytest.raises(ValueError, match="'ReadWriteOncePod' lets one pod mount"):
+        KubernetesRuntime("rt", image="i", admin_token="t", replicas=3, access_mode="ReadWriteOncePod")
+    with pytest.raises(ValueError, match="access_mode must be one of .*got 'ReadOnlyMany'"):
+        KubernetesRuntime("rt2", image="i", admin_token="t", access_mode="ReadOnlyMany")
 
 
 def test_bad_memory_quantity_is_named() -> None:
