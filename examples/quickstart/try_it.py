@@ -56,7 +56,10 @@ def main() -> int:
         if run.status != "succeeded":
             return 1
         scores = api.listener_results(str(scheduled.monitored_pipeline),
-                                      listener=str((scheduled.listener_model or {}).get("name")), limit=5)
+                                      listener=str((scheduled.listener_model or {}).get("name")),
+                                      start=run.window_start, limit=1000)
+        if "metadata.run_id" in scores.columns:  # this run's rows; earlier runs' stay stored too
+            scores = scores[scores["metadata.run_id"] == run.id]
         columns = [c for c in scores.columns if c.startswith("out.")]
         with pd.option_context("display.width", 160, "display.max_columns", 12):
             print(scores[columns].tail(5).to_string(index=False))
