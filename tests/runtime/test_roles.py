@@ -194,3 +194,39 @@ def test_env_token_leaves_the_environment_and_the_role_is_logged(tmp_path: Path,
         assert "WALLAROO_ADMIN_TOKEN" not in os.environ
     finally:
         os.environ.pop("WALLAROO_ADMIN_TOKEN", None)
+
+
+def test_serving_replicas_converge_on_deployments_and_share_logs(tmp_path: Path, servers: list[Server]) -> None:
+    """Two `serve` replicas behind one Service: a deploy or undeploy through either one holds
+    in both, and every row either one logs is seen by both, none lost."""
+    import pyarrow as pa
+
+    from .conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, make_model
+
+    data = tmp_path / "data"
+    a = start(data, "--role", "serve")
+    servers.append(a)
+    b = start(data, "--role", "serve")
+    servers.append(b)
+    with a.client() as ca, b.client() as cb:
+        mv = ca.upload_model("double", make_model(tmp_path, "double", DOUBLE), X_SCHEMA, Y_SCHEMA)
+        created = ca.create_pipeline("shared", steps=[mv])
+        ca.deploy("shared", pipeline_id=created.pipeline_id, engine_config={"replica_count": 1})
+        ca.wait_for_deployment("shared", timeout_s=60)
+        # b was already running: it picks the deployment up by itself
+        cb.wait_for_deployment("shared", timeout_s=30)
+
+        for i in range(30):
+            client = ca if i % 2 == 0 else cb
+            out = client.infer("shared", pa.table({"x": [float(i)]}))
+            assert out.column("out.y").to_pylist() == [2.0 * i], f"request {i}"
+        for client in (ca, cb):
+            logged = client.logs("shared", limit=1000)
+            assert "in.x" in logged.columns, f"{client.url} logged {len(logged)} rows: {list(logged.columns)}"
+            assert sorted(logged["in.x"].tolist()) == [float(i) for i in range(30)]
+
+        cb.undeploy("shared")
+        wait_until(lambda: ca.get_pipeline("shared").status == "undeployed"
+                   and httpx.post(f"{a.url}/v1/api/pipelines/infer/shared", json=[{"x": 1.0}], headers={
+                       **a.headers, "Content-Type": "application/json; format=pandas-records"}).status_code != 200,
+                   30, "replica a to undeploy what b undeployed")

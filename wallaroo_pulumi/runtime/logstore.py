@@ -6,6 +6,14 @@ stream; every append writes whole record batches, flushes and fsyncs) and
 fsynced, renamed). A crash can at worst leave a half-written batch at the end
 of the active segment; it is dropped on recovery, earlier rows are kept.
 
+Several processes may write one directory (serving replicas on one data dir).
+Segment numbers are unique per pipeline directory: a writer creates its
+segment file exclusively (`O_EXCL`) with the next number it sees on disk, and
+holds an exclusive `flock` on it until it is sealed, so recovery at startup
+seals only segments whose writer is gone, never a live peer's. Readers list the
+directory on every query, so each process sees its peers' sealed segments and
+the complete batches of their active ones.
+
 A row is one inference row: `time` (timestamp ms UTC), `in.<col>`,
 `out.<col>`, `anomaly.count`, `metadata.pipeline_version`,
 `metadata.last_model`, `metadata.elapsed` (ns per step), `metadata.partition`,
@@ -25,21 +33,24 @@ Usage (no FastAPI needed)::
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import re
 import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 TIME_TYPE = pa.timestamp("ms", tz="UTC")
+_STALE_TMP_S = 600.0
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 Order = Literal["Asc", "Desc"]
@@ -62,6 +73,7 @@ class _Segment:
     tmin: int | None  # epoch ms
     tmax: int | None
     schema: pa.Schema
+    handle: Any = None  # our open (and flocked) stream file, until the segment is sealed
 
 
 def _to_ms(value: datetime | int | float | str | None) -> int | None:
@@ -136,6 +148,25 @@ def _read_stream_file(path: Path) -> pa.Table | None:
     return pa.Table.from_batches(batches, schema=schema)
 
 
+def _try_lock(path: Path) -> Any:
+    """The file opened and exclusively flocked, or None when another process holds it (or it is gone)."""
+    try:
+        handle = open(path, "rb")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def _seq_of(name: str) -> int | None:
+    stem, _, suffix = name.partition(".")
+    return int(stem) if suffix in ("arrows", "parquet") and stem.isdigit() else None
+
+
 def _bounds(table: pa.Table) -> tuple[int | None, int | None]:
     if table.num_rows == 0:
         return None, None
@@ -168,34 +199,73 @@ class _PipelineLog:
 
     # -- startup ---------------------------------------------------------
     def _recover(self) -> None:
-        for tmp in self.dir.glob("*.tmp"):
-            tmp.unlink(missing_ok=True)
+        stale = time.time() - _STALE_TMP_S
+        for tmp in self.dir.glob("*.tmp"):  # a live peer's temp files are younger
+            with suppress(OSError):
+                if tmp.stat().st_mtime < stale:
+                    tmp.unlink()
         for stream in sorted(self.dir.glob("*.arrows")):
-            seq = int(stream.stem)
-            if (self.dir / f"{seq:012d}.parquet").exists():
-                stream.unlink()
-                continue
-            table = _read_stream_file(stream)
-            if table is None or table.num_rows == 0:
-                stream.unlink()
-                continue
-            self._write_parquet(seq, table)
-            stream.unlink()
+            self._seal_orphan(stream)
         for path in sorted(self.dir.glob("*.parquet")):
+            self._add_sealed(path)
+
+    def _seal_orphan(self, stream: Path) -> bool:
+        """Seal a stream segment whose writer is gone (its flock is free); False if a live peer holds it."""
+        handle = _try_lock(stream)
+        if handle is None:
+            return False
+        try:
+            seq = int(stream.name.split(".")[0])
+            if not (self.dir / f"{seq:012d}.parquet").exists():
+                table = _read_stream_file(stream)
+                if table is not None and table.num_rows:
+                    self._write_parquet(seq, table)
+            stream.unlink(missing_ok=True)
+        finally:
+            handle.close()
+        return True
+
+    def _add_sealed(self, path: Path) -> None:
+        """Index one Parquet segment (ours or a peer's; sealed files never change)."""
+        try:
             meta = pq.read_metadata(path)
-            schema = meta.schema.to_arrow_schema()
             tmin = tmax = None
             if meta.num_rows:
-                times = pq.read_table(path, columns=["time"])
-                tmin, tmax = _bounds(times)
-            self.sealed.append(_Segment(int(path.stem), path, meta.num_rows, tmin, tmax, schema))
+                tmin, tmax = _bounds(pq.read_table(path, columns=["time"]))
+        except (OSError, pa.ArrowInvalid):
+            return  # being replaced (tmp + rename) or removed: the next listing sees it
+        seq = int(path.name.split(".")[0])
+        if any(s.seq == seq for s in self.sealed):
+            return
+        self.sealed.append(_Segment(int(path.name.split(".")[0]), path, meta.num_rows, tmin, tmax,
+                                    meta.schema.to_arrow_schema()))
         self.sealed.sort(key=lambda s: s.seq)
 
     def _next_seq(self) -> int:
-        last = max([s.seq for s in self.sealed] + [s.seq for s in self.closed] + [0])
+        on_disk = [seq for seq in map(_seq_of, os.listdir(self.dir)) if seq is not None]
+        last = max([s.seq for s in self.sealed] + [s.seq for s in self.closed] + on_disk + [0])
         if self.active_seq is not None:
             last = max(last, self.active_seq)
         return last + 1
+
+    def _create_active(self) -> tuple[int, Path, Any]:
+        """A new stream segment file, created exclusively and flocked: no two writers share a number."""
+        # Locked before it has its name (link of a locked temp file), so no reader can ever
+        # take a fresh peer segment for an orphan.
+        tmp = self.dir / f"writer.{uuid.uuid4().hex}.tmp"
+        handle = open(tmp, "xb")
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            while True:
+                seq = self._next_seq()
+                path = self.dir / f"{seq:012d}.arrows"
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    continue  # a peer took the number between our listing and our link: list again
+                return seq, path, handle
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _write_parquet(self, seq: int, table: pa.Table) -> Path:
         final = self.dir / f"{seq:012d}.parquet"
@@ -216,14 +286,14 @@ class _PipelineLog:
         self.active_writer.close()
         self.active_file.flush()
         os.fsync(self.active_file.fileno())
-        self.active_file.close()
-        if self.active_rows:
+        if self.active_rows:  # the file stays open, and flocked, until it is sealed
             self.closed.append(
                 _Segment(self.active_seq, self.active_path, self.active_rows, self.active_tmin, self.active_tmax,
-                         self.active_schema)
+                         self.active_schema, self.active_file)
             )
         else:
             self.active_path.unlink(missing_ok=True)
+            self.active_file.close()
         self.active_writer = None
         self.active_file = None
         self.active_path = None
@@ -250,6 +320,8 @@ class _PipelineLog:
                         self.sealed.append(_Segment(seg.seq, path, table.num_rows, seg.tmin, seg.tmax, table.schema))
                         self.sealed.sort(key=lambda x: x.seq)
                     seg.path.unlink(missing_ok=True)
+                    if seg.handle is not None:
+                        seg.handle.close()  # releases the flock: nothing left to recover
 
     def append(self, table: pa.Table, sync: bool = True) -> bool:
         """Returns True when a segment was closed and waits to be sealed."""
@@ -257,10 +329,7 @@ class _PipelineLog:
             if self.active_writer is not None and not table.schema.equals(self.active_schema):
                 self._rotate()
             if self.active_writer is None:
-                seq = self._next_seq()
-                self.active_seq = seq
-                self.active_path = self.dir / f"{seq:012d}.arrows"
-                self.active_file = open(self.active_path, "wb")
+                self.active_seq, self.active_path, self.active_file = self._create_active()
                 self.active_writer = pa.ipc.new_stream(self.active_file, table.schema)
                 self.active_schema = table.schema
                 _fsync_dir(self.dir)
@@ -297,8 +366,38 @@ class _PipelineLog:
         self.seal_pending()
 
     # -- reading ---------------------------------------------------------
+    def _peer_segments(self) -> list[tuple[_Segment, pa.Table | None]]:
+        """What peers wrote since we last looked: new sealed segments (indexed once), and their
+        active stream segments (read now; sealed here if their writer died)."""
+        live: list[tuple[_Segment, pa.Table | None]] = []
+        with self.lock:
+            ours = {s.seq for s in self.sealed} | {s.seq for s in self.closed}
+            if self.active_seq is not None:
+                ours.add(self.active_seq)
+        names = sorted(os.listdir(self.dir))
+        parquet = {seq for seq in (_seq_of(n) for n in names if n.endswith(".parquet")) if seq is not None}
+        for name in names:
+            seq = _seq_of(name)
+            if seq is None or seq in ours:
+                continue
+            path = self.dir / name
+            if name.endswith(".parquet"):
+                with self.lock:
+                    self._add_sealed(path)
+            elif seq not in parquet:
+                if self._seal_orphan(path):
+                    with self.lock:
+                        self._add_sealed(self.dir / f"{seq:012d}.parquet")
+                    continue
+                table = _read_stream_file(path)
+                if table is not None and table.num_rows:
+                    tmin, tmax = _bounds(table)
+                    live.append((_Segment(seq, path, table.num_rows, tmin, tmax, table.schema), table))
+        return live
+
     def _segments(self) -> list[tuple[_Segment, pa.Table | None]]:
-        """Sealed segments (table read lazily) plus the active one (read now, under the lock)."""
+        """Sealed segments (table read lazily), peers' active ones and ours (read now), by number."""
+        peers = self._peer_segments()
         with self.lock:
             segs: list[tuple[_Segment, pa.Table | None]] = [(s, None) for s in sorted(self.sealed + self.closed, key=lambda x: x.seq)]
             if self.active_writer is not None and self.active_rows:
@@ -309,6 +408,8 @@ class _PipelineLog:
                         self.active_tmin, self.active_tmax, table.schema,
                     )
                     segs.append((seg, table))
+        segs.extend(peers)
+        segs.sort(key=lambda item: item[0].seq)
         return segs
 
     def query(

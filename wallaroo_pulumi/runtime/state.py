@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -45,6 +47,8 @@ class Runtime:
 
         self.engine = Engine(self)
         self.metrics.bind_engine(self.engine)
+        self.applied_deployments: dict[int, float] = {}  # deployment id -> the updated_at applied here
+        self._converging: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
         if self.settings.role == "scheduler":
@@ -56,8 +60,20 @@ class Runtime:
             from wallaroo_pulumi.runtime.routes.pipelines import restore_deployments
 
             await restore_deployments(self)
+        else:  # follow later changes only
+            for row in self.db.all("SELECT id, updated_at FROM deployments"):
+                self.applied_deployments[row["id"]] = row["updated_at"]
+        if self.settings.role == "serve":
+            # replicas behind one Service: a deploy reaching any of them must hold in all
+            from wallaroo_pulumi.runtime import convergence
+
+            self._converging = asyncio.create_task(convergence.run_forever(self), name="converge-deployments")
 
     async def shutdown(self) -> None:
+        if self._converging is not None:
+            self._converging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._converging
         await self.engine.shutdown()
         self.logstore.close()
 

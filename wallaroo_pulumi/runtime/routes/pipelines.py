@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wallaroo_pulumi.deployment import DeploymentConfig
+from wallaroo_pulumi.runtime.convergence import apply_row, mark_applied
 from wallaroo_pulumi.runtime.db import dumps
 from wallaroo_pulumi.runtime.errors import APIError, bad_request, describe_validation_error, not_found
 from wallaroo_pulumi.runtime.routes.models import decode_schema, resolve_model_ref, version_row
@@ -202,6 +203,7 @@ async def deploy(request: Request, body: DeployPipeline) -> dict:
                 "UPDATE deployments SET pipeline_version_id = ?, engine_config = ?, desired = 'deployed', updated_at = ? WHERE id = ?",
                 (version["id"], stored, now, dep_id),
             )
+    mark_applied(rt, dep_id, now)  # before any await: replica convergence must not apply it again
     log.info("deploying %s-%d version %s config %s", pipeline["name"], dep_id, version["version"], json.dumps(config.redacted()))
     await rt.engine.deploy(dep_id, pipeline["id"], pipeline["name"], version, steps, config)
     return {"id": dep_id}
@@ -209,18 +211,8 @@ async def deploy(request: Request, body: DeployPipeline) -> dict:
 
 async def restore_deployments(rt: Runtime) -> None:
     """At startup: bring every deployment back to its last desired state."""
-    rows = rt.db.all("SELECT * FROM deployments WHERE desired = 'deployed'")
-    for row in rows:
-        pipeline = rt.db.one("SELECT * FROM pipelines WHERE id = ?", (row["pipeline_id"],))
-        version = rt.db.one("SELECT * FROM pipeline_versions WHERE id = ?", (row["pipeline_version_id"],))
-        if pipeline is None or version is None:
-            continue
-        try:
-            config = DeploymentConfig.model_validate(json.loads(row["engine_config"]))
-            await start_deployment(rt, pipeline, version, config, row["id"])
-            log.info("restoring deployment %s-%d", pipeline["name"], row["id"])
-        except Exception as exc:  # noqa: BLE001 - one broken deployment must not stop the runtime
-            log.error("could not restore deployment %s-%d: %s", pipeline["name"], row["id"], exc)
+    for row in rt.db.all("SELECT * FROM deployments"):
+        await apply_row(rt, row)
 
 
 class Undeploy(BaseModel):
@@ -238,7 +230,9 @@ async def undeploy_pipeline(rt: Runtime, pipeline: dict[str, Any], deployment_id
     if deployment_id is not None and dep["id"] != deployment_id:
         raise not_found(f"deployment_id: pipeline {pipeline['name']!r} has deployment {dep['id']}, not {deployment_id}")
     with rt.db.tx() as c:
-        c.execute("UPDATE deployments SET desired = 'undeployed', updated_at = ? WHERE id = ?", (time.time(), dep["id"]))
+        now = time.time()
+        c.execute("UPDATE deployments SET desired = 'undeployed', updated_at = ? WHERE id = ?", (now, dep["id"]))
+    mark_applied(rt, dep["id"], now)
     await rt.engine.undeploy(pipeline["name"])
     return True
 
@@ -369,6 +363,10 @@ def get_deployment(request: Request, body: GetDeployment) -> dict:
         raise not_found(f"deployment {body.name!r} does not exist (pipeline {pipeline['name']!r} "
                         + (f"has deployment {dep['id']})" if dep else "was never deployed)"))
     state = rt.engine.get(pipeline["name"])
+    if dep["desired"] == "deployed" and rt.applied_deployments.get(dep["id"]) != dep["updated_at"]:
+        # deployed through another replica, and this one has not caught up yet (within a second)
+        return {"name": f"{pipeline['name']}-{dep['id']}", "status": "Starting", "reason": None,
+                "details": ["this replica is applying a change made through another"], "engines": [], "engine_lbs": []}
     if dep["desired"] != "deployed" or state is None:
         raise not_found(f"deployment {pipeline['name']}-{dep['id']} is not deployed (undeployed); deploy it with /v1/api/pipelines/deploy")
     return rt.engine.status(state)
