@@ -1,6 +1,7 @@
 """`wallaroo-pulumi` console script.
 
     wallaroo-pulumi runtime serve --data-dir D [--host 127.0.0.1] [--port 0] [--role all|serve|scheduler]
+                                  [--log-retention 30d]
     wallaroo-pulumi runtime token --data-dir D
 
 `runtime serve` takes the admin token from `WALLAROO_ADMIN_TOKEN` when it is set (how the
@@ -26,6 +27,15 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _duration(text: str) -> float:
+    from wallaroo_pulumi.runtime.settings import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallaroo-pulumi", description="Managed LLM inference endpoints as infrastructure code.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-bytes", type=_size, default=None, help="largest model upload, e.g. 10Gi (default)")
     serve.add_argument("--max-request-bytes", type=_size, default=None, help="largest inference body, e.g. 256Mi (default)")
     serve.add_argument("--no-redeploy", action="store_true", help="do not redeploy deployed pipelines at start")
+    serve.add_argument("--log-retention", type=_duration, default=None, metavar="DURATION",
+                       help="delete inference and score logs older than this, e.g. 30d or 12h (default: keep all)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument(
         "--role", default="all", choices=["all", "serve", "scheduler"],
@@ -63,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             extra["max_upload_bytes"] = args.max_upload_bytes
         if args.max_request_bytes:
             extra["max_request_bytes"] = args.max_request_bytes
+        if args.log_retention:
+            extra["log_retention_s"] = args.log_retention
         from wallaroo_pulumi.runtime.auth import check_admin_token
         from wallaroo_pulumi.runtime.settings import ADMIN_TOKEN_ENV
 

@@ -162,9 +162,9 @@ def _try_lock(path: Path) -> Any:
     return handle
 
 
-def _seq_of(name: str) -> int | None:
+def _seq_of(name: str, suffixes: tuple[str, ...] = ("arrows", "parquet")) -> int | None:
     stem, _, suffix = name.partition(".")
-    return int(stem) if suffix in ("arrows", "parquet") and stem.isdigit() else None
+    return int(stem) if suffix in suffixes and stem.isdigit() else None
 
 
 def _bounds(table: pa.Table) -> tuple[int | None, int | None]:
@@ -242,7 +242,9 @@ class _PipelineLog:
         self.sealed.sort(key=lambda s: s.seq)
 
     def _next_seq(self) -> int:
-        on_disk = [seq for seq in map(_seq_of, os.listdir(self.dir)) if seq is not None]
+        # `.pruned`: the number of the newest segment log retention deleted, so numbers never restart
+        on_disk = [seq for seq in (_seq_of(n, ("arrows", "parquet", "pruned")) for n in os.listdir(self.dir))
+                   if seq is not None]
         last = max([s.seq for s in self.sealed] + [s.seq for s in self.closed] + on_disk + [0])
         if self.active_seq is not None:
             last = max(last, self.active_seq)
@@ -435,7 +437,11 @@ class _PipelineLog:
             if seg.tmax is not None and start_ms is not None and seg.tmax < start_ms:
                 continue
             if table is None:
-                table = self._read_segment(seg)
+                try:
+                    table = self._read_segment(seg)
+                except FileNotFoundError:  # removed by log retention (maybe in another process)
+                    self._forget(seg.seq)
+                    continue
             rows = pa.array(range(table.num_rows), pa.int64())
             ms = table.column("time").cast(pa.int64())
             mask = pa.array([True] * table.num_rows)
@@ -479,6 +485,38 @@ class _PipelineLog:
             status = "All"
         next_cursor = _encode_cursor(*last_pos) if status != "All" and last_pos else None
         return LogPage(out, next_cursor, status)
+
+    def _forget(self, seq: int) -> None:
+        with self.lock:
+            self.sealed = [s for s in self.sealed if s.seq != seq]
+
+    def prune(self, cutoff_ms: int) -> tuple[int, int]:
+        """Delete sealed segments whose newest row is older than `cutoff_ms`; (segments, rows).
+
+        Whole segments go, so rows up to one segment's span past the cutoff may stay. An
+        active segment holding only older rows is sealed first, so an idle pipeline's
+        old rows go too.
+        """
+        self._peer_segments()  # index what peers sealed, so their old segments go as well
+        with self.lock:
+            if self.active_writer is not None and self.active_tmax is not None and self.active_tmax < cutoff_ms:
+                self._rotate()
+        self.seal_pending()
+        with self.lock:
+            doomed = [s for s in self.sealed if s.tmax is not None and s.tmax < cutoff_ms]
+            gone = {s.seq for s in doomed}
+            self.sealed = [s for s in self.sealed if s.seq not in gone]
+        if not doomed:
+            return 0, 0
+        marker = self.dir / f"{max(gone):012d}.pruned"
+        marker.touch()
+        for seg in doomed:
+            seg.path.unlink(missing_ok=True)
+        for old in self.dir.glob("*.pruned"):
+            if old != marker and (_seq_of(old.name, ("pruned",)) or 0) < max(gone):
+                old.unlink(missing_ok=True)
+        _fsync_dir(self.dir)
+        return len(doomed), sum(s.rows for s in doomed)
 
     def _read_segment(self, seg: _Segment) -> pa.Table:
         if seg.path.suffix == ".arrows":
@@ -618,6 +656,19 @@ class LogStore:
         if not (self.root / pipeline).is_dir() and pipeline not in self._logs:
             return LogPage(pa.table({"time": pa.array([], TIME_TYPE)}), None, "All")
         return self._log(pipeline).query(_to_ms(start), _to_ms(end), limit, order, cursor)
+
+    def prune(self, cutoff: datetime | int) -> dict[str, tuple[int, int]]:
+        """Log retention: per pipeline, (segments, rows) deleted because all their rows are
+        older than `cutoff`. Safe with peers on the same directory: their readers skip a
+        deleted segment."""
+        cutoff_ms = _to_ms(cutoff)
+        assert cutoff_ms is not None
+        removed = {}
+        for pipeline in self.pipelines():
+            counts = self._log(pipeline).prune(cutoff_ms)
+            if counts[0]:
+                removed[pipeline] = counts
+        return removed
 
     def close(self) -> None:
         """Seal active segments (they are also recovered on the next open after a crash)."""

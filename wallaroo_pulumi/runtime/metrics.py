@@ -63,6 +63,8 @@ class Metrics:
         )
         self.deploys = Counter("wallaroo_deploys_total", "Deploy requests", ["pipeline"], registry=r)
         self.log_errors = Counter("wallaroo_log_write_errors_total", "Failed inference log writes", ["pipeline"], registry=r)
+        self.log_rows_pruned = Counter("wallaroo_log_rows_pruned_total", "Logged rows removed by log retention",
+                                       ["pipeline"], registry=r)
         self._engine: Any = None
         r.register(self)
 

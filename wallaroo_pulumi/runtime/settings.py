@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,18 @@ ROLES = ("all", "serve", "scheduler")
 Role = Literal["all", "serve", "scheduler"]
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`30d`, `12h`, `90m`, `3600s` -> seconds; anything else is a ValueError saying what is expected."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"expected a positive duration like 30d, 12h, 90m or 3600s; got {text!r}")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
 class RuntimeSettings(BaseModel):
     data_dir: Path
     host: str = "127.0.0.1"
@@ -25,6 +38,10 @@ class RuntimeSettings(BaseModel):
         default=256 * MiB, gt=0, description="largest inference / JSON request body accepted"
     )
     redeploy_on_start: bool = True
+    log_retention_s: float | None = Field(
+        default=None, gt=0,
+        description="delete inference and score logs older than this (whole sealed segments); None keeps them",
+    )
     listeners: bool = Field(default=True, description="serve listener tasks (/v1/api/task/*) and their scheduler")
     log_level: str = "info"
     role: Role = Field(

@@ -49,8 +49,14 @@ class Runtime:
         self.metrics.bind_engine(self.engine)
         self.applied_deployments: dict[int, float] = {}  # deployment id -> the updated_at applied here
         self._converging: asyncio.Task[None] | None = None
+        self._pruning: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
+        retention = self.settings.log_retention_s
+        if retention and self.settings.role in ("all", "scheduler"):  # exactly one pruner per data dir
+            from wallaroo_pulumi.runtime import retention as log_retention
+
+            self._pruning = asyncio.create_task(log_retention.run_forever(self, retention), name="log-retention")
         if self.settings.role == "scheduler":
             # the scheduler pod is not behind the Service: no LLM sidekicks (or GPUs) held there
             if self.settings.redeploy_on_start:
@@ -70,10 +76,11 @@ class Runtime:
             self._converging = asyncio.create_task(convergence.run_forever(self), name="converge-deployments")
 
     async def shutdown(self) -> None:
-        if self._converging is not None:
-            self._converging.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._converging
+        for task in (self._converging, self._pruning):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.engine.shutdown()
         self.logstore.close()
 

@@ -1,0 +1,53 @@
+"""Log retention: inference and score logs older than `--log-retention` are deleted.
+
+Every inference is logged, so without a bound the data directory only grows.
+One process per data directory prunes (role `all` or `scheduler`: there is
+exactly one), removing whole sealed segments whose newest row is older than the
+cutoff, and the listeners' record of which of those rows they scored (those
+rows cannot come back, so the record would only grow). Serving replicas that
+had indexed a removed segment skip it on their next read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("wallaroo_pulumi.runtime.retention")
+
+MIN_INTERVAL_S = 1.0
+MAX_INTERVAL_S = 3600.0
+
+
+def interval_for(retention_s: float) -> float:
+    """Prune a few times per retention period, between every second and every hour."""
+    return min(MAX_INTERVAL_S, max(MIN_INTERVAL_S, retention_s / 4))
+
+
+def prune_once(rt: Any, retention_s: float, now: float | None = None) -> dict[str, tuple[int, int]]:
+    """Delete what is older than `retention_s`; per pipeline, (segments, rows) removed."""
+    cutoff_ms = int(((now if now is not None else time.time()) - retention_s) * 1000)
+    removed = rt.logstore.prune(cutoff_ms)
+    for pipeline, (segments, rows) in removed.items():
+        rt.metrics.log_rows_pruned.labels(pipeline).inc(rows)
+        log.info("log retention: removed %d segment(s), %d row(s) of %s older than %s",
+                 segments, rows, pipeline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cutoff_ms / 1000)))
+    if rt.db.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'listener_scored'"):
+        with rt.db.tx() as c:
+            c.execute("DELETE FROM listener_scored WHERE state = 'done' AND source_ms < ?", (cutoff_ms,))
+    return removed
+
+
+async def run_forever(rt: Any, retention_s: float) -> None:
+    interval = interval_for(retention_s)
+    log.info("log retention: keeping %gs of logs, checking every %gs", retention_s, interval)
+    while True:
+        try:
+            await asyncio.to_thread(prune_once, rt, retention_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - retried next round; serving must not stop for it
+            log.exception("log retention")
+        await asyncio.sleep(interval)
