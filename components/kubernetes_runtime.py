@@ -35,6 +35,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from wallaroo_pulumi.deployment import parse_memory_quantity
+from wallaroo_pulumi.runtime.settings import parse_duration
 from wallaroo_pulumi.resources.connection import Connection
 
 APP_PORT = 8080
@@ -65,10 +66,16 @@ class KubernetesRuntime(pulumi.ComponentResource):
         storage_class: str | None = None,
         access_mode: str | None = None,
         service_type: str = "ClusterIP",
+        log_retention: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("wallaroo:index:KubernetesRuntime", name, None, opts)
         parse_memory_quantity(memory)  # fail at plan time with the field's message
+        if log_retention is not None:
+            try:
+                parse_duration(log_retention)
+            except ValueError as exc:
+                raise ValueError(f"KubernetesRuntime: log_retention: {exc}") from None
         access_mode = access_mode or "ReadWriteOnce"
         if access_mode not in ACCESS_MODES:
             raise ValueError(f"KubernetesRuntime: access_mode must be one of {', '.join(ACCESS_MODES)}; "
@@ -122,7 +129,8 @@ class KubernetesRuntime(pulumi.ComponentResource):
                         "name": "runtime",
                         "image": image,
                         "args": ["runtime", "serve", "--data-dir", "/data", "--host", "0.0.0.0",
-                                 "--port", str(APP_PORT), "--role", role],
+                                 "--port", str(APP_PORT), "--role", role,
+                                 *(["--log-retention", log_retention] if log_retention else [])],
                         "env": [{"name": "WALLAROO_ADMIN_TOKEN",
                                  "valueFrom": {"secretKeyRef": {"name": secret.metadata["name"], "key": "token"}}}],
                         "ports": [{"containerPort": APP_PORT, "name": "http"}],

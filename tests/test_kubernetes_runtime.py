@@ -51,7 +51,7 @@ def test_autoscaled_gpu_runtime(recorder: _Recorder) -> Any:
 
     rt = KubernetesRuntime("rt", image="registry.local/wallaroo-runtime:1", admin_token="s3cret",
                            autoscale_min=2, autoscale_max=5, gpus=1, memory="8Gi",
-                           node_selector={"gpu": "a100"}, access_mode="ReadWriteMany")
+                           node_selector={"gpu": "a100"}, access_mode="ReadWriteMany", log_retention="30d")
 
     def check(args: list[Any]) -> None:
         url = args[0]
@@ -70,6 +70,7 @@ def test_autoscaled_gpu_runtime(recorder: _Recorder) -> Any:
         sched_container = sched["template"]["spec"]["containers"][0]
         sargs = sched_container["args"]
         assert sargs[sargs.index("--role") + 1] == "scheduler"
+        assert sargs[sargs.index("--log-retention") + 1] == "30d"  # the scheduler is the one pruner
         for c in (container, sched_container):  # every pod accepts the one token from the Secret
             env = {e["name"]: e for e in c["env"]}
             assert "secretKeyRef" in env["WALLAROO_ADMIN_TOKEN"]["valueFrom"]
@@ -153,6 +154,8 @@ def test_volume_access_mode_must_fit_the_pods() -> None:
         KubernetesRuntime("rt", image="i", admin_token="t", replicas=3, access_mode="ReadWriteOncePod")
     with pytest.raises(ValueError, match="access_mode must be one of .*got 'ReadOnlyMany'"):
         KubernetesRuntime("rt2", image="i", admin_token="t", access_mode="ReadOnlyMany")
+    with pytest.raises(ValueError, match="log_retention: expected a positive duration like 30d"):
+        KubernetesRuntime("rt3", image="i", admin_token="t", log_retention="a month")
 
 
 def test_bad_memory_quantity_is_named() -> None:
