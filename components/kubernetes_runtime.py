@@ -69,7 +69,6 @@ class KubernetesRuntime(pulumi.ComponentResource):
         log_retention: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("wallaroo:index:KubernetesRuntime", name, None, opts)
         parse_memory_quantity(memory)  # fail at plan time with the field's message
         if log_retention is not None:
             try:
@@ -85,6 +84,8 @@ class KubernetesRuntime(pulumi.ComponentResource):
             raise ValueError("KubernetesRuntime: access_mode 'ReadWriteOncePod' lets one pod mount the data "
                              "volume, but several replicas (and their scheduler pod) share it: use "
                              "'ReadWriteOnce' (all pods run on one node) or a single replica")
+        # every check above runs before anything is registered with the engine
+        super().__init__("wallaroo:index:KubernetesRuntime", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = {"app.kubernetes.io/name": "wallaroo-runtime", "app.kubernetes.io/instance": name}
 
