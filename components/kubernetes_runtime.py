@@ -67,6 +67,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
         access_mode: str | None = None,
         service_type: str = "ClusterIP",
         log_retention: str | None = None,
+        secrets_key: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         parse_memory_quantity(memory)  # fail at plan time with the field's message
@@ -96,7 +97,9 @@ class KubernetesRuntime(pulumi.ComponentResource):
         secret = k8s.core.v1.Secret(
             f"{name}-token",
             metadata={"namespace": namespace, "labels": labels},
-            string_data={"token": pulumi.Output.secret(admin_token)},
+            string_data={"token": pulumi.Output.secret(admin_token),
+                         # seals sidekick credentials in runtime.db: a volume snapshot alone opens nothing
+                         **({"secrets-key": pulumi.Output.secret(secrets_key)} if secrets_key is not None else {})},
             opts=child,
         )
         claim = k8s.core.v1.PersistentVolumeClaim(
@@ -112,6 +115,10 @@ class KubernetesRuntime(pulumi.ComponentResource):
         limits: dict[str, Any] = {"cpu": str(cpus), "memory": memory}
         if gpus:
             limits["nvidia.com/gpu"] = str(gpus)
+
+        secret_env = [("WALLAROO_ADMIN_TOKEN", "token")]
+        if secrets_key is not None:
+            secret_env.append(("WALLAROO_SECRETS_KEY", "secrets-key"))
 
         def pod(role: str, resources: dict[str, Any]) -> dict[str, Any]:
             return {
@@ -132,8 +139,8 @@ class KubernetesRuntime(pulumi.ComponentResource):
                         "args": ["runtime", "serve", "--data-dir", "/data", "--host", "0.0.0.0",
                                  "--port", str(APP_PORT), "--role", role,
                                  *(["--log-retention", log_retention] if log_retention else [])],
-                        "env": [{"name": "WALLAROO_ADMIN_TOKEN",
-                                 "valueFrom": {"secretKeyRef": {"name": secret.metadata["name"], "key": "token"}}}],
+                        "env": [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret.metadata["name"], "key": key}}}
+                                for name, key in secret_env],
                         "ports": [{"containerPort": APP_PORT, "name": "http"}],
                         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
                         "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 20},

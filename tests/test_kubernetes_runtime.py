@@ -51,7 +51,8 @@ def test_autoscaled_gpu_runtime(recorder: _Recorder) -> Any:
 
     rt = KubernetesRuntime("rt", image="registry.local/wallaroo-runtime:1", admin_token="s3cret",
                            autoscale_min=2, autoscale_max=5, gpus=1, memory="8Gi",
-                           node_selector={"gpu": "a100"}, access_mode="ReadWriteMany", log_retention="30d")
+                           node_selector={"gpu": "a100"}, access_mode="ReadWriteMany", log_retention="30d",
+                           secrets_key="sealing-key-from-config-0123")
 
     def check(args: list[Any]) -> None:
         url = args[0]
@@ -74,6 +75,7 @@ def test_autoscaled_gpu_runtime(recorder: _Recorder) -> Any:
         for c in (container, sched_container):  # every pod accepts the one token from the Secret
             env = {e["name"]: e for e in c["env"]}
             assert "secretKeyRef" in env["WALLAROO_ADMIN_TOKEN"]["valueFrom"]
+            assert env["WALLAROO_SECRETS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secrets-key"
             assert c["args"][c["args"].index("--data-dir") + 1] == "/data"
         assert serve["template"]["spec"]["securityContext"]["fsGroup"] == 10001
         svc = res["kubernetes:core/v1:Service::rt-svc"]["spec"]

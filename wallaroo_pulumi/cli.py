@@ -5,7 +5,9 @@
     wallaroo-pulumi runtime token --data-dir D
 
 `runtime serve` takes the admin token from `WALLAROO_ADMIN_TOKEN` when it is set (how the
-Kubernetes component passes its Secret); otherwise the first start mints one.
+Kubernetes component passes its Secret); otherwise the first start mints one. Likewise the
+key sealing stored credentials comes from `WALLAROO_SECRETS_KEY`, else `DATA_DIR/secrets.key`.
+Both are removed from the environment before anything else starts.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.log_retention:
             extra["log_retention_s"] = args.log_retention
         from wallaroo_pulumi.runtime.auth import check_admin_token
+        from wallaroo_pulumi.runtime.secrets import KEY_ENV as SECRETS_KEY_ENV
+        from wallaroo_pulumi.runtime.secrets import MIN_KEY_CHARS
         from wallaroo_pulumi.runtime.settings import ADMIN_TOKEN_ENV
 
         # taken out of the environment: no child process (pip installing a model's requirements)
@@ -89,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as exc:
                 print(f"wallaroo-pulumi runtime serve: {exc}", file=sys.stderr)
                 return 2
+        secrets_key = os.environ.pop(SECRETS_KEY_ENV, None)  # likewise kept from child processes
+        if secrets_key is not None:
+            if len(secrets_key.strip()) < MIN_KEY_CHARS:
+                print(f"wallaroo-pulumi runtime serve: {SECRETS_KEY_ENV} must be at least {MIN_KEY_CHARS} "
+                      "characters", file=sys.stderr)
+                return 2
+            extra["secrets_key"] = secrets_key
         settings = RuntimeSettings(
             data_dir=Path(args.data_dir).expanduser(), host=args.host, port=args.port,
             redeploy_on_start=not args.no_redeploy, log_level=args.log_level, role=args.role, **extra,

@@ -25,6 +25,7 @@ def test_kill9_restart_loses_nothing(make_server, tmp_path):
         c.infer("survivor-pipe", pd.DataFrame({"x": [float(i)]}))
     before = c.logs("survivor-pipe", limit=100, order="Asc")
     old_pids = [s.pid for s in c.deployment_status("survivor-pipe").sidekicks]
+    assert not stored_plaintext(srv.data_dir, b"s3cr3t-value")  # sealed at rest
 
     srv.kill9()
     srv.start()
@@ -92,3 +93,45 @@ def test_killed_upload_leaves_no_visible_version(make_server, tmp_path):
         time.sleep(0.05)
     assert list(tmp_dir.iterdir()) == []
     assert c.list_models() == []
+
+
+def stored_plaintext(data_dir, secret: bytes) -> list[str]:
+    """Files of the database (WAL included) that hold `secret` as is."""
+    return [p.name for p in data_dir.glob("runtime.db*") if secret in p.read_bytes()]
+
+
+def test_credentials_are_sealed_under_a_key_kept_apart_from_the_database(make_server, tmp_path):
+    import sqlite3
+
+    key = "a-key-from-a-kubernetes-secret-0123"
+    srv = make_server("data", start=False)
+    srv.env["WALLAROO_SECRETS_KEY"] = key
+    srv.start()
+    c = srv.client()
+    mv = c.upload_model("sealed", make_model(tmp_path, "sealed", DOUBLE), X_SCHEMA, Y_SCHEMA)
+    created = c.create_pipeline("sealed-pipe", steps=[mv])
+    c.deploy("sealed-pipe", pipeline_id=created.pipeline_id,
+             engine_config={"sidekicks": {"sealed": {"env": {"API_KEY": "sk-live-credential"}}}})
+    c.wait_for_deployment("sealed-pipe", timeout_s=60)
+    assert not (srv.data_dir / "secrets.key").exists()  # the key lives only where the env came from
+    assert not stored_plaintext(srv.data_dir, b"sk-live-credential")
+
+    # the same data dir under another key: the deployment fails, saying which key and what to do
+    srv.stop()
+    srv.env["WALLAROO_SECRETS_KEY"] = "some-other-key-entirely-9876"
+    srv.start()
+    c = srv.client()
+    status = c.deployment_status("sealed-pipe")
+    assert status.status == "Error", status
+    assert "WALLAROO_SECRETS_KEY" in (status.reason or "") and "pulumi up" in (status.reason or "")
+    assert key not in srv.log_tail(10**6)
+
+    # rows written before sealing existed (plaintext) are sealed at the next start, and still deploy
+    srv.stop()
+    with sqlite3.connect(srv.data_dir / "runtime.db") as con:
+        con.execute("UPDATE deployments SET engine_config = ?",
+                    (json.dumps({"sidekicks": {"sealed": {"env": {"API_KEY": "sk-old-plaintext"}}}}),))
+    srv.start()
+    c = srv.client()
+    assert c.wait_for_deployment("sealed-pipe", timeout_s=60) == "Running"
+    assert not stored_plaintext(srv.data_dir, b"sk-old-plaintext")

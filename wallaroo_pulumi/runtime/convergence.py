@@ -45,11 +45,12 @@ async def apply_row(rt: Any, row: dict[str, Any]) -> None:
     if version is None:
         return
     try:
-        config = DeploymentConfig.model_validate(json.loads(row["engine_config"]))
+        config = DeploymentConfig.model_validate(rt.secrets.open_config(json.loads(row["engine_config"])))
         await start_deployment(rt, pipeline, version, config, row["id"])
         log.info("deploying %s-%d version %s (desired state)", pipeline["name"], row["id"], version["version"])
     except Exception as exc:  # noqa: BLE001 - one broken deployment must not stop the others
         log.error("could not deploy %s-%d: %s", pipeline["name"], row["id"], exc)
+        await rt.engine.record_failure(row["id"], pipeline["id"], pipeline["name"], version["version"], str(exc))
 
 
 async def converge_once(rt: Any) -> int:

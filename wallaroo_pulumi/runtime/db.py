@@ -97,6 +97,8 @@ class Database:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA busy_timeout=5000")
+        # overwritten and deleted content is zeroed, not left in free space (credentials, tokens)
+        self._conn.execute("PRAGMA secure_delete=ON")
         self._conn.executescript(SCHEMA)
         with self.tx() as c:
             if c.execute("SELECT 1 FROM workspaces WHERE id = 1").fetchone() is None:
@@ -126,6 +128,11 @@ class Database:
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return [dict(r) for r in rows]
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the main file and empty it (old page images included)."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:

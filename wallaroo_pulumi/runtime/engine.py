@@ -150,6 +150,14 @@ class Engine:
     def get(self, pipeline_name: str) -> DeploymentState | None:
         return self.deployments.get(pipeline_name)
 
+    async def record_failure(self, deployment_id: int, pipeline_id: int, pipeline_name: str,
+                             pipeline_version: str, reason: str) -> None:
+        """A deployment that cannot even be started here: its status and inference say why."""
+        await self.undeploy(pipeline_name)
+        self.deployments[pipeline_name] = DeploymentState(
+            id=deployment_id, pipeline_id=pipeline_id, pipeline_name=pipeline_name, config=DeploymentConfig(),
+            pipeline_version=pipeline_version, state="failed", reason=reason)
+
     async def deploy(
         self,
         deployment_id: int,

@@ -56,6 +56,12 @@ class RuntimeSettings(BaseModel):
         "replicas sharing a data dir then agree on it",
     )
 
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="key sealing sidekick credentials in runtime.db (from $WALLAROO_SECRETS_KEY); "
+        "None keeps one in DATA_DIR/secrets.key",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> "RuntimeSettings":
         if self.role == "scheduler" and not self.listeners:

@@ -15,9 +15,10 @@ from starlette.requests import Request
 
 from wallaroo_pulumi.runtime.artifacts import ArtifactStore
 from wallaroo_pulumi.runtime.auth import TokenStore
-from wallaroo_pulumi.runtime.db import Database
+from wallaroo_pulumi.runtime.db import Database, dumps
 from wallaroo_pulumi.runtime.logstore import LogStore
 from wallaroo_pulumi.runtime.metrics import Metrics
+from wallaroo_pulumi.runtime.secrets import SecretBox
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
 log = logging.getLogger("wallaroo_pulumi.runtime")
@@ -40,6 +41,9 @@ class Runtime:
         self.tokens = TokenStore(self.db, data_dir)
         admin = settings.admin_token
         self.tokens.ensure_admin(admin.get_secret_value() if admin is not None else None)
+        key = settings.secrets_key
+        self.secrets = SecretBox.for_data_dir(data_dir, key.get_secret_value() if key is not None else None)
+        self._seal_plaintext_credentials()
         self.artifacts = ArtifactStore(data_dir / "artifacts")
         self.logstore = LogStore.shared(data_dir / "logs")
         self.metrics = Metrics()
@@ -50,6 +54,21 @@ class Runtime:
         self.applied_deployments: dict[int, float] = {}  # deployment id -> the updated_at applied here
         self._converging: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
+
+    def _seal_plaintext_credentials(self) -> None:
+        """Deployments stored before credentials were sealed get sealed now (updated_at kept:
+        nothing is redeployed for it)."""
+        sealed = 0
+        for row in self.db.all("SELECT id, engine_config FROM deployments"):
+            config = json.loads(row["engine_config"])
+            if SecretBox.has_plaintext(config):
+                with self.db.tx() as c:
+                    c.execute("UPDATE deployments SET engine_config = ? WHERE id = ?",
+                              (dumps(self.secrets.seal_config(config)), row["id"]))
+                sealed += 1
+        if sealed:
+            self.db.checkpoint()  # the old page images leave the WAL and the main file now
+            log.info("sealed the stored credentials of %d deployment(s)", sealed)
 
     async def startup(self) -> None:
         retention = self.settings.log_retention_s

@@ -190,7 +190,8 @@ async def deploy(request: Request, body: DeployPipeline) -> dict:
     now = time.time()
     with rt.db.tx() as c:
         existing = c.execute("SELECT id FROM deployments WHERE pipeline_id = ?", (pipeline["id"],)).fetchone()
-        stored = dumps(config.model_dump(mode="json"))  # full config, env included: needed to redeploy after restart
+        # full config, env sealed (runtime/secrets.py): needed to redeploy after a restart
+        stored = dumps(rt.secrets.seal_config(config.model_dump(mode="json")))
         if existing is None:
             dep_id = c.execute(
                 "INSERT INTO deployments (pipeline_id, deploy_name, pipeline_version_id, engine_config, desired, created_at, updated_at) "
