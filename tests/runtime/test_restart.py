@@ -126,12 +126,21 @@ def test_credentials_are_sealed_under_a_key_kept_apart_from_the_database(make_se
     assert "WALLAROO_SECRETS_KEY" in (status.reason or "") and "pulumi up" in (status.reason or "")
     assert key not in srv.log_tail(10**6)
 
-    # rows written before sealing existed (plaintext) are sealed at the next start, and still deploy
+    # a database from an older runtime: a plaintext row, and one deleted without secure_delete
+    # (its bytes linger in free pages). Sealed and scrubbed at the next start; it still deploys.
     srv.stop()
-    with sqlite3.connect(srv.data_dir / "runtime.db") as con:
-        con.execute("UPDATE deployments SET engine_config = ?",
-                    (json.dumps({"sidekicks": {"sealed": {"env": {"API_KEY": "sk-old-plaintext"}}}}),))
+    con = sqlite3.connect(srv.data_dir / "runtime.db", isolation_level=None)
+    con.execute("PRAGMA user_version = 0")
+    con.execute("PRAGMA secure_delete = OFF")  # as SQLite builds without SQLITE_SECURE_DELETE do
+    con.execute("UPDATE deployments SET engine_config = ?",
+                (json.dumps({"sidekicks": {"sealed": {"env": {"API_KEY": "sk-old-plaintext"}}}}),))
+    con.execute("CREATE TABLE gone (v TEXT)")
+    con.execute("INSERT INTO gone VALUES (?)", ("sk-deleted-long-ago " * 200,))
+    con.execute("DROP TABLE gone")
+    con.close()
+    assert stored_plaintext(srv.data_dir, b"sk-deleted-long-ago")  # the residue is really there
     srv.start()
     c = srv.client()
     assert c.wait_for_deployment("sealed-pipe", timeout_s=60) == "Running"
     assert not stored_plaintext(srv.data_dir, b"sk-old-plaintext")
+    assert not stored_plaintext(srv.data_dir, b"sk-deleted-long-ago")

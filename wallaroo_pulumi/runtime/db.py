@@ -10,6 +10,7 @@ from it is returned by the API without `DeploymentConfig.redacted()`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -82,6 +83,10 @@ CREATE TABLE IF NOT EXISTS deployments (
 """
 
 
+_SCRUBBED = 1  # PRAGMA user_version once the database was rewritten with secure_delete on
+log = logging.getLogger("wallaroo_pulumi.runtime.db")
+
+
 class Database:
     """A single SQLite connection shared by threads under a lock (writes are tiny)."""
 
@@ -129,10 +134,18 @@ class Database:
             rows = self._conn.execute(sql, params).fetchall()
         return [dict(r) for r in rows]
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the main file and empty it (old page images included)."""
+    def scrub(self) -> None:
+        """At start: leave no earlier plaintext behind. Once per database, rewrite it (VACUUM),
+        so rows deleted before `secure_delete` was on leave no residue in free pages; every
+        time, empty the WAL, which may hold old page images from the last process."""
         with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                if self._conn.execute("PRAGMA user_version").fetchone()[0] < _SCRUBBED:
+                    self._conn.execute("VACUUM")
+                    self._conn.execute(f"PRAGMA user_version = {_SCRUBBED}")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError as exc:  # a peer holds the database: the next start retries
+                log.warning("could not scrub %s now (%s); it is retried at the next start", self.path, exc)
 
     def close(self) -> None:
         with self._lock:

@@ -67,8 +67,8 @@ class Runtime:
                               (dumps(self.secrets.seal_config(config)), row["id"]))
                 sealed += 1
         if sealed:
-            self.db.checkpoint()  # the old page images leave the WAL and the main file now
             log.info("sealed the stored credentials of %d deployment(s)", sealed)
+        self.db.scrub()  # old page images and free-page residue go too
 
     async def startup(self) -> None:
         retention = self.settings.log_retention_s
