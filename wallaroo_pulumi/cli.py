@@ -3,6 +3,9 @@
     wallaroo-pulumi runtime serve --data-dir D [--host 127.0.0.1] [--port 0] [--role all|serve|scheduler]
                                   [--log-retention 30d]
     wallaroo-pulumi runtime token --data-dir D
+    wallaroo-pulumi status [PIPELINE ...] [--json]       exit 1 unless every one is Running
+    wallaroo-pulumi infer PIPELINE --data '[{"text": "hi"}]' | --file F
+    wallaroo-pulumi logs PIPELINE [--limit 20]
 
 `runtime serve` takes the admin token from `WALLAROO_ADMIN_TOKEN` when it is set (how the
 Kubernetes component passes its Secret); otherwise the first start mints one. Likewise the
@@ -63,11 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = rsub.add_parser("token", help="print the admin token (for `Authorization: Bearer ...`)")
     token.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+
+    from wallaroo_pulumi.cli_ops import add_commands
+
+    add_commands(sub, DEFAULT_DATA_DIR)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("status", "infer", "logs"):
+        from wallaroo_pulumi.cli_ops import run
+
+        return run(args)
     if args.command == "runtime" and args.runtime_command == "serve":
         from wallaroo_pulumi.runtime.server import serve
         from wallaroo_pulumi.runtime.settings import RuntimeSettings

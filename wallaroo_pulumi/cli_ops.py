@@ -1,0 +1,126 @@
+"""`wallaroo-pulumi status | infer | logs`: a deployed stack checked from a shell or a CI job.
+
+After `pulumi up`, rollout scripts and CI want three answers without writing Python: is
+every pipeline running (exit status, for a health gate), what does an endpoint answer, and
+what did it log. The connection is found as resources find it: `--url`/`--token`, else
+`WALLAROO_URL`/`WALLAROO_TOKEN`, else the local runtime of `--data-dir` (its
+`runtime.json` and `admin.token`). Exit status: 0 ok, 1 a check failed or the runtime
+answered with an error, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the client (pyarrow, pandas) loads only when a command runs
+    from wallaroo_pulumi.client import WallarooClient
+
+
+def add_commands(sub: Any, default_data_dir: str) -> None:
+    def connection(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--url", help="runtime URL (default: $WALLAROO_URL, else the local runtime of --data-dir)")
+        parser.add_argument("--token", help="bearer token (default: $WALLAROO_TOKEN, else DATA_DIR/admin.token)")
+        parser.add_argument("--data-dir", default=default_data_dir, help=f"local runtime (default {default_data_dir})")
+
+    status = sub.add_parser("status", help="pipelines and their deployment status; exit 1 unless all are Running")
+    status.add_argument("pipelines", nargs="*", help="only these (default: every deployed pipeline)")
+    status.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    connection(status)
+
+    infer = sub.add_parser("infer", help="one inference, answered as pandas-records JSON")
+    infer.add_argument("pipeline")
+    source = infer.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help='pandas-records JSON, e.g. \'[{"text": "hello"}]\'')
+    source.add_argument("--file", help="a .json (pandas records) or .arrow file, sent as the docs' curl does")
+    connection(infer)
+
+    logs = sub.add_parser("logs", help="the newest logged inferences, one JSON object per line")
+    logs.add_argument("pipeline")
+    logs.add_argument("--limit", type=int, default=20)
+    connection(logs)
+
+
+def connect(args: argparse.Namespace) -> WallarooClient:
+    from wallaroo_pulumi.client import WallarooClient
+
+    data_dir = Path(args.data_dir).expanduser()
+    url = args.url or os.environ.get("WALLAROO_URL")
+    if not url:
+        try:
+            url = json.loads((data_dir / "runtime.json").read_text())["url"]
+        except (OSError, ValueError, KeyError):
+            raise SystemExit(f"no runtime to talk to: pass --url, set WALLAROO_URL, or start one with "
+                             f"`wallaroo-pulumi runtime serve --data-dir {args.data_dir}`") from None
+    token = args.token or os.environ.get("WALLAROO_TOKEN")
+    if not token:
+        try:
+            token = (data_dir / "admin.token").read_text().strip()
+        except OSError:
+            raise SystemExit("no token: pass --token, set WALLAROO_TOKEN, or point --data-dir at the "
+                             "runtime's data directory") from None
+    return WallarooClient(url, token)
+
+
+def run(args: argparse.Namespace) -> int:
+    from wallaroo_pulumi.client import WallarooError
+
+    try:
+        with connect(args) as client:
+            return {"status": _status, "infer": _infer, "logs": _logs}[args.command](client, args)
+    except WallarooError as exc:
+        print(f"wallaroo-pulumi {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except SystemExit as exc:
+        print(f"wallaroo-pulumi {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _status(client: WallarooClient, args: argparse.Namespace) -> int:
+    pipelines = {p.name: p for p in client.list_pipelines()}
+    missing = [name for name in args.pipelines if name not in pipelines]
+    names = args.pipelines or sorted(name for name, p in pipelines.items() if p.deployed)
+    rows = [{"pipeline": name, "version": None, "status": "missing", "reason": "no such pipeline"}
+            if name in missing else
+            {"pipeline": name, "version": pipelines[name].version, "status": pipelines[name].status,
+             "reason": pipelines[name].reason} for name in names]
+    healthy = all(row["status"] == "Running" for row in rows)
+    if args.json:
+        print(json.dumps({"healthy": healthy, "pipelines": rows}, indent=2))
+    else:
+        width = max([len("PIPELINE")] + [len(r["pipeline"]) for r in rows])
+        print(f"{'PIPELINE':<{width}}  {'STATUS':<11}  VERSION   REASON")
+        for r in rows:
+            print(f"{r['pipeline']:<{width}}  {r['status']:<11}  {(r['version'] or '-')[:8]:<8}  {r['reason'] or ''}")
+        if not rows:
+            print("(no deployed pipelines)")
+    return 0 if healthy else 1
+
+
+def _infer(client: WallarooClient, args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    if args.file:
+        answer = client.infer_from_file(args.pipeline, args.file)
+        frame = answer if isinstance(answer, pd.DataFrame) else answer.to_pandas()
+    else:
+        try:
+            records = json.loads(args.data)
+        except ValueError as exc:
+            raise SystemExit(f"--data is not JSON ({exc}); expected pandas records like '[{{\"text\": \"hi\"}}]'") from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise SystemExit("--data must be a JSON list of objects (pandas records), e.g. '[{\"text\": \"hi\"}]'")
+        frame = client.infer(args.pipeline, pd.DataFrame.from_records(records))
+    print(frame.to_json(orient="records", date_format="iso"))
+    return 0
+
+
+def _logs(client: WallarooClient, args: argparse.Namespace) -> int:
+    frame = client.logs(args.pipeline, limit=args.limit)
+    for line in frame.to_json(orient="records", lines=True, date_format="iso").splitlines():
+        print(line)
+    return 0
