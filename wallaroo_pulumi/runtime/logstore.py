@@ -7,9 +7,10 @@ fsynced, renamed). A crash can at worst leave a half-written batch at the end
 of the active segment; it is dropped on recovery, earlier rows are kept.
 
 Several processes may write one directory (serving replicas on one data dir).
-Segment numbers are unique per pipeline directory: a writer creates its
-segment file exclusively (`O_EXCL`) with the next number it sees on disk, and
-holds an exclusive `flock` on it until it is sealed, so recovery at startup
+Segment numbers are unique per pipeline directory: a writer claims the next
+number it sees on disk by hard-linking a temp file it already holds an
+exclusive `flock` on (the link fails if a peer took the number), and keeps
+that lock until the segment is sealed, so recovery at startup
 seals only segments whose writer is gone, never a live peer's. Readers list the
 directory on every query, so each process sees its peers' sealed segments and
 the complete batches of their active ones.
@@ -215,8 +216,8 @@ class _PipelineLog:
         if handle is None:
             return False
         try:
-            seq = int(stream.name.split(".")[0])
-            if not (self.dir / f"{seq:012d}.parquet").exists():
+            seq = _seq_of(stream.name)
+            if seq is not None and not (self.dir / f"{seq:012d}.parquet").exists():
                 table = _read_stream_file(stream)
                 if table is not None and table.num_rows:
                     self._write_parquet(seq, table)
@@ -227,6 +228,9 @@ class _PipelineLog:
 
     def _add_sealed(self, path: Path) -> None:
         """Index one Parquet segment (ours or a peer's; sealed files never change)."""
+        seq = _seq_of(path.name)
+        if seq is None or any(s.seq == seq for s in self.sealed):
+            return
         try:
             meta = pq.read_metadata(path)
             tmin = tmax = None
@@ -234,11 +238,7 @@ class _PipelineLog:
                 tmin, tmax = _bounds(pq.read_table(path, columns=["time"]))
         except (OSError, pa.ArrowInvalid):
             return  # being replaced (tmp + rename) or removed: the next listing sees it
-        seq = int(path.name.split(".")[0])
-        if any(s.seq == seq for s in self.sealed):
-            return
-        self.sealed.append(_Segment(int(path.name.split(".")[0]), path, meta.num_rows, tmin, tmax,
-                                    meta.schema.to_arrow_schema()))
+        self.sealed.append(_Segment(seq, path, meta.num_rows, tmin, tmax, meta.schema.to_arrow_schema()))
         self.sealed.sort(key=lambda s: s.seq)
 
     def _next_seq(self) -> int:
@@ -368,9 +368,10 @@ class _PipelineLog:
         self.seal_pending()
 
     # -- reading ---------------------------------------------------------
-    def _peer_segments(self) -> list[tuple[_Segment, pa.Table | None]]:
+    def _peer_segments(self, read_live: bool = True) -> list[tuple[_Segment, pa.Table | None]]:
         """What peers wrote since we last looked: new sealed segments (indexed once), and their
-        active stream segments (read now; sealed here if their writer died)."""
+        active stream segments (sealed here if their writer died; read now unless `read_live`
+        is False, for callers that only need the index)."""
         live: list[tuple[_Segment, pa.Table | None]] = []
         with self.lock:
             ours = {s.seq for s in self.sealed} | {s.seq for s in self.closed}
@@ -390,6 +391,8 @@ class _PipelineLog:
                 if self._seal_orphan(path):
                     with self.lock:
                         self._add_sealed(self.dir / f"{seq:012d}.parquet")
+                    continue
+                if not read_live:
                     continue
                 table = _read_stream_file(path)
                 if table is not None and table.num_rows:
@@ -497,7 +500,7 @@ class _PipelineLog:
         active segment holding only older rows is sealed first, so an idle pipeline's
         old rows go too.
         """
-        self._peer_segments()  # index what peers sealed, so their old segments go as well
+        self._peer_segments(read_live=False)  # index what peers sealed, so their old segments go as well
         with self.lock:
             if self.active_writer is not None and self.active_tmax is not None and self.active_tmax < cutoff_ms:
                 self._rotate()
