@@ -213,8 +213,9 @@ def test_serving_replicas_converge_on_deployments_and_share_logs(tmp_path: Path,
         created = ca.create_pipeline("shared", steps=[mv])
         ca.deploy("shared", pipeline_id=created.pipeline_id, engine_config={"replica_count": 1})
         ca.wait_for_deployment("shared", timeout_s=60)
-        # b was already running: it picks the deployment up by itself
-        cb.wait_for_deployment("shared", timeout_s=30)
+        # b was already running: it picks the deployment up by itself. Polled without pause, so
+        # that a status asked while b is part way through applying it must say Starting, not 404.
+        cb.wait_for_deployment("shared", timeout_s=30, poll_s=0.0)
 
         for i in range(30):
             client = ca if i % 2 == 0 else cb
@@ -230,3 +231,36 @@ def test_serving_replicas_converge_on_deployments_and_share_logs(tmp_path: Path,
                    and httpx.post(f"{a.url}/v1/api/pipelines/infer/shared", json=[{"x": 1.0}], headers={
                        **a.headers, "Content-Type": "application/json; format=pandas-records"}).status_code != 200,
                    30, "replica a to undeploy what b undeployed")
+
+
+def test_status_between_storing_a_deploy_and_registering_it_says_starting(tmp_path: Path) -> None:
+    """The status route runs on a worker thread, so it can look in after a deploy is stored and
+    marked applied but before the event loop has handed it to the engine: the replica must say
+    Starting there, never 404 'not deployed' (which made `wait_for_deployment` give up)."""
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from wallaroo_pulumi.runtime.app import create_app
+    from wallaroo_pulumi.runtime.convergence import apply_row, mark_applied
+    from wallaroo_pulumi.runtime.settings import RuntimeSettings
+
+    app = create_app(RuntimeSettings(data_dir=tmp_path / "data", admin_token=SecretStr(ENV_TOKEN), listeners=False))
+    rt = app.state.rt
+    with TestClient(app, headers={"Authorization": f"Bearer {ENV_TOKEN}"}) as c:
+        with rt.db.tx() as tx:  # rows as the deploy route stores them; no sidekick is started
+            pipeline_id = tx.execute("INSERT INTO pipelines (workspace_id, name, created_at) VALUES (1, 'gap', 1.0)").lastrowid
+            dep_id = tx.execute(
+                "INSERT INTO deployments (pipeline_id, deploy_name, pipeline_version_id, engine_config, desired, "
+                "created_at, updated_at) VALUES (?, 'gap', 1, '{}', 'deployed', 1.0, 1.0)", (pipeline_id,),
+            ).lastrowid
+        mark_applied(rt, dep_id, 1.0)  # the gap: applied here, not yet in rt.engine.deployments
+        assert rt.engine.get("gap") is None
+        r = c.post("/v1/api/status/get_deployment", json={"name": f"gap-{dep_id}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "Starting"
+
+        # applying that row finds no version 1: the status says so, instead of Starting forever
+        row = rt.db.one("SELECT * FROM deployments WHERE id = ?", (dep_id,))
+        c.portal.call(apply_row, rt, row)
+        status = c.post("/v1/api/status/get_deployment", json={"name": f"gap-{dep_id}"}).json()
+        assert status["status"] == "Error" and "pipeline version 1 no longer exists" in str(status), status

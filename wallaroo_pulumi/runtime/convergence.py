@@ -42,7 +42,9 @@ async def apply_row(rt: Any, row: dict[str, Any]) -> None:
             log.info("undeployed %s-%d (desired state changed elsewhere)", pipeline["name"], row["id"])
         return
     version = rt.db.one("SELECT * FROM pipeline_versions WHERE id = ?", (row["pipeline_version_id"],))
-    if version is None:
+    if version is None:  # recorded, so that its status says Error instead of Starting forever
+        await rt.engine.record_failure(row["id"], pipeline["id"], pipeline["name"], "?",
+                                       f"pipeline version {row['pipeline_version_id']} no longer exists; deploy again")
         return
     try:
         config = DeploymentConfig.model_validate(rt.secrets.open_config(json.loads(row["engine_config"])))

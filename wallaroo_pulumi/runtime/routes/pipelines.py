@@ -364,10 +364,12 @@ def get_deployment(request: Request, body: GetDeployment) -> dict:
         raise not_found(f"deployment {body.name!r} does not exist (pipeline {pipeline['name']!r} "
                         + (f"has deployment {dep['id']})" if dep else "was never deployed)"))
     state = rt.engine.get(pipeline["name"])
-    if dep["desired"] == "deployed" and rt.applied_deployments.get(dep["id"]) != dep["updated_at"]:
-        # deployed through another replica, and this one has not caught up yet (within a second)
+    if dep["desired"] == "deployed" and (state is None or rt.applied_deployments.get(dep["id"]) != dep["updated_at"]):
+        # Deployed through another replica and not caught up yet (within a second), or this
+        # replica is between storing the change and registering it with its engine: this route
+        # runs on a worker thread, so it can look in while the event loop is in that gap.
         return {"name": f"{pipeline['name']}-{dep['id']}", "status": "Starting", "reason": None,
-                "details": ["this replica is applying a change made through another"], "engines": [], "engine_lbs": []}
+                "details": ["this replica is applying the latest deploy"], "engines": [], "engine_lbs": []}
     if dep["desired"] != "deployed" or state is None:
         raise not_found(f"deployment {pipeline['name']}-{dep['id']} is not deployed (undeployed); deploy it with /v1/api/pipelines/deploy")
     return rt.engine.status(state)
