@@ -1,7 +1,7 @@
 """`wallaroo-pulumi` console script.
 
     wallaroo-pulumi runtime serve --data-dir D [--host 127.0.0.1] [--port 0] [--role all|serve|scheduler]
-                                  [--log-retention 30d]
+                                  [--log-retention 30d] [--listener-lease 30s]
     wallaroo-pulumi runtime token --data-dir D
     wallaroo-pulumi status [PIPELINE ...] [--json]       exit 1 unless every one is Running
     wallaroo-pulumi infer PIPELINE --data '[{"text": "hi"}]' | --file F
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-redeploy", action="store_true", help="do not redeploy deployed pipelines at start")
     serve.add_argument("--log-retention", type=_duration, default=None, metavar="DURATION",
                        help="delete inference and score logs older than this, e.g. 30d or 12h (default: keep all)")
+    serve.add_argument("--listener-lease", type=_duration, default=None, metavar="DURATION",
+                       help="fail a listener run whose process sent no heartbeat for this long, e.g. 30s "
+                       "(default); its unscored rows go to the next run")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument(
         "--role", default="all", choices=["all", "serve", "scheduler"],
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             extra["max_request_bytes"] = args.max_request_bytes
         if args.log_retention:
             extra["log_retention_s"] = args.log_retention
+        if args.listener_lease:
+            extra["listener_lease_s"] = args.listener_lease
         from wallaroo_pulumi.runtime.auth import check_admin_token
         from wallaroo_pulumi.runtime.secrets import KEY_ENV as SECRETS_KEY_ENV
         from wallaroo_pulumi.runtime.secrets import MIN_KEY_CHARS

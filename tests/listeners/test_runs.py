@@ -11,7 +11,7 @@ import pytest
 
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.runtime.listeners import ListenerService
-from wallaroo_pulumi.runtime.listeners.engine import reconcile, stream_id
+from wallaroo_pulumi.runtime.listeners.engine import reconcile, row_keys, stream_id
 
 from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 
@@ -153,7 +153,7 @@ def test_claims_of_a_dead_run_are_reconciled(db, logstore):
     # pretend a dead run had claimed rows 0-1 (appended) and 2-4 (never appended)
     store.forget_stream(stream)
     assert store.claim(stream, "dead-run", keys, times) == [0, 1, 2, 3, 4]
-    logstore.append  # rows 0-4 are in the score pipeline; drop knowledge of 2-4 by re-keying them
+    # rows 0-4 are in the score pipeline; make 2-4 unknown there by re-keying their claims
     fake = [k + "-never-appended" for k in keys[2:]]
     store.release(stream, keys[2:])
     store.claim(stream, "dead-run", fake, times[2:])
@@ -161,6 +161,53 @@ def test_claims_of_a_dead_run_are_reconciled(db, logstore):
     assert n == 5
     assert store.scored_count(stream) == 2
     assert store.stale_claims(set()) == {}
+
+
+def test_a_run_whose_process_stops_heartbeating_is_failed_and_its_rows_rescored(db, logstore):
+    """A serving replica killed mid-run leaves its run `running` with claims held: the scheduler
+    fails it once its lease lapses and settles its claims, so the next run scores those rows.
+    A run elsewhere that keeps heartbeating is left alone, claims and all."""
+    from wallaroo_pulumi.runtime.listeners.store import TaskStore
+
+    t0 = now_ms() - 60_000
+    logstore.append("llm", llm_rows(GOOD + BAD, t0))
+    store = TaskStore(db)
+    stream = stream_id("llm", "llm-sentiment-scores")
+    keys = row_keys(all_rows(logstore, "llm"), Counter())
+
+    async def go():
+        svc = await _svc(db, logstore, role="scheduler", lease_seconds=0.5)
+        try:
+            t = await svc.create_task(name="l", workspace_id=1, schedule="0 0 1 1 *",
+                                      json_args=args(listener_model={"name": "sentiment"}))
+            dead = store.create_run(t["id"], "killed-replica", None)
+            alive = store.create_run(t["id"], "live-replica", None)
+            store.claim(stream, dead["id"], keys[:3], [t0] * 3)
+            store.claim(stream, alive["id"], keys[3:], [t0] * 2)
+            deadline = asyncio.get_running_loop().time() + 10
+            while store.get_run(dead["id"])["status"] == "running":
+                store.beat([alive["id"]])  # the live replica's heartbeat
+                assert asyncio.get_running_loop().time() < deadline, "the dead run was never settled"
+                await asyncio.sleep(0.05)
+            for _ in range(20):  # well past the lease: the live one stays
+                store.beat([alive["id"]])
+                await asyncio.sleep(0.05)
+            claims = store.stale_claims(set())
+            assert sorted(k for k, _ in claims[stream]) == sorted(keys[3:]), claims  # only the live run's remain
+            _, rerun = await _once(svc, listener_model={"name": "sentiment"})
+            return store.get_run(dead["id"]), store.get_run(alive["id"]), svc.run_logs(dead["id"]), rerun
+        finally:
+            await svc.stop()
+
+    dead, alive, logs, rerun = asyncio.run(go())
+    assert dead["status"] == "failed" and "no heartbeat" in dead["error"], dead
+    assert any("no heartbeat" in line["line"] for line in logs)
+    assert alive["status"] == "running"
+    assert rerun["status"] == "succeeded" and rerun["rows_scored"] == 3, rerun  # the dead run's 3 rows
+    # and a lease that lapsed on a live run: its late cleanup leaves others' claims alone
+    store.claim(stream, "next-run", keys[:1], [t0])
+    store.release(stream, keys[:1], "killed-replica")
+    assert store.claim(stream, "third-run", keys[:1], [t0]) == []
 
 
 def test_failing_listener_marks_the_run_failed_with_its_error(db, logstore, tmp_path):

@@ -178,6 +178,38 @@ def test_kill_through_a_serving_replica_stops_the_schedulers_run(tmp_path: Path,
     assert len(runs(serve, tid)) == 1  # a killed task fires no more ticks
 
 
+def test_run_once_of_a_killed_serving_replica_is_failed_by_the_scheduler(tmp_path: Path, servers: list[Server]) -> None:
+    """kill -9 of the replica running a run-once task: its run does not stay `running` forever;
+    the scheduler fails it once the lease lapses. While the replica lives, it renews the lease."""
+    import pyarrow as pa
+
+    from .conftest import make_model
+
+    data = tmp_path / "data"
+    serve = start(data, "--role", "serve", "--listener-lease", "2s")
+    servers.append(serve)
+    sched = start(data, "--role", "scheduler", "--listener-lease", "2s")
+    servers.append(sched)
+    slow = make_model(tmp_path, "slow-listener", 'return {"score": np.zeros(len(input_data["text"]))}',
+                      load_body="import time\ntime.sleep(120)")
+    with serve.client() as c:
+        c.upload_model("slow-listener", slow, pa.schema([("text", pa.string())]), pa.schema([("score", pa.float64())]))
+    r = post(serve, "/v1/api/task/run_once", {
+        "name": "slow-once", "workspace_id": 1, "timeout": 300,
+        "json": {"monitored_pipeline": "p", "listener_model": {"name": "slow-listener"}}})
+    assert r.status_code == 200, r.text
+    tid = r.json()["id"]
+    (run,) = wait_until(lambda: runs(sched, tid), 30, "the run-once run to start on the serving replica")
+    assert run["status"] == "running"
+    time.sleep(4)  # two leases: the live replica's heartbeats keep its run
+    assert [x["status"] for x in runs(sched, tid)] == ["running"], sched.log_tail()
+
+    serve.kill9()
+    (done,) = wait_until(lambda: [x for x in runs(sched, tid) if x["status"] != "running"], 30,
+                         f"the scheduler to fail the dead replica's run\n{sched.log_tail()}")
+    assert done["status"] == "failed" and "no heartbeat for 2s" in done["error"], done
+
+
 def test_env_token_leaves_the_environment_and_the_role_is_logged(tmp_path: Path, servers: list[Server]) -> None:
     """The role is logged (the token is not); the CLI removes the token from os.environ, so
     children the runtime spawns (pip for requirements) cannot inherit it."""

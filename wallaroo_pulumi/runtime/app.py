@@ -111,7 +111,8 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         except Exception:  # noqa: BLE001 - the core API must still come up; the error is logged loudly
             log.exception("listener service unavailable: /v1/api/task/* routes are disabled")
         else:
-            service = ListenerService(db=rt.db, logstore=rt.logstore, role=settings.role)
+            service = ListenerService(db=rt.db, logstore=rt.logstore, role=settings.role,
+                                      lease_seconds=settings.listener_lease_s)
             app.state.listeners = service
             app.include_router(service.router)
 

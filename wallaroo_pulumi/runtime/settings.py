@@ -43,6 +43,11 @@ class RuntimeSettings(BaseModel):
         description="delete inference and score logs older than this (whole sealed segments); None keeps them",
     )
     listeners: bool = Field(default=True, description="serve listener tasks (/v1/api/task/*) and their scheduler")
+    listener_lease_s: float = Field(
+        default=30.0, gt=0,
+        description="a listener run whose process sends no heartbeat for this long is failed by the "
+        "scheduler and its unscored rows go to the next run (a serving replica killed mid-run)",
+    )
     log_level: str = "info"
     role: Role = Field(
         default="all",

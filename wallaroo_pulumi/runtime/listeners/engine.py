@@ -356,9 +356,9 @@ async def _score_page(
             appended = True
         finally:
             if appended:
-                store.mark_done(stream, ckeys)
+                store.mark_done(stream, ckeys, run_id)
             else:
-                store.release(stream, ckeys)
+                store.release(stream, ckeys, run_id)
         stats.rows_scored += len(sel)
         stats.batches += 1
         now = time.monotonic()
@@ -370,10 +370,12 @@ async def _score_page(
             )
 
 
-def reconcile(store: TaskStore, logstore: LogStore, live_runs: set[str], log: Callable[[str], None] | None = None) -> int:
-    """Settle claims of runs that died: done if the score pipeline holds the row, else released."""
+def reconcile(store: TaskStore, logstore: LogStore, live_runs: set[str], log: Callable[[str], None] | None = None,
+              only: set[str] | None = None) -> int:
+    """Settle claims of runs that died (of `only` those, when given): done if the score pipeline
+    holds the row, else released."""
     fixed = 0
-    for stream, claims in store.stale_claims(live_runs).items():
+    for stream, claims in store.stale_claims(live_runs, only).items():
         monitored, _, out_pipe = stream.partition("->")
         lo = min(ms for _, ms in claims)
         hi = max(ms for _, ms in claims) + 1

@@ -28,6 +28,11 @@ Roles (``role=``, the runtime's ``--role``), for several processes on one data d
   (those carry a tick, so a previous scheduler owned them) and leaves run-once runs, which belong
   to serving replicas, alone.
 
+Leases: every process heartbeats its own running runs a few times per ``lease_seconds``; the
+process firing ticks fails any other process's run whose heartbeat is older than that (a
+serving replica killed mid-run) and settles its claims, so its rows go to the next run. A
+process that finds its run settled that way stops it.
+
 In every role the loop also stops local runs whose task another process killed or deleted.
 """
 
@@ -123,9 +128,14 @@ class ListenerService:
         tick_seconds: float = 0.25,
         executor_idle_seconds: float = 60.0,
         role: str = "all",
+        lease_seconds: float = 30.0,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds: expected a positive number of seconds, got {lease_seconds!r}")
+        self.lease_seconds = lease_seconds
+        self._last_beat = 0.0
         self.role = role
         self.db = db
         self.logstore = logstore
@@ -139,6 +149,7 @@ class ListenerService:
         self._runs: dict[str, asyncio.Task] = {}
         self._run_task: dict[str, str] = {}
         self._kill_requested: set[str] = set()
+        self._lease_lost: set[str] = set()
         self._executors: dict[tuple, _Cached] = {}
         self._exec_lock = asyncio.Lock()
         self._scheduler: asyncio.Task | None = None
@@ -383,6 +394,8 @@ class ListenerService:
                     await c.executor.stop()
 
     async def _reap_executors(self) -> None:
+        if self._exec_lock.locked():  # a listener model is starting (maybe for minutes): reap next tick,
+            return                    # never stall this loop's heartbeats and kill checks behind it
         now = time.monotonic()
         async with self._exec_lock:
             for key, c in list(self._executors.items()):
@@ -433,6 +446,8 @@ class ListenerService:
         except asyncio.CancelledError:
             if rid in self._kill_requested:
                 status, error = "killed", "killed on request"
+            elif rid in self._lease_lost:
+                status, error = "failed", "stopped: its lease lapsed and another process settled it"
             else:
                 status, error = "failed", "interrupted: the runtime stopped during the run"
             say(error)
@@ -454,6 +469,7 @@ class ListenerService:
             self._runs.pop(rid, None)
             self._run_task.pop(rid, None)
             self._kill_requested.discard(rid)
+            self._lease_lost.discard(rid)
 
     # -- scheduler -------------------------------------------------------
     @property
@@ -463,7 +479,9 @@ class ListenerService:
     async def _schedule_loop(self) -> None:
         while True:
             try:
+                await self._renew_leases()
                 if self.fires_ticks:
+                    await self._settle_expired_runs()
                     await self._schedule_once()
                 await self._stop_runs_of_killed_tasks()
                 await self._reap_executors()
@@ -472,6 +490,37 @@ class ListenerService:
             except Exception:  # noqa: BLE001
                 log.exception("listener scheduler tick failed")
             await asyncio.sleep(self.tick_seconds)
+
+    async def _renew_leases(self) -> None:
+        """Heartbeat the runs this process is running, a few times per lease. A run found already
+        settled (the scheduler judged this process dead) is stopped here: its claims are no
+        longer its own."""
+        now = time.monotonic()
+        if not self._runs or now - self._last_beat < self.lease_seconds / 6:
+            return
+        self._last_beat = now
+        lost = await asyncio.to_thread(self._store().beat, list(self._runs))
+        for rid in lost:
+            t = self._runs.get(rid)
+            if t is not None and not t.done():
+                log.warning("listener run %s was settled by another process (its lease lapsed); stopping it here", rid)
+                self._lease_lost.add(rid)
+                t.cancel()
+
+    async def _settle_expired_runs(self) -> None:
+        """Fail the runs of processes that stopped heartbeating (a serving replica killed mid-run)
+        and settle their claims, so that their rows are scored by the next run."""
+        store = self._store()
+        expired = store.expired_runs(time.time() - self.lease_seconds, self.instance)
+        for run in expired:
+            reason = (f"interrupted: the process running it stopped (no heartbeat for {self.lease_seconds:g}s); "
+                      "its unscored rows go to the next run")
+            store.log(run["id"], reason)
+            store.finish_run(run["id"], "failed", reason)
+            log.warning("listener run %s of task %s: %s", run["id"], run["task_id"], reason)
+        if expired:
+            await asyncio.to_thread(reconcile, store, self.logstore, set(), lambda m: log.info("%s", m),
+                                    {run["id"] for run in expired})
 
     async def _stop_runs_of_killed_tasks(self) -> None:
         """Runs here whose task was killed or deleted through another process (another replica)."""

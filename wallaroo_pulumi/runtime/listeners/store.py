@@ -49,6 +49,7 @@ SCHEMA = [
         tick REAL,
         owner TEXT NOT NULL,
         started REAL NOT NULL,
+        heartbeat REAL,                    -- last sign of life from the owner (its lease)
         finished REAL,
         window_start REAL,
         window_end REAL,
@@ -93,6 +94,9 @@ class TaskStore:
         with db.tx() as c:
             for stmt in SCHEMA:
                 c.execute(stmt)
+            columns = {row[1] for row in c.execute("PRAGMA table_info(listener_runs)")}
+            if "heartbeat" not in columns:  # a data dir from before run leases
+                c.execute("ALTER TABLE listener_runs ADD COLUMN heartbeat REAL")
 
     # -- tasks -----------------------------------------------------------
     def create_task(
@@ -173,10 +177,11 @@ class TaskStore:
     # -- runs ------------------------------------------------------------
     def create_run(self, task_id: str, owner: str, tick: float | None) -> dict[str, Any]:
         rid = str(uuid.uuid4())
+        now = time.time()
         with self.db.tx() as c:
             c.execute(
-                "INSERT INTO listener_runs (id, task_id, status, tick, owner, started) VALUES (?,?,?,?,?,?)",
-                (rid, task_id, "running", tick, owner, time.time()),
+                "INSERT INTO listener_runs (id, task_id, status, tick, owner, started, heartbeat) VALUES (?,?,?,?,?,?,?)",
+                (rid, task_id, "running", tick, owner, now, now),
             )
             c.execute(
                 "UPDATE listener_tasks SET status = 'started', updated_at = ? WHERE id = ? AND status = 'pending'",
@@ -195,6 +200,24 @@ class TaskStore:
 
     def running_runs(self) -> list[dict[str, Any]]:
         return self.db.all("SELECT * FROM listener_runs WHERE status = 'running'")
+
+    def beat(self, run_ids: Sequence[str]) -> set[str]:
+        """Renew the lease of these runs; returns those no longer `running` (settled elsewhere)."""
+        now = time.time()
+        lost: set[str] = set()
+        with self.db.tx() as c:
+            for rid in run_ids:
+                cur = c.execute("UPDATE listener_runs SET heartbeat = ? WHERE id = ? AND status = 'running'", (now, rid))
+                if cur.rowcount == 0:
+                    lost.add(rid)
+        return lost
+
+    def expired_runs(self, before: float, owner: str) -> list[dict[str, Any]]:
+        """Runs of other processes whose last heartbeat is older than `before`."""
+        return self.db.all(
+            "SELECT * FROM listener_runs WHERE status = 'running' AND owner != ? AND COALESCE(heartbeat, started) < ?",
+            (owner, before),
+        )
 
     def update_run(self, rid: str, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
@@ -264,25 +287,29 @@ class TaskStore:
             )
         return mine
 
-    def mark_done(self, stream: str, keys: Sequence[str]) -> None:
+    def mark_done(self, stream: str, keys: Sequence[str], run_id: str | None = None) -> None:
+        """Mark claims done; with `run_id`, only claims that run still holds (a run settled as
+        dead while it was in fact alive must not touch claims a later run has taken since)."""
         with self.db.tx() as c:
             c.executemany(
-                "UPDATE listener_scored SET state = 'done' WHERE stream = ? AND row_key = ?",
-                [(stream, k) for k in keys],
+                "UPDATE listener_scored SET state = 'done' WHERE stream = ? AND row_key = ? AND run_id = COALESCE(?, run_id)",
+                [(stream, k, run_id) for k in keys],
             )
 
-    def release(self, stream: str, keys: Sequence[str]) -> None:
+    def release(self, stream: str, keys: Sequence[str], run_id: str | None = None) -> None:
         with self.db.tx() as c:
             c.executemany(
-                "DELETE FROM listener_scored WHERE stream = ? AND row_key = ? AND state = 'claimed'",
-                [(stream, k) for k in keys],
+                "DELETE FROM listener_scored WHERE stream = ? AND row_key = ? AND state = 'claimed' "
+                "AND run_id = COALESCE(?, run_id)",
+                [(stream, k, run_id) for k in keys],
             )
 
-    def stale_claims(self, live_runs: set[str]) -> dict[str, list[tuple[str, int]]]:
-        """Claims held by runs that are no longer running here: {stream: [(key, source_ms)]}."""
+    def stale_claims(self, live_runs: set[str], only: set[str] | None = None) -> dict[str, list[tuple[str, int]]]:
+        """Claims held by runs that are no longer running here (of `only` those runs, when given):
+        {stream: [(key, source_ms)]}."""
         out: dict[str, list[tuple[str, int]]] = {}
         for r in self.db.all("SELECT stream, row_key, run_id, source_ms FROM listener_scored WHERE state = 'claimed'"):
-            if r["run_id"] not in live_runs:
+            if r["run_id"] not in live_runs and (only is None or r["run_id"] in only):
                 out.setdefault(r["stream"], []).append((r["row_key"], r["source_ms"]))
         return out
 
