@@ -48,6 +48,27 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def serve_and_scheduler(data: Path, servers: list[Server], *args: str) -> tuple[Server, Server]:
+    """The Kubernetes layout in miniature: one serving replica and the scheduler on one data dir."""
+    serve = start(data, "--role", "serve", *args)
+    servers.append(serve)
+    sched = start(data, "--role", "scheduler", *args)
+    servers.append(sched)
+    return serve, sched
+
+
+def upload_slow_listener(srv: Server, tmp_path: Path) -> None:
+    """A listener model whose load takes two minutes: its runs stay `running` while a test acts."""
+    import pyarrow as pa
+
+    from .conftest import make_model
+
+    slow = make_model(tmp_path, "slow-listener", 'return {"score": np.zeros(len(input_data["text"]))}',
+                      load_body="import time\ntime.sleep(120)")
+    with srv.client() as c:
+        c.upload_model("slow-listener", slow, pa.schema([("text", pa.string())]), pa.schema([("score", pa.float64())]))
+
+
 @pytest.fixture
 def servers():
     started: list[Server] = []
@@ -148,19 +169,8 @@ def test_bad_env_token_is_a_clear_startup_error(tmp_path: Path, value: str, expe
 
 def test_kill_through_a_serving_replica_stops_the_schedulers_run(tmp_path: Path, servers: list[Server]) -> None:
     """The run executes in the scheduler process; the kill arrives at a serving replica."""
-    import pyarrow as pa
-
-    from .conftest import make_model
-
-    data = tmp_path / "data"
-    serve = start(data, "--role", "serve")
-    servers.append(serve)
-    sched = start(data, "--role", "scheduler")
-    servers.append(sched)
-    slow = make_model(tmp_path, "slow-listener", 'return {"score": np.zeros(len(input_data["text"]))}',
-                      load_body="import time\ntime.sleep(120)")
-    with serve.client() as c:
-        c.upload_model("slow-listener", slow, pa.schema([("text", pa.string())]), pa.schema([("score", pa.float64())]))
+    serve, sched = serve_and_scheduler(tmp_path / "data", servers)
+    upload_slow_listener(serve, tmp_path)
     r = post(serve, "/v1/api/task/run_scheduled", {
         "name": "slow", "workspace_id": 1, "schedule": EVERY_SECOND, "timeout": 300,
         "json": {"monitored_pipeline": "p", "listener_model": {"name": "slow-listener"}}})
@@ -181,19 +191,8 @@ def test_kill_through_a_serving_replica_stops_the_schedulers_run(tmp_path: Path,
 def test_run_once_of_a_killed_serving_replica_is_failed_by_the_scheduler(tmp_path: Path, servers: list[Server]) -> None:
     """kill -9 of the replica running a run-once task: its run does not stay `running` forever;
     the scheduler fails it once the lease lapses. While the replica lives, it renews the lease."""
-    import pyarrow as pa
-
-    from .conftest import make_model
-
-    data = tmp_path / "data"
-    serve = start(data, "--role", "serve", "--listener-lease", "2s")
-    servers.append(serve)
-    sched = start(data, "--role", "scheduler", "--listener-lease", "2s")
-    servers.append(sched)
-    slow = make_model(tmp_path, "slow-listener", 'return {"score": np.zeros(len(input_data["text"]))}',
-                      load_body="import time\ntime.sleep(120)")
-    with serve.client() as c:
-        c.upload_model("slow-listener", slow, pa.schema([("text", pa.string())]), pa.schema([("score", pa.float64())]))
+    serve, sched = serve_and_scheduler(tmp_path / "data", servers, "--listener-lease", "2s")
+    upload_slow_listener(serve, tmp_path)
     r = post(serve, "/v1/api/task/run_once", {
         "name": "slow-once", "workspace_id": 1, "timeout": 300,
         "json": {"monitored_pipeline": "p", "listener_model": {"name": "slow-listener"}}})
