@@ -35,8 +35,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from wallaroo_pulumi.deployment import parse_memory_quantity
-from wallaroo_pulumi.runtime.settings import parse_duration
 from wallaroo_pulumi.resources.connection import Connection
+from wallaroo_pulumi.runtime.settings import parse_duration
 
 APP_PORT = 8080
 RUNTIME_UID = 10001  # the Dockerfile's user and group

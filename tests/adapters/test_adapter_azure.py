@@ -59,7 +59,8 @@ def test_azure_openai_error_shapes(azure_server: AzureStandin, caplog: pytest.Lo
     assert out["error"][0] == "azure-openai: HTTP 404 Not Found after 1 attempt: Resource not found"
     with azure_adapter_from_env(openai_env(azure_server, AZURE_OPENAI_DEPLOYMENT="nope")) as adapter:
         out = adapter.predict(batch("x"))
-    assert out["error"][0].startswith("azure-openai: HTTP 404 Not Found after 1 attempt: The API deployment for this resource does not exist.")
+    assert out["error"][0].startswith(
+        "azure-openai: HTTP 404 Not Found after 1 attempt: The API deployment for this resource does not exist.")
     for rec in caplog.records:
         assert bad_key not in rec.getMessage() and DEFAULT_AZURE_OPENAI_KEY not in rec.getMessage()
 
@@ -95,7 +96,8 @@ def test_official_azure_openai_client_against_standin(azure_server: AzureStandin
 
 
 def test_azureml_text_style(azure_server: AzureStandin) -> None:
-    with azure_adapter_from_env(ml_env(azure_server, MAX_TOKENS="3", AZUREML_DEPLOYMENT="blue", AZUREML_PARAMETERS='{"do_sample": true}')) as adapter:
+    env = ml_env(azure_server, MAX_TOKENS="3", AZUREML_DEPLOYMENT="blue", AZUREML_PARAMETERS='{"do_sample": true}')
+    with azure_adapter_from_env(env) as adapter:
         assert isinstance(adapter, AzureMLAdapter)
         out = adapter.predict(batch("one two three four", "short"))
     assert list(out["generated_text"]) == ["echo: one two", "echo: short"]

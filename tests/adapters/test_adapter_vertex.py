@@ -94,7 +94,9 @@ def test_bad_signature_rejected(vertex_server: VertexStandin, service_account: d
     assert "Invalid JWT Signature." in vertex_server.rejections
     for err in out["error"]:
         assert err.startswith("vertex: credentials: token refresh failed (RefreshError): invalid_grant: Invalid JWT Signature."), err
-    assert vertex_server.stats.by_route.get(f"POST /v1/projects/{vertex_server.project}/locations/{vertex_server.location}/endpoints/{vertex_server.endpoint_id}:predict") is None
+    s = vertex_server
+    predict_route = f"POST /v1/projects/{s.project}/locations/{s.location}/endpoints/{s.endpoint_id}:predict"
+    assert s.stats.by_route.get(predict_route) is None
     key_lines = [line for line in service_account["private_key"].splitlines() if "PRIVATE KEY" not in line and line]
     texts = [*out["error"], *(r.getMessage() for r in caplog.records)]
     for t in texts:

@@ -52,19 +52,6 @@ def test_folder_imports_only_mac_wallaroo_pulumi_and_stdlib(folder: str) -> None
                 assert top in ALLOWED_TOP_LEVEL or top in sys.stdlib_module_names, f"{path.name} imports {name}"
 
 
-def _mac_available() -> bool:
-    try:
-        importlib.import_module("mac.inference")
-        importlib.import_module("mac.inference.creation")
-        importlib.import_module("mac.exceptions")
-    except ImportError:
-        return False
-    return True
-
-
-needs_mac = pytest.mark.skipif(not _mac_available(), reason="the mac package (mac.inference) is not there yet")
-
-
 def load_byop(folder: str) -> ModuleType:
     path = BYOP_ROOT / folder / "main.py"
     spec = importlib.util.spec_from_file_location(f"byop_{folder}_main", path)
@@ -97,7 +84,6 @@ def _set_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
         monkeypatch.setenv(k, v)
 
 
-@needs_mac
 def test_openai_byop_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     with OpenAIStandin() as server:
         _set_env(monkeypatch, {"OPENAI_BASE_URL": server.openai_base_url, "OPENAI_API_KEY": DEFAULT_API_KEY, "OPENAI_MODEL": DEFAULT_MODEL})
@@ -107,7 +93,6 @@ def test_openai_byop_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out["generated_text"][0] == "echo: hello byop" and out["error"][0] == ""
 
 
-@needs_mac
 def test_vertex_byop_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     with VertexStandin() as server:
         info = server.create_service_account()
@@ -118,7 +103,6 @@ def test_vertex_byop_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out["generated_text"][0] == "echo: hello vertex" and server.tokens_minted == 1
 
 
-@needs_mac
 def test_azure_byop_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     with AzureStandin() as server:
         _set_env(
@@ -135,15 +119,14 @@ def test_azure_byop_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out["generated_text"][0] == "echo: hello azure"
 
 
-@needs_mac
-@pytest.mark.parametrize(("folder", "variable"), [("openai_llm", "OPENAI_API_KEY"), ("vertex_llm", "APPLICATION_CREDENTIALS"), ("azure_llm", "AZURE_OPENAI_ENDPOINT")])
+@pytest.mark.parametrize(("folder", "variable"), [
+    ("openai_llm", "OPENAI_API_KEY"), ("vertex_llm", "APPLICATION_CREDENTIALS"), ("azure_llm", "AZURE_OPENAI_ENDPOINT")])
 def test_byop_create_fails_naming_missing_variable(monkeypatch: pytest.MonkeyPatch, folder: str, variable: str) -> None:
     _set_env(monkeypatch, {})
     with pytest.raises(AdapterConfigError, match=variable):
         builder_of(load_byop(folder)).create(_config(folder))
 
 
-@needs_mac
 def test_byop_missing_text_column_is_a_validation_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from mac.exceptions import InferenceDataValidationError
 

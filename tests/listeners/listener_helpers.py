@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
-import pytest
-
-from wallaroo_pulumi.runtime.db import Database
-from wallaroo_pulumi.runtime.logstore import LogStore
 
 GOOD = [
     "Thank you so much, this answer was wonderful and really helpful!",

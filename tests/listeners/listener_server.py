@@ -19,13 +19,12 @@ from fastapi import FastAPI
 
 from wallaroo_pulumi.runtime.db import Database
 from wallaroo_pulumi.runtime.listeners import ListenerService
-from wallaroo_pulumi.runtime.listeners.executor import sidekicks_available
 from wallaroo_pulumi.runtime.logstore import LogStore
 
 
 def main() -> None:
     data = Path(sys.argv[1])
-    mode = os.environ.get("LISTENER_EXECUTOR") or ("sidekick" if sidekicks_available() else "scorer")
+    mode = os.environ.get("LISTENER_EXECUTOR") or "sidekick"
     svc = ListenerService(Database(data / "runtime.db"), LogStore(data / "logs"), executor=mode, tick_seconds=0.1)
     app = FastAPI()
     app.include_router(svc.router)

@@ -4,7 +4,6 @@ subprocesses that tests may `kill -9`."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -20,14 +19,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
-def runtime_available() -> bool:
-    try:
-        return importlib.util.find_spec("wallaroo_pulumi.runtime.sidekick.process") is not None and \
-            importlib.util.find_spec("wallaroo_pulumi.runtime.app") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 @dataclass
 class Proc:
     kind: str  # "runtime" | "bare"
@@ -37,7 +28,7 @@ class Proc:
     token: str = ""
     log_path: Path = field(default=Path("/dev/null"))
 
-    def start(self, timeout: float = 60) -> "Proc":
+    def start(self, timeout: float = 60) -> Proc:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         self.log_path = self.data.parent / f"{self.data.name}-{self.kind}.log"
         log = open(self.log_path, "ab")

@@ -8,9 +8,8 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from wallaroo_pulumi.runtime.listeners import ListenerService
-
 from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
+from wallaroo_pulumi.runtime.listeners import ListenerService
 
 JSON = {"monitored_pipeline": "llm", "listener_model": {"name": "combined"}, "window_seconds": 7200, "batch_size": 64}
 

@@ -6,13 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from listeners.listener_helpers import BAD, GOOD
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR, BUILTINS, load_byop, predict_byop
 from wallaroo_pulumi.scorers.schemas import listener_schemas
-
-from listeners.listener_helpers import BAD, GOOD
-
-pytest.importorskip("mac.inference")
 
 
 @pytest.mark.parametrize("name", ["toxicity", "sentiment", "profanity", "hate", "combined"])

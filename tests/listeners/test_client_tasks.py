@@ -4,23 +4,19 @@ an echo "LLM" pipeline logs known texts; tasks score them; results and assays co
 from __future__ import annotations
 
 import zipfile
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
+from listeners.listener_helpers import BAD, GOOD
+from listeners.runtime_harness import Proc
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.client.errors import ConflictError, NotFoundError, ValidationError, WallarooError
 from wallaroo_pulumi.client.models import Task, TaskRun
-
-from listeners.listener_helpers import BAD, GOOD
-from listeners.runtime_harness import Proc, runtime_available
-
-pytestmark = pytest.mark.skipif(not runtime_available(), reason="the runtime is not available in this tree yet")
 
 ECHO_LLM = '''
 import numpy as np
@@ -82,10 +78,10 @@ def echo(client: WallarooClient, tmp_path_factory: pytest.TempPathFactory) -> di
     created = client.create_pipeline("echo", steps=[mv])
     dep = client.deploy("echo", pipeline_id=created.pipeline_id, engine_config={"replica_count": 1})
     client.wait_for_deployment(f"echo-{dep}", timeout_s=120)
-    start = datetime.now(timezone.utc) - timedelta(seconds=1)
+    start = datetime.now(UTC) - timedelta(seconds=1)
     out = client.infer("echo", pd.DataFrame({"text": TEXTS}))
     assert out["out.generated_text"].tolist() == TEXTS
-    return {"start": start, "end": datetime.now(timezone.utc) + timedelta(seconds=1)}
+    return {"start": start, "end": datetime.now(UTC) + timedelta(seconds=1)}
 
 
 def _args(listener: str, **extra) -> dict:

@@ -10,10 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from wallaroo_pulumi.runtime.logstore import LogStore
-
 from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
-from listeners.runtime_harness import Proc, runtime_available
+from listeners.runtime_harness import Proc
+from wallaroo_pulumi.runtime.logstore import LogStore
 
 
 def append(data: Path, texts: list[str], t0: int, step_ms: int = 1) -> None:
@@ -24,8 +23,6 @@ def append(data: Path, texts: list[str], t0: int, step_ms: int = 1) -> None:
 
 @pytest.mark.parametrize("kind", ["runtime", "bare"])
 def test_kill_9_restart_scores_every_row_once_and_fires_no_tick_twice(tmp_path: Path, kind: str):
-    if kind == "runtime" and not runtime_available():
-        pytest.skip("the runtime (sidekick processes) is not available in this tree yet")
     data = tmp_path / "data"
     data.mkdir()
     texts = (GOOD + BAD) * 2000  # 10k rows: each run takes a while, so the kill lands mid-run

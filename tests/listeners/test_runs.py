@@ -9,11 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.runtime.listeners import ListenerService
 from wallaroo_pulumi.runtime.listeners.engine import reconcile, row_keys, stream_id
-
-from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 
 MODE = "scorer"  # the run engine under test; test_runtime.py covers sidekick processes
 
@@ -384,12 +383,6 @@ def test_bad_cron_is_rejected_naming_schedule(db, logstore):
 def test_run_through_the_listener_byop_folder(db, logstore, mode):
     """The same run with the listener's BYOP folder loaded through mac, in-process or in its own
     sidekick process."""
-    pytest.importorskip("mac.inference")
-    if mode == "sidekick":
-        from wallaroo_pulumi.runtime.listeners.executor import sidekicks_available
-
-        if not sidekicks_available():
-            pytest.skip("runtime.sidekick not available")
     logstore.append("llm", llm_rows(GOOD + BAD, now_ms() - 60_000))
 
     async def go():

@@ -4,7 +4,6 @@ listener models); a failing listener fails its run; the in-line validator return
 
 from __future__ import annotations
 
-import io
 import zipfile
 from pathlib import Path
 
@@ -12,25 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from listeners.listener_helpers import BAD, GOOD
+from listeners.runtime_harness import Proc
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR
 from wallaroo_pulumi.scorers.schemas import listener_schemas
 
-from listeners.listener_helpers import BAD, GOOD
-from listeners.runtime_harness import Proc, runtime_available
-
-pytestmark = pytest.mark.skipif(not runtime_available(), reason="the runtime is not available in this tree yet")
-
-FAKE_LLM = '''
+FAKE_LLM = f"GOOD = {GOOD!r}\nBAD = {BAD!r}\n" + '''
 import numpy as np
 from mac.config.inference import CustomInferenceConfig
 from mac.inference import Inference
 from mac.inference.creation import InferenceBuilder
 from mac.types import InferenceData
-
-GOOD = %r
-BAD = %r
 
 
 class FakeLLM(Inference):
@@ -46,7 +39,7 @@ class FakeLLM(Inference):
     def _predict(self, input_data: InferenceData):
         out = []
         for i, p in enumerate(input_data["text"].tolist()):
-            out.append(BAD[i %% len(BAD)] if "rude" in p else GOOD[i %% len(GOOD)])
+            out.append(BAD[i % len(BAD)] if "rude" in p else GOOD[i % len(GOOD)])
         return {"generated_text": np.array(out, dtype=object)}
 
 
@@ -59,7 +52,7 @@ class FakeLLMBuilder(InferenceBuilder):
         inf = self.inference
         inf.model = {}
         return inf
-''' % (GOOD, BAD)
+'''
 
 BROKEN_LISTENER = '''
 import numpy as np

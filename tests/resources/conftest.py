@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from runtime.conftest import Server, server_env
+
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.testing.byop import byop_source
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack
+
 
 def write_model(folder: Path, factor: float = 2.0, load: str = "") -> Path:
     """A BYOP model folder computing y = x * factor + len($SECRET_KEY): the credential's

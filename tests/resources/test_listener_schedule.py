@@ -4,7 +4,6 @@ import, a bad cron at preview, destroy."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd

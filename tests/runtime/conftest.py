@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import zipfile
 from collections.abc import Iterator
@@ -51,7 +50,7 @@ class Server:
     token: str = ""
     log_path: Path = field(default=Path("/dev/null"))
 
-    def start(self, timeout: float = 30) -> "Server":
+    def start(self, timeout: float = 30) -> Server:
         info = self.data_dir / "runtime.json"
         info.unlink(missing_ok=True)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-runtime.log"

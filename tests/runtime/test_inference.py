@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pandas as pd
@@ -267,9 +267,10 @@ def test_bad_inputs_get_clear_errors(server, client, double_pipeline):
     assert "Content-Type" in err(httpx.post(url, content=b"x=1", headers={**server.headers, "Content-Type": "text/plain"}), 415)
     big = b"[" + b'{"x": 1.0},' * 110_000 + b'{"x": 1.0}]'  # > the 1 MiB request limit
     assert "max_request_bytes" in err(httpx.post(url, content=big, headers=H), 413)
-    assert "no pipeline named 'nope'" in err(httpx.post(f"{server.url}/v1/api/pipelines/infer/nope-1/nope", content=b'[{"x":1}]', headers=H), 404)
+    infer = f"{server.url}/v1/api/pipelines/infer"
+    assert "no pipeline named 'nope'" in err(httpx.post(f"{infer}/nope-1/nope", content=b'[{"x":1}]', headers=H), 404)
     dep = client.get_pipeline(double_pipeline).deployment_id
-    msg = err(httpx.post(f"{server.url}/v1/api/pipelines/infer/{double_pipeline}-{dep + 50}/{double_pipeline}", content=b'[{"x":1}]', headers=H), 404)
+    msg = err(httpx.post(f"{infer}/{double_pipeline}-{dep + 50}/{double_pipeline}", content=b'[{"x":1}]', headers=H), 404)
     assert f"{double_pipeline}-{dep}" in msg
     assert err(httpx.post(url, content=b'[{"x":1}]', headers={"Content-Type": JSON, "Authorization": "Bearer bad"}), 401)
     # failed inferences are logged too
@@ -292,7 +293,7 @@ def test_get_logs_pages_formats_and_time_range(server, client, double_pipeline):
     assert r.headers["content-type"] == ARROW
     page2 = pa.ipc.open_file(pa.py_buffer(r.content)).read_all()
     assert page2.column("in.x").to_pylist() == [102.0, 101.0]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     window = {"start_time": (now - timedelta(minutes=5)).isoformat(), "end_time": (now + timedelta(minutes=1)).isoformat()}
     r = httpx.post(server.url + "/v1/api/pipelines/get_logs", json={**body, **window, "page_size": 1000, "order": "Asc"}, headers=H)
     assert r.headers["x-iteration-status"] == "All" and "x-iteration-cursor" not in r.headers

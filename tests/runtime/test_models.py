@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import httpx
-import pyarrow as pa
 import pytest
 
 from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, make_model, make_zip
@@ -36,7 +35,8 @@ def metadata(model_name: str, **over) -> str:
 def test_health_needs_no_token_everything_else_does(server):
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
     for path in ("/v1/api/models/list", "/v1/api/pipelines/list", "/metrics", "/v1/api/docs"):
-        r = httpx.post(server.url + path, json={}) if path.startswith("/v1/api/models") or "pipelines" in path else httpx.get(server.url + path)
+        is_api = path.startswith("/v1/api/models") or "pipelines" in path
+        r = httpx.post(server.url + path, json={}) if is_api else httpx.get(server.url + path)
         assert r.status_code == 401, path
         body = r.json()
         assert body["code"] == 401 and body["status"] == "error" and body["source"] == "auth"

@@ -56,7 +56,7 @@ def one_row(**columns: object) -> pa.Table:
 
 async def ask_env(sk: Sidekick, *names: str) -> dict[str, str]:
     out = await sk.predict(pa.table({"name": list(names)}))
-    return dict(zip(names, out.column("value").to_pylist()))
+    return dict(zip(names, out.column("value").to_pylist(), strict=True))
 
 
 @pytest.mark.parametrize("builder", ["class", "instance"])
@@ -567,7 +567,7 @@ def test_waiting_requests_are_merged_and_split_back(model_factory: ModelFactory)
             texts = [[f"r{i}"] if i % 3 else [f"r{i}a", f"r{i}b"] for i in range(8)]  # 11 rows in all
             outs = await asyncio.gather(*(sk.predict(_rows(t)) for t in texts))
             assert (await busy).column("batch_rows").to_pylist() == [1]  # an idle worker gets it alone
-            for t, out in zip(texts, outs):
+            for t, out in zip(texts, outs, strict=True):
                 assert out.column("text").to_pylist() == t  # each caller gets exactly its own rows back
             sizes = [out.column("batch_rows")[0].as_py() for out in outs]
             assert max(sizes) == 8 and all(size <= 8 for size in sizes)  # merged, never over the limit

@@ -9,7 +9,7 @@ import shlex
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ def _iso(value: datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.isoformat()
 
 
@@ -443,8 +443,8 @@ class WallarooClient:
         """Up to `limit` logged inferences (start <= time < end), newest first by default."""
         import pandas as pd
         if (start is None) != (end is None):
-            end = end or datetime.now(timezone.utc)
-            start = start or datetime.fromtimestamp(0, timezone.utc)
+            end = end or datetime.now(UTC)
+            start = start or datetime.fromtimestamp(0, UTC)
         frames: list[pd.DataFrame] = []
         cursor = None
         got = 0

@@ -20,7 +20,7 @@ from pathlib import Path
 EXIT_REPORTED = 32
 
 
-def _settings_from_env() -> "object":
+def _settings_from_env() -> object:
     import pulumi.runtime
 
     return pulumi.runtime.Settings(

@@ -52,7 +52,7 @@ class PipelineInputs(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _sidekicks_name_steps(self) -> "PipelineInputs":
+    def _sidekicks_name_steps(self) -> PipelineInputs:
         names = {s.name for s in self.steps}
         for model in self.deployment.sidekicks:
             if model not in names:

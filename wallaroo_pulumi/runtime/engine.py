@@ -219,7 +219,7 @@ class Engine:
                 )
             state.starting = new_steps
             results = await asyncio.gather(*(s.pool.start() for s in new_steps), return_exceptions=True)
-            errors = [(s, r) for s, r in zip(new_steps, results) if isinstance(r, BaseException)]
+            errors = [(s, r) for s, r in zip(new_steps, results, strict=True) if isinstance(r, BaseException)]
             if errors:
                 step, exc = errors[0]
                 if isinstance(exc, asyncio.CancelledError):

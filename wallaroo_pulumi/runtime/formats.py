@@ -125,7 +125,8 @@ def conform(table: pa.Table, schema: pa.Schema, what: str = "input") -> pa.Table
             try:
                 col = col.cast(field.type, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-                raise APIError(400, f"column '{field.name}': expected {field.type}, got {table.schema.field(field.name).type}", "input") from None
+                got = table.schema.field(field.name).type
+                raise APIError(400, f"column '{field.name}': expected {field.type}, got {got}", "input") from None
         if not field.nullable and col.null_count:
             raise APIError(400, f"column '{field.name}': has nulls, but the column is not nullable", "input")
         columns.append(col)

@@ -42,7 +42,7 @@ import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,7 +84,7 @@ def _to_ms(value: datetime | int | float | str | None) -> int | None:
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return int(value.timestamp() * 1000)
     return int(value)
 
@@ -550,7 +550,7 @@ class _PipelineLog:
         return False
 
 
-_SHARED: dict[Path, "LogStore"] = {}
+_SHARED: dict[Path, LogStore] = {}
 _SHARED_LOCK = threading.Lock()
 
 
@@ -562,7 +562,7 @@ class LogStore:
     """
 
     @classmethod
-    def shared(cls, root: Path) -> "LogStore":
+    def shared(cls, root: Path) -> LogStore:
         key = Path(root).resolve()
         with _SHARED_LOCK:
             store = _SHARED.get(key)

@@ -68,7 +68,7 @@ class RuntimeSettings(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "RuntimeSettings":
+    def _check(self) -> RuntimeSettings:
         if self.role == "scheduler" and not self.listeners:
             raise ValueError("role: 'scheduler' runs the listener scheduler, so listeners must be enabled")
         if self.admin_token is not None:

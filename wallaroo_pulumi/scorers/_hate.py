@@ -69,7 +69,7 @@ def _load() -> _Model:
         raise RuntimeError(f"unexpected hatesonar model layout in {model_file()}")
     if list(lin["classlabels_ints"]) != [0, 1, 2]:
         raise RuntimeError(f"unexpected hatesonar classes in {model_file()}")
-    vocab = {s.decode("utf-8"): int(i) for s, i in zip(tfidf["pool_strings"], tfidf["ngram_indexes"])}
+    vocab = {s.decode("utf-8"): int(i) for s, i in zip(tfidf["pool_strings"], tfidf["ngram_indexes"], strict=True)}
     n_features = max(vocab.values()) + 1
     idf = inits["idfcst"].astype(np.float64)
     coef = np.asarray(lin["coefficients"], dtype=np.float64).reshape(3, n_features)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 _lock = threading.Lock()
-_wordlist: "WordList | None" = None
+_wordlist: WordList | None = None
 _svm: tuple | None = None
 
 

@@ -9,21 +9,20 @@ Input ``text`` (string); output ``generated_text``, ``prompt_tokens``,
 ``completion_tokens``, ``error`` (see ``wallaroo_pulumi.adapters.schemas``).
 """
 
-from typing import Any, Set
+from typing import Any
 
 from mac.config.inference import CustomInferenceConfig
 from mac.exceptions import InferenceDataValidationError
 from mac.inference import Inference
 from mac.inference.creation import InferenceBuilder
 from mac.types import InferenceData
-
 from wallaroo_pulumi.adapters.http import InputValidationError
 from wallaroo_pulumi.adapters.openai_chat import OpenAIChatAdapter
 
 
 class OpenAIChatInference(Inference):
     @property
-    def expected_model_types(self) -> Set[Any]:
+    def expected_model_types(self) -> set[Any]:
         return {OpenAIChatAdapter}
 
     @Inference.model.setter

@@ -45,7 +45,7 @@ class CustomInferenceConfig(InferenceConfig):
     modules_to_include: set[Path] = Field(default_factory=set)
 
     @model_validator(mode="after")
-    def _folder(self) -> "CustomInferenceConfig":
+    def _folder(self) -> CustomInferenceConfig:
         if not self.model_path.is_dir():
             raise ValueError(f"model_path {str(self.model_path)!r} is not a directory; expected the unpacked model folder")
         if not self.modules_to_include:

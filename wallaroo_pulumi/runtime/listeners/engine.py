@@ -31,12 +31,12 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wallaroo_pulumi.runtime.logstore import TIME_TYPE, LogStore
@@ -98,7 +98,7 @@ def to_ms(v: datetime | int | float | str | None) -> int | None:
         v = datetime.fromisoformat(v.replace("Z", "+00:00"))
     if isinstance(v, datetime):
         if v.tzinfo is None:
-            v = v.replace(tzinfo=timezone.utc)
+            v = v.replace(tzinfo=UTC)
         return int(v.timestamp() * 1000)
     return int(v)
 
@@ -106,7 +106,7 @@ def to_ms(v: datetime | int | float | str | None) -> int | None:
 def iso(ms: float | int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 # -- row keys -----------------------------------------------------------------

@@ -14,13 +14,13 @@ import inspect
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-
 
 
 def _builtin_dir() -> Path:
@@ -266,19 +266,9 @@ class ScorerExecutor:
         pass
 
 
-def sidekicks_available() -> bool:
-    try:
-        importlib.import_module("wallaroo_pulumi.runtime.sidekick.process")
-    except Exception:  # noqa: BLE001
-        return False
-    return True
-
-
 def make_executor(ref: ListenerModelRef, mode: str = "auto") -> Executor:
-    """mode: ``sidekick`` | ``inprocess`` | ``scorer`` | ``auto`` (sidekick when available)."""
-    if mode == "auto":
-        mode = "sidekick" if sidekicks_available() else "inprocess"
-    if mode == "sidekick":
+    """mode: ``sidekick`` (``auto``: the default) | ``inprocess`` | ``scorer``."""
+    if mode in ("sidekick", "auto"):
         return SidekickExecutor(ref)
     if mode == "inprocess":
         return InProcessExecutor(ref)

@@ -148,7 +148,7 @@ def _read_column(logstore: Any, pipeline: str, column: str, start: int | None, e
     return t.column(column).to_pylist(), cols
 
 
-def build_router(svc: "ListenerService") -> APIRouter:
+def build_router(svc: ListenerService) -> APIRouter:
     router = APIRouter(lifespan=svc.lifespan, tags=["listeners"])
 
     def handle(fn):
@@ -326,7 +326,7 @@ def build_router(svc: "ListenerService") -> APIRouter:
     return router
 
 
-def _score_pipelines(svc: "ListenerService", pipeline: str, listener: str | None, must_exist: bool = True) -> list[str]:
+def _score_pipelines(svc: ListenerService, pipeline: str, listener: str | None, must_exist: bool = True) -> list[str]:
     if listener:
         names = [score_pipeline_name(pipeline, listener)]
         for t in svc.list_tasks():

@@ -45,7 +45,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from croniter import croniter
@@ -159,7 +158,7 @@ class ListenerService:
         self.router = build_router(self)
 
     @classmethod
-    def for_runtime(cls, rt: Any, **kwargs: Any) -> "ListenerService":
+    def for_runtime(cls, rt: Any, **kwargs: Any) -> ListenerService:
         """The service on a runtime's db, log store and model registry (built-ins as fallback)."""
         return cls(db=rt.db, logstore=rt.logstore, resolver=runtime_resolver(rt), **kwargs)
 

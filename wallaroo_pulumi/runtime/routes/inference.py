@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
-import anyio
 import pyarrow as pa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -92,7 +90,8 @@ def _split(deploy_name: str) -> tuple[str, int | None]:
 
 def _error_for(step: Step, exc: Exception) -> APIError:
     if isinstance(exc, SidekickCrashedError):
-        return APIError(502, f"step '{step.name}' (model {step.model_name}): sidekick process crashed: {exc}; it is being restarted", "sidekick", step=step.name)
+        return APIError(502, f"step '{step.name}' (model {step.model_name}): sidekick process crashed: {exc}; it is being restarted",
+                        "sidekick", step=step.name)
     if isinstance(exc, SidekickLoadError):
         return APIError(503, f"step '{step.name}' (model {step.model_name}): sidekick not loaded: {exc}", "sidekick", step=step.name)
     if isinstance(exc, SidekickPredictError) and getattr(exc, "error_type", None) == "InferenceDataValidationError":
@@ -156,10 +155,13 @@ async def run_inference(request: Request, pipeline_name: str, deployment_id: int
                 try:
                     current = conform(current, step.input_schema, f"step '{step.name}' input")
                 except APIError as exc:
-                    raise APIError(500, f"step '{step.name}' cannot take the output of step '{live.steps[index - 1].name}': {exc.error}", "engine", step=step.name) from None
+                    previous = live.steps[index - 1].name
+                    raise APIError(500, f"step '{step.name}' cannot take the output of step '{previous}': {exc.error}",
+                                   "engine", step=step.name) from None
             out = await step.pool.predict(current)
             if out.num_rows != current.num_rows:
-                raise APIError(500, f"step '{step.name}' returned {out.num_rows} rows for {current.num_rows} input rows", "model", step=step.name)
+                raise APIError(500, f"step '{step.name}' returned {out.num_rows} rows for {current.num_rows} input rows",
+                               "model", step=step.name)
             rt.metrics.count_row_errors(pipeline_name, step.name, current, out)
             try:
                 out = conform(out, step.output_schema, f"step '{step.name}' output")
@@ -195,7 +197,7 @@ async def run_inference(request: Request, pipeline_name: str, deployment_id: int
     rt.metrics.inference_latency.labels(pipeline_name).observe(time.perf_counter() - started)
     timing = ", ".join(
         [f"parse;dur={(t_parsed - started) * 1e3:.2f}"]
-        + [f'step;desc="{s.name}";dur={ns / 1e6:.2f}' for s, ns in zip(live.steps, elapsed)]
+        + [f'step;desc="{s.name}";dur={ns / 1e6:.2f}' for s, ns in zip(live.steps, elapsed, strict=True)]
         + [f"log;dur={(t_log - t_steps) * 1e3:.2f}", f"encode;dur={(t_end - t_log) * 1e3:.2f}",
            f"total;dur={(t_end - started) * 1e3:.2f}"]
     )

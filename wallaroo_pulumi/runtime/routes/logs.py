@@ -28,7 +28,7 @@ class GetLogs(BaseModel):
     end_time: datetime | None = None
 
     @model_validator(mode="after")
-    def _both(self) -> "GetLogs":
+    def _both(self) -> GetLogs:
         if (self.start_time is None) != (self.end_time is None):
             raise ValueError("start_time and end_time: give both (RFC 3339) or neither")
         if self.start_time and self.end_time and self.start_time.tzinfo is None:

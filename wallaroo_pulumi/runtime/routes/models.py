@@ -16,11 +16,11 @@ import pyarrow as pa
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wallaroo_pulumi.runtime.errors import APIError, bad_request, conflict, describe_validation_error, not_found
+from wallaroo_pulumi.runtime.artifacts import validate_byop_zip
+from wallaroo_pulumi.runtime.errors import bad_request, conflict, describe_validation_error, not_found
 from wallaroo_pulumi.runtime.routes.workspaces import require_workspace
 from wallaroo_pulumi.runtime.state import Runtime, get_rt, iso
 from wallaroo_pulumi.runtime.uploads import parse_streaming_upload
-from wallaroo_pulumi.runtime.artifacts import validate_byop_zip
 
 router = APIRouter(prefix="/v1/api/models", tags=["models"])
 
@@ -77,7 +77,7 @@ class UploadMetadata(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _schemas(self) -> "UploadMetadata":
+    def _schemas(self) -> UploadMetadata:
         for field in ("input_schema", "output_schema"):
             value = getattr(self, field) or getattr(self.conversion, field)
             if not value:
@@ -136,7 +136,9 @@ def version_json(row: dict[str, Any]) -> dict[str, Any]:
                         "type": "object",
                         "required": ["metadata", "file"],
                         "properties": {
-                            "metadata": {"type": "string", "description": "JSON: name, visibility, workspace_id, conversion{framework, python_version, requirements, arch, accel}, input_schema, output_schema (base64 Arrow schemas)"},
+                            "metadata": {"type": "string", "description": (
+                                "JSON: name, visibility, workspace_id, conversion{framework, python_version, "
+                                "requirements, arch, accel}, input_schema, output_schema (base64 Arrow schemas)")},
                             "file": {"type": "string", "format": "binary"},
                         },
                     }
@@ -235,7 +237,7 @@ class ListVersions(BaseModel):
     workspace_id: int | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "ListVersions":
+    def _one(self) -> ListVersions:
         if self.model_id is None and self.name is None:
             raise ValueError("give model_id or name")
         return self

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 import time
 import uuid
 from typing import Any
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.convergence import apply_row, mark_applied
 from wallaroo_pulumi.runtime.db import dumps
-from wallaroo_pulumi.runtime.errors import APIError, bad_request, describe_validation_error, not_found
+from wallaroo_pulumi.runtime.errors import bad_request, describe_validation_error, not_found
 from wallaroo_pulumi.runtime.routes.models import decode_schema, resolve_model_ref, version_row
 from wallaroo_pulumi.runtime.routes.workspaces import require_workspace
 from wallaroo_pulumi.runtime.state import Runtime, get_rt, iso
@@ -129,7 +128,7 @@ class DeployPipeline(BaseModel):
     models: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "DeployPipeline":
+    def _one(self) -> DeployPipeline:
         if self.deploy_id is None and self.pipeline_id is None:
             raise ValueError("give deploy_id (the pipeline name) or pipeline_id")
         return self

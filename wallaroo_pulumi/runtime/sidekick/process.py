@@ -87,7 +87,8 @@ class SidekickSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, repr=False,
                                 description="this model's sidekick env only (may hold credentials)")
     cpus: float = Field(default=1.0, gt=0)
-    memory: str | None = Field(default=None, description="Kubernetes quantity, e.g. '512Mi': the resident memory past which the worker is killed")
+    memory: str | None = Field(
+        default=None, description="Kubernetes quantity, e.g. '512Mi': the resident memory past which the worker is killed")
     gpus: int = Field(default=0, ge=0)
     gpu_ids: list[int] | None = Field(default=None, description="device ids to expose, when the caller allocates them")
     extra_pythonpath: list[Path] = Field(default_factory=list, description="the model's installed requirements")
@@ -391,7 +392,7 @@ class Sidekick:
         assert proc.stdout is not None
         try:
             ftype, payload = await asyncio.wait_for(_read_frame(proc.stdout), spec.load_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._kill(proc)
             message = (f"model {spec.step_name!r} did not finish loading within {spec.load_timeout_s:g}s "
                        f"(python load timeout){self._tail_text()}")

@@ -55,7 +55,7 @@ def _take_protocol_fds() -> tuple[BinaryIO, BinaryIO]:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.dup2(2, 1)
-    sys.stdin = open(os.devnull, "r")  # noqa: SIM115 - lives as long as the process
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), encoding="utf-8", errors="replace",
                                   line_buffering=True, write_through=True)
     return io.BufferedReader(proto_in, buffer_size=1 << 16), proto_out  # type: ignore[arg-type]
