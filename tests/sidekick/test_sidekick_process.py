@@ -578,6 +578,48 @@ def test_waiting_requests_are_merged_and_split_back(model_factory: ModelFactory)
     run(scenario)
 
 
+CRASH_ON_BOOM = """
+if any(t.startswith("boom") for t in input_data["text"]):
+    os._exit(3)
+time.sleep(float(np.max(input_data["sleep"])))
+return {"text": input_data["text"], "batch_rows": np.full(len(input_data["text"]), len(input_data["text"]), dtype=np.int64)}
+"""
+
+
+def test_a_request_that_crashes_the_worker_fails_alone_in_a_merged_batch(model_factory: ModelFactory) -> None:
+    """The merged batch dies with the worker; after the restart each request goes alone, so only
+    the poison one fails. A worker that dies on request after request is not restarted per
+    request: the second one crashing it alone ends the retries."""
+    folder = model_factory(CRASH_ON_BOOM)
+
+    async def merged(sk: Sidekick, texts: list[str]) -> list[pa.Table | BaseException]:
+        busy = asyncio.ensure_future(sk.predict(_rows(["first"], sleep=0.4)))
+        await asyncio.sleep(0.1)  # the worker is busy: these wait and go as one batch
+        results = await asyncio.gather(*(sk.predict(_rows([t])) for t in texts), return_exceptions=True)
+        await busy
+        return results
+
+    async def scenario() -> None:
+        sk = Sidekick(spec_for(folder, "poison"))
+        await sk.start()
+        try:
+            results = await merged(sk, ["ok1", "boom", "ok2"])
+            assert isinstance(results[1], SidekickCrashedError) and "exit code 3" in str(results[1])
+            assert [r.column("text").to_pylist() for r in (results[0], results[2])] == [["ok1"], ["ok2"]], results
+            assert [r.column("batch_rows")[0].as_py() for r in (results[0], results[2])] == [1, 1]  # sent alone
+            assert sk.restarts == 2  # the merged batch, then the poison request alone
+
+            results = await merged(sk, ["boom1", "boom2", "boom3", "ok"])
+            assert all(isinstance(r, SidekickCrashedError) for r in results), results
+            assert "not retried: 2 requests crashed it alone" in str(results[2])
+            assert "not retried" in str(results[3])
+            assert sk.restarts == 5  # merged + two alone: never one restart per request
+        finally:
+            await sk.stop()
+
+    run(scenario)
+
+
 def test_merging_off_sends_each_request_alone(model_factory: ModelFactory) -> None:
     folder = model_factory(BATCH_ECHO)
 

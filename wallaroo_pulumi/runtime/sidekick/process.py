@@ -12,8 +12,11 @@ is busy wait — and are then sent together as one batch of up to
 LLM adapter sends the rows of a batch concurrently, so merging is what turns
 many one-row requests into upstream concurrency instead of a queue. An idle
 worker gets a request at once (merging never waits for more). When a merged
-batch fails with a model error, or answers with a different number of rows,
-its requests are sent again one by one, so one bad request fails alone.
+batch fails with a model error, answers with a different number of rows, or
+crashes the worker (a poison request, or one batch too big for the memory cap),
+its requests are sent again one by one, so one bad request fails alone. After a
+crash the retries stop at the second request that crashes the worker alone: a
+worker that dies on everything is not restarted once per request.
 
 Isolation, because credentials reach a model only through its sidekick env:
 
@@ -619,7 +622,10 @@ class Sidekick:
             out: pa.Table | None = await self._exchange(merged)
         except SidekickPredictError:
             out = None  # which request was at fault? ask them one by one
-        except Exception as exc:  # noqa: BLE001 - a crash fails the whole batch
+        except SidekickCrashedError:
+            await self._answer_after_crash(batch)
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. stopped: nothing to retry
             for waiting in batch:
                 waiting.fail(exc)
             return
@@ -662,6 +668,26 @@ class Sidekick:
             waiting.succeed(await self._exchange(waiting.table))
         except Exception as exc:  # noqa: BLE001 - handed to the caller
             waiting.fail(exc)
+
+    async def _answer_after_crash(self, batch: list[_Waiting]) -> None:
+        """A merged batch crashed the worker: each request alone (once it is back), until a
+        second one crashes it alone; the rest then fail with that crash, unsent."""
+        crashes = 0
+        for waiting in batch:
+            if waiting.future.done():
+                continue
+            if crashes >= 2:
+                waiting.fail(SidekickCrashedError(
+                    f"{self._last_error} (not retried: {crashes} requests crashed it alone)",
+                    step_name=self.spec.step_name))
+                continue
+            try:
+                waiting.succeed(await self._exchange(waiting.table))
+            except SidekickCrashedError as exc:
+                crashes += 1
+                waiting.fail(exc)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller
+                waiting.fail(exc)
 
     async def _exchange(self, table: pa.Table) -> pa.Table:
         """One request frame to the worker and its answer (the only place that talks to it)."""
