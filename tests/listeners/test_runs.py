@@ -13,6 +13,7 @@ from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.runtime.listeners import ListenerService
 from wallaroo_pulumi.runtime.listeners.engine import reconcile, row_keys, stream_id
+from wallaroo_pulumi.runtime.metrics import Metrics
 
 MODE = "scorer"  # the run engine under test; test_runtime.py covers sidekick processes
 
@@ -175,7 +176,7 @@ def test_a_run_whose_process_stops_heartbeating_is_failed_and_its_rows_rescored(
     keys = row_keys(all_rows(logstore, "llm"), Counter())
 
     async def go():
-        svc = await _svc(db, logstore, role="scheduler", lease_seconds=0.5)
+        svc = await _svc(db, logstore, role="scheduler", lease_seconds=0.5, metrics=metrics)
         try:
             t = await svc.create_task(name="l", workspace_id=1, schedule="0 0 1 1 *",
                                       json_args=args(listener_model={"name": "sentiment"}))
@@ -198,11 +199,17 @@ def test_a_run_whose_process_stops_heartbeating_is_failed_and_its_rows_rescored(
         finally:
             await svc.stop()
 
+    metrics = Metrics()
     dead, alive, logs, rerun = asyncio.run(go())
     assert dead["status"] == "failed" and "no heartbeat" in dead["error"], dead
     assert any("no heartbeat" in line["line"] for line in logs)
     assert alive["status"] == "running"
     assert rerun["status"] == "succeeded" and rerun["rows_scored"] == 3, rerun  # the dead run's 3 rows
+    labels = {"monitored_pipeline": "llm", "listener": "sentiment"}
+    runs = metrics.registry.get_sample_value("wallaroo_listener_runs_total", {**labels, "status": "failed"})
+    assert runs == 1  # the dead run, counted by the process that settled it
+    assert metrics.registry.get_sample_value("wallaroo_listener_runs_total", {**labels, "status": "succeeded"}) == 1
+    assert metrics.registry.get_sample_value("wallaroo_listener_rows_scored_total", labels) == 3
     # and a lease that lapsed on a live run: its late cleanup leaves others' claims alone
     store.claim(stream, "next-run", keys[:1], [t0])
     store.release(stream, keys[:1], "killed-replica")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,9 +139,7 @@ def test_listeners_on_the_real_runtime(runtime: Proc, tmp_path: Path):
         rude = [r for r in recs if r["in"]["text"] in BAD]
         assert len(rude) == 10 and all(r["out"]["toxicity"] > 0.9 for r in rude)
         # the scores are ordinary inference logs of the score pipeline
-        logs = c.logs("llm-combined-scores") if hasattr(c, "logs") else None
-        if logs is not None:
-            assert len(logs) == 40
+        assert len(c.logs("llm-combined-scores", limit=1000)) == 40
 
         # 2. an uploaded listener model (the toxicity folder), by name, through the registry
         inp, out = listener_schemas("toxicity")
@@ -160,6 +159,14 @@ def test_listeners_on_the_real_runtime(runtime: Proc, tmp_path: Path):
         assert runtime.post("/v1/api/task/get_by_id", {"id": t3["id"]})["last_run_status"] == "failed"
         lines = runtime.post("/v1/api/task/get_logs_for_run", {"id": run3["id"]})["logs"]
         assert any("boom" in x for x in lines)
+
+        # every run is counted for alerting, by outcome, with the rows it scored
+        metrics = httpx.get(f"{runtime.url}/metrics", headers={"Authorization": f"Bearer {runtime.token}"}).text
+        for line in ('wallaroo_listener_runs_total{listener="combined",monitored_pipeline="llm",status="succeeded"} 1.0',
+                     'wallaroo_listener_runs_total{listener="broken",monitored_pipeline="llm",status="failed"} 1.0',
+                     'wallaroo_listener_rows_scored_total{listener="my-toxicity",monitored_pipeline="llm"} 40.0',
+                     'wallaroo_listener_run_duration_seconds_count{listener="combined",monitored_pipeline="llm"} 1.0'):
+            assert line in metrics, line
 
         # 4. the in-line validator: [llm, validator] answers with the text and its scores
         vin, vout = listener_schemas("validator")

@@ -112,7 +112,7 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
             log.exception("listener service unavailable: /v1/api/task/* routes are disabled")
         else:
             service = ListenerService(db=rt.db, logstore=rt.logstore, role=settings.role,
-                                      lease_seconds=settings.listener_lease_s)
+                                      lease_seconds=settings.listener_lease_s, metrics=rt.metrics)
             app.state.listeners = service
             app.include_router(service.router)
 

@@ -1,6 +1,6 @@
 """Prometheus metrics (own registry per app): HTTP requests and latency,
 inference latency per pipeline and step, sidekick / upstream errors, sidekick
-restarts."""
+restarts, listener runs and the rows they scored."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ _KINDS = {"request timed out": "timeout", "connection error": "connection", "mal
           "credentials": "credentials", "input text is null": "bad_input"}
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600)
 
 
 class Metrics:
@@ -65,8 +66,28 @@ class Metrics:
         self.log_errors = Counter("wallaroo_log_write_errors_total", "Failed inference log writes", ["pipeline"], registry=r)
         self.log_rows_pruned = Counter("wallaroo_log_rows_pruned_total", "Logged rows removed by log retention",
                                        ["pipeline"], registry=r)
+        self.listener_runs = Counter(
+            "wallaroo_listener_runs_total",
+            "Finished listener runs by outcome (succeeded, failed, timed_out, killed): alert on failed and timed_out",
+            ["monitored_pipeline", "listener", "status"], registry=r,
+        )
+        self.listener_rows = Counter(
+            "wallaroo_listener_rows_scored_total", "Logged inferences scored by listeners",
+            ["monitored_pipeline", "listener"], registry=r,
+        )
+        self.listener_duration = Histogram(
+            "wallaroo_listener_run_duration_seconds", "Listener run time, start to finish",
+            ["monitored_pipeline", "listener"], buckets=RUN_BUCKETS, registry=r,
+        )
         self._engine: Any = None
         r.register(self)
+
+    def listener_run(self, monitored: str, listener: str, status: str, rows_scored: int, seconds: float | None) -> None:
+        self.listener_runs.labels(monitored, listener, status).inc()
+        if rows_scored:
+            self.listener_rows.labels(monitored, listener).inc(rows_scored)
+        if seconds is not None:
+            self.listener_duration.labels(monitored, listener).observe(seconds)
 
     def bind_engine(self, engine: Any) -> None:
         self._engine = engine

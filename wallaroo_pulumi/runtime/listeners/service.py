@@ -51,6 +51,7 @@ from croniter import croniter
 
 from wallaroo_pulumi.runtime.db import Database
 from wallaroo_pulumi.runtime.logstore import LogStore
+from wallaroo_pulumi.runtime.metrics import Metrics
 
 from .engine import ListenerArgs, RunStats, reconcile, run_listener
 from .executor import (
@@ -128,12 +129,14 @@ class ListenerService:
         executor_idle_seconds: float = 60.0,
         role: str = "all",
         lease_seconds: float = 30.0,
+        metrics: Metrics | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds: expected a positive number of seconds, got {lease_seconds!r}")
         self.lease_seconds = lease_seconds
+        self.metrics = metrics
         self._last_beat = 0.0
         self.role = role
         self.db = db
@@ -196,7 +199,8 @@ class ListenerService:
                     live.add(run["id"])  # a run-once run of a serving replica, maybe still going
                     continue
                 self.store.log(run["id"], "interrupted: the runtime stopped while this run was in progress")
-                self.store.finish_run(run["id"], "failed", "interrupted: the runtime stopped during the run")
+                if self.store.finish_run(run["id"], "failed", "interrupted: the runtime stopped during the run"):
+                    self._count_settled(run)
             if self.role == "all":
                 for t in self.store.list_tasks():
                     if t["status"] == "pending_kill":
@@ -403,8 +407,16 @@ class ListenerService:
                     with contextlib.suppress(Exception):
                         await c.executor.stop()
 
+    def _count_settled(self, run: dict[str, Any]) -> None:
+        """A run of a dead process, failed here: counted here (its own process never will)."""
+        task = self.store.get_task(run["task_id"]) if self.store is not None else None
+        if self.metrics is not None and task is not None:
+            # rows it scored before dying are not counted: how many reached the log is not known here
+            self.metrics.listener_run(task["monitored_pipeline"], task["listener_model"]["name"], "failed", 0, None)
+
     async def _execute(self, rid: str, task: dict[str, Any]) -> None:
         store = self._store()
+        started = time.monotonic()
 
         def say(line: str) -> None:
             store.log(rid, line)
@@ -464,7 +476,9 @@ class ListenerService:
             if stats.rows_read:
                 store.update_run(rid, rows_read=stats.rows_read, rows_scored=stats.rows_scored,
                                  rows_skipped=stats.rows_skipped)
-            store.finish_run(rid, status, error)
+            if store.finish_run(rid, status, error) and self.metrics is not None:
+                self.metrics.listener_run(task["monitored_pipeline"], task["listener_model"]["name"], status,
+                                          stats.rows_scored, time.monotonic() - started)
             self._runs.pop(rid, None)
             self._run_task.pop(rid, None)
             self._kill_requested.discard(rid)
@@ -515,7 +529,8 @@ class ListenerService:
             reason = (f"interrupted: the process running it stopped (no heartbeat for {self.lease_seconds:g}s); "
                       "its unscored rows go to the next run")
             store.log(run["id"], reason)
-            store.finish_run(run["id"], "failed", reason)
+            if store.finish_run(run["id"], "failed", reason):
+                self._count_settled(run)
             log.warning("listener run %s of task %s: %s", run["id"], run["task_id"], reason)
         if expired:
             await asyncio.to_thread(reconcile, store, self.logstore, set(), lambda m: log.info("%s", m),

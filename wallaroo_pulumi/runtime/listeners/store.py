@@ -224,19 +224,23 @@ class TaskStore:
         with self.db.tx() as c:
             c.execute(f"UPDATE listener_runs SET {cols} WHERE id = ?", (*fields.values(), rid))
 
-    def finish_run(self, rid: str, status: str, error: str | None = None) -> None:
+    def finish_run(self, rid: str, status: str, error: str | None = None) -> bool:
+        """Settle a running run; False when it was already settled (e.g. by another process)."""
         assert status in RUN_STATUSES
         with self.db.tx() as c:
-            c.execute(
+            cur = c.execute(
                 "UPDATE listener_runs SET status = ?, error = ?, finished = ? WHERE id = ? AND status = 'running'",
                 (status, error, time.time(), rid),
             )
+            if cur.rowcount == 0:
+                return False
             row = c.execute("SELECT task_id FROM listener_runs WHERE id = ?", (rid,)).fetchone()
             if row is not None:
                 c.execute(
                     "UPDATE listener_tasks SET last_run_status = ?, updated_at = ? WHERE id = ?",
                     (status, time.time(), row[0]),
                 )
+        return True
 
     def log(self, rid: str, line: str) -> None:
         with self.db.tx() as c:
