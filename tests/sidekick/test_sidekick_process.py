@@ -555,6 +555,15 @@ def _rows(texts: list[str], sleep: float = 0.0) -> pa.Table:
     return pa.table({"text": texts, "sleep": [sleep] * len(texts)})
 
 
+async def merged(sk: Sidekick, texts: list[str]) -> list[pa.Table | BaseException]:
+    """One one-row request per text, sent while the worker is busy, so they go as one batch."""
+    busy = asyncio.ensure_future(sk.predict(_rows(["first"], sleep=0.4)))
+    await asyncio.sleep(0.1)
+    results = await asyncio.gather(*(sk.predict(_rows([t])) for t in texts), return_exceptions=True)
+    await busy
+    return results
+
+
 def test_waiting_requests_are_merged_and_split_back(model_factory: ModelFactory) -> None:
     folder = model_factory(BATCH_ECHO)
 
@@ -591,13 +600,6 @@ def test_a_request_that_crashes_the_worker_fails_alone_in_a_merged_batch(model_f
     the poison one fails. A worker that dies on request after request is not restarted per
     request: the second one crashing it alone ends the retries."""
     folder = model_factory(CRASH_ON_BOOM)
-
-    async def merged(sk: Sidekick, texts: list[str]) -> list[pa.Table | BaseException]:
-        busy = asyncio.ensure_future(sk.predict(_rows(["first"], sleep=0.4)))
-        await asyncio.sleep(0.1)  # the worker is busy: these wait and go as one batch
-        results = await asyncio.gather(*(sk.predict(_rows([t])) for t in texts), return_exceptions=True)
-        await busy
-        return results
 
     async def scenario() -> None:
         sk = Sidekick(spec_for(folder, "poison"))
@@ -642,22 +644,13 @@ def test_a_bad_request_fails_alone_in_a_merged_batch(model_factory: ModelFactory
         sk = Sidekick(spec_for(folder, "isolating"))
         await sk.start()
         try:
-            busy = asyncio.ensure_future(sk.predict(_rows(["first"], sleep=0.4)))
-            await asyncio.sleep(0.1)
-            results = await asyncio.gather(
-                sk.predict(_rows(["ok1"])), sk.predict(_rows(["bad"])), sk.predict(_rows(["ok2"])),
-                sk.predict(_rows(["short"])), sk.predict(_rows(["ok3"])), return_exceptions=True,
-            )
-            await busy
+            results = await merged(sk, ["ok1", "bad", "ok2", "short", "ok3"])
             assert isinstance(results[1], SidekickPredictError) and "bad row in this batch" in str(results[1])
             ok = [r for i, r in enumerate(results) if i != 1]
             assert all(isinstance(r, pa.Table) for r in ok), ok
             assert [r.column("text").to_pylist() for r in ok] == [["ok1"], ["ok2"], ["short"], ["ok3"]]
             # a merged answer with a row missing: asked again one by one, everyone gets its row
-            busy = asyncio.ensure_future(sk.predict(_rows(["first"], sleep=0.4)))
-            await asyncio.sleep(0.1)
-            outs = await asyncio.gather(*(sk.predict(_rows([t])) for t in ("a", "short", "b")))
-            await busy
+            outs = await merged(sk, ["a", "short", "b"])
             assert [o.column("text").to_pylist() for o in outs] == [["a"], ["short"], ["b"]]
             assert [o.column("batch_rows")[0].as_py() for o in outs] == [1, 1, 1]
         finally:
