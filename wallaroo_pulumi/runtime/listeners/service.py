@@ -137,7 +137,7 @@ class ListenerService:
             raise ValueError(f"lease_seconds: expected a positive number of seconds, got {lease_seconds!r}")
         self.lease_seconds = lease_seconds
         self.metrics = metrics
-        self._last_beat = 0.0
+        self._last_beat = self._last_settle = 0.0  # monotonic: lease work runs a few times a lease
         self.role = role
         self.db = db
         self.logstore = logstore
@@ -523,6 +523,10 @@ class ListenerService:
     async def _settle_expired_runs(self) -> None:
         """Fail the runs of processes that stopped heartbeating (a serving replica killed mid-run)
         and settle their claims, so that their rows are scored by the next run."""
+        now = time.monotonic()
+        if now - self._last_settle < self.lease_seconds / 6:
+            return
+        self._last_settle = now
         store = self._store()
         expired = store.expired_runs(time.time() - self.lease_seconds, self.instance)
         for run in expired:

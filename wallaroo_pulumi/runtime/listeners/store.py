@@ -59,6 +59,8 @@ SCHEMA = [
         error TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS listener_runs_task ON listener_runs (task_id, started)",
+    # the lease checks look for running runs several times a lease: never a scan of all history
+    "CREATE INDEX IF NOT EXISTS listener_runs_status ON listener_runs (status)",
     """CREATE TABLE IF NOT EXISTS listener_run_logs (
         run_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
