@@ -28,7 +28,6 @@ import pyarrow as pa  # noqa: E402
 from wallaroo_pulumi import scorers as S  # noqa: E402
 from wallaroo_pulumi.runtime.db import Database  # noqa: E402
 from wallaroo_pulumi.runtime.listeners import ListenerService  # noqa: E402
-from wallaroo_pulumi.runtime.listeners.executor import sidekicks_available  # noqa: E402
 from wallaroo_pulumi.runtime.logstore import LogStore  # noqa: E402
 
 WORDS = (
@@ -88,9 +87,7 @@ async def one_run(svc: ListenerService, pipeline: str, scorer: str, batch: int) 
 async def main_async(a: argparse.Namespace) -> None:
     sizes = [int(x) for x in a.sizes.split(",")]
     names = a.scorers.split(",")
-    mode = a.executor
-    if mode == "auto":
-        mode = "sidekick" if sidekicks_available() else "scorer"
+    mode = "sidekick" if a.executor == "auto" else a.executor
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         db = Database(data / "runtime.db")
@@ -132,7 +129,8 @@ async def main_async(a: argparse.Namespace) -> None:
           f"{os.cpu_count()} CPUs, texts 20-60 words, 5% toxic)")
     head = f"{'listener':<10} {'load s':>7} {'score-only r/s':>15}"
     for n in sizes:
-        head += f" {f'{n // 1000}k s':>8} {f'{n // 1000}k r/s':>10}"
+        size = f"{n // 1000}k" if n % 1000 == 0 else str(n)
+        head += f" {f'{size} s':>8} {f'{size} r/s':>10}"
     head += f" {f'time x ({n_hi // n_lo}x rows)':>18}"
     print(head)
     print("-" * len(head))
