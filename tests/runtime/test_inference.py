@@ -315,8 +315,8 @@ def test_metrics_have_pipeline_and_step_latency(server, client, double_pipeline)
     client.infer(double_pipeline, pd.DataFrame({"x": [1.0]}))
     text = httpx.get(server.url + "/metrics", headers=server.headers).text
     assert f'wallaroo_inference_duration_seconds_count{{pipeline="{double_pipeline}"}}' in text
-    assert f'wallaroo_step_duration_seconds_bucket{{le="0.005",pipeline="{double_pipeline}",step="double"}}' in text or \
-        'wallaroo_step_duration_seconds_bucket' in text
+    assert f'wallaroo_step_duration_seconds_count{{pipeline="{double_pipeline}",step="double"}}' in text
+    assert f'wallaroo_sidekick_replicas{{pipeline="{double_pipeline}",step="double"}} 1.0' in text
     assert "wallaroo_http_requests_total" in text and "wallaroo_sidekick_restarts" in text
 
 

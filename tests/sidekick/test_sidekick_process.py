@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from wallaroo_pulumi.runtime.sidekick.process import (
+    ScalePolicy,
     Sidekick,
     SidekickCrashedError,
     SidekickError,
@@ -816,6 +817,55 @@ def test_pool_spreads_requests(model_factory: ModelFactory) -> None:
             assert time.monotonic() - t0 < 0.8 + 0.5
             assert sorted(o.column("pid")[0].as_py() for o in outs) == sorted(list(pids) * 2)
         finally:
+            await pool.stop()
+        assert all(s.state == "stopped" for s in pool.sidekicks)
+
+    run(scenario)
+
+
+def test_pool_grows_under_load_and_shrinks_when_idle_without_failing_a_request(model_factory: ModelFactory) -> None:
+    """Real workers: steady load saturates the one worker, so the pool grows (to at most its
+    maximum); once the load stops it shrinks back to its minimum. The worker that leaves
+    answers what it holds first: no request fails while the pool changes size."""
+    folder = model_factory("""
+        time.sleep(float(input_data["sleep"][0]))
+        return {"pid": np.full(len(input_data["sleep"]), os.getpid())}
+    """)
+    policy = ScalePolicy(minimum=1, maximum=3, interval_s=0.2, up_after=2, down_after=5)
+
+    async def scenario() -> None:
+        pool = SidekickPool(spec_for(folder, "scaling"), replicas=1, policy=policy)
+        await pool.start()
+        served: set[int] = set()
+        stop_load = asyncio.Event()
+
+        async def client() -> None:
+            while not stop_load.is_set():
+                out = await pool.predict(one_row(sleep=0.05))
+                served.add(out.column("pid")[0].as_py())
+
+        clients = [asyncio.ensure_future(client()) for _ in range(6)]
+        try:
+            deadline = time.monotonic() + 30
+            while pool.replicas < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert pool.replicas == 3, "the pool did not grow under steady load"
+            while len(served) < 3 and time.monotonic() < deadline:  # the new workers take requests
+                await asyncio.sleep(0.1)
+            assert len(served) == 3
+            await asyncio.sleep(1.0)
+            assert pool.replicas == 3  # the ceiling holds under load
+
+            stop_load.set()
+            await asyncio.gather(*clients)  # raises if any request failed while scaling
+            deadline = time.monotonic() + 30
+            while pool.replicas > 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert pool.replicas == 1, "the pool did not shrink when idle"
+            assert (await pool.predict(one_row(sleep=0.0))).num_rows == 1
+        finally:
+            stop_load.set()
+            await asyncio.gather(*clients, return_exceptions=True)
             await pool.stop()
         assert all(s.state == "stopped" for s in pool.sidekicks)
 

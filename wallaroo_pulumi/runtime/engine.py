@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.requirements import ensure_requirements, read_requirements
+from wallaroo_pulumi.runtime.sidekick.autoscale import policy_for
 from wallaroo_pulumi.runtime.sidekick.process import SidekickPool, SidekickSpec
 
 log = logging.getLogger("wallaroo_pulumi.runtime.engine")
@@ -42,7 +43,6 @@ class Step:
     input_schema: pa.Schema
     output_schema: pa.Schema
     pool: SidekickPool
-    replicas: int
 
     @property
     def last_model(self) -> str:
@@ -209,12 +209,12 @@ class Engine:
                     load_timeout_s=config.python_load_timeout_secs,
                     max_batch_rows=side.max_batch_rows,
                 )
-                pool = SidekickPool(spec, config.replicas)
+                pool = SidekickPool(spec, config.replicas, policy_for(config))
                 new_steps.append(
                     Step(
                         name=step_name, model_name=row["name"], model_version=row["version"],
                         model_version_id=row["id"], sha=row["sha"], input_schema=row["input_schema"],
-                        output_schema=row["output_schema"], pool=pool, replicas=config.replicas,
+                        output_schema=row["output_schema"], pool=pool,
                     )
                 )
             state.starting = new_steps

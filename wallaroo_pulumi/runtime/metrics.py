@@ -100,14 +100,20 @@ class Metrics:
             "wallaroo_sidekick_restarts", "Restarts of each sidekick process", labels=["pipeline", "step", "replica"]
         )
         running = GaugeMetricFamily("wallaroo_deployment_running", "1 when the deployment serves", labels=["pipeline"])
+        workers = GaugeMetricFamily(
+            "wallaroo_sidekick_replicas", "Sidekick workers of each step now (autoscaled steps move)",
+            labels=["pipeline", "step"],
+        )
         if self._engine is not None:
             for name, state in list(self._engine.deployments.items()):
                 running.add_metric([name], 1.0 if state.live else 0.0)
                 for step in state.live.steps if state.live else []:
-                    for i, sk in enumerate(getattr(step.pool, "sidekicks", []) or []):
-                        restarts.add_metric([name, step.name, str(i)], float(getattr(sk, "restarts", 0) or 0))
+                    workers.add_metric([name, step.name], float(step.pool.replicas))
+                    for i, sk in enumerate(step.pool.sidekicks):
+                        restarts.add_metric([name, step.name, str(i)], float(sk.restarts))
         yield restarts
         yield running
+        yield workers
 
     def count_row_errors(self, pipeline: str, step: str, inputs: pa.Table, out: pa.Table) -> None:
         """Count the per-row upstream failures a step reports in its `error` column.

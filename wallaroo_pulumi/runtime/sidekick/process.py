@@ -54,6 +54,7 @@ import re
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -61,6 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from wallaroo_pulumi.deployment import parse_memory_quantity
 from wallaroo_pulumi.runtime.sidekick import memory, protocol
+from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, ScalePolicy
 from wallaroo_pulumi.runtime.sidekick.redact import EnvRedactor
 
 log = logging.getLogger("wallaroo.sidekick")
@@ -296,6 +298,8 @@ class Sidekick:
         self._handled: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._busy = False
+        self._busy_since = 0.0
+        self._busy_total = 0.0  # seconds spent answering batches, for the pool's autoscaler
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._sender: asyncio.Task[None] | None = None
@@ -322,6 +326,18 @@ class Sidekick:
     @property
     def busy(self) -> bool:
         return self._busy
+
+    @property
+    def busy_seconds(self) -> float:
+        """Time spent answering batches so far, the batch in flight included."""
+        if self._busy:
+            return self._busy_total + (time.monotonic() - self._busy_since)
+        return self._busy_total
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued behind the batch in flight."""
+        return len(self._waiting)
 
     @property
     def cpu_ids(self) -> list[int]:
@@ -697,6 +713,7 @@ class Sidekick:
             proc = await self._await_ready()
             assert proc.stdin is not None and proc.stdout is not None
             self._busy = True
+            self._busy_since = time.monotonic()
             try:
                 await _write_frame(proc.stdin, protocol.REQUEST, payload)
                 ftype, body = await _read_frame(proc.stdout)
@@ -722,6 +739,7 @@ class Sidekick:
                     self._after_exit(proc)
                 raise
             finally:
+                self._busy_total += time.monotonic() - self._busy_since
                 self._busy = False
         if ftype == protocol.RESPONSE:
             return protocol.ipc_to_table(body)
@@ -753,19 +771,29 @@ class _Waiting:
 
 # -- replicas --------------------------------------------------------------------------
 class SidekickPool:
-    """``replicas`` workers of one step; each request goes to the least busy ready one."""
+    """The workers of one step; each request goes to the least busy ready one. With a
+    `ScalePolicy` the pool grows and shrinks between its bounds as its workers' utilization
+    asks (see :mod:`.autoscale`); otherwise it keeps ``replicas`` workers."""
 
-    def __init__(self, spec: SidekickSpec, replicas: int) -> None:
+    def __init__(self, spec: SidekickSpec, replicas: int, policy: ScalePolicy | None = None) -> None:
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1; got {replicas}")
+        if policy is not None:  # a fixed replica_count outside the autoscale bounds starts at the nearest bound
+            replicas = min(max(replicas, policy.minimum), policy.maximum)
         self.spec = spec
+        self.policy = policy
         self._sidekicks = [Sidekick(spec) for _ in range(replicas)]
-        self._inflight = [0] * replicas
+        self._inflight: dict[Sidekick, int] = dict.fromkeys(self._sidekicks, 0)
         self._next = 0
+        self._scaler: asyncio.Task[None] | None = None
 
     @property
     def sidekicks(self) -> list[Sidekick]:
         return list(self._sidekicks)
+
+    @property
+    def replicas(self) -> int:
+        return len(self._sidekicks)
 
     @property
     def restarts(self) -> int:
@@ -778,29 +806,77 @@ class SidekickPool:
         if errors:
             await self.stop()
             raise errors[0]
+        if self.policy is not None:
+            self._scaler = asyncio.create_task(self._autoscale(self.policy), name=f"autoscale-{self.spec.step_name}")
 
-    def _choose(self) -> int:
+    def _choose(self) -> Sidekick:
         n = len(self._sidekicks)
+        order = [self._sidekicks[(self._next + i) % n] for i in range(n)]
         for wanted in ("ready", "starting"):
-            order = [(self._next + i) % n for i in range(n)]
-            candidates = [i for i in order if self._sidekicks[i].state == wanted]
+            candidates = [sk for sk in order if sk.state == wanted]
             if candidates:
-                best = min(candidates, key=lambda i: self._inflight[i])  # ties: round-robin order
-                self._next = (best + 1) % n
+                best = min(candidates, key=lambda sk: self._inflight.get(sk, 0))  # ties: round-robin order
+                self._next = (self._sidekicks.index(best) + 1) % n
                 return best
-        best = self._next % n
-        self._next = (best + 1) % n
-        return best
+        self._next = (self._next + 1) % n
+        return order[0]
 
     async def predict(self, table: pa.Table) -> pa.Table:
-        index = self._choose()
-        self._inflight[index] += 1
+        sidekick = self._choose()
+        self._inflight[sidekick] = self._inflight.get(sidekick, 0) + 1
         try:
-            return await self._sidekicks[index].predict(table)
+            return await sidekick.predict(table)
         finally:
-            self._inflight[index] -= 1
+            self._inflight[sidekick] -= 1
+
+    async def _autoscale(self, policy: ScalePolicy) -> None:
+        scaler = Autoscaler(policy)
+        seen = {sk: sk.busy_seconds for sk in self._sidekicks}
+        since = time.monotonic()
+        while True:
+            await asyncio.sleep(policy.interval_s)
+            now = time.monotonic()
+            live = [sk for sk in self._sidekicks if sk.state == "ready"]
+            busy = sum(sk.busy_seconds - seen.get(sk, sk.busy_seconds) for sk in live)
+            utilization = min(1.0, busy / ((now - since) * len(live))) if live else 0.0
+            seen = {sk: sk.busy_seconds for sk in self._sidekicks}
+            since = now
+            change = scaler.decide(len(self._sidekicks), utilization)
+            if change:
+                log.info("step %s: %d -> %d workers (utilization %.0f%%, target %.0f%%)", self.spec.step_name,
+                         len(self._sidekicks), len(self._sidekicks) + change, utilization * 100, policy.target * 100)
+                await (self._grow() if change > 0 else self._shrink())
+                seen = {sk: sk.busy_seconds for sk in self._sidekicks}
+                since = time.monotonic()
+
+    async def _grow(self) -> None:
+        sidekick = Sidekick(self.spec)
+        self._sidekicks.append(sidekick)  # listed while it starts, so that stop() stops it too
+        self._inflight[sidekick] = 0
+        try:
+            await sidekick.start()
+        except Exception as exc:  # noqa: BLE001 - the pool keeps serving with the workers it has
+            log.warning("step %s: an added worker failed to start: %s", self.spec.step_name, exc)
+            self._sidekicks.remove(sidekick)
+            await sidekick.stop()
+
+    async def _shrink(self) -> None:
+        """The newest worker leaves: no new requests go to it, and it stops once it has answered
+        the ones it has (never more than a minute of waiting)."""
+        sidekick = self._sidekicks.pop()
+        deadline = time.monotonic() + 60
+        try:
+            while (self._inflight.get(sidekick) or sidekick.busy or sidekick.waiting) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:  # also when stop() cancels this: the worker is off the list, so stop() would miss it
+            await asyncio.shield(sidekick.stop())
+            self._inflight.pop(sidekick, None)
 
     async def stop(self) -> None:
+        if self._scaler is not None:
+            self._scaler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scaler
         await asyncio.gather(*(s.stop() for s in self._sidekicks), return_exceptions=True)
 
 
@@ -812,5 +888,6 @@ __all__ = [
     "SidekickPool",
     "SidekickPredictError",
     "SidekickSpec",
+    "ScalePolicy",
     "build_env",
 ]

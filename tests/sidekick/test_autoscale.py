@@ -1,0 +1,62 @@
+"""The autoscaling policy alone: when a step's pool grows and shrinks (no processes started here;
+test_sidekick_process.py scales real workers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wallaroo_pulumi.deployment import DeploymentConfig
+from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, ScalePolicy, policy_for
+from wallaroo_pulumi.runtime.sidekick.process import SidekickPool, SidekickSpec
+
+
+def decisions(scaler: Autoscaler, replicas: int, samples: list[float]) -> list[int]:
+    out = []
+    for utilization in samples:
+        change = scaler.decide(replicas, utilization)
+        replicas += change
+        out.append(change)
+    return out
+
+
+def test_grows_only_after_sustained_load_and_never_past_the_maximum() -> None:
+    policy = ScalePolicy(minimum=1, maximum=3, target=0.75, up_after=3, down_after=30)
+    assert decisions(Autoscaler(policy), 1, [0.9, 0.9, 0.2, 0.9, 0.9]) == [0, 0, 0, 0, 0]  # bursts are not load
+    # each change restarts the count: the next step up needs three more samples at the new size
+    assert decisions(Autoscaler(policy), 1, [0.9, 0.9, 0.9, 0.8, 0.8, 0.8]) == [0, 0, 1, 0, 0, 1]
+    assert decisions(Autoscaler(policy), 3, [1.0] * 6) == [0] * 6  # 3 is the ceiling
+
+
+def test_shrinks_after_a_long_quiet_spell_and_never_below_the_minimum() -> None:
+    scaler = Autoscaler(ScalePolicy(minimum=2, maximum=4, target=0.8, up_after=2, down_after=4))
+    # between half the target and the target: neither grow nor shrink
+    assert decisions(scaler, 4, [0.5] * 10) == [0] * 10
+    assert decisions(scaler, 4, [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]) == [0, 0, 0, -1, 0, 0, 0, -1]
+    assert decisions(scaler, 2, [0.0] * 8) == [0] * 8  # the floor
+
+
+def test_policy_from_the_deployment_config() -> None:
+    assert policy_for(DeploymentConfig(replica_count=3)) is None
+    assert policy_for(DeploymentConfig(autoscale_min=2, autoscale_max=2)) is None  # nothing to move
+    policy = policy_for(DeploymentConfig(autoscale_min=0, autoscale_max=4, autoscale_cpu_utilization=60))
+    assert policy is not None
+    assert (policy.minimum, policy.maximum, policy.target) == (1, 4, 0.6)  # never scaled to zero
+    assert policy_for(DeploymentConfig(autoscale_max=2)).target == 0.75  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"minimum": 0, "maximum": 2}, "1 <= minimum <= maximum"),
+    ({"minimum": 3, "maximum": 2}, "1 <= minimum <= maximum"),
+    ({"minimum": 1, "maximum": 2, "target": 1.5}, "autoscale target"),
+])
+def test_bad_policies_say_what_is_expected(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ScalePolicy(**kwargs)
+
+
+def test_a_pool_starts_inside_its_autoscale_bounds(tmp_path) -> None:
+    spec = SidekickSpec(step_name="s", model_version="v1", model_dir=tmp_path)
+    bounds = ScalePolicy(minimum=2, maximum=3)
+    assert SidekickPool(spec, 1, bounds).replicas == 2  # replica_count under the floor
+    assert SidekickPool(spec, 5, bounds).replicas == 3  # and over the ceiling
+    assert SidekickPool(spec, 1, None).replicas == 1
