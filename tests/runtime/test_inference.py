@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -204,6 +205,49 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(server, clien
     assert max(sizes) > 1 and max(sizes) <= 6  # merged while busy, never past the step's limit
     logs = client.logs("merge-pipe", limit=1000)
     assert len(logs) - before == 15  # every request's rows logged once, as its own inference
+
+
+def replicas_gauge(server, pipeline: str, step: str) -> float | None:
+    text = httpx.get(server.url + "/metrics", headers=server.headers).text
+    prefix = f'wallaroo_sidekick_replicas{{pipeline="{pipeline}",step="{step}"}} '
+    return next((float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)), None)
+
+
+def test_an_autoscaled_step_grows_under_steady_load(server, client, models_dir):
+    """The deploy's autoscale config reaches the step's pool: steady load that keeps its one
+    worker busy adds the second (3 s at or over the target), and not a third (the maximum)."""
+    mv = client.upload_model("slow-scale", make_model(models_dir / "slow-scale", "slow-scale", SLOW_BATCH), X_SCHEMA,
+                             pa.schema([("y", pa.float64()), ("batch_rows", pa.int64())]))
+    created = client.create_pipeline("scale-pipe", steps=[mv])
+    dep = client.deploy("scale-pipe", pipeline_id=created.pipeline_id,
+                        engine_config={"autoscale_min": 1, "autoscale_max": 2, "autoscale_cpu_utilization": 50})
+    client.wait_for_deployment(f"scale-pipe-{dep}", timeout_s=60)
+    assert replicas_gauge(server, "scale-pipe", "slow-scale") == 1.0
+    url = infer_url(server, client, "scale-pipe")
+    done = threading.Event()
+
+    def load() -> None:
+        while not done.is_set():
+            r = httpx.post(url, content=json.dumps([{"x": 1.0}]), headers={**server.headers, "Content-Type": JSON},
+                           timeout=30)
+            assert r.status_code == 200, r.text
+
+    with ThreadPoolExecutor(4) as pool:
+        clients = [pool.submit(load) for _ in range(4)]
+        try:
+            deadline = time.monotonic() + 30
+            while replicas_gauge(server, "scale-pipe", "slow-scale") != 2.0 and time.monotonic() < deadline:
+                time.sleep(0.25)
+            assert replicas_gauge(server, "scale-pipe", "slow-scale") == 2.0, "the step did not grow under load"
+            time.sleep(1.5)
+            assert replicas_gauge(server, "scale-pipe", "slow-scale") == 2.0  # autoscale_max holds
+        finally:
+            done.set()
+        for c in clients:
+            c.result()  # no request failed while the pool grew
+    status = client.deployment_status("scale-pipe")  # each worker is listed
+    assert status.status == "Running" and len(status.sidekicks) == 2
+    assert len({sk.pid for sk in status.sidekicks}) == 2 and all(sk.status == "Running" for sk in status.sidekicks)
 
 
 CRASHY = '''

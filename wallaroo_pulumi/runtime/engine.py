@@ -80,17 +80,8 @@ class DeployError(Exception):
     pass
 
 
-def _sidekick_status(state: Any) -> str:
-    text = str(getattr(state, "value", state) or "").lower()
-    if text in ("ready", "running", "idle", "busy", "serving"):
-        return "Running"
-    if text in ("starting", "loading", "restarting", "new", "pending"):
-        return "Starting"
-    if text in ("failed", "crashed", "error", "dead", "exited"):
-        return "Error"
-    if text in ("stopped", "stopping"):
-        return "Stopped"
-    return text.title() or "Unknown"
+# Sidekick states, as Wallaroo names a sidekick's status.
+SIDEKICK_STATUS = {"starting": "Starting", "ready": "Running", "failed": "Error", "stopped": "Stopped"}
 
 
 class Engine:
@@ -291,9 +282,9 @@ class Engine:
     def _sidekick_rows(self, steps: list[Step], failed: bool = False, reason: str | None = None) -> list[dict[str, Any]]:
         rows = []
         for step in steps:
-            for i, sk in enumerate(getattr(step.pool, "sidekicks", []) or []):
-                last_error = getattr(sk, "last_error", None)
-                status = _sidekick_status(getattr(sk, "state", None))
+            for i, sk in enumerate(step.pool.sidekicks):
+                last_error = sk.last_error
+                status = SIDEKICK_STATUS[sk.state]
                 if failed and status != "Running":
                     status = "Error"
                 rows.append(
@@ -302,8 +293,8 @@ class Engine:
                         "step": step.name,
                         "model_version": step.model_version,
                         "status": status,
-                        "pid": getattr(sk, "pid", None),
-                        "restarts": int(getattr(sk, "restarts", 0) or 0),
+                        "pid": sk.pid,
+                        "restarts": sk.restarts,
                         "reason": str(last_error) if last_error else (reason if failed and status == "Error" else None),
                     }
                 )
