@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import glob
 import json
 import logging
@@ -770,6 +771,26 @@ class _Waiting:
 
 
 # -- replicas --------------------------------------------------------------------------
+def _within_gpus(spec: SidekickSpec, policy: ScalePolicy) -> ScalePolicy | None:
+    """A GPU step grows only onto GPUs of its own: a second copy of a model on a device that
+    already holds one would run it out of memory. Explicit ``gpu_ids`` pin every worker to
+    the same devices, so such a step does not grow at all; None when nothing is left to move."""
+    if spec.gpus == 0:
+        return policy
+    fits = policy.minimum if spec.gpu_ids is not None else len(visible_gpus()) // spec.gpus
+    if fits >= policy.maximum:
+        return policy
+    if fits <= policy.minimum:
+        log.warning("step %r: not autoscaling: each worker needs %d GPU(s) of its own and the %s leave room for "
+                    "no more than the minimum of %d", spec.step_name, spec.gpus,
+                    "gpu_ids given" if spec.gpu_ids is not None else f"{len(visible_gpus())} visible",
+                    policy.minimum)
+        return None
+    log.warning("step %r: autoscale_max %d lowered to %d: each worker needs %d GPU(s) of its own and %d are visible",
+                spec.step_name, policy.maximum, fits, spec.gpus, len(visible_gpus()))
+    return dataclasses.replace(policy, maximum=fits)
+
+
 class SidekickPool:
     """The workers of one step; each request goes to the least busy ready one. With a
     `ScalePolicy` the pool grows and shrinks between its bounds as its workers' utilization
@@ -778,6 +799,8 @@ class SidekickPool:
     def __init__(self, spec: SidekickSpec, replicas: int, policy: ScalePolicy | None = None) -> None:
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1; got {replicas}")
+        if policy is not None:
+            policy = _within_gpus(spec, policy)
         if policy is not None:  # a fixed replica_count outside the autoscale bounds starts at the nearest bound
             replicas = min(max(replicas, policy.minimum), policy.maximum)
         self.spec = spec
