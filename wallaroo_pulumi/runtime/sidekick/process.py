@@ -854,23 +854,18 @@ class SidekickPool:
 
     async def _autoscale(self, policy: ScalePolicy) -> None:
         scaler = Autoscaler(policy)
-        seen = {sk: sk.busy_seconds for sk in self._sidekicks}
-        since = time.monotonic()
-        while True:
+        while True:  # each sample starts after the last change, so it measures the pool as it is now
+            seen = {sk: sk.busy_seconds for sk in self._sidekicks}
+            since = time.monotonic()
             await asyncio.sleep(policy.interval_s)
-            now = time.monotonic()
             live = [sk for sk in self._sidekicks if sk.state == "ready"]
             busy = sum(sk.busy_seconds - seen.get(sk, sk.busy_seconds) for sk in live)
-            utilization = min(1.0, busy / ((now - since) * len(live))) if live else 0.0
-            seen = {sk: sk.busy_seconds for sk in self._sidekicks}
-            since = now
+            utilization = min(1.0, busy / ((time.monotonic() - since) * len(live))) if live else 0.0
             change = scaler.decide(len(self._sidekicks), utilization)
             if change:
                 log.info("step %s: %d -> %d workers (utilization %.0f%%, target %.0f%%)", self.spec.step_name,
                          len(self._sidekicks), len(self._sidekicks) + change, utilization * 100, policy.target * 100)
                 await (self._grow() if change > 0 else self._shrink())
-                seen = {sk: sk.busy_seconds for sk in self._sidekicks}
-                since = time.monotonic()
 
     async def _grow(self) -> None:
         sidekick = Sidekick(self.spec)
