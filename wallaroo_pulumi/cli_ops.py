@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the client (pyarrow, pandas) loads only when a command runs
-    from wallaroo_pulumi.client import WallarooClient
+    from wallaroo_pulumi.client import Pipeline, WallarooClient
 
 
 def add_commands(sub: Any, default_data_dir: str) -> None:
@@ -84,21 +84,35 @@ def _status(client: WallarooClient, args: argparse.Namespace) -> int:
     pipelines = {p.name: p for p in client.list_pipelines()}
     missing = [name for name in args.pipelines if name not in pipelines]
     names = args.pipelines or sorted(name for name, p in pipelines.items() if p.deployed)
-    rows = [{"pipeline": name, "version": None, "status": "missing", "reason": "no such pipeline"}
+    rows = [{"pipeline": name, "version": None, "status": "missing", "reason": "no such pipeline", "workers": {}}
             if name in missing else
             {"pipeline": name, "version": pipelines[name].version, "status": pipelines[name].status,
-             "reason": pipelines[name].reason} for name in names]
+             "reason": pipelines[name].reason, "workers": _workers(client, pipelines[name])} for name in names]
     healthy = all(row["status"] == "Running" for row in rows)
     if args.json:
         print(json.dumps({"healthy": healthy, "pipelines": rows}, indent=2))
     else:
         width = max([len("PIPELINE")] + [len(r["pipeline"]) for r in rows])
-        print(f"{'PIPELINE':<{width}}  {'STATUS':<11}  VERSION   REASON")
+        cells = {r["pipeline"]: " ".join(f"{step}={n}" for step, n in r["workers"].items()) or "-" for r in rows}
+        wide = max([len("WORKERS")] + [len(c) for c in cells.values()])
+        print(f"{'PIPELINE':<{width}}  {'STATUS':<11}  VERSION   {'WORKERS':<{wide}}  REASON")
         for r in rows:
-            print(f"{r['pipeline']:<{width}}  {r['status']:<11}  {(r['version'] or '-')[:8]:<8}  {r['reason'] or ''}")
+            print(f"{r['pipeline']:<{width}}  {r['status']:<11}  {(r['version'] or '-')[:8]:<8}  "
+                  f"{cells[r['pipeline']]:<{wide}}  {r['reason'] or ''}")
         if not rows:
             print("(no deployed pipelines)")
     return 0 if healthy else 1
+
+
+def _workers(client: WallarooClient, pipeline: Pipeline) -> dict[str, int]:
+    """Running sidekick workers per step (autoscaled steps move); empty when not deployed."""
+    if not pipeline.deployed:
+        return {}
+    counts: dict[str, int] = {}
+    for sidekick in client.deployment_status(pipeline.name).sidekicks:
+        if sidekick.step is not None:
+            counts[sidekick.step] = counts.get(sidekick.step, 0) + (sidekick.status == "Running")
+    return counts
 
 
 def _infer(client: WallarooClient, args: argparse.Namespace) -> int:

@@ -21,7 +21,9 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_status_is_a_health_gate(server: Server, double_pipeline: str) -> None:
     ok = cli("status", "--data-dir", str(server.data_dir))  # connection from the local runtime's files
     assert ok.returncode == 0, ok.stderr
-    assert any(line.split()[:2] == [double_pipeline, "Running"] for line in ok.stdout.splitlines()), ok.stdout
+    # running workers per step, so an autoscaled step's size shows in the gate's output
+    row = next(line.split() for line in ok.stdout.splitlines() if line.startswith(f"{double_pipeline} "))
+    assert (row[1], row[3]) == ("Running", "double=1"), ok.stdout
 
     env = {**server_env(), "WALLAROO_URL": server.url, "WALLAROO_TOKEN": server.token}
     gate = cli("status", double_pipeline, "not-there", "--json", "--data-dir", "/nonexistent", env=env)
@@ -29,6 +31,7 @@ def test_status_is_a_health_gate(server: Server, double_pipeline: str) -> None:
     doc = json.loads(gate.stdout)
     assert doc["healthy"] is False
     assert {r["pipeline"]: r["status"] for r in doc["pipelines"]} == {double_pipeline: "Running", "not-there": "missing"}
+    assert {r["pipeline"]: r["workers"] for r in doc["pipelines"]} == {double_pipeline: {"double": 1}, "not-there": {}}
 
 
 def test_infer_and_logs(server: Server, double_pipeline: str, tmp_path: Path) -> None:
