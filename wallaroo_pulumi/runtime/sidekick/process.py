@@ -777,17 +777,17 @@ def _within_gpus(spec: SidekickSpec, policy: ScalePolicy) -> ScalePolicy | None:
     the same devices, so such a step does not grow at all; None when nothing is left to move."""
     if spec.gpus == 0:
         return policy
-    fits = policy.minimum if spec.gpu_ids is not None else len(visible_gpus()) // spec.gpus
+    visible = len(visible_gpus())
+    fits = policy.minimum if spec.gpu_ids is not None else visible // spec.gpus
     if fits >= policy.maximum:
         return policy
     if fits <= policy.minimum:
         log.warning("step %r: not autoscaling: each worker needs %d GPU(s) of its own and the %s leave room for "
                     "no more than the minimum of %d", spec.step_name, spec.gpus,
-                    "gpu_ids given" if spec.gpu_ids is not None else f"{len(visible_gpus())} visible",
-                    policy.minimum)
+                    "gpu_ids given" if spec.gpu_ids is not None else f"{visible} visible", policy.minimum)
         return None
     log.warning("step %r: autoscale_max %d lowered to %d: each worker needs %d GPU(s) of its own and %d are visible",
-                spec.step_name, policy.maximum, fits, spec.gpus, len(visible_gpus()))
+                spec.step_name, policy.maximum, fits, spec.gpus, visible)
     return dataclasses.replace(policy, maximum=fits)
 
 
@@ -838,7 +838,7 @@ class SidekickPool:
         for wanted in ("ready", "starting"):
             candidates = [sk for sk in order if sk.state == wanted]
             if candidates:
-                best = min(candidates, key=lambda sk: self._inflight.get(sk, 0))  # ties: round-robin order
+                best = min(candidates, key=lambda sk: self._inflight[sk])  # ties: round-robin order
                 self._next = (self._sidekicks.index(best) + 1) % n
                 return best
         self._next = (self._next + 1) % n
@@ -846,11 +846,12 @@ class SidekickPool:
 
     async def predict(self, table: pa.Table) -> pa.Table:
         sidekick = self._choose()
-        self._inflight[sidekick] = self._inflight.get(sidekick, 0) + 1
+        self._inflight[sidekick] += 1
         try:
             return await sidekick.predict(table)
         finally:
-            self._inflight[sidekick] -= 1
+            if sidekick in self._inflight:  # not when _shrink gave up waiting and stopped it
+                self._inflight[sidekick] -= 1
 
     async def _autoscale(self, policy: ScalePolicy) -> None:
         scaler = Autoscaler(policy)
@@ -876,6 +877,7 @@ class SidekickPool:
         except Exception as exc:  # noqa: BLE001 - the pool keeps serving with the workers it has
             log.warning("step %s: an added worker failed to start: %s", self.spec.step_name, exc)
             self._sidekicks.remove(sidekick)
+            del self._inflight[sidekick]
             await sidekick.stop()
 
     async def _shrink(self) -> None:
@@ -884,11 +886,11 @@ class SidekickPool:
         sidekick = self._sidekicks.pop()
         deadline = time.monotonic() + 60
         try:
-            while (self._inflight.get(sidekick) or sidekick.busy or sidekick.waiting) and time.monotonic() < deadline:
+            while (self._inflight[sidekick] or sidekick.busy or sidekick.waiting) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         finally:  # also when stop() cancels this: the worker is off the list, so stop() would miss it
             await asyncio.shield(sidekick.stop())
-            self._inflight.pop(sidekick, None)
+            del self._inflight[sidekick]
 
     async def stop(self) -> None:
         if self._scaler is not None:
