@@ -382,6 +382,7 @@ def test_failed_deploy_reports_the_sidekicks_load_error(client, models_dir):
     with pytest.raises(InferenceError) as ierr:
         client.infer("broken-pipe", pd.DataFrame({"x": [1.0]}))
     assert ierr.value.status_code == 503
+    client.undeploy("broken-pipe")  # the runtime is shared: later health gates judge what is deployed
 
 
 def test_bad_engine_config_is_400_naming_the_field(client, double_pipeline):
