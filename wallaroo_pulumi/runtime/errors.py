@@ -1,4 +1,5 @@
-"""One error shape for every endpoint: {"code", "status": "error", "error", "source"}."""
+"""The runtime's one error hierarchy. Every failure a caller can see is a `WallarooError`;
+`runtime/http_errors.py` alone turns one into an HTTP answer."""
 
 from __future__ import annotations
 
@@ -7,31 +8,52 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 
-class APIError(Exception):
+class WallarooError(Exception):
+    """A failure with an HTTP status, the part of the system it came from, and extra body fields."""
+
+    status: int = 500
+    source: str = "runtime"
+
     def __init__(
-        self, code: int, error: str, source: str = "runtime", headers: dict[str, str] | None = None, **extra: Any
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        source: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
-        super().__init__(error)
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if source is not None:
+            self.source = source
         self.headers = headers or {}
-        self.code = code
-        self.error = error
-        self.source = source
         self.extra = extra
 
-    def body(self) -> dict[str, Any]:
-        return {"code": self.code, "status": "error", "error": self.error, "source": self.source, **self.extra}
+
+class BadRequest(WallarooError):
+    status = 400
+    source = "request"
 
 
-def bad_request(error: str, source: str = "request") -> APIError:
-    return APIError(400, error, source)
+class NotFound(WallarooError):
+    status = 404
 
 
-def not_found(error: str, source: str = "runtime") -> APIError:
-    return APIError(404, error, source)
+class Conflict(WallarooError):
+    status = 409
 
 
-def conflict(error: str, source: str = "runtime") -> APIError:
-    return APIError(409, error, source)
+class TooLarge(WallarooError):
+    status = 413
+    source = "request"
+
+
+class Unavailable(WallarooError):
+    status = 503
+    source = "engine"
 
 
 def describe_validation_error(exc: PydanticValidationError, prefix: str = "") -> str:
