@@ -1,30 +1,7 @@
-"""`KubernetesRuntime`: the runtime image on a cluster, declared with pulumi-kubernetes.
+"""`KubernetesRuntime`: the runtime image on a cluster, declared with pulumi-kubernetes (D10).
 
-For users who outgrow one machine. Kubernetes is the distributed engine: it
-schedules replicas, restarts them, spreads load through a Service and scales
-them with an HPA. We do not write a cluster manager.
-
-Layout: a Service in front, the admin token in a Secret (passed to every pod as
-`WALLAROO_ADMIN_TOKEN`, so all pods accept the same token), and a persistent
-volume for the data directory.
-
-One node: the data directory holds a SQLite database in WAL mode, whose
-locks and shared-memory index only work between processes of one kernel
-(SQLite's own rule: no WAL over a network filesystem between hosts). So every
-pod of a runtime carries a required pod affinity to the others on
-`kubernetes.io/hostname`: replicas scale over the cores and GPUs of one node,
-and a plain ReadWriteOnce block volume (attached to that node, mountable by
-all its pods) is enough; ReadWriteMany is accepted and changes nothing.
-Spreading over nodes needs a metadata store made for it (docs/decisions.md D10).
-
-- More than one serving replica (fixed, or an autoscale range): a Deployment
-  serving the MLOps API and inference with `--role serve` (never fires cron
-  ticks) and a separate single-replica `Recreate` Deployment with
-  `--role scheduler`, so listener cron ticks fire in exactly one pod.
-- One replica: a single `Recreate` Deployment with `--role all` (never two
-  `all` pods, even during a rollout); `scheduler` is then None.
-
-See README: "Running on Kubernetes".
+A Service, the admin token in a Secret, a data volume, and either one `--role all` Deployment or
+serving replicas (`--role serve`) plus a one-pod `--role scheduler` Deployment; every pod on one node.
 """
 
 from __future__ import annotations

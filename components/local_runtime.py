@@ -1,9 +1,4 @@
-"""`LocalRuntime`: the embedded runtime as a background process owned by the stack.
-
-So the quickstart is one `pulumi up`: this starts `wallaroo-pulumi runtime serve`
-on loopback with its own data directory, outputs the URL and the admin token (a
-secret), starts it again on a later `up` if it died, and stops it on destroy.
-"""
+"""`LocalRuntime`: the bundled runtime as a background process owned by the stack (D17)."""
 
 from __future__ import annotations
 
@@ -151,12 +146,7 @@ class LocalRuntime(pulumi.ComponentResource):
 
 
 def local_or_configured(name: str, *, data_dir: str | Path, **kwargs: Any) -> Connection | None:
-    """A `LocalRuntime`'s connection, unless the stack already points at a runtime.
-
-    Examples use it so the same program runs on a laptop (a local runtime it starts) and
-    against a shared runtime (`pulumi config set wallaroo:url ...` or `WALLAROO_URL`), where
-    it returns None and every resource resolves the connection itself.
-    """
+    """A `LocalRuntime`'s connection, or None when `wallaroo:url` or `WALLAROO_URL` already points at a runtime (D17)."""
     if pulumi.Config("wallaroo").get("url") or os.environ.get("WALLAROO_URL"):
         return None
     return LocalRuntime(name, data_dir=data_dir, **kwargs).connection

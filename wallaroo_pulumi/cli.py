@@ -1,17 +1,4 @@
-"""`wallaroo-pulumi` console script.
-
-    wallaroo-pulumi runtime serve --data-dir D [--host 127.0.0.1] [--port 0] [--role all|serve|scheduler]
-                                  [--log-retention 30d] [--listener-lease 30s]
-    wallaroo-pulumi runtime token --data-dir D
-    wallaroo-pulumi status [PIPELINE ...] [--json]       exit 1 unless every one is Running
-    wallaroo-pulumi infer PIPELINE --data '[{"text": "hi"}]' | --file F
-    wallaroo-pulumi logs PIPELINE [--limit 20]
-
-`runtime serve` takes the admin token from `WALLAROO_ADMIN_TOKEN` when it is set (how the
-Kubernetes component passes its Secret); otherwise the first start mints one. Likewise the
-key sealing stored credentials comes from `WALLAROO_SECRETS_KEY`, else `DATA_DIR/secrets.key`.
-Both are removed from the environment before anything else starts.
-"""
+"""The `wallaroo-pulumi` console script: `runtime serve`, `runtime token`, and `status`/`infer`/`logs` (from `cli_ops`)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
 """`wallaroo-pulumi status | infer | logs`: a deployed stack checked from a shell or a CI job.
 
-After `pulumi up`, rollout scripts and CI want three answers without writing Python: is
-every pipeline running (exit status, for a health gate), what does an endpoint answer, and
-what did it log. The connection is found as resources find it: `--url`/`--token`, else
-`WALLAROO_URL`/`WALLAROO_TOKEN`, else the local runtime of `--data-dir` (its
-`runtime.json` and `admin.token`). Exit status: 0 ok, 1 a check failed or the runtime
-answered with an error, 2 bad usage.
+Exit status: 0 ok, 1 a check failed or the runtime answered with an error, 2 bad usage.
 """
 
 from __future__ import annotations

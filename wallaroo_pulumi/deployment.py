@@ -1,11 +1,4 @@
-"""Deployment configuration: engine resources, replicas and per-model sidekicks.
-
-One pydantic model is shared by the Pulumi providers (which validate it at
-`preview`), the client (which sends it) and the runtime (which applies it), so a
-bad value is rejected with the same field-naming message wherever it appears.
-`DeploymentConfigBuilder` mirrors the Wallaroo SDK's builder for users porting
-notebooks to stacks.
-"""
+"""Deployment configuration: engine resources, replicas and per-model sidekicks (D15)."""
 
 from __future__ import annotations
 
@@ -26,11 +19,7 @@ Accel = Literal["none", "cuda", "jetson", "openvino", "qaic"]
 
 
 def parse_memory_quantity(value: str) -> int:
-    """Bytes in a Kubernetes memory quantity such as ``512Mi``, ``2Gi`` or ``1e9``-free ``1000M``.
-
-    Kubernetes is where these settings end up at scale, so we accept exactly its
-    spelling rather than inventing one.
-    """
+    """Bytes in a Kubernetes memory quantity such as ``512Mi``, ``2Gi`` or ``1e9``-free ``1000M`` (D15)."""
     match = _QUANTITY.match(value.strip())
     if not match:
         raise ValueError(
@@ -53,11 +42,7 @@ class _Strict(BaseModel):
 
 
 class SidekickConfig(_Strict):
-    """Resources and environment of one model step's own process.
-
-    `env` is the only way credentials reach a model: each sidekick sees its own
-    env and nothing of the server's or of other models'.
-    """
+    """Resources and environment of one model step's own process; `env` is the only way credentials reach it."""
 
     cpus: float = Field(default=1.0, gt=0, description="CPU cores (request = limit)")
     memory: str | None = Field(default=None, description="Kubernetes quantity, e.g. '1Gi'")
@@ -141,8 +126,7 @@ class DeploymentConfig(_Strict):
 class DeploymentConfigBuilder:
     """The Wallaroo SDK's `DeploymentConfigBuilder`, spelled the same way.
 
-    Sidekick methods take the model (a `WallarooModel` or its name) first, as the
-    SDK does with model versions.
+    Sidekick methods take the model (a `WallarooModel` or its name) first, as the SDK does.
     """
 
     def __init__(self) -> None:

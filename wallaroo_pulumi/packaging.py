@@ -1,8 +1,4 @@
-"""Deterministic BYOP artifacts: the same folder gives the same bytes (and sha256) on any machine.
-
-`pulumi preview` decides "new model version or not" from this hash alone, so it
-must not depend on mtimes, umask, file-system order or bytecode caches.
-"""
+"""Deterministic BYOP artifacts: the same folder gives the same bytes (and sha256) on any machine (D13)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,4 @@
-"""The `pulumi-resource-pulumi-python` plugin: Pulumi's dynamic-provider host, plus import.
-
-Pulumi keeps a dynamic resource's provider (pickled) in the resource's own
-properties, so `pulumi import` and the `import_` resource option, which call
-`Read` with no properties, fail with `KeyError: '__provider'`. This host runs
-Pulumi's own servicer unchanged and fills that gap for our resource types: a
-Read without a provider gets the provider registered for the resource's type
-(from its URN) and a connection found in the documented order: the import's
-program inputs when the engine sends them, else the stack config the engine
-hands every dynamic provider (`wallaroo:url`, `wallaroo:token`), else
-`WALLAROO_URL`/`WALLAROO_TOKEN`.
-"""
+"""The `pulumi-resource-pulumi-python` plugin: Pulumi's dynamic-provider host, extended to import our resources (D6)."""
 
 from __future__ import annotations
 
@@ -62,9 +51,7 @@ def provider_for(urn: str) -> str | None:
 def import_properties(urn: str, inputs: dict[str, Any], config: dict[str, Any]) -> dict[str, Any] | None:
     """Properties for Reading a resource being imported: provider and connection.
 
-    `config` is the stack config as `Configure` received it (namespaced keys,
-    secrets decrypted), so `pulumi import` on the CLI, which runs no program,
-    still finds the runtime the stack's resources use.
+    `config` is the stack config as `Configure` received it (namespaced keys, secrets decrypted).
     """
     provider = inputs.get(PROVIDER_KEY) or provider_for(urn)
     if provider is None:
@@ -78,12 +65,7 @@ def import_properties(urn: str, inputs: dict[str, Any], config: dict[str, Any]) 
 
 
 class _Context:
-    """A gRPC context whose `abort` shows a runtime error as its message alone.
-
-    Pulumi's servicer aborts with the whole traceback for any exception. For the
-    errors our client raises (runtime down, bad token, a failed deploy) the message
-    already says what went wrong and what to do; the traceback only buries it.
-    """
+    """A gRPC context whose `abort` shows a client error as its message alone, not Pulumi's traceback (D6)."""
 
     def __init__(self, context: Any) -> None:
         self._context = context

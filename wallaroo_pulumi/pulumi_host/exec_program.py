@@ -1,10 +1,4 @@
-"""Run one Pulumi Python program against the engine (the language host's exec helper).
-
-The host passes the engine's coordinates in environment variables (never on the
-command line, where config secrets would show in `ps`), and we exit 32 when the
-error has already been reported to the engine, the code the CLI reads as
-"bail without printing a second stack trace".
-"""
+"""Run one Pulumi Python program against the engine: the language host's helper, one process per `Run` (D2)."""
 
 from __future__ import annotations
 

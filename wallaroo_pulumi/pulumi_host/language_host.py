@@ -1,11 +1,4 @@
-"""`pulumi-language-python`: the engine's gRPC `LanguageRuntime` for Python programs.
-
-Launched by the Pulumi engine as a plugin: we bind a loopback port, print it on
-stdout (the plugin handshake), then serve until the engine closes our stdin or
-kills us. Each `Run` starts `exec_program` in a fresh interpreter, the same
-process model as Pulumi's Go host, so the program's output and exit code reach
-the engine exactly as users expect.
-"""
+"""`pulumi-language-python`: the engine's gRPC `LanguageRuntime` for Python programs (D2)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """What every Wallaroo dynamic provider shares: inputs checking, diffing and runtime errors.
 
-Providers are pickled into the stack state by Pulumi (dill), so they hold no
-state: each call builds a fresh client from the `url`/`token` inputs.
+Providers hold no state: each call builds a client from its `url`/`token` inputs.
 """
 
 from __future__ import annotations
@@ -84,8 +83,7 @@ def diff(olds: dict[str, Any], news: dict[str, Any], compared: Iterable[str],
          replace_on: Iterable[str] = (), normalize: dict[str, Any] | None = None) -> DiffResult:
     """Changes among `compared` inputs; replace only when one of `replace_on` changed.
 
-    `normalize` maps a key to a function giving the value's canonical form, for inputs
-    the runtime spells differently from the program (defaults filled in, 1 vs 1.0).
+    `normalize` maps a key to a function giving the value's canonical form (D7).
     """
     normalize = normalize or {}
 

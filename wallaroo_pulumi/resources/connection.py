@@ -1,10 +1,4 @@
-"""How resources find their runtime: explicit argument, then stack config, then environment.
-
-Resolved in the Pulumi program (where stack config lives) and handed to the
-provider as inputs, the token as a Pulumi secret: the provider process itself
-holds no client between calls, so Pulumi's serialization of dynamic providers
-never captures a live connection or a plaintext token.
-"""
+"""How resources find their runtime: explicit argument, then stack config, then environment."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""`LLMListenerSchedule`: offline scoring of a pipeline's logged inferences by a listener model.
-
-A Wallaroo task running the runtime's built-in `llm-listener` orchestration,
-once or on a cron schedule. Schedule, window, listener and arguments all change
-in place (the task keeps its id and its record of rows already scored); only a
-rename or a new monitored pipeline replaces it.
-"""
+"""`LLMListenerSchedule`: offline scoring of a pipeline's logged inferences by a listener model, once or on cron (D13)."""
 
 from __future__ import annotations
 

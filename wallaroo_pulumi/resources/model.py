@@ -1,10 +1,4 @@
-"""`WallarooModel`: a Bring-Your-Own-Predict model version on the runtime.
-
-Wallaroo's rule is "same name, new content = new version", so a content change
-is an in-place update that uploads a new version; only a new name or workspace
-replaces the resource. The content hash is computed in the program, so
-`preview` knows whether an upload is due without uploading anything.
-"""
+"""`WallarooModel`: a Bring-Your-Own-Predict model version on the runtime (D13)."""
 
 from __future__ import annotations
 

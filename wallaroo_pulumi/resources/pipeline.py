@@ -1,10 +1,4 @@
-"""`WallarooPipeline`: ordered model steps, deployed with engine and per-model sidekick config.
-
-Credentials reach a model only through its sidekick `env`. The program splits
-that env out of the deployment config into its own input, marked secret, so the
-plan and the state show every other setting in the clear and no credential in
-plaintext. Rotating a credential redeploys; nothing is re-uploaded.
-"""
+"""`WallarooPipeline`: ordered model steps, deployed with engine and per-model sidekick config (D5, D13)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""Progress from inside a dynamic provider, shown by the Pulumi CLI.
-
-The engine starts a provider plugin with its own gRPC address as the last
-argument; Pulumi's dynamic-provider host ignores it, so `pulumi.log` has no
-engine there and would print nowhere useful. We open that channel ourselves to
-send `Log` calls, so long uploads and deploy waits show up in `pulumi up`.
-"""
+"""Progress from inside a dynamic provider, sent to the engine's `Log` service so `pulumi up` shows it (D14)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Drive the real Pulumi CLI on a throwaway project: for our tests, benchmarks and users' CI.
-
-Every call shells out to `pulumi` with `--json`/`--non-interactive` against the
-local file backend set up by `scripts/env.sh`, and parses what the engine
-printed. Nothing is mocked: what passes here is what `pulumi up` does.
-"""
+"""Drive the real Pulumi CLI on a throwaway project: for our tests, benchmarks and users' CI (D18)."""
 
 from __future__ import annotations
 
