@@ -1,14 +1,7 @@
-"""Local stand-ins for the external LLM clouds (Vertex AI, OpenAI, Azure).
+"""Local stand-ins for the external LLM clouds (Vertex AI, OpenAI, Azure), for tests and benchmarks (D18).
 
-Real HTTP servers on 127.0.0.1 speaking each cloud's wire protocol and auth, with
-runtime fault injection and request counters, for tests and benchmarks::
-
-    with OpenAIStandin() as server:
-        server.faults.rate_limit_next(2, retry_after=1)
-        ... OPENAI_BASE_URL=server.openai_base_url ...
-        server.stats.max_in_flight
-
-Run one standalone with ``python -m wallaroo_pulumi.standins {openai,vertex,azure}``.
+Real HTTP servers on 127.0.0.1 speaking each cloud's wire protocol and auth, with fault
+injection and request counters. Standalone: ``python -m wallaroo_pulumi.standins {openai,vertex,azure}``.
 """
 
 from wallaroo_pulumi.standins.azure_server import DEFAULT_AZURE_OPENAI_KEY, DEFAULT_AZUREML_KEY, AzureStandin

@@ -1,13 +1,6 @@
 """Run a stand-in cloud server in the foreground (for examples, manual checks, benchmarks).
 
-    python -m wallaroo_pulumi.standins openai [--port 8081] [--api-key KEY] [--model NAME] [--latency 0.2]
-    python -m wallaroo_pulumi.standins vertex [--port 8082] [--service-account-out sa.json] [--token-lifetime 3600]
-    python -m wallaroo_pulumi.standins azure  [--port 8083]
-
-Prints one JSON line with the URLs and sidekick-env values to use, then serves until
-interrupted. Faults can be injected over HTTP: ``POST /_standin/faults`` with e.g.
-``{"rate_limit": {"count": 3, "retry_after": 1}, "latency_s": 0.1}``; counters at
-``GET /_standin/stats``.
+Prints one JSON line with the URLs and sidekick-env values to use, then serves until interrupted.
 """
 
 from __future__ import annotations

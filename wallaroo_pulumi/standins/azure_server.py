@@ -1,21 +1,4 @@
-"""A stand-in for Azure OpenAI deployments and Azure ML online endpoints (one server, both).
-
-**Azure OpenAI** — ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``
-with the ``api-key`` header (``Authorization: Bearer`` is accepted too: Entra ID
-tokens, configured via ``bearer_tokens``). As Azure does: a missing or unknown
-``api-version`` is 404 ``{"error": {"code": "404", "message": "Resource not found"}}``,
-a bad key is 401 ``{"error": {"code": "401", "message": "Access denied due to invalid
-subscription key or wrong API endpoint. ..."}}``, an unknown deployment is 404
-``DeploymentNotFound``; a 429 carries ``retry-after`` and ``retry-after-ms``. The
-answer is a ``chat.completion`` with Azure's extras (``prompt_filter_results`` and per
-choice ``content_filter_results``), ``model`` being the deployment's underlying model.
-
-**Azure ML** — ``POST /score`` with ``Authorization: Bearer <endpoint key>`` and an
-optional ``azureml-model-deployment`` header. Body ``{"input_data": {"input_string":
-[...], "parameters": {...}}}``: a list of strings (text generation) answers
-``[{"0": "<text>"}, ...]``; a list of ``{"role", "content"}`` messages (chat) answers
-``{"output": "<reply>"}``. ``max_new_tokens`` is honoured.
-"""
+"""A stand-in for Azure OpenAI deployments (``/openai/deployments/...``) and Azure ML online endpoints (``/score``), one server."""
 
 from __future__ import annotations
 
@@ -51,6 +34,10 @@ def azure_error(code: str, message: str) -> dict[str, Any]:
 
 
 class AzureStandin(StandinServer):
+    """Azure OpenAI checks `api-key` (or an Entra ID bearer in `bearer_tokens`) and `api-version`, answering
+    with Azure's error shapes and content-filter extras; Azure ML `/score` checks `Authorization: Bearer <ml key>`.
+    """
+
     def __init__(
         self,
         *,

@@ -1,19 +1,4 @@
-"""Common machinery for the stand-in cloud servers.
-
-A stand-in is a real HTTP server (uvicorn, in a background thread) on 127.0.0.1
-with a free port, answering one cloud's wire protocol. Each has:
-
-* :class:`Faults` — runtime fault injection: added latency, the next N requests
-  answered 429 (with ``Retry-After`` in seconds, as an HTTP date, or as
-  ``retry-after-ms``), 5xx, a malformed 200 body, or a hang longer than a
-  client's timeout. Settable from Python (``server.faults.rate_limit_next(2)``) or
-  over HTTP (``POST /_standin/faults``) for out-of-process users such as benchmarks.
-* :class:`Stats` — request counters by route and status, in-flight and max
-  in-flight requests (so tests can check a client's concurrency bound), and the
-  recent request bodies/headers. ``GET /_standin/stats``, ``POST /_standin/reset``.
-* Deterministic answers (:func:`echo_answer`): ``"echo: <prompt>"`` truncated to
-  ``max_tokens`` whitespace-separated tokens, so tests can assert content.
-"""
+"""Common machinery for the stand-in cloud servers: the uvicorn server thread, `Faults`, `Stats` and `echo_answer`."""
 
 from __future__ import annotations
 
@@ -61,7 +46,10 @@ class Fault:
 
 
 class Faults:
-    """Thread-safe fault plan, consumed one fault per protocol request (FIFO)."""
+    """Thread-safe fault plan, consumed one fault per protocol request (FIFO).
+
+    Settable from Python or over HTTP (``POST /_standin/faults``) for out-of-process users.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -131,6 +119,11 @@ class RecordedRequest:
 
 
 class Stats:
+    """Request counters by route and status, in-flight and max in-flight requests, recent requests.
+
+    Also over HTTP: ``GET /_standin/stats``, ``POST /_standin/reset``.
+    """
+
     def __init__(self, keep: int = 200) -> None:
         self._lock = threading.Lock()
         self._keep = keep

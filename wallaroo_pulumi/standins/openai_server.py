@@ -1,19 +1,4 @@
-"""A stand-in for the OpenAI API (and any OpenAI-compatible server).
-
-Routes (under ``/v1``, so ``OPENAI_BASE_URL = server.base_url + "/v1"``):
-
-* ``GET /v1/models``, ``GET /v1/models/{model}`` — the configured models.
-* ``POST /v1/chat/completions`` — ``Authorization: Bearer <key>`` checked against
-  the configured keys; answers a ``chat.completion`` object (id, object, created,
-  model, choices[{index, message{role, content, refusal}, logprobs, finish_reason}],
-  usage, system_fingerprint) or, with ``"stream": true``, ``chat.completion.chunk``
-  server-sent events ending in ``data: [DONE]``. Errors use OpenAI's
-  ``{"error": {"message", "type", "param", "code"}}`` shape (401 invalid_api_key with
-  the key masked the way OpenAI masks it, 404 model_not_found, 400
-  invalid_request_error, 429 rate_limit_exceeded with ``retry-after``/``x-ratelimit-*``).
-
-The answer is :func:`echo_answer` of the last user message.
-"""
+"""A stand-in for the OpenAI API (and any OpenAI-compatible server), under ``/v1``."""
 
 from __future__ import annotations
 
@@ -155,6 +140,10 @@ def stream_completion(completion: dict[str, Any], include_usage: bool, headers: 
 
 
 class OpenAIStandin(StandinServer):
+    """`/v1/models` and `/v1/chat/completions` (streaming too) with bearer keys and OpenAI's error shapes;
+    answers are :func:`echo_answer` of the last user message. Clients use ``openai_base_url``.
+    """
+
     def __init__(
         self,
         api_keys: Iterable[str] = (DEFAULT_API_KEY,),

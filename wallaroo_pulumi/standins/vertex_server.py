@@ -1,25 +1,5 @@
 """A stand-in for Google's OAuth2 token endpoint and a Vertex AI online-prediction endpoint.
 
-* ``POST /token`` — the service-account JWT-bearer grant (RFC 7523) the way
-  ``oauth2.googleapis.com/token`` does it: form fields ``grant_type=
-  urn:ietf:params:oauth:grant-type:jwt-bearer`` and ``assertion=<RS256 JWT>``. The
-  assertion's signature is VERIFIED with the public key registered for its ``iss``
-  (and ``kid``), and ``aud`` (this endpoint), ``scope``, ``iat``/``exp`` (short-lived,
-  in a sane window) are checked; like Google, ``aud`` may be
-  ``https://oauth2.googleapis.com/token`` (what google-auth always signs, wherever
-  ``token_uri`` points) or this endpoint's URL. Success mints an opaque
-  ``ya29.``-style token with ``expires_in = token_lifetime_s``; failures answer Google's
-  ``{"error": "invalid_grant", "error_description": ...}`` shapes.
-* ``POST /v1/projects/{p}/locations/{r}/endpoints/{id}:predict`` — requires
-  ``Authorization: Bearer <a live token minted above>`` with the cloud-platform
-  scope (401 ``UNAUTHENTICATED`` / 403 ``PERMISSION_DENIED`` otherwise), takes
-  ``{"instances": [{"prompt": ..., "max_tokens": ...}, ...], "parameters"?}`` and
-  answers ``{"predictions": [...], "deployedModelId", "model", "modelDisplayName",
-  "modelVersionId"}``. ``response_style`` picks the prediction shape: ``vllm``
-  (``"Prompt:\\n<p>\\nOutput:\\n<answer>"``, what Model Garden vLLM containers return),
-  ``plain`` (the answer), ``nested`` (``["Prompt:...Output:\\n<answer>"]``) or
-  ``content`` (``{"content": <answer>}``).
-
 Tests make a throwaway service account with :func:`generate_service_account` (or
 :meth:`VertexStandin.create_service_account`, which also registers it).
 """
@@ -109,6 +89,12 @@ _STATUS_NAMES = {
 
 
 class VertexStandin(StandinServer):
+    """`POST /token` (the service-account JWT-bearer grant, assertion verified) and `...:predict` with its tokens.
+
+    `response_style`: `vllm` (``"Prompt:\\n<p>\\nOutput:\\n<answer>"``, as Model Garden vLLM containers answer),
+    `plain`, `nested` (``["Prompt:...Output:\\n<answer>"]``) or `content` (``{"content": <answer>}``).
+    """
+
     fault_exempt_paths = ("/token",)
 
     def __init__(
