@@ -1,9 +1,4 @@
-"""Content-addressed artifact store: `artifacts/sha256/<hex>`.
-
-Uploads stream into `artifacts/tmp/` while being hashed; `commit()` fsyncs and
-atomically renames into place, so a killed upload never leaves a visible blob
-(and no model version points at one: the db row is written after the rename).
-"""
+"""Content-addressed artifact store, `artifacts/sha256/<hex>`; uploads stream into `artifacts/tmp/` and are renamed into place."""
 
 from __future__ import annotations
 

@@ -1,16 +1,6 @@
-"""Bearer-token auth. Only sha256 hashes of tokens are stored in the database; the admin token
-is written to `<data_dir>/admin.token` (mode 0600) for `wallaroo-pulumi runtime token` and
-`WallarooClient.connect`. Tokens are never logged.
+"""Bearer-token auth: token hashes in the database, the admin token in `<data_dir>/admin.token`.
 
-Where the admin token comes from:
-
-- by default the first start mints one (`wlr_...`); later starts keep it;
-- with `WALLAROO_ADMIN_TOKEN` set (`RuntimeSettings.admin_token`; Kubernetes passes its Secret),
-  that token *is* the admin token: its hash replaces the stored admin hash when they differ (so
-  changing the secret and restarting rotates it, and the previous admin token stops working), and
-  `admin.token` is (re)written with that same token only when it is missing or holds another
-  value. No process ever mints or writes a different token, so replicas sharing one data volume
-  agree, and the file is not rewritten on every start.
+Where the admin token comes from: docs/runtime-api.md ("Auth").
 """
 
 from __future__ import annotations

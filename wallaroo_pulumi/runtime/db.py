@@ -1,10 +1,5 @@
-"""Metadata in SQLite (WAL mode): workspaces, models and versions, pipelines and
-versions, deployments (with their full config) and token hashes.
-
-The deployment config is stored whole, sidekick env included, because the
-runtime must redeploy after a restart. Treat `runtime.db` like a Kubernetes
-Secret: it lives in the 0700 data directory with mode 0600, and nothing read
-from it is returned by the API without `DeploymentConfig.redacted()`.
+"""Metadata in SQLite (WAL mode): workspaces, models and versions, pipelines and versions,
+deployments (with their full config, sidekick env sealed: D11) and token hashes.
 """
 
 from __future__ import annotations

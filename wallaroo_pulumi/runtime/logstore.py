@@ -1,34 +1,6 @@
-"""Inference log store: append-only Arrow/Parquet segments per pipeline.
+"""Inference log store: append-only Arrow/Parquet segments per pipeline, shared by the processes of one data dir.
 
-Layout: `<root>/<pipeline>/<seq>.arrows` is the active segment (an Arrow IPC
-stream; every append writes whole record batches, flushes and fsyncs) and
-`<root>/<pipeline>/<seq>.parquet` are sealed segments (written to a temp file,
-fsynced, renamed). A crash can at worst leave a half-written batch at the end
-of the active segment; it is dropped on recovery, earlier rows are kept.
-
-Several processes may write one directory (serving replicas on one data dir).
-Segment numbers are unique per pipeline directory: a writer claims the next
-number it sees on disk by hard-linking a temp file it already holds an
-exclusive `flock` on (the link fails if a peer took the number), and keeps
-that lock until the segment is sealed, so recovery at startup
-seals only segments whose writer is gone, never a live peer's. Readers list the
-directory on every query, so each process sees its peers' sealed segments and
-the complete batches of their active ones.
-
-A row is one inference row: `time` (timestamp ms UTC), `in.<col>`,
-`out.<col>`, `anomaly.count`, `metadata.pipeline_version`,
-`metadata.last_model`, `metadata.elapsed` (ns per step), `metadata.partition`,
-`metadata.step` (the step that produced `out.*`, or failed) and
-`metadata.error` (null on success). Writers other than the inference path (the
-listener scheduler appending score rows) may send any subset: only `time` is
-added when missing.
-
-Usage (no FastAPI needed)::
-
-    store = LogStore(data_dir / "logs")
-    store.append("my-pipeline", table)
-    page = store.query("my-pipeline", start=None, end=None, limit=1000, order="Asc", cursor=None)
-    page.table, page.cursor, page.status   # status: All | RecordLimited | SchemaChange
+Layout, crash safety and the multi-writer rules: docs/runtime-api.md ("Logs", "Roles").
 """
 
 from __future__ import annotations
@@ -496,9 +468,7 @@ class _PipelineLog:
     def prune(self, cutoff_ms: int) -> tuple[int, int]:
         """Delete sealed segments whose newest row is older than `cutoff_ms`; (segments, rows).
 
-        Whole segments go, so rows up to one segment's span past the cutoff may stay. An
-        active segment holding only older rows is sealed first, so an idle pipeline's
-        old rows go too.
+        An active segment holding only older rows is sealed first, so an idle pipeline's old rows go too.
         """
         self._peer_segments(read_live=False)  # index what peers sealed, so their old segments go as well
         with self.lock:
@@ -625,10 +595,8 @@ class LogStore:
     def append(self, pipeline: str, table: pa.Table, sync: bool = True) -> None:
         """Append rows; `time` is added when missing.
 
-        `sync=True` (default): fsynced before returning. `sync=False`: written to
-        the kernel before returning (safe against a crash of this process) and
-        fsynced by a background thread within `sync_interval_s` (group commit;
-        only a power loss in that window can lose rows). The inference path uses it.
+        `sync=True` (default) fsyncs before returning; `sync=False` (the inference path) returns once the
+        rows are in the kernel, and a background thread fsyncs them within `sync_interval_s` (group commit).
         """
         if table.num_rows == 0:
             return

@@ -118,9 +118,7 @@ class Metrics:
     def count_row_errors(self, pipeline: str, step: str, inputs: pa.Table, out: pa.Table) -> None:
         """Count the per-row upstream failures a step reports in its `error` column.
 
-        The LLM adapters answer a failed row instead of failing the batch, so without this
-        an upstream's 429s or timeouts would be invisible to alerting. Only the step that
-        makes the column counts: a later step carrying it through (the validator) does not.
+        Only the step that makes the column counts, not a later one carrying it through (the validator).
         """
         if "error" in inputs.column_names or "error" not in out.column_names:
             return

@@ -56,9 +56,7 @@ def satisfied(line: str) -> bool:
 def ensure_requirements(lines: list[str], deps_root: Path, timeout_s: float = 900, cwd: Path | None = None) -> list[Path]:
     """[] when nothing is missing, else [the folder holding the installed packages].
 
-    Option lines (`--no-index`, `--find-links wheels/`, ...) are passed to pip
-    only when something must be installed; pip runs in `cwd` (the model folder),
-    so relative paths there (e.g. wheels vendored in the zip) work.
+    Option lines (`--no-index`, `--find-links wheels/`, ...) go to pip, which runs in `cwd` (the model folder).
     """
     options = [line for line in lines if line.startswith("-")]
     missing = [line for line in lines if not line.startswith("-") and not satisfied(line)]

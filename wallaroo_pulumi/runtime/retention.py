@@ -1,12 +1,4 @@
-"""Log retention: inference and score logs older than `--log-retention` are deleted.
-
-Every inference is logged, so without a bound the data directory only grows.
-One process per data directory prunes (role `all` or `scheduler`: there is
-exactly one), removing whole sealed segments whose newest row is older than the
-cutoff, and the listeners' record of which of those rows they scored (those
-rows cannot come back, so the record would only grow). Serving replicas that
-had indexed a removed segment skip it on their next read.
-"""
+"""Log retention: inference and score logs older than `--log-retention` are deleted (D16)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,4 @@
-"""Sidekick credentials sealed at rest in `runtime.db`.
-
-To redeploy after a restart (and for serving replicas to converge) the runtime
-keeps every deployment's sidekick `env`, which holds the models' credentials.
-Stored in plaintext, any copy of the database (a backup, an SQL dump, a volume
-snapshot, a tarball attached to a bug report) would carry them all. So each
-env value is sealed with Fernet (AES-128-CBC + HMAC-SHA256, from the
-`cryptography` package the runtime already depends on) under a key kept apart
-from the database: `WALLAROO_SECRETS_KEY` when set (the Kubernetes component
-passes one from its Secret, so a volume snapshot alone opens nothing), else
-`DATA_DIR/secrets.key`, created 0600 on first start.
-
-Sealed values carry a prefix, so rows written before sealing existed are still
-read, and are sealed at the next start.
-"""
+"""Sidekick credentials sealed at rest in `runtime.db` (Fernet, under a key kept apart from it: D11)."""
 
 from __future__ import annotations
 
