@@ -1,11 +1,25 @@
-"""Sidekicks: each BYOP model step runs in its own Python process.
+"""Sidekicks: each BYOP model step runs in worker processes of its own (``worker``), supervised
+by a `Sidekick`, placed by a `Placement`, and pooled per step by a `SidekickPool`."""
 
-A crash, a memory blow-up or a leaked credential in one model must not take
-down the runtime or reach another model, so every model step (per replica)
-gets its own worker process with its own environment and resource limits.
+from wallaroo_pulumi.runtime.sidekick.errors import (
+    SidekickCrashedError,
+    SidekickError,
+    SidekickLoadError,
+    SidekickPredictError,
+)
+from wallaroo_pulumi.runtime.sidekick.placement import LocalPlacement, Placement
+from wallaroo_pulumi.runtime.sidekick.pool import SidekickPool
+from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
+from wallaroo_pulumi.runtime.sidekick.supervisor import Sidekick
 
-- ``loader``: unpack a BYOP zip safely and build its ``mac`` inference.
-- ``worker``: the child process (``python -m wallaroo_pulumi.runtime.sidekick.worker``).
-- ``protocol``: the framed stdin/stdout protocol and Arrow <-> numpy conversion.
-- ``process``: the asyncio supervisor (``Sidekick``, ``SidekickPool``) the engine uses.
-"""
+__all__ = [
+    "LocalPlacement",
+    "Placement",
+    "Sidekick",
+    "SidekickCrashedError",
+    "SidekickError",
+    "SidekickLoadError",
+    "SidekickPool",
+    "SidekickPredictError",
+    "SidekickSpec",
+]
