@@ -1,37 +1,65 @@
 """wallaroo-pulumi: managed LLM inference endpoints as infrastructure code.
 
-Public API: the Pulumi resources, the deployment-config builder, the runtime
-client and the local-runtime component.
+The public API is the names in `__all__`. They load on first use, so that the runtime and
+its sidekick processes, which import this package too, never pay for importing Pulumi (D19).
 """
 
-from pathlib import Path as _Path
+from __future__ import annotations
 
-# A wheel installs the repo's top-level components/ as wallaroo_pulumi/components
-# (see pyproject's package-dir). An editable install of a checkout cannot map a
-# sibling folder into this package, so there we let `wallaroo_pulumi.components`
-# resolve to ../components directly.
+import importlib
+from pathlib import Path as _Path
+from typing import TYPE_CHECKING, Any
+
+# An editable checkout: `wallaroo_pulumi.components` is the repo's top-level components/ (D4).
 _checkout_components = _Path(__file__).resolve().parent.parent / "components"
 if (_checkout_components / "__init__.py").exists() and not (_Path(__file__).parent / "components").exists():
-    __path__.append(str(_checkout_components.parent))  # type: ignore[name-defined]  # noqa: F821
+    __path__.append(str(_checkout_components.parent))
 
-# Lazy exports: the runtime and its sidekick processes import this package too,
-# and must not pay for importing Pulumi.
-_EXPORTS = {
-    "WallarooModel": "wallaroo_pulumi.resources.model",
-    "WallarooPipeline": "wallaroo_pulumi.resources.pipeline",
-    "LLMListenerSchedule": "wallaroo_pulumi.resources.listener_schedule",
+if TYPE_CHECKING:
+    from wallaroo_pulumi.adapters.schemas import LLM_INPUT_SCHEMA, LLM_OUTPUT_SCHEMA
+    from wallaroo_pulumi.client import WallarooClient
+    from wallaroo_pulumi.components import BYOP_DIR
+    from wallaroo_pulumi.components.kubernetes_runtime import KubernetesRuntime
+    from wallaroo_pulumi.components.local_runtime import LocalRuntime, local_or_configured
+    from wallaroo_pulumi.deployment import DeploymentConfig, DeploymentConfigBuilder, SidekickConfig
+    from wallaroo_pulumi.resources.connection import Connection
+    from wallaroo_pulumi.resources.listener_schedule import LLMListenerSchedule
+    from wallaroo_pulumi.resources.model import WallarooModel
+    from wallaroo_pulumi.resources.pipeline import WallarooPipeline, curl_command
+    from wallaroo_pulumi.scorers.schemas import listener_schemas
+
+_SOURCES = {
+    "BYOP_DIR": "wallaroo_pulumi.components",
     "Connection": "wallaroo_pulumi.resources.connection",
     "DeploymentConfig": "wallaroo_pulumi.deployment",
     "DeploymentConfigBuilder": "wallaroo_pulumi.deployment",
+    "KubernetesRuntime": "wallaroo_pulumi.components.kubernetes_runtime",
+    "LLMListenerSchedule": "wallaroo_pulumi.resources.listener_schedule",
+    "LLM_INPUT_SCHEMA": "wallaroo_pulumi.adapters.schemas",
+    "LLM_OUTPUT_SCHEMA": "wallaroo_pulumi.adapters.schemas",
+    "LocalRuntime": "wallaroo_pulumi.components.local_runtime",
     "SidekickConfig": "wallaroo_pulumi.deployment",
     "WallarooClient": "wallaroo_pulumi.client",
+    "WallarooModel": "wallaroo_pulumi.resources.model",
+    "WallarooPipeline": "wallaroo_pulumi.resources.pipeline",
+    "curl_command": "wallaroo_pulumi.resources.pipeline",
+    "listener_schemas": "wallaroo_pulumi.scorers.schemas",
+    "local_or_configured": "wallaroo_pulumi.components.local_runtime",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "KubernetesRuntime", "LLMListenerSchedule",
+    "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "SidekickConfig", "WallarooClient", "WallarooModel",
+    "WallarooPipeline", "curl_command", "listener_schemas", "local_or_configured",
+]
 
 
-def __getattr__(name: str) -> object:
-    if name in _EXPORTS:
-        import importlib
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'wallaroo_pulumi' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCES[name]), name)
+    globals()[name] = value
+    return value
 
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'wallaroo_pulumi' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

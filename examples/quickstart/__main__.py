@@ -9,29 +9,32 @@
 Config: `openai_base_url`, `openai_api_key` (secret), optional `openai_model`, `data_dir`.
 """
 
-from pathlib import Path
-
 import pulumi
 
-import wallaroo_pulumi.components as components
-from wallaroo_pulumi import DeploymentConfigBuilder, LLMListenerSchedule, WallarooModel, WallarooPipeline
-from wallaroo_pulumi.adapters.schemas import LLM_INPUT_SCHEMA, LLM_OUTPUT_SCHEMA
-from wallaroo_pulumi.components.local_runtime import LocalRuntime
-from wallaroo_pulumi.scorers.schemas import listener_schemas
+from wallaroo_pulumi import (
+    BYOP_DIR,
+    LLM_INPUT_SCHEMA,
+    LLM_OUTPUT_SCHEMA,
+    DeploymentConfigBuilder,
+    LLMListenerSchedule,
+    LocalRuntime,
+    WallarooModel,
+    WallarooPipeline,
+    listener_schemas,
+)
 
 config = pulumi.Config()
-byop = Path(components.__file__).parent / "byop"
 
 runtime = LocalRuntime("runtime", data_dir=config.get("data_dir") or ".state/quickstart/runtime")
 conn = runtime.connection
 
-llm = WallarooModel("llm", path=byop / "openai_llm", input_schema=LLM_INPUT_SCHEMA,
+llm = WallarooModel("llm", path=BYOP_DIR / "openai_llm", input_schema=LLM_INPUT_SCHEMA,
                     output_schema=LLM_OUTPUT_SCHEMA, connection=conn)
 validator_in, validator_out = listener_schemas("validator", carry=LLM_OUTPUT_SCHEMA)
-validator = WallarooModel("validator", path=byop / "listeners" / "validator",
+validator = WallarooModel("validator", path=BYOP_DIR / "listeners" / "validator",
                           input_schema=validator_in, output_schema=validator_out, connection=conn)
 listener_in, listener_out = listener_schemas("combined")
-listener = WallarooModel("llm-listener", path=byop / "listeners" / "combined",
+listener = WallarooModel("llm-listener", path=BYOP_DIR / "listeners" / "combined",
                          input_schema=listener_in, output_schema=listener_out, connection=conn)
 
 deployment = (

@@ -16,7 +16,7 @@ import sys
 import httpx
 import pandas as pd
 
-from wallaroo_pulumi.client import WallarooClient
+from wallaroo_pulumi import WallarooClient
 
 
 def stack_outputs(stack: str) -> dict[str, object]:

@@ -10,25 +10,27 @@ Config (see README.md):
   data_dir                    where the local runtime keeps its data (when wallaroo:url is unset)
 """
 
-from pathlib import Path
-
 import pulumi
 
-import wallaroo_pulumi.components as components
-from wallaroo_pulumi import DeploymentConfigBuilder, WallarooModel, WallarooPipeline
-from wallaroo_pulumi.adapters.schemas import LLM_INPUT_SCHEMA, LLM_OUTPUT_SCHEMA
-from wallaroo_pulumi.components.local_runtime import local_or_configured
-from wallaroo_pulumi.resources.pipeline import curl_command
-from wallaroo_pulumi.scorers.schemas import listener_schemas
+from wallaroo_pulumi import (
+    BYOP_DIR,
+    LLM_INPUT_SCHEMA,
+    LLM_OUTPUT_SCHEMA,
+    DeploymentConfigBuilder,
+    WallarooModel,
+    WallarooPipeline,
+    curl_command,
+    listener_schemas,
+    local_or_configured,
+)
 
 cfg = pulumi.Config()
-byop = Path(components.__file__).parent / "byop"
 conn = local_or_configured("runtime", data_dir=cfg.get("data_dir") or ".state/vertex-example/runtime")
 
-llm = WallarooModel("vertex-llm", path=byop / "vertex_llm", input_schema=LLM_INPUT_SCHEMA,
+llm = WallarooModel("vertex-llm", path=BYOP_DIR / "vertex_llm", input_schema=LLM_INPUT_SCHEMA,
                     output_schema=LLM_OUTPUT_SCHEMA, connection=conn)
 validator_in, validator_out = listener_schemas("validator", carry=LLM_OUTPUT_SCHEMA)
-validator = WallarooModel("validator", path=byop / "listeners" / "validator", input_schema=validator_in,
+validator = WallarooModel("validator", path=BYOP_DIR / "listeners" / "validator", input_schema=validator_in,
                           output_schema=validator_out, connection=conn)
 
 deployment = (

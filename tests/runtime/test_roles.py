@@ -272,7 +272,6 @@ def test_status_between_storing_a_deploy_and_registering_it_says_starting(tmp_pa
     from pydantic import SecretStr
 
     from wallaroo_pulumi.runtime.app import create_app
-    from wallaroo_pulumi.runtime.convergence import apply_row, mark_applied
     from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
     app = create_app(RuntimeSettings(data_dir=tmp_path / "data", admin_token=SecretStr(ENV_TOKEN), listeners=False))
@@ -284,7 +283,7 @@ def test_status_between_storing_a_deploy_and_registering_it_says_starting(tmp_pa
                 "INSERT INTO deployments (pipeline_id, deploy_name, pipeline_version_id, engine_config, desired, "
                 "created_at, updated_at) VALUES (?, 'gap', 1, '{}', 'deployed', 1.0, 1.0)", (pipeline_id,),
             ).lastrowid
-        mark_applied(rt, dep_id, 1.0)  # the gap: applied here, not yet in rt.engine.deployments
+        rt.deployments.applied[dep_id] = 1.0  # the gap: applied here, not yet in rt.engine.deployments
         assert rt.engine.get("gap") is None
         r = c.post("/v1/api/status/get_deployment", json={"name": f"gap-{dep_id}"})
         assert r.status_code == 200, r.text
@@ -292,6 +291,6 @@ def test_status_between_storing_a_deploy_and_registering_it_says_starting(tmp_pa
 
         # applying that row finds no version 1: the status says so, instead of Starting forever
         row = rt.db.one("SELECT * FROM deployments WHERE id = ?", (dep_id,))
-        c.portal.call(apply_row, rt, row)
+        c.portal.call(rt.deployments.apply_row, row)
         status = c.post("/v1/api/status/get_deployment", json={"name": f"gap-{dep_id}"}).json()
         assert status["status"] == "Error" and "pipeline version 1 no longer exists" in str(status), status

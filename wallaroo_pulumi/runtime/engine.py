@@ -1,32 +1,23 @@
-"""Deployments -> one `SidekickPool` per pipeline step.
-
-A deploy comes up in the background: `starting` -> `running` | `failed` (the
-reason is the sidekick's load error text). While a redeploy starts, the
-previous pools keep serving; they are stopped once the new ones are ready.
-Each model artifact is unpacked once into `<data>/models/<sha>/`; missing
-requirements are pip-installed once into `<data>/deps/<hash>/`.
-"""
+"""The engine: each deployed pipeline as one sidekick pool per step, brought up in the
+background (the previous version serves until the new one is ready), and its status."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import shutil
 import time
-import uuid
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import anyio
 import pyarrow as pa
 
 from wallaroo_pulumi.deployment import DeploymentConfig
-from wallaroo_pulumi.runtime.requirements import ensure_requirements, read_requirements
+from wallaroo_pulumi.runtime.errors import WallarooError
+from wallaroo_pulumi.runtime.metrics import Metrics
+from wallaroo_pulumi.runtime.model_files import ModelFiles
+from wallaroo_pulumi.runtime.sidekick import Placement, SidekickPool, SidekickSpec
 from wallaroo_pulumi.runtime.sidekick.autoscale import policy_for
-from wallaroo_pulumi.runtime.sidekick.process import SidekickPool, SidekickSpec
 
 log = logging.getLogger("wallaroo_pulumi.runtime.engine")
 
@@ -76,8 +67,8 @@ class DeploymentState:
         return f"{self.pipeline_name}-{self.id}"
 
 
-class DeployError(Exception):
-    pass
+class DeployError(WallarooError):
+    """A deployment that could not come up; its message is the deployment's reason."""
 
 
 # Sidekick states, as Wallaroo names a sidekick's status.
@@ -85,57 +76,12 @@ SIDEKICK_STATUS = {"starting": "Starting", "ready": "Running", "failed": "Error"
 
 
 class Engine:
-    def __init__(self, rt: Any) -> None:
-        self.rt = rt
-        self.data_dir: Path = rt.settings.data_dir
-        self.models_dir = self.data_dir / "models"
-        self.deps_dir = self.data_dir / "deps"
-        self.models_dir.mkdir(exist_ok=True)
-        for leftover in self.models_dir.glob(".tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+    def __init__(self, model_files: ModelFiles, placement: Placement, metrics: Metrics, host: str) -> None:
+        self.model_files = model_files
+        self.placement = placement
+        self.metrics = metrics
+        self.host = host
         self.deployments: dict[str, DeploymentState] = {}
-        self._unpack_locks: dict[str, asyncio.Lock] = {}
-        self._req_lock = asyncio.Lock()
-
-    # -- preparation -------------------------------------------------------
-    def _unpack(self, sha: str) -> Path:
-        final = self.models_dir / sha
-        marker = final / ".model_root"
-        if marker.exists():
-            return final / marker.read_text().strip()
-        tmp = self.models_dir / f".tmp-{sha[:12]}-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        zip_path = self.rt.artifacts.path_for(sha)
-        if not zip_path.exists():
-            raise DeployError(f"artifact {sha} is missing from the artifact store")
-        try:
-            from wallaroo_pulumi.runtime.sidekick.loader import unpack_artifact
-        except ImportError:  # pragma: no cover - the loader ships with the sidekick package
-            unpack_artifact = None
-        if unpack_artifact is not None:
-            root = Path(unpack_artifact(zip_path, tmp))
-        else:  # pragma: no cover
-            with zipfile.ZipFile(zip_path) as zf:
-                zf.extractall(tmp)
-            root = tmp
-        rel = root.resolve().relative_to(tmp.resolve())
-        (tmp / ".model_root").write_text(str(rel) or ".")
-        if final.exists():  # a half-finished earlier unpack (no marker): replace it
-            shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        return final / rel
-
-    async def prepare_model(self, sha: str) -> Path:
-        lock = self._unpack_locks.setdefault(sha, asyncio.Lock())
-        async with lock:
-            return await anyio.to_thread.run_sync(self._unpack, sha)
-
-    async def prepare_requirements(self, model_dir: Path, extra: list[str]) -> list[Path]:
-        lines = read_requirements(model_dir, extra)
-        if not lines:
-            return []
-        async with self._req_lock:
-            return await anyio.to_thread.run_sync(lambda: ensure_requirements(lines, self.deps_dir, cwd=model_dir))
 
     # -- lifecycle ---------------------------------------------------------
     def get(self, pipeline_name: str) -> DeploymentState | None:
@@ -179,12 +125,12 @@ class Engine:
     async def _bring_up(self, state: DeploymentState, version: dict[str, Any], steps: list[dict[str, Any]]) -> None:
         config = state.config
         new_steps: list[Step] = []
-        self.rt.metrics.deploys.labels(state.pipeline_name).inc()
+        self.metrics.deploys.labels(state.pipeline_name).inc()
         try:
             seen: dict[str, int] = {}
             for row in steps:
-                model_dir = await self.prepare_model(row["sha"])
-                extra_path = await self.prepare_requirements(model_dir, row.get("requirements") or [])
+                model_dir = await self.model_files.model_dir(row["sha"])
+                extra_path = await self.model_files.requirements(model_dir, row.get("requirements") or [])
                 side = config.sidekick(row["name"])
                 seen[row["name"]] = seen.get(row["name"], 0) + 1
                 step_name = row["name"] if seen[row["name"]] == 1 else f"{row['name']}#{seen[row['name']]}"
@@ -200,7 +146,7 @@ class Engine:
                     load_timeout_s=config.python_load_timeout_secs,
                     max_batch_rows=side.max_batch_rows,
                 )
-                pool = SidekickPool(spec, config.replicas, policy_for(config))
+                pool = SidekickPool(spec, config.replicas, policy_for(config), self.placement)
                 new_steps.append(
                     Step(
                         name=step_name, model_name=row["name"], model_version=row["version"],
@@ -221,7 +167,7 @@ class Engine:
             state.starting = []
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes the deployment's reason
-            reason = str(exc) if isinstance(exc, DeployError) else f"{type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, WallarooError) else f"{type(exc).__name__}: {exc}"
             state.failed_sidekicks = self._sidekick_rows(new_steps, failed=True, reason=reason)
             await self._stop_steps(new_steps)
             state.starting = []
@@ -323,7 +269,7 @@ class Engine:
             "pipeline_version": state.pipeline_version,
             "engines": [
                 {
-                    "ip": self.rt.settings.host,
+                    "ip": self.host,
                     "name": f"engine-{state.id}",
                     "status": engine_status,
                     "reason": state.reason,
@@ -336,7 +282,7 @@ class Engine:
                 }
             ],
             "engine_lbs": [
-                {"ip": self.rt.settings.host, "name": f"engine-lb-{state.id}", "status": "Running", "reason": None, "details": []}
+                {"ip": self.host, "name": f"engine-lb-{state.id}", "status": "Running", "reason": None, "details": []}
             ],
             "sidekicks": sidekicks,
         }

@@ -13,13 +13,19 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wallaroo_pulumi.runtime.errors import APIError
+from wallaroo_pulumi.runtime.errors import BadRequest
 from wallaroo_pulumi.runtime.logstore import TIME_TYPE
 
 JSON_RECORDS = "application/json; format=pandas-records"
 ARROW_FILE = "application/vnd.apache.arrow.file"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 ACCEPTED = f"'{JSON_RECORDS}', '{ARROW_FILE}' or '{ARROW_STREAM}'"
+
+
+class BadInput(BadRequest):
+    """An inference body that does not decode or does not fit the schema."""
+
+    source = "input"
 
 
 def kind_of(content_type: str | None) -> str | None:
@@ -64,35 +70,33 @@ def _column_from_values(name: str, values: list[Any], field: pa.Field) -> pa.Arr
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
             shown = repr(value)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise APIError(
-                400, f"column '{name}' row {i}: expected {field.type}, got {_type_name(value)} {shown}", "input"
-            ) from None
-    raise APIError(400, f"column '{name}': values do not convert to {field.type}", "input")
+            raise BadInput(f"column '{name}' row {i}: expected {field.type}, got {_type_name(value)} {shown}") from None
+    raise BadInput(f"column '{name}': values do not convert to {field.type}")
 
 
 def table_from_records(body: bytes, schema: pa.Schema) -> pa.Table:
     try:
         records = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"malformed JSON body: {exc}", "input") from None
+        raise BadInput(f"malformed JSON body: {exc}") from None
     if isinstance(records, dict):
-        raise APIError(400, "expected pandas-records JSON: a list of objects like [{\"col\": value}, ...], got an object", "input")
+        raise BadInput("expected pandas-records JSON: a list of objects like [{\"col\": value}, ...], got an object")
     if not isinstance(records, list):
-        raise APIError(400, f"expected pandas-records JSON: a list of objects, got {_type_name(records)}", "input")
+        raise BadInput(f"expected pandas-records JSON: a list of objects, got {_type_name(records)}")
     if not records:
-        raise APIError(400, "empty input: the JSON list has no records", "input")
+        raise BadInput("empty input: the JSON list has no records")
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
-            raise APIError(400, f"record {i}: expected an object of column values, got {_type_name(rec)}", "input")
+            raise BadInput(f"record {i}: expected an object of column values, got {_type_name(rec)}")
     columns = []
     for field in schema:
         values = [rec.get(field.name) for rec in records]
         if all(field.name not in rec for rec in records):
-            raise APIError(400, f"missing column '{field.name}' (expected {field.type}); input schema: {_schema_text(schema)}", "input")
+            raise BadInput(f"missing column '{field.name}' (expected {field.type}); input schema: {_schema_text(schema)}")
         if not field.nullable:
             for i, v in enumerate(values):
                 if v is None:
-                    raise APIError(400, f"column '{field.name}' row {i}: null, but the column is not nullable", "input")
+                    raise BadInput(f"column '{field.name}' row {i}: null, but the column is not nullable")
         columns.append(_column_from_values(field.name, values, field))
     return pa.Table.from_arrays(columns, schema=schema)
 
@@ -111,7 +115,7 @@ def read_arrow(body: bytes, kind: str) -> pa.Table:
             return second(buf).read_all()
         except (pa.ArrowInvalid, OSError):
             label = "file" if kind == "arrow-file" else "stream"
-            raise APIError(400, f"malformed Arrow IPC {label} body: {exc}", "input") from None
+            raise BadInput(f"malformed Arrow IPC {label} body: {exc}") from None
 
 
 def conform(table: pa.Table, schema: pa.Schema, what: str = "input") -> pa.Table:
@@ -119,16 +123,16 @@ def conform(table: pa.Table, schema: pa.Schema, what: str = "input") -> pa.Table
     columns = []
     for field in schema:
         if field.name not in table.column_names:
-            raise APIError(400, f"missing column '{field.name}' (expected {field.type}); {what} schema: {_schema_text(schema)}", "input")
+            raise BadInput(f"missing column '{field.name}' (expected {field.type}); {what} schema: {_schema_text(schema)}")
         col = table.column(field.name)
         if col.type != field.type:
             try:
                 col = col.cast(field.type, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                 got = table.schema.field(field.name).type
-                raise APIError(400, f"column '{field.name}': expected {field.type}, got {got}", "input") from None
+                raise BadInput(f"column '{field.name}': expected {field.type}, got {got}") from None
         if not field.nullable and col.null_count:
-            raise APIError(400, f"column '{field.name}': has nulls, but the column is not nullable", "input")
+            raise BadInput(f"column '{field.name}': has nulls, but the column is not nullable")
         columns.append(col)
     return pa.Table.from_arrays(columns, schema=schema)
 
@@ -136,14 +140,14 @@ def conform(table: pa.Table, schema: pa.Schema, what: str = "input") -> pa.Table
 def parse_input(body: bytes, content_type: str | None, schema: pa.Schema) -> tuple[pa.Table, str]:
     kind = kind_of(content_type)
     if kind is None:
-        raise APIError(415, f"Content-Type {content_type!r} is not supported; send {ACCEPTED}", "input")
+        raise BadInput(f"Content-Type {content_type!r} is not supported; send {ACCEPTED}", status=415)
     if not body:
-        raise APIError(400, "empty request body: send pandas-records JSON or an Arrow IPC file", "input")
+        raise BadInput("empty request body: send pandas-records JSON or an Arrow IPC file")
     if kind == "json":
         return table_from_records(body, schema), kind
     table = read_arrow(body, kind)
     if table.num_rows == 0:
-        raise APIError(400, "empty input: the Arrow table has no rows", "input")
+        raise BadInput("empty input: the Arrow table has no rows")
     return conform(table, schema), kind
 
 

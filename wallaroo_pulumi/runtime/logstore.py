@@ -528,7 +528,7 @@ class LogStore:
     """Append-only inference logs for every pipeline under one directory.
 
     One process should hold one `LogStore` per directory: use
-    `LogStore.shared(root)` (the runtime's own instance is also `app.state.logstore`).
+    `LogStore.shared(root)` (the runtime shares its own instance).
     """
 
     @classmethod

@@ -16,7 +16,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from wallaroo_pulumi.runtime.artifacts import ArtifactStore, ArtifactWriter, UploadTooLarge
-from wallaroo_pulumi.runtime.errors import APIError
+from wallaroo_pulumi.runtime.errors import BadRequest, TooLarge, WallarooError
 
 SMALL_PART_LIMIT = 16 * 2**20
 BATCH = 2**20
@@ -76,7 +76,7 @@ class _Handler:
         self._name = name
         if name == self.file_field:
             if self.result.file is not None:
-                raise APIError(400, f"more than one '{self.file_field}' part in the upload", "request")
+                raise BadRequest(f"more than one '{self.file_field}' part in the upload", source="request")
             self._sink = self.store.writer(self.limit)
             self.result.file = self._sink
             filename = options.get(b"filename")
@@ -90,7 +90,7 @@ class _Handler:
         elif self._buf is not None:
             self._buf += data[start:end]
             if len(self._buf) > SMALL_PART_LIMIT:
-                raise APIError(413, f"multipart field '{self._name}' exceeds {SMALL_PART_LIMIT} bytes", "request")
+                raise TooLarge(f"multipart field '{self._name}' exceeds {SMALL_PART_LIMIT} bytes", source="request")
 
     def on_part_end(self) -> None:
         if self._buf is not None and self._name:
@@ -106,15 +106,14 @@ async def parse_streaming_upload(
     artifact is removed before the error propagates."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
-        raise APIError(
-            400,
+        raise BadRequest(
             "expected a multipart/form-data body with a 'metadata' (JSON) part and a 'file' part "
             f"(got Content-Type {request.headers.get('content-type')!r})",
-            "request",
+            source="request",
         )
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit + SMALL_PART_LIMIT:
-        raise APIError(413, f"upload of {int(length)} bytes exceeds the limit of {limit} bytes (max_upload_bytes)", "request")
+        raise TooLarge(f"upload of {int(length)} bytes exceeds the limit of {limit} bytes (max_upload_bytes)", source="request")
     handler = _Handler(store, limit, file_field)
     parser = MultipartParser(params[b"boundary"], handler.callbacks())
     pending: list[bytes] = []
@@ -138,13 +137,13 @@ async def parse_streaming_upload(
                 await anyio.to_thread.run_sync(feed, pending)
             parser.finalize()
         except UploadTooLarge as exc:
-            raise APIError(413, f"upload exceeds the limit of {exc.limit} bytes (max_upload_bytes)", "request") from exc
+            raise TooLarge(f"upload exceeds the limit of {exc.limit} bytes (max_upload_bytes)", source="request") from exc
         except ClientDisconnect as exc:
-            raise APIError(400, "client disconnected before the upload finished", "request") from exc
-        except APIError:
+            raise BadRequest("client disconnected before the upload finished", source="request") from exc
+        except WallarooError:
             raise
         except Exception as exc:  # noqa: BLE001 - python-multipart raises several kinds
-            raise APIError(400, f"malformed multipart body: {exc}", "request") from exc
+            raise BadRequest(f"malformed multipart body: {exc}", source="request") from exc
     except BaseException:
         if handler.result.file is not None:
             handler.result.file.abort()

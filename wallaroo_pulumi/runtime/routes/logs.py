@@ -5,14 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from wallaroo_pulumi.runtime.errors import bad_request, not_found
 from wallaroo_pulumi.runtime.formats import encode_table, response_kind
-from wallaroo_pulumi.runtime.state import get_rt
+from wallaroo_pulumi.runtime.routes import runtime_of
 
 router = APIRouter(prefix="/v1/api/pipelines", tags=["logs"])
 
@@ -43,18 +41,9 @@ class GetLogs(BaseModel):
                                  "x-iteration-status": {"schema": {"type": "string"}}}}},
 )
 async def get_logs(request: Request, body: GetLogs) -> Response:
-    rt = get_rt(request)
-    known = rt.db.one("SELECT id FROM pipelines WHERE name = ? AND workspace_id = ?", (body.pipeline_name, body.workspace_id))
-    if known is None and body.pipeline_name not in rt.logstore.pipelines():
-        raise not_found(f"pipeline_name: no pipeline named {body.pipeline_name!r} in workspace {body.workspace_id}")
-    try:
-        page = await anyio.to_thread.run_sync(
-            lambda: rt.logstore.query(
-                body.pipeline_name, body.start_time, body.end_time, body.page_size, body.order, body.cursor
-            )
-        )
-    except ValueError as exc:
-        raise bad_request(str(exc)) from None
+    page = await runtime_of(request).logs.page(
+        body.pipeline_name, body.workspace_id, body.start_time, body.end_time, body.page_size, body.order, body.cursor
+    )
     kind = response_kind(request.headers.get("accept"), "json")
     payload, media_type = encode_table(page.table, kind)
     headers = {"x-iteration-status": page.status}

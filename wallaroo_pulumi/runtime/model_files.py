@@ -1,0 +1,60 @@
+"""A model's files on this host: its artifact unpacked once into `models/<sha>/`, its missing
+requirements installed once into `deps/<hash>/`."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from pathlib import Path
+
+import anyio
+
+from wallaroo_pulumi.runtime.artifacts import ArtifactStore
+from wallaroo_pulumi.runtime.errors import WallarooError
+from wallaroo_pulumi.runtime.requirements import ensure_requirements, read_requirements
+from wallaroo_pulumi.runtime.sidekick.loader import unpack_artifact
+
+
+class ModelFiles:
+    def __init__(self, data_dir: Path, artifacts: ArtifactStore) -> None:
+        self.artifacts = artifacts
+        self.models_dir = data_dir / "models"
+        self.deps_dir = data_dir / "deps"
+        self.models_dir.mkdir(exist_ok=True)
+        for leftover in self.models_dir.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        self._unpack_locks: dict[str, asyncio.Lock] = {}
+        self._req_lock = asyncio.Lock()
+
+    def _unpack(self, sha: str) -> Path:
+        final = self.models_dir / sha
+        marker = final / ".model_root"
+        if marker.exists():
+            return final / marker.read_text().strip()
+        zip_path = self.artifacts.path_for(sha)
+        if not zip_path.exists():
+            raise WallarooError(f"artifact {sha} is missing from the artifact store")
+        tmp = self.models_dir / f".tmp-{sha[:12]}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        root = Path(unpack_artifact(zip_path, tmp))
+        rel = root.resolve().relative_to(tmp.resolve())
+        (tmp / ".model_root").write_text(str(rel) or ".")
+        if final.exists():  # a half-finished earlier unpack (no marker): replace it
+            shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        return final / rel
+
+    async def model_dir(self, sha: str) -> Path:
+        """The unpacked model folder of artifact `sha`."""
+        lock = self._unpack_locks.setdefault(sha, asyncio.Lock())
+        async with lock:
+            return await anyio.to_thread.run_sync(self._unpack, sha)
+
+    async def requirements(self, model_dir: Path, extra: list[str]) -> list[Path]:
+        """Folders to put on the model's PYTHONPATH for requirements this environment lacks."""
+        lines = read_requirements(model_dir, extra)
+        if not lines:
+            return []
+        async with self._req_lock:
+            return await anyio.to_thread.run_sync(lambda: ensure_requirements(lines, self.deps_dir, cwd=model_dir))

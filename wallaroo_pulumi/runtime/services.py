@@ -1,0 +1,123 @@
+"""`Runtime`: the runtime's stores and services, built once per app on one data directory,
+started and stopped by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from wallaroo_pulumi.runtime import retention
+from wallaroo_pulumi.runtime.artifacts import ArtifactStore
+from wallaroo_pulumi.runtime.auth import TokenStore
+from wallaroo_pulumi.runtime.db import Database, dumps
+from wallaroo_pulumi.runtime.deployments import Deployments
+from wallaroo_pulumi.runtime.engine import Engine
+from wallaroo_pulumi.runtime.inference import Inference
+from wallaroo_pulumi.runtime.inference_logs import InferenceLogs
+from wallaroo_pulumi.runtime.listeners import ListenerModelRef, ListenerService
+from wallaroo_pulumi.runtime.logstore import LogStore
+from wallaroo_pulumi.runtime.metrics import Metrics
+from wallaroo_pulumi.runtime.model_files import ModelFiles
+from wallaroo_pulumi.runtime.pipelines import Pipelines
+from wallaroo_pulumi.runtime.registry import Registry
+from wallaroo_pulumi.runtime.secrets import SecretBox
+from wallaroo_pulumi.runtime.settings import RuntimeSettings
+from wallaroo_pulumi.runtime.sidekick import LocalPlacement
+
+log = logging.getLogger("wallaroo_pulumi.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self.settings = settings
+        data_dir = settings.data_dir = Path(settings.data_dir).expanduser().resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chmod(data_dir, 0o700)
+        except PermissionError:  # e.g. a Kubernetes volume root owned by root, writable through fsGroup
+            log.warning("data dir %s is not owned by this user; its mode was left as is", data_dir)
+        self.db = Database(data_dir / "runtime.db")
+        self.tokens = TokenStore(self.db, data_dir)
+        admin = settings.admin_token
+        self.tokens.ensure_admin(admin.get_secret_value() if admin is not None else None)
+        key = settings.secrets_key
+        self.secrets = SecretBox.for_data_dir(data_dir, key.get_secret_value() if key is not None else None)
+        self.artifacts = ArtifactStore(data_dir / "artifacts")
+        self.logstore = LogStore.shared(data_dir / "logs")
+        self.metrics = Metrics()
+        self.model_files = ModelFiles(data_dir, self.artifacts)
+        self.engine = Engine(self.model_files, LocalPlacement(), self.metrics, settings.host)
+        self.metrics.bind_engine(self.engine)
+        self.registry = Registry(self.db, self.artifacts, self.model_files.models_dir)
+        self.pipelines = Pipelines(self.db, self.registry)
+        self.deployments = Deployments(self.db, self.secrets, self.engine, self.pipelines)
+        self.inference = Inference(self.engine, self.pipelines, self.logstore, self.metrics)
+        self.logs = InferenceLogs(self.pipelines, self.logstore)
+        self.listeners = ListenerService(
+            self.db, self.logstore, resolver=self.resolve_listener_model, role=settings.role,
+            lease_seconds=settings.listener_lease_s, metrics=self.metrics,
+        ) if settings.listeners else None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._seal_plaintext_credentials()
+
+    def _seal_plaintext_credentials(self) -> None:
+        """Deployments stored before credentials were sealed get sealed now (updated_at kept:
+        nothing is redeployed for it)."""
+        sealed = 0
+        for row in self.db.all("SELECT id, engine_config FROM deployments"):
+            config = json.loads(row["engine_config"])
+            if SecretBox.has_plaintext(config):
+                with self.db.tx() as c:
+                    c.execute("UPDATE deployments SET engine_config = ? WHERE id = ?",
+                              (dumps(self.secrets.seal_config(config)), row["id"]))
+                sealed += 1
+        if sealed:
+            log.info("sealed the stored credentials of %d deployment(s)", sealed)
+        self.db.scrub()  # old page images and free-page residue go too
+
+    async def resolve_listener_model(self, workspace_id: int, name: str, version: str | None) -> ListenerModelRef:
+        """A listener model uploaded to the registry, unpacked with its requirements (LookupError if none)."""
+        row = await asyncio.to_thread(self.registry.latest_version, workspace_id, name, version)
+        if row is None:
+            raise LookupError(name)
+        model_dir = await self.model_files.model_dir(row["sha"])
+        requirements = json.loads(row["conversion"] or "{}").get("requirements") or []
+        extra = await self.model_files.requirements(model_dir, requirements)
+        return ListenerModelRef(name=name, version=row["version"], model_dir=model_dir, sha=row["sha"],
+                                extra_pythonpath=list(extra))
+
+    async def start(self) -> None:
+        settings = self.settings
+        if settings.log_retention_s and settings.role in ("all", "scheduler"):  # exactly one pruner per data dir
+            self._background(retention.run_forever(self, settings.log_retention_s), "log-retention")
+        if settings.role == "scheduler":
+            # the scheduler pod is not behind the Service: no LLM sidekicks (or GPUs) held there
+            if settings.redeploy_on_start:
+                log.info("role scheduler: deployed pipelines are not redeployed in this process")
+        elif settings.redeploy_on_start:
+            await self.deployments.restore()
+        else:
+            self.deployments.follow()
+        if settings.role == "serve":  # replicas behind one Service: a deploy reaching any of them must hold in all
+            self._background(self.deployments.converge_forever(), "converge-deployments")
+        if self.listeners is not None:
+            await self.listeners.start()
+
+    def _background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def stop(self) -> None:
+        if self.listeners is not None:
+            await self.listeners.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.engine.shutdown()
+        self.logstore.close()
