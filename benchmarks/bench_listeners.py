@@ -28,6 +28,7 @@ import pyarrow as pa  # noqa: E402
 from wallaroo_pulumi import scorers as S  # noqa: E402
 from wallaroo_pulumi.runtime.db import Database  # noqa: E402
 from wallaroo_pulumi.runtime.listeners import ListenerService  # noqa: E402
+from wallaroo_pulumi.runtime.listeners.service import parse_args  # noqa: E402
 from wallaroo_pulumi.runtime.logstore import LogStore  # noqa: E402
 
 WORDS = (
@@ -105,9 +106,9 @@ async def main_async(a: argparse.Namespace) -> None:
             for name in names:
                 # warm: model load / sidekick start is reported separately, not in rows/s
                 w0 = time.perf_counter()
-                ref = await svc._resolve(1, svc.parse_args({"monitored_pipeline": "x", "listener_model": {"name": name}}))
-                key, _ex = await svc._acquire(ref)
-                await svc._release(key, False)
+                ref = await svc.resolve(1, parse_args({"monitored_pipeline": "x", "listener_model": {"name": name}}))
+                key, _ex = await svc.executors.acquire(ref)
+                await svc.executors.release(key, False)
                 load_s = time.perf_counter() - w0
                 sample = texts_by_size[sizes[-1]][:20_000]
                 s0 = time.perf_counter()

@@ -1,5 +1,5 @@
-"""A real server process for restart tests: the listener service's router on uvicorn, on the
-runtime's Database + LogStore in a data dir.
+"""The listener routes alone on a bare app (`listener_app`), and as a real server process for
+restart tests, on the runtime's Database + LogStore in a data dir:
 
     python tests/listeners/listener_server.py DATA_DIR
 
@@ -12,22 +12,43 @@ import json
 import os
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
+from wallaroo_pulumi.runtime import http_errors
 from wallaroo_pulumi.runtime.db import Database
 from wallaroo_pulumi.runtime.listeners import ListenerService
+from wallaroo_pulumi.runtime.listeners.routes import router
 from wallaroo_pulumi.runtime.logstore import LogStore
+
+
+def listener_app(service: ListenerService) -> FastAPI:
+    """An app serving only the listener routes, wired as the runtime wires them."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(lifespan=lifespan)
+    app.state.listeners = service
+    http_errors.install(app)
+    app.include_router(router)
+    return app
 
 
 def main() -> None:
     data = Path(sys.argv[1])
     mode = os.environ.get("LISTENER_EXECUTOR") or "sidekick"
     svc = ListenerService(Database(data / "runtime.db"), LogStore(data / "logs"), executor=mode, tick_seconds=0.1)
-    app = FastAPI()
-    app.include_router(svc.router)
+    app = listener_app(svc)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)

@@ -5,19 +5,17 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
+from listeners.listener_server import listener_app
 from wallaroo_pulumi.runtime.listeners import ListenerService
 
 JSON = {"monitored_pipeline": "llm", "listener_model": {"name": "combined"}, "window_seconds": 7200, "batch_size": 64}
 
 
 def client(db, logstore) -> TestClient:
-    app = FastAPI()
-    app.include_router(ListenerService(db, logstore, executor="scorer", tick_seconds=0.05).router)
-    return TestClient(app)
+    return TestClient(listener_app(ListenerService(db, logstore, executor="scorer", tick_seconds=0.05)))
 
 
 def wait_runs(c, tid, n=1, timeout=30):

@@ -244,16 +244,16 @@ def test_failing_listener_marks_the_run_failed_with_its_error(db, logstore, tmp_
 
 
 def test_unknown_listener_and_bad_json_are_rejected_up_front(db, logstore):
-    from wallaroo_pulumi.runtime.listeners.service import TaskError
+    from wallaroo_pulumi.runtime.listeners.errors import BadListenerRequest
 
     async def go():
         svc = await _svc(db, logstore)
         try:
-            with pytest.raises(TaskError, match="listener_model: no model named 'nope'.*toxicity"):
+            with pytest.raises(BadListenerRequest, match="listener_model: no model named 'nope'.*toxicity"):
                 await svc.create_task(name="x", workspace_id=1, json_args=args(listener_model={"name": "nope"}))
-            with pytest.raises(TaskError, match="json.monitored_pipeline"):
+            with pytest.raises(BadListenerRequest, match="json.monitored_pipeline"):
                 await svc.create_task(name="x", workspace_id=1, json_args={"listener_model": {"name": "toxicity"}})
-            with pytest.raises(TaskError, match="json.batch_size"):
+            with pytest.raises(BadListenerRequest, match="json.batch_size"):
                 await svc.create_task(name="x", workspace_id=1, json_args=args(batch_size=0))
         finally:
             await svc.stop()
@@ -292,9 +292,9 @@ def test_timeout_and_kill(db, logstore):
         return Slow(ref)
 
     async def go():
-        import wallaroo_pulumi.runtime.listeners.service as service_mod
+        import wallaroo_pulumi.runtime.listeners.executor_cache as cache_mod
 
-        service_mod.make_executor = make
+        cache_mod.make_executor = make
         svc = await _svc(db, logstore)
         try:
             t = await svc.create_task(name="slow", workspace_id=1, json_args=args(batch_size=2), timeout=0.5)
@@ -308,11 +308,11 @@ def test_timeout_and_kill(db, logstore):
             r2 = svc.list_runs(t2["id"])[0]
             assert r2["status"] == "killed"
             # every row is scored at most once across the three runs, and the rest get scored later
-            service_mod.make_executor = orig
+            cache_mod.make_executor = orig
             _, r3 = await _once(svc)
             assert r3["status"] == "succeeded"
         finally:
-            service_mod.make_executor = orig
+            cache_mod.make_executor = orig
             await svc.stop()
 
     asyncio.run(go())
@@ -347,7 +347,7 @@ def test_scheduled_task_fires_on_a_seconds_cron(db, logstore):
 
 
 def test_missed_ticks_run_once_and_no_tick_twice(db, logstore):
-    from wallaroo_pulumi.runtime.listeners.service import due_tick
+    from wallaroo_pulumi.runtime.listeners.cron import due_tick
 
     assert due_tick("*/5 * * * *", 0.0, 3600.0) == 3600.0
     assert due_tick("*/5 * * * *", 3600.0, 3600.0) is None
@@ -358,8 +358,8 @@ def test_missed_ticks_run_once_and_no_tick_twice(db, logstore):
         try:
             t = await svc.create_task(name="m", workspace_id=1, json_args=args(), schedule="*/5 * * * *")
             svc.store.update_task(t["id"], last_tick=t["created_at"] - 7200)  # "down" for 2 hours
-            await svc._schedule_once()
-            await svc._schedule_once()
+            await svc.scheduler.schedule_once()
+            await svc.scheduler.schedule_once()
             runs = svc.list_runs(t["id"])
             assert len(runs) == 1
             assert "missed" in " ".join(x["line"] for x in svc.run_logs(runs[0]["id"]))
@@ -370,13 +370,13 @@ def test_missed_ticks_run_once_and_no_tick_twice(db, logstore):
 
 
 def test_bad_cron_is_rejected_naming_schedule(db, logstore):
-    from wallaroo_pulumi.runtime.listeners.service import TaskError
+    from wallaroo_pulumi.runtime.listeners.errors import BadListenerRequest
 
     async def go():
         svc = await _svc(db, logstore)
         try:
             for bad in ("every hour", "61 * * * *", "* * *", "", "0 0 * * * 70"):
-                with pytest.raises(TaskError) as e:
+                with pytest.raises(BadListenerRequest) as e:
                     await svc.create_task(name="c", workspace_id=1, json_args=args(), schedule=bad)
                 assert e.value.message.startswith("schedule:") and "e.g. '0 * * * *'" in e.value.message
             assert svc.list_tasks() == []

@@ -1,19 +1,5 @@
-"""Drift of listener scores: per-window summaries and Wallaroo-style assays.
-
-An assay compares the distribution of one score in a *window* with a *baseline*:
-
-* bins: ``quantile`` (default; edges at the baseline's quantiles, so each baseline bin holds
-  ~1/bins of the rows), ``equal`` (equal widths between the baseline's min and max) or
-  explicit edges; plus two outlier bins, below the baseline's min and above its max, as in
-  Wallaroo. Equal edges are merged; a baseline with at most ``bins`` distinct values
-  (a discrete score like ``profanity`` 0/1) gets one bin per value.
-* aggregation: ``density`` (share of rows per bin, default) or ``cumulative``.
-* metric: ``PSI`` (default) = Σ (w−b)·ln(w/b) with empty bins floored at 1e-4;
-  ``MaxDiff`` = max |w−b|; ``SumDiff`` = Σ |w−b| / 2 (0..1: the share of mass that moved).
-* status: ``Alert`` when the score ≥ ``threshold`` (default 0.1), ``Warning`` when it is ≥
-  ``warning_threshold`` (default half the threshold), else ``OK``. A window or baseline with no
-  rows gives status ``NoData``.
-"""
+"""Drift of listener scores: summaries and Wallaroo-style assays (binned baseline vs window,
+PSI / MaxDiff / SumDiff); the options are in ``docs/listeners.md``, "Drift (assays)"."""
 
 from __future__ import annotations
 

@@ -1,28 +1,6 @@
-"""One listener run: read the monitored pipeline's logged inferences in the window, score the rows
-this stream has not scored yet, append the scores as inference logs of the score pipeline.
-
-Score pipeline (where the scores land): ``<monitored>-<listener>-scores`` unless the task's json
-sets ``output_pipeline``. One row per scored source row:
-
-* ``time`` — the *source* row's time (so a time window over the scores is the same window over
-  the inferences, and assays line up with traffic);
-* ``in.text`` (unless ``store_text`` is false), ``in.source_key``, ``in.source_time``;
-* ``out.<score>`` — every column the listener returns (float64 for the built-ins);
-* ``anomaly.count`` (0), ``metadata.last_model`` (JSON ``{model_name, model_sha}``),
-  ``metadata.pipeline_version`` (the listener model version), ``metadata.step`` (listener name),
-  ``metadata.partition`` (copied from the source row), ``metadata.elapsed`` ([ns]),
-  ``metadata.error`` (null), ``metadata.source_pipeline``, ``metadata.task_id``,
-  ``metadata.run_id``.
-
-Row keys: the log store has no row id, so a source row's key is
-``<time ms>:<blake2b of its non-null time/in.*/out.*/metadata.pipeline_version/metadata.partition
-values>:<n>`` where n counts identical earlier rows (same content, same ms) in append order:
-stable across reads because identical rows share a time and so are always read together.
-
-Exactly once: rows are claimed in the task store before scoring, marked done after the append
-(fsynced by the log store); see :mod:`.store`. A claim left by a killed process is settled on
-start by :func:`reconcile` from the score pipeline's ``in.source_key`` column.
-"""
+"""One listener run: score the rows of the monitored pipeline's logged inferences in the window
+that its stream has not scored yet, and append the scores as inference logs of the score pipeline.
+Score columns, row keys and exactly-once: ``docs/listeners.md``, "What a run does"."""
 
 from __future__ import annotations
 
@@ -41,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wallaroo_pulumi.runtime.logstore import TIME_TYPE, LogStore
 
+from .errors import ListenerRunError
 from .executor import Executor, ListenerModelRef
 from .store import TaskStore
 
@@ -147,10 +126,6 @@ class RunStats:
     seconds: float = 0.0
     score_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class ListenerRunError(Exception):
-    pass
 
 
 def _score_schema(out: pa.Table, store_text: bool) -> list[tuple[str, pa.DataType]]:

@@ -1,16 +1,5 @@
-"""Task store for listener tasks: tasks, runs, run logs and the per-stream record of scored rows.
-
-Tables live in the runtime's SQLite database (``runtime.db``, WAL) next to its own, created with
-``CREATE TABLE IF NOT EXISTS`` through its :class:`~wallaroo_pulumi.runtime.db.Database`; all
-prefixed ``listener_``. Timestamps are epoch seconds (float).
-
-Exactly-once bookkeeping (``listener_scored``): a *stream* is one (monitored pipeline → score
-pipeline) pair. A run *claims* the row keys it is about to score (``state='claimed'``, in one
-``BEGIN IMMEDIATE`` transaction, so two overlapping runs never claim the same row), appends the
-scores to the log store, then marks them ``done``. Claims left by a run that died between the
-append and the mark are reconciled on start against the score pipeline's logs, which carry the
-source row key (see :mod:`.engine`).
-"""
+"""The listener tables (``listener_*`` in the runtime's SQLite database): tasks, runs, run logs,
+and per stream the record of claimed and scored rows that makes scoring exactly once. Timestamps are epoch seconds."""
 
 from __future__ import annotations
 
