@@ -16,9 +16,9 @@ quickstart: bootstrap
 quickstart-down: bootstrap
 	@$(ENV) scripts/quickstart down
 
-## Lint, then the whole test suite, through the real Pulumi engine and a real runtime on loopback.
+## Lint and check the import contracts, then the whole test suite, through the real Pulumi engine and a real runtime on loopback.
 test: bootstrap
-	@$(ENV) ruff check . && python -m pytest $(PYTEST_ARGS)
+	@$(ENV) ruff check . && lint-imports && python -m pytest $(PYTEST_ARGS)
 
 ## Every benchmark, each printing its side-by-side table (installs the `bench` extra: LiteLLM).
 bench: bootstrap

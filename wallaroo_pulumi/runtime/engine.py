@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from prometheus_client.core import GaugeMetricFamily
 
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.errors import WallarooError
@@ -82,6 +83,7 @@ class Engine:
         self.metrics = metrics
         self.host = host
         self.deployments: dict[str, DeploymentState] = {}
+        metrics.registry.register(_Gauges(self.deployments))
 
     # -- lifecycle ---------------------------------------------------------
     def get(self, pipeline_name: str) -> DeploymentState | None:
@@ -286,3 +288,32 @@ class Engine:
             ],
             "sidekicks": sidekicks,
         }
+
+
+class _Gauges:
+    """Prometheus collector of the engine's live state: deployments serving, workers and restarts per step."""
+
+    def __init__(self, deployments: dict[str, DeploymentState]) -> None:
+        self.deployments = deployments
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):  # noqa: ANN201 - the prometheus_client collector protocol
+        restarts = GaugeMetricFamily(
+            "wallaroo_sidekick_restarts", "Restarts of each sidekick process", labels=["pipeline", "step", "replica"]
+        )
+        running = GaugeMetricFamily("wallaroo_deployment_running", "1 when the deployment serves", labels=["pipeline"])
+        workers = GaugeMetricFamily(
+            "wallaroo_sidekick_replicas", "Sidekick workers of each step now (autoscaled steps move)",
+            labels=["pipeline", "step"],
+        )
+        for name, state in list(self.deployments.items()):
+            running.add_metric([name], 1.0 if state.live else 0.0)
+            for step in state.live.steps if state.live else []:
+                workers.add_metric([name, step.name], float(step.pool.replicas))
+                for i, sk in enumerate(step.pool.sidekicks):
+                    restarts.add_metric([name, step.name, str(i)], float(sk.restarts))
+        yield restarts
+        yield running
+        yield workers

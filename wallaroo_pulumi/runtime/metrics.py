@@ -1,17 +1,14 @@
-"""Prometheus metrics (own registry per app): HTTP requests and latency,
-inference latency per pipeline and step, sidekick / upstream errors, sidekick
-restarts, listener runs and the rows they scored."""
+"""Prometheus metrics (own registry per app): HTTP requests and latency, inference latency
+per pipeline and step, sidekick / upstream errors, listener runs and the rows they scored."""
 
 from __future__ import annotations
 
 import re
 import time
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # How the LLM adapters word a failed row (`wallaroo_pulumi.adapters.http`): "<upstream>: <problem> ...".
@@ -79,8 +76,6 @@ class Metrics:
             "wallaroo_listener_run_duration_seconds", "Listener run time, start to finish",
             ["monitored_pipeline", "listener"], buckets=RUN_BUCKETS, registry=r,
         )
-        self._engine: Any = None
-        r.register(self)
 
     def listener_run(self, monitored: str, listener: str, status: str, rows_scored: int, seconds: float | None) -> None:
         self.listener_runs.labels(monitored, listener, status).inc()
@@ -88,32 +83,6 @@ class Metrics:
             self.listener_rows.labels(monitored, listener).inc(rows_scored)
         if seconds is not None:
             self.listener_duration.labels(monitored, listener).observe(seconds)
-
-    def bind_engine(self, engine: Any) -> None:
-        self._engine = engine
-
-    def describe(self):  # custom collector protocol
-        return []
-
-    def collect(self):
-        restarts = GaugeMetricFamily(
-            "wallaroo_sidekick_restarts", "Restarts of each sidekick process", labels=["pipeline", "step", "replica"]
-        )
-        running = GaugeMetricFamily("wallaroo_deployment_running", "1 when the deployment serves", labels=["pipeline"])
-        workers = GaugeMetricFamily(
-            "wallaroo_sidekick_replicas", "Sidekick workers of each step now (autoscaled steps move)",
-            labels=["pipeline", "step"],
-        )
-        if self._engine is not None:
-            for name, state in list(self._engine.deployments.items()):
-                running.add_metric([name], 1.0 if state.live else 0.0)
-                for step in state.live.steps if state.live else []:
-                    workers.add_metric([name, step.name], float(step.pool.replicas))
-                    for i, sk in enumerate(step.pool.sidekicks):
-                        restarts.add_metric([name, step.name, str(i)], float(sk.restarts))
-        yield restarts
-        yield running
-        yield workers
 
     def count_row_errors(self, pipeline: str, step: str, inputs: pa.Table, out: pa.Table) -> None:
         """Count the per-row upstream failures a step reports in its `error` column.

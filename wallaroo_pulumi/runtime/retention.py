@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+
+from wallaroo_pulumi.runtime.db import Database
+from wallaroo_pulumi.runtime.logstore import LogStore
+from wallaroo_pulumi.runtime.metrics import Metrics
 
 log = logging.getLogger("wallaroo_pulumi.runtime.retention")
 
@@ -18,28 +21,34 @@ def interval_for(retention_s: float) -> float:
     return min(MAX_INTERVAL_S, max(MIN_INTERVAL_S, retention_s / 4))
 
 
-def prune_once(rt: Any, retention_s: float, now: float | None = None) -> dict[str, tuple[int, int]]:
-    """Delete what is older than `retention_s`; per pipeline, (segments, rows) removed."""
-    cutoff_ms = int(((now if now is not None else time.time()) - retention_s) * 1000)
-    removed = rt.logstore.prune(cutoff_ms)
-    for pipeline, (segments, rows) in removed.items():
-        rt.metrics.log_rows_pruned.labels(pipeline).inc(rows)
-        log.info("log retention: removed %d segment(s), %d row(s) of %s older than %s",
-                 segments, rows, pipeline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cutoff_ms / 1000)))
-    if rt.db.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'listener_scored'"):
-        with rt.db.tx() as c:
-            c.execute("DELETE FROM listener_scored WHERE state = 'done' AND source_ms < ?", (cutoff_ms,))
-    return removed
+class LogRetention:
+    def __init__(self, logstore: LogStore, db: Database, metrics: Metrics, retention_s: float) -> None:
+        self.logstore = logstore
+        self.db = db
+        self.metrics = metrics
+        self.retention_s = retention_s
 
+    def prune_once(self, now: float | None = None) -> dict[str, tuple[int, int]]:
+        """Delete what is older than the retention; per pipeline, (segments, rows) removed."""
+        cutoff_ms = int(((now if now is not None else time.time()) - self.retention_s) * 1000)
+        removed = self.logstore.prune(cutoff_ms)
+        for pipeline, (segments, rows) in removed.items():
+            self.metrics.log_rows_pruned.labels(pipeline).inc(rows)
+            log.info("log retention: removed %d segment(s), %d row(s) of %s older than %s",
+                     segments, rows, pipeline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cutoff_ms / 1000)))
+        if self.db.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'listener_scored'"):
+            with self.db.tx() as c:
+                c.execute("DELETE FROM listener_scored WHERE state = 'done' AND source_ms < ?", (cutoff_ms,))
+        return removed
 
-async def run_forever(rt: Any, retention_s: float) -> None:
-    interval = interval_for(retention_s)
-    log.info("log retention: keeping %gs of logs, checking every %gs", retention_s, interval)
-    while True:
-        try:
-            await asyncio.to_thread(prune_once, rt, retention_s)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - retried next round; serving must not stop for it
-            log.exception("log retention")
-        await asyncio.sleep(interval)
+    async def run_forever(self) -> None:
+        interval = interval_for(self.retention_s)
+        log.info("log retention: keeping %gs of logs, checking every %gs", self.retention_s, interval)
+        while True:
+            try:
+                await asyncio.to_thread(self.prune_once)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - retried next round; serving must not stop for it
+                log.exception("log retention")
+            await asyncio.sleep(interval)

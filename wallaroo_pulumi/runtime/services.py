@@ -12,7 +12,6 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from wallaroo_pulumi.runtime import retention
 from wallaroo_pulumi.runtime.artifacts import ArtifactStore
 from wallaroo_pulumi.runtime.auth import TokenStore
 from wallaroo_pulumi.runtime.db import Database, dumps
@@ -26,6 +25,7 @@ from wallaroo_pulumi.runtime.metrics import Metrics
 from wallaroo_pulumi.runtime.model_files import ModelFiles
 from wallaroo_pulumi.runtime.pipelines import Pipelines
 from wallaroo_pulumi.runtime.registry import Registry
+from wallaroo_pulumi.runtime.retention import LogRetention
 from wallaroo_pulumi.runtime.secrets import SecretBox
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
 from wallaroo_pulumi.runtime.sidekick import LocalPlacement
@@ -53,7 +53,6 @@ class Runtime:
         self.metrics = Metrics()
         self.model_files = ModelFiles(data_dir, self.artifacts)
         self.engine = Engine(self.model_files, LocalPlacement(), self.metrics, settings.host)
-        self.metrics.bind_engine(self.engine)
         self.registry = Registry(self.db, self.artifacts, self.model_files.models_dir)
         self.pipelines = Pipelines(self.db, self.registry)
         self.deployments = Deployments(self.db, self.secrets, self.engine, self.pipelines)
@@ -95,7 +94,8 @@ class Runtime:
     async def start(self) -> None:
         settings = self.settings
         if settings.log_retention_s and settings.role in ("all", "scheduler"):  # exactly one pruner per data dir
-            self._background(retention.run_forever(self, settings.log_retention_s), "log-retention")
+            pruner = LogRetention(self.logstore, self.db, self.metrics, settings.log_retention_s)
+            self._background(pruner.run_forever(), "log-retention")
         if settings.role == "scheduler":
             # the scheduler pod is not behind the Service: no LLM sidekicks (or GPUs) held there
             if settings.redeploy_on_start:
