@@ -14,6 +14,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pyarrow as pa
+
+from wallaroo_pulumi.runtime.sidekick import SidekickSpec
+
 T = TypeVar("T")
 
 HEADER = '''\
@@ -100,3 +104,14 @@ def run(coro_fn: Callable[[], Coroutine[Any, Any, T]], timeout: float = 25.0) ->
         return await asyncio.wait_for(coro_fn(), timeout)
 
     return asyncio.run(bounded())
+
+
+ModelFactory = Callable[..., Path]
+
+
+def spec_for(folder: Path, name: str = "echo", **kwargs: object) -> SidekickSpec:
+    return SidekickSpec(step_name=name, model_version="v1", model_dir=folder, **kwargs)  # type: ignore[arg-type]
+
+
+def one_row(**columns: object) -> pa.Table:
+    return pa.table({k: [v] for k, v in columns.items()})

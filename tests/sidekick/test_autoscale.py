@@ -1,5 +1,5 @@
 """The autoscaling policy alone: when a step's pool grows and shrinks (no processes started here;
-test_sidekick_process.py scales real workers)."""
+test_pool.py scales real workers)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, ScalePolicy, policy_for
-from wallaroo_pulumi.runtime.sidekick.process import SidekickPool, SidekickSpec
 
 
 def decisions(scaler: Autoscaler, replicas: int, samples: list[float]) -> list[int]:
@@ -53,26 +52,3 @@ def test_bad_policies_say_what_is_expected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ScalePolicy(**kwargs)
 
-
-def test_a_pool_starts_inside_its_autoscale_bounds(tmp_path) -> None:
-    spec = SidekickSpec(step_name="s", model_version="v1", model_dir=tmp_path)
-    bounds = ScalePolicy(minimum=2, maximum=3)
-    assert SidekickPool(spec, 1, bounds).replicas == 2  # replica_count under the floor
-    assert SidekickPool(spec, 5, bounds).replicas == 3  # and over the ceiling
-    assert SidekickPool(spec, 1, None).replicas == 1
-
-
-def test_a_gpu_step_grows_only_onto_gpus_of_its_own(tmp_path, monkeypatch) -> None:
-    """A second copy of a model on a GPU that holds one would run it out of memory."""
-    bounds = ScalePolicy(minimum=1, maximum=4)
-    one_each = SidekickSpec(step_name="s", model_version="v1", model_dir=tmp_path, gpus=1)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
-    assert SidekickPool(one_each, 1, bounds).policy == ScalePolicy(minimum=1, maximum=3)
-    two_each = SidekickSpec(step_name="s", model_version="v1", model_dir=tmp_path, gpus=2)
-    assert SidekickPool(two_each, 1, bounds).policy is None  # room for one worker only: no autoscaling
-    pinned = SidekickSpec(step_name="s", model_version="v1", model_dir=tmp_path, gpus=1, gpu_ids=[2])
-    assert SidekickPool(pinned, 1, bounds).policy is None
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")
-    assert SidekickPool(one_each, 1, bounds).policy == bounds  # enough GPUs: the maximum stands
-    cpu_only = SidekickSpec(step_name="s", model_version="v1", model_dir=tmp_path)
-    assert SidekickPool(cpu_only, 1, bounds).policy == bounds

@@ -1,0 +1,72 @@
+"""`LocalPlacement` alone (no processes): CPU and GPU round-robin per placement, the autoscale
+bounds of GPU steps, and the command and environment a worker is launched with."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from wallaroo_pulumi.runtime.sidekick import LocalPlacement, SidekickSpec, placement
+from wallaroo_pulumi.runtime.sidekick.autoscale import ScalePolicy
+from wallaroo_pulumi.runtime.sidekick.placement import Reservation
+
+
+def spec(tmp_path: Path, **kwargs: object) -> SidekickSpec:
+    return SidekickSpec(step_name="s", model_version="v1", model_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def reserve(where: LocalPlacement, step: SidekickSpec) -> Reservation:
+    return asyncio.run(where.reserve(step))
+
+
+def test_cpus_go_round_robin_per_placement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(placement, "available_cpus", lambda: [0, 1, 2, 3])
+    local = LocalPlacement()
+    assert [reserve(local, spec(tmp_path, cpus=1)).cpu_ids for _ in range(5)] == [(0,), (1,), (2,), (3,), (0,)]
+    assert reserve(local, spec(tmp_path, cpus=1.5)).cpu_ids == (1, 2)  # ceil(cpus) cores
+    assert reserve(local, spec(tmp_path, cpus=2)).cpu_ids == (0, 3)  # wraps around, sorted
+    assert reserve(local, spec(tmp_path, cpus=0.25)).cpu_ids == (1,)
+    assert reserve(local, spec(tmp_path, cpus=40)).cpu_ids == (0, 1, 2, 3)  # never more than there are
+    assert reserve(LocalPlacement(), spec(tmp_path)).cpu_ids == (0,)  # a placement has cursors of its own
+
+
+def test_gpus_go_round_robin_over_the_visible_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    local = LocalPlacement()
+    assert [reserve(local, spec(tmp_path, gpus=1)).gpu_ids for _ in range(4)] == [("4",), ("5",), ("6",), ("4",)]
+    assert reserve(local, spec(tmp_path, gpus=2)).gpu_ids == ("5", "6")
+    assert reserve(local, spec(tmp_path, gpus=2, gpu_ids=[3, 1])).gpu_ids == ("3", "1")  # the caller's, as given
+    assert reserve(local, spec(tmp_path, gpus=1)).gpu_ids == ("4",)  # which moved no cursor
+    assert reserve(local, spec(tmp_path)).gpu_ids == ()
+    assert reserve(local, spec(tmp_path, gpus=4)).gpu_ids == ("0", "1", "2", "3")  # more than visible: asked ids
+
+
+def test_a_gpu_step_grows_only_onto_gpus_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second copy of a model on a GPU that holds one would run it out of memory."""
+    bounds = ScalePolicy(minimum=1, maximum=4)
+    local = LocalPlacement()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    assert local.fit(spec(tmp_path, gpus=1), bounds) == ScalePolicy(minimum=1, maximum=3)
+    assert local.fit(spec(tmp_path, gpus=2), bounds) is None  # room for one worker only: no autoscaling
+    assert local.fit(spec(tmp_path, gpus=1, gpu_ids=[2]), bounds) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")
+    assert local.fit(spec(tmp_path, gpus=1), bounds) == bounds  # enough GPUs: the maximum stands
+    assert local.fit(spec(tmp_path), bounds) == bounds
+
+
+def test_launch_runs_the_worker_pinned_with_a_clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVER_ONLY_SECRET", "server-credential-123")
+    step = spec(tmp_path, env={"MODEL_KEY": "model-key-value", "OMP_NUM_THREADS": "1"}, gpus=1, gpu_ids=[7])
+    launch = LocalPlacement().launch(step, Reservation(cpu_ids=(2, 3), gpu_ids=("7",)))
+    assert launch.argv == [sys.executable, "-P", "-m", "wallaroo_pulumi.runtime.sidekick.worker",
+                           "--model-dir", str(tmp_path), "--name", "s", "--cpu-affinity", "2,3",
+                           "--env-names", "MODEL_KEY,OMP_NUM_THREADS"]
+    assert launch.cwd == str(tmp_path)
+    assert "SERVER_ONLY_SECRET" not in launch.env and launch.env["MODEL_KEY"] == "model-key-value"
+    assert (launch.env["OMP_NUM_THREADS"], launch.env["MKL_NUM_THREADS"]) == ("1", "2")  # the model's own wins
+    assert launch.env["CUDA_VISIBLE_DEVICES"] == launch.env["NVIDIA_VISIBLE_DEVICES"] == "7"
+    assert "model-key-value" not in repr(launch)
+    assert LocalPlacement().launch(spec(tmp_path / "gone"), Reservation()).cwd is None
