@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -223,6 +225,39 @@ def test_cpu_affinity_and_thread_counts(model_factory: ModelFactory) -> None:
     assert many.column("omp").to_pylist() == [str(expected)]
     huge = run(lambda: scenario(available + 7))
     assert huge.column("cores").to_pylist() == [available]
+
+
+def test_every_thread_of_the_worker_runs_on_its_cores(model_factory: ModelFactory) -> None:
+    """The worker pins itself before numpy and pyarrow start their threads (OpenBLAS, jemalloc),
+    so those run on its cores too: nothing it imports before pinning may start a thread."""
+    folder = model_factory("""
+        import glob
+        allowed = set()
+        for status in glob.glob("/proc/self/task/*/status"):
+            with open(status) as f:
+                allowed |= {line.split(":", 1)[1].strip() for line in f if line.startswith("Cpus_allowed_list:")}
+        return {"allowed": np.array([",".join(sorted(allowed))] * len(input_data["x"]), dtype=object),
+                "threads": np.full(len(input_data["x"]), len(glob.glob("/proc/self/task/*")))}
+    """)
+
+    async def scenario() -> pa.Table:
+        sk = Sidekick(spec_for(folder, "pinned", cpus=1, env={"OPENBLAS_NUM_THREADS": "2"}), LocalPlacement())
+        await sk.start()
+        try:
+            out = await sk.predict(one_row(x=1))
+            return out.append_column("cpu", pa.array([str(sk.cpu_ids[0])]))
+        finally:
+            await sk.stop()
+
+    out = run(scenario)
+    assert out.column("threads")[0].as_py() > 1  # the check means something
+    assert out.column("allowed").to_pylist() == out.column("cpu").to_pylist()
+
+
+def test_the_package_a_worker_imports_before_pinning_stays_light() -> None:
+    code = "import sys, wallaroo_pulumi.runtime.sidekick; print(sorted({'numpy', 'pyarrow', 'asyncio'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_env_values_never_in_errors_or_logs(model_factory: ModelFactory, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,15 +1,5 @@
-"""When a step's pool of sidekick workers grows or shrinks (``replica_autoscale_min_max``).
-
-The signal is utilization: the share of the last sample interval the live workers spent
-answering a batch. Wallaroo scales on CPU, but an LLM step waits on its upstream with an idle
-CPU while its one-batch-at-a-time worker is saturated, so busy time is the load that matters
-here. ``autoscale_cpu_utilization`` keeps its name and meaning as the target, in percent.
-
-The pool grows by one worker after ``up_after`` samples in a row at or above the target
-(a short burst does not start a process), and shrinks by one after ``down_after`` samples in
-a row under half of it (so a pool does not flap around the target). Each change restarts
-both counts, so the next one is judged on samples taken with the new size.
-"""
+"""When a step's pool grows or shrinks (``replica_autoscale_min_max``): `Autoscaler` turns
+samples of its workers' busy time into one-worker steps under a `ScalePolicy` (docs/decisions.md, D12)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,6 @@
-"""Sidekick memory limits enforced the way Kubernetes enforces them: on resident memory.
-
-A Kubernetes ``memory: 512Mi`` limit is charged for the pages a container really
-uses, and a container that goes over it is OOM-killed and restarted. An
-address-space cap (``RLIMIT_AS``) is a poor stand-in: pyarrow's allocator,
-glibc's per-thread malloc arenas and CUDA all reserve far more virtual memory
-than they touch, so a model resident at 250 MiB could not even import its
-libraries under ``512Mi``, and whether it could depended on the machine's core
-count. Memory cgroups would be exact, but are rarely delegated to an
-unprivileged process (or to a pod). So the supervisor samples the resident set
-of the worker and everything it spawned every :data:`SAMPLE_INTERVAL_S` and
-kills the process group when it passes the limit — the same outcome
-(``OOMKilled``, a restart, the in-flight request failing with a 5xx naming the
-step) as on Kubernetes, within one sampling interval.
-"""
+"""Sidekick memory limits enforced as Kubernetes enforces them, on resident memory: `guard`
+samples the resident set of a worker and everything it spawned, and kills the process group
+past the limit (docs/decisions.md, D9)."""
 
 from __future__ import annotations
 

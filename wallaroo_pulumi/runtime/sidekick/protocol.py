@@ -1,52 +1,29 @@
-"""The supervisor <-> worker wire protocol, and Arrow <-> InferenceData conversion.
-
-Frames
-------
-Every message is one frame on the worker's stdin (supervisor -> worker) or on
-its original stdout (worker -> supervisor)::
-
-    +--------+------------------------+------------------+
-    | 1 byte |  4 bytes, big-endian   |  length bytes    |
-    |  type  |  payload length        |  payload         |
-    +--------+------------------------+------------------+
-
-Types (ASCII letters so a hexdump is readable):
-
-====  ===========  ==========  ============================================
-type  name         direction   payload
-====  ===========  ==========  ============================================
-``R`` READY        w -> s      JSON ``{"pid", "inference", "python"}``
-``L`` LOAD_ERROR   w -> s      JSON ``{"type", "message"}``; the worker exits
-``Q`` REQUEST      s -> w      Arrow IPC stream of one batch
-``P`` RESPONSE     w -> s      Arrow IPC stream of the answer
-``E`` ERROR        w -> s      JSON ``{"type", "message"}`` (the request failed,
-                               the worker keeps serving)
-``S`` SHUTDOWN     s -> w      empty; the worker exits 0 (so does EOF)
-====  ===========  ==========  ============================================
-
-After READY the worker answers each REQUEST with exactly one RESPONSE or
-ERROR, in order, so the supervisor needs no request ids; it sends one request
-at a time per worker.
-
-Conversion
-----------
-Arrow columns become numpy arrays the way BYOP code expects them: numbers as
-numeric arrays (nulls in integer columns become NaN floats), strings as object
-arrays of ``str``, list columns as a 2-D (or N-D) array when every row has the
-same shape and no nulls, else as an object array holding one array per row.
-On the way back each output array must have one entry per input row.
-"""
+"""The supervisor <-> worker wire protocol (length-prefixed frames over the worker's stdin and
+its original stdout), and the conversion of batches between Arrow and BYOP's InferenceData."""
 
 from __future__ import annotations
 
 import json
 import struct
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc
 
+if TYPE_CHECKING:
+    import asyncio
+
+# A frame: 1 byte type, 4 bytes big-endian payload length, the payload. Types are ASCII letters
+# so a hexdump is readable:
+#   READY       R  w -> s  JSON {"pid", "inference", "python"}
+#   LOAD_ERROR  L  w -> s  JSON {"type", "message"}; the worker exits
+#   REQUEST     Q  s -> w  Arrow IPC stream of one batch
+#   RESPONSE    P  w -> s  Arrow IPC stream of the answer
+#   ERROR       E  w -> s  JSON {"type", "message"}: the request failed, the worker keeps serving
+#   SHUTDOWN    S  s -> w  empty; the worker exits 0 (so does EOF)
+# After READY the worker answers each REQUEST with exactly one RESPONSE or ERROR, in order, so
+# the supervisor needs no request ids; it sends one request at a time per worker.
 READY = b"R"
 LOAD_ERROR = b"L"
 REQUEST = b"Q"
@@ -114,6 +91,21 @@ def read_frame(stream: BinaryIO) -> tuple[bytes, bytes] | None:
     return ftype, payload
 
 
+# -- asyncio I/O (the supervisor side) ----------------------------------------------
+async def read_frame_async(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    header = await reader.readexactly(HEADER.size)
+    ftype, length = decode_header(header)
+    payload = await reader.readexactly(length) if length else b""
+    return ftype, payload
+
+
+async def write_frame_async(writer: asyncio.StreamWriter, ftype: bytes, payload: bytes | memoryview = b"") -> None:
+    writer.write(encode_header(ftype, len(payload)))
+    if payload:
+        writer.write(payload)
+    await writer.drain()
+
+
 def json_payload(**fields: Any) -> bytes:
     return json.dumps(fields, default=str).encode()
 
@@ -140,7 +132,10 @@ def ipc_to_table(payload: bytes | pa.Buffer) -> pa.Table:
 
 # -- Arrow -> numpy ------------------------------------------------------------------
 def table_to_inference_data(table: pa.Table) -> dict[str, np.ndarray]:
-    """One numpy array per column (see the module docstring for the rules)."""
+    """One numpy array per column, the way BYOP code expects them: numbers as numeric arrays
+    (nulls in integer columns become NaN floats), strings as object arrays of ``str``, list
+    columns as a 2-D (or N-D) array when every row has the same shape and no nulls, else as an
+    object array holding one array per row."""
     data: dict[str, np.ndarray] = {}
     for name in table.column_names:
         try:

@@ -1,18 +1,6 @@
-"""Keep a sidekick's environment values out of error messages and logs.
-
-A model's sidekick env is where its credentials live. Model code may echo them
-(an exception quoting a URL with a key, a debug print), so every message that
-leaves the sidekick subsystem — ERROR frames, exception text, forwarded stderr
-lines — goes through :class:`EnvRedactor` first.
-
-Which values (4+ characters): every value of a variable named like a password
-or secret (``SECRET``, ``PASSWORD``, ``PRIVATE``, ...); every value of a
-variable named like a credential (``KEY``, ``TOKEN``, ``AUTH``, ...) unless it
-is a plain number or boolean (``MAX_TOKENS=4096``); and every other value of
-8+ characters that is not a plain number or boolean. Short plain settings
-(``LISTENER_TEXT_FIELD=text``) are left alone so messages that mention them
-stay readable.
-"""
+"""Keep a sidekick's env values (its credentials) out of error messages and logs: every message
+that leaves the sidekick subsystem (ERROR frames, exception text, forwarded stderr lines) goes
+through an `EnvRedactor` first, since model code may echo its credentials."""
 
 from __future__ import annotations
 
@@ -29,7 +17,11 @@ _PLAIN = re.compile(r"(?i)^(?:[+-]?\d+(?:\.\d+)?|true|false|yes|no|on|off|none|n
 
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
-    """The values of ``env`` that must never appear in a message."""
+    """The values of ``env`` that must never appear in a message (4+ characters): every value of a
+    variable named like a password or secret (``SECRET``, ``PASSWORD``, ``PRIVATE``, ...); every
+    value of one named like a credential (``KEY``, ``TOKEN``, ``AUTH``, ...) unless it is a plain
+    number or boolean (``MAX_TOKENS=4096``); every other value of 8+ characters that is not a
+    plain number or boolean. Short plain settings (``LISTENER_TEXT_FIELD=text``) stay readable."""
     out: set[str] = set()
     for name, value in env.items():
         if not value:

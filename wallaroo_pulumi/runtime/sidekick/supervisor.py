@@ -68,20 +68,6 @@ async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
     return proc.returncode is not None
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    header = await reader.readexactly(protocol.HEADER.size)
-    ftype, length = protocol.decode_header(header)
-    payload = await reader.readexactly(length) if length else b""
-    return ftype, payload
-
-
-async def _write_frame(writer: asyncio.StreamWriter, ftype: bytes, payload: bytes | memoryview = b"") -> None:
-    writer.write(protocol.encode_header(ftype, len(payload)))
-    if payload:
-        writer.write(payload)
-    await writer.drain()
-
-
 class Sidekick:
     """One worker process for one model step (one replica)."""
 
@@ -213,7 +199,7 @@ class Sidekick:
                  self.cpu_ids, ",".join(self.gpu_ids))
         assert proc.stdout is not None
         try:
-            ftype, payload = await asyncio.wait_for(_read_frame(proc.stdout), spec.load_timeout_s)
+            ftype, payload = await asyncio.wait_for(protocol.read_frame_async(proc.stdout), spec.load_timeout_s)
         except TimeoutError:
             await self._kill(proc)
             message = (f"model {spec.step_name!r} did not finish loading within {spec.load_timeout_s:g}s "
@@ -262,7 +248,7 @@ class Sidekick:
         if proc is not None:
             if proc.returncode is None and proc.stdin is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(_write_frame(proc.stdin, protocol.SHUTDOWN), 0.5)
+                    await asyncio.wait_for(protocol.write_frame_async(proc.stdin, protocol.SHUTDOWN), 0.5)
                     proc.stdin.close()
                 await _wait_exit(proc, _STOP_GRACE_S)
             await self._kill(proc)
@@ -421,8 +407,8 @@ class Sidekick:
             self._busy = True
             self._busy_since = time.monotonic()
             try:
-                await _write_frame(proc.stdin, protocol.REQUEST, payload)
-                ftype, body = await _read_frame(proc.stdout)
+                await protocol.write_frame_async(proc.stdin, protocol.REQUEST, payload)
+                ftype, body = await protocol.read_frame_async(proc.stdout)
             except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError, protocol.ProtocolError) as exc:
                 rc = await self._reap(proc)
                 if self._stopping:

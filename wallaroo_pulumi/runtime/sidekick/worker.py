@@ -1,24 +1,8 @@
 """The sidekick worker: one BYOP model in its own process.
 
-Run as::
-
-    python -m wallaroo_pulumi.runtime.sidekick.worker --model-dir DIR --name NAME
-        [--cpu-affinity 0,1]
-
-It speaks the framed protocol of :mod:`wallaroo_pulumi.runtime.sidekick.protocol`
-over its stdin and its *original* stdout: before any user code runs, the
-worker keeps a private duplicate of fd 1 for protocol frames and points fd 1
-(and ``sys.stdout``) at stderr, so a model's ``print()`` — or a C library
-writing to stdout — can never corrupt a frame. Stdin is likewise moved aside
-and fd 0 becomes ``/dev/null``. Everything on stderr (our logs and the
-model's prints) is forwarded line by line by the supervisor.
-
-Sequence: pin CPUs -> load the model -> READY (or LOAD_ERROR and
-exit 3) -> answer REQUEST frames with RESPONSE or ERROR until SHUTDOWN or EOF.
-
-Error messages never carry the values of the sidekick's own environment
-variables (see :mod:`.redact`): the supervisor passes only *names* of the
-model's env on ``--env-names``; values are read from our environment.
+Run as ``python -m wallaroo_pulumi.runtime.sidekick.worker --model-dir DIR --name NAME
+[--cpu-affinity 0,1] [--env-names A,B]``: pin CPUs, load the model, READY (or LOAD_ERROR and
+exit 3), then answer REQUEST frames (:mod:`.protocol`) until SHUTDOWN or EOF.
 """
 
 from __future__ import annotations
@@ -48,7 +32,11 @@ def _pin_cpus(cpu_affinity: list[int] | None) -> None:
 
 
 def _take_protocol_fds() -> tuple[BinaryIO, BinaryIO]:
-    """Private copies of stdin/stdout for frames; fd 0 -> /dev/null, fd 1 -> stderr."""
+    """Private copies of stdin/stdout for frames; fd 0 -> /dev/null, fd 1 -> stderr.
+
+    Done before any user code runs, so a model's ``print()`` (or a C library writing to fd 1)
+    can never corrupt a frame; the supervisor forwards stderr line by line.
+    """
     proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
     proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -126,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--cpu-affinity", default=None, help="comma-separated CPU ids")
-    parser.add_argument("--env-names", default="", help="comma-separated names of the model's env (values are redacted)")
+    parser.add_argument("--env-names", default="",
+                        help="comma-separated names of the model's env: their values, read from our env, are redacted")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
