@@ -1,8 +1,12 @@
-"""Arrow schemas as Wallaroo carries them: base64 of `pyarrow.Schema.serialize()`."""
+"""Arrow schemas as Wallaroo carries them: base64 of `pyarrow.Schema.serialize()`.
+
+The one codec of the package: provider, client and runtime all use it.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 
 import pyarrow as pa
 
@@ -14,14 +18,15 @@ def schema_to_b64(schema: pa.Schema) -> str:
 
 
 def schema_from_b64(text: str, field: str = "schema") -> pa.Schema:
-    """Decode, naming `field` in the error: a bad schema is a user input error, not a crash."""
+    """Decode, naming `field` in the ValueError: a bad schema is a user input error, not a crash."""
     try:
-        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text, validate=True)))
-    except Exception as exc:  # noqa: BLE001 - any decode failure means the same thing to the user
-        raise ValueError(
-            f"{field} is not a base64-encoded Arrow schema ({exc}); produce it with "
-            "base64.b64encode(pa.schema([...]).serialize().to_pybytes())"
-        ) from exc
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise ValueError(f"{field}: not valid base64 (expected base64 of pyarrow Schema.serialize())") from None
+    try:
+        return pa.ipc.read_schema(pa.py_buffer(raw))
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds
+        raise ValueError(f"{field}: base64 decodes but is not a serialized Arrow schema ({exc})") from None
 
 
 def describe(schema: pa.Schema) -> str:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from wallaroo_pulumi.schemas import schema_from_b64, schema_to_b64  # noqa: F401 - schema_to_b64: see B-requests.md
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-
-def schema_to_b64(schema: pa.Schema) -> str:
-    """Wallaroo's schema encoding: base64 of `pa.Schema.serialize()`."""
-    return base64.b64encode(schema.serialize().to_pybytes()).decode()
-
-
-def schema_from_b64(text: str) -> pa.Schema:
-    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
 class ModelRef(_Model):
@@ -61,11 +53,11 @@ class ModelVersion(_Model):
 
     @property
     def input_arrow_schema(self) -> pa.Schema:
-        return schema_from_b64(self.input_schema)
+        return schema_from_b64(self.input_schema, "input_schema")
 
     @property
     def output_arrow_schema(self) -> pa.Schema:
-        return schema_from_b64(self.output_schema)
+        return schema_from_b64(self.output_schema, "output_schema")
 
     def ref(self) -> ModelRef:
         return ModelRef(self.name, self.version, self.sha, model_version_id=self.id)
