@@ -8,13 +8,15 @@ import pytest
 
 from listeners.listener_helpers import BAD, GOOD
 from wallaroo_pulumi import scorers as S
-from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR, BUILTINS, load_byop, predict_byop
+from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR, predict_byop
+from wallaroo_pulumi.runtime.sidekick.loader import ModelLoadError, load_inference
+from wallaroo_pulumi.scorers.registry import BUILTINS
 from wallaroo_pulumi.scorers.schemas import listener_schemas
 
 
 @pytest.mark.parametrize("name", ["toxicity", "sentiment", "profanity", "hate", "combined"])
 def test_listener_folder_scores_like_its_scorer(name):
-    inf = load_byop(BUILTIN_DIR / name)
+    inf = load_inference(BUILTIN_DIR / name)
     texts = GOOD + BAD
     out = inf.predict({"text": np.array(texts, dtype=object)})
     expect = S.score(texts, name)
@@ -30,7 +32,7 @@ def test_listener_folder_scores_like_its_scorer(name):
 
 
 def test_text_field_from_env(monkeypatch):
-    inf = load_byop(BUILTIN_DIR / "toxicity")
+    inf = load_inference(BUILTIN_DIR / "toxicity")
     monkeypatch.setenv("LISTENER_TEXT_FIELD", "answer")
     out = inf.predict({"answer": np.array(BAD, dtype=object)})
     assert (out["toxicity"] > 0.9).all()
@@ -40,7 +42,7 @@ def test_bad_input_names_the_field(monkeypatch):
     from mac.exceptions import InferenceDataValidationError
 
     monkeypatch.delenv("LISTENER_TEXT_FIELD", raising=False)
-    inf = load_byop(BUILTIN_DIR / "sentiment")
+    inf = load_inference(BUILTIN_DIR / "sentiment")
     with pytest.raises(InferenceDataValidationError, match="'text'.*missing.*'prompt'"):
         inf.predict({"prompt": np.array(["hi"], dtype=object)})
     with pytest.raises(InferenceDataValidationError, match="'text' must hold strings: row 1 is float"):
@@ -48,7 +50,7 @@ def test_bad_input_names_the_field(monkeypatch):
 
 
 def test_validator_returns_text_and_scores():
-    inf = load_byop(BUILTIN_DIR / "validator")
+    inf = load_inference(BUILTIN_DIR / "validator")
     texts = GOOD + BAD
     out = inf.predict({"generated_text": np.array(texts, dtype=object)})
     in_schema, out_schema = listener_schemas("validator")
@@ -86,7 +88,7 @@ def test_each_folder_defines_one_builder_of_its_own(name, tmp_path):
 
 def test_validator_passes_none_through_as_empty_text(monkeypatch):
     monkeypatch.setenv("LISTENER_TEXT_FIELD", "answer")  # the validator's column is fixed
-    inf = load_byop(BUILTIN_DIR / "validator")
+    inf = load_inference(BUILTIN_DIR / "validator")
     out = inf.predict({"generated_text": np.array([None, b"bytes ok"], dtype=object)})
     assert out["generated_text"].tolist() == ["", "bytes ok"]
     assert list(out)[0] == "generated_text" and out["toxicity"].dtype == np.float64
@@ -104,21 +106,19 @@ def test_a_user_listener_on_the_shared_base(tmp_path):
         "    text_field_env = None\n\n"
         "class MineBuilder(byop.ScorerInferenceBuilder):\n    inference_class = Mine\n"
     )
-    inf = load_byop(tmp_path)
+    inf = load_inference(tmp_path)
     out = inf.predict({"reply": np.array(GOOD, dtype=object)})
     np.testing.assert_allclose(out["sentiment_compound"], S.score_sentiment(GOOD)["sentiment_compound"])
 
 
 def test_builder_without_scorer_names_the_field(tmp_path):
-    from wallaroo_pulumi.runtime.listeners.executor import ListenerModelError
-
     (tmp_path / "model.py").write_text(
         "from wallaroo_pulumi.scorers import byop\n\n"
         "class NoScorer(byop.ScorerInference):\n    pass\n\n"
         "class NoScorerBuilder(byop.ScorerInferenceBuilder):\n    inference_class = NoScorer\n"
     )
-    with pytest.raises(ListenerModelError, match=r"NoScorer\.scorer: expected a scorer name"):
-        load_byop(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"NoScorer\.scorer: expected a scorer name"):
+        load_inference(tmp_path)
 
 
 def test_validator_carries_the_llm_columns_it_declares():
@@ -126,7 +126,7 @@ def test_validator_carries_the_llm_columns_it_declares():
 
     vin, vout = listener_schemas("validator", carry=LLM_OUTPUT_SCHEMA)
     assert vin == LLM_OUTPUT_SCHEMA and vout.names[:4] == LLM_OUTPUT_SCHEMA.names
-    inf = load_byop(BUILTIN_DIR / "validator")
+    inf = load_inference(BUILTIN_DIR / "validator")
     out = inf.predict({"generated_text": np.array(["fine", ""], dtype=object),
                        "prompt_tokens": np.array([3, -1]), "completion_tokens": np.array([1, -1]),
                        "error": np.array(["", "openai: HTTP 429 Too Many Requests"], dtype=object)})
@@ -135,3 +135,31 @@ def test_validator_carries_the_llm_columns_it_declares():
     assert out["prompt_tokens"].tolist() == [3, -1]
     with pytest.raises(ValueError, match="generated_text"):
         listener_schemas("validator", carry=LLM_OUTPUT_SCHEMA.remove(0))
+
+
+def test_in_process_listeners_share_one_loader_and_its_one_builder_rule(tmp_path):
+    """The in-process executor loads through the sidekick's loader: a folder with two builders is
+    refused naming both, and two folders whose files share a name load side by side."""
+    import asyncio
+
+    from wallaroo_pulumi.runtime.listeners.executor import InProcessExecutor, ListenerModelRef
+
+    two = tmp_path / "two"
+    two.mkdir()
+    (two / "model.py").write_text(
+        "from wallaroo_pulumi.scorers import byop\n\n"
+        "class A(byop.ScorerInference):\n    scorer = 'toxicity'\n\n"
+        "class ABuilder(byop.ScorerInferenceBuilder):\n    inference_class = A\n\n"
+        "class BBuilder(byop.ScorerInferenceBuilder):\n    inference_class = A\n"
+    )
+    with pytest.raises(ModelLoadError, match=r"found 2 InferenceBuilder subclasses .*ABuilder.*BBuilder.*expected exactly one"):
+        asyncio.run(InProcessExecutor(ListenerModelRef(name="two", version="1", model_dir=two)).start())
+
+    async def scores(folder):
+        executor = InProcessExecutor(ListenerModelRef(name=folder.name, version="1", model_dir=folder))
+        await executor.start()
+        return (await executor.predict(pa.table({"text": GOOD}))).column_names
+
+    assert asyncio.run(scores(BUILTIN_DIR / "toxicity")) == ["toxicity"]
+    assert asyncio.run(scores(BUILTIN_DIR / "hate")) == ["hate", "offensive"]
+    assert asyncio.run(scores(BUILTIN_DIR / "toxicity")) == ["toxicity"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wallaroo_pulumi import scorers as S
-from wallaroo_pulumi.scorers import _hate, _profanity, schemas
+from wallaroo_pulumi.scorers import _hate, _profanity, registry, schemas
 
 POSITIVE = "Thank you so much, this answer was wonderful and really helpful!"
 NEUTRAL = "The meeting is scheduled for Tuesday at 10 am in room 4."
@@ -116,3 +116,13 @@ def test_schemas_match_scorer_columns():
     assert vin.names == ["generated_text"] and vout.names[0] == "generated_text"
     with pytest.raises(ValueError, match="unknown listener"):
         schemas.listener_schemas("bogus")
+
+
+def test_listener_lists_derive_from_the_registry():
+    assert schemas.LISTENERS == registry.LISTENERS == tuple(S.SCORERS)
+    assert registry.BUILTINS == (*registry.LISTENERS, registry.VALIDATOR)
+    assert registry.listener_scorer("validator") == "combined" and registry.listener_scorer("hate") == "hate"
+    combined = [c for part in ("toxicity", "profanity", "hate", "sentiment") for c in S.columns_for(part)]
+    assert list(S.columns_for("combined")) == combined
+    for name, scorer in S.SCORERS.items():
+        assert scorer.name == name and tuple(scorer(["x", None])) == scorer.columns

@@ -1,18 +1,7 @@
-"""Hate speech / offensive language: HateSonar's model, run with numpy + scipy.
+"""Hate speech / offensive language: HateSonar's TF-IDF + logistic regression, run with numpy + scipy.
 
-HateSonar (PyPI ``hatesonar``) ships ``hatesonar/model/model.onnx``: a scikit-learn
-TF-IDF (unigrams, token regex ``[a-zA-Z0-9_]+``, lowercased) + L1 logistic regression
-trained on Davidson et al. 2017 (25k tweets labelled hate_speech / offensive_language /
-neither), exported to ONNX.
-
-We read the vocabulary, IDF weights and coefficients out of that ONNX file and evaluate the
-same graph with scikit-learn's CountVectorizer and a sparse matrix product, because:
-
-* the ONNX graph's ``StringNormalizer`` node asks the C++ runtime for the ``en_US.UTF-8``
-  locale and fails to load on hosts without it (most slim containers), and
-* onnxruntime's string ops run ~3k texts/s; the sparse path runs >50k texts/s.
-
-``tests/listeners/test_scorers.py`` checks that both paths agree to 1e-5.
+The weights are read out of the ONNX file HateSonar ships and evaluated as a sparse product
+(docs/listeners.md says why); ``onnx_reference_proba`` is the original graph, for the test.
 """
 
 from __future__ import annotations
@@ -130,3 +119,9 @@ def onnx_reference_proba(texts: list[str]) -> np.ndarray:
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.array([t.lower() for t in texts], dtype=object)
     return sess.run(["probabilities"], {"text": x})[0].astype(np.float64)
+
+
+def score(texts: list[str]) -> dict[str, np.ndarray]:
+    """``hate`` (P(hate speech)) and ``offensive`` (P(offensive, not hate))."""
+    p = predict_proba(texts)
+    return {"hate": p[:, 0].copy(), "offensive": p[:, 1].copy()}

@@ -1,20 +1,7 @@
-"""Profanity: better-profanity's word list (exact-match semantics, fast) and
-alt-profanity-check's calibrated linear SVM.
+"""Profanity and toxicity: better-profanity's word list (same decision, ~50x faster) and
+alt-profanity-check's calibrated linear SVM (``predict_proba`` called directly).
 
-better-profanity 0.7 (PyPI ``better_profanity``) ships ``profanity_wordlist.txt`` (~900 words and
-phrases) and matches them word by word with leetspeak substitutions (``a``→``@*4``,
-``i``→``*l1``, ``o``→``*0@``, ``u``→``*v``, ``v``→``*u``, ``l``→``1``, ``e``→``*3``, ``s``→``$5``,
-``t``→``7``), also across up to N following words (``blow job``, ``f.u.c.k``). Its own
-``contains_profanity`` walks the text character by character and compares every word with
-every list entry: ~100 texts/s. :class:`WordList` implements the same decision with a prefix
-set over the list (so a word is checked in O(len(word)) set lookups) and runs ~50x faster;
-``tests/listeners/test_scorers.py`` checks it agrees with ``contains_profanity`` on a corpus.
-
-alt-profanity-check (PyPI ``alt-profanity-check``, module ``profanity_check``) ships
-``profanity_check/data/vectorizer.joblib`` + ``model.joblib``: a bag-of-words vectorizer and a
-``CalibratedClassifierCV(LinearSVC)`` trained on ~200k texts (Davidson et al. hate-speech tweets
-+ the Wikipedia toxic-comments corpus). We call ``predict_proba`` on its objects directly
-(its ``predict_prob`` wraps the same call in a slow ``np.apply_along_axis``).
+How and why: docs/listeners.md; a test checks :class:`WordList` against ``contains_profanity``.
 """
 
 from __future__ import annotations
@@ -169,3 +156,11 @@ def svm_proba(texts: list[str]) -> np.ndarray:
         return np.zeros(0)
     vec, model = svm()
     return np.asarray(model.predict_proba(vec.transform(texts))[:, 1], dtype=np.float64)
+
+
+def score_toxicity(texts: list[str]) -> dict[str, np.ndarray]:
+    return {"toxicity": svm_proba(texts)}
+
+
+def score_profanity(texts: list[str]) -> dict[str, np.ndarray]:
+    return {"profanity": contains(texts), "profanity_prob": svm_proba(texts)}

@@ -1,7 +1,4 @@
-"""Sentiment: VADER (PyPI ``vaderSentiment``), a rule-based model whose lexicon ships in the
-package (``vaderSentiment/vader_lexicon.txt``, ~7.5k tokens rated -4..+4 by human raters, plus
-``emoji_utf8_lexicon.txt``), with rules for negation, intensifiers, "but", caps and
-punctuation. Tuned on social-media text; English only."""
+"""Sentiment: VADER, a rule-based model whose lexicon ships in ``vaderSentiment``. English only."""
 
 from __future__ import annotations
 
@@ -35,3 +32,8 @@ def polarity(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         compound[i] = s["compound"]
         negative[i] = s["neg"]
     return compound, negative
+
+
+def score(texts: list[str]) -> dict[str, np.ndarray]:
+    compound, negative = polarity(texts)
+    return {"sentiment_compound": compound, "sentiment_negative": negative}

@@ -1,30 +1,7 @@
-"""Shared code of the listener BYOP models in ``components/byop/listeners/``.
+"""Shared ``mac`` bases of the listener BYOP folders in ``components/byop/listeners/``.
 
-Each listener folder's ``model.py`` stays valid Wallaroo BYOP (framework ``custom``): it defines
-its own ``Inference`` subclass and its own concrete ``InferenceBuilder`` subclass, both a few
-lines, on top of the bases here::
-
-    from wallaroo_pulumi.scorers import byop
-
-    class ToxicityListener(byop.ScorerInference):
-        scorer = "toxicity"
-
-    class ToxicityListenerBuilder(byop.ScorerInferenceBuilder):
-        inference_class = ToxicityListener
-
-Import the module (``from wallaroo_pulumi.scorers import byop``), not the classes: then the
-model module's namespace holds exactly one ``InferenceBuilder`` subclass, its own, whichever way a
-loader searches it (ours only counts classes defined in the model folder).
-
-``ScorerInference`` scores one text column with the scorer named by ``scorer`` (see
-:data:`wallaroo_pulumi.scorers.SCORERS`) and returns its float64 score columns. Its knobs:
-
-- ``text_field``: the input column (default ``text``);
-- ``text_field_env``: the env var that may rename it (default ``LISTENER_TEXT_FIELD``; ``None``
-  to fix the column);
-- ``pass_through``: also return the text column (``None`` as ``""``) and every other input
-  column before the scores, as the in-line validator does (so an LLM step's ``error`` and
-  token columns reach the answer when the validator's schema declares them).
+A folder's ``model.py`` subclasses both in a few lines (``scorer = "toxicity"``; the builder names its
+``inference_class``). Import the module, not the classes, so the folder's only builder is its own.
 """
 
 from __future__ import annotations
@@ -40,7 +17,7 @@ from mac.inference import Inference
 from mac.inference.creation import InferenceBuilder
 from mac.types import InferenceData
 
-from . import Scorer, get_scorer
+from .registry import Scorer, get_scorer
 
 __all__ = ["ScorerInference", "ScorerInferenceBuilder"]
 
@@ -48,10 +25,10 @@ __all__ = ["ScorerInference", "ScorerInferenceBuilder"]
 class ScorerInference(Inference):
     """A listener: scores a text column with the ``scorer`` named by the subclass."""
 
-    scorer: ClassVar[str] = ""
-    text_field: ClassVar[str] = "text"
-    text_field_env: ClassVar[str | None] = "LISTENER_TEXT_FIELD"
-    pass_through: ClassVar[bool] = False
+    scorer: ClassVar[str] = ""  # a name in wallaroo_pulumi.scorers.SCORERS
+    text_field: ClassVar[str] = "text"  # the input column
+    text_field_env: ClassVar[str | None] = "LISTENER_TEXT_FIELD"  # the env var that may rename it; None fixes it
+    pass_through: ClassVar[bool] = False  # also return the text (None as "") and the other input columns first
 
     @property
     def expected_model_types(self) -> set[Any]:

@@ -1,6 +1,4 @@
-"""Arrow input/output schemas of the listener BYOP models in ``components/byop/listeners/``.
-
-Pulumi stacks pass these to ``WallarooModel(input_schema=..., output_schema=...)``::
+"""Arrow input/output schemas of the built-in listener BYOP models, for ``WallarooModel``::
 
     from wallaroo_pulumi.scorers.schemas import listener_schemas
     inp, out = listener_schemas("toxicity")
@@ -10,11 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from . import SCORERS, columns_for
-
-#: listener name -> folder under components/byop/listeners/
-LISTENERS = ("toxicity", "sentiment", "profanity", "hate", "combined")
-VALIDATOR = "validator"
+from .registry import LISTENERS, VALIDATOR, VALIDATOR_SCORER, columns_for
 
 TEXT_FIELD = "text"
 
@@ -44,7 +38,7 @@ def listener_schemas(name: str, text_field: str = TEXT_FIELD,
             return VALIDATOR_INPUT_SCHEMA, VALIDATOR_OUTPUT_SCHEMA
         if "generated_text" not in carry.names:
             raise ValueError(f"carry: the validator scores 'generated_text', which {carry.names} lacks")
-        return carry, pa.schema(list(carry) + _scores("combined"))
+        return carry, pa.schema(list(carry) + _scores(VALIDATOR_SCORER))
     if name not in LISTENERS:
         raise ValueError(f"unknown listener {name!r}: expected one of {list(LISTENERS) + [VALIDATOR]}")
     return listener_input_schema(text_field), listener_output_schema(name)
@@ -58,6 +52,4 @@ COMBINED_INPUT_SCHEMA, COMBINED_OUTPUT_SCHEMA = listener_schemas("combined")
 
 #: In-line validation step: ``[llm, validator]`` returns the generated text with its scores.
 VALIDATOR_INPUT_SCHEMA = pa.schema([pa.field("generated_text", pa.string())])
-VALIDATOR_OUTPUT_SCHEMA = pa.schema([pa.field("generated_text", pa.string())] + _scores("combined"))
-
-assert set(LISTENERS) <= set(SCORERS)
+VALIDATOR_OUTPUT_SCHEMA = pa.schema([pa.field("generated_text", pa.string())] + _scores(VALIDATOR_SCORER))

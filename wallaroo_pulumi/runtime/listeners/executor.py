@@ -1,8 +1,7 @@
-"""Where a listener model runs: its own sidekick process (default), or in-process (fallback).
+"""Where a listener model runs: its own sidekick process (default), in-process, or its scorer called directly.
 
-A listener model is a BYOP folder (``components/byop/listeners/<name>/`` for the built-ins, or
-an uploaded model version the runtime has unpacked). The runner sends it an Arrow table with one
-string column ``text`` and gets back the score columns.
+A listener model is a BYOP folder (built-in under ``components/byop/listeners/``, or an uploaded model
+version): it gets an Arrow table with one string column ``text`` and returns the score columns.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import importlib.util
 import inspect
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+
+from wallaroo_pulumi.runtime.sidekick import Placement, SidekickPool, SidekickSpec
+from wallaroo_pulumi.runtime.sidekick.loader import load_inference
+from wallaroo_pulumi.scorers.registry import BUILTINS, get_scorer, listener_scorer
+
+from .errors import ListenerError
 
 
 def _builtin_dir() -> Path:
@@ -36,10 +40,9 @@ def _builtin_dir() -> Path:
 
 BUILTIN_DIR = _builtin_dir()
 BYOP_BASE = Path(__file__).resolve().parents[2] / "scorers" / "byop.py"  # the built-ins' shared code
-BUILTINS = ("toxicity", "sentiment", "profanity", "hate", "combined", "validator")
 
 
-class ListenerModelError(Exception):
+class ListenerModelError(ListenerError):
     """The listener model could not be found, loaded or run; the message says which and why."""
 
 
@@ -87,7 +90,7 @@ def builtin_resolver(workspace_id: int, name: str, version: str | None) -> Liste
     sha = hashlib.sha256((_dir_sha(d) + shared).encode()).hexdigest()
     return ListenerModelRef(
         name=name, version=version or f"builtin-{sha[:12]}", model_dir=d, sha=sha,
-        scorer="combined" if short == "validator" else short,
+        scorer=listener_scorer(short),
     )
 
 
@@ -149,11 +152,10 @@ class Executor(Protocol):
 
 
 class SidekickExecutor:
-    """The listener model in its own sidekick process (``runtime.sidekick.process.SidekickPool``)."""
+    """The listener model in its own sidekick process (``runtime.sidekick.SidekickPool``), placed with
+    the pipelines' workers by the engine's ``placement``."""
 
-    def __init__(self, ref: ListenerModelRef, replicas: int = 1) -> None:
-        from wallaroo_pulumi.runtime.sidekick.process import SidekickPool, SidekickSpec
-
+    def __init__(self, ref: ListenerModelRef, placement: Placement, replicas: int = 1) -> None:
         env = {**ref.env, "LISTENER_TEXT_FIELD": "text"}
         kwargs: dict[str, Any] = dict(
             step_name=f"listener-{ref.name}", model_version=ref.version, model_dir=ref.model_dir, env=env
@@ -163,7 +165,7 @@ class SidekickExecutor:
                 kwargs[k] = getattr(ref, k)
         if ref.extra_pythonpath:
             kwargs["extra_pythonpath"] = list(ref.extra_pythonpath)
-        self.pool = SidekickPool(SidekickSpec(**kwargs), replicas)
+        self.pool = SidekickPool(SidekickSpec(**kwargs), replicas, None, placement)
 
     async def start(self) -> None:
         await self.pool.start()
@@ -187,46 +189,13 @@ class InProcessExecutor:
         self._inference: Any = None
 
     async def start(self) -> None:
-        self._inference = await asyncio.to_thread(load_byop, self.ref.model_dir, self.ref.env)
+        self._inference = await asyncio.to_thread(load_inference, self.ref.model_dir, self.ref.name)
 
     async def predict(self, table: pa.Table) -> pa.Table:
         return await asyncio.to_thread(predict_byop, self._inference, table, self.ref.env)
 
     async def stop(self) -> None:
         self._inference = None
-
-
-def load_byop(model_dir: Path, env: dict[str, str] | None = None) -> Any:
-    """Import every module in the folder, find the InferenceBuilder subclass, `create()` it."""
-    from mac.config.inference import CustomInferenceConfig
-    from mac.inference.creation import InferenceBuilder
-
-    model_dir = Path(model_dir)
-    builders = []
-    for py in sorted(model_dir.glob("*.py")):
-        mod_name = f"_listener_{hashlib.sha1(str(py).encode()).hexdigest()[:10]}_{py.stem}"
-        spec = importlib.util.spec_from_file_location(mod_name, py)
-        if spec is None or spec.loader is None:
-            continue
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except Exception as exc:  # noqa: BLE001
-            raise ListenerModelError(f"listener model {py.name}: import failed: {type(exc).__name__}: {exc}") from exc
-        for v in vars(mod).values():
-            if isinstance(v, type) and issubclass(v, InferenceBuilder) and v is not InferenceBuilder and v.__module__ == mod_name:
-                builders.append(v)
-    if not builders:
-        raise ListenerModelError(f"listener model at {model_dir}: no InferenceBuilder subclass found")
-    try:
-        config = CustomInferenceConfig(framework="custom", model_path=model_dir)  # type: ignore[call-arg]
-    except TypeError:
-        config = CustomInferenceConfig(model_path=model_dir)  # type: ignore[call-arg]
-    try:
-        return builders[0]().create(config)
-    except Exception as exc:  # noqa: BLE001
-        raise ListenerModelError(f"listener model at {model_dir}: load failed: {type(exc).__name__}: {exc}") from exc
 
 
 def predict_byop(inference: Any, table: pa.Table, env: dict[str, str] | None = None) -> pa.Table:
@@ -248,8 +217,6 @@ class ScorerExecutor:
     benchmarks to separate scoring cost from process/IPC cost."""
 
     def __init__(self, ref: ListenerModelRef) -> None:
-        from wallaroo_pulumi.scorers import get_scorer
-
         if not ref.scorer:
             raise ListenerModelError(f"{ref.name!r} is not a built-in listener")
         self.scorer = get_scorer(ref.scorer)
@@ -266,10 +233,10 @@ class ScorerExecutor:
         pass
 
 
-def make_executor(ref: ListenerModelRef, mode: str = "auto") -> Executor:
+def make_executor(ref: ListenerModelRef, mode: str, placement: Placement) -> Executor:
     """mode: ``sidekick`` (``auto``: the default) | ``inprocess`` | ``scorer``."""
     if mode in ("sidekick", "auto"):
-        return SidekickExecutor(ref)
+        return SidekickExecutor(ref, placement)
     if mode == "inprocess":
         return InProcessExecutor(ref)
     if mode == "scorer":

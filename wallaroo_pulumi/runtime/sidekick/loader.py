@@ -1,24 +1,13 @@
-"""Turn a BYOP artifact into a ready ``mac`` inference.
+"""The one BYOP loader: turn a model folder (or an uploaded zip) into a ready ``mac`` inference.
 
-Two steps, both usable on their own:
-
-- :func:`unpack_artifact` extracts an uploaded zip safely (no absolute paths,
-  no ``..``, no symlinks, bounded size) and finds the model folder inside it.
-- :func:`load_inference` imports every top-level ``.py`` file of that folder,
-  finds its one concrete ``InferenceBuilder`` subclass and calls
-  ``create(CustomInferenceConfig(framework="custom", model_path=folder))``.
-
-Every failure raises :class:`ModelLoadError` with a message that quotes the
-Python error (type, message and the last lines of the traceback inside the
-model's own files), because that message is what the user sees in
-``pulumi up`` when a deployment fails.
-
-Imports run in the calling process: the runtime calls this only inside a
-sidekick worker, never in the server itself.
+:func:`unpack_artifact` extracts a zip safely; :func:`load_inference` imports the folder's top-level
+``.py`` files, takes its one concrete ``InferenceBuilder`` and runs ``create()``. Every failure is a
+:class:`ModelLoadError` quoting the Python error and the model's own traceback lines.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -189,6 +178,20 @@ def _module_file(module: ModuleType) -> Path | None:
     return Path(file).resolve() if file else None
 
 
+def _module_name(path: Path) -> tuple[str, ModuleType | None]:
+    """The name to import ``path`` under, and the module already imported from it if any.
+
+    Its file name, unless a module of that name is loaded from elsewhere (a stdlib or runtime
+    module, or another model folder loaded in this process): then a private name of its own.
+    """
+    private = f"_byop_{hashlib.sha1(str(path.parent).encode()).hexdigest()[:10]}_{path.stem}"
+    for mod_name in (path.stem, private):
+        existing = sys.modules.get(mod_name)
+        if existing is None or _module_file(existing) == path.resolve():
+            return mod_name, existing
+    return private, None
+
+
 def import_model_modules(model_dir: str | os.PathLike[str], name: str) -> list[ModuleType]:
     """Import every top-level ``.py`` file of ``model_dir`` (which goes on ``sys.path``).
 
@@ -212,16 +215,12 @@ def import_model_modules(model_dir: str | os.PathLike[str], name: str) -> list[M
     importlib.invalidate_caches()
     modules: list[ModuleType] = []
     for path in files:
-        mod_name = path.stem
-        existing = sys.modules.get(mod_name)
+        mod_name, existing = _module_name(path)
         if existing is not None:
-            if _module_file(existing) == path.resolve():
-                modules.append(existing)  # already imported by a sibling module
-                continue
-            # A module of that name is already loaded (a stdlib or runtime module): keep
-            # it and give the model's file a private name instead of shadowing it.
-            log.warning("model %r: module name %r is taken; importing %s as a private module", name, mod_name, path.name)
-            mod_name = f"_byop_{mod_name}"
+            modules.append(existing)  # already imported (by a sibling module, or an earlier load)
+            continue
+        if mod_name != path.stem:
+            log.warning("model %r: module name %r is taken; importing %s as a private module", name, path.stem, path.name)
         spec = importlib.util.spec_from_file_location(mod_name, path)
         if spec is None or spec.loader is None:  # pragma: no cover - .py files always get a loader
             raise ModelLoadError(f"model {name!r}: cannot import {path.name!r}")

@@ -1,11 +1,6 @@
-"""Sentiment listener (Wallaroo BYOP, framework ``custom``).
+"""Sentiment listener (Wallaroo BYOP, framework ``custom``) on ``wallaroo_pulumi.scorers.byop``.
 
-Scores a text column with ``wallaroo_pulumi.scorers.score_sentiment`` (model: VADER) and returns
-``sentiment_compound``, ``sentiment_negative`` as float64. The scorer package is installed in the runtime (shared code:
-``wallaroo_pulumi.scorers.byop``); its models ship inside their PyPI packages, so nothing
-is downloaded.
-
-Input:  ``text`` (string), or the column named by the env var ``LISTENER_TEXT_FIELD``.
+Input: ``text`` (string), or the column named by ``LISTENER_TEXT_FIELD``.
 Output: ``sentiment_compound``, ``sentiment_negative`` (float64), one row per input row.
 """
 
