@@ -52,6 +52,16 @@ def test_folder_imports_only_mac_wallaroo_pulumi_and_stdlib(folder: str) -> None
                 assert top in ALLOWED_TOP_LEVEL or top in sys.stdlib_module_names, f"{path.name} imports {name}"
 
 
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_folder_is_a_few_lines_on_the_shared_base(folder: str) -> None:
+    """main.py names its adapter; the Inference/InferenceBuilder logic is wallaroo_pulumi.adapters.byop's."""
+    from wallaroo_pulumi.adapters.byop import LLMInference, LLMInferenceBuilder
+
+    assert len((BYOP_ROOT / folder / "main.py").read_text().splitlines()) < 25
+    builder = builder_of(load_byop(folder))
+    assert isinstance(builder, LLMInferenceBuilder) and issubclass(type(builder).inference_class, LLMInference)
+
+
 def load_byop(folder: str) -> ModuleType:
     path = BYOP_ROOT / folder / "main.py"
     spec = importlib.util.spec_from_file_location(f"byop_{folder}_main", path)

@@ -1,9 +1,7 @@
-"""LLM adapters behind the managed-inference-endpoint BYOP models.
+"""LLM adapters behind the managed-endpoint BYOP models in ``components/byop/*_llm/``.
 
-The BYOP folders under ``components/byop/`` are thin ``mac`` wrappers; the logic
-lives here so it can be unit-tested and is importable inside the runtime's
-sidekick process. Configuration comes only from environment variables (the
-pipeline's per-model sidekick env): see each module's docstring for its table.
+One module per upstream, configured only by the pipeline's sidekick env (tables: each folder's README);
+``byop`` holds the folders' shared ``mac`` classes.
 """
 
 from wallaroo_pulumi.adapters.config import AdapterConfigError
@@ -25,25 +23,4 @@ __all__ = [
     "LLM_OUTPUT_SCHEMA",
     "RowResult",
     "parse_retry_after",
-    "openai_adapter_from_env",
-    "vertex_adapter_from_env",
-    "azure_adapter_from_env",
 ]
-
-
-def openai_adapter_from_env(environ=None):  # type: ignore[no-untyped-def]
-    from wallaroo_pulumi.adapters.openai_chat import OpenAIChatAdapter
-
-    return OpenAIChatAdapter.from_env(environ)
-
-
-def vertex_adapter_from_env(environ=None):  # type: ignore[no-untyped-def]
-    from wallaroo_pulumi.adapters.vertex import VertexAIAdapter
-
-    return VertexAIAdapter.from_env(environ)
-
-
-def azure_adapter_from_env(environ=None):  # type: ignore[no-untyped-def]
-    from wallaroo_pulumi.adapters.azure import azure_adapter_from_env as _azure
-
-    return _azure(environ)

@@ -1,59 +1,9 @@
-"""Azure as a BYOP model's upstream: Azure OpenAI deployments or Azure ML online endpoints.
+"""Azure as a BYOP model's upstream: an Azure OpenAI deployment (OpenAI chat body, ``api-key``
+header) or an Azure ML online endpoint (model-catalog ``input_data`` body, ``text`` or ``chat`` style).
 
-The mode comes from ``AZURE_MODE`` (``openai`` or ``ml``); when unset it is
-inferred from which variables are present (``AZURE_OPENAI_ENDPOINT`` -> openai,
-``AZUREML_SCORE_URL`` -> ml).
-
-**Azure OpenAI** (``AZURE_MODE=openai``): ``POST {AZURE_OPENAI_ENDPOINT}/openai/deployments/
-{AZURE_OPENAI_DEPLOYMENT}/chat/completions?api-version={AZURE_OPENAI_API_VERSION}`` with the
-``api-key`` header and an OpenAI chat body (no ``model``: the deployment names it).
-
-**Azure ML online endpoint** (``AZURE_MODE=ml``): ``POST {AZUREML_SCORE_URL}`` with
-``Authorization: Bearer {AZUREML_API_KEY}`` (and ``azureml-model-deployment`` when
-``AZUREML_DEPLOYMENT`` is set), in the Azure ML model-catalog LLM format, chosen by
-``AZUREML_BODY_STYLE``:
-
-* ``text`` (default; text-generation models)::
-
-      {"input_data": {"input_string": ["<prompt>"],
-                      "parameters": {"max_new_tokens": 256, "temperature": 0.7}}}
-      -> [{"0": "<generated text>"}]
-
-* ``chat`` (chat-completion models such as Llama-2-chat)::
-
-      {"input_data": {"input_string": [{"role": "system", "content": "..."},
-                                        {"role": "user", "content": "<prompt>"}],
-                      "parameters": {...}}}
-      -> {"output": "<assistant reply>"}
-
-Answers that are a plain string, ``["..."]``, ``{"output": ...}``,
-``{"generated_text": ...}`` or a JSON-encoded string of any of these are read too
-(custom scoring scripts often ``json.dumps`` their result). Azure ML returns no
-token usage, so the token columns are -1 in that mode. Azure AI *serverless*
-(MaaS) endpoints speak the OpenAI protocol: use the OpenAI adapter with
-``OPENAI_BASE_URL`` for those.
-
-Environment (the model's sidekick env):
-
-==========================  =================  ============================================
-variable                    required           meaning
-==========================  =================  ============================================
-AZURE_MODE                  no                 ``openai`` or ``ml`` (inferred when unset)
-AZURE_OPENAI_ENDPOINT       openai mode        ``https://{resource}.openai.azure.com``
-AZURE_OPENAI_DEPLOYMENT     openai mode        deployment name
-AZURE_OPENAI_API_KEY        openai mode        key, sent as the ``api-key`` header
-AZURE_OPENAI_API_VERSION    no                 ``api-version`` query (default 2024-10-21)
-SYSTEM_PROMPT               no                 leading system message (both modes)
-AZURE_OPENAI_EXTRA_BODY     no                 JSON object merged into the chat body
-AZUREML_SCORE_URL           ml mode            ``https://{endpoint}.{region}.inference.ml.azure.com/score``
-AZUREML_API_KEY             ml mode            endpoint key, sent as ``Authorization: Bearer``
-AZUREML_DEPLOYMENT          no                 ``azureml-model-deployment`` header
-AZUREML_BODY_STYLE          no                 ``text`` (default) or ``chat``
-AZUREML_PARAMETERS          no                 JSON object merged into ``parameters``
-MAX_TOKENS, TEMPERATURE     no                 ``max_tokens`` / ``max_new_tokens`` (default 256),
-                                               ``temperature``
-+ the common MAX_CONCURRENCY, REQUEST_TIMEOUT_S, MAX_RETRIES, RETRY_* (see http.py)
-==========================  =================  ============================================
+``AZURE_MODE`` picks one, else whichever of ``AZURE_OPENAI_ENDPOINT`` / ``AZUREML_SCORE_URL`` is set.
+Azure ML answers are read as a string, ``["..."]``, ``{"output"|"0"|"generated_text": ...}`` or a
+JSON-encoded string of any of these. Environment: ``components/byop/azure_llm/README.md``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Reading adapter settings from the environment (the pipeline's per-model sidekick env).
-
-Adapters are configured ONLY through environment variables, so a stack changes a
-model's behaviour by changing its sidekick env, never its code. Every problem is
-reported as an :class:`AdapterConfigError` that names the variable, what was
-expected, and how to set it with Pulumi, so ``pulumi up`` fails with that message.
+"""Reading adapter settings from the sidekick env. Every problem is an :class:`AdapterConfigError`
+naming the variable, what was expected and how to set it, so ``pulumi up`` fails with that message.
 """
 
 from __future__ import annotations

@@ -1,18 +1,6 @@
-"""The HTTP core every LLM adapter shares.
-
-One batch (``{"text": np.ndarray}``) becomes one upstream request per row, sent
-concurrently on a thread pool bounded by ``MAX_CONCURRENCY`` over one pooled
-``httpx.Client``. Each request has a timeout (``REQUEST_TIMEOUT_S``, applied to
-connect, write, pool wait and each read; an LLM answers a non-streamed request in
-one piece, so the read timeout bounds the whole wait). HTTP 408/429/500/502/503/504,
-connection failures and timeouts are retried up to ``MAX_RETRIES`` times with
-exponential backoff and equal jitter, or after exactly the delay the upstream asks for in
-``Retry-After`` (seconds or an HTTP date) / ``retry-after-ms``.
-
-A row that finally fails does not fail the batch: it gets ``generated_text=""`` and
-an ``error`` such as ``openai: HTTP 429 Too Many Requests after 4 attempts: Rate
-limit reached``. Errors and log lines pass through a :class:`Redactor`, so
-credentials never appear in them.
+"""The HTTP core every LLM adapter shares: one request per row, concurrent up to ``MAX_CONCURRENCY``,
+with timeouts and retries (docs/endpoints.md). A row that finally fails gets ``generated_text=""``
+and an ``error`` naming the upstream; every message passes through a :class:`Redactor`.
 """
 
 from __future__ import annotations

@@ -1,30 +1,7 @@
 """OpenAI (and OpenAI-compatible) chat completions as a BYOP model's upstream.
 
-``POST {OPENAI_BASE_URL}/chat/completions`` with ``Authorization: Bearer
-{OPENAI_API_KEY}``; one request per input row. Works for any server speaking the
-OpenAI chat-completions protocol (vLLM, LiteLLM, Azure AI serverless endpoints...)
-by pointing ``OPENAI_BASE_URL`` at it.
-
-Environment (the model's sidekick env):
-
-============================  ========  ==================================================
-variable                      required  meaning
-============================  ========  ==================================================
-OPENAI_API_KEY                yes*      API key, sent as ``Authorization: Bearer``.
-                                        (*optional when OPENAI_BASE_URL is set: some
-                                        self-hosted OpenAI-compatible servers need none)
-OPENAI_MODEL                  yes       model name, e.g. ``gpt-4o-mini``
-OPENAI_BASE_URL               no        default ``https://api.openai.com/v1``
-SYSTEM_PROMPT                 no        sent as a leading ``system`` message
-MAX_TOKENS                    no        ``max_tokens`` (default 256; 0 = don't send)
-TEMPERATURE                   no        ``temperature`` (not sent unless set)
-OPENAI_ORGANIZATION           no        ``OpenAI-Organization`` header
-OPENAI_PROJECT                no        ``OpenAI-Project`` header
-OPENAI_EXTRA_BODY             no        JSON object merged into the request body
-                                        (e.g. ``{"top_p": 0.9}`` or
-                                        ``{"max_completion_tokens": 512}``)
-+ the common MAX_CONCURRENCY, REQUEST_TIMEOUT_S, MAX_RETRIES, RETRY_* (see http.py)
-============================  ========  ==================================================
+``POST {OPENAI_BASE_URL}/chat/completions`` with ``Authorization: Bearer {OPENAI_API_KEY}``, one
+request per row. Environment: ``components/byop/openai_llm/README.md``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Keeping credentials out of error strings and log records.
-
-Every message an adapter produces (per-row ``error`` values, log lines, raised
-exceptions) goes through a :class:`Redactor` holding the adapter's own secrets
-plus patterns for credentials an upstream might echo back (OpenAI, for one,
-repeats a masked form of a bad key in its 401 message).
+"""Keeping credentials out of error strings and log records: the adapter's own secrets plus patterns
+for credentials an upstream might echo back (OpenAI repeats a masked bad key in its 401 message).
 """
 
 from __future__ import annotations

@@ -1,13 +1,5 @@
-"""Arrow schemas shared by every managed-inference-endpoint (LLM) BYOP model.
-
-The Pulumi stacks pass these to ``WallarooModel`` as the model's input and
-output schemas; the adapters produce exactly these columns.
-
-Input:  ``text`` (string) — the prompt.
-Output: ``generated_text`` (string) — the completion ("" when the row failed);
-        ``prompt_tokens`` / ``completion_tokens`` (int64) — upstream usage, -1
-        when the upstream does not report it; ``error`` (string) — "" when the
-        row succeeded, else a short message naming the upstream and its status.
+"""Arrow schemas shared by every LLM BYOP model: ``text`` in; ``generated_text``, ``prompt_tokens`` /
+``completion_tokens`` (int64, -1 when not reported) and ``error`` ("" when the row succeeded) out.
 """
 
 from __future__ import annotations

@@ -1,39 +1,8 @@
 """Google Vertex AI online-prediction endpoints as a BYOP model's upstream.
 
-Each row becomes ``POST {VERTEX_ENDPOINT_URL}:predict`` with body
-``{"instances": [{"prompt": text, "max_tokens": N, "temperature": T, ...}]}`` and an
-OAuth2 access token minted from a service account (``Authorization: Bearer``).
-The token is fetched with google-auth (a signed RS256 JWT assertion exchanged at
-the account's ``token_uri``), cached, and refreshed only when it is no longer
-valid — under a lock, so concurrent rows share one refresh. A 401 from the
-endpoint forces one refresh and one more try.
-
-Answers come back as ``{"predictions": [...]}`` where each prediction may be a
-string, a nested list of strings, or an object with ``content`` (or
-``generated_text``/``text``/``output``). Model Garden vLLM containers answer
-``"Prompt:\\n<prompt>\\nOutput:\\n<completion>"``; like Wallaroo's Vertex tutorial
-we keep only what follows ``Output:\\n`` (set ``VERTEX_STRIP_PROMPT=false`` to keep
-the raw text). Vertex predictions carry no token usage, so the token columns are -1.
-
-Environment (the model's sidekick env):
-
-==============================  ========  ================================================
-variable                        required  meaning
-==============================  ========  ================================================
-APPLICATION_CREDENTIALS         yes       the service-account key JSON. The single-quoted
-                                          Python-dict form Wallaroo's docs produce with
-                                          ``str(json.load(f))`` is accepted too. If unset,
-                                          GOOGLE_APPLICATION_CREDENTIALS is used (the key
-                                          itself, or a path to the key file).
-VERTEX_ENDPOINT_URL             yes       ``https://{region}-aiplatform.googleapis.com/v1/
-                                          projects/{project}/locations/{region}/endpoints/{id}``
-VERTEX_INSTANCE_PARAMS          no        JSON object merged into each instance
-                                          (e.g. ``{"top_p": 0.9, "raw_response": false}``)
-VERTEX_PARAMETERS               no        JSON object sent as the request's ``parameters``
-VERTEX_STRIP_PROMPT             no        default true: drop the ``Prompt:...Output:`` echo
-MAX_TOKENS, TEMPERATURE         no        instance ``max_tokens`` (default 256) / ``temperature``
-+ the common MAX_CONCURRENCY, REQUEST_TIMEOUT_S, MAX_RETRIES, RETRY_* (see http.py)
-==============================  ========  ================================================
+``POST {VERTEX_ENDPOINT_URL}:predict`` with ``{"instances": [{"prompt", "max_tokens", ...}]}`` and a
+service-account OAuth2 token (google-auth; cached, refreshed under a lock, once more on a 401).
+Environment: ``components/byop/vertex_llm/README.md``.
 """
 
 from __future__ import annotations
