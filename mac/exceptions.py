@@ -1,10 +1,4 @@
-"""Exceptions BYOP code raises or catches, under the names Wallaroo uses.
-
-Wallaroo examples raise ``InferenceDataValidationError`` from ``_predict`` when
-a batch does not match what the model expects; the runtime reports it as the
-model's error (HTTP 500 naming the step) rather than as a runtime failure.
-All of them derive from :class:`MacError` so callers can catch the family.
-"""
+"""Exceptions BYOP code raises or catches, under Wallaroo's names, all derived from :class:`MacError`."""
 
 from __future__ import annotations
 

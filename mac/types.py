@@ -1,9 +1,4 @@
-"""Types BYOP code annotates with.
-
-``InferenceData`` is what ``_predict`` receives and returns: one numpy array
-per Arrow column, keyed by the schema's field names, every array holding one
-entry per row of the batch.
-"""
+"""``InferenceData``: one numpy array per Arrow column, keyed by field name, one entry per row."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """``InferenceBuilder``: how the runtime gets a ready inference out of a model folder.
-
-The runtime instantiates the folder's one concrete builder subclass and calls
-``create(config)``, where ``config.model_path`` is the unpacked folder. Wallaroo
-examples differ on what the ``inference`` property returns (the class in some,
-a fresh instance in others), so :func:`resolve_inference` accepts both.
+:func:`resolve_inference` accepts both styles of Wallaroo examples (``inference`` a class or an instance).
 """
 
 from __future__ import annotations

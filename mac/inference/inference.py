@@ -1,12 +1,5 @@
-"""The ``Inference`` base class every BYOP model extends.
-
-A subclass says which model objects it accepts (``expected_model_types``),
-how to accept one (a setter declared ``@Inference.model.setter`` that calls
-``_raise_error_if_model_is_wrong_type``) and how to score a batch
-(``_predict``). Callers use :meth:`Inference.predict`, which checks the batch
-and the answer are ``InferenceData`` so a model's mistake is reported as the
-model's, with the offending field named, instead of surfacing later as an
-obscure Arrow conversion error.
+"""The ``Inference`` base class every BYOP model extends: ``expected_model_types``, the ``model``
+setter and ``_predict``. :meth:`Inference.predict` checks both sides are ``InferenceData``, naming the field.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""``CustomInferenceConfig``: what ``InferenceBuilder.create`` receives.
-
-The runtime fills it in; BYOP code mostly reads ``config.model_path`` (the
-unpacked model folder, a ``pathlib.Path``) to find its artifacts.
+"""``CustomInferenceConfig``: what ``InferenceBuilder.create`` receives (``config.model_path`` is the
+unpacked model folder, a ``pathlib.Path``).
 """
 
 from __future__ import annotations
