@@ -288,7 +288,7 @@ def test_timeout_and_kill(db, logstore):
 
     orig = ex.make_executor
 
-    def make(ref, mode="auto"):
+    def make(ref, mode, placement):
         return Slow(ref)
 
     async def go():

@@ -32,9 +32,8 @@ from wallaroo_pulumi.client.models import (
     Task,
     TaskRun,
     Workspace,
-    schema_from_b64,
-    schema_to_b64,
 )
+from wallaroo_pulumi.schemas import schema_from_b64, schema_to_b64
 
 __all__ = [
     "ARROW_FILE", "ARROW_STREAM", "JSON_RECORDS",

@@ -36,9 +36,9 @@ from wallaroo_pulumi.client.models import (
     Task,
     TaskRun,
     Workspace,
-    schema_to_b64,
 )
 from wallaroo_pulumi.client.transport import Transport
+from wallaroo_pulumi.schemas import schema_to_b64
 
 JSON_RECORDS = "application/json; format=pandas-records"
 ARROW_FILE = "application/vnd.apache.arrow.file"

@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from wallaroo_pulumi.schemas import schema_from_b64, schema_to_b64  # noqa: F401 - schema_to_b64: see B-requests.md
+from wallaroo_pulumi.schemas import schema_from_b64
 
 
 class _Model(BaseModel):

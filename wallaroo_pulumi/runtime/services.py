@@ -52,7 +52,8 @@ class Runtime:
         self.logstore = LogStore.shared(data_dir / "logs")
         self.metrics = Metrics()
         self.model_files = ModelFiles(data_dir, self.artifacts)
-        self.engine = Engine(self.model_files, LocalPlacement(), self.metrics, settings.host)
+        self.placement = LocalPlacement()  # one for pipeline steps and listener models alike
+        self.engine = Engine(self.model_files, self.placement, self.metrics, settings.host)
         self.registry = Registry(self.db, self.artifacts, self.model_files.models_dir)
         self.pipelines = Pipelines(self.db, self.registry)
         self.deployments = Deployments(self.db, self.secrets, self.engine, self.pipelines)
@@ -60,7 +61,7 @@ class Runtime:
         self.logs = InferenceLogs(self.pipelines, self.logstore)
         self.listeners = ListenerService(
             self.db, self.logstore, resolver=self.resolve_listener_model, role=settings.role,
-            lease_seconds=settings.listener_lease_s, metrics=self.metrics,
+            lease_seconds=settings.listener_lease_s, metrics=self.metrics, placement=self.placement,
         ) if settings.listeners else None
         self._tasks: list[asyncio.Task[None]] = []
         self._seal_plaintext_credentials()

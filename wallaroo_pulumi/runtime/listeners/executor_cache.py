@@ -9,6 +9,8 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from wallaroo_pulumi.runtime.sidekick import Placement
+
 from .executor import Executor, ListenerModelRef, make_executor
 
 Key = tuple[Hashable, ...]
@@ -23,8 +25,9 @@ class _Cached:
 
 
 class ExecutorCache:
-    def __init__(self, mode: str = "auto", idle_seconds: float = 60.0) -> None:
+    def __init__(self, mode: str, idle_seconds: float, placement: Placement) -> None:
         self.mode = mode
+        self.placement = placement
         self.idle_seconds = idle_seconds
         self._executors: dict[Key, _Cached] = {}
         self._lock = asyncio.Lock()
@@ -35,7 +38,7 @@ class ExecutorCache:
         async with self._lock:
             c = self._executors.get(key)
             if c is None or c.broken:
-                ex = make_executor(ref, self.mode)
+                ex = make_executor(ref, self.mode, self.placement)
                 await ex.start()
                 c = self._executors[key] = _Cached(ex, 0, time.monotonic())
             c.refs += 1

@@ -14,6 +14,7 @@ from wallaroo_pulumi.runtime.db import Database
 from wallaroo_pulumi.runtime.errors import describe_validation_error
 from wallaroo_pulumi.runtime.logstore import LogStore
 from wallaroo_pulumi.runtime.metrics import Metrics
+from wallaroo_pulumi.runtime.sidekick import LocalPlacement, Placement
 
 from .cron import next_tick, validate_schedule
 from .engine import ListenerArgs
@@ -68,6 +69,7 @@ class ListenerService:
         role: str = "all",
         lease_seconds: float = 30.0,
         metrics: Metrics | None = None,
+        placement: Placement | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
@@ -81,7 +83,7 @@ class ListenerService:
         self.lease_seconds = lease_seconds
         self.metrics = metrics
         self.instance = uuid.uuid4().hex
-        self.executors = ExecutorCache(executor, executor_idle_seconds)
+        self.executors = ExecutorCache(executor, executor_idle_seconds, placement or LocalPlacement())
         self.results = ScoreQueries(self.list_tasks, logstore)
         self._on: _Started | None = None
         self._started = False
