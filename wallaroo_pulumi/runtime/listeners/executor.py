@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import importlib.util
 import inspect
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,36 +109,6 @@ def chain_resolvers(*resolvers: Resolver | None) -> Resolver:
             f"listener_model: no model named {name!r}"
             + (f" with version {version!r}" if version else "")
             + f" in workspace {workspace_id}; upload it first, or use a built-in listener: {list(BUILTINS)}"
-        )
-
-    return resolve
-
-
-def runtime_resolver(rt: Any) -> Resolver:
-    """Listener models uploaded to the runtime's registry (``upload_and_convert``), by name and
-    optional version (latest otherwise), unpacked by the runtime's deployment engine."""
-
-    async def resolve(workspace_id: int, name: str, version: str | None) -> ListenerModelRef:
-        sql = (
-            "SELECT mv.id, mv.version, mv.sha, mv.conversion FROM model_versions mv "
-            "JOIN models m ON m.id = mv.model_id WHERE m.workspace_id = ? AND m.name = ?"
-        )
-        params: tuple[Any, ...] = (workspace_id, name)
-        if version:
-            sql += " AND mv.version = ?"
-            params += (version,)
-        row = await asyncio.to_thread(rt.db.one, sql + " ORDER BY mv.id DESC LIMIT 1", params)
-        if row is None:
-            raise LookupError(name)
-        model_dir = await rt.engine.prepare_model(row["sha"])
-        try:
-            reqs = (json.loads(row["conversion"] or "{}") or {}).get("requirements") or []
-        except ValueError:
-            reqs = []
-        extra = await rt.engine.prepare_requirements(model_dir, reqs)
-        return ListenerModelRef(
-            name=name, version=row["version"], model_dir=Path(model_dir), sha=row["sha"],
-            extra_pythonpath=list(extra or []),
         )
 
     return resolve
