@@ -16,7 +16,10 @@ log = logging.getLogger("wallaroo_pulumi.runtime")
 
 
 def error_body(exc: WallarooError) -> dict[str, Any]:
-    return {"code": exc.status, "status": "error", "error": exc.message, "source": exc.source, **exc.extra}
+    """Wallaroo's error body: `msg` and `code` (what the SDK's generated client reads) beside the
+    engine's `status`, `error` and `source` (what its high-level client reads), one message (D31)."""
+    return {"msg": exc.message, "code": exc.status, "status": "error", "error": exc.message, "source": exc.source,
+            **exc.extra}
 
 
 def error_response(exc: WallarooError) -> JSONResponse:
