@@ -9,10 +9,10 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from wallaroo_pulumi.runtime import http_errors
-from wallaroo_pulumi.runtime.auth import AuthMiddleware
+from wallaroo_pulumi.runtime.access.middleware import AccessMiddleware
 from wallaroo_pulumi.runtime.listeners import routes as listener_routes
 from wallaroo_pulumi.runtime.metrics import MetricsMiddleware
-from wallaroo_pulumi.runtime.routes import inference, logs, models, pipelines, workspaces
+from wallaroo_pulumi.runtime.routes import inference, keys, logs, models, pipelines, usage, workspaces
 from wallaroo_pulumi.runtime.services import Runtime
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
@@ -53,10 +53,11 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     async def metrics() -> Response:
         return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    for module in (workspaces, models, pipelines, inference, logs):
+    for module in (workspaces, models, pipelines, inference, logs, keys, usage):
         app.include_router(module.router)
     if rt.listeners is not None:
         app.include_router(listener_routes.router)
-    app.add_middleware(AuthMiddleware, tokens=rt.tokens)
+    app.add_middleware(AccessMiddleware, keys=rt.key_store, targets=rt.targets, limiter=rt.limiter,
+                       data_dir=settings.data_dir)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
     return app

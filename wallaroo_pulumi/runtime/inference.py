@@ -11,6 +11,7 @@ from functools import partial
 
 import pyarrow as pa
 
+from wallaroo_pulumi.runtime.access.usage import Tokens
 from wallaroo_pulumi.runtime.engine import DeploymentState, Engine, Live, Step
 from wallaroo_pulumi.runtime.errors import NotFound, Unavailable, WallarooError
 from wallaroo_pulumi.runtime.formats import RESPONSE_DROP, conform, encode_table, parse_input, response_kind, result_table
@@ -26,6 +27,9 @@ from wallaroo_pulumi.runtime.sidekick import (
 
 log = logging.getLogger("wallaroo_pulumi.runtime.inference")
 
+UsageRecorder = Callable[[str, int, Tokens], None]
+"""usage(pipeline, rows, tokens): called once per inference, at its one exit"""
+
 
 @dataclass
 class Answer:
@@ -35,11 +39,13 @@ class Answer:
 
 
 class Inference:
-    def __init__(self, engine: Engine, pipelines: Pipelines, logstore: LogStore, metrics: Metrics) -> None:
+    def __init__(self, engine: Engine, pipelines: Pipelines, logstore: LogStore, metrics: Metrics,
+                 usage: UsageRecorder | None = None) -> None:
         self.engine = engine
         self.pipelines = pipelines
         self.logstore = logstore
         self.metrics = metrics
+        self.usage = usage
 
     def resolve(self, deploy_name: str, pipeline_name: str | None = None) -> tuple[str, int | None]:
         """(pipeline, deployment id) named by an inference URL: '<pipeline>-<id>' or a bare pipeline name."""
@@ -84,7 +90,7 @@ class Inference:
         first = live.steps[0]
         entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=live.pipeline_version,
                         partition=f"engine-{state.id}")
-        outcome, logged = "error", None
+        outcome, logged, rows, tokens = "error", None, 0, Tokens()
         try:
             try:
                 inputs, req_kind = parse_input(body, content_type, first.input_schema)
@@ -94,11 +100,13 @@ class Inference:
                                error=f"{exc.status}: {exc.message}")
                 raise
             t_parsed = time.perf_counter()
+            rows = inputs.num_rows
             current, elapsed, step = inputs, [], first
             for index, step in enumerate(live.steps):
                 t0 = time.perf_counter_ns()
                 try:
-                    current = await self._step(pipeline_name, live, index, current)
+                    step_input, current = current, await self._step(pipeline_name, live, index, current)
+                    tokens.add_step(step_input, current)
                 except Exception as exc:  # noqa: BLE001 - every failure is answered and logged
                     elapsed.append(time.perf_counter_ns() - t0)
                     err = step_error(step, exc)
@@ -117,6 +125,8 @@ class Inference:
             if logged is not None:
                 self._append_log(pipeline_name, logged)
             self.metrics.inferences.labels(pipeline_name, outcome).inc()
+            if self.usage is not None:
+                self.usage(pipeline_name, rows, tokens)
         t_log = time.perf_counter()
         payload, media_type = encode_table(logged.drop_columns(list(RESPONSE_DROP)), response_kind(accept, req_kind))
         t_end = time.perf_counter()

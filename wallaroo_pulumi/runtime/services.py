@@ -12,8 +12,12 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from wallaroo_pulumi.runtime.access.keys import KeyStore
+from wallaroo_pulumi.runtime.access.limits import Limiter
+from wallaroo_pulumi.runtime.access.service import KeysService
+from wallaroo_pulumi.runtime.access.targets import Targets
+from wallaroo_pulumi.runtime.access.usage import UsageMeter
 from wallaroo_pulumi.runtime.artifacts import ArtifactStore
-from wallaroo_pulumi.runtime.auth import TokenStore
 from wallaroo_pulumi.runtime.db import Database, dumps
 from wallaroo_pulumi.runtime.deployments import Deployments
 from wallaroo_pulumi.runtime.engine import Engine
@@ -43,9 +47,9 @@ class Runtime:
         except PermissionError:  # e.g. a Kubernetes volume root owned by root, writable through fsGroup
             log.warning("data dir %s is not owned by this user; its mode was left as is", data_dir)
         self.db = Database(data_dir / "runtime.db")
-        self.tokens = TokenStore(self.db, data_dir)
+        self.key_store = KeyStore(self.db, data_dir)
         admin = settings.admin_token
-        self.tokens.ensure_admin(admin.get_secret_value() if admin is not None else None)
+        self.key_store.ensure_admin(admin.get_secret_value() if admin is not None else None)
         key = settings.secrets_key
         self.secrets = SecretBox.for_data_dir(data_dir, key.get_secret_value() if key is not None else None)
         self.artifacts = ArtifactStore(data_dir / "artifacts")
@@ -57,7 +61,11 @@ class Runtime:
         self.registry = Registry(self.db, self.artifacts, self.model_files.models_dir)
         self.pipelines = Pipelines(self.db, self.registry)
         self.deployments = Deployments(self.db, self.secrets, self.engine, self.pipelines)
-        self.inference = Inference(self.engine, self.pipelines, self.logstore, self.metrics)
+        self.limiter = Limiter(self.metrics.registry)
+        self.usage = UsageMeter(self.db, self.metrics.registry, self.limiter)
+        self.inference = Inference(self.engine, self.pipelines, self.logstore, self.metrics, usage=self.usage.record)
+        self.targets = Targets(self.db, self.inference.resolve, self.logstore.pipelines)
+        self.keys = KeysService(self.key_store, self.registry, self.usage)
         self.logs = InferenceLogs(self.pipelines, self.logstore)
         self.listeners = ListenerService(
             self.db, self.logstore, resolver=self.resolve_listener_model, role=settings.role,
@@ -109,6 +117,17 @@ class Runtime:
             self._background(self.deployments.converge_forever(), "converge-deployments")
         if self.listeners is not None:
             await self.listeners.start()
+        self._background(self._flush_usage_forever(), "usage-flush")
+
+    async def _flush_usage_forever(self, interval_s: float = 5.0) -> None:
+        """Keys' last use and usage figures reach the database every few seconds (and at stop)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await asyncio.to_thread(self._flush_usage)
+
+    def _flush_usage(self) -> None:
+        self.usage.flush()
+        self.key_store.flush_last_used()
 
     def _background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
@@ -120,5 +139,6 @@ class Runtime:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._flush_usage()
         await self.engine.shutdown()
         self.logstore.close()

@@ -94,6 +94,8 @@ class _Handler:
 
     def on_part_end(self) -> None:
         if self._buf is not None and self._name:
+            if self._name in self.result.fields:  # a scoped key's workspace was read from the first one
+                raise BadRequest(f"more than one '{self._name}' part in the upload", source="request")
             self.result.fields[self._name] = bytes(self._buf)
         self._buf = None
         self._sink = None
