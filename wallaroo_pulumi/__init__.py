@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from wallaroo_pulumi.components.kubernetes_runtime import KubernetesRuntime
     from wallaroo_pulumi.components.local_runtime import LocalRuntime, local_or_configured
     from wallaroo_pulumi.deployment import DeploymentConfig, DeploymentConfigBuilder, SidekickConfig
+    from wallaroo_pulumi.resources.api_key import WallarooApiKey
     from wallaroo_pulumi.resources.connection import Connection
     from wallaroo_pulumi.resources.listener_schedule import LLMListenerSchedule
     from wallaroo_pulumi.resources.model import WallarooModel
@@ -39,6 +40,7 @@ _SOURCES = {
     "LLM_OUTPUT_SCHEMA": "wallaroo_pulumi.adapters.schemas",
     "LocalRuntime": "wallaroo_pulumi.components.local_runtime",
     "SidekickConfig": "wallaroo_pulumi.deployment",
+    "WallarooApiKey": "wallaroo_pulumi.resources.api_key",
     "WallarooClient": "wallaroo_pulumi.client",
     "WallarooModel": "wallaroo_pulumi.resources.model",
     "WallarooPipeline": "wallaroo_pulumi.resources.pipeline",
@@ -48,8 +50,8 @@ _SOURCES = {
 }
 __all__ = [
     "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "KubernetesRuntime", "LLMListenerSchedule",
-    "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "SidekickConfig", "WallarooClient", "WallarooModel",
-    "WallarooPipeline", "curl_command", "listener_schemas", "local_or_configured",
+    "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "SidekickConfig", "WallarooApiKey", "WallarooClient",
+    "WallarooModel", "WallarooPipeline", "curl_command", "listener_schemas", "local_or_configured",
 ]
 
 

@@ -21,6 +21,7 @@ from wallaroo_pulumi.client.errors import (
     ValidationError,
     WallarooError,
 )
+from wallaroo_pulumi.client.keys import ApiKey, CreatedKey
 from wallaroo_pulumi.client.models import (
     CreatedPipeline,
     DeploymentStatus,
@@ -37,7 +38,7 @@ from wallaroo_pulumi.schemas import schema_from_b64, schema_to_b64
 
 __all__ = [
     "ARROW_FILE", "ARROW_STREAM", "JSON_RECORDS",
-    "AuthError", "ConflictError", "CreatedPipeline", "DeploymentError", "DeploymentStatus",
+    "ApiKey", "AuthError", "ConflictError", "CreatedKey", "CreatedPipeline", "DeploymentError", "DeploymentStatus",
     "InferenceError", "Model", "ModelRef", "ModelVersion", "NotFoundError", "Pipeline", "Task", "TaskRun",
     "RuntimeUnavailableError", "SidekickStatus", "ValidationError", "WallarooClient",
     "WallarooError", "Workspace", "records_to_frame", "schema_from_b64", "schema_to_b64",

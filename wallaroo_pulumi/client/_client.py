@@ -20,12 +20,14 @@ if TYPE_CHECKING:  # pandas costs ~0.25 s to import: only the methods that retur
     import pandas as pd  # not every Pulumi provider process and program that merely connects
 
 from wallaroo_pulumi.client.errors import (
+    AuthError,
     DeploymentError,
     InferenceError,
     NotFoundError,
     RuntimeUnavailableError,
     WallarooError,
 )
+from wallaroo_pulumi.client.keys import KeysAPI
 from wallaroo_pulumi.client.models import (
     CreatedPipeline,
     DeploymentStatus,
@@ -82,7 +84,7 @@ def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-class WallarooClient:
+class WallarooClient(KeysAPI):
     """Client for the bundled runtime (or any server speaking the same API).
 
     >>> client = WallarooClient.from_data_dir("~/.wallaroo-pulumi")
@@ -371,7 +373,12 @@ class WallarooClient:
     def _infer_path(self, pipeline_name: str) -> str:
         dep = self._deployment_ids.get(pipeline_name)
         if dep is None:
-            pipeline = self.get_pipeline(pipeline_name)
+            try:
+                pipeline = self.get_pipeline(pipeline_name)
+            except AuthError as exc:
+                if exc.status_code != 403:
+                    raise
+                return f"/v1/api/pipelines/infer/{pipeline_name}"  # an inference-only key: its current deployment
             if not pipeline.deployed or pipeline.deployment_id is None:
                 raise NotFoundError(f"pipeline {pipeline_name!r} is not deployed (status: {pipeline.status})")
             dep = pipeline.deployment_id

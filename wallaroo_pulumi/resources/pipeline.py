@@ -36,6 +36,7 @@ class PipelineInputs(BaseModel):
     deploy: bool = True
     deploy_timeout_s: float = Field(default=300, gt=0)
     workspace_id: int = Field(default=1, ge=1)
+    with_inference_key: bool = False
     url: str
 
     @field_validator("name")
@@ -57,9 +58,10 @@ class PipelineInputs(BaseModel):
         return self
 
 
-COMPARED = ("name", "steps", "deployment", "sidekick_env", "deploy", "workspace_id", "url")
+COMPARED = ("name", "steps", "deployment", "sidekick_env", "deploy", "workspace_id", "with_inference_key", "url")
 REPLACE_ON = ("name", "workspace_id")
-OUTPUT_KEYS = ("pipeline_id", "pipeline_version_pk_id", "version", "deployment_id", "inference_url", "status")
+OUTPUT_KEYS = ("pipeline_id", "pipeline_version_pk_id", "version", "deployment_id", "inference_url", "status",
+               "inference_key", "inference_key_id")
 
 
 def merged_config(props: dict[str, Any]) -> DeploymentConfig:
@@ -144,6 +146,7 @@ class PipelineProvider(ResourceProvider):
             report(f"WallarooPipeline {name}: {status} at {outs['inference_url']}")
         elif previous and previous.get("deployment_id"):
             api.undeploy(created.pipeline_id, previous["deployment_id"])
+        outs.update(inference_key_outputs(api, props, previous))
         return outs
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -168,13 +171,41 @@ class PipelineProvider(ResourceProvider):
         outs.setdefault("deploy_timeout_s", 300)
         outs["token"] = _base.secret(props.get("token"))
         outs["sidekick_env"] = _base.secret(props.get("sidekick_env") or {})
+        outs["inference_key"] = _base.secret(props.get("inference_key"))
+        outs.setdefault("with_inference_key", False)
         return _base.read_result(id_, outs, (*PipelineInputs.model_fields, "sidekick_env"))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
+        api = _base.client(props)
         try:
-            _base.client(props).delete_pipeline(int(id_))
+            api.delete_pipeline(int(id_))
         except NotFoundError:
             pass
+        revoke_key(api, props.get("inference_key_id"))
+
+
+def inference_key_outputs(api: Any, props: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The pipeline's inference-only key: kept across updates, created when asked for, revoked
+    when no longer asked for."""
+    old_id = (previous or {}).get("inference_key_id")
+    if props.get("with_inference_key"):
+        if old_id:
+            return {"inference_key_id": old_id, "inference_key": _base.secret((previous or {}).get("inference_key"))}
+        name = props["name"]
+        created = api.create_key(f"{name}-inference", "inference", workspace_id=int(props.get("workspace_id") or 1),
+                                 pipelines=[name])
+        report(f"WallarooPipeline {name}: inference-only key {created.key.id}")
+        return {"inference_key_id": created.key.id, "inference_key": _base.secret(created.secret.get_secret_value())}
+    revoke_key(api, old_id)
+    return {"inference_key_id": None, "inference_key": None}
+
+
+def revoke_key(api: Any, key_id: Any) -> None:
+    if key_id:
+        try:
+            api.revoke_key(int(key_id))
+        except NotFoundError:
+            pass  # already gone
 
 
 def curl_command(url: pulumi.Input[str], example: str = "Summarise why the sky is blue.") -> pulumi.Output[str]:
@@ -228,9 +259,11 @@ def split_deployment(deployment: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
-    """Model steps in order plus their deployment.
+    """Model steps in order plus their deployment. With `inference_key=True` it also holds an
+    inference-only key for its endpoint (revoked with the pipeline).
 
-    Outputs: `pipeline_id`, `version`, `deployment_id`, `inference_url`, `status`.
+    Outputs: `pipeline_id`, `version`, `deployment_id`, `inference_url`, `status`, and
+    `inference_key` (secret) / `inference_key_id` when asked for.
     """
 
     pipeline_id: pulumi.Output[int]
@@ -239,6 +272,8 @@ class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
     deployment_id: pulumi.Output[int]
     inference_url: pulumi.Output[str]
     status: pulumi.Output[str]
+    inference_key: pulumi.Output[str]
+    inference_key_id: pulumi.Output[int]
 
     def __init__(
         self,
@@ -250,6 +285,7 @@ class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
         name: str | None = None,
         deploy_timeout_s: float = 300,
         workspace_id: int = 1,
+        inference_key: bool = False,
         connection: Connection | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -264,11 +300,12 @@ class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
             "deploy": deploy,
             "deploy_timeout_s": deploy_timeout_s,
             "workspace_id": workspace_id,
+            "with_inference_key": inference_key,
             "url": url,
             "token": token,
             **{k: None for k in OUTPUT_KEYS},
         }
         opts = pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(additional_secret_outputs=["token", "sidekick_env"])
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["token", "sidekick_env", "inference_key"])
         )
         super().__init__(PipelineProvider(), resource_name, props, opts)
