@@ -1,0 +1,337 @@
+"""API keys over the whole API, on a REAL runtime (loopback): every route has an access rule; an
+expired, revoked or unknown key gets 401 everywhere; a key without the right gets 403 naming what
+it lacks; an inference-only key infers and does nothing else; a deployer reaches its own
+workspace only; the keys API itself (secret shown once, only hashes stored)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model, server_env
+from wallaroo_pulumi.client import AuthError, ConflictError, NotFoundError, ValidationError, WallarooClient, schema_to_b64
+from wallaroo_pulumi.runtime.access.policy import RULES, Find, Perm, Rule
+from wallaroo_pulumi.testing.byop import byop_source
+
+JSON = "application/json; format=pandas-records"
+PY = "3.9"  # a python_version every version of the upload API accepts
+
+
+@dataclass
+class World:
+    server: Server
+    admin: WallarooClient
+    ws2: int
+    model_id: int
+    version_id: int
+    pipeline_id: int
+    deployment: str
+    task_id: str
+    run_id: str
+    keys: dict[str, str] = field(default_factory=dict)  # name -> secret
+    key_ids: dict[str, int] = field(default_factory=dict)
+
+
+def wait_running(srv: Server, deployment: str, workspace_id: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = httpx.post(srv.url + "/v1/api/status/get_deployment", json={"name": deployment, "workspace_id": workspace_id},
+                       headers=srv.headers)
+        if r.status_code == 200 and r.json()["status"] == "Running":
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{deployment} not Running: {r.text}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("access")
+    srv = Server(root / "data", [], server_env()).start()
+    admin = srv.client()
+    try:
+        ws2 = admin.create_workspace("second").id
+        mv = admin.upload_model("acc-double", make_model(root, "acc-double", DOUBLE), X_SCHEMA, Y_SCHEMA, python_version=PY)
+        pipe = admin.create_pipeline("acc-pipe", steps=[mv])
+        dep = admin.deploy("acc-pipe", pipeline_id=pipe.pipeline_id, engine_config={"replica_count": 1})
+        mv2 = admin.upload_model("acc-two", make_model(root, "acc-two", DOUBLE), X_SCHEMA, Y_SCHEMA,
+                                 python_version=PY, workspace_id=ws2)
+        pipe2 = admin.create_pipeline("acc-two-pipe", steps=[mv2], workspace_id=ws2)
+        dep2 = admin.deploy("acc-two-pipe", pipeline_id=pipe2.pipeline_id, engine_config={"replica_count": 1})
+        admin.wait_for_deployment(f"acc-pipe-{dep}", timeout_s=120)
+        wait_running(srv, f"acc-two-pipe-{dep2}", ws2)  # the client's wait looks in workspace 1 only
+        task = admin.create_task("acc-task", {"monitored_pipeline": "acc-pipe", "listener_model": {"name": "acc-double"},
+                                              "window_seconds": 60}, timeout_s=60)
+        run = admin.wait_for_run(task.id, timeout_s=120)
+        w = World(srv, admin, ws2, mv.model_id, mv.id, pipe.pipeline_id, f"acc-pipe-{dep}", task.id, run.id)
+        soon = datetime.now(UTC) + timedelta(seconds=2)
+        for name, role, extra in (
+            ("admin-two", "admin", {}),
+            ("dep-one", "deployer", {"workspace_id": 1}),
+            ("dep-two", "deployer", {"workspace_id": ws2}),
+            ("web", "inference", {"pipelines": ["acc-pipe"]}),
+            ("web-logs", "inference", {"pipelines": ["acc-pipe"], "read_logs": True}),
+            ("ws2-infer", "inference", {"workspace_id": ws2}),
+            ("revoked", "admin", {}),
+            ("expired", "admin", {"expires_at": soon}),
+        ):
+            created = admin.create_key(name, role, **extra)
+            w.keys[name], w.key_ids[name] = created.secret.get_secret_value(), created.key.id
+        admin.revoke_key(w.key_ids["revoked"])
+        time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.2)
+        yield w
+    finally:
+        admin.close()
+        srv.stop()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request to a route, naming workspace 1's things; `safe` ones change nothing."""
+
+    method: str
+    path: str
+    json: object = None
+    safe: bool = True
+    content: bytes | None = None
+    content_type: str | None = None
+
+
+@cache
+def model_zip() -> bytes:
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as zf:
+        zf.writestr("model.py", byop_source(DOUBLE))
+    return sink.getvalue()
+
+
+def upload_body(workspace_id: int, boundary: str, metadata_first: bool = True) -> bytes:
+    meta = json.dumps({"name": "acc-upload", "workspace_id": workspace_id, "conversion": {"python_version": PY},
+                       "input_schema": schema_to_b64(X_SCHEMA), "output_schema": schema_to_b64(Y_SCHEMA)})
+    parts = [('name="metadata"', "application/json", meta.encode()),
+             ('name="file"; filename="m.zip"', "application/octet-stream", model_zip())]
+    if not metadata_first:
+        parts.reverse()
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; {d}\r\nContent-Type: {t}\r\n\r\n".encode() + data
+                    + b"\r\n" for d, t, data in parts)
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def samples(w: World) -> dict[tuple[str, str], Sample]:
+    listener = {"monitored_pipeline": "acc-pipe", "listener_model": {"name": "acc-double"}}
+    definition = {"steps": [{"ModelInference": {"models": [{"name": "acc-double"}]}}]}
+    now = datetime.now(UTC)
+    window = {"start": (now - timedelta(hours=1)).isoformat(), "end": now.isoformat()}
+    infer = {"content": b'[{"x": 1.0}]', "content_type": JSON}
+    b = "acc-boundary"
+    return {
+        ("GET", "/metrics"): Sample("GET", "/metrics"),
+        ("GET", "/v1/api/openapi.json"): Sample("GET", "/v1/api/openapi.json"),
+        ("GET", "/v1/api/docs"): Sample("GET", "/v1/api/docs"),
+        ("GET", "/docs/oauth2-redirect"): Sample("GET", "/docs/oauth2-redirect"),
+        ("POST", "/v1/api/workspaces/list"): Sample("POST", "/v1/api/workspaces/list", {}),
+        ("POST", "/v1/api/workspaces/create"): Sample("POST", "/v1/api/workspaces/create", {"workspace_name": "x"}, False),
+        ("POST", "/v1/api/keys/create"): Sample("POST", "/v1/api/keys/create", {"name": "x", "role": "admin"}, False),
+        ("POST", "/v1/api/keys/list"): Sample("POST", "/v1/api/keys/list", {}),
+        ("POST", "/v1/api/keys/get"): Sample("POST", "/v1/api/keys/get", {"id": 1}),
+        ("POST", "/v1/api/keys/update"): Sample("POST", "/v1/api/keys/update", {"id": w.key_ids["web"]}, False),
+        ("POST", "/v1/api/keys/revoke"): Sample("POST", "/v1/api/keys/revoke", {"id": w.key_ids["web"]}, False),
+        ("POST", "/v1/api/usage/get"): Sample("POST", "/v1/api/usage/get", {}),
+        ("POST", "/v1/api/models/upload_and_convert"): Sample(
+            "POST", "/v1/api/models/upload_and_convert", None, False, upload_body(1, b),
+            f"multipart/form-data; boundary={b}"),
+        ("POST", "/v1/api/models/list"): Sample("POST", "/v1/api/models/list", {"workspace_id": 1}),
+        ("POST", "/v1/api/models/list_versions"): Sample("POST", "/v1/api/models/list_versions",
+                                                         {"model_id": w.model_id, "models_pk_id": w.model_id}),
+        ("POST", "/v1/api/models/get_version_by_id"): Sample("POST", "/v1/api/models/get_version_by_id",
+                                                             {"model_version_id": w.version_id}),
+        ("POST", "/v1/api/models/delete"): Sample("POST", "/v1/api/models/delete", {"model_id": w.model_id}, False),
+        ("POST", "/v1/api/pipelines/create"): Sample("POST", "/v1/api/pipelines/create",
+                                                     {"pipeline_id": "acc-new", "definition": definition}, False),
+        ("POST", "/v1/api/pipelines/deploy"): Sample("POST", "/v1/api/pipelines/deploy",
+                                                     {"pipeline_id": w.pipeline_id, "deploy_id": "acc-pipe"}, False),
+        ("POST", "/v1/api/pipelines/undeploy"): Sample("POST", "/v1/api/pipelines/undeploy",
+                                                       {"pipeline_id": w.pipeline_id}, False),
+        ("POST", "/v1/api/pipelines/get"): Sample("POST", "/v1/api/pipelines/get", {"pipeline_id": w.pipeline_id}),
+        ("POST", "/v1/api/pipelines/list"): Sample("POST", "/v1/api/pipelines/list", {"workspace_id": 1}),
+        ("POST", "/v1/api/pipelines/delete"): Sample("POST", "/v1/api/pipelines/delete",
+                                                     {"pipeline_id": w.pipeline_id}, False),
+        ("POST", "/v1/api/status/get_deployment"): Sample("POST", "/v1/api/status/get_deployment", {"name": w.deployment}),
+        ("POST", "/v1/api/pipelines/get_logs"): Sample("POST", "/v1/api/pipelines/get_logs", {"pipeline_name": "acc-pipe"}),
+        ("POST", "/v1/api/pipelines/infer/{deploy_name}/{pipeline_name}"): Sample(
+            "POST", f"/v1/api/pipelines/infer/{w.deployment}/acc-pipe", **infer),
+        ("POST", "/v1/api/pipelines/infer/{deploy_name}"): Sample("POST", f"/v1/api/pipelines/infer/{w.deployment}", **infer),
+        ("POST", "/infer/{pipeline_name}"): Sample("POST", "/infer/acc-pipe", **infer),
+        ("POST", "/v1/api/task/run_once"): Sample("POST", "/v1/api/task/run_once", {"name": "x", "json": listener}, False),
+        ("POST", "/v1/api/task/run_scheduled"): Sample("POST", "/v1/api/task/run_scheduled",
+                                                       {"name": "x", "schedule": "0 0 1 1 *", "json": listener}, False),
+        ("POST", "/v1/api/task/get_by_id"): Sample("POST", "/v1/api/task/get_by_id", {"id": w.task_id}),
+        ("POST", "/v1/api/task/list"): Sample("POST", "/v1/api/task/list", {"workspace_id": 1}),
+        ("POST", "/v1/api/task/list_task_runs"): Sample("POST", "/v1/api/task/list_task_runs", {"id": w.task_id}),
+        ("POST", "/v1/api/task/get_logs_for_run"): Sample("POST", "/v1/api/task/get_logs_for_run", {"id": w.run_id}),
+        ("POST", "/v1/api/task/kill"): Sample("POST", "/v1/api/task/kill", {"id": w.task_id}, False),
+        ("POST", "/v1/api/task/update"): Sample("POST", "/v1/api/task/update", {"id": w.task_id, "timeout": 60}, False),
+        ("POST", "/v1/api/task/delete"): Sample("POST", "/v1/api/task/delete", {"id": w.task_id}, False),
+        ("POST", "/v1/api/listeners/results"): Sample("POST", "/v1/api/listeners/results", {"pipeline": "acc-pipe"}),
+        ("POST", "/v1/api/assays/run"): Sample("POST", "/v1/api/assays/run", {
+            "pipeline": "acc-pipe", "score": "y", "baseline": window, "window": window}),
+        ("POST", "/v1/api/listeners/builtins"): Sample("POST", "/v1/api/listeners/builtins", {}),
+    }
+
+
+def call(w: World, sample: Sample, token: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    if sample.content is not None:
+        headers["Content-Type"] = sample.content_type or "application/octet-stream"
+        return httpx.request(sample.method, w.server.url + sample.path, content=sample.content, headers=headers, timeout=60)
+    return httpx.request(sample.method, w.server.url + sample.path, json=sample.json, headers=headers, timeout=60)
+
+
+def rule_for(sample_key: tuple[str, str]) -> Rule:
+    return next(r for r in RULES if (r.method, r.path) == sample_key)
+
+
+def rule_of(sample_key: tuple[str, str]) -> Perm:
+    return rule_for(sample_key).perm
+
+
+def test_every_route_has_a_rule_and_a_sample(world: World) -> None:
+    spec = httpx.get(world.server.url + "/v1/api/openapi.json", headers=world.server.headers).json()
+    routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops} - {("GET", "/health")}
+    ruled = {(r.method, r.path) for r in RULES}
+    assert routes <= ruled, f"routes without an access rule (admin only until they get one): {sorted(routes - ruled)}"
+    assert set(samples(world)) == ruled
+
+
+def test_unknown_expired_and_revoked_keys_get_401_everywhere(world: World) -> None:
+    for key, sample in samples(world).items():
+        for token, says in (("wlr_not-a-key", "invalid token"), (world.keys["revoked"], "revoked"),
+                            (world.keys["expired"], "expired")):
+            r = call(world, sample, token)
+            assert r.status_code == 401, (key, token, r.text)
+            assert says in r.json()["error"] and r.headers["WWW-Authenticate"] == "Bearer", r.text
+            assert str(world.server.data_dir) not in r.text
+
+
+def test_an_inference_key_infers_and_does_nothing_else(world: World) -> None:
+    for key, sample in samples(world).items():
+        r = call(world, sample, world.keys["web"])
+        if rule_of(key) is Perm.INFER:
+            assert r.status_code == 200, (key, r.text)
+            assert r.json()[0]["out"]["y"] == 2.0
+        else:
+            assert r.status_code == 403, (key, r.text)
+            error = r.json()["error"]
+            assert f"key {world.key_ids['web']} ('web', role inference) lacks the '{rule_of(key)}' permission" in error
+    # ... on its own pipelines only
+    r = httpx.post(f"{world.server.url}/infer/acc-two-pipe", content=b'[{"x": 1.0}]',
+                   headers={"Authorization": f"Bearer {world.keys['web']}", "Content-Type": JSON})
+    assert r.status_code == 403 and "lacks 'infer' on pipeline 'acc-two-pipe'" in r.json()["error"], r.text
+    # the client infers with it (it may not read the pipeline to find its deployment)
+    with WallarooClient(world.server.url, world.keys["web"]) as web:
+        assert web.infer("acc-pipe", pd.DataFrame({"x": [3.0]}))["out.y"].tolist() == [6.0]
+        with pytest.raises(AuthError, match="lacks the 'deploy' permission"):
+            web.list_pipelines()
+
+
+def test_read_logs_widens_an_inference_key_to_its_pipelines_logs(world: World) -> None:
+    for key, sample in samples(world).items():
+        r = call(world, sample, world.keys["web-logs"])
+        allowed = rule_of(key) in (Perm.INFER, Perm.READ_LOGS)
+        assert (r.status_code not in (401, 403)) == allowed, (key, r.status_code, r.text)
+    r = httpx.post(world.server.url + "/v1/api/pipelines/get_logs", json={"pipeline_name": "acc-two-pipe"},
+                   headers={"Authorization": f"Bearer {world.keys['web-logs']}"})
+    assert r.status_code == 403 and "lacks 'read_logs' on pipeline 'acc-two-pipe'" in r.json()["error"], r.text
+
+
+def test_a_workspace_key_reaches_nothing_in_another_workspace(world: World) -> None:
+    for name in ("dep-two", "ws2-infer"):
+        for key, sample in samples(world).items():
+            r = call(world, sample, world.keys[name])
+            if name == "dep-two" and rule_for(key).find is Find.NOTHING and rule_for(key).perm is Perm.DEPLOY:
+                assert r.status_code == 200, (key, r.text)  # the docs and the listener catalogue hold no one's data
+                continue
+            assert r.status_code == 403, (name, key, r.text)
+            assert "lacks" in r.json()["error"]
+    dep2 = {"Authorization": f"Bearer {world.keys['dep-two']}"}
+    r = httpx.post(world.server.url + "/v1/api/models/list", json={"workspace_id": 1}, headers=dep2)
+    assert r.json()["error"].endswith(f"lacks 'deploy' on workspace 1: it is scoped to workspace {world.ws2}")
+    r = httpx.post(world.server.url + "/v1/api/models/list", json={}, headers=dep2)
+    assert r.status_code == 403 and f"pass workspace_id {world.ws2}" in r.json()["error"]
+    # its own workspace answers (the ws2 inference key infers there, and only infers)
+    r = httpx.post(world.server.url + "/v1/api/pipelines/list", json={"workspace_id": world.ws2}, headers=dep2)
+    assert r.status_code == 200 and [p["name"] for p in r.json()["pipelines"]] == ["acc-two-pipe"]
+    r = httpx.post(f"{world.server.url}/infer/acc-two-pipe", content=b'[{"x": 2.0}]',
+                   headers={"Authorization": f"Bearer {world.keys['ws2-infer']}", "Content-Type": JSON})
+    assert r.status_code == 200 and r.json()[0]["out"]["y"] == 4.0
+    # a pipeline in workspace 2 may not name a workspace-1 model version; an upload names its workspace first
+    r = httpx.post(world.server.url + "/v1/api/pipelines/create", headers=dep2, json={
+        "pipeline_id": "sneaky", "workspace_id": world.ws2,
+        "definition": {"steps": [{"ModelInference": {"models": [{"name": "acc-double", "model_version_id": world.version_id}]}}]}})
+    assert r.status_code == 403 and "workspace 1" in r.json()["error"], r.text
+    b = "late-metadata"
+    r = httpx.post(world.server.url + "/v1/api/models/upload_and_convert", content=upload_body(world.ws2, b, False),
+                   headers={**dep2, "Content-Type": f"multipart/form-data; boundary={b}"})
+    assert r.status_code == 400 and "'metadata' part first" in r.json()["error"], r.text
+    r = httpx.post(world.server.url + "/v1/api/models/upload_and_convert", content=upload_body(world.ws2, b),
+                   headers={**dep2, "Content-Type": f"multipart/form-data; boundary={b}"})
+    assert r.status_code in (200, 202), r.text
+
+
+def test_a_deployer_reaches_its_own_workspace_and_an_admin_key_everything(world: World) -> None:
+    for key, sample in samples(world).items():
+        if not sample.safe:
+            continue
+        r = call(world, sample, world.keys["dep-one"])
+        if rule_of(key) is Perm.ADMIN:
+            assert r.status_code == 403 and "lacks the 'admin' permission" in r.json()["error"], (key, r.text)
+        else:
+            assert r.status_code not in (401, 403), (key, r.text)
+        r = call(world, sample, world.keys["admin-two"])
+        assert r.status_code not in (401, 403), (key, r.text)
+
+
+def test_keys_api(world: World) -> None:
+    admin = world.admin
+    created = admin.create_key("temp", "inference", pipelines=["acc-pipe"], tokens_per_day=1000)
+    secret = created.secret.get_secret_value()
+    assert secret.startswith("wlr_") and secret not in repr(created)
+    listed = {k.id: k for k in admin.list_keys()}
+    assert listed[created.key.id].limits["tokens_per_day"] == 1000 and listed[created.key.id].last_used_at is None
+    assert secret not in json.dumps(httpx.post(world.server.url + "/v1/api/keys/list", json={},
+                                               headers=world.server.headers).json())
+    httpx.post(f"{world.server.url}/infer/acc-pipe", content=b'[{"x": 1.0}]',
+               headers={"Authorization": f"Bearer {secret}", "Content-Type": JSON})
+    assert admin.get_key(created.key.id).last_used_at is not None
+    updated = admin.update_key(created.key.id, name="renamed", limits={"requests_per_minute": 5}, expires_at=None)
+    assert updated.name == "renamed" and updated.limits == {"requests_per_minute": 5, "tokens_per_minute": None,
+                                                            "tokens_per_day": None}
+    revoked = admin.revoke_key(created.key.id)
+    assert revoked.status == "revoked" and created.key.id not in {k.id for k in admin.list_keys()}
+    assert created.key.id in {k.id for k in admin.list_keys(include_revoked=True)}
+    assert admin.revoke_key(created.key.id).revoked_at == revoked.revoked_at  # idempotent
+    # only hashes are stored
+    time.sleep(0.1)
+    db = (world.server.data_dir / "runtime.db").read_bytes() + (world.server.data_dir / "runtime.db-wal").read_bytes()
+    assert all(s.encode() not in db for s in [secret, *world.keys.values()])
+    # bad input names the field; the runtime's own admin token stays
+    with pytest.raises(ValidationError, match="workspace_id: a deployer key needs the workspace"):
+        admin.create_key("d", "deployer")
+    with pytest.raises(NotFoundError, match="workspace_id: no workspace with id 99"):
+        admin.create_key("d", "deployer", workspace_id=99)
+    with pytest.raises(ValidationError, match="expires_at: .* is not in the future"):
+        admin.create_key("d", "admin", expires_at="2001-01-01T00:00:00Z")
+    r = httpx.post(world.server.url + "/v1/api/keys/create", json={"name": "d", "role": "admin", "limits": {"rpm": 1}},
+                   headers=world.server.headers)
+    assert r.status_code == 400 and "limits.rpm: Extra inputs are not permitted" in r.json()["error"]
+    with pytest.raises(ConflictError, match="runtime's own admin token"):
+        admin.revoke_key(1)
