@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, ReadResult, Resource, ResourceProvider, UpdateResult
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
 
 from ..client import NotFoundError
 from . import _base
@@ -32,21 +32,42 @@ class ApiKeyInputs(BaseModel):
 
     name: str = Field(min_length=1, max_length=128)
     role: Literal["admin", "deployer", "inference"]
-    workspace_id: int | None = Field(default=None, ge=1)
-    pipelines: list[str] | None = None
-    read_logs: bool = False
+    workspace_id: int | None = Field(default=None, ge=1, validate_default=True)
+    pipelines: list[str] | None = Field(default=None, validate_default=True)
+    read_logs: bool = Field(default=False, validate_default=True)
     limits: KeyLimits = Field(default_factory=KeyLimits)
     expires_at: str | None = None
     url: str
 
+    @field_validator("workspace_id")
+    @classmethod
+    def _workspace(cls, v: int | None, info: ValidationInfo) -> int | None:
+        role = info.data.get("role")
+        if role == "deployer" and v is None:
+            raise ValueError("a deployer key needs the workspace it deploys to")
+        if role == "admin" and v is not None:
+            raise ValueError("an admin key reaches every workspace; leave it out")
+        return v
+
     @field_validator("pipelines")
     @classmethod
-    def _pipelines(cls, v: list[str] | None) -> list[str] | None:
-        for name in v or ():
+    def _pipelines(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if v is None:
+            return v
+        if info.data.get("role") not in ("inference", None):
+            raise ValueError(f"only inference keys name pipelines (a {info.data['role']} key reaches more)")
+        if not v:
+            raise ValueError("give at least one pipeline, or leave pipelines out for every pipeline of the workspace")
+        for name in v:
             if not PIPELINE_NAME.match(name):
                 raise ValueError(f"{name!r} is not a pipeline name (1-63 lowercase letters, digits or '-')")
-        if v is not None and not v:
-            raise ValueError("give at least one pipeline, or leave pipelines out for every pipeline of the workspace")
+        return v
+
+    @field_validator("read_logs")
+    @classmethod
+    def _read_logs(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("role") not in ("inference", None):
+            raise ValueError("only for inference keys (admin and deployer keys read logs already)")
         return v
 
     @field_validator("expires_at")
@@ -55,18 +76,6 @@ class ApiKeyInputs(BaseModel):
         if v is not None and datetime.fromisoformat(v).tzinfo is None:
             raise ValueError("needs a timezone (RFC 3339, e.g. 2030-01-01T00:00:00Z)")
         return v
-
-    @model_validator(mode="after")
-    def _role_fields(self) -> ApiKeyInputs:
-        if self.role == "deployer" and self.workspace_id is None:
-            raise ValueError("workspace_id: a deployer key needs the workspace it deploys to")
-        if self.role != "inference" and self.pipelines is not None:
-            raise ValueError(f"pipelines: only inference keys name pipelines (a {self.role} key reaches more)")
-        if self.role == "admin" and self.workspace_id is not None:
-            raise ValueError("workspace_id: an admin key reaches every workspace; leave it out")
-        if self.role != "inference" and self.read_logs:
-            raise ValueError("read_logs: only for inference keys (admin and deployer keys read logs already)")
-        return self
 
 
 COMPARED = ("name", "role", "workspace_id", "pipelines", "read_logs", "limits", "expires_at", "url")
