@@ -28,6 +28,13 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _uid_range(text: str) -> tuple[int, int]:
+    start, sep, end = text.partition("-")
+    if not (sep and start.isdigit() and end.isdigit() and 1 <= int(start) <= int(end) < 2**32 - 1):
+        raise argparse.ArgumentTypeError(f"expected START-END, two uids with 1 <= START <= END < 4294967295; got {text!r}")
+    return int(start), int(end)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallaroo-pulumi", description="Managed LLM inference endpoints as infrastructure code.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         "tasks, never fires cron ticks (any number of replicas); scheduler: the one process firing "
         "listener cron ticks (also answers the API; does not redeploy pipelines)",
     )
+
+    serve.add_argument(
+        "--insecure-sidekicks", action="store_true",
+        help="start sidekicks even where the kernel lacks a mechanism their sandbox needs (see /health); without "
+        "it such a runtime says what is missing and refuses to start them",
+    )
+    serve.add_argument("--sidekick-uids", type=_uid_range, default=None, metavar="START-END",
+                       help="as root: the uids sidekick workers run under, one each (default 2000000000-2000065535)")
 
     token = rsub.add_parser("token", help="print the admin token (for `Authorization: Bearer ...`)")
     token.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
@@ -82,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             extra["log_retention_s"] = args.log_retention
         if args.listener_lease:
             extra["listener_lease_s"] = args.listener_lease
+        if args.sidekick_uids:
+            extra["sidekick_uids"] = args.sidekick_uids
         from wallaroo_pulumi.runtime.auth import check_admin_token
         from wallaroo_pulumi.runtime.secrets import KEY_ENV as SECRETS_KEY_ENV
         from wallaroo_pulumi.runtime.secrets import MIN_KEY_CHARS
@@ -105,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             extra["secrets_key"] = secrets_key
         settings = RuntimeSettings(
             data_dir=Path(args.data_dir).expanduser(), host=args.host, port=args.port,
-            redeploy_on_start=not args.no_redeploy, log_level=args.log_level, role=args.role, **extra,
+            redeploy_on_start=not args.no_redeploy, log_level=args.log_level, role=args.role,
+            insecure_sidekicks=args.insecure_sidekicks, **extra,
         )
         serve(settings)
         return 0

@@ -49,6 +49,7 @@ class Server:
     url: str = ""
     token: str = ""
     log_path: Path = field(default=Path("/dev/null"))
+    prefix: list[str] = field(default_factory=list)  # e.g. a command that runs the runtime as another user
 
     def start(self, timeout: float = 30) -> Server:
         info = self.data_dir / "runtime.json"
@@ -56,7 +57,7 @@ class Server:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-runtime.log"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(self.data_dir),
+            [*self.prefix, sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(self.data_dir),
              "--host", "127.0.0.1", "--port", "0", *self.args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, cwd=str(REPO),
         )

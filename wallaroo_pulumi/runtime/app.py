@@ -47,7 +47,8 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     @app.get("/health", tags=["ops"], summary="Liveness (no auth)")
     async def health() -> dict:
         states = rt.engine.deployments.values()
-        return {"status": "ok", "version": VERSION, "deployments": {s.deploy_name: s.state for s in states}}
+        return {"status": "ok", "version": VERSION, "deployments": {s.deploy_name: s.state for s in states},
+                "sidekick_sandbox": rt.sandbox.report()}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     async def metrics() -> Response:

@@ -1,9 +1,10 @@
-"""A model's files on this host: its artifact unpacked once into `models/<sha>/`, its missing
-requirements installed once into `deps/<hash>/`."""
+"""A model's files on this host: its artifact unpacked once into `models/<sha>/` (readable by the
+sandboxed workers' uids), its missing requirements installed once, confined, into `deps/<hash>/`."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -13,12 +14,14 @@ import anyio
 from wallaroo_pulumi.runtime.artifacts import ArtifactStore
 from wallaroo_pulumi.runtime.errors import WallarooError
 from wallaroo_pulumi.runtime.requirements import ensure_requirements, read_requirements
+from wallaroo_pulumi.runtime.sandbox.sandbox import Sandbox
 from wallaroo_pulumi.runtime.sidekick.loader import unpack_artifact
 
 
 class ModelFiles:
-    def __init__(self, data_dir: Path, artifacts: ArtifactStore) -> None:
+    def __init__(self, data_dir: Path, artifacts: ArtifactStore, sandbox: Sandbox) -> None:
         self.artifacts = artifacts
+        self.sandbox = sandbox
         self.models_dir = data_dir / "models"
         self.deps_dir = data_dir / "deps"
         self.models_dir.mkdir(exist_ok=True)
@@ -40,6 +43,7 @@ class ModelFiles:
         root = Path(unpack_artifact(zip_path, tmp))
         rel = root.resolve().relative_to(tmp.resolve())
         (tmp / ".model_root").write_text(str(rel) or ".")
+        _readable(tmp)
         if final.exists():  # a half-finished earlier unpack (no marker): replace it
             shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -57,4 +61,15 @@ class ModelFiles:
         if not lines:
             return []
         async with self._req_lock:
-            return await anyio.to_thread.run_sync(lambda: ensure_requirements(lines, self.deps_dir, cwd=model_dir))
+            return await anyio.to_thread.run_sync(
+                lambda: ensure_requirements(lines, self.deps_dir, sandbox=self.sandbox, cwd=model_dir))
+
+
+def _readable(folder: Path) -> None:
+    """Folders 0755 and files 0644 (0755 if executable): a worker running under a uid of its own
+    reads them; the data directory around them stays closed (0700, and outside its private root)."""
+    for root, _dirs, files in os.walk(folder):
+        os.chmod(root, 0o755)
+        for name in files:
+            path = os.path.join(root, name)
+            os.chmod(path, 0o755 if os.stat(path).st_mode & 0o100 else 0o644)

@@ -1,19 +1,27 @@
 """A model's Python requirements: use the runtime's environment when it already
-satisfies them, else `pip install --target <data>/deps/<hash>` once and put that
-folder on the sidekick's PYTHONPATH."""
+satisfies them, else `pip install --target <data>/deps/<hash>` once, confined like a
+sidekick (its setup.py is the model's code), and put that folder on the sidekick's PYTHONPATH."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
+
+from wallaroo_pulumi.runtime.sandbox.sandbox import Sandbox
+
+#: What of the runtime's environment pip gets: its own settings (index, trusted hosts) and proxies.
+PIP_ENV_PREFIXES = ("PIP_",)
+PIP_ENV_NAMES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
 
 class RequirementsError(Exception):
@@ -53,47 +61,82 @@ def satisfied(line: str) -> bool:
     return req.specifier.contains(version, prereleases=True)
 
 
-def ensure_requirements(lines: list[str], deps_root: Path, timeout_s: float = 900, cwd: Path | None = None) -> list[Path]:
+def pip_env(home: Path) -> dict[str, str]:
+    """pip's whole environment: nothing of the runtime's but pip's own settings and proxies."""
+    env = {"PATH": os.environ.get("PATH") or os.defpath, "HOME": str(home), "TMPDIR": str(home),
+           "LANG": os.environ.get("LANG") or "C.UTF-8", "PIP_NO_INPUT": "1", "PIP_NO_CACHE_DIR": "1"}
+    env.update({k: v for k, v in os.environ.items() if k.startswith(PIP_ENV_PREFIXES) or k in PIP_ENV_NAMES})
+    return env
+
+
+def _local_paths(env: dict[str, str]) -> list[str]:
+    """Local folders and files pip's settings name (PIP_FIND_LINKS=/opt/wheels, PIP_CERT=...): readable to pip."""
+    tokens = (t.removeprefix("file://") for k, v in env.items() if k.startswith(PIP_ENV_PREFIXES) for t in v.split())
+    return [t for t in tokens if os.path.isabs(t) and os.path.exists(t)]
+
+
+def ensure_requirements(lines: list[str], deps_root: Path, *, sandbox: Sandbox, cwd: Path,
+                        timeout_s: float = 900) -> list[Path]:
     """[] when nothing is missing, else [the folder holding the installed packages].
 
-    Option lines (`--no-index`, `--find-links wheels/`, ...) go to pip, which runs in `cwd` (the model folder).
+    Option lines (`--no-index`, `--find-links wheels/`, ...) go to pip, which runs in `cwd` (the model
+    folder). The folder is the model's own: a requirement's setup.py runs the model's code, so what it
+    leaves there must never be imported by another model.
     """
     options = [line for line in lines if line.startswith("-")]
     missing = [line for line in lines if not line.startswith("-") and not satisfied(line)]
     if not missing:
         return []
-    basis = "\n".join(sorted(missing)) + f"\n{sys.version_info[:2]}"
-    if options:
-        basis += "\n" + "\n".join(options) + f"\n{cwd}"
+    basis = "\n".join(sorted(missing)) + f"\n{sys.version_info[:2]}\n" + "\n".join(options) + f"\n{cwd}"
     key = hashlib.sha256(basis.encode()).hexdigest()[:24]
     target = deps_root / key
     if (target / ".complete").exists():
         return [target]
     deps_root.mkdir(parents=True, exist_ok=True)
     tmp = deps_root / f".{key}.{uuid.uuid4().hex}.tmp"
-    req_file = deps_root / f".{key}.{uuid.uuid4().hex}.txt"
-    req_file.write_text("\n".join(options + missing) + "\n")
-    cmd = [
-        sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
-        "--target", str(tmp), "-r", str(req_file),
-    ]
+    box = sandbox.open()
     try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout_s, cwd=str(cwd) if cwd else None,
-            env={**os.environ, "PIP_NO_INPUT": "1"},
-        )
+        tmp.mkdir()
+        box.give(tmp)
+        req_file = box.scratch / "requirements.txt"
+        req_file.write_text("\n".join(options + missing) + "\n")
+        cmd = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
+               "--target", str(tmp), "-r", str(req_file)]
+        env = pip_env(box.scratch)
+        argv, env, run_cwd = box.command(cmd, env, cwd=str(cwd), read=[cwd, *_local_paths(env)], write=[tmp])
+        returncode, output = _run(argv, env, run_cwd, timeout_s)
     except subprocess.TimeoutExpired:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RequirementsError(f"pip install of {missing} did not finish within {timeout_s:.0f}s") from None
     finally:
-        req_file.unlink(missing_ok=True)
-    if proc.returncode != 0:
+        box.close()  # first: nothing it started may still write into tmp
+    if returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        tail = "\n".join(output.strip().splitlines()[-8:])
         raise RequirementsError(f"pip could not install the model's requirements {missing}: {tail}")
-    (tmp / ".complete").write_text("\n".join(missing) + "\n")
+    sandbox.reclaim(tmp)
+    marker = tmp / ".complete"
+    with contextlib.suppress(FileNotFoundError):
+        marker.unlink()  # the install may have left one (a symlink, even): ours replaces it
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(missing) + "\n")
     try:
         os.replace(tmp, target)
     except OSError:  # another deploy finished the same install first
         shutil.rmtree(tmp, ignore_errors=True)
     return [target]
+
+
+def _run(argv: list[str], env: dict[str, str], cwd: str, timeout_s: float) -> tuple[int, str]:
+    """Run pip in a session of its own; on timeout kill the session (builds it started included)."""
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, output

@@ -30,9 +30,11 @@ from wallaroo_pulumi.runtime.model_files import ModelFiles
 from wallaroo_pulumi.runtime.pipelines import Pipelines
 from wallaroo_pulumi.runtime.registry import Registry
 from wallaroo_pulumi.runtime.retention import LogRetention
+from wallaroo_pulumi.runtime.sandbox.sandbox import Sandbox
+from wallaroo_pulumi.runtime.sandbox.support import Support
 from wallaroo_pulumi.runtime.secrets import SecretBox
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
-from wallaroo_pulumi.runtime.sidekick import LocalPlacement
+from wallaroo_pulumi.runtime.sidekick import SandboxedPlacement
 
 log = logging.getLogger("wallaroo_pulumi.runtime")
 
@@ -55,8 +57,12 @@ class Runtime:
         self.artifacts = ArtifactStore(data_dir / "artifacts")
         self.logstore = LogStore.shared(data_dir / "logs")
         self.metrics = Metrics()
-        self.model_files = ModelFiles(data_dir, self.artifacts)
-        self.placement = LocalPlacement()  # one for pipeline steps and listener models alike
+        # every worker and every requirements install confined; refused where the kernel cannot (D31)
+        self.sandbox = Sandbox(Support.detect(), uids=settings.sidekick_uids, protect=[data_dir],
+                               insecure=settings.insecure_sidekicks)
+        self.sandbox.log_status()
+        self.model_files = ModelFiles(data_dir, self.artifacts, self.sandbox)
+        self.placement = SandboxedPlacement(self.sandbox)  # one for pipeline steps and listener models alike
         self.engine = Engine(self.model_files, self.placement, self.metrics, settings.host)
         self.registry = Registry(self.db, self.artifacts, self.model_files.models_dir)
         self.pipelines = Pipelines(self.db, self.registry)

@@ -61,6 +61,17 @@ class RuntimeSettings(BaseModel):
         "replicas sharing a data dir then agree on it",
     )
 
+    insecure_sidekicks: bool = Field(
+        default=False,
+        description="start sidekicks even where the kernel lacks a mechanism the sandbox needs (confined as far as "
+        "it can be); without it such a runtime refuses to start them",
+    )
+    sidekick_uids: tuple[int, int] = Field(
+        default=(2_000_000_000, 2_000_065_535),
+        description="as root, each sidekick worker and each requirements install runs under a uid of its own from "
+        "this range (inclusive), shared with every runtime on the host",
+    )
+
     secrets_key: SecretStr | None = Field(
         default=None,
         description="key sealing sidekick credentials in runtime.db (from $WALLAROO_SECRETS_KEY); "
@@ -69,6 +80,9 @@ class RuntimeSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> RuntimeSettings:
+        low, high = self.sidekick_uids
+        if not 1 <= low <= high <= 4_294_967_294:
+            raise ValueError(f"sidekick_uids: expected START-END with 1 <= START <= END < 4294967295, got {low}-{high}")
         if self.role == "scheduler" and not self.listeners:
             raise ValueError("role: 'scheduler' runs the listener scheduler, so listeners must be enabled")
         if self.admin_token is not None:

@@ -19,12 +19,14 @@ if TYPE_CHECKING:
     )
     from wallaroo_pulumi.runtime.sidekick.placement import LocalPlacement, Placement
     from wallaroo_pulumi.runtime.sidekick.pool import SidekickPool
+    from wallaroo_pulumi.runtime.sidekick.sandboxed import SandboxedPlacement
     from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
     from wallaroo_pulumi.runtime.sidekick.supervisor import Sidekick
 
 _SOURCES = {
     "LocalPlacement": "wallaroo_pulumi.runtime.sidekick.placement",
     "Placement": "wallaroo_pulumi.runtime.sidekick.placement",
+    "SandboxedPlacement": "wallaroo_pulumi.runtime.sidekick.sandboxed",
     "Sidekick": "wallaroo_pulumi.runtime.sidekick.supervisor",
     "SidekickCrashedError": "wallaroo_pulumi.runtime.sidekick.errors",
     "SidekickError": "wallaroo_pulumi.runtime.sidekick.errors",
@@ -34,7 +36,7 @@ _SOURCES = {
     "SidekickSpec": "wallaroo_pulumi.runtime.sidekick.spec",
 }
 __all__ = [
-    "LocalPlacement", "Placement", "Sidekick", "SidekickCrashedError", "SidekickError", "SidekickLoadError",
+    "LocalPlacement", "Placement", "SandboxedPlacement", "Sidekick", "SidekickCrashedError", "SidekickError", "SidekickLoadError",
     "SidekickPool", "SidekickPredictError", "SidekickSpec",
 ]
 

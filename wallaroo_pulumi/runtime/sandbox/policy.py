@@ -1,0 +1,34 @@
+"""`Policy`: what one confined process may use, as the runtime hands it to the launcher. Kept to
+the standard library: the launcher imports it before anything else."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+#: The launcher's environment variable holding the confined command's whole environment (JSON).
+ENV_VAR = "WALLAROO_CONFINED_ENV"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Paths are absolute. Anything not listed is out of reach."""
+
+    read: tuple[str, ...] = ()  # read and execute
+    listed: tuple[str, ...] = ()  # folders whose names may be listed, nothing more (a source checkout's root)
+    write: tuple[str, ...] = ()  # read, write, create, remove, execute
+    devices: tuple[str, ...] = ()  # device nodes: read, write, ioctl
+    hidden: tuple[str, ...] = ()  # in a private root: empty, even where a path above is bound (the data directory)
+    cwd: str = "/"
+    uid: int | None = None  # root only: run as this uid and gid, in a private root holding only the paths above
+    landlock_abi: int = 0  # the Landlock ABI to enforce the paths and scopes with; 0: none
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Policy:
+        data = json.loads(text)
+        for key in ("read", "listed", "write", "devices", "hidden"):
+            data[key] = tuple(data[key])
+        return cls(**data)
