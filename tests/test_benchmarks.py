@@ -15,7 +15,7 @@ BENCHMARKS = sorted((REPO / "benchmarks").glob("bench_*.py"))
 
 def test_every_benchmark_is_found() -> None:
     assert {p.name for p in BENCHMARKS} >= {"bench_autoscale.py", "bench_endpoints.py", "bench_listeners.py", "bench_preview.py",
-                                            "bench_runtime.py"}
+                                            "bench_runtime.py", "bench_sandbox.py"}
 
 
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
