@@ -10,6 +10,8 @@ import uuid
 import zipfile
 from pathlib import Path
 
+from wallaroo_pulumi.runtime.fsync import fsync_dir
+
 
 class UploadTooLarge(Exception):
     def __init__(self, limit: int) -> None:
@@ -52,7 +54,7 @@ class ArtifactWriter:
             self.tmp_path.unlink(missing_ok=True)
         else:
             os.replace(self.tmp_path, final)
-            self.store.fsync_dir(final.parent)
+            fsync_dir(final.parent)
         return sha, final
 
     def abort(self) -> None:
@@ -91,13 +93,6 @@ class ArtifactStore:
     def delete(self, sha: str) -> None:
         self.path_for(sha).unlink(missing_ok=True)
 
-    @staticmethod
-    def fsync_dir(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def validate_byop_zip(path: Path) -> list[str]:

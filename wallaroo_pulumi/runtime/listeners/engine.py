@@ -18,6 +18,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wallaroo_pulumi.runtime.logstore import TIME_TYPE, LogStore
+from wallaroo_pulumi.runtime.logstore.time_column import to_ms
 
 from .errors import ListenerRunError
 from .executor import Executor, ListenerModelRef
@@ -68,18 +69,6 @@ def score_pipeline_name(monitored: str, listener: str) -> str:
 
 def stream_id(monitored: str, score_pipeline: str) -> str:
     return f"{monitored}->{score_pipeline}"
-
-
-def to_ms(v: datetime | int | float | str | None) -> int | None:
-    if v is None:
-        return None
-    if isinstance(v, str):
-        v = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    if isinstance(v, datetime):
-        if v.tzinfo is None:
-            v = v.replace(tzinfo=UTC)
-        return int(v.timestamp() * 1000)
-    return int(v)
 
 
 def iso(ms: float | int | None) -> str | None:

@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import Request
 
-from .engine import ORCHESTRATION, to_ms
+from wallaroo_pulumi.runtime.logstore.time_column import to_ms
+
+from .engine import ORCHESTRATION
 from .errors import BadListenerRequest
 
 ASSAY_OPTIONS = ("metric", "bins", "bin_mode", "aggregation", "threshold", "warning_threshold")

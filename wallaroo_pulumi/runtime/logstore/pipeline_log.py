@@ -12,12 +12,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from wallaroo_pulumi.runtime.fsync import fsync_dir
 from wallaroo_pulumi.runtime.logstore.query import LogPage, Order, decode_cursor, read_page
 from wallaroo_pulumi.runtime.logstore.segments import (
     Segment,
     Segments,
     create_stream,
-    fsync_dir,
     read_segment,
     read_stream_file,
     seal_orphan,

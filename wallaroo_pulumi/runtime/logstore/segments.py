@@ -14,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from wallaroo_pulumi.runtime.fsync import fsync_dir
+
 
 @dataclass
 class Segment:
@@ -38,14 +40,6 @@ def segment_path(directory: Path, seq: int, suffix: str) -> Path:
 def seq_of(name: str, suffixes: tuple[str, ...] = ("arrows", "parquet")) -> int | None:
     stem, _, suffix = name.partition(".")
     return int(stem) if suffix in suffixes and stem.isdigit() else None
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_stream_file(path: Path) -> pa.Table | None:
