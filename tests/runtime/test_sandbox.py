@@ -24,9 +24,14 @@ import pytest
 
 from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model, make_zip, server_env
 from wallaroo_pulumi.client import DeploymentError
+from wallaroo_pulumi.runtime.sandbox.support import SIGNAL_SCOPE_ABI, Support
 from wallaroo_pulumi.testing.byop import byop_source
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs the runtime as root and as another user")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="runs the runtime as root and as another user"),
+    pytest.mark.skipif(Support.detect().landlock_abi < SIGNAL_SCOPE_ABI,
+                       reason=f"the kernel has no Landlock ABI {SIGNAL_SCOPE_ABI} (Linux 6.12): the runtime refuses sidekicks"),
+]
 
 HONEST_SECRET = "honest-application-credentials-7f3a9c"
 NON_ROOT_UID = 10001
