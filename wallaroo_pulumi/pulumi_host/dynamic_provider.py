@@ -16,6 +16,7 @@ PROVIDER_KEY = "__provider"
 
 # dynamic resource type (after "pulumi-python:dynamic/") -> "module:ProviderClass"
 PROVIDERS = {
+    "wallaroo:ApiKey": "wallaroo_pulumi.resources.api_key:ApiKeyProvider",
     "wallaroo:Model": "wallaroo_pulumi.resources.model:ModelProvider",
     "wallaroo:Pipeline": "wallaroo_pulumi.resources.pipeline:PipelineProvider",
     "wallaroo:ListenerSchedule": "wallaroo_pulumi.resources.listener_schedule:ScheduleProvider",

@@ -31,43 +31,37 @@ class ApiKeyInputs(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str = Field(min_length=1, max_length=128)
-    role: Literal["admin", "deployer", "inference"]
-    workspace_id: int | None = Field(default=None, ge=1, validate_default=True)
-    pipelines: list[str] | None = Field(default=None, validate_default=True)
-    read_logs: bool = Field(default=False, validate_default=True)
+    workspace_id: int | None = Field(default=None, ge=1)
+    pipelines: list[str] | None = None
+    read_logs: bool = False
+    role: Literal["admin", "deployer", "inference"]  # after the fields its rules read
     limits: KeyLimits = Field(default_factory=KeyLimits)
     expires_at: str | None = None
     url: str
 
-    @field_validator("workspace_id")
-    @classmethod
-    def _workspace(cls, v: int | None, info: ValidationInfo) -> int | None:
-        role = info.data.get("role")
-        if role == "deployer" and v is None:
-            raise ValueError("a deployer key needs the workspace it deploys to")
-        if role == "admin" and v is not None:
-            raise ValueError("an admin key reaches every workspace; leave it out")
-        return v
-
     @field_validator("pipelines")
     @classmethod
-    def _pipelines(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        if v is None:
-            return v
-        if info.data.get("role") not in ("inference", None):
-            raise ValueError(f"only inference keys name pipelines (a {info.data['role']} key reaches more)")
-        if not v:
+    def _pipelines(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
             raise ValueError("give at least one pipeline, or leave pipelines out for every pipeline of the workspace")
-        for name in v:
+        for name in v or ():
             if not PIPELINE_NAME.match(name):
                 raise ValueError(f"{name!r} is not a pipeline name (1-63 lowercase letters, digits or '-')")
         return v
 
-    @field_validator("read_logs")
+    @field_validator("role")
     @classmethod
-    def _read_logs(cls, v: bool, info: ValidationInfo) -> bool:
-        if v and info.data.get("role") not in ("inference", None):
-            raise ValueError("only for inference keys (admin and deployer keys read logs already)")
+    def _role_fields(cls, v: str, info: ValidationInfo) -> str:
+        """Reported on `role`, which is always given (preview drops failures of fields left out)."""
+        given = info.data
+        if v == "deployer" and given.get("workspace_id") is None:
+            raise ValueError("a deployer key needs workspace_id, the workspace it deploys to")
+        if v == "admin" and given.get("workspace_id") is not None:
+            raise ValueError("an admin key reaches every workspace: leave workspace_id out")
+        if v != "inference" and given.get("pipelines") is not None:
+            raise ValueError(f"only inference keys name pipelines (a {v} key reaches more): leave pipelines out")
+        if v != "inference" and given.get("read_logs"):
+            raise ValueError("read_logs is only for inference keys (admin and deployer keys read logs already)")
         return v
 
     @field_validator("expires_at")
