@@ -1,4 +1,5 @@
-"""The `wallaroo-pulumi` console script: `runtime serve`, `runtime token`, and `status`/`infer`/`logs` (from `cli_ops`)."""
+"""The `wallaroo-pulumi` console script: `runtime serve`, `runtime token`, `status`/`infer`/`logs` (from `cli_ops`)
+and `keys` (from `cli_keys`)."""
 
 from __future__ import annotations
 
@@ -72,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     token = rsub.add_parser("token", help="print the admin token (for `Authorization: Bearer ...`)")
     token.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
 
-    from wallaroo_pulumi.cli_ops import add_commands
+    from wallaroo_pulumi import cli_keys, cli_ops
 
-    add_commands(sub, DEFAULT_DATA_DIR)
+    cli_ops.add_commands(sub, DEFAULT_DATA_DIR)
+    cli_keys.add_commands(sub, DEFAULT_DATA_DIR)
     return parser
 
 
@@ -84,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         from wallaroo_pulumi.cli_ops import run
 
         return run(args)
+    if args.command == "keys":
+        from wallaroo_pulumi.cli_keys import run as run_keys
+
+        return run_keys(args)
     if args.command == "runtime" and args.runtime_command == "serve":
         from wallaroo_pulumi.runtime.server import serve
         from wallaroo_pulumi.runtime.settings import RuntimeSettings

@@ -16,28 +16,30 @@ if TYPE_CHECKING:  # the client (pyarrow, pandas) loads only when a command runs
     from wallaroo_pulumi.client import Pipeline, WallarooClient
 
 
-def add_commands(sub: Any, default_data_dir: str) -> None:
-    def connection(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--url", help="runtime URL (default: $WALLAROO_URL, else the local runtime of --data-dir)")
-        parser.add_argument("--token", help="bearer token (default: $WALLAROO_TOKEN, else DATA_DIR/admin.token)")
-        parser.add_argument("--data-dir", default=default_data_dir, help=f"local runtime (default {default_data_dir})")
+def connection(parser: argparse.ArgumentParser, default_data_dir: str) -> None:
+    """The options every command that talks to a runtime takes."""
+    parser.add_argument("--url", help="runtime URL (default: $WALLAROO_URL, else the local runtime of --data-dir)")
+    parser.add_argument("--token", help="bearer token (default: $WALLAROO_TOKEN, else DATA_DIR/admin.token)")
+    parser.add_argument("--data-dir", default=default_data_dir, help=f"local runtime (default {default_data_dir})")
 
+
+def add_commands(sub: Any, default_data_dir: str) -> None:
     status = sub.add_parser("status", help="pipelines and their deployment status; exit 1 unless all are Running")
     status.add_argument("pipelines", nargs="*", help="only these (default: every deployed pipeline)")
     status.add_argument("--json", action="store_true", help="one JSON document instead of a table")
-    connection(status)
+    connection(status, default_data_dir)
 
     infer = sub.add_parser("infer", help="one inference, answered as pandas-records JSON")
     infer.add_argument("pipeline")
     source = infer.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help='pandas-records JSON, e.g. \'[{"text": "hello"}]\'')
     source.add_argument("--file", help="a .json (pandas records) or .arrow file, sent as the docs' curl does")
-    connection(infer)
+    connection(infer, default_data_dir)
 
     logs = sub.add_parser("logs", help="the newest logged inferences, one JSON object per line")
     logs.add_argument("pipeline")
     logs.add_argument("--limit", type=int, default=20)
-    connection(logs)
+    connection(logs, default_data_dir)
 
 
 def connect(args: argparse.Namespace) -> WallarooClient:
