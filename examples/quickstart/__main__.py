@@ -3,7 +3,8 @@
 - `LocalRuntime` starts the bundled runtime (data under .state/quickstart by default);
 - `llm` is the OpenAI BYOP adapter, pointed at `openai_base_url` (the quickstart script
   serves a local OpenAI-compatible stand-in there; point it at the real API to go live);
-- the pipeline `[llm, validator]` answers with the text and its toxicity/sentiment/hate scores;
+- the pipeline `[llm, validator]` answers with the text and its toxicity/sentiment/hate scores,
+  and holds an inference-only key for its endpoint (`inference_key`: it can infer, nothing else);
 - `LLMListenerSchedule` scores the logged answers offline every 10 minutes.
 
 Config: `openai_base_url`, `openai_api_key` (secret), optional `openai_model`, `data_dir`.
@@ -49,7 +50,8 @@ deployment = (
     .sidekick_cpus(validator, 1).sidekick_memory(validator, "2Gi")
     .build()
 )
-pipeline = WallarooPipeline("llm-pipeline", steps=[llm, validator], deployment=deployment, connection=conn)
+pipeline = WallarooPipeline("llm-pipeline", steps=[llm, validator], deployment=deployment, connection=conn,
+                            inference_key=True)
 
 schedule = LLMListenerSchedule("llm-listener-schedule", pipeline=pipeline, listener=listener,
                                schedule="*/10 * * * *", window_seconds=24 * 3600, connection=conn,
@@ -60,7 +62,8 @@ pulumi.export("inference_url", pipeline.inference_url)
 pulumi.export("pipeline_version", pipeline.version)
 pulumi.export("listener_task_id", schedule.task_id)
 pulumi.export("curl", pipeline.inference_url.apply(
-    lambda url: f"curl -s -X POST {url} -H \"Authorization: Bearer $(pulumi stack output token --show-secrets)\" "
+    lambda url: f"curl -s -X POST {url} -H \"Authorization: Bearer $(pulumi stack output inference_key --show-secrets)\" "
                 "-H 'Content-Type: application/json; format=pandas-records' "
                 "--data '[{\"text\": \"Summarise why the sky is blue.\"}]'"))
-pulumi.export("token", runtime.token)
+pulumi.export("inference_key", pipeline.inference_key)
+pulumi.export("token", runtime.token)  # the admin token: for the listener and management calls only

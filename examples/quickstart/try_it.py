@@ -33,9 +33,9 @@ def main() -> int:
     outputs = stack_outputs(args.stack)
     token = str(outputs["token"])
 
-    # The documented curl call, made with httpx: pandas-records JSON in and out.
+    # The documented curl call, made with httpx with the pipeline's inference-only key: pandas-records JSON in and out.
     response = httpx.post(str(outputs["inference_url"]), json=[{"text": args.prompt}], timeout=120,
-                          headers={"Authorization": f"Bearer {token}",
+                          headers={"Authorization": f"Bearer {outputs['inference_key']}",
                                    "Content-Type": "application/json; format=pandas-records"})
     if response.status_code != 200:
         print(f"inference failed ({response.status_code}): {response.text}", file=sys.stderr)
@@ -46,7 +46,7 @@ def main() -> int:
     print("in-line validation: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                             for k, v in sorted(scores.items())))
 
-    # One run of the listener now (the schedule runs it every 10 minutes).
+    # One run of the listener now (the schedule runs it every 10 minutes): a management call, with the admin token.
     with WallarooClient(str(outputs["runtime_url"]), token) as api:
         scheduled = api.get_task(str(outputs["listener_task_id"]))
         task = api.create_task(f"{scheduled.name}-now", scheduled.json_args, timeout_s=300)

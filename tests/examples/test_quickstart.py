@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from wallaroo_pulumi.standins import OpenAIStandin
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack
 
@@ -33,6 +35,12 @@ def test_quickstart_answers_validates_and_scores(pulumi_stack: PulumiStack, tmp_
 
         first = try_it(pulumi_stack)
         assert first.returncode == 0, first.stderr
+        # the documented curl and try_it infer with the pipeline's inference-only key, which can do nothing else
+        outs = pulumi_stack.outputs(show_secrets=True)
+        assert "stack output inference_key --show-secrets" in outs["curl"]
+        denied = httpx.post(f"{outs['runtime_url']}/v1/api/keys/list", json={},
+                            headers={"Authorization": f"Bearer {outs['inference_key']}"})
+        assert denied.status_code == 403, denied.text
         assert "answer : echo: Summarise in one sentence why the sky is blue." in first.stdout, first.stdout
         assert re.search(r"in-line validation: .*toxicity=0\.\d{3}", first.stdout), first.stdout
         assert re.search(r"listener run \S+: succeeded, 1 rows scored", first.stdout), first.stdout
