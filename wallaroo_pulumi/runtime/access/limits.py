@@ -1,6 +1,6 @@
 """Per-key limits as token buckets: requests per minute, and LLM tokens per minute and per day.
 A request is refused (429, Retry-After) while a bucket is empty; tokens are charged after the
-call, when the upstream has said how many it spent, so one call may overdraw a bucket (D31)."""
+call, when the upstream has said how many it spent, so one call may overdraw a bucket (D32)."""
 
 from __future__ import annotations
 
