@@ -48,6 +48,9 @@ class AccessMiddleware:
         self._hinted = -HINT_EVERY_S
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # no route takes one: refused rather than let past unauthenticated
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
