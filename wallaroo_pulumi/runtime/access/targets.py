@@ -94,6 +94,11 @@ class Targets:
             return MISSING if row is None else Target(frozenset({row["workspace_id"]}), row["name"])
         if isinstance(name, str):
             return Target(frozenset({integer(body, "workspace_id", 1) or 1}), name)
+        deployment_id = integer(body, "deployment_id")
+        if deployment_id is not None:  # undeploy by the deployment's id alone
+            row = self.db.one("SELECT p.workspace_id, p.name FROM deployments d JOIN pipelines p ON p.id = d.pipeline_id "
+                              "WHERE d.id = ?", (deployment_id,))
+            return MISSING if row is None else Target(frozenset({row["workspace_id"]}), row["name"])
         return MISSING  # the route answers that it needs one of them
 
     def _new_pipeline(self, body: dict[str, Any]) -> Target:
