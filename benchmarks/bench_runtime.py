@@ -171,7 +171,7 @@ def upload_rss(client: WallarooClient, server_pid: int, gib: float) -> dict[str,
     length, gen = big_zip_stream(size)
     meta = json.dumps({
         "name": "big-artifact", "visibility": "private", "workspace_id": 1,
-        "conversion": {"framework": "custom", "python_version": "3.11", "requirements": []},
+        "conversion": {"framework": "custom", "python_version": "3.8", "requirements": []},
         "input_schema": schema_to_b64(pa.schema([("text", pa.string())])),
         "output_schema": schema_to_b64(pa.schema([("generated_text", pa.string())])),
     })
@@ -210,7 +210,7 @@ def upload_rss(client: WallarooClient, server_pid: int, gib: float) -> dict[str,
     sampler.join()
     r.raise_for_status()
     version = client.get_model_version(r.json()["insert_models"]["returning"][0]["models"][0]["id"])
-    client.delete_model(version.model_id)  # don't keep 2 GiB around
+    client.delete_model(version.name)  # don't keep 2 GiB around
     return {"bytes": length, "seconds": took, "baseline_mb": baseline / 2**20, "peak_mb": peak[0] / 2**20,
             "growth_mb": (peak[0] - baseline) / 2**20, "mb_per_s": length / 2**20 / took}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pydantic
 import pytest
 
+from wallaroo_pulumi import engine_config
 from wallaroo_pulumi.deployment import DeploymentConfig, DeploymentConfigBuilder, parse_memory_quantity
 
 
@@ -22,21 +23,70 @@ def test_bad_memory_quantity_says_what_is_expected(text: str) -> None:
         parse_memory_quantity(text)
 
 
-def test_builder_matches_wallaroo_names_and_keys_sidekicks_by_model_name() -> None:
+def test_builder_builds_the_sdk_nested_engine_config() -> None:
     class Model:  # what the builder reads from a WallarooModel
         model_name = "llm"
 
+    class SdkModelVersion:  # the Wallaroo SDK's ModelVersion: uid() is '<name>-<model version id>'
+        def uid(self) -> str:
+            return "validator-7"
+
     built = (DeploymentConfigBuilder().cpus(2).memory("2Gi").gpus(0)
              .replica_autoscale_min_max(maximum=4, minimum=1).autoscale_cpu_utilization(60)
-             .sidekick_cpus(Model(), 1).sidekick_memory(Model(), "1Gi").sidekick_gpus("validator", 1)
+             .sidekick_cpus(Model(), 1).sidekick_memory(Model(), "1Gi").sidekick_gpus(SdkModelVersion(), 1)
              .sidekick_env(Model(), {"OPENAI_API_KEY": "sk-x"}).sidekick_max_batch_rows(Model(), 16).build())
-    config = DeploymentConfig.model_validate(built)
+    assert built["engine"] == {
+        "cpu": 2, "gpu": 0, "autoscale": {"replica_min": 1, "replica_max": 4, "type": "cpu", "cpu_utilization": 60},
+        "resources": {"limits": {"cpu": 2, "memory": "2Gi", "nvidia.com/gpu": 0},
+                      "requests": {"cpu": 2, "memory": "2Gi", "nvidia.com/gpu": 0}},
+    }
+    assert built["engineAux"]["images"]["llm"]["env"] == [{"name": "OPENAI_API_KEY", "value": "sk-x"}]
+    config = engine_config.parse(built, ["llm", "validator"])
     assert (config.cpus, config.memory, config.autoscale_min, config.autoscale_max) == (2, "2Gi", 1, 4)
     assert config.replicas == 1
     assert config.sidekick("llm").env == {"OPENAI_API_KEY": "sk-x"}
     assert config.sidekick("validator").gpus == 1
     assert (config.sidekick("llm").max_batch_rows, config.sidekick("validator").max_batch_rows) == (16, 64)
     assert config.redacted()["sidekicks"]["llm"]["env"] == {"OPENAI_API_KEY": "[secret]"}
+
+
+def test_engine_config_round_trips_through_our_config() -> None:
+    config = DeploymentConfig.model_validate({
+        "cpus": 0.5, "memory": "512Mi", "replica_count": 2, "deployment_label": "pool: gpu", "python_load_timeout_secs": 30,
+        "lb_cpus": 1, "sidekicks": {"llm": {"cpus": 2, "memory": "1Gi", "env": {"KEY": "v"}, "max_batch_rows": 8}},
+    })
+    wire = engine_config.from_config(config, lambda name: f"{name}-12")
+    image = wire["engineAux"]["images"]["llm-12"]
+    assert image["env"] == [{"name": "KEY", "value": "v"}] and image["node_selector"] == "pool: gpu"
+    assert wire["engine"]["python"] == {"load_timeout_millis": 30000} and wire["engine"]["replicas"] == 2
+    assert engine_config.parse(wire, ["llm"]) == config
+    assert engine_config.redacted(wire)["engineAux"]["images"]["llm-12"]["env"] == [{"name": "KEY", "value": "[secret]"}]
+
+
+@pytest.mark.parametrize(("wire", "words"), [
+    ({"engine": {"resources": {"requests": {"memory": "8M"}}}}, "engine.resources.requests.memory: '8M' is below"),
+    ({"engineAux": {"images": {"llm-3": {"resources": {"requests": {"memory": "big"}}}}}},
+     "engineAux.images.llm-3.resources.requests.memory: 'big' is not a Kubernetes memory quantity"),
+    ({"engineAux": {"images": {"llm-3": {"env": [{"name": "BAD NAME", "value": "x"}]}}}},
+     "engineAux.images.llm-3.env: env name 'BAD NAME' is not a valid environment variable name"),
+    ({"engine": {"autoscale": {"replica_min": 3, "replica_max": 2}}}, "engine.autoscale.replica_min (3) must not exceed"),
+    ({"engine": {"image": "ghcr.io/x"}}, "engine.image: engine images are not supported"),
+    ({"engineAux": {"images": {"other-1": {}}}}, "engineAux.images.other-1: not a model of this pipeline"),
+    ({"engine": {"autoscale": {"scale_up_queue_depth": 3}}}, "engine.autoscale.scale_up_queue_depth: queue-depth"),
+    ({"engine": {"cpux": 1}}, "engine.cpux: unknown setting"),
+    ({"engine": {"resources": {"requests": {"cpu": 1}, "limits": {"cpu": 2}}}}, "engine.resources.limits.cpu: 2 differs"),
+    ({"engine": {"resources": {"requests": {"amd.com/gpu": 1}}}}, "NVIDIA GPUs only"),
+])
+def test_bad_engine_config_names_its_place(wire: dict, words: str) -> None:
+    with pytest.raises(engine_config.EngineConfigError) as err:
+        engine_config.parse(wire, ["llm"])
+    assert words in str(err.value)
+
+
+def test_a_sidekick_key_is_the_model_or_model_dash_version_id() -> None:
+    model_of = engine_config.model_resolver(["llm", "llm-2"])
+    assert [model_of(k) for k in ("llm", "llm-14", "llm-2", "llm-2-3")] == ["llm", "llm", "llm-2", "llm-2"]
+    assert engine_config.is_engine_config({"engine": {}}) and not engine_config.is_engine_config({"cpus": 1})
 
 
 @pytest.mark.parametrize(("data", "field", "words"), [

@@ -30,6 +30,15 @@ def parse_memory_quantity(value: str) -> int:
     return int(float(number) * _FACTORS[suffix])
 
 
+def copy_tree(value: Any) -> Any:
+    """A copy of nested dicts and lists; the leaves (maybe Pulumi Outputs) are shared, not copied."""
+    if isinstance(value, dict):
+        return {k: copy_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_tree(v) for v in value]
+    return value
+
+
 def _check_memory(value: str | None) -> str | None:
     if value is not None:
         if parse_memory_quantity(value) < 16 * 2**20:
@@ -124,88 +133,138 @@ class DeploymentConfig(_Strict):
 
 
 class DeploymentConfigBuilder:
-    """The Wallaroo SDK's `DeploymentConfigBuilder`, spelled the same way.
+    """The Wallaroo SDK's `DeploymentConfigBuilder`: same methods, and `build()` returns the same
+    nested `engine_config` (engine, enginelb, engineAux.images, D33).
 
-    Sidekick methods take the model (a `WallarooModel` or its name) first, as the SDK does.
+    Sidekick methods take the model first, as the SDK does: an SDK `ModelVersion` (its `uid()`),
+    our client's `ModelVersion` ('<name>-<id>'), a `WallarooModel` (its name; the pipeline maps it
+    to '<name>-<model version id>' when it deploys) or a str. Values may be Pulumi Outputs.
     """
 
-    def __init__(self) -> None:
-        self._engine: dict[str, Any] = {}
-        self._sidekicks: dict[str, dict[str, Any]] = {}
+    def __init__(self, workspace_id: int | None = None) -> None:
+        self._config: dict[str, Any] = {"engine": {}, "enginelb": {}, "engineAux": {"images": {}}}
+        if workspace_id is not None:
+            self._config["workspace_id"] = workspace_id
 
-    def _set(self, **values: Any) -> Self:
-        self._engine.update(values)
-        return self
+    @property
+    def _engine(self) -> dict[str, Any]:
+        return self._config["engine"]
+
+    @staticmethod
+    def _resource(stanza: dict[str, Any], name: str, value: Any) -> None:
+        resources = stanza.setdefault("resources", {"limits": {}, "requests": {}})
+        resources["limits"][name] = value
+        resources["requests"][name] = value
 
     def cpus(self, n: float) -> Self:
-        return self._set(cpus=n)
+        self._engine["cpu"] = n
+        self._resource(self._engine, "cpu", n)
+        return self
 
     def memory(self, quantity: str) -> Self:
-        return self._set(memory=quantity)
+        self._resource(self._engine, "memory", quantity)
+        return self
 
     def gpus(self, n: int) -> Self:
-        return self._set(gpus=n)
+        self._engine["gpu"] = n
+        self._resource(self._engine, "nvidia.com/gpu", n)
+        return self
 
     def deployment_label(self, label: str) -> Self:
-        return self._set(deployment_label=label)
+        self._engine["node_selector"] = label
+        return self
 
     def arch(self, arch: Arch) -> Self:
-        return self._set(arch=arch)
+        self._engine["arch"] = str(arch)
+        return self
 
     def accel(self, accel: Accel) -> Self:
-        return self._set(accel=accel)
+        self._engine["accel"] = str(accel)
+        return self
 
     def lb_cpus(self, n: float) -> Self:
-        return self._set(lb_cpus=n)
+        self._resource(self._config["enginelb"], "cpu", n)
+        return self
 
     def lb_memory(self, quantity: str) -> Self:
-        return self._set(lb_memory=quantity)
+        self._resource(self._config["enginelb"], "memory", quantity)
+        return self
 
     def python_load_timeout_secs(self, secs: float) -> Self:
-        return self._set(python_load_timeout_secs=secs)
+        self._engine.setdefault("python", {})["load_timeout_millis"] = int(secs * 1000)
+        return self
 
     def replica_count(self, n: int) -> Self:
-        return self._set(replica_count=n)
+        maximum = self._engine.get("autoscale", {}).get("replica_max")
+        if isinstance(maximum, int) and isinstance(n, int) and n > maximum:
+            raise ValueError(f"replica_count ({n}) must not exceed the autoscale maximum ({maximum}); "
+                             "use replica_autoscale_min_max to change it")
+        self._engine["replicas"] = n
+        return self
 
     def replica_autoscale_min_max(self, maximum: int, minimum: int = 0) -> Self:
-        return self._set(autoscale_min=minimum, autoscale_max=maximum)
+        if minimum > maximum:
+            raise ValueError(f"replica_autoscale_min_max: minimum ({minimum}) must not exceed maximum ({maximum})")
+        replicas = self._engine.get("replicas")
+        if isinstance(replicas, int) and replicas > maximum:
+            raise ValueError(f"replica_autoscale_min_max: maximum ({maximum}) must be at least replica_count ({replicas})")
+        self._engine.setdefault("autoscale", {}).update(replica_min=minimum, replica_max=maximum, type="cpu")
+        return self
 
     def autoscale_cpu_utilization(self, pct: float) -> Self:
-        return self._set(autoscale_cpu_utilization=pct)
+        self._engine.setdefault("autoscale", {})["cpu_utilization"] = pct
+        return self
 
     def disable_autoscale(self) -> Self:
-        for key in ("autoscale_min", "autoscale_max", "autoscale_cpu_utilization"):
-            self._engine.pop(key, None)
+        self._engine.pop("autoscale", None)
         return self
 
-    def _side(self, model: Any, **values: Any) -> Self:
-        name = model if isinstance(model, str) else getattr(model, "model_name", None) or model.name
-        if not isinstance(name, str):
-            raise TypeError("sidekick settings need a model name known at plan time (a str)")
-        self._sidekicks.setdefault(name, {}).update(values)
-        return self
+    def _side(self, model: Any) -> dict[str, Any]:
+        if callable(getattr(model, "uid", None)):  # the SDK's ModelVersion
+            key = model.uid()
+        elif isinstance(getattr(model, "id", None), int) and isinstance(getattr(model, "name", None), str):
+            key = f"{model.name}-{model.id}"  # our client's ModelVersion
+        else:
+            key = model if isinstance(model, str) else getattr(model, "model_name", None)
+        if not isinstance(key, str):
+            raise TypeError("sidekick settings need a model: a WallarooModel, a ModelVersion or a model name (str)")
+        return self._config["engineAux"]["images"].setdefault(key, {})
 
     def sidekick_cpus(self, model: Any, n: float) -> Self:
-        return self._side(model, cpus=n)
+        self._resource(self._side(model), "cpu", n)
+        return self
 
     def sidekick_memory(self, model: Any, quantity: str) -> Self:
-        return self._side(model, memory=quantity)
+        self._resource(self._side(model), "memory", quantity)
+        return self
 
     def sidekick_gpus(self, model: Any, n: int) -> Self:
-        return self._side(model, gpus=n)
+        self._resource(self._side(model), "nvidia.com/gpu", n)
+        return self
 
     def sidekick_env(self, model: Any, env: dict[str, Any]) -> Self:
-        return self._side(model, env=env)
+        self._side(model)["env"] = [{"name": name, "value": value} for name, value in env.items()]
+        return self
 
     def sidekick_max_batch_rows(self, model: Any, rows: int) -> Self:
-        return self._side(model, max_batch_rows=rows)
+        """Ours alone: requests waiting for a busy sidekick are merged into batches of up to `rows` rows."""
+        self._side(model)["max_batch_rows"] = rows
+        return self
 
     def sidekick_arch(self, model: Any, arch: Arch) -> Self:
-        return self._side(model, arch=arch)
+        self._side(model)["arch"] = str(arch)
+        return self
 
     def sidekick_accel(self, model: Any, accel: Accel) -> Self:
-        return self._side(model, accel=accel)
+        self._side(model)["accel"] = str(accel)
+        return self
 
     def build(self) -> dict[str, Any]:
-        """Plain dict (values may be Pulumi Outputs/secrets) for `WallarooPipeline(deployment=...)`."""
-        return {**self._engine, "sidekicks": {k: dict(v) for k, v in self._sidekicks.items()}}
+        """The nested engine_config (values may be Pulumi Outputs/secrets): for
+        `WallarooPipeline(deployment=...)`, `WallarooClient.deploy` or a raw `pipelines/deploy`."""
+        config = copy_tree(self._config)
+        label = config["engine"].get("node_selector")
+        if label is not None:
+            for image in config["engineAux"]["images"].values():
+                image.setdefault("node_selector", label)
+        return config

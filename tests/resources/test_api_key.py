@@ -62,7 +62,7 @@ def test_api_key_lifecycle(stack: PulumiStack, api: WallarooClient, tmp_path: Pa
     assert out["status"] == "active" and out["key"].startswith("wlr_") and out["pipeline_key"].startswith("wlr_")
     for token in (out["key"], out["pipeline_key"]):  # both infer on the pipeline, and do nothing else
         assert call(url, token) == 200
-        assert call(base, token, "/v1/api/pipelines/list", {"workspace_id": 1}) == 403
+        assert call(base, token, "/v1/api/pipelines/list_pipelines", {"workspace_id": 1}) == 403
     assert stack.outputs()["key"] == "[secret]"
     assert plaintext_in_state(stack, out["key"], out["pipeline_key"], api._transport._token) == []
     web = api.get_key(out["key_id"])
@@ -84,7 +84,7 @@ def test_api_key_lifecycle(stack: PulumiStack, api: WallarooClient, tmp_path: Pa
     stack.up()
     replaced = stack.outputs(show_secrets=True)
     assert replaced["key_id"] != out["key_id"] and call(url, out["key"]) == 401
-    assert call(base, replaced["key"], "/v1/api/pipelines/list", {"workspace_id": 1}) == 200
+    assert call(base, replaced["key"], "/v1/api/pipelines/list_pipelines", {"workspace_id": 1}) == 200
     assert plaintext_in_state(stack, replaced["key"]) == []
 
     stack.destroy()

@@ -78,7 +78,7 @@ def test_model_lifecycle(stack: PulumiStack, api: WallarooClient, tmp_path: Path
         api.list_model_versions("scale")  # the old model is gone
 
     # out-of-band delete: refresh notices, the next up uploads it again
-    api.delete_model(stack.outputs()["model_id"])
+    api.delete_model("scale-renamed")
     refreshed = stack.refresh()
     assert refreshed.change_summary.get("delete") == 1
     assert stack.preview().ops("wallaroo:Model") == {"scale": "create"}

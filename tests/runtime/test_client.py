@@ -42,10 +42,13 @@ def test_from_data_dir(server, tmp_path):
 
 def test_typed_errors(client):
     with pytest.raises(NotFoundError) as err:
-        client.get_pipeline(987654)
+        client.get_model_version(987654)
     assert err.value.status_code == 404 and err.value.source
+    assert err.value.body["msg"] == err.value.body["error"] and err.value.body["code"] == 404  # as Wallaroo's body
+    with pytest.raises(NotFoundError, match="no such pipeline"):
+        client.get_pipeline(987654)
     with pytest.raises(ValidationError) as err:
-        client._post("/v1/api/models/get_version_by_id", {"model_version_id": "abc"})
+        client._post("/v1/api/models/get_model_version_by_id", {"model_version_id": "abc"})
     assert "model_version_id" in str(err.value)
     with pytest.raises(NotFoundError):
         client._post("/v1/api/does/not/exist", {})

@@ -20,7 +20,7 @@ def test_versions_undeploy_redeploy_delete(client, models_dir):
     assert client.infer("lifecycle-pipe", pd.DataFrame({"x": [1.0]}))["out.y"].tolist() == [2.0]
 
     with pytest.raises(ConflictError) as err:
-        client.delete_model(v1.model_id)
+        client.delete_model(v1.name)
     assert "lifecycle-pipe" in str(err.value)
 
     # a new model version -> a new pipeline version; redeploy keeps the deployment id
@@ -52,7 +52,7 @@ def test_versions_undeploy_redeploy_delete(client, models_dir):
     client.delete_pipeline(created.pipeline_id)
     with pytest.raises(NotFoundError):
         client.get_pipeline("lifecycle-pipe")
-    client.delete_model(v1.model_id)
+    client.delete_model(v1.name)
     with pytest.raises(NotFoundError):
         client.list_model_versions("lifecycle")
     with pytest.raises(NotFoundError):
@@ -68,11 +68,29 @@ def test_create_pipeline_validation(client):
     with pytest.raises(ValidationError) as err:
         client.create_pipeline("no-model-pipe", steps=[ModelRef("does-not-exist")])
     assert "definition.steps[0]" in str(err.value) and "does-not-exist" in str(err.value)
+    empty = client.create_pipeline("empty-pipe", steps=[])  # as the SDK's build_pipeline: steps come later
     with pytest.raises(ValidationError) as err:
-        client.create_pipeline("no-model-pipe", steps=[])
-    assert "definition.steps" in str(err.value)
+        client.deploy("empty-pipe", pipeline_id=empty.pipeline_id)
+    assert "has no steps" in str(err.value)
     with pytest.raises(NotFoundError):
         client.get_pipeline("never-created")
+
+
+def test_deploy_takes_the_sdks_nested_engine_config_and_names_bad_fields(client, double_pipeline):
+    pipeline = client.get_pipeline(double_pipeline)
+    step = pipeline.steps[0]
+    key = f"{step['name']}-{client.list_model_versions(step['name'])[-1].id}"
+    with pytest.raises(ValidationError) as err:
+        client.deploy(double_pipeline, engine_config={
+            "engine": {"cpu": 1}, "engineAux": {"images": {key: {"resources": {"requests": {"memory": "lots"}}}}}})
+    assert f"engine_config.engineAux.images.{key}.resources.requests.memory" in str(err.value)
+    with pytest.raises(ValidationError) as err:
+        client.deploy(double_pipeline, engine_config={"engine": {"autoscale": {"scale_up_queue_depth": 4}}})
+    assert "engine_config.engine.autoscale.scale_up_queue_depth: queue-depth autoscaling is not supported" in str(err.value)
+    with pytest.raises(ValidationError) as err:
+        client.deploy(double_pipeline, engine_config={"engineAux": {"images": {"nope-9": {}}}})
+    assert "engine_config.engineAux.images.nope-9: not a model of this pipeline" in str(err.value)
+    assert client.get_pipeline(double_pipeline).status == "Running"  # a refused deploy changes nothing
 
 
 def _wheel(name: str, version: str, code: str) -> bytes:

@@ -15,16 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pyarrow as pa
+import pydantic
 
 if TYPE_CHECKING:  # pandas costs ~0.25 s to import: only the methods that return frames load it,
     import pandas as pd  # not every Pulumi provider process and program that merely connects
 
+from wallaroo_pulumi import engine_config as ec
+from wallaroo_pulumi.client import wire
 from wallaroo_pulumi.client.errors import (
     AuthError,
     DeploymentError,
     InferenceError,
     NotFoundError,
     RuntimeUnavailableError,
+    ValidationError,
     WallarooError,
 )
 from wallaroo_pulumi.client.keys import KeysAPI
@@ -40,6 +44,7 @@ from wallaroo_pulumi.client.models import (
     Workspace,
 )
 from wallaroo_pulumi.client.transport import Transport
+from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.schemas import schema_to_b64
 
 JSON_RECORDS = "application/json; format=pandas-records"
@@ -127,6 +132,13 @@ class WallarooClient(KeysAPI):
     def _post(self, path: str, payload: dict[str, Any], context: str = "", **kw: Any) -> Any:
         return self._transport.post_json(path, payload, context=context, **kw)
 
+    def _graphql(self, query: str, variables: dict[str, Any], context: str) -> dict[str, Any]:
+        """A query of Wallaroo's GraphQL (what the SDK reads objects with); errors raise WallarooError."""
+        data = self._post("/v1/graphql", {"query": query, "variables": variables}, context)
+        if data.get("errors"):
+            raise WallarooError(f"{context}: " + "; ".join(e.get("message", str(e)) for e in data["errors"]), body=data)
+        return data["data"]
+
     def health(self) -> dict[str, Any]:
         return self._transport.request("GET", "/health", context="health", auth=False).json()
 
@@ -136,7 +148,9 @@ class WallarooClient(KeysAPI):
 
     def create_workspace(self, name: str) -> Workspace:
         data = self._post("/v1/api/workspaces/create", {"workspace_name": name}, f"create workspace {name!r}")
-        return Workspace.model_validate(data["workspace"] if "workspace" in data else data)
+        if "workspace" in data:
+            return Workspace.model_validate(data["workspace"])
+        return next(w for w in self.list_workspaces() if w.id == data["workspace_id"])
 
     # -- models ------------------------------------------------------------
     def _upload_metadata(
@@ -166,7 +180,7 @@ class WallarooClient(KeysAPI):
         output_schema: pa.Schema | str,
         framework: str = "custom",
         requirements: Sequence[str] = (),
-        python_version: str = "3.11",
+        python_version: str = "3.8",
         arch: str = "x86",
         accel: str = "none",
         workspace_id: int | None = None,
@@ -226,7 +240,7 @@ class WallarooClient(KeysAPI):
         output_schema: pa.Schema | str,
         framework: str = "custom",
         requirements: Sequence[str] = (),
-        python_version: str = "3.11",
+        python_version: str = "3.8",
         arch: str = "x86",
         accel: str = "none",
         workspace_id: int | None = None,
@@ -246,26 +260,30 @@ class WallarooClient(KeysAPI):
         return command
 
     def get_model_version(self, model_version_id: int) -> ModelVersion:
-        data = self._post(
-            "/v1/api/models/get_version_by_id", {"model_version_id": model_version_id},
-            f"model version {model_version_id}",
-        )
-        return ModelVersion.model_validate(data["model_version"])
+        context = f"model version {model_version_id}"
+        data = self._post("/v1/api/models/get_model_version_by_id", {"model_version_id": model_version_id}, context)
+        configured = data["model_version"]
+        models_pk_id = configured["model_version"].get("model_id")
+        if models_pk_id is None:  # not in Wallaroo's answer: its GraphQL has it
+            found = self._graphql(wire.MODEL_VERSIONS_QUERY, {"where": {"id": {"_eq": model_version_id}}}, context)
+            models_pk_id = found["model"][0]["models_pk_id"]
+        return wire.model_version(configured, models_pk_id)
 
     def list_models(self, workspace_id: int | None = None) -> list[Model]:
-        payload = {"workspace_id": workspace_id} if workspace_id else {}
-        data = self._post("/v1/api/models/list", payload, "list models")
-        return [Model.model_validate(m) for m in data["models"]]
+        data = self._post("/v1/api/models/list", {"workspace_id": workspace_id or 1}, "list models")
+        return [wire.model(m) for m in data["models"]]
 
     def list_model_versions(self, name: str, workspace_id: int | None = None) -> list[ModelVersion]:
-        payload: dict[str, Any] = {"name": name}
-        if workspace_id:
-            payload["workspace_id"] = workspace_id
-        data = self._post("/v1/api/models/list_versions", payload, f"versions of model {name!r}")
-        return [ModelVersion.model_validate(v) for v in data]
+        data = self._post("/v1/api/models/list", {"workspace_id": workspace_id or 1}, f"versions of model {name!r}")
+        for item in data["models"]:
+            if item["model"]["name"] == name:
+                return [wire.model_version(v, item["model"]["id"]) for v in item["model_versions"]]
+        raise NotFoundError(f"versions of model {name!r}: no model named {name!r} in workspace {workspace_id or 1}")
 
-    def delete_model(self, model_id: int) -> None:
-        self._post("/v1/api/models/delete", {"model_id": model_id}, f"delete model {model_id}")
+    def delete_model(self, name: str, workspace_id: int | None = None) -> None:
+        """Every version of the model `name`; refused (ConflictError) while a deployed pipeline uses it."""
+        self._post("/v1/api/models/delete_model", {"model_id": name, "workspace_id": workspace_id or 1},
+                   f"delete model {name!r}")
 
     # -- pipelines ---------------------------------------------------------
     def create_pipeline(
@@ -282,26 +300,45 @@ class WallarooClient(KeysAPI):
         }
         return CreatedPipeline.model_validate(self._post("/v1/api/pipelines/create", payload, f"create pipeline {name!r}"))
 
+    def _pipelines(self, where: dict[str, Any], context: str) -> list[Pipeline]:
+        out = []
+        for node in self._graphql(wire.PIPELINES_QUERY, {"where": where}, context)["pipeline"]:
+            dep = node.get("deployment") or {}
+            status = None
+            if dep.get("deployed"):
+                try:
+                    status = self.deployment_status(f"{node['pipeline_id']}-{dep['id']}")
+                except NotFoundError:
+                    pass  # deployed, but not serving yet
+            pipeline = wire.pipeline(node, status)
+            if pipeline.deployment_id is not None:
+                self._deployment_ids[pipeline.name] = pipeline.deployment_id
+            out.append(pipeline)
+        return out
+
     def get_pipeline(self, name_or_id: str | int, workspace_id: int | None = None) -> Pipeline:
-        payload: dict[str, Any] = {"pipeline_id": name_or_id} if isinstance(name_or_id, int) else {"name": name_or_id}
-        if workspace_id:
-            payload["workspace_id"] = workspace_id
-        data = self._post("/v1/api/pipelines/get", payload, f"pipeline {name_or_id!r}")
-        pipeline = Pipeline.model_validate(data)
-        if pipeline.deployment_id is not None:
-            self._deployment_ids[pipeline.name] = pipeline.deployment_id
-        return pipeline
+        """A pipeline by id, or by name in `workspace_id` (default 1): its current version and steps,
+        its deployment and that deployment's status."""
+        if isinstance(name_or_id, int):
+            where: dict[str, Any] = {"id": {"_eq": name_or_id}}
+        else:
+            where = {"pipeline_id": {"_eq": name_or_id}, "workspace_id": {"_eq": workspace_id or 1}}
+        found = self._pipelines(where, f"pipeline {name_or_id!r}")
+        if not found:
+            raise NotFoundError(f"pipeline {name_or_id!r}: no such pipeline"
+                                + ("" if isinstance(name_or_id, int) else f" in workspace {workspace_id or 1}"))
+        return found[0]
 
     def list_pipelines(self, workspace_id: int | None = None) -> list[Pipeline]:
-        payload = {"workspace_id": workspace_id} if workspace_id else {}
-        data = self._post("/v1/api/pipelines/list", payload, "list pipelines")
-        return [Pipeline.model_validate(p) for p in data["pipelines"]]
+        return self._pipelines({"workspace_id": {"_eq": workspace_id}} if workspace_id else {}, "list pipelines")
 
-    def delete_pipeline(self, pipeline_id: int | str) -> None:
+    def delete_pipeline(self, pipeline: int | str, workspace_id: int | None = None) -> None:
         """Undeploy (if deployed) and delete. Inference logs are kept."""
-        if isinstance(pipeline_id, str):
-            pipeline_id = self.get_pipeline(pipeline_id).pipeline_id
-        self._post("/v1/api/pipelines/delete", {"pipeline_id": pipeline_id}, f"delete pipeline {pipeline_id}")
+        if isinstance(pipeline, int):
+            found = self.get_pipeline(pipeline)
+            pipeline, workspace_id = found.name, found.workspace_id
+        self._post("/v1/api/pipelines/delete_pipeline", {"pipeline_id": pipeline, "workspace_id": workspace_id or 1},
+                   f"delete pipeline {pipeline!r}")
 
     def deploy(
         self,
@@ -313,22 +350,64 @@ class WallarooClient(KeysAPI):
         models: Sequence[ModelRef | ModelVersion | dict[str, Any]] | None = None,
     ) -> int:
         """Start (or restart with a new version / config) the deployment; returns its id.
-        It comes up in the background: follow it with `wait_for_deployment`."""
-        if hasattr(engine_config, "model_dump"):
-            engine_config = engine_config.model_dump(mode="json")
-        payload: dict[str, Any] = {"deploy_id": pipeline_name, "engine_config": engine_config or {}}
+        It comes up in the background: follow it with `wait_for_deployment`.
+
+        `engine_config`: Wallaroo's nested form (`DeploymentConfigBuilder().build()`), sent as is, or
+        our `DeploymentConfig` (or its dict), sent in the nested form with each sidekick keyed by its
+        model version ('<model>-<model version id>', from `models` or the pipeline version's steps)."""
+        if engine_config is None or not ec.is_engine_config(engine_config):
+            try:
+                config = DeploymentConfig.model_validate(engine_config or {})
+            except pydantic.ValidationError as exc:
+                problems = "; ".join(".".join(["engine_config", *map(str, e["loc"])]) + ": "
+                                     + e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                raise ValidationError(f"deploy pipeline {pipeline_name!r}: {problems}") from None
+            keys = self._image_keys(list(config.sidekicks), pipeline_name, pipeline_version_pk_id, models)
+            engine_config = ec.from_config(config, keys.__getitem__)
+        payload: dict[str, Any] = {"deploy_id": pipeline_name, "engine_config": engine_config}
         if pipeline_id is not None:
             payload["pipeline_id"] = pipeline_id
         if pipeline_version_pk_id is not None:
             payload["pipeline_version_pk_id"] = pipeline_version_pk_id
         if models is not None:
-            payload["models"] = [_step_dict(m) for m in models]
+            payload["models"] = [{k: v for k, v in _step_dict(m).items() if k in ("name", "version", "sha")}
+                                 for m in models]
         data = self._post("/v1/api/pipelines/deploy", payload, f"deploy pipeline {pipeline_name!r}")
         self._deployment_ids[pipeline_name] = int(data["id"])
         return int(data["id"])
 
+    def _image_keys(self, names: list[str], pipeline_name: str, version_pk_id: int | None,
+                    models: Sequence[ModelRef | ModelVersion | dict[str, Any]] | None) -> dict[str, str]:
+        """'<model>-<model version id>' of each named model: from `models`, else the version's steps."""
+        if not names:
+            return {}
+        refs = [_step_dict(m) for m in models or ()]
+        if not refs or any(r.get("model_version_id") is None for r in refs if r.get("name") in names):
+            if version_pk_id is None:
+                version_pk_id = self.get_pipeline(pipeline_name).pipeline_version_pk_id
+            found = self._graphql(wire.VERSION_DEFINITION_QUERY, {"id": version_pk_id}, f"pipeline version {version_pk_id}")
+            refs = wire.steps((found["pipeline_version_by_pk"] or {}).get("definition"))
+        keys = {}
+        for ref in refs:
+            if ref["name"] in names:
+                version_id = ref.get("model_version_id")
+                if version_id is None:
+                    where = {"model_id": {"_eq": ref["name"]}, "model_version": {"_eq": ref["version"]}}
+                    rows = self._graphql(wire.MODEL_VERSIONS_QUERY, {"where": where}, f"model {ref['name']!r}")["model"]
+                    version_id = rows[0]["id"] if rows else None
+                if version_id is not None:
+                    keys[ref["name"]] = ec.image_key(ref["name"], version_id)
+        missing = sorted(set(names) - set(keys))
+        if missing:
+            raise ValidationError(f"deploy pipeline {pipeline_name!r}: engine_config.sidekicks names "
+                                  f"{', '.join(map(repr, missing))}, not a model of this pipeline version")
+        return keys
+
     def undeploy(self, pipeline: int | str, deployment_id: int | None = None) -> None:
-        payload: dict[str, Any] = {"pipeline_id": pipeline} if isinstance(pipeline, int) else {"name": pipeline}
+        if isinstance(pipeline, str):
+            found = self.get_pipeline(pipeline)
+            pipeline, deployment_id = found.pipeline_id, deployment_id or found.deployment_id
+        payload: dict[str, Any] = {"pipeline_id": pipeline}
         if deployment_id is not None:
             payload["deployment_id"] = deployment_id
         self._post("/v1/api/pipelines/undeploy", payload, f"undeploy pipeline {pipeline!r}")
@@ -336,7 +415,7 @@ class WallarooClient(KeysAPI):
     def deployment_status(self, name: str) -> DeploymentStatus:
         """`name` is `<pipeline>-<deployment id>` (as Wallaroo) or just the pipeline name."""
         data = self._post("/v1/api/status/get_deployment", {"name": name}, f"deployment {name!r}")
-        return DeploymentStatus.model_validate(data)
+        return wire.deployment_status({"name": name, **data})
 
     def wait_for_deployment(
         self,
@@ -459,7 +538,7 @@ class WallarooClient(KeysAPI):
             payload: dict[str, Any] = {
                 "pipeline_name": pipeline_name,
                 "workspace_id": workspace_id or 1,
-                "order": order,
+                "order": order.lower(),
                 "page_size": min(page_size, limit - got),
             }
             if start is not None:

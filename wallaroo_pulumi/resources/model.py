@@ -34,7 +34,7 @@ class ModelInputs(BaseModel):
     input_schema: str
     output_schema: str
     requirements: list[str] = Field(default_factory=list)
-    python_version: str = "3.11"
+    python_version: Literal["3.8", "3.9"] = "3.8"  # Wallaroo's enum; the runtime runs models on its own Python
     arch: Literal["x86", "arm"] = "x86"
     accel: Literal["none", "cuda", "jetson", "openvino", "qaic"] = "none"
     workspace_id: int = Field(default=1, ge=1)
@@ -52,13 +52,6 @@ class ModelInputs(BaseModel):
     @classmethod
     def _schema(cls, v: str, info: Any) -> str:
         schema_from_b64(v, info.field_name)
-        return v
-
-    @field_validator("python_version")
-    @classmethod
-    def _python(cls, v: str) -> str:
-        if not re.fullmatch(r"3\.\d{1,2}", v):
-            raise ValueError("must look like '3.11'")
         return v
 
 
@@ -101,7 +94,7 @@ class ModelProvider(ResourceProvider):
                 output_schema=schema_from_b64(props["output_schema"], "output_schema"),
                 framework=props.get("framework") or "custom",
                 requirements=props.get("requirements") or [],
-                python_version=props.get("python_version") or "3.11",
+                python_version=props.get("python_version") or "3.8",
                 arch=props.get("arch") or "x86",
                 accel=props.get("accel") or "none",
                 workspace_id=int(props.get("workspace_id") or 1),
@@ -135,7 +128,7 @@ class ModelProvider(ResourceProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         try:
-            _base.client(props).delete_model(props["model_id"])
+            _base.client(props).delete_model(props["name"], int(props.get("workspace_id") or 1))
         except NotFoundError:
             pass  # already gone: deleting is idempotent
 
@@ -159,7 +152,7 @@ def upload_command(props: dict[str, Any]) -> str:
     metadata = {
         "name": props["name"], "visibility": "private", "workspace_id": int(props.get("workspace_id") or 1),
         "conversion": {"framework": props.get("framework", "custom"),
-                       "python_version": props.get("python_version", "3.11"),
+                       "python_version": props.get("python_version", "3.8"),
                        "requirements": props.get("requirements") or [],
                        "arch": props.get("arch", "x86"), "accel": props.get("accel", "none")},
         "input_schema": props["input_schema"], "output_schema": props["output_schema"],
@@ -197,7 +190,7 @@ class WallarooModel(Resource, module="wallaroo", name="Model"):
         name: str | None = None,
         framework: str = "custom",
         requirements: list[str] | None = None,
-        python_version: str = "3.11",
+        python_version: str = "3.8",
         arch: str = "x86",
         accel: str = "none",
         workspace_id: int = 1,

@@ -10,6 +10,7 @@ import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, ReadResult, Resource, ResourceProvider, UpdateResult
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .. import engine_config
 from ..client import NotFoundError
 from ..deployment import DeploymentConfig
 from . import _base
@@ -244,10 +245,14 @@ def _model_key(model: Any) -> str:
     return model if isinstance(model, str) else model.model_name
 
 
-def split_deployment(deployment: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(settings without env, {model: env}): only the env becomes secret."""
+def split_deployment(deployment: Any, step_names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings without env, {model: env}) in our flat form keyed by model name: only the env becomes
+    secret. `deployment` is Wallaroo's nested engine_config (what `DeploymentConfigBuilder().build()`
+    returns, sidekicks keyed by model or '<model>-<model version id>') or our `DeploymentConfig`."""
     if isinstance(deployment, DeploymentConfig):
         deployment = deployment.model_dump(exclude_defaults=True)
+    elif engine_config.is_engine_config(deployment):
+        deployment = engine_config.to_flat(deployment, engine_config.model_resolver(step_names))
     public = dict(deployment or {})
     sidekicks, env = {}, {}
     for model, cfg in (public.pop("sidekicks", None) or {}).items():
@@ -290,7 +295,10 @@ class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         self.pipeline_name = name or resource_name
-        public, env = split_deployment(deployment)
+        try:
+            public, env = split_deployment(deployment, [_model_key(m) if not isinstance(m, dict) else m["name"] for m in steps])
+        except engine_config.EngineConfigError as exc:
+            raise ValueError(f"WallarooPipeline {resource_name}: deployment.{exc}") from None
         url, token = resolve(connection)
         props = {
             "name": self.pipeline_name,

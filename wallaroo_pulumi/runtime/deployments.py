@@ -9,15 +9,15 @@ import logging
 import time
 from typing import Any
 
-from pydantic import ValidationError
-
+from wallaroo_pulumi import engine_config
 from wallaroo_pulumi.deployment import DeploymentConfig
+from wallaroo_pulumi.runtime import wire
 from wallaroo_pulumi.runtime.db import Database, dumps
 from wallaroo_pulumi.runtime.engine import Engine
-from wallaroo_pulumi.runtime.errors import BadRequest, NotFound, describe_validation_error
+from wallaroo_pulumi.runtime.errors import BadRequest, NotFound
 from wallaroo_pulumi.runtime.pipelines import Pipelines, step_refs
-from wallaroo_pulumi.runtime.registry import iso
 from wallaroo_pulumi.runtime.secrets import SecretBox
+from wallaroo_pulumi.runtime.wire import iso
 
 log = logging.getLogger("wallaroo_pulumi.runtime.deployments")
 
@@ -34,19 +34,17 @@ class Deployments:
         self.applied: dict[int, float] = {}  # deployment id -> the updated_at applied in this process
 
     # -- changes -------------------------------------------------------------
-    async def deploy(self, pipeline: dict[str, Any], version_id: int | None, engine_config: dict[str, Any] | None) -> int:
+    async def deploy(self, pipeline: dict[str, Any], version_id: int | None, wire_config: dict[str, Any] | None) -> int:
+        """Deploy a version of `pipeline` with Wallaroo's nested engine_config (D33)."""
         version = self.pipelines.version_of(pipeline, version_id)
+        refs = step_refs(json.loads(version["definition"]))
+        if not refs:
+            raise BadRequest(f"pipeline {pipeline['name']!r} version {version['version']} has no steps; "
+                             "add a model step (pipelines/create with definition.steps) before deploying")
         try:
-            config = DeploymentConfig.model_validate(engine_config or {})
-        except ValidationError as exc:
-            raise BadRequest(describe_validation_error(exc, "engine_config")) from None
-        names = {s["name"] for s in step_refs(json.loads(version["definition"]))}
-        unknown = sorted(set(config.sidekicks) - names)
-        if unknown:
-            raise BadRequest(
-                f"engine_config.sidekicks: {', '.join(map(repr, unknown))} is not a model of pipeline "
-                f"{pipeline['name']!r} (its models: {', '.join(sorted(names))})"
-            )
+            config = engine_config.parse(wire_config or {}, [r["name"] for r in refs])
+        except engine_config.EngineConfigError as exc:
+            raise BadRequest(f"engine_config.{exc}") from None
         steps = self.pipelines.steps(version, pipeline["workspace_id"])  # validates before storing
         now = time.time()
         # the full config with its env sealed: needed to redeploy after a restart
@@ -82,6 +80,15 @@ class Deployments:
         self.applied[dep["id"]] = now
         await self.engine.undeploy(pipeline["name"])
         return True
+
+    async def undeploy_by_id(self, pipeline_id: int | None, deployment_id: int | None) -> None:
+        """`pipelines/undeploy`: by the deployment's id, or the pipeline's (both must agree)."""
+        if pipeline_id is None:
+            dep = self.db.one("SELECT pipeline_id FROM deployments WHERE id = ?", (deployment_id,))
+            if dep is None:
+                raise NotFound(f"deployment_id: no deployment with id {deployment_id}")
+            pipeline_id = dep["pipeline_id"]
+        await self.undeploy(self.pipelines.find(pipeline_id), deployment_id)
 
     async def delete_pipeline(self, pipeline: dict[str, Any]) -> None:
         await self.undeploy(pipeline)
@@ -147,44 +154,44 @@ class Deployments:
             await asyncio.sleep(interval_s)
 
     # -- views -------------------------------------------------------------------
-    def describe(self, p: dict[str, Any]) -> dict[str, Any]:
-        """A pipeline with its current version, steps and deployment state."""
+    def row(self, pipeline_id: int) -> dict[str, Any] | None:
+        return self.db.one("SELECT * FROM deployments WHERE pipeline_id = ?", (pipeline_id,))
+
+    def wire_config(self, dep: dict[str, Any]) -> dict[str, Any]:
+        """A deployment's engine_config in Wallaroo's nested form, env values hidden."""
+        config = DeploymentConfig.model_validate(json.loads(dep["engine_config"]))
+        version = self.pipelines.version(dep["pipeline_version_id"])
+        ids = {s["name"]: s["model_version_id"] for s in self.pipelines.step_views(version)}
+        wire_config = engine_config.from_config(
+            config, lambda name: name if ids.get(name) is None else engine_config.image_key(name, ids[name]))
+        return engine_config.redacted(wire_config)
+
+    def item(self, p: dict[str, Any]) -> dict[str, Any]:
+        """`pipelines/get_pipeline_by_name` and `list_pipelines` item: the pipeline, its topic, its
+        workspace, its deployment's replicas and its current version."""
         version = self.pipelines.version(p["current_version_id"])
-        dep = self.db.one("SELECT * FROM deployments WHERE pipeline_id = ?", (p["id"],))
-        deployed = dep is not None and dep["desired"] == "deployed"
-        state = self.engine.get(p["name"])
-        status, reason = "undeployed", None
-        if deployed:
-            status = _STATUS.get(state.state, "Starting") if state else "Starting"
-            reason = state.reason if state else None
-        deployed_version = None
-        if dep is not None:
-            dv = self.pipelines.version(dep["pipeline_version_id"])
-            deployed_version = dv["version"] if dv else None
-        return {
-            "id": p["id"],
-            "pipeline_id": p["id"],
-            "name": p["name"],
-            "workspace_id": p["workspace_id"],
-            "created_at": iso(p["created_at"]),
-            "pipeline_version_pk_id": version["id"] if version else None,
-            "version": version["version"] if version else None,
-            "definition": json.loads(version["definition"]) if version else None,
-            "steps": self.pipelines.step_views(version),
-            "deployment_id": dep["id"] if dep else None,
-            "deployed": deployed,
-            "deployed_version": deployed_version if deployed else None,
-            "status": status,
-            "reason": reason,
-            "engine_config": DeploymentConfig.model_validate(json.loads(dep["engine_config"])).redacted() if dep else None,
-            "inference_path": f"/v1/api/pipelines/infer/{p['name']}-{dep['id']}/{p['name']}" if deployed else None,
+        dep = self.row(p["id"])
+        out: dict[str, Any] = {
+            "pipeline": wire.pipeline(p, max(version["created_at"], dep["updated_at"] if dep else 0) if version else None),
+            "plateau_topic": wire.topic_name(p["workspace_id"], p["name"]),
+            "workspace": wire.workspace(self.pipelines.registry.workspace(p["workspace_id"])),
         }
+        if version is not None:
+            out["pipeline_version"] = self._legacy_version(p, version)
+        if dep is not None and dep["desired"] == "deployed":
+            out["deployment"] = wire.replica_bounds(json.loads(dep["engine_config"]))
+        return out
 
-    def describe_with_versions(self, p: dict[str, Any]) -> dict[str, Any]:
-        return {**self.describe(p), "versions": self.pipelines.versions(p["id"])}
+    def version_items(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        """`pipelines/list_pipeline_versions`: one list item per version, newest first."""
+        base = self.item(p)
+        rows = self.db.all("SELECT * FROM pipeline_versions WHERE pipeline_id = ? ORDER BY id DESC", (p["id"],))
+        return [{**base, "pipeline_version": self._legacy_version(p, v)} for v in rows]
 
-    def list(self, workspace_id: int | None) -> list[dict[str, Any]]:
-        return [self.describe(p) for p in self.pipelines.all(workspace_id)]
+    @staticmethod
+    def _legacy_version(p: dict[str, Any], version: dict[str, Any]) -> dict[str, Any]:
+        return {"id": str(version["id"]), "workspace_id": p["workspace_id"], "created_at": iso(version["created_at"]),
+                "version": version["version"], "steps": json.loads(version["definition"])}
 
     def _by_deploy_name(self, name: str, workspace_id: int | None) -> tuple[dict[str, Any], int | None]:
         """'<pipeline>-<id>' (pipeline names may contain '-') or a bare pipeline name."""
@@ -208,9 +215,9 @@ class Deployments:
         if dep["desired"] == "deployed" and (state is None or self.applied.get(dep["id"]) != dep["updated_at"]):
             # Deployed through another replica and not caught up yet, or this process is between storing
             # the change and registering it with its engine (status runs on a worker thread).
-            return {"name": f"{pipeline['name']}-{dep['id']}", "status": "Starting", "reason": None,
-                    "details": ["this replica is applying the latest deploy"], "engines": [], "engine_lbs": []}
+            return wire.deployment_status({"name": f"{pipeline['name']}-{dep['id']}", "status": "Starting",
+                                           "details": ["this replica is applying the latest deploy"]})
         if dep["desired"] != "deployed" or state is None:
             raise NotFound(f"deployment {pipeline['name']}-{dep['id']} is not deployed (undeployed); "
                            "deploy it with /v1/api/pipelines/deploy")
-        return self.engine.status(state)
+        return wire.deployment_status(self.engine.status(state))

@@ -17,7 +17,7 @@ log = logging.getLogger("wallaroo_pulumi.runtime")
 
 def error_body(exc: WallarooError) -> dict[str, Any]:
     """Wallaroo's error body: `msg` and `code` (what the SDK's generated client reads) beside the
-    engine's `status`, `error` and `source` (what its high-level client reads), one message (D31)."""
+    engine's `status`, `error` and `source` (what its high-level client reads), one message (D33)."""
     return {"msg": exc.message, "code": exc.status, "status": "error", "error": exc.message, "source": exc.source,
             **exc.extra}
 

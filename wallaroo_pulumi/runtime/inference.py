@@ -12,9 +12,10 @@ from functools import partial
 import pyarrow as pa
 
 from wallaroo_pulumi.runtime.access.usage import Tokens
+from wallaroo_pulumi.runtime.dataset import Dataset
 from wallaroo_pulumi.runtime.engine import DeploymentState, Engine, Live, Step
 from wallaroo_pulumi.runtime.errors import NotFound, Unavailable, WallarooError
-from wallaroo_pulumi.runtime.formats import RESPONSE_DROP, conform, encode_table, parse_input, response_kind, result_table
+from wallaroo_pulumi.runtime.formats import RESPONSE_DROP, conform, parse_input, response_kind, result_table
 from wallaroo_pulumi.runtime.logstore import LogStore
 from wallaroo_pulumi.runtime.metrics import Metrics
 from wallaroo_pulumi.runtime.pipelines import Pipelines
@@ -82,7 +83,7 @@ class Inference:
 
     async def run(
         self, pipeline_name: str, deployment_id: int | None, read_body: Callable[[], Awaitable[bytes]],
-        content_type: str | None, accept: str | None,
+        content_type: str | None, accept: str | None, dataset: Dataset | None = None,
     ) -> Answer:
         started = time.perf_counter()
         state, live = self.serving(pipeline_name, deployment_id)
@@ -128,7 +129,7 @@ class Inference:
             if self.usage is not None:
                 self.usage(pipeline_name, rows, tokens)
         t_log = time.perf_counter()
-        payload, media_type = encode_table(logged.drop_columns(list(RESPONSE_DROP)), response_kind(accept, req_kind))
+        payload, media_type = (dataset or Dataset()).encode(logged.drop_columns(list(RESPONSE_DROP)), response_kind(accept, req_kind))
         t_end = time.perf_counter()
         self.metrics.inference_rows.labels(pipeline_name).inc(inputs.num_rows)
         self.metrics.inference_latency.labels(pipeline_name).observe(t_end - started)

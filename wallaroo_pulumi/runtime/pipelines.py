@@ -9,7 +9,8 @@ from typing import Any
 
 from wallaroo_pulumi.runtime.db import Database, dumps
 from wallaroo_pulumi.runtime.errors import BadRequest, NotFound
-from wallaroo_pulumi.runtime.registry import Registry, iso
+from wallaroo_pulumi.runtime.registry import Registry
+from wallaroo_pulumi.runtime.wire import iso
 from wallaroo_pulumi.schemas import schema_from_b64
 
 
@@ -67,6 +68,27 @@ class Pipelines:
         if row is None:
             raise NotFound(f"no pipeline named {name!r} in workspace {workspace_id or 1}")
         return row
+
+    def for_deploy(self, deploy_id: str, pipeline_id: int | None, version_pk_id: int | None, version_uuid: str | None,
+                   workspace_id: int | None) -> tuple[dict[str, Any], int | None]:
+        """The pipeline and version a deploy names: by its version (pk id or uuid), else by id, else by
+        `deploy_id`, which is the pipeline's name here (a deployment is named after its pipeline)."""
+        version = None
+        if version_pk_id is not None:
+            version = self.version(version_pk_id)
+            if version is None:
+                raise NotFound(f"pipeline_version_pk_id: no pipeline version with id {version_pk_id}")
+        elif version_uuid is not None:
+            version = self.db.one("SELECT * FROM pipeline_versions WHERE version = ?", (version_uuid,))
+            if version is None:
+                raise NotFound(f"pipeline_version: no pipeline version {version_uuid}")
+        if version is not None:
+            pipeline_id = version["pipeline_id"]
+        pipeline = self.find(pipeline_id, None if pipeline_id is not None else deploy_id, workspace_id)
+        if pipeline["name"] != deploy_id:
+            raise BadRequest(f"deploy_id: {deploy_id!r} must be the pipeline's name ({pipeline['name']!r}): "
+                             "a deployment here is named after its pipeline")
+        return pipeline, version["id"] if version is not None else None
 
     def by_name(self, name: str, workspace_id: int | None = None) -> dict[str, Any] | None:
         if workspace_id is None:

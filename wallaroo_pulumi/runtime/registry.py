@@ -7,12 +7,12 @@ import shutil
 import sqlite3
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from wallaroo_pulumi.runtime import wire
 from wallaroo_pulumi.runtime.artifacts import ArtifactStore, ArtifactWriter, validate_byop_zip
 from wallaroo_pulumi.runtime.db import Database
 from wallaroo_pulumi.runtime.errors import BadRequest, Conflict, NotFound
@@ -23,33 +23,6 @@ _VERSION_SELECT = (
 )
 
 
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-def workspace_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "created_at": iso(row["created_at"])}
-
-
-def version_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "model_id": row["model_id"],
-        "name": row["name"],
-        "version": row["version"],
-        "sha": row["sha"],
-        "file_name": row["file_name"],
-        "file_size": row["file_size"],
-        "created_at": iso(row["created_at"]),
-        "input_schema": row["input_schema"],
-        "output_schema": row["output_schema"],
-        "conversion": json.loads(row["conversion"]),
-        "status": row["status"],
-        "workspace_id": row["workspace_id"],
-        "visibility": row["visibility"],
-    }
-
-
 class Registry:
     def __init__(self, db: Database, artifacts: ArtifactStore, models_dir: Path) -> None:
         self.db = db
@@ -58,7 +31,28 @@ class Registry:
 
     # -- workspaces --------------------------------------------------------
     def workspaces(self) -> list[dict[str, Any]]:
-        return [workspace_json(r) for r in self.db.all("SELECT * FROM workspaces ORDER BY id")]
+        """`workspaces/list` items: each workspace with the ids of its models and pipelines."""
+        models, pipelines = self._ids("models"), self._ids("pipelines")
+        return [wire.workspace_item(r, models.get(r["id"], []), pipelines.get(r["id"], []))
+                for r in self.db.all("SELECT * FROM workspaces ORDER BY id")]
+
+    def _ids(self, table: str) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for row in self.db.all(f"SELECT id, workspace_id FROM {table} ORDER BY id"):
+            out.setdefault(row["workspace_id"], []).append(row["id"])
+        return out
+
+    def workspace(self, workspace_id: int) -> dict[str, Any]:
+        row = self.db.one("SELECT * FROM workspaces WHERE id = ?", (workspace_id,))
+        if row is None:
+            raise NotFound(f"workspace_id: no workspace with id {workspace_id} (list them with /v1/api/workspaces/list)")
+        return row
+
+    def workspace_named(self, name: str) -> dict[str, Any]:
+        row = self.db.one("SELECT * FROM workspaces WHERE name = ?", (name,))
+        if row is None:
+            raise NotFound(f"workspace_name: no workspace named {name!r} (list them with /v1/api/workspaces/list)")
+        return row
 
     def create_workspace(self, name: str) -> dict[str, Any]:
         try:
@@ -66,13 +60,10 @@ class Registry:
                 wid = c.execute("INSERT INTO workspaces (name, created_at) VALUES (?, ?)", (name, time.time())).lastrowid
         except sqlite3.IntegrityError:
             raise Conflict(f"workspace_name: a workspace named {name!r} already exists") from None
-        row = self.db.one("SELECT * FROM workspaces WHERE id = ?", (wid,))
-        assert row is not None
-        return {"workspace_id": wid, "workspace": workspace_json(row)}
+        return {"workspace_id": wid, "workspace": wire.workspace(self.workspace(wid))}
 
     def require_workspace(self, workspace_id: int) -> None:
-        if self.db.one("SELECT id FROM workspaces WHERE id = ?", (workspace_id,)) is None:
-            raise NotFound(f"workspace_id: no workspace with id {workspace_id} (list them with /v1/api/workspaces/list)")
+        self.workspace(workspace_id)
 
     # -- models and versions ----------------------------------------------
     async def add_version(
@@ -119,33 +110,34 @@ class Registry:
         return self.db.all(_VERSION_SELECT + where + " ORDER BY mv.id", params)
 
     def models(self, workspace_id: int | None) -> list[dict[str, Any]]:
+        """`models/list` items: each model with its configured versions."""
         where, params = ("1=1", ()) if workspace_id is None else ("workspace_id = ?", (workspace_id,))
         out = []
+        workspaces = {w["id"]: wire.workspace(w) for w in self.db.all("SELECT * FROM workspaces")}
         for m in self.db.all(f"SELECT * FROM models WHERE {where} ORDER BY id", params):
             versions = self.version_rows("mv.model_id = ?", (m["id"],))
-            out.append({
-                "id": m["id"], "name": m["name"], "workspace_id": m["workspace_id"], "visibility": m["visibility"],
-                "created_at": iso(m["created_at"]), "versions": len(versions),
-                "latest_version": version_json(versions[-1]) if versions else None,
-            })
+            out.append({"model": wire.model(m, versions[-1]["created_at"] if versions else None),
+                        "model_versions": [wire.configured_model_version(v) for v in versions],
+                        "workspace": workspaces[m["workspace_id"]]})
         return out
 
-    def versions(self, model_id: int | None, name: str | None, workspace_id: int | None) -> list[dict[str, Any]]:
-        if model_id is not None:
-            model = self.db.one("SELECT id FROM models WHERE id = ?", (model_id,))
-            label = f"id {model_id}"
+    def versions(self, models_pk_id: int | None, name: str | None, workspace_id: int) -> list[dict[str, Any]]:
+        """`models/list_versions` items of a model, by its id or by name in `workspace_id`."""
+        if models_pk_id is not None:
+            model = self.db.one("SELECT id FROM models WHERE id = ?", (models_pk_id,))
+            label = f"models_pk_id: no model with id {models_pk_id}"
         else:
-            model = self.db.one("SELECT id FROM models WHERE name = ? AND workspace_id = ?", (name, workspace_id or 1))
-            label = f"name {name!r}"
+            model = self.db.one("SELECT id FROM models WHERE name = ? AND workspace_id = ?", (name, workspace_id))
+            label = f"model_id: no model named {name!r} in workspace {workspace_id}"
         if model is None:
-            raise NotFound(f"no model with {label}")
-        return [version_json(r) for r in self.version_rows("mv.model_id = ?", (model["id"],))]
+            raise NotFound(label)
+        return [wire.version_item(r) for r in self.version_rows("mv.model_id = ?", (model["id"],))]
 
     def version(self, model_version_id: int) -> dict[str, Any]:
         row = self.version_row("mv.id = ?", (model_version_id,))
         if row is None:
             raise NotFound(f"model_version_id: no model version with id {model_version_id}")
-        return version_json(row)
+        return row
 
     def deployed_users(self, model_name: str, workspace_id: int) -> list[str]:
         """Names of deployed pipelines whose deployed version uses a model of this name."""
@@ -161,22 +153,24 @@ class Registry:
                     users.add(row["name"])
         return sorted(users)
 
-    def delete_model(self, model_id: int) -> dict[str, Any]:
-        model = self.db.one("SELECT * FROM models WHERE id = ?", (model_id,))
+    def delete_model(self, name: str, workspace_id: int) -> dict[str, Any]:
+        """Every version of a model; `bytes` is the size of the artifacts it held."""
+        model = self.db.one("SELECT * FROM models WHERE name = ? AND workspace_id = ?", (name, workspace_id))
         if model is None:
-            raise NotFound(f"model_id: no model with id {model_id}")
+            raise NotFound(f"model_id: no model named {name!r} in workspace {workspace_id}")
         users = self.deployed_users(model["name"], model["workspace_id"])
         if users:
             raise Conflict(f"model {model['name']!r} is used by deployed pipeline(s) {', '.join(users)}; undeploy them first")
-        shas = [r["sha"] for r in self.db.all("SELECT sha FROM model_versions WHERE model_id = ?", (model_id,))]
+        rows = self.db.all("SELECT sha, file_size FROM model_versions WHERE model_id = ?", (model["id"],))
         with self.db.tx() as c:
-            c.execute("DELETE FROM model_versions WHERE model_id = ?", (model_id,))
-            c.execute("DELETE FROM models WHERE id = ?", (model_id,))
-        for sha in set(shas):
+            c.execute("DELETE FROM model_versions WHERE model_id = ?", (model["id"],))
+            c.execute("DELETE FROM models WHERE id = ?", (model["id"],))
+        for sha in {r["sha"] for r in rows}:
             if self.db.one("SELECT id FROM model_versions WHERE sha = ?", (sha,)) is None:
                 self.artifacts.delete(sha)
                 shutil.rmtree(self.models_dir / sha, ignore_errors=True)
-        return {"deleted": True, "model_id": model_id, "versions": len(shas)}
+        return {"bytes": sum(r["file_size"] for r in rows), "model_id": name, "models_pk_id": model["id"],
+                "versions": len(rows)}
 
     def resolve_ref(self, ref: dict[str, Any], workspace_id: int, where: str) -> dict[str, Any]:
         """A {name, version?, sha?, model_version_id?} step model -> its version row (latest when unspecified)."""

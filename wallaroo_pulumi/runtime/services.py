@@ -21,6 +21,7 @@ from wallaroo_pulumi.runtime.artifacts import ArtifactStore
 from wallaroo_pulumi.runtime.db import Database, dumps
 from wallaroo_pulumi.runtime.deployments import Deployments
 from wallaroo_pulumi.runtime.engine import Engine
+from wallaroo_pulumi.runtime.graphql import Graph
 from wallaroo_pulumi.runtime.inference import Inference
 from wallaroo_pulumi.runtime.inference_logs import InferenceLogs
 from wallaroo_pulumi.runtime.listeners import ListenerModelRef, ListenerService
@@ -67,6 +68,7 @@ class Runtime:
         self.registry = Registry(self.db, self.artifacts, self.model_files.models_dir)
         self.pipelines = Pipelines(self.db, self.registry)
         self.deployments = Deployments(self.db, self.secrets, self.engine, self.pipelines)
+        self.graph = Graph(self.db, self.registry, self.pipelines, self.deployments)
         self.limiter = Limiter(self.metrics.registry)
         self.usage = UsageMeter(self.db, self.metrics.registry, self.limiter)
         self.inference = Inference(self.engine, self.pipelines, self.logstore, self.metrics, usage=self.usage.record)

@@ -1,5 +1,5 @@
-"""`AccessMiddleware`: before any route runs, every request but `/health` is authenticated (401),
-held to its route's rule and the key's scope (403) and to the key's limits (429). The key is then
+"""`AccessMiddleware`: before any route runs, every request but `/health` and `/v1/api/config` is
+authenticated (401), held to its route's rule and the key's scope (403) and to the key's limits (429). The key is then
 the request's `current_key`, which usage metering reads."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from wallaroo_pulumi.runtime.auth import ADMIN_TOKEN_FILE
 from wallaroo_pulumi.runtime.errors import WallarooError
 from wallaroo_pulumi.runtime.http_errors import error_response
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/v1/api/config"})  # the SDK reads /v1/api/config without a token
 HINT_EVERY_S = 60.0
 HOW = "send 'Authorization: Bearer <key>' (an admin creates keys: `wallaroo-pulumi keys create`)"
 log = logging.getLogger("wallaroo_pulumi.runtime.access")

@@ -41,6 +41,7 @@ class Find(StrEnum):
     MODEL = "model"  # body `model_id`, else `name` in `workspace_id` (default 1)
     MODEL_VERSION = "model_version"  # body `model_version_id`
     LOGS = "logs"  # body `name_field`: the pipeline (or listener score pipeline) whose logs it reads
+    TOPIC = "topic"  # the log topic in the URL ('workspace-<id>-pipeline-<name>-inference')
     SCORES = "scores"  # body `name_field`: a monitored pipeline whose listeners' scores it reads
     INFER = "infer"  # the pipeline in the URL
     NEW_TASK = "new_task"  # body `workspace_id` (default 1) and the pipeline its `json` monitors
@@ -78,16 +79,21 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/models/upload_and_convert", Perm.DEPLOY, Find.UPLOAD),
     Rule(P, "/v1/api/models/list", Perm.DEPLOY, Find.LISTED),
     Rule(P, "/v1/api/models/list_versions", Perm.DEPLOY, Find.MODEL),
+    Rule(P, "/v1/api/models/get_model_version_by_id", Perm.DEPLOY, Find.MODEL_VERSION),
     Rule(P, "/v1/api/models/get_version_by_id", Perm.DEPLOY, Find.MODEL_VERSION),
-    Rule(P, "/v1/api/models/delete", Perm.DEPLOY, Find.MODEL),
+    Rule(P, "/v1/api/models/delete_model", Perm.DEPLOY, Find.MODEL),
     Rule(P, "/v1/api/pipelines/create", Perm.DEPLOY, Find.WORKSPACE),
     Rule(P, "/v1/api/pipelines/deploy", Perm.DEPLOY, Find.PIPELINE, "deploy_id"),
-    Rule(P, "/v1/api/pipelines/undeploy", Perm.DEPLOY, Find.PIPELINE, "name"),
-    Rule(P, "/v1/api/pipelines/get", Perm.DEPLOY, Find.PIPELINE, "name"),
-    Rule(P, "/v1/api/pipelines/list", Perm.DEPLOY, Find.LISTED),
-    Rule(P, "/v1/api/pipelines/delete", Perm.DEPLOY, Find.PIPELINE),
+    Rule(P, "/v1/api/pipelines/undeploy", Perm.DEPLOY, Find.PIPELINE),
+    Rule(P, "/v1/api/pipelines/get_pipeline_by_name", Perm.DEPLOY, Find.PIPELINE, "pipeline_name"),
+    Rule(P, "/v1/api/pipelines/list_pipelines", Perm.DEPLOY, Find.LISTED),
+    Rule(P, "/v1/api/pipelines/list_pipeline_versions", Perm.DEPLOY, Find.PIPELINE, "name"),
+    Rule(P, "/v1/api/pipelines/delete_pipeline", Perm.DEPLOY, Find.PIPELINE, "name"),
     Rule(P, "/v1/api/status/get_deployment", Perm.DEPLOY, Find.DEPLOYMENT),
+    Rule(P, "/v1/graphql", Perm.DEPLOY),  # read-only; a workspace key sees its workspace's objects only
     Rule(P, "/v1/api/pipelines/get_logs", Perm.READ_LOGS, Find.LOGS, "pipeline_name"),
+    Rule(P, "/v1/api/plateau/get_topic_name", Perm.DEPLOY),  # a topic names its pipeline, nothing more
+    Rule(P, "/v1/logs/topic/{topic}/records", Perm.READ_LOGS, Find.TOPIC),
     Rule(P, "/v1/api/pipelines/infer/{deploy_name}/{pipeline_name}", Perm.INFER, Find.INFER),
     Rule(P, "/v1/api/pipelines/infer/{deploy_name}", Perm.INFER, Find.INFER),
     Rule(P, "/infer/{pipeline_name}", Perm.INFER, Find.INFER),

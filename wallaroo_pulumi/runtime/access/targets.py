@@ -14,6 +14,7 @@ from wallaroo_pulumi.runtime.access.policy import MISSING, NOTHING, UNOWNED, Fin
 from wallaroo_pulumi.runtime.db import Database
 from wallaroo_pulumi.runtime.errors import BadRequest, WallarooError
 from wallaroo_pulumi.runtime.listeners.engine import score_pipeline_name
+from wallaroo_pulumi.runtime.wire import TOPIC
 
 _INT = TypeAdapter(int)
 InferResolver = Callable[[str, str | None], tuple[str, int | None]]
@@ -57,6 +58,9 @@ class Targets:
             return self._model(body)
         if kind is Find.MODEL_VERSION:
             return self._model_version(integer(body, "model_version_id"))
+        if kind is Find.TOPIC:
+            match = TOPIC.match(params.get("topic", ""))
+            return self.logs_of(match[2]) if match else MISSING
         if kind in (Find.LOGS, Find.SCORES):
             name = body.get(rule.name_field or "")
             return self.logs_of(name, scores=kind is Find.SCORES) if isinstance(name, str) else MISSING
@@ -116,9 +120,10 @@ class Targets:
         return Target(frozenset(owners))
 
     def _model(self, body: dict[str, Any]) -> Target:
-        model_id = integer(body, "model_id")
-        if model_id is not None:
-            row = self.db.one("SELECT workspace_id FROM models WHERE id = ?", (model_id,))
+        """By `models_pk_id`, else by name (Wallaroo's `model_id`) in `workspace_id` (default 1)."""
+        models_pk_id = integer(body, "models_pk_id")
+        if models_pk_id is not None:
+            row = self.db.one("SELECT workspace_id FROM models WHERE id = ?", (models_pk_id,))
             return MISSING if row is None else Target(frozenset({row["workspace_id"]}))
         return Target(frozenset({integer(body, "workspace_id", 1) or 1}))
 

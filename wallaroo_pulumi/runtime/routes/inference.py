@@ -1,11 +1,13 @@
 """Inference routes: `POST /v1/api/pipelines/infer/{pipeline}-{id}/{pipeline}`, the same
-without the trailing name, and edge-style `/infer/{pipeline}`."""
+without the trailing name, and edge-style `/infer/{pipeline}`; `dataset[]`, `dataset.exclude[]`
+and `dataset.separator` query parameters shape the answer."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from wallaroo_pulumi.runtime.dataset import Dataset
 from wallaroo_pulumi.runtime.errors import TooLarge
 from wallaroo_pulumi.runtime.formats import ACCEPTED
 from wallaroo_pulumi.runtime.routes import runtime_of
@@ -40,9 +42,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def _infer(request: Request, pipeline_name: str, deployment_id: int | None) -> Response:
     rt = runtime_of(request)
+    query = {key: request.query_params.getlist(key) for key in request.query_params}
     answer = await rt.inference.run(
         pipeline_name, deployment_id, lambda: read_body(request, rt.settings.max_request_bytes),
-        request.headers.get("content-type"), request.headers.get("accept"),
+        request.headers.get("content-type"), request.headers.get("accept"), Dataset.from_query(query),
     )
     return Response(answer.payload, media_type=answer.media_type, headers={"Server-Timing": answer.server_timing})
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from wallaroo_pulumi.runtime import wire
 from wallaroo_pulumi.runtime.errors import BadRequest, describe_validation_error
 from wallaroo_pulumi.runtime.routes import runtime_of
 from wallaroo_pulumi.runtime.uploads import parse_streaming_upload
@@ -23,10 +24,11 @@ SUPPORTED_FRAMEWORKS = ("custom",)
 class Conversion(BaseModel):
     model_config = ConfigDict(extra="allow")
     framework: str = "custom"
-    python_version: str = "3.8"
+    python_version: Literal["3.8", "3.9"] = "3.8"  # Wallaroo's PythonVersion enum; models run on the runtime's Python
     requirements: list[str] = Field(default_factory=list)
     arch: Literal["x86", "arm"] = "x86"
     accel: str | dict[str, Any] = "none"
+    framework_config: dict[str, Any] | None = None
     input_schema: str | None = None
     output_schema: str | None = None
 
@@ -73,6 +75,7 @@ class UploadMetadata(BaseModel):
 
 @router.post(
     "/upload_and_convert",
+    status_code=202,
     summary="Upload a BYOP model (multipart: 'metadata' JSON + 'file' zip), streamed to disk",
     openapi_extra={
         "requestBody": {
@@ -132,29 +135,34 @@ def _metadata(raw: str) -> UploadMetadata:
 class ListModels(BaseModel):
     model_config = ConfigDict(extra="allow")
     workspace_id: int | None = None
+    workspace_name: str | None = None
 
 
 @router.post("/list")
 def list_models(request: Request, body: ListModels | None = None) -> dict:
-    return {"models": runtime_of(request).registry.models((body or ListModels()).workspace_id)}
+    rt, body = runtime_of(request), body or ListModels()
+    workspace_id = body.workspace_id
+    if workspace_id is None and body.workspace_name is not None:
+        workspace_id = rt.registry.workspace_named(body.workspace_name)["id"]
+    return {"models": rt.registry.models(workspace_id)}
 
 
 class ListVersions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    model_id: int | None = None
-    name: str | None = None
-    workspace_id: int | None = None
+    model_id: str | None = Field(default=None, description="the model's name")
+    models_pk_id: int | None = None
+    workspace_id: int = Field(default=1, description="ours: the workspace to look the name up in")
 
     @model_validator(mode="after")
     def _one(self) -> ListVersions:
-        if self.model_id is None and self.name is None:
-            raise ValueError("give model_id or name")
+        if self.model_id is None and self.models_pk_id is None:
+            raise ValueError("give model_id (the model's name) or models_pk_id")
         return self
 
 
 @router.post("/list_versions")
 def list_versions(request: Request, body: ListVersions) -> list[dict]:
-    return runtime_of(request).registry.versions(body.model_id, body.name, body.workspace_id)
+    return runtime_of(request).registry.versions(body.models_pk_id, body.model_id, body.workspace_id)
 
 
 class GetVersion(BaseModel):
@@ -162,16 +170,23 @@ class GetVersion(BaseModel):
     model_version_id: int
 
 
-@router.post("/get_version_by_id")
+@router.post("/get_model_version_by_id")
+def get_model_version_by_id(request: Request, body: GetVersion) -> dict:
+    return {"model_version": wire.configured_model_version(runtime_of(request).registry.version(body.model_version_id))}
+
+
+@router.post("/get_version_by_id", summary="The model version as the SDK's upload flow reads it")
 def get_version_by_id(request: Request, body: GetVersion) -> dict:
-    return {"model_version": runtime_of(request).registry.version(body.model_version_id)}
+    return wire.sdk_model_version(runtime_of(request).registry.version(body.model_version_id))
 
 
 class DeleteModel(BaseModel):
     model_config = ConfigDict(extra="allow")
-    model_id: int
+    model_id: str = Field(description="the model's name")
+    workspace_id: int
+    confirm_delete: bool | None = None
 
 
-@router.post("/delete")
+@router.post("/delete_model")
 def delete_model(request: Request, body: DeleteModel) -> dict:
-    return runtime_of(request).registry.delete_model(body.model_id)
+    return runtime_of(request).registry.delete_model(body.model_id, body.workspace_id)

@@ -37,14 +37,14 @@ class Step(BaseModel):
 
 class Definition(BaseModel):
     model_config = ConfigDict(extra="allow")
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(default_factory=list)
 
 
 class CreatePipeline(BaseModel):
     model_config = ConfigDict(extra="allow")
     pipeline_id: str = Field(description="the pipeline name")
     workspace_id: int = 1
-    definition: Definition
+    definition: Definition = Field(default_factory=Definition)
 
     @field_validator("pipeline_id")
     @classmethod
@@ -62,80 +62,88 @@ def create_pipeline(request: Request, body: CreatePipeline) -> dict:
 
 class DeployPipeline(BaseModel):
     model_config = ConfigDict(extra="allow")
-    deploy_id: str | None = Field(default=None, description="the pipeline name")
-    pipeline_id: int | None = Field(default=None, description="the pipeline's pk id")
+    deploy_id: str = Field(description="the deployment's name: the pipeline's name")
     pipeline_version_pk_id: int | None = None
-    workspace_id: int | None = None
-    engine_config: dict[str, Any] | None = None
-    models: list[dict[str, Any]] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> DeployPipeline:
-        if self.deploy_id is None and self.pipeline_id is None:
-            raise ValueError("give deploy_id (the pipeline name) or pipeline_id")
-        return self
+    pipeline_id: int | None = Field(default=None, description="the pipeline's pk id")
+    pipeline_version: str | None = Field(default=None, description="the pipeline version's uuid")
+    engine_config: dict[str, Any] | None = Field(default=None, description="what the SDK's DeploymentConfigBuilder builds")
+    models: list[dict[str, Any]] | None = Field(default=None, description="ignored: the pipeline version names its models")
+    model_configs: list[int] | None = None
+    model_ids: list[int] | None = None
 
 
 @router.post("/pipelines/deploy")
 async def deploy(request: Request, body: DeployPipeline) -> dict:
     rt = runtime_of(request)
-    pipeline = rt.pipelines.find(body.pipeline_id, body.deploy_id, body.workspace_id)
-    return {"id": await rt.deployments.deploy(pipeline, body.pipeline_version_pk_id, body.engine_config)}
+    workspace_id = (body.engine_config or {}).get("workspace_id")
+    pipeline, version_id = rt.pipelines.for_deploy(body.deploy_id, body.pipeline_id, body.pipeline_version_pk_id,
+                                                   body.pipeline_version, workspace_id)
+    return {"id": await rt.deployments.deploy(pipeline, version_id, body.engine_config)}
 
 
 class Undeploy(BaseModel):
     model_config = ConfigDict(extra="allow")
     pipeline_id: int | None = None
-    name: str | None = None
     deployment_id: int | None = None
-    workspace_id: int | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Undeploy:
+        if self.pipeline_id is None and self.deployment_id is None:
+            raise ValueError("give deployment_id or pipeline_id")
+        return self
 
 
 @router.post("/pipelines/undeploy")
 async def undeploy(request: Request, body: Undeploy) -> dict:
-    rt = runtime_of(request)
-    pipeline = rt.pipelines.find(body.pipeline_id, body.name, body.workspace_id)
-    await rt.deployments.undeploy(pipeline, body.deployment_id)
-    return {"pipeline_id": pipeline["id"], "deployment_id": body.deployment_id, "status": "undeployed"}
+    await runtime_of(request).deployments.undeploy_by_id(body.pipeline_id, body.deployment_id)
+    return {}
 
 
-class GetPipeline(BaseModel):
+class ByName(BaseModel):
     model_config = ConfigDict(extra="allow")
-    pipeline_id: int | str | None = None
-    name: str | None = None
-    workspace_id: int | None = None
+    pipeline_name: str
+    workspace_id: int
 
 
-@router.post("/pipelines/get")
-def get_pipeline(request: Request, body: GetPipeline) -> dict:
+@router.post("/pipelines/get_pipeline_by_name")
+def get_pipeline_by_name(request: Request, body: ByName) -> dict:
     rt = runtime_of(request)
-    pid, name = body.pipeline_id, body.name
-    if isinstance(pid, str):
-        pid, name = (int(pid), name) if pid.isdigit() else (None, pid)
-    return rt.deployments.describe_with_versions(rt.pipelines.find(pid, name, body.workspace_id))
+    return rt.deployments.item(rt.pipelines.find(None, body.pipeline_name, body.workspace_id))
 
 
 class ListPipelines(BaseModel):
     model_config = ConfigDict(extra="allow")
     workspace_id: int | None = None
+    workspace_name: str | None = None
 
 
-@router.post("/pipelines/list")
+@router.post("/pipelines/list_pipelines")
 def list_pipelines(request: Request, body: ListPipelines | None = None) -> dict:
-    return {"pipelines": runtime_of(request).deployments.list((body or ListPipelines()).workspace_id)}
+    rt, body = runtime_of(request), body or ListPipelines()
+    workspace_id = body.workspace_id
+    if workspace_id is None and body.workspace_name is not None:
+        workspace_id = rt.registry.workspace_named(body.workspace_name)["id"]
+    return {"pipelines": [rt.deployments.item(p) for p in rt.pipelines.all(workspace_id)]}
 
 
-class DeletePipeline(BaseModel):
+class PipelineOfWorkspace(BaseModel):
     model_config = ConfigDict(extra="allow")
-    pipeline_id: int
+    pipeline_id: str = Field(description="the pipeline's name")
+    workspace_id: int
 
 
-@router.post("/pipelines/delete")
-async def delete_pipeline(request: Request, body: DeletePipeline) -> dict:
+@router.post("/pipelines/list_pipeline_versions")
+def list_pipeline_versions(request: Request, body: PipelineOfWorkspace) -> dict:
     rt = runtime_of(request)
-    pipeline = rt.pipelines.find(body.pipeline_id)
+    return {"pipeline_versions": rt.deployments.version_items(rt.pipelines.find(None, body.pipeline_id, body.workspace_id))}
+
+
+@router.post("/pipelines/delete_pipeline")
+async def delete_pipeline(request: Request, body: PipelineOfWorkspace) -> dict:
+    rt = runtime_of(request)
+    pipeline = rt.pipelines.find(None, body.pipeline_id, body.workspace_id)
     await rt.deployments.delete_pipeline(pipeline)
-    return {"deleted": True, "pipeline_id": pipeline["id"]}
+    return {"pipeline_id": pipeline["name"], "workspace_id": pipeline["workspace_id"]}
 
 
 class GetDeployment(BaseModel):
