@@ -1,0 +1,35 @@
+"""The Kubernetes group: scripts/k8s-tools builds (first run) or checks (seconds) the control plane
+and the provider plugin, then one control plane serves the session (or the cluster named by
+WALLAROO_TEST_KUBECONFIG: README, "Running on Kubernetes")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from wallaroo_pulumi.testing.control_plane import FakeNode
+from wallaroo_pulumi.testing.kube_cluster import KubeCluster
+from wallaroo_pulumi.testing.pytest_kubernetes import KUBECONFIG_ENV, cluster_session, kube_fake_nodes  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def k8s_tools(pytestconfig: pytest.Config) -> Path:
+    """Run scripts/k8s-tools with its progress on the terminal (its first run builds for ~20 min);
+    against a cluster of the user's, only the provider plugin."""
+    only = ["--plugin-only"] if os.environ.get(KUBECONFIG_ENV) else []
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        subprocess.run([str(REPO / "scripts" / "k8s-tools"), *only], check=True)
+    return REPO / ".tools" / "bin"
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(k8s_tools: Path, tmp_path_factory: pytest.TempPathFactory,
+                 kube_fake_nodes: Iterable[FakeNode]) -> Iterator[KubeCluster]:  # noqa: F811
+    yield from cluster_session(tmp_path_factory.mktemp("control-plane"), kube_fake_nodes, bin_dir=k8s_tools)

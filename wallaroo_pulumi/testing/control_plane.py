@@ -1,0 +1,311 @@
+"""A throwaway Kubernetes control plane on loopback for tests: etcd, kube-apiserver (TLS, token
+auth, RBAC), kube-controller-manager, kube-scheduler and kwok with fake nodes (D32).
+
+    with LocalControlPlane(tmp_path, nodes=[FakeNode("gpu-0", gpus=4)]) as cluster:
+        env = {"KUBECONFIG": str(cluster.kubeconfig)}   # for `pulumi up`, kubectl, ...
+        pods = list(cluster.client().list(Pod, namespace="default"))
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from wallaroo_pulumi.testing.kube_cluster import KubeCluster
+from wallaroo_pulumi.testing.kube_pki import write_pki
+
+KWOK_STAGES = Path(__file__).with_name("kwok_stages.yaml")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+STORAGE_CLASS = "standard"
+
+
+class ControlPlaneError(RuntimeError):
+    """A part of the control plane is missing, exited, or did not become ready in time."""
+
+
+@dataclass(frozen=True)
+class FakeNode:
+    """A kwok node: Ready, schedulable, advertising the capacity given; it runs no containers."""
+
+    name: str
+    cpu: str = "16"
+    memory: str = "64Gi"
+    gpus: int = 0
+    arch: str = "amd64"
+    labels: dict[str, str] = field(default_factory=dict)
+    pods: int = 110
+
+    def manifest(self) -> dict[str, Any]:
+        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods),
+                    **({"nvidia.com/gpu": str(self.gpus)} if self.gpus else {})}
+        return {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "annotations": {FAKE_NODE_ANNOTATION: "fake"},
+                "labels": {"kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux",
+                           "kubernetes.io/arch": self.arch, "type": "kwok", **self.labels},
+            },
+            "status": {"capacity": capacity, "allocatable": capacity,
+                       "nodeInfo": {"architecture": self.arch, "operatingSystem": "linux"}},
+        }
+
+
+#: Two CPU nodes, an arm64 one and two GPU nodes (4 A100 and 8 H100), labelled as GPU clusters often are.
+DEFAULT_NODES: tuple[FakeNode, ...] = (
+    FakeNode("cpu-0", labels={"wallaroo.ai/accel": "none"}),
+    FakeNode("cpu-1", labels={"wallaroo.ai/accel": "none"}),
+    FakeNode("arm-0", arch="arm64", labels={"wallaroo.ai/accel": "none"}),
+    FakeNode("gpu-a100-0", cpu="32", memory="256Gi", gpus=4,
+             labels={"wallaroo.ai/accel": "cuda", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}),
+    FakeNode("gpu-h100-0", cpu="64", memory="512Gi", gpus=8,
+             labels={"wallaroo.ai/accel": "cuda", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}),
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the process that started it dies (PR_SET_PDEATHSIG),
+    so a killed test run leaves nothing behind either."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+class _Process:
+    """One part of the plane, in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, preexec_fn=_die_with_parent)
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise ControlPlaneError(f"{self.name} exited with status {self.proc.returncode}; "
+                                    f"last lines of {self.log}:\n{self.tail()}")
+
+    def tail(self, lines: int = 25) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, grace_s: float = 10) -> None:
+        """SIGTERM to the whole group, SIGKILL after `grace_s`; returns once the group is empty."""
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                self.proc.poll()
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.05)
+        self.proc.poll()
+
+
+class LocalControlPlane(KubeCluster):
+    """Start with `start()` or `with`; `stop()` ends every process, also when starting failed.
+
+    `bin_dir`: where the binaries are (default: PATH). `workdir` keeps the data, certificates,
+    kubeconfig and one log per part (`logs/<part>.log`).
+    """
+
+    local = True
+
+    def __init__(self, workdir: Path, *, nodes: Iterable[FakeNode] = DEFAULT_NODES, bin_dir: Path | None = None,
+                 ready_timeout_s: float = 90) -> None:
+        self.workdir = Path(workdir)
+        self.nodes = tuple(nodes)
+        self.ready_timeout_s = ready_timeout_s
+        self.bins = self._find_binaries(bin_dir)
+        self.token = secrets.token_urlsafe(24)
+        self.server = ""
+        self._procs: list[_Process] = []
+        self.pids: list[int] = []  # every process started, running or not
+        super().__init__(self.workdir / "kubeconfig")
+
+    @staticmethod
+    def _find_binaries(bin_dir: Path | None) -> dict[str, str]:
+        path = str(bin_dir) if bin_dir else os.environ.get("PATH", "")
+        found = {b: shutil.which(b, path=path) for b in BINARIES}
+        missing = [b for b, p in found.items() if not p]
+        if missing:
+            raise ControlPlaneError(
+                f"LocalControlPlane: not found in {'bin_dir ' + str(bin_dir) if bin_dir else 'PATH'}: "
+                f"{', '.join(missing)}. In a clone of wallaroo-pulumi, scripts/k8s-tools builds them into "
+                f".tools/bin (etcd 3.7, Kubernetes 1.37, kwok 0.8)")
+        return {b: str(p) for b, p in found.items()}
+
+    # -- lifecycle -------------------------------------------------------------
+    def __enter__(self) -> LocalControlPlane:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> LocalControlPlane:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every part, newest first; safe to call twice."""
+        while self._procs:
+            self._procs.pop().stop()
+
+    def _spawn(self, name: str, argv: list[str]) -> _Process:
+        proc = _Process(name, argv, self.workdir / "logs" / f"{name}.log")
+        self._procs.append(proc)
+        self.pids.append(proc.proc.pid)
+        return proc
+
+    def _start(self) -> None:
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        pki = write_pki(self.workdir / "pki")
+        tokens = self.workdir / "pki" / "tokens.csv"
+        tokens.write_text(f"{self.token},wallaroo-test-admin,wallaroo-test-admin,system:masters\n")
+        tokens.chmod(0o600)
+
+        etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd = self._spawn("etcd", [
+            self.bins["etcd"], "--name", "default", "--data-dir", str(self.workdir / "etcd"),
+            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+            "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
+            "--unsafe-no-fsync", "--log-level", "warn"])
+        self._wait("etcd", [etcd], lambda: httpx.get(f"{etcd_url}/health", timeout=2).json().get("health") == "true")
+
+        self.server = f"https://127.0.0.1:{api_port}"
+        apiserver = self._spawn("kube-apiserver", [
+            self.bins["kube-apiserver"], f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+            f"--tls-cert-file={pki['apiserver.crt']}", f"--tls-private-key-file={pki['apiserver.key']}",
+            f"--client-ca-file={pki['ca.crt']}", f"--token-auth-file={tokens}",
+            "--authorization-mode=Node,RBAC", "--anonymous-auth=false",
+            f"--service-account-key-file={pki['sa.pub']}", f"--service-account-signing-key-file={pki['sa.key']}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range=10.96.0.0/16", "--endpoint-reconciler-type=none",
+            f"--cert-dir={self.workdir / 'pki'}", "--profiling=false"])
+        self._wait("kube-apiserver", [etcd, apiserver], self._api_ready)
+        self._write_kubeconfig(pki["ca.crt"])
+
+        kubeconfig = f"--kubeconfig={self.kubeconfig}"
+        controllers = self._spawn("kube-controller-manager", [
+            self.bins["kube-controller-manager"], kubeconfig, "--leader-elect=false",
+            "--bind-address=127.0.0.1", f"--secure-port={_free_port()}",
+            f"--service-account-private-key-file={pki['sa.key']}", f"--root-ca-file={pki['ca.crt']}",
+            "--use-service-account-credentials=false",
+            # hostPath volumes under /tmp/hostpath_pv for claims of the default StorageClass
+            "--enable-hostpath-provisioner=true"])
+        scheduler = self._spawn("kube-scheduler", [
+            self.bins["kube-scheduler"], kubeconfig, "--leader-elect=false",
+            "--bind-address=127.0.0.1", f"--secure-port={_free_port()}"])
+        stages = self.workdir / "kwok-stages.yaml"
+        shutil.copyfile(KWOK_STAGES, stages)
+        kwok = self._spawn("kwok", [
+            self.bins["kwok"], kubeconfig, f"--config={stages}", "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+            "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1"])
+        parts = [etcd, apiserver, controllers, scheduler, kwok]
+
+        self.apply(self._storage_class())
+        for node in self.nodes:
+            self.apply(node.manifest())
+        self._wait("the fake nodes", parts, self._nodes_ready)
+        # the controller-manager's ServiceAccount controller: no default ServiceAccount, no Pods
+        self._wait("kube-controller-manager", parts,
+                   lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default").status_code == 200)
+
+    # -- readiness ----------------------------------------------------------------
+    def _wait(self, what: str, procs: list[_Process], ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            for proc in procs:
+                proc.check()
+            try:
+                if ready():
+                    return
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                last = exc
+            time.sleep(0.2)
+        logs = "\n".join(f"--- {p.name} ({p.log}) ---\n{p.tail()}" for p in procs)
+        raise ControlPlaneError(f"{what} not ready within {self.ready_timeout_s:.0f}s"
+                                f"{f' (last error: {last})' if last else ''}\n{logs}")
+
+    def _http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.server, verify=str(self.workdir / "pki" / "ca.crt"),
+                            headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+    def _get(self, path: str) -> httpx.Response:
+        with self._http() as http:
+            return http.get(path)
+
+    def _api_ready(self) -> bool:
+        return self._get("/readyz").status_code == 200
+
+    def _nodes_ready(self) -> bool:
+        nodes = self._get("/api/v1/nodes").json()["items"]
+        ready = {n["metadata"]["name"] for n in nodes
+                 if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))}
+        return ready >= {n.name for n in self.nodes}
+
+    # -- objects ---------------------------------------------------------------------
+    def apply(self, manifest: dict[str, Any]) -> None:
+        """Create a cluster-scoped object (Node, StorageClass) as the admin."""
+        kind = manifest["kind"]
+        path = {"Node": "/api/v1/nodes", "StorageClass": "/apis/storage.k8s.io/v1/storageclasses"}[kind]
+        with self._http() as http:
+            resp = http.post(path, json=manifest)
+        if resp.status_code != 201:
+            raise ControlPlaneError(f"creating {kind} {manifest['metadata']['name']}: {resp.status_code} {resp.text}")
+
+    @staticmethod
+    def _storage_class() -> dict[str, Any]:
+        return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": STORAGE_CLASS,
+                             "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate"}
+
+    def _write_kubeconfig(self, ca: Path) -> None:
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "wallaroo-test",
+            "clusters": [{"name": "wallaroo-test", "cluster": {
+                "server": self.server, "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode()}}],
+            "users": [{"name": "wallaroo-test-admin", "user": {"token": self.token}}],
+            "contexts": [{"name": "wallaroo-test", "context": {"cluster": "wallaroo-test",
+                                                               "user": "wallaroo-test-admin"}}],
+        }
+        self.kubeconfig.write_text(json.dumps(config, indent=2))  # JSON is YAML: every client reads it
+        self.kubeconfig.chmod(0o600)
