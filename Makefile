@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap quickstart quickstart-down test bench clean
+.PHONY: bootstrap quickstart quickstart-down test k8s-tools image bench clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -19,6 +19,14 @@ quickstart-down: bootstrap
 ## Lint and check the import contracts, then the whole test suite, through the real Pulumi engine and a real runtime on loopback.
 test: bootstrap
 	@$(ENV) ruff check . && lint-imports && python -m pytest $(PYTEST_ARGS)
+
+## Build the Kubernetes tests' control plane and provider plugin into .tools/bin (the tests run this themselves).
+k8s-tools: bootstrap
+	@$(ENV) scripts/k8s-tools
+
+## The runtime image from the Dockerfile, without a Docker daemon (podman on a debootstrapped Debian base).
+image:
+	@scripts/runtime-image
 
 ## Every benchmark, each printing its side-by-side table (installs the `bench` extra: LiteLLM).
 bench: bootstrap
