@@ -51,6 +51,9 @@ def test_the_sdk_core_flow_runs_unchanged(sdk_python: str, wire_server: Server, 
     assert out["bad_infer"]["type"] == "InferenceError" and "column 'text'" in out["bad_infer"]["message"]
     assert out["failure_logs"] == {"rows": 1}  # logs(valid=False): the failed inference, and only it
     assert out["deployed_after_undeploy"] is False
+    listed = out["listed"]
+    assert "default" in listed["workspaces"] and "vertex-llm" in listed["models"]
+    assert "sdk-flow" in listed["pipelines"] and listed["get_pipeline"] == "sdk-flow"
 
     secret = account["private_key"].splitlines()[1]
     assert secret not in json.dumps(out) and secret not in wire_server.log_tail(10**7)

@@ -76,6 +76,13 @@ out["logs"] = {"rows": len(logs), "columns": list(logs.columns), "texts": sorted
 arrow_logs = pipeline.logs(arrow=True, limit=2)
 out["logs_arrow"] = {"rows": arrow_logs.num_rows, "columns": arrow_logs.column_names}
 
+out["listed"] = {
+    "workspaces": [w.name() for w in wl.list_workspaces()],
+    "models": [m.name() for m in wl.list_models()],
+    "pipelines": [p.name() for p in wl.list_pipelines()],
+    "get_pipeline": wl.get_pipeline("sdk-flow").name(),
+}
+
 pipeline.undeploy()
 out["deployed_after_undeploy"] = pipeline._deployment.deployed()
 print(json.dumps(out, default=str))
