@@ -10,7 +10,6 @@ from typing import Any
 from wallaroo_pulumi.runtime.db import Database, dumps
 from wallaroo_pulumi.runtime.errors import BadRequest, NotFound
 from wallaroo_pulumi.runtime.registry import Registry
-from wallaroo_pulumi.runtime.wire import iso
 from wallaroo_pulumi.schemas import schema_from_b64
 
 
@@ -112,10 +111,6 @@ class Pipelines:
         if version is None:
             raise NotFound(f"pipeline_version_pk_id: pipeline {pipeline['name']!r} has no version with id {version_id}")
         return version
-
-    def versions(self, pipeline_id: int) -> list[dict[str, Any]]:
-        rows = self.db.all("SELECT * FROM pipeline_versions WHERE pipeline_id = ? ORDER BY id", (pipeline_id,))
-        return [{"id": v["id"], "version": v["version"], "created_at": iso(v["created_at"])} for v in rows]
 
     def step_views(self, version: dict[str, Any] | None) -> list[dict[str, Any]]:
         if version is None:
