@@ -37,6 +37,7 @@ class Find(StrEnum):
     LISTED = "listed"  # body `workspace_id`; absent lists every workspace
     UPLOAD = "upload"  # multipart `metadata.workspace_id` (default 1)
     PIPELINE = "pipeline"  # body `pipeline_id`, else `name_field` in `workspace_id` (default 1)
+    PIPELINE_NAMED = "pipeline_named"  # body `pipeline_id` is the pipeline's name (digits too), in `workspace_id`
     DEPLOYMENT = "deployment"  # body `name` ('<pipeline>-<id>') in `workspace_id` (default 1)
     MODEL = "model"  # body `model_id`, else `name` in `workspace_id` (default 1)
     MODEL_VERSION = "model_version"  # body `model_version_id`
@@ -87,8 +88,8 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/pipelines/undeploy", Perm.DEPLOY, Find.PIPELINE),
     Rule(P, "/v1/api/pipelines/get_pipeline_by_name", Perm.DEPLOY, Find.PIPELINE, "pipeline_name"),
     Rule(P, "/v1/api/pipelines/list_pipelines", Perm.DEPLOY, Find.LISTED),
-    Rule(P, "/v1/api/pipelines/list_pipeline_versions", Perm.DEPLOY, Find.PIPELINE, "name"),
-    Rule(P, "/v1/api/pipelines/delete_pipeline", Perm.DEPLOY, Find.PIPELINE, "name"),
+    Rule(P, "/v1/api/pipelines/list_pipeline_versions", Perm.DEPLOY, Find.PIPELINE_NAMED),
+    Rule(P, "/v1/api/pipelines/delete_pipeline", Perm.DEPLOY, Find.PIPELINE_NAMED),
     Rule(P, "/v1/api/status/get_deployment", Perm.DEPLOY, Find.DEPLOYMENT),
     Rule(P, "/v1/graphql", Perm.DEPLOY),  # read-only; a workspace key sees its workspace's objects only
     Rule(P, "/v1/api/pipelines/get_logs", Perm.READ_LOGS, Find.LOGS, "pipeline_name"),

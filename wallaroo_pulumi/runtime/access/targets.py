@@ -52,6 +52,9 @@ class Targets:
             return self._new_pipeline(body)
         if kind is Find.PIPELINE:
             return self._pipeline(body, rule.name_field)
+        if kind is Find.PIPELINE_NAMED:
+            name = body.get("pipeline_id")
+            return Target(frozenset({integer(body, "workspace_id", 1) or 1}), name) if isinstance(name, str) else MISSING
         if kind is Find.DEPLOYMENT:
             return Target(frozenset({integer(body, "workspace_id", 1) or 1}))
         if kind is Find.MODEL:
