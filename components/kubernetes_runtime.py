@@ -1,7 +1,8 @@
 """`KubernetesRuntime`: the runtime image on a cluster, declared with pulumi-kubernetes (D10).
 
-A Service, the admin token in a Secret, a data volume, and either one `--role all` Deployment or
-serving replicas (`--role serve`) plus a one-pod `--role scheduler` Deployment; every pod on one node.
+A Service, the admin token in a Secret, a data volume, a ServiceAccount with no token, and either
+one `--role all` Deployment or serving replicas (`--role serve`) plus a one-pod `--role scheduler`
+Deployment; every pod on one node, non-root, without privileges.
 """
 
 from __future__ import annotations
@@ -66,22 +67,34 @@ class KubernetesRuntime(pulumi.ComponentResource):
         super().__init__("wallaroo:index:KubernetesRuntime", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = {"app.kubernetes.io/name": "wallaroo-runtime", "app.kubernetes.io/instance": name}
+        # the stack is the source of truth: `up` takes back a field someone changed by hand (D32)
+        force = {"pulumi.com/patchForce": "true"}
+        meta = {"namespace": namespace, "labels": labels, "annotations": force}
 
         if create_namespace:
-            ns = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": namespace}, opts=child)
+            ns = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": namespace, "annotations": force},
+                                       opts=child)
             child = pulumi.ResourceOptions(parent=self, depends_on=[ns])
 
         secret = k8s.core.v1.Secret(
             f"{name}-token",
-            metadata={"namespace": namespace, "labels": labels},
+            metadata=meta,
             string_data={"token": pulumi.Output.secret(admin_token),
                          # seals sidekick credentials in runtime.db: a volume snapshot alone opens nothing
                          **({"secrets-key": pulumi.Output.secret(secrets_key)} if secrets_key is not None else {})},
             opts=child,
         )
+        # the runtime never calls the API server: its pods get an identity with no token and no
+        # role, so model code sharing the container cannot act on the cluster
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-runtime",
+            metadata=meta,
+            automount_service_account_token=False,
+            opts=child,
+        )
         claim = k8s.core.v1.PersistentVolumeClaim(
             f"{name}-data",
-            metadata={"namespace": namespace, "labels": labels},
+            metadata=meta,
             spec={
                 "accessModes": [access_mode],
                 "resources": {"requests": {"storage": storage_size}},
@@ -107,12 +120,18 @@ class KubernetesRuntime(pulumi.ComponentResource):
                         "labelSelector": {"matchLabels": labels},
                         "topologyKey": "kubernetes.io/hostname",
                     }]}},
+                    "serviceAccountName": account.metadata["name"],
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,  # no other Services' addresses in the models' env
                     # a fresh volume is root-owned: fsGroup lets the image's non-root user write it
                     "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID,
-                                        "runAsGroup": RUNTIME_UID, "fsGroup": RUNTIME_UID},
+                                        "runAsGroup": RUNTIME_UID, "fsGroup": RUNTIME_UID,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{
                         "name": "runtime",
                         "image": image,
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            "capabilities": {"drop": ["ALL"]}},
                         "args": ["runtime", "serve", "--data-dir", "/data", "--host", "0.0.0.0",
                                  "--port", str(APP_PORT), "--role", role,
                                  *(["--log-retention", log_retention] if log_retention else [])],
@@ -133,7 +152,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
         serving_labels = {**labels, "wallaroo.ai/role": serving_role}
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-serve",
-            metadata={"namespace": namespace, "labels": labels},
+            metadata=meta,
             spec={
                 "replicas": None if autoscale_max else replicas,
                 # one `all` pod: never two during a rollout (each would fire cron ticks and settle runs)
@@ -147,7 +166,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
         if several:
             self.scheduler = k8s.apps.v1.Deployment(
                 f"{name}-scheduler",
-                metadata={"namespace": namespace, "labels": labels},
+                metadata=meta,
                 spec={
                     "replicas": 1,
                     "strategy": {"type": "Recreate"},  # never two schedulers, even during a rollout
@@ -161,7 +180,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
         if autoscale_max:
             self.hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
                 f"{name}-hpa",
-                metadata={"namespace": namespace, "labels": labels},
+                metadata=meta,
                 spec={
                     "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                        "name": self.deployment.metadata["name"]},
@@ -175,7 +194,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
             )
         service = k8s.core.v1.Service(
             f"{name}-svc",
-            metadata={"namespace": namespace, "labels": labels},
+            metadata=meta,
             spec={"type": service_type, "selector": serving_labels,
                   "ports": [{"port": 80, "targetPort": "http", "name": "http"}]},
             opts=child,

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Event, Pod
 
 from wallaroo_pulumi.testing.kube_cluster import KubeCluster
 
@@ -83,8 +83,10 @@ def new_namespace() -> str:
     return f"wallaroo-test-{secrets.token_hex(3)}"
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 60) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` and the last value."""
+def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 60,
+             detail: Callable[[], str] | None = None) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what`, the last value and
+    `detail()` (e.g. `events(client, ns)`)."""
     deadline = time.monotonic() + timeout_s
     value: T | None = None
     while time.monotonic() < deadline:
@@ -92,7 +94,18 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 60) ->
         if value:
             return value
         time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f}s (last: {value!r})")
+    raise AssertionError(f"{what}: not within {timeout_s:.0f}s (last: {value!r})"
+                         + (f"\n{detail()}" if detail else ""))
+
+
+def events(client: Client, namespace: str) -> str:
+    """The namespace's pods and events, oldest first: what a failed wait should show."""
+    lines = [f"pod {p.metadata.name}: {p.status.phase} on {p.spec.nodeName} "
+             f"{[(c.type, c.status, c.reason) for c in p.status.conditions or []]}"
+             for p in client.list(Pod, namespace=namespace)]
+    evs = sorted(client.list(Event, namespace=namespace), key=lambda e: str(e.lastTimestamp or e.eventTime))
+    lines += [f"event {e.involvedObject.kind}/{e.involvedObject.name}: {e.reason}: {e.message}" for e in evs]
+    return "\n".join(lines)
 
 
 def instance_labels(name: str = "rt") -> dict[str, str]:

@@ -35,7 +35,7 @@ def test_nodes_advertise_gpus_and_labels(local_plane: LocalControlPlane) -> None
 
 
 def test_api_server_wants_tls_a_token_and_rbac(local_plane: LocalControlPlane) -> None:
-    ca = str(local_plane.workdir / "pki" / "ca.crt")
+    ca = local_plane.ssl_context()
     with pytest.raises(httpx.ConnectError):  # its certificate is not one of the system's CAs
         httpx.get(f"{local_plane.server}/version", timeout=5)
     assert httpx.get(f"{local_plane.server}/api/v1/nodes", verify=ca, timeout=5).status_code == 401

@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -264,8 +265,12 @@ class LocalControlPlane(KubeCluster):
                                 f"{f' (last error: {last})' if last else ''}\n{logs}")
 
     def _http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.server, verify=str(self.workdir / "pki" / "ca.crt"),
+        return httpx.Client(base_url=self.server, verify=self.ssl_context(),
                             headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trusts this plane's CA only (the API server's certificate is ours)."""
+        return ssl.create_default_context(cafile=self.workdir / "pki" / "ca.crt")
 
     def _get(self, path: str) -> httpx.Response:
         with self._http() as http:
