@@ -1,6 +1,6 @@
 # The bundled runtime as a container image (used by components/kubernetes_runtime.py).
 # Build: docker build -t wallaroo-pulumi-runtime .
-# Without a daemon or a registry: scripts/runtime-image (podman on a debootstrapped Debian base,
+# Without a daemon or a registry: scripts/runtime-image (podman on a Debian base made by mmdebstrap,
 # passed as BASE_IMAGE; any base with python3.11, pip, groupadd and useradd will do).
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
