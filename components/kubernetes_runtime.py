@@ -67,7 +67,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
         super().__init__("wallaroo:index:KubernetesRuntime", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = {"app.kubernetes.io/name": "wallaroo-runtime", "app.kubernetes.io/instance": name}
-        # the stack is the source of truth: `up` takes back a field someone changed by hand (D32)
+        # the stack is the source of truth: `up` takes back a field someone changed by hand (D34)
         force = {"pulumi.com/patchForce": "true"}
         meta = {"namespace": namespace, "labels": labels, "annotations": force}
 

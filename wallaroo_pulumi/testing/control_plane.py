@@ -1,5 +1,5 @@
 """A throwaway Kubernetes control plane on loopback for tests: etcd, kube-apiserver (TLS, token
-auth, RBAC), kube-controller-manager, kube-scheduler and kwok with fake nodes (D32).
+auth, RBAC), kube-controller-manager, kube-scheduler and kwok with fake nodes (D34).
 
     with LocalControlPlane(tmp_path, nodes=[FakeNode("gpu-0", gpus=4)]) as cluster:
         env = {"KUBECONFIG": str(cluster.kubeconfig)}   # for `pulumi up`, kubectl, ...
