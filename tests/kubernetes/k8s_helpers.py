@@ -83,7 +83,7 @@ def new_namespace() -> str:
     return f"wallaroo-test-{secrets.token_hex(3)}"
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 60,
+def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 120,
              detail: Callable[[], str] | None = None) -> T:
     """Poll `probe` until it returns something truthy; fail naming `what`, the last value and
     `detail()` (e.g. `events(client, ns)`)."""
