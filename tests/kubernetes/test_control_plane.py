@@ -10,8 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 from lightkube.resources.authorization_v1 import SubjectAccessReview
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node
 
+from tests.kubernetes.k8s_helpers import wait_for
 from wallaroo_pulumi.testing.control_plane import BINARIES, ControlPlaneError, FakeNode, LocalControlPlane
 from wallaroo_pulumi.testing.kube_cluster import KubeCluster
 
@@ -32,6 +34,18 @@ def test_nodes_advertise_gpus_and_labels(local_plane: LocalControlPlane) -> None
         assert node.metadata.labels["kubernetes.io/arch"] == fake.arch
         assert {k: node.metadata.labels[k] for k in fake.labels} == fake.labels
         assert node.status.allocatable.get("nvidia.com/gpu") == (str(fake.gpus) if fake.gpus else None)
+
+
+def test_nodes_renew_their_leases(local_plane: LocalControlPlane) -> None:
+    """Like kubelets: without renewals the node controller marks every node NotReady after its
+    grace period, and the pods on them unready for good (kwok only readies Pending pods)."""
+    client = local_plane.client()
+    leases = {lease.metadata.name: lease for lease in client.list(Lease, namespace="kube-node-lease")}
+    assert set(leases) == {n.name for n in local_plane.nodes}
+    first = {name: lease.spec.renewTime for name, lease in leases.items()}
+    wait_for("every lease renewed", lambda: all(
+        client.get(Lease, name, namespace="kube-node-lease").spec.renewTime > renewed
+        for name, renewed in first.items()), timeout_s=30)
 
 
 def test_api_server_wants_tls_a_token_and_rbac(local_plane: LocalControlPlane) -> None:

@@ -236,7 +236,10 @@ class LocalControlPlane(KubeCluster):
         kwok = self._spawn("kwok", [
             self.bins["kwok"], kubeconfig, f"--config={stages}", "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-            "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1"])
+            "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
+            # kubelet-like Lease heartbeats; without the flag none are renewed and the node
+            # controller marks every node NotReady (and its pods unready) after ~50 s
+            "--node-lease-duration-seconds=40"])
         parts = [etcd, apiserver, controllers, scheduler, kwok]
 
         self.apply(self._storage_class())
