@@ -29,7 +29,7 @@ def k8s_tools(pytestconfig: pytest.Config) -> Path:
     return REPO / ".tools" / "bin"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once this group is done, not at the end of the whole run
 def kube_cluster(k8s_tools: Path, tmp_path_factory: pytest.TempPathFactory,
                  kube_fake_nodes: Iterable[FakeNode]) -> Iterator[KubeCluster]:  # noqa: F811
     yield from cluster_session(tmp_path_factory.mktemp("control-plane"), kube_fake_nodes, bin_dir=k8s_tools)
