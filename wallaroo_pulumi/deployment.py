@@ -39,6 +39,14 @@ def copy_tree(value: Any) -> Any:
     return value
 
 
+def check_env_names(env: dict[str, str]) -> dict[str, str]:
+    """`env` unchanged, or ValueError naming the first key that is not an environment variable name."""
+    for name in env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"env name {name!r} is not a valid environment variable name")
+    return env
+
+
 def _check_memory(value: str | None) -> str | None:
     if value is not None:
         if parse_memory_quantity(value) < 16 * 2**20:
@@ -70,10 +78,7 @@ class SidekickConfig(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"env name {name!r} is not a valid environment variable name")
-        return env
+        return check_env_names(env)
 
 
 class DeploymentConfig(_Strict):

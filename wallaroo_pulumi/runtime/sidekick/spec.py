@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from wallaroo_pulumi.deployment import parse_memory_quantity
+from wallaroo_pulumi.deployment import check_env_names, parse_memory_quantity
 
 
 class SidekickSpec(BaseModel):
@@ -39,10 +38,7 @@ class SidekickSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"env name {name!r} is not a valid environment variable name")
-        return env
+        return check_env_names(env)
 
     @model_validator(mode="after")
     def _gpu_ids(self) -> SidekickSpec:
