@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS model_versions (
     conversion TEXT NOT NULL,
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
+    openai_config TEXT,
     UNIQUE (model_id, sha)
 );
 CREATE TABLE IF NOT EXISTS pipelines (
@@ -77,6 +78,12 @@ CREATE TABLE IF NOT EXISTS deployments (
 );
 """
 
+# Columns added after a table's first release: (table, column, declaration). A database made
+# before gets them by ALTER TABLE at open (NULL in existing rows); new ones have them in SCHEMA.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("model_versions", "openai_config", "TEXT"),  # JSON of Wallaroo's OpenaiConfig (D35), NULL: not set
+)
+
 
 _SCRUBBED = 1  # PRAGMA user_version once the database was rewritten with secure_delete on
 log = logging.getLogger("wallaroo_pulumi.runtime.db")
@@ -100,11 +107,20 @@ class Database:
         # overwritten and deleted content is zeroed, not left in free space (credentials, tokens)
         self._conn.execute("PRAGMA secure_delete=ON")
         self._conn.executescript(SCHEMA)
+        self._add_columns()
         with self.tx() as c:
             if c.execute("SELECT 1 FROM workspaces WHERE id = 1").fetchone() is None:
                 c.execute(
                     "INSERT INTO workspaces (id, name, created_at) VALUES (1, 'default', ?)", (time.time(),)
                 )
+
+    def _add_columns(self) -> None:
+        """The upgrade path for databases made before a column of ADDED_COLUMNS existed."""
+        with self.tx() as c:
+            for table, column, decl in ADDED_COLUMNS:
+                have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})").fetchall()}
+                if column not in have:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

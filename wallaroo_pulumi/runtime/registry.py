@@ -69,8 +69,10 @@ class Registry:
     async def add_version(
         self, *, workspace_id: int, name: str, visibility: str, conversion: dict[str, Any],
         input_schema: str, output_schema: str, writer: ArtifactWriter, file_name: str | None,
+        openai_config: dict[str, Any] | None = None,
     ) -> int:
-        """Validate and commit an uploaded zip, then record it; the same content is the same version."""
+        """Validate and commit an uploaded zip, then record it; the same content is the same version
+        (an `openai_config` given with it replaces the version's)."""
         try:
             self.require_workspace(workspace_id)
             if writer.size == 0:
@@ -94,14 +96,32 @@ class Registry:
             else:
                 model_id = model["id"]
             existing = c.execute("SELECT id FROM model_versions WHERE model_id = ? AND sha = ?", (model_id, sha)).fetchone()
+            stored_openai = None if openai_config is None else json.dumps(openai_config, sort_keys=True)
             if existing is not None:
+                if stored_openai is not None:
+                    c.execute("UPDATE model_versions SET openai_config = ? WHERE id = ?", (stored_openai, existing["id"]))
                 return existing["id"]
             return c.execute(
                 "INSERT INTO model_versions (model_id, version, sha, file_name, file_size, input_schema, "
-                "output_schema, conversion, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?)",
+                "output_schema, conversion, status, created_at, openai_config) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?)",
                 (model_id, str(uuid.uuid4()), sha, file_name or f"{name}.zip", writer.size,
-                 input_schema, output_schema, json.dumps(conversion), now),
+                 input_schema, output_schema, json.dumps(conversion), now, stored_openai),
             ).lastrowid
+
+    def set_openai_config(self, model_version_id: int, openai_config: dict[str, Any] | None) -> dict[str, Any]:
+        """Set (or clear, with None) a version's OpenAI config (`models/insert_model_config`); its row."""
+        self.version(model_version_id)
+        stored = None if openai_config is None else json.dumps(openai_config, sort_keys=True)
+        with self.db.tx() as c:
+            c.execute("UPDATE model_versions SET openai_config = ? WHERE id = ?", (stored, model_version_id))
+        return self.version(model_version_id)
+
+    @staticmethod
+    def openai_config(row: dict[str, Any]) -> dict[str, Any] | None:
+        """A version row's OpenAI config (Wallaroo's OpenaiConfig fields), None when never set."""
+        stored = row.get("openai_config")
+        return None if stored is None else json.loads(stored)
 
     def version_row(self, where: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
         return self.db.one(_VERSION_SELECT + where, params)
