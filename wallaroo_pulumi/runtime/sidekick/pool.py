@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import pyarrow as pa
 
 from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, ScalePolicy
 from wallaroo_pulumi.runtime.sidekick.placement import Placement
+from wallaroo_pulumi.runtime.sidekick.protocol import StreamPart
 from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
 from wallaroo_pulumi.runtime.sidekick.supervisor import Sidekick
 
@@ -79,6 +81,18 @@ class SidekickPool:
             return await sidekick.predict(table)
         finally:
             if sidekick in self._inflight:  # not when _shrink gave up waiting and stopped it
+                self._inflight[sidekick] -= 1
+
+    async def predict_stream(self, table: pa.Table) -> AsyncIterator[StreamPart]:
+        """A streamed answer from the least busy worker (`Sidekick.predict_stream`)."""
+        sidekick = self._choose()
+        self._inflight[sidekick] += 1
+        try:
+            async with contextlib.aclosing(sidekick.predict_stream(table)) as parts:
+                async for part in parts:
+                    yield part
+        finally:
+            if sidekick in self._inflight:
                 self._inflight[sidekick] -= 1
 
     async def _autoscale(self, policy: ScalePolicy) -> None:

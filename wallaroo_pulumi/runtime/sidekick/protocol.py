@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -19,18 +19,33 @@ if TYPE_CHECKING:
 #   READY       R  w -> s  JSON {"pid", "inference", "python"}
 #   LOAD_ERROR  L  w -> s  JSON {"type", "message"}; the worker exits
 #   REQUEST     Q  s -> w  Arrow IPC stream of one batch
+#   STREAM      T  s -> w  Arrow IPC stream of one batch, whose answer is streamed (CHUNKs first)
+#   CHUNK       C  w -> s  Arrow IPC stream of a part of a STREAM's answer (any number of rows)
 #   RESPONSE    P  w -> s  Arrow IPC stream of the answer
 #   ERROR       E  w -> s  JSON {"type", "message"}: the request failed, the worker keeps serving
 #   SHUTDOWN    S  s -> w  empty; the worker exits 0 (so does EOF)
-# After READY the worker answers each REQUEST with exactly one RESPONSE or ERROR, in order, so
-# the supervisor needs no request ids; it sends one request at a time per worker.
+# After READY the worker answers each REQUEST with exactly one RESPONSE or ERROR, and each STREAM
+# with zero or more CHUNKs and then exactly one RESPONSE (the whole answer, one row per input row)
+# or ERROR, in order, so the supervisor needs no request ids; it sends one request at a time per
+# worker. A model streams when its inference has `predict_stream(data)`: a generator that yields
+# chunks (dicts of arrays, like `_predict`'s answer) and returns the whole answer; without
+# it a STREAM is answered by `predict` alone, with no CHUNK.
 READY = b"R"
 LOAD_ERROR = b"L"
 REQUEST = b"Q"
+STREAM = b"T"
+CHUNK = b"C"
 RESPONSE = b"P"
 ERROR = b"E"
 SHUTDOWN = b"S"
-FRAME_TYPES = frozenset({READY, LOAD_ERROR, REQUEST, RESPONSE, ERROR, SHUTDOWN})
+FRAME_TYPES = frozenset({READY, LOAD_ERROR, REQUEST, STREAM, CHUNK, RESPONSE, ERROR, SHUTDOWN})
+
+
+class StreamPart(NamedTuple):
+    """One item of a streamed answer: a CHUNK's table, or (``final``) the whole answer last."""
+
+    table: pa.Table
+    final: bool
 
 HEADER = struct.Struct(">cI")
 MAX_FRAME = 2**32 - 1
@@ -197,10 +212,14 @@ def _list_to_numpy(array: pa.Array) -> np.ndarray:
 
 
 # -- numpy -> Arrow ------------------------------------------------------------------
-def inference_data_to_table(data: dict[str, Any], num_rows: int) -> pa.Table:
-    """Build the answer table, checking every array has one entry per input row."""
+def inference_data_to_table(data: dict[str, Any], num_rows: int | None) -> pa.Table:
+    """Build the answer table, checking every array has one entry per input row (``num_rows``;
+    None for a streamed chunk: as many rows as its first array)."""
     if not isinstance(data, dict):
         raise ConversionError(f"_predict must return a dict of numpy arrays; got {type(data).__name__}")
+    if num_rows is None:
+        first = next(iter(data.values()), None)
+        num_rows = len(first) if first is not None and np.ndim(first) > 0 else 0
     arrays: list[pa.Array] = []
     names: list[str] = []
     for name, value in data.items():

@@ -13,6 +13,8 @@ import logging
 import os
 import signal
 import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -30,6 +32,7 @@ from wallaroo_pulumi.runtime.sidekick.redact import EnvRedactor
 from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
 
 log = logging.getLogger("wallaroo.sidekick")
+T = TypeVar("T")
 
 _STOP_GRACE_S = 2.0
 _REAP_TIMEOUT_S = 5.0
@@ -88,6 +91,7 @@ class Sidekick:
         self._guard_task: asyncio.Task[None] | None = None
         self._oom: tuple[asyncio.subprocess.Process, str] | None = None
         self._stderr_task: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
         self._handled: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._busy = False
@@ -238,7 +242,8 @@ class Sidekick:
     async def stop(self) -> None:
         """Stop the worker and everything it spawned; the sidekick can be started again."""
         self._stopping = True
-        tasks = [t for t in (self._restart_task, self._launching, self._queue.sender) if t is not None and not t.done()]
+        tasks = [t for t in (self._restart_task, self._launching, self._queue.sender, self._drain_task)
+                 if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -397,6 +402,95 @@ class Sidekick:
         """Answer one batch; while the worker is busy it waits, to be merged with others (see :mod:`.merging`)."""
         return await self._queue.submit(table)
 
+    async def predict_stream(self, table: pa.Table) -> AsyncIterator[protocol.StreamPart]:
+        """Answer one batch as a stream: each CHUNK as the worker sends it, then the whole answer
+        (``final``). Never merged with other requests: the worker is this stream's until it ends.
+        A consumer that stops early leaves the rest to be read and dropped in the background, so the
+        worker stays in step and the next request waits only for the end of this answer."""
+        name = self.spec.step_name
+        payload = memoryview(protocol.table_to_ipc(table))
+        await self._lock.acquire()
+        finished, handed_off = False, False
+        try:
+            proc = await self._await_ready()
+            assert proc.stdin is not None and proc.stdout is not None
+            self._busy = True
+            self._busy_since = time.monotonic()
+            await self._guarded(proc, protocol.write_frame_async(proc.stdin, protocol.STREAM, payload))
+            while True:
+                ftype, body = await self._guarded(proc, protocol.read_frame_async(proc.stdout))
+                if ftype == protocol.CHUNK:
+                    yield protocol.StreamPart(protocol.ipc_to_table(body), final=False)
+                    continue
+                finished = True
+                yield protocol.StreamPart(self._answer(ftype, body), final=True)
+                return
+        except GeneratorExit:
+            if not finished and self._proc is not None and self._proc.returncode is None and not self._stopping:
+                handed_off = True  # the drain task ends the answer and releases the worker
+                self._drain_task = asyncio.create_task(self._drain(self._proc), name=f"sidekick-drain-{name}")
+            raise
+        finally:
+            if not handed_off:
+                self._end_busy()
+                self._lock.release()
+
+    async def _drain(self, proc: asyncio.subprocess.Process) -> None:
+        """Read and drop the rest of an abandoned stream, then release the worker."""
+        assert proc.stdout is not None
+        try:
+            while True:
+                ftype, _ = await self._guarded(proc, protocol.read_frame_async(proc.stdout))
+                if ftype != protocol.CHUNK:
+                    return
+        except Exception as exc:  # noqa: BLE001 - a crash was handled by _guarded; nobody waits for this answer
+            log.info("sidekick %s: abandoned stream ended with %s", self.spec.step_name, exc)
+        finally:
+            self._end_busy()
+            self._lock.release()
+
+    def _end_busy(self) -> None:
+        if self._busy:
+            self._busy_total += time.monotonic() - self._busy_since
+            self._busy = False
+
+    async def _guarded(self, proc: asyncio.subprocess.Process, io: Awaitable[T]) -> T:
+        """One read or write of a stream's frames; a worker that dies meanwhile is restarted and
+        reported as crashed, a cancelled read restarts it clean (its frames would be out of step)."""
+        name = self.spec.step_name
+        try:
+            return await io
+        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError, protocol.ProtocolError) as exc:
+            rc = await self._reap(proc)
+            if self._stopping:
+                raise stopped_error(name) from None
+            hint = self._oom_note(proc) or (" (killed: possibly out of memory)" if rc == -signal.SIGKILL else "")
+            detail = f"; {exc}" if isinstance(exc, protocol.ProtocolError) else ""
+            message = (f"sidekick of step {name!r} (pid {proc.pid}) died while streaming an answer: "
+                       f"{describe_exit(rc)}{hint}{detail}{self._tail_text(3)}; it is being restarted")
+            self._last_error = message
+            log.warning("%s", message)
+            self._after_exit(proc)
+            raise SidekickCrashedError(message, step_name=name) from None
+        except asyncio.CancelledError:
+            if not self._stopping:
+                self._last_error = f"sidekick of step {name!r} restarted: a streamed request was cancelled mid-flight"
+                await self._kill(proc)
+                self._after_exit(proc)
+            raise
+
+    def _answer(self, ftype: bytes, body: bytes) -> pa.Table:
+        """The answer frame after a request: its table, or the model's error raised."""
+        name = self.spec.step_name
+        if ftype == protocol.RESPONSE:
+            return protocol.ipc_to_table(body)
+        if ftype == protocol.ERROR:
+            info = protocol.parse_json_payload(body)
+            message = self._redact(info.get("message") or "unknown error")
+            raise SidekickPredictError(message, step_name=name, error_type=info.get("type"))
+        raise SidekickError(f"sidekick of step {name!r} answered with an unexpected frame {ftype!r}",
+                            step_name=name)
+
     async def _exchange(self, table: pa.Table) -> pa.Table:
         """One request frame to the worker and its answer (the only place that talks to it)."""
         name = self.spec.step_name
@@ -432,11 +526,4 @@ class Sidekick:
             finally:
                 self._busy_total += time.monotonic() - self._busy_since
                 self._busy = False
-        if ftype == protocol.RESPONSE:
-            return protocol.ipc_to_table(body)
-        if ftype == protocol.ERROR:
-            info = protocol.parse_json_payload(body)
-            message = self._redact(info.get("message") or "unknown error")
-            raise SidekickPredictError(message, step_name=name, error_type=info.get("type"))
-        raise SidekickError(f"sidekick of step {name!r} answered with an unexpected frame {ftype!r}",
-                            step_name=name)
+        return self._answer(ftype, body)

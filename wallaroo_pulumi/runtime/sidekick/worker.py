@@ -95,18 +95,32 @@ def serve(model_dir: str, name: str, proto_in: BinaryIO, proto_out: BinaryIO, re
         ftype, payload = frame
         if ftype == protocol.SHUTDOWN:
             return 0
-        if ftype != protocol.REQUEST:
+        if ftype not in (protocol.REQUEST, protocol.STREAM):
             raise protocol.ProtocolError(f"unexpected frame {ftype!r} from the supervisor")
         try:
             table = protocol.ipc_to_table(payload)
             data = protocol.table_to_inference_data(table)
-            output = inference.predict(data)
+            stream = getattr(inference, "predict_stream", None) if ftype == protocol.STREAM else None
+            output = inference.predict(data) if stream is None else _send_chunks(stream(data), proto_out)
             answer = protocol.inference_data_to_table(output, table.num_rows)
             body = protocol.table_to_ipc(answer)
         except Exception as exc:  # noqa: BLE001 - the model's error is this request's answer
             protocol.write_frame(proto_out, protocol.ERROR, _error_payload(exc, redact, folder))
             continue
         protocol.write_frame(proto_out, protocol.RESPONSE, body)
+
+
+def _send_chunks(chunks: Any, proto_out: BinaryIO) -> Any:
+    """Send each chunk a `predict_stream` generator yields as a CHUNK frame, as it comes;
+    the generator's return value is the whole answer."""
+    from wallaroo_pulumi.runtime.sidekick import protocol
+
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration as done:
+            return done.value
+        protocol.write_frame(proto_out, protocol.CHUNK, protocol.table_to_ipc(protocol.inference_data_to_table(chunk, None)))
 
 
 def main(argv: list[str] | None = None) -> int:
