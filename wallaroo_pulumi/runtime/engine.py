@@ -17,8 +17,9 @@ from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.errors import WallarooError
 from wallaroo_pulumi.runtime.metrics import Metrics
 from wallaroo_pulumi.runtime.model_files import ModelFiles
-from wallaroo_pulumi.runtime.sidekick import Placement, SidekickPool, SidekickSpec
+from wallaroo_pulumi.runtime.sidekick import Placement, SidekickSpec
 from wallaroo_pulumi.runtime.sidekick.autoscale import policy_for
+from wallaroo_pulumi.runtime.sidekick.steps import LocalSteps, StepPlacement, StepPool, StepTarget
 
 log = logging.getLogger("wallaroo_pulumi.runtime.engine")
 
@@ -34,7 +35,7 @@ class Step:
     sha: str
     input_schema: pa.Schema
     output_schema: pa.Schema
-    pool: SidekickPool
+    pool: StepPool
 
     @property
     def last_model(self) -> str:
@@ -77,9 +78,11 @@ SIDEKICK_STATUS = {"starting": "Starting", "ready": "Running", "failed": "Error"
 
 
 class Engine:
-    def __init__(self, model_files: ModelFiles, placement: Placement, metrics: Metrics, host: str) -> None:
+    def __init__(self, model_files: ModelFiles, placement: Placement, metrics: Metrics, host: str,
+                 steps: StepPlacement | None = None) -> None:
         self.model_files = model_files
         self.placement = placement
+        self.steps = steps or LocalSteps(placement)  # where each step's pool runs: here, or in pods (D35)
         self.metrics = metrics
         self.host = host
         self.deployments: dict[str, DeploymentState] = {}
@@ -132,7 +135,8 @@ class Engine:
             seen: dict[str, int] = {}
             for row in steps:
                 model_dir = await self.model_files.model_dir(row["sha"])
-                extra_path = await self.model_files.requirements(model_dir, row.get("requirements") or [])
+                requirements = row.get("requirements") or []
+                extra_path = await self.model_files.requirements(model_dir, requirements) if self.steps.local else []
                 side = config.sidekick(row["name"])
                 seen[row["name"]] = seen.get(row["name"], 0) + 1
                 step_name = row["name"] if seen[row["name"]] == 1 else f"{row['name']}#{seen[row['name']]}"
@@ -148,7 +152,15 @@ class Engine:
                     load_timeout_s=config.python_load_timeout_secs,
                     max_batch_rows=side.max_batch_rows,
                 )
-                pool = SidekickPool(spec, config.replicas, policy_for(config), self.placement)
+                target = StepTarget(
+                    deployment_id=state.id, pipeline_name=state.pipeline_name, pipeline_version=version["version"],
+                    pipeline_version_id=version["id"], model_name=row["name"], model_version=row["version"],
+                    sha=row["sha"], requirements=list(requirements), arch=side.arch or config.arch,
+                    accel=side.accel or config.accel, deployment_label=config.deployment_label,
+                    autoscale_min=config.autoscale_min, autoscale_max=config.autoscale_max,
+                    autoscale_target_pct=config.autoscale_cpu_utilization,
+                )
+                pool = self.steps.pool(target, spec, config.replicas, policy_for(config))
                 new_steps.append(
                     Step(
                         name=step_name, model_name=row["name"], model_version=row["version"],

@@ -1,0 +1,221 @@
+"""The sidekick server: a model step's pod (D35).
+
+Run as ``python -m wallaroo_pulumi.runtime.sidekick.serve --port 9000 --name STEP
+[--host IP] [--env-names A,B] [--workdir DIR]`` with the step's env and its link token in
+``WALLAROO_SIDEKICK_TOKEN``. The first client holding the token sends the model (:mod:`.link`);
+the server unpacks it, installs its requirements, starts one worker (:mod:`.worker`) with the
+model's env only, and relays frames between it and every client, one exchange at a time. When
+the worker dies the server exits with it, so Kubernetes restarts or replaces the pod."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from wallaroo_pulumi.runtime.sidekick import link, protocol
+
+TOKEN_ENV = "WALLAROO_SIDEKICK_TOKEN"
+log = logging.getLogger("wallaroo.sidekick.serve")
+
+
+class SidekickServer:
+    def __init__(self, name: str, token: str, env: dict[str, str], workdir: Path) -> None:
+        self.name = name
+        self._token = token
+        self._env = env
+        self.workdir = workdir
+        self._sha: str | None = None
+        self._answer: tuple[bytes, bytes] | None = None  # READY or LOAD_ERROR, for every later client
+        self._load_lock = asyncio.Lock()
+        self._exchange_lock = asyncio.Lock()
+        self._proc: asyncio.subprocess.Process | None = None
+        self.stopping = False
+        self.exited = asyncio.Event()
+
+    # -- a client ---------------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._serve_client(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError, ValueError) as exc:
+            log.info("client %s left: %s", writer.get_extra_info("peername"), type(exc).__name__)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ftype, payload = await link.read(reader)
+        hello = json.loads(payload) if ftype == link.HELLO else {}
+        if not hmac.compare_digest(str(hello.get("token", "")).encode(), self._token.encode()):
+            await self._deny(writer, "wrong or missing link token")
+            return
+        sha = str(hello.get("sha", ""))
+        async with self._load_lock:
+            if self._sha is None:
+                link.write(writer, link.NEED_MODEL)
+                await writer.drain()
+                ftype, payload = await link.read(reader)
+                if ftype != link.MODEL:
+                    raise protocol.ProtocolError(f"expected the model, got frame {ftype!r}")
+                header, artifact = link.parse_model_payload(payload)
+                self._sha = sha
+                self._answer = await self._load(header, artifact)
+            elif sha != self._sha:
+                await self._deny(writer, f"this pod serves model {self._sha[:12]}, not {sha[:12]}")
+                return
+        assert self._answer is not None
+        link.write(writer, *self._answer)
+        await writer.drain()
+        if self._answer[0] != protocol.READY:
+            return
+        while True:
+            ftype, payload = await link.read(reader)
+            if ftype == protocol.SHUTDOWN:
+                return
+            await self._exchange(ftype, payload, writer)
+
+    async def _deny(self, writer: asyncio.StreamWriter, message: str) -> None:
+        log.warning("client %s denied: %s", writer.get_extra_info("peername"), message)
+        link.write(writer, link.DENIED, protocol.json_payload(message=message))
+        await writer.drain()
+
+    async def _exchange(self, ftype: bytes, payload: bytes, writer: asyncio.StreamWriter) -> None:
+        """One request to the worker and every frame of its answer back to the client. The
+        answer is read whole even when the client has gone, so the worker stays in step."""
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        async with self._exchange_lock:
+            try:
+                link.write(proc.stdin, ftype, payload)  # type: ignore[arg-type]
+                await proc.stdin.drain()
+                while True:
+                    out_type, body = await link.read(proc.stdout)
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        link.write(writer, out_type, body)
+                        await writer.drain()
+                    if out_type in link.TERMINAL:
+                        return
+            except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
+                await self._worker_gone(proc)
+                raise ConnectionError("the worker exited during a request") from None
+
+    # -- the model ----------------------------------------------------------------------
+    async def _load(self, header: dict, artifact: memoryview) -> tuple[bytes, bytes]:
+        try:
+            model_dir, extra = await asyncio.to_thread(self._prepare, header, artifact)
+        except Exception as exc:  # noqa: BLE001 - the client gets it as the model's load error
+            log.warning("model %r: %s", self.name, exc)
+            return protocol.LOAD_ERROR, protocol.json_payload(type=type(exc).__name__,
+                                                              message=f"model {self.name!r}: {exc}")
+        from wallaroo_pulumi.runtime.sidekick.placement import LocalPlacement, Reservation, available_cpus, visible_gpus
+        from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
+
+        cpus = available_cpus()
+        spec = SidekickSpec(step_name=self.name, model_version=self._sha or "?", model_dir=model_dir, env=self._env,
+                            cpus=len(cpus), extra_pythonpath=extra)
+        launch = LocalPlacement().launch(spec, Reservation(cpu_ids=tuple(cpus), gpu_ids=tuple(visible_gpus())))
+        proc = self._proc = await asyncio.create_subprocess_exec(
+            *launch.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=launch.env, cwd=launch.cwd, start_new_session=True)
+        assert proc.stdout is not None
+        try:
+            answer = await link.read(proc.stdout)
+        except asyncio.IncompleteReadError:
+            code = await proc.wait()
+            return protocol.LOAD_ERROR, protocol.json_payload(
+                type="WorkerExited", message=f"the worker of model {self.name!r} exited with {code} before it was ready")
+        if answer[0] == protocol.READY:
+            log.info("model %r ready in worker pid %d", self.name, proc.pid)
+            asyncio.get_running_loop().create_task(self._watch(proc))
+        return answer
+
+    def _prepare(self, header: dict, artifact: memoryview) -> tuple[Path, list[Path]]:
+        """Unpack the artifact and pip-install its requirements into this pod's work folder."""
+        from wallaroo_pulumi.runtime.requirements import pip_env, read_requirements
+        from wallaroo_pulumi.runtime.sidekick.loader import unpack_artifact
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        zip_path = self.workdir / "model.zip"
+        zip_path.write_bytes(artifact)
+        target = self.workdir / "model"
+        shutil.rmtree(target, ignore_errors=True)
+        model_dir = Path(unpack_artifact(zip_path, target))
+        zip_path.unlink()
+        lines = read_requirements(model_dir, list(header.get("requirements") or []))
+        if not lines:
+            return model_dir, []
+        deps = self.workdir / "deps"
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--target", str(deps), *lines],
+                              env=pip_env(self.workdir), capture_output=True, text=True, timeout=900, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"installing its requirements failed: {done.stderr.strip()[-2000:]}")
+        return model_dir, [deps]
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        await proc.wait()
+        await self._worker_gone(proc)
+
+    async def _worker_gone(self, proc: asyncio.subprocess.Process) -> None:
+        if not self.stopping:
+            code = await proc.wait()
+            log.error("the worker of model %r exited with %s: the server exits too", self.name, code)
+            self.exited.set()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+async def run(host: str, port: int, server: SidekickServer) -> int:
+    listener = await asyncio.start_server(server.handle, host, port)
+    log.info("sidekick %r listening on %s:%d", server.name, host, port)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    done, _ = await asyncio.wait({asyncio.create_task(stop.wait()), asyncio.create_task(server.exited.wait())},
+                                 return_when=asyncio.FIRST_COMPLETED)
+    listener.close()
+    crashed = server.exited.is_set()
+    await server.stop()
+    return 1 if crashed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wallaroo_pulumi.runtime.sidekick.serve", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", required=True, help="the model step's name")
+    parser.add_argument("--env-names", default="", help="comma-separated names of the model's env (from our env)")
+    parser.add_argument("--workdir", default=None, help="where the model is unpacked (default: $TMPDIR/sidekick)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("WALLAROO_SIDEKICK_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    token = os.environ.pop(TOKEN_ENV, "")
+    if not token:
+        parser.error(f"{TOKEN_ENV} is not set: the link token comes from the step's Secret")
+    names = [n for n in args.env_names.split(",") if n]
+    missing = [n for n in names if n not in os.environ]
+    if missing:
+        parser.error(f"--env-names: not in the environment: {', '.join(missing)}")
+    workdir = Path(args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "sidekick")
+    server = SidekickServer(args.name, token, {n: os.environ[n] for n in names}, workdir)
+    return asyncio.run(run(args.host, args.port, server))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
