@@ -9,9 +9,10 @@ JSON-encoded string of any of these. Environment: ``components/byop/azure_llm/RE
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from wallaroo_pulumi.adapters.chat import ChatCall, StreamDelta
 from wallaroo_pulumi.adapters.config import AdapterConfigError, Env
 from wallaroo_pulumi.adapters.http import (
     CommonSettings,
@@ -20,7 +21,13 @@ from wallaroo_pulumi.adapters.http import (
     PreparedRequest,
     RowResult,
 )
-from wallaroo_pulumi.adapters.openai_chat import chat_body, chat_messages, parse_chat_completion
+from wallaroo_pulumi.adapters.openai_chat import (
+    call_body,
+    chat_body,
+    chat_messages,
+    parse_chat_chunk,
+    parse_chat_completion,
+)
 from wallaroo_pulumi.adapters.redact import Redactor
 
 DEFAULT_AZURE_OPENAI_API_VERSION = "2024-10-21"
@@ -57,6 +64,20 @@ class AzureOpenAIAdapter(HttpLLMAdapter):
 
     def parse_response(self, text: str, body: Any) -> RowResult:
         return parse_chat_completion(body, self.name)
+
+    def build_chat_request(self, call: ChatCall, stream: bool) -> PreparedRequest:
+        return PreparedRequest(
+            url=self.url,
+            json=call_body(self.settings, self.system_prompt, call, self.extra_body, None, stream),
+            headers={**self._headers, "Accept": "text/event-stream"} if stream else self._headers,
+            params={"api-version": self.api_version},
+        )
+
+    def parse_chat_response(self, call: ChatCall, body: Any) -> RowResult:
+        return parse_chat_completion(body, self.name)
+
+    def parse_stream_event(self, data: str) -> Iterator[StreamDelta]:
+        return parse_chat_chunk(data, self.name)  # Azure's first event (prompt filter, no choices) adds nothing
 
 
 class AzureMLAdapter(HttpLLMAdapter):

@@ -7,7 +7,7 @@ module, not the classes, so the folder's only builder is its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, ClassVar
 
 from mac.config.inference import CustomInferenceConfig
@@ -38,6 +38,14 @@ class LLMInference(Inference):
     def _predict(self, input_data: InferenceData) -> InferenceData:
         try:
             return self.model.predict(input_data)
+        except InputValidationError as exc:
+            raise InferenceDataValidationError(str(exc)) from None
+
+    def predict_stream(self, input_data: InferenceData) -> Generator[InferenceData, None, InferenceData]:
+        """The sidekick's streamed answer (its STREAM frame): ``{row, delta, finish_reason}`` chunks
+        as the upstream sends them, then the whole answer."""
+        try:
+            return (yield from self.model.predict_stream(input_data))
         except InputValidationError as exc:
             raise InferenceDataValidationError(str(exc)) from None
 

@@ -1,6 +1,8 @@
 """The HTTP core every LLM adapter shares: one request per row, concurrent up to ``MAX_CONCURRENCY``,
 with timeouts and retries (docs/endpoints.md). A row that finally fails gets ``generated_text=""``
-and an ``error`` naming the upstream; every message passes through a :class:`Redactor`.
+and an ``error`` naming the upstream; every message passes through a :class:`Redactor`. A row with
+an ``openai_request`` (:mod:`.chat`) goes to the upstream as chat where it speaks chat, and
+:meth:`HttpLLMAdapter.predict_stream` streams the answers of upstreams that stream.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -19,9 +21,10 @@ from typing import Any, NamedTuple
 import httpx
 import numpy as np
 
+from wallaroo_pulumi.adapters.chat import ChatCall, StreamDelta, prompt_text, sse_data
 from wallaroo_pulumi.adapters.config import Env
 from wallaroo_pulumi.adapters.redact import Redactor
-from wallaroo_pulumi.adapters.schemas import INPUT_FIELD
+from wallaroo_pulumi.adapters.schemas import INPUT_FIELD, OPENAI_FIELD
 
 logger = logging.getLogger("wallaroo_pulumi.adapters")
 
@@ -39,6 +42,7 @@ class RowResult(NamedTuple):
     prompt_tokens: int = USAGE_UNKNOWN
     completion_tokens: int = USAGE_UNKNOWN
     error: str = ""
+    finish_reason: str = ""  # OpenAI's names (stop, length, content_filter); "" when not reported
 
 
 class MalformedResponse(Exception):
@@ -169,6 +173,19 @@ class HttpLLMAdapter:
     def parse_response(self, text: str, body: Any) -> RowResult:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def build_chat_request(self, call: ChatCall, stream: bool) -> PreparedRequest | None:
+        """The request for a chat call (streamed when ``stream``), or None when the upstream takes
+        only text: then the call's prompt goes through :meth:`build_request`, and is not streamed."""
+        return None
+
+    def parse_chat_response(self, call: ChatCall, body: Any) -> RowResult:
+        """Read the answer to :meth:`build_chat_request`'s request."""
+        return self.parse_response(prompt_text(call.messages), body)
+
+    def parse_stream_event(self, data: str) -> Iterator[StreamDelta]:  # pragma: no cover - streaming upstreams
+        """The pieces in one server-sent event's data of a streamed answer."""
+        raise NotImplementedError
+
     def auth_headers(self) -> dict[str, str]:
         """Per-request credentials (may refresh a token); raise CredentialError on failure."""
         return {}
@@ -180,18 +197,59 @@ class HttpLLMAdapter:
     # ---- batch ----------------------------------------------------------------------
     def predict(self, input_data: Mapping[str, Any]) -> dict[str, np.ndarray]:
         texts = self._texts(input_data)
-        results = self.complete_many(texts)
-        return {
+        calls = self._calls(input_data, len(texts))
+        return self._columns(self.complete_many(texts, calls), calls)
+
+    def predict_stream(self, input_data: Mapping[str, Any]) -> Generator[dict[str, np.ndarray], None, dict[str, np.ndarray]]:
+        """Each row's answer as it streams: yields ``{row, delta, finish_reason}`` chunks (one row
+        each, rows one after another), returns the whole answer as :meth:`predict` would."""
+        texts = self._texts(input_data)
+        calls = self._calls(input_data, len(texts))
+        results = []
+        for row, (text, call) in enumerate(zip(texts, calls, strict=True)):
+            pieces = self.stream(text, call)
+            while True:
+                try:
+                    delta = next(pieces)
+                except StopIteration as done:
+                    results.append(done.value)
+                    break
+                if delta.text or delta.finish_reason:
+                    yield {"row": np.array([row], dtype=np.int64), "delta": np.array([delta.text], dtype=object),
+                           "finish_reason": np.array([delta.finish_reason or ""], dtype=object)}
+        return self._columns(results, calls)
+
+    @staticmethod
+    def _columns(results: list[RowResult], calls: list[ChatCall | None]) -> dict[str, np.ndarray]:
+        out = {
             "generated_text": np.array([r.generated_text for r in results], dtype=str),
             "prompt_tokens": np.array([r.prompt_tokens for r in results], dtype=np.int64),
             "completion_tokens": np.array([r.completion_tokens for r in results], dtype=np.int64),
             "error": np.array([r.error for r in results], dtype=str),
         }
+        if any(c is not None for c in calls):  # the /openai/v1 endpoints answer with it
+            out["finish_reason"] = np.array([r.finish_reason for r in results], dtype=str)
+        return out
 
-    def complete_many(self, texts: list[str | None]) -> list[RowResult]:
+    def complete_many(self, texts: list[str | None], calls: list[ChatCall | None] | None = None) -> list[RowResult]:
+        calls = calls if calls is not None else [None] * len(texts)
         if len(texts) <= 1:
-            return [self._safe_complete(t) for t in texts]
-        return list(self._executor().map(self._safe_complete, texts))
+            return [self._safe_complete(t, c) for t, c in zip(texts, calls, strict=True)]
+        return list(self._executor().map(self._safe_complete, texts, calls))
+
+    def _calls(self, input_data: Mapping[str, Any], rows: int) -> list[ChatCall | None]:
+        if not isinstance(input_data, Mapping) or OPENAI_FIELD not in input_data:
+            return [None] * rows
+        out: list[ChatCall | None] = []
+        for value in np.asarray(input_data[OPENAI_FIELD], dtype=object).reshape(-1).tolist():
+            if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+                out.append(None)
+                continue
+            try:
+                out.append(ChatCall.from_json(value.decode() if isinstance(value, bytes) else str(value)))
+            except ValueError as exc:
+                raise InputValidationError(f"{self.name}: {OPENAI_FIELD}: {exc}") from None
+        return out
 
     def _texts(self, input_data: Mapping[str, Any]) -> list[str | None]:
         if not isinstance(input_data, Mapping) or INPUT_FIELD not in input_data:
@@ -234,17 +292,117 @@ class HttpLLMAdapter:
         self.close()
 
     # ---- one row --------------------------------------------------------------------
-    def _safe_complete(self, text: str | None) -> RowResult:
-        if text is None:
+    def _safe_complete(self, text: str | None, call: ChatCall | None = None) -> RowResult:
+        if text is None and call is None:
             return RowResult("", error=f"{self.name}: input text is null; expected a string prompt")
         try:
-            return self.complete(text)
+            return self.complete(text if text is not None else prompt_text(call.messages), call)  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - one bad row must not fail the batch
             msg = self.redact(f"{self.name}: {type(exc).__name__}: {exc}")
             logger.warning("%s", msg)
             return RowResult("", error=msg)
 
-    def complete(self, text: str) -> RowResult:
+    def complete(self, text: str, call: ChatCall | None = None) -> RowResult:
+        """One row's answer (as chat when ``call`` is given and the upstream speaks chat)."""
+        chat = self.build_chat_request(call, stream=False) if call is not None else None
+        if call is not None and chat is not None:
+            return self._send(lambda: self.build_chat_request(call, stream=False),  # type: ignore[arg-type,return-value]
+                              lambda response: self._parse(response, lambda body: self.parse_chat_response(call, body)))
+        prompt = prompt_text(call.messages) if call is not None else text
+        return self._send(lambda: self.build_request(prompt),
+                          lambda response: self._parse(response, lambda body: self.parse_response(prompt, body)))
+
+    def stream(self, text: str | None, call: ChatCall | None) -> Generator[StreamDelta, None, RowResult]:
+        """One row's answer as it streams from the upstream; returns the whole row. Retries happen
+        only before the answer starts; an upstream that does not stream gives its answer as one piece."""
+        request = self.build_chat_request(call, stream=True) if call is not None else None
+        if request is None:
+            result = self._safe_complete(text, call)
+            if result.generated_text or result.finish_reason:
+                yield StreamDelta(result.generated_text, result.finish_reason or None)
+            return result
+        streamed: list[StreamDelta] = []
+        s = self.settings
+        attempt, reauthed = 0, False
+        while True:
+            attempt += 1
+            try:
+                auth = self.auth_headers()
+            except CredentialError as exc:
+                return self._fail(f"{self.name}: credentials: {exc}")
+            request = self.build_chat_request(call, stream=True)  # type: ignore[arg-type]
+            assert request is not None
+            try:
+                with self._client.stream("POST", request.url, json=request.json, headers={**request.headers, **auth},
+                                         params=request.params) as response:
+                    if 200 <= response.status_code < 300:
+                        return (yield from self._read_stream(response, streamed))
+                    response.read()
+                    outcome = self._refused(response, attempt, reauthed)
+            except httpx.TimeoutException as exc:
+                if streamed:
+                    return self._partial(streamed, f"stream timed out after {s.request_timeout_s:g}s ({type(exc).__name__})")
+                outcome = (f"request timed out after {s.request_timeout_s:g}s ({type(exc).__name__})", "", None)
+            except httpx.TransportError as exc:
+                if streamed:
+                    return self._partial(streamed, f"connection error mid-stream ({type(exc).__name__}: {exc})")
+                outcome = (f"connection error ({type(exc).__name__}: {exc})", "", None)
+            if isinstance(outcome, RowResult):
+                return outcome
+            if outcome is None:  # 401 answered with fresh credentials: not a retry
+                attempt, reauthed = attempt - 1, True
+                continue
+            problem, detail, retry_after = outcome
+            if attempt >= s.max_retries + 1 or (retry_after is not None and retry_after > s.retry_after_max_s):
+                return self._fail(self._message(problem, attempt, detail))
+            delay = retry_after if retry_after is not None else self._backoff(attempt)
+            logger.warning("%s", self.redact(f"{self._message(problem, attempt, detail)}; retrying in {delay:.2f}s"))
+            if delay > 0:
+                time.sleep(delay)
+
+    def _read_stream(self, response: httpx.Response, streamed: list[StreamDelta]) -> Generator[StreamDelta, None, RowResult]:
+        finish, prompt_tokens, completion_tokens, events = "", USAGE_UNKNOWN, USAGE_UNKNOWN, 0
+        for data in sse_data(response.iter_lines()):
+            events += 1
+            if data.strip() == "[DONE]":
+                break
+            try:
+                deltas = list(self.parse_stream_event(data))
+            except (MalformedResponse, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                what = str(exc) if isinstance(exc, MalformedResponse) else f"{type(exc).__name__}: {exc}"
+                return self._partial(streamed, f"malformed stream event: {what}")
+            for delta in deltas:
+                finish = delta.finish_reason or finish
+                prompt_tokens = delta.prompt_tokens if delta.prompt_tokens >= 0 else prompt_tokens
+                completion_tokens = delta.completion_tokens if delta.completion_tokens >= 0 else completion_tokens
+                if delta.text or delta.finish_reason:
+                    streamed.append(delta)
+                    yield delta
+        if not events:
+            kind = response.headers.get("content-type", "none")
+            return self._partial(streamed, f"malformed stream: no server-sent events in the answer (Content-Type {kind})")
+        return RowResult("".join(d.text for d in streamed), prompt_tokens, completion_tokens, "", finish)
+
+    def _partial(self, streamed: list[StreamDelta], problem: str) -> RowResult:
+        """A stream that broke after it began: the text so far, and the error."""
+        message = self.redact(f"{self.name}: {problem}")
+        logger.warning("%s", message)
+        return RowResult("".join(d.text for d in streamed), USAGE_UNKNOWN, USAGE_UNKNOWN, message)
+
+    def _refused(self, response: httpx.Response, attempt: int, reauthed: bool) -> RowResult | tuple[str, str, float | None] | None:
+        """A non-2xx answer: the row's final failure, (problem, detail, retry-after) to retry, or
+        None to retry at once with fresh credentials (a first 401)."""
+        status = response.status_code
+        detail = short_upstream_message(response)
+        reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
+        problem = f"HTTP {status} {reason}".rstrip()
+        if status == 401 and not reauthed and self.on_unauthorized():
+            return None
+        if status not in RETRYABLE_STATUSES:
+            return self._fail(self._message(problem, attempt, detail))
+        return problem, detail, parse_retry_after(response.headers)
+
+    def _send(self, build: Callable[[], PreparedRequest], parse: Callable[[httpx.Response], RowResult]) -> RowResult:
         s = self.settings
         attempts_allowed = s.max_retries + 1
         attempt = 0
@@ -255,7 +413,7 @@ class HttpLLMAdapter:
                 auth = self.auth_headers()
             except CredentialError as exc:
                 return self._fail(f"{self.name}: credentials: {exc}")
-            req = self.build_request(text)
+            req = build()
             headers = {**req.headers, **auth}
             retry_after: float | None = None
             detail = ""
@@ -268,7 +426,7 @@ class HttpLLMAdapter:
             else:
                 status = response.status_code
                 if 200 <= status < 300:
-                    return self._parse(text, response)
+                    return parse(response)
                 detail = short_upstream_message(response)
                 reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
                 problem = f"HTTP {status} {reason}".rstrip()
@@ -302,7 +460,7 @@ class HttpLLMAdapter:
         msg = f"{self.name}: {problem} after {_plural(attempt)}"
         return f"{msg}: {detail}" if detail else msg
 
-    def _parse(self, text: str, response: httpx.Response) -> RowResult:
+    def _parse(self, response: httpx.Response, parse_body: Callable[[Any], RowResult]) -> RowResult:
         status = response.status_code
         try:
             body = response.json()
@@ -310,7 +468,7 @@ class HttpLLMAdapter:
             snippet = " ".join(response.text.split())[:120]
             return self._fail(f"{self.name}: malformed response (HTTP {status}): body is not JSON: {snippet!r}")
         try:
-            return self.parse_response(text, body)
+            return parse_body(body)
         except (MalformedResponse, KeyError, IndexError, TypeError, AttributeError) as exc:
             what = str(exc) if isinstance(exc, MalformedResponse) else f"{type(exc).__name__}: {exc}"
             return self._fail(f"{self.name}: malformed response (HTTP {status}): {what}")

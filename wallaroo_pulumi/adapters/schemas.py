@@ -18,6 +18,8 @@ LLM_OUTPUT_SCHEMA: pa.Schema = pa.schema(
 )
 
 INPUT_FIELD = "text"
+OPENAI_FIELD = "openai_request"
+"""Optional input column: JSON of `wallaroo_pulumi.adapters.chat.ChatCall`, set by the /openai/v1 endpoints."""
 OUTPUT_FIELDS = tuple(LLM_OUTPUT_SCHEMA.names)
 
-__all__ = ["LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "INPUT_FIELD", "OUTPUT_FIELDS"]
+__all__ = ["LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "INPUT_FIELD", "OPENAI_FIELD", "OUTPUT_FIELDS"]

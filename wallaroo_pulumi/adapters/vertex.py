@@ -1,4 +1,6 @@
 """Google Vertex AI online-prediction endpoints as a BYOP model's upstream.
+With ``VERTEX_API=gemini`` the endpoint serves Gemini: ``:generateContent``, and a row's chat call
+streamed from ``:streamGenerateContent?alt=sse`` (server-sent ``GenerateContentResponse`` chunks).
 
 ``POST {VERTEX_ENDPOINT_URL}:predict`` with ``{"instances": [{"prompt", "max_tokens", ...}]}`` and a
 service-account OAuth2 token (google-auth; cached, refreshed under a lock, once more on a 401).
@@ -12,7 +14,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import google.auth.exceptions
@@ -20,6 +22,7 @@ import requests
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from google.oauth2 import service_account
 
+from wallaroo_pulumi.adapters.chat import ChatCall, StreamDelta, content_text
 from wallaroo_pulumi.adapters.config import AdapterConfigError, Env
 from wallaroo_pulumi.adapters.http import (
     CommonSettings,
@@ -28,6 +31,7 @@ from wallaroo_pulumi.adapters.http import (
     MalformedResponse,
     PreparedRequest,
     RowResult,
+    usage_int,
 )
 from wallaroo_pulumi.adapters.redact import Redactor
 
@@ -138,6 +142,65 @@ def first_prediction_text(body: Any) -> str:
     raise MalformedResponse(f"prediction is {type(pred).__name__}, expected text")
 
 
+VERTEX_APIS = ("predict", "gemini")
+#: Gemini's finish reasons in OpenAI's names (the others, e.g. SAFETY, are content filters).
+GEMINI_FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "FINISH_REASON_UNSPECIFIED": "", "OTHER": "stop",
+                 "MALFORMED_FUNCTION_CALL": "stop"}
+
+
+def gemini_body(call: ChatCall, max_tokens: int | None, temperature: float | None,
+                parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A chat call as a `generateContent` body: system messages become ``systemInstruction``,
+    assistant turns ``model`` turns, OpenAI's sampling parameters ``generationConfig``."""
+    system = [content_text(m.get("content")) for m in call.messages if m.get("role") in ("system", "developer")]
+    contents = [{"role": "model" if m.get("role") == "assistant" else "user", "parts": [{"text": content_text(m.get("content"))}]}
+                for m in call.messages if m.get("role") not in ("system", "developer")]
+    config: dict[str, Any] = dict(parameters or {})
+    limit = call.max_tokens if call.max_tokens is not None else max_tokens
+    if limit is not None:
+        config["maxOutputTokens"] = limit
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("presence_penalty", "presencePenalty"),
+                         ("frequency_penalty", "frequencyPenalty"), ("seed", "seed")):
+        if ours in call.params:
+            config[theirs] = call.params[ours]
+    if "temperature" not in config and temperature is not None:
+        config["temperature"] = temperature
+    if call.stop_sequences():
+        config["stopSequences"] = call.stop_sequences()
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": "\n".join(system)}]}
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+def parse_gemini(body: Any, final: bool = True) -> RowResult:
+    """A `GenerateContentResponse` (or one streamed chunk): its first candidate's text, finish reason
+    in OpenAI's names, and token counts."""
+    if not isinstance(body, dict):
+        raise MalformedResponse(f"expected a GenerateContentResponse object, got {type(body).__name__}")
+    if isinstance(body.get("error"), dict):
+        raise MalformedResponse(f"Gemini sent an error: {body['error'].get('message')}")
+    usage = body.get("usageMetadata") if isinstance(body.get("usageMetadata"), dict) else {}
+    prompt_tokens = usage_int(usage.get("promptTokenCount"))
+    completion_tokens = usage_int(usage.get("candidatesTokenCount"))
+    candidates = body.get("candidates")
+    if not isinstance(candidates, list) or not candidates:
+        blocked = (body.get("promptFeedback") or {}).get("blockReason")
+        if blocked:
+            return RowResult("", prompt_tokens, completion_tokens, f"vertex: prompt blocked ({blocked})", "content_filter")
+        if final:
+            raise MalformedResponse("no 'candidates' in the Gemini response")
+        return RowResult("", prompt_tokens, completion_tokens)
+    candidate = candidates[0]
+    parts = (candidate.get("content") or {}).get("parts") or []
+    text = "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict) and not p.get("thought"))
+    reason = candidate.get("finishReason")
+    finish = GEMINI_FINISH.get(reason, "content_filter") if reason else ""
+    return RowResult(text, prompt_tokens, completion_tokens, "", finish)
+
+
 class VertexAIAdapter(HttpLLMAdapter):
     name = "vertex"
 
@@ -150,7 +213,11 @@ class VertexAIAdapter(HttpLLMAdapter):
         instance_params: Mapping[str, Any] | None = None,
         parameters: Mapping[str, Any] | None = None,
         strip_prompt: bool = True,
+        api: str = "predict",
     ) -> None:
+        if api not in VERTEX_APIS:
+            raise AdapterConfigError(f"vertex: VERTEX_API={api!r} is not one of {', '.join(VERTEX_APIS)}")
+        self.api = api
         info = dict(service_account_info)
         super().__init__(settings, Redactor([info.get("private_key"), info.get("private_key_id")]))
         try:
@@ -197,6 +264,7 @@ class VertexAIAdapter(HttpLLMAdapter):
             instance_params=env.json_object("VERTEX_INSTANCE_PARAMS"),
             parameters=env.json_object("VERTEX_PARAMETERS") or None,
             strip_prompt=env.bool("VERTEX_STRIP_PROMPT", True),
+            api=env.choice("VERTEX_API", VERTEX_APIS, "predict") or "predict",
         )
 
     # ---- credentials ---------------------------------------------------------------
@@ -222,6 +290,8 @@ class VertexAIAdapter(HttpLLMAdapter):
 
     # ---- protocol ------------------------------------------------------------------
     def build_request(self, text: str) -> PreparedRequest:
+        if self.api == "gemini":
+            return self.build_chat_request(ChatCall([{"role": "user", "content": text}]), stream=False)
         instance: dict[str, Any] = {"prompt": text}
         if self.settings.max_tokens is not None:
             instance["max_tokens"] = self.settings.max_tokens
@@ -237,7 +307,27 @@ class VertexAIAdapter(HttpLLMAdapter):
             headers={"Content-Type": "application/json", "Accept": "application/json"},
         )
 
+    def build_chat_request(self, call: ChatCall, stream: bool) -> PreparedRequest | None:
+        """Gemini's request for a chat call; None for ``predict`` endpoints (the prompt goes as text)."""
+        if self.api != "gemini":
+            return None
+        return PreparedRequest(
+            url=f"{self.endpoint_url}:{'streamGenerateContent' if stream else 'generateContent'}",
+            json=gemini_body(call, self.settings.max_tokens, self.settings.temperature, self.parameters),
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"},
+            params={"alt": "sse"} if stream else None,
+        )
+
+    def parse_chat_response(self, call: ChatCall, body: Any) -> RowResult:
+        return parse_gemini(body)
+
+    def parse_stream_event(self, data: str) -> Iterator[StreamDelta]:
+        result = parse_gemini(json.loads(data), final=False)
+        yield StreamDelta(result.generated_text, result.finish_reason or None, result.prompt_tokens, result.completion_tokens)
+
     def parse_response(self, text: str, body: Any) -> RowResult:
+        if self.api == "gemini":
+            return parse_gemini(body)
         prediction = first_prediction_text(body)
         if self.strip_prompt:
             prediction = strip_prompt_echo(prediction, text)

@@ -130,7 +130,8 @@ class AzureStandin(StandinServer):
             headers = {"apim-request-id": completion["id"], "x-ms-region": "East US", "x-ratelimit-remaining-requests": "99"}
             if body.get("stream"):
                 opts = body.get("stream_options") or {}
-                return stream_completion(completion, bool(opts.get("include_usage")), headers)
+                return stream_completion(completion, bool(opts.get("include_usage")), headers,
+                                         self.faults.token_interval_s, content_filter=_FILTER_OK)
             return JSONResponse(completion, headers=headers)
 
         @app.post("/score")

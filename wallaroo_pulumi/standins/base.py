@@ -8,7 +8,7 @@ import email.utils
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,11 @@ class Faults:
         self._lock = threading.Lock()
         self._queue: collections.deque[Fault] = collections.deque()
         self.latency_s: float = 0.0
+        self.token_interval_s: float = 0.0  # pause between the events of a streamed answer
+
+    def set_token_interval(self, seconds: float) -> None:
+        """Pace streamed answers: ``seconds`` between one token's event and the next."""
+        self.token_interval_s = float(seconds)
 
     def set_latency(self, seconds: float) -> None:
         self.latency_s = float(seconds)
@@ -78,6 +83,7 @@ class Faults:
         with self._lock:
             self._queue.clear()
         self.latency_s = 0.0
+        self.token_interval_s = 0.0
 
     def pending(self) -> int:
         with self._lock:
@@ -98,6 +104,8 @@ class Faults:
             self.clear()
         if "latency_s" in spec:
             self.set_latency(float(spec["latency_s"]))
+        if "token_interval_s" in spec:
+            self.set_token_interval(float(spec["token_interval_s"]))
         if rl := spec.get("rate_limit"):
             self.rate_limit_next(int(rl.get("count", 1)), rl.get("retry_after", 1), rl.get("format", "seconds"))
         if se := spec.get("server_error"):
@@ -163,6 +171,14 @@ class Stats:
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
             }
+
+
+async def paced(events: Iterable[str], interval_s: float) -> AsyncIterator[str]:
+    """A streamed answer's events, ``interval_s`` apart after the first (a model generating)."""
+    for i, event in enumerate(events):
+        if i and interval_s > 0:
+            await asyncio.sleep(interval_s)
+        yield event
 
 
 def retry_after_headers(seconds: float | None, fmt: str) -> dict[str, str]:

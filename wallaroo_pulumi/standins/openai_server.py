@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from wallaroo_pulumi.standins.base import StandinServer, count_tokens
+from wallaroo_pulumi.standins.base import StandinServer, count_tokens, paced
 
 DEFAULT_API_KEY = "sk-standin-0123456789abcdef"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -112,31 +112,44 @@ def build_completion(
     }
 
 
-def stream_completion(completion: dict[str, Any], include_usage: bool, headers: dict[str, str]) -> StreamingResponse:
-    """The same completion as ``chat.completion.chunk`` server-sent events."""
+def stream_completion(
+    completion: dict[str, Any], include_usage: bool, headers: dict[str, str], interval_s: float = 0.0,
+    content_filter: dict[str, Any] | None = None,
+) -> StreamingResponse:
+    """The same completion as ``chat.completion.chunk`` server-sent events, a word per event,
+    ``interval_s`` apart. With ``content_filter`` (Azure OpenAI) the stream starts with Azure's
+    prompt-filter event (no choices, empty id and model) and each content event carries the filter's
+    results, as Azure sends them."""
     base = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
     base["object"] = "chat.completion.chunk"
     text = completion["choices"][0]["message"]["content"]
     finish = completion["choices"][0]["finish_reason"]
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None, usage: Any = None, choices: bool = True) -> str:
+    def chunk(delta: dict[str, Any], finish_reason: str | None, usage: Any = None, choices: bool = True,
+              filtered: bool = False) -> str:
         obj = dict(base)
         obj["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}] if choices else []
+        if content_filter is not None and choices:
+            obj["choices"][0]["content_filter_results"] = content_filter if filtered else {}
         if include_usage:
             obj["usage"] = usage
         return f"data: {json.dumps(obj)}\n\n"
 
     def events() -> Iterable[str]:
+        if content_filter is not None:
+            first = {"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                     "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": content_filter}]}
+            yield f"data: {json.dumps(first)}\n\n"
         yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
         words = text.split(" ")
         for i, w in enumerate(words):
-            yield chunk({"content": w if i == 0 else " " + w}, None)
+            yield chunk({"content": w if i == 0 else " " + w}, None, filtered=True)
         yield chunk({}, finish)
         if include_usage:
             yield chunk({}, None, usage=completion["usage"], choices=False)
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(paced(events(), interval_s), media_type="text/event-stream", headers=headers)
 
 
 class OpenAIStandin(StandinServer):
@@ -241,5 +254,5 @@ class OpenAIStandin(StandinServer):
             headers = self._headers(started)
             if body.get("stream"):
                 opts = body.get("stream_options") or {}
-                return stream_completion(completion, bool(opts.get("include_usage")), headers)
+                return stream_completion(completion, bool(opts.get("include_usage")), headers, self.faults.token_interval_s)
             return JSONResponse(completion, headers=headers)

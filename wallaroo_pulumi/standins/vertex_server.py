@@ -18,9 +18,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from wallaroo_pulumi.standins.base import StandinServer
+from wallaroo_pulumi.standins import gemini
+from wallaroo_pulumi.standins.base import StandinServer, paced
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -89,7 +90,8 @@ _STATUS_NAMES = {
 
 
 class VertexStandin(StandinServer):
-    """`POST /token` (the service-account JWT-bearer grant, assertion verified) and `...:predict` with its tokens.
+    """`POST /token` (the service-account JWT-bearer grant, assertion verified) and, with its tokens, an
+    endpoint's `...:predict`, and Gemini's `...:generateContent` and `...:streamGenerateContent` (`gemini`).
 
     `response_style`: `vllm` (``"Prompt:\\n<p>\\nOutput:\\n<answer>"``, as Model Garden vLLM containers answer),
     `plain`, `nested` (``["Prompt:...Output:\\n<answer>"]``) or `content` (``{"content": <answer>}``).
@@ -155,6 +157,57 @@ class VertexStandin(StandinServer):
             self.tokens_minted = 0
             self.token_requests = 0
             self.rejections.clear()
+
+
+    async def _authorized(self, request: Request, project: str, location: str, endpoint: str) -> tuple[Any, Response | None]:
+        """The request's JSON body, or the answer Google gives a bad token, scope, body or endpoint."""
+        auth = request.headers.get("authorization", "")
+        challenge = {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'}
+        if not auth.lower().startswith("bearer "):
+            await self.read_json(request)
+            return None, JSONResponse(
+                google_error(
+                    401,
+                    "Request is missing required authentication credential. Expected OAuth 2 access token, login "
+                    "cookie or other valid authentication credential. See "
+                    "https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                    "UNAUTHENTICATED",
+                ),
+                401,
+                headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+            )
+        token = auth[7:].strip()
+        with self._lock:
+            entry = self._tokens.get(token)
+        if entry is None or entry[0] <= time.time():
+            await self.read_json(request)
+            return None, JSONResponse(
+                google_error(
+                    401,
+                    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
+                    "or other valid authentication credential. See "
+                    "https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                    "UNAUTHENTICATED",
+                ),
+                401,
+                headers=challenge,
+            )
+        if CLOUD_PLATFORM_SCOPE not in entry[2]:
+            await self.read_json(request)
+            return None, JSONResponse(google_error(403, "Request had insufficient authentication scopes.", "PERMISSION_DENIED"), 403)
+        body, bad = await self.read_json(request)
+        if bad is not None:
+            return None, JSONResponse(google_error(400, "Invalid JSON payload received.", "INVALID_ARGUMENT"), 400)
+        if (project, location, endpoint) != (self.project, self.location, self.endpoint_id):
+            return None, JSONResponse(
+                google_error(
+                    404,
+                    f'Endpoint "projects/{project}/locations/{location}/endpoints/{endpoint}" not found.',
+                    "NOT_FOUND",
+                ),
+                404,
+            )
+        return body, None
 
     # ---- shapes ------------------------------------------------------------------------
     def error_body(self, status: int, message: str, code: str | None = None) -> Any:
@@ -249,52 +302,9 @@ class VertexStandin(StandinServer):
 
         @app.post("/v1/projects/{project}/locations/{location}/endpoints/{endpoint}:predict")
         async def predict(project: str, location: str, endpoint: str, request: Request) -> Response:
-            auth = request.headers.get("authorization", "")
-            challenge = {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'}
-            if not auth.lower().startswith("bearer "):
-                await self.read_json(request)
-                return JSONResponse(
-                    google_error(
-                        401,
-                        "Request is missing required authentication credential. Expected OAuth 2 access token, login "
-                        "cookie or other valid authentication credential. See "
-                        "https://developers.google.com/identity/sign-in/web/devconsole-project.",
-                        "UNAUTHENTICATED",
-                    ),
-                    401,
-                    headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
-                )
-            token = auth[7:].strip()
-            with self._lock:
-                entry = self._tokens.get(token)
-            if entry is None or entry[0] <= time.time():
-                await self.read_json(request)
-                return JSONResponse(
-                    google_error(
-                        401,
-                        "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
-                        "or other valid authentication credential. See "
-                        "https://developers.google.com/identity/sign-in/web/devconsole-project.",
-                        "UNAUTHENTICATED",
-                    ),
-                    401,
-                    headers=challenge,
-                )
-            if CLOUD_PLATFORM_SCOPE not in entry[2]:
-                await self.read_json(request)
-                return JSONResponse(google_error(403, "Request had insufficient authentication scopes.", "PERMISSION_DENIED"), 403)
-            body, bad = await self.read_json(request)
-            if bad is not None:
-                return JSONResponse(google_error(400, "Invalid JSON payload received.", "INVALID_ARGUMENT"), 400)
-            if (project, location, endpoint) != (self.project, self.location, self.endpoint_id):
-                return JSONResponse(
-                    google_error(
-                        404,
-                        f'Endpoint "projects/{project}/locations/{location}/endpoints/{endpoint}" not found.',
-                        "NOT_FOUND",
-                    ),
-                    404,
-                )
+            body, refused = await self._authorized(request, project, location, endpoint)
+            if refused is not None:
+                return refused
             instances = body.get("instances") if isinstance(body, dict) else None
             if not isinstance(instances, list) or not instances:
                 return JSONResponse(
@@ -318,6 +328,29 @@ class VertexStandin(StandinServer):
                     "modelVersionId": "1",
                 }
             )
+
+        @app.post("/v1/projects/{project}/locations/{location}/endpoints/{endpoint}:generateContent")
+        async def generate_content(project: str, location: str, endpoint: str, request: Request) -> Response:
+            body, refused = await self._authorized(request, project, location, endpoint)
+            if refused is not None:
+                return refused
+            if (problem := gemini.check_request(body)) is not None:
+                return JSONResponse(google_error(400, problem, "INVALID_ARGUMENT"), 400)
+            return JSONResponse(gemini.generate(body, self.answer))
+
+        @app.post("/v1/projects/{project}/locations/{location}/endpoints/{endpoint}:streamGenerateContent")
+        async def stream_generate_content(project: str, location: str, endpoint: str, request: Request) -> Response:
+            body, refused = await self._authorized(request, project, location, endpoint)
+            if refused is not None:
+                return refused
+            if (problem := gemini.check_request(body)) is not None:
+                return JSONResponse(google_error(400, problem, "INVALID_ARGUMENT"), 400)
+            chunks = gemini.stream_chunks(body, self.answer)
+            if request.query_params.get("alt") == "sse":
+                events, media = gemini.sse_events(chunks), "text/event-stream"
+            else:
+                events, media = gemini.json_array_events(chunks), "application/json; charset=UTF-8"
+            return StreamingResponse(paced(events, self.faults.token_interval_s), media_type=media)
 
     def _shape(self, prompt: str, answer: str) -> Any:
         echoed = f"Prompt:\n{prompt}\nOutput:\n{answer}"
