@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--sidekick-uids", type=_uid_range, default=None, metavar="START-END",
                        help="as root: the uids sidekick workers run under, one each (default 2000000000-2000065535)")
+    serve.add_argument("--database", default=None, metavar="URL",
+                       help="PostgreSQL URL of the metadata store shared by replicas on many hosts (or "
+                       "$WALLAROO_DATABASE_URL; default: SQLite in DATA_DIR); needs $WALLAROO_SECRETS_KEY")
+    serve.add_argument("--object-store", default=None, metavar="URL",
+                       help="s3://bucket[/prefix] for artifacts and inference logs (endpoint and credentials from "
+                       "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; default: DATA_DIR)")
 
     token = rsub.add_parser("token", help="print the admin token (for `Authorization: Bearer ...`)")
     token.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
@@ -126,11 +132,25 @@ def main(argv: list[str] | None = None) -> int:
                       "characters", file=sys.stderr)
                 return 2
             extra["secrets_key"] = secrets_key
-        settings = RuntimeSettings(
-            data_dir=Path(args.data_dir).expanduser(), host=args.host, port=args.port,
-            redeploy_on_start=not args.no_redeploy, log_level=args.log_level, role=args.role,
-            insecure_sidekicks=args.insecure_sidekicks, **extra,
-        )
+        from wallaroo_pulumi.runtime.settings import DATABASE_URL_ENV
+
+        database = os.environ.pop(DATABASE_URL_ENV, None) or args.database  # it may hold a password
+        if database:
+            extra["database_url"] = database
+        if args.object_store:
+            extra["object_store_url"] = args.object_store
+        from pydantic import ValidationError
+
+        try:
+            settings = RuntimeSettings(
+                data_dir=Path(args.data_dir).expanduser(), host=args.host, port=args.port,
+                redeploy_on_start=not args.no_redeploy, log_level=args.log_level, role=args.role,
+                insecure_sidekicks=args.insecure_sidekicks, **extra,
+            )
+        except ValidationError as exc:  # e.g. a --database URL that is not PostgreSQL's
+            for error in exc.errors(include_url=False, include_input=False):
+                print(f"wallaroo-pulumi runtime serve: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+            return 2
         serve(settings)
         return 0
     if args.command == "runtime" and args.runtime_command == "token":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wallaroo_pulumi.runtime.db import Database
+from wallaroo_pulumi.runtime.db import Database, SqliteDatabase
 from wallaroo_pulumi.runtime.logstore import LogStore
 
 
@@ -19,7 +19,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def db(data_dir: Path) -> Database:
-    d = Database(data_dir / "runtime.db")
+    d = SqliteDatabase(data_dir / "runtime.db")
     yield d
     d.close()
 

@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from wallaroo_pulumi.runtime import http_errors
-from wallaroo_pulumi.runtime.db import Database
+from wallaroo_pulumi.runtime.db import SqliteDatabase
 from wallaroo_pulumi.runtime.listeners import ListenerService
 from wallaroo_pulumi.runtime.listeners.routes import router
 from wallaroo_pulumi.runtime.logstore import LogStore
@@ -47,7 +47,7 @@ def listener_app(service: ListenerService) -> FastAPI:
 def main() -> None:
     data = Path(sys.argv[1])
     mode = os.environ.get("LISTENER_EXECUTOR") or "sidekick"
-    svc = ListenerService(Database(data / "runtime.db"), LogStore(data / "logs"), executor=mode, tick_seconds=0.1)
+    svc = ListenerService(SqliteDatabase(data / "runtime.db"), LogStore(data / "logs"), executor=mode, tick_seconds=0.1)
     app = listener_app(svc)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

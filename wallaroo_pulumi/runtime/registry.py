@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +13,7 @@ import anyio
 
 from wallaroo_pulumi.runtime import wire
 from wallaroo_pulumi.runtime.artifacts import ArtifactStore, ArtifactWriter, validate_byop_zip
-from wallaroo_pulumi.runtime.db import Database
+from wallaroo_pulumi.runtime.db import Database, IntegrityError
 from wallaroo_pulumi.runtime.errors import BadRequest, Conflict, NotFound
 
 _VERSION_SELECT = (
@@ -58,7 +57,7 @@ class Registry:
         try:
             with self.db.tx() as c:
                 wid = c.execute("INSERT INTO workspaces (name, created_at) VALUES (?, ?)", (name, time.time())).lastrowid
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise Conflict(f"workspace_name: a workspace named {name!r} already exists") from None
         return {"workspace_id": wid, "workspace": wire.workspace(self.workspace(wid))}
 

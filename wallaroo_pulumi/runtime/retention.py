@@ -36,7 +36,7 @@ class LogRetention:
             self.metrics.log_rows_pruned.labels(pipeline).inc(rows)
             log.info("log retention: removed %d segment(s), %d row(s) of %s older than %s",
                      segments, rows, pipeline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cutoff_ms / 1000)))
-        if self.db.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'listener_scored'"):
+        if self.db.has_table("listener_scored"):
             with self.db.tx() as c:
                 c.execute("DELETE FROM listener_scored WHERE state = 'done' AND source_ms < ?", (cutoff_ms,))
         return removed

@@ -18,7 +18,8 @@ from wallaroo_pulumi.runtime.access.service import KeysService
 from wallaroo_pulumi.runtime.access.targets import Targets
 from wallaroo_pulumi.runtime.access.usage import UsageMeter
 from wallaroo_pulumi.runtime.artifacts import ArtifactStore
-from wallaroo_pulumi.runtime.db import Database, dumps
+from wallaroo_pulumi.runtime.backends import open_database
+from wallaroo_pulumi.runtime.db import dumps
 from wallaroo_pulumi.runtime.deployments import Deployments
 from wallaroo_pulumi.runtime.engine import Engine
 from wallaroo_pulumi.runtime.graphql import Graph
@@ -49,7 +50,9 @@ class Runtime:
             os.chmod(data_dir, 0o700)
         except PermissionError:  # e.g. a Kubernetes volume root owned by root, writable through fsGroup
             log.warning("data dir %s is not owned by this user; its mode was left as is", data_dir)
-        self.db = Database(data_dir / "runtime.db")
+        database = settings.database_url.get_secret_value() if settings.database_url is not None else None
+        self.db = open_database(data_dir, database)
+        log.info("metadata: %s", self.db.describe())
         self.key_store = KeyStore(self.db, data_dir)
         admin = settings.admin_token
         self.key_store.ensure_admin(admin.get_secret_value() if admin is not None else None)

@@ -13,6 +13,8 @@ MiB = 2**20
 
 #: Environment variable holding the admin token to use instead of minting one (Kubernetes Secret).
 ADMIN_TOKEN_ENV = "WALLAROO_ADMIN_TOKEN"
+#: Environment variable holding the metadata database URL (it may hold a password: never logged).
+DATABASE_URL_ENV = "WALLAROO_DATABASE_URL"
 ROLES = ("all", "serve", "scheduler")
 Role = Literal["all", "serve", "scheduler"]
 
@@ -78,8 +80,29 @@ class RuntimeSettings(BaseModel):
         "None keeps one in DATA_DIR/secrets.key",
     )
 
+    database_url: SecretStr | None = Field(
+        default=None,
+        description=f"PostgreSQL URL of the metadata store (--database or ${DATABASE_URL_ENV}), shared by replicas on "
+        "many hosts; None keeps SQLite in DATA_DIR/runtime.db",
+    )
+    object_store_url: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix (endpoint, region and credentials from the environment: "
+        "AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) for artifacts and "
+        "inference logs; None keeps them in DATA_DIR",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> RuntimeSettings:
+        if self.database_url is not None:
+            scheme = self.database_url.get_secret_value().split("://", 1)[0]
+            if scheme not in ("postgresql", "postgres"):
+                raise ValueError(f"database: expected a postgresql://user@host:port/dbname URL, got a {scheme!r} URL")
+            if self.secrets_key is None:
+                raise ValueError("database: replicas sharing a database must unseal each other's credentials; "
+                                 "give the sealing key in $WALLAROO_SECRETS_KEY")
+        if self.object_store_url is not None and not self.object_store_url.startswith("s3://"):
+            raise ValueError(f"object_store: expected s3://bucket[/prefix], got {self.object_store_url!r}")
         low, high = self.sidekick_uids
         if not 1 <= low <= high <= 4_294_967_294:
             raise ValueError(f"sidekick_uids: expected START-END with 1 <= START <= END < 4294967295, got {low}-{high}")

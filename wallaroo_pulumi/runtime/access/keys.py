@@ -7,7 +7,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, PositiveInt
 
 from wallaroo_pulumi.runtime.access.errors import Unauthorized
 from wallaroo_pulumi.runtime.auth import ADMIN_TOKEN_FILE, check_admin_token, hash_token, new_token, write_private
-from wallaroo_pulumi.runtime.db import Database
+from wallaroo_pulumi.runtime.db import Database, OperationalError
 
 Role = Literal["admin", "deployer", "inference"]
 ROLES: tuple[Role, ...] = ("admin", "deployer", "inference")
@@ -109,11 +108,7 @@ class KeyStore:
         self.reload()
 
     def _migrate(self) -> None:
-        with self.db.tx() as c:  # inside the write transaction: replicas starting together alter once
-            present = {r["name"] for r in c.execute("PRAGMA table_info(tokens)").fetchall()}
-            for column, decl in _COLUMNS.items():
-                if column not in present:
-                    c.execute(f"ALTER TABLE tokens ADD COLUMN {column} {decl}")
+        self.db.add_columns("tokens", _COLUMNS)  # in one write transaction: replicas starting together alter once
 
     def reload(self) -> None:
         with self._reload_lock:
@@ -233,10 +228,10 @@ class KeyStore:
         try:
             with self.db.tx() as c:
                 c.executemany(
-                    "UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
-                    [(at, key_id) for key_id, at in pending.items()],
+                    "UPDATE tokens SET last_used_at = ? WHERE id = ? AND COALESCE(last_used_at, 0) < ?",
+                    [(at, key_id, at) for key_id, at in pending.items()],
                 )
-        except sqlite3.OperationalError as exc:  # busy: keep them for the next flush
+        except OperationalError as exc:  # busy: keep them for the next flush
             log.warning("could not record keys' last use now (%s); retrying", exc)
             for key_id, at in pending.items():
                 self._used[key_id] = max(at, self._used.get(key_id, 0.0))

@@ -4,14 +4,13 @@ defaults and pydantic's coercion, so a scope check and the route never disagree.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from wallaroo_pulumi.runtime.access.policy import MISSING, NOTHING, UNOWNED, Find, Rule, Target
-from wallaroo_pulumi.runtime.db import Database
+from wallaroo_pulumi.runtime.db import Database, OperationalError
 from wallaroo_pulumi.runtime.errors import BadRequest, WallarooError
 from wallaroo_pulumi.runtime.listeners.engine import score_pipeline_name
 from wallaroo_pulumi.runtime.wire import TOPIC
@@ -173,7 +172,7 @@ class Targets:
     def _tasks(self) -> list[dict[str, Any]]:
         try:
             return self.db.all("SELECT workspace_id, monitored_pipeline, listener_model, args FROM listener_tasks")
-        except sqlite3.OperationalError:  # listeners disabled: no table
+        except OperationalError:  # listeners disabled: no table
             return []
 
     def _listener_row(self, sql: str, value: Any) -> dict[str, Any] | None:
@@ -181,5 +180,5 @@ class Targets:
             return None  # the route answers its 400
         try:
             return self.db.one(sql, (value,))
-        except sqlite3.OperationalError:
+        except OperationalError:
             return None

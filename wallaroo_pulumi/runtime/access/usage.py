@@ -5,7 +5,6 @@ inference service reports each call once; the key comes from the request's conte
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from contextvars import ContextVar
@@ -19,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from wallaroo_pulumi.runtime.access.keys import ApiKey
 from wallaroo_pulumi.runtime.access.limits import Limiter
-from wallaroo_pulumi.runtime.db import Database
+from wallaroo_pulumi.runtime.db import Database, OperationalError
 
 #: The key of the request being served (set by the access middleware; None outside a request).
 current_key: ContextVar[ApiKey | None] = ContextVar("wallaroo_current_key", default=None)
@@ -103,12 +102,12 @@ class UsageMeter:
                 c.executemany(
                     "INSERT INTO usage (key_id, pipeline, hour, requests, rows, prompt_tokens, completion_tokens) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key_id, pipeline, hour) DO UPDATE SET "
-                    "requests = requests + excluded.requests, rows = rows + excluded.rows, "
-                    "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-                    "completion_tokens = completion_tokens + excluded.completion_tokens",
+                    "requests = usage.requests + excluded.requests, rows = usage.rows + excluded.rows, "
+                    "prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens, "
+                    "completion_tokens = usage.completion_tokens + excluded.completion_tokens",
                     [(*group, *figures) for group, figures in pending.items()],
                 )
-        except sqlite3.OperationalError as exc:  # busy: keep them for the next flush
+        except OperationalError as exc:  # busy: keep them for the next flush
             log.warning("could not write usage now (%s); retrying", exc)
             for group, figures in pending.items():
                 self._add(group, figures)

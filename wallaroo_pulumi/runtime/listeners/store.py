@@ -85,9 +85,7 @@ class TaskStore:
         with db.tx() as c:
             for stmt in SCHEMA:
                 c.execute(stmt)
-            columns = {row[1] for row in c.execute("PRAGMA table_info(listener_runs)")}
-            if "heartbeat" not in columns:  # a data dir from before run leases
-                c.execute("ALTER TABLE listener_runs ADD COLUMN heartbeat REAL")
+        db.add_columns("listener_runs", {"heartbeat": "REAL"})  # a data dir from before run leases
 
     # -- tasks -----------------------------------------------------------
     def create_task(
@@ -184,7 +182,7 @@ class TaskStore:
         return self.db.one("SELECT * FROM listener_runs WHERE id = ?", (rid,))
 
     def list_runs(self, task_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM listener_runs WHERE task_id = ? ORDER BY started DESC, rowid DESC"
+        sql = "SELECT * FROM listener_runs WHERE task_id = ? ORDER BY started DESC, id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return self.db.all(sql, (task_id,))

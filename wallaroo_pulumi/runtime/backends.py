@@ -1,0 +1,18 @@
+"""Where a runtime keeps its state: the embedded data dir, or the shared services given by URL
+(a PostgreSQL database for metadata, an S3-compatible bucket for artifacts and logs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wallaroo_pulumi.runtime.db import Database, SqliteDatabase
+
+
+def open_database(data_dir: Path, url: str | None = None) -> Database:
+    """The embedded SQLite file in `data_dir`, or the PostgreSQL database at `url`
+    (`postgresql://user@host:port/db`; the password from the URL, $PGPASSWORD or ~/.pgpass)."""
+    if url is None:
+        return SqliteDatabase(data_dir / "runtime.db")
+    from wallaroo_pulumi.runtime.db_postgres import PostgresDatabase
+
+    return PostgresDatabase(url)
