@@ -12,7 +12,18 @@ from wallaroo_pulumi.runtime import http_errors
 from wallaroo_pulumi.runtime.access.middleware import AccessMiddleware
 from wallaroo_pulumi.runtime.listeners import routes as listener_routes
 from wallaroo_pulumi.runtime.metrics import MetricsMiddleware
-from wallaroo_pulumi.runtime.routes import graph, inference, keys, logs, models, pipelines, platform, usage, workspaces
+from wallaroo_pulumi.runtime.routes import (
+    graph,
+    inference,
+    keys,
+    logs,
+    models,
+    openai,
+    pipelines,
+    platform,
+    usage,
+    workspaces,
+)
 from wallaroo_pulumi.runtime.services import Runtime
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
@@ -54,7 +65,7 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     async def metrics() -> Response:
         return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    for module in (workspaces, models, pipelines, inference, logs, keys, usage, graph, platform):
+    for module in (workspaces, models, pipelines, inference, openai, logs, keys, usage, graph, platform):
         app.include_router(module.router)
     if rt.listeners is not None:
         app.include_router(listener_routes.router)

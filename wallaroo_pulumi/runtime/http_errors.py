@@ -11,6 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wallaroo_pulumi.runtime.errors import BadRequest, WallarooError
+from wallaroo_pulumi.runtime.openai_shapes import error_object
+
+OPENAI_PATH = "/openai/v1/"
 
 log = logging.getLogger("wallaroo_pulumi.runtime")
 
@@ -22,7 +25,11 @@ def error_body(exc: WallarooError) -> dict[str, Any]:
             **exc.extra}
 
 
-def error_response(exc: WallarooError) -> JSONResponse:
+def error_response(exc: WallarooError, path: str | None = None) -> JSONResponse:
+    """The error's answer; on the OpenAI-compatible routes (`path` under `/openai/v1/`), in OpenAI's shape."""
+    if path is not None and OPENAI_PATH in path:
+        body = error_object(exc.message, exc.status, exc.extra.get("param"))
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers or None)
     return JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers or None)
 
 
@@ -45,14 +52,14 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-async def _wallaroo_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _wallaroo_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WallarooError)
-    return error_response(exc)
+    return error_response(exc, request.url.path)
 
 
-async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(BadRequest(validation_message(exc)))
+    return error_response(BadRequest(validation_message(exc)), request.url.path)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
@@ -62,12 +69,12 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
         detail = f"no endpoint {request.method} {request.url.path} (see /v1/api/docs)"
     elif exc.status_code == 405:
         detail = f"method {request.method} not allowed on {request.url.path} (the MLOps API uses POST + JSON)"
-    return error_response(WallarooError(detail, status=exc.status_code, source="request"))
+    return error_response(WallarooError(detail, status=exc.status_code, source="request"), request.url.path)
 
 
-async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
-    return error_response(WallarooError(f"internal error: {type(exc).__name__}: {exc}"))
+    return error_response(WallarooError(f"internal error: {type(exc).__name__}: {exc}"), request.url.path)
 
 
 def install(app: FastAPI) -> None:

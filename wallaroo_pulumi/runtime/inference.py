@@ -106,12 +106,12 @@ class Inference:
             for index, step in enumerate(live.steps):
                 t0 = time.perf_counter_ns()
                 try:
-                    step_input, current = current, await self._step(pipeline_name, live, index, current)
+                    step_input, current = current, await self.step(pipeline_name, live, index, current)
                     tokens.add_step(step_input, current)
                 except Exception as exc:  # noqa: BLE001 - every failure is answered and logged
                     elapsed.append(time.perf_counter_ns() - t0)
                     err = step_error(step, exc)
-                    self.metrics.step_errors.labels(pipeline_name, step.name, _kind(exc)).inc()
+                    self.metrics.step_errors.labels(pipeline_name, step.name, error_kind(exc)).inc()
                     logged = entry(inputs, None, rows=inputs.num_rows, last_model=step.last_model, elapsed=elapsed,
                                    step=step.name, error=f"{err.status}: {err.message}",
                                    output_schema=live.steps[-1].output_schema)
@@ -124,7 +124,7 @@ class Inference:
             outcome = "ok"
         finally:
             if logged is not None:
-                self._append_log(pipeline_name, logged)
+                self.append_log(pipeline_name, logged)
             self.metrics.inferences.labels(pipeline_name, outcome).inc()
             if self.usage is not None:
                 self.usage(pipeline_name, rows, tokens)
@@ -141,7 +141,9 @@ class Inference:
         )
         return Answer(payload, media_type, timing)
 
-    async def _step(self, pipeline_name: str, live: Live, index: int, table: pa.Table) -> pa.Table:
+    async def step(self, pipeline_name: str, live: Live, index: int, table: pa.Table) -> pa.Table:
+        """Step `index` of `live` on `table` (conformed to its input schema after the first), its
+        answer conformed to its output schema (kept as returned when that fails)."""
         step = live.steps[index]
         if index > 0:
             try:
@@ -160,7 +162,7 @@ class Inference:
         except WallarooError:
             return out  # the declared output schema is advisory: keep what the model returned
 
-    def _append_log(self, pipeline: str, table: pa.Table) -> None:
+    def append_log(self, pipeline: str, table: pa.Table) -> None:
         try:
             self.logstore.append(pipeline, table, sync=False)
         except Exception:  # noqa: BLE001 - a failed log write must be visible but must not lose the answer
@@ -188,7 +190,8 @@ def step_error(step: Step, exc: Exception) -> WallarooError:
     return WallarooError(message, status=exc.status, source=exc.source, step=step.name)
 
 
-def _kind(exc: Exception) -> str:
+def error_kind(exc: Exception) -> str:
+    """The `kind` label of a step error in the step_errors metric."""
     for cls, kind in ((SidekickCrashedError, "crashed"), (SidekickLoadError, "load"), (SidekickPredictError, "predict"),
                       (TimeoutError, "timeout")):
         if isinstance(exc, cls):

@@ -46,8 +46,8 @@ class Find(StrEnum):
     SCORES = "scores"  # body `name_field`: a monitored pipeline whose listeners' scores it reads
     INFER = "infer"  # the pipeline in the URL
     NEW_TASK = "new_task"  # body `workspace_id` (default 1) and the pipeline its `json` monitors
-    TASK = "task"  # body `id` of a listener task (and the pipeline a new `json` monitors)
-    RUN = "run"  # body `id` of a listener run
+    TASK = "task"  # body `name_field` (default `id`) of a listener task (and the pipeline a new `json` monitors)
+    RUN = "run"  # body `name_field` (default `id`) of a listener run
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/models/get_model_version_by_id", Perm.DEPLOY, Find.MODEL_VERSION),
     Rule(P, "/v1/api/models/get_version_by_id", Perm.DEPLOY, Find.MODEL_VERSION),
     Rule(P, "/v1/api/models/delete_model", Perm.DEPLOY, Find.MODEL),
+    Rule(P, "/v1/api/models/insert_model_config", Perm.DEPLOY, Find.MODEL_VERSION),
     Rule(P, "/v1/api/pipelines/create", Perm.DEPLOY, Find.WORKSPACE),
     Rule(P, "/v1/api/pipelines/deploy", Perm.DEPLOY, Find.PIPELINE, "deploy_id"),
     Rule(P, "/v1/api/pipelines/undeploy", Perm.DEPLOY, Find.PIPELINE),
@@ -98,11 +99,16 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/pipelines/infer/{deploy_name}/{pipeline_name}", Perm.INFER, Find.INFER),
     Rule(P, "/v1/api/pipelines/infer/{deploy_name}", Perm.INFER, Find.INFER),
     Rule(P, "/infer/{pipeline_name}", Perm.INFER, Find.INFER),
+    Rule(P, "/v1/api/pipelines/infer/{deploy_name}/{pipeline_name}/openai/v1/chat/completions", Perm.INFER, Find.INFER),
+    Rule(P, "/v1/api/pipelines/infer/{deploy_name}/{pipeline_name}/openai/v1/completions", Perm.INFER, Find.INFER),
+    Rule(P, "/infer/{pipeline_name}/openai/v1/chat/completions", Perm.INFER, Find.INFER),
+    Rule(P, "/infer/{pipeline_name}/openai/v1/completions", Perm.INFER, Find.INFER),
     Rule(P, "/v1/api/task/run_once", Perm.DEPLOY, Find.NEW_TASK),
     Rule(P, "/v1/api/task/run_scheduled", Perm.DEPLOY, Find.NEW_TASK),
     Rule(P, "/v1/api/task/get_by_id", Perm.DEPLOY, Find.TASK),
     Rule(P, "/v1/api/task/list", Perm.DEPLOY, Find.LISTED),
-    Rule(P, "/v1/api/task/list_task_runs", Perm.DEPLOY, Find.TASK),
+    Rule(P, "/v1/api/task/list_task_runs", Perm.DEPLOY, Find.TASK, "task_id"),
+    Rule(P, "/v1/api/task/get_run_details", Perm.DEPLOY, Find.RUN, "pod_id"),
     Rule(P, "/v1/api/task/get_logs_for_run", Perm.DEPLOY, Find.RUN),
     Rule(P, "/v1/api/task/kill", Perm.DEPLOY, Find.TASK),
     Rule(P, "/v1/api/task/update", Perm.DEPLOY, Find.TASK),

@@ -10,7 +10,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wallaroo_pulumi.runtime import wire
+from wallaroo_pulumi.runtime.access.deferred import check_deferred
 from wallaroo_pulumi.runtime.errors import BadRequest, describe_validation_error
+from wallaroo_pulumi.runtime.openai_api.requests import check_config
 from wallaroo_pulumi.runtime.routes import runtime_of
 from wallaroo_pulumi.runtime.uploads import parse_streaming_upload
 from wallaroo_pulumi.schemas import schema_from_b64
@@ -51,6 +53,8 @@ class UploadMetadata(BaseModel):
     conversion: Conversion = Field(default_factory=Conversion)
     input_schema: str | None = None
     output_schema: str | None = None
+    openai_config: dict[str, Any] | None = Field(
+        default=None, description="Wallaroo's OpenaiConfig (enabled, completion_config, chat_completion_config)")
 
     @field_validator("name")
     @classmethod
@@ -108,6 +112,9 @@ async def upload_and_convert(request: Request) -> dict:
         if writer is None:
             raise BadRequest("file: missing multipart part 'file' (the model zip)")
         meta = _metadata(raw)
+        openai_config = None if meta.openai_config is None else check_config(
+            meta.openai_config, "metadata.openai_config").model_dump()
+        check_deferred(request.scope.get("state", {}), meta.workspace_id)
     except BaseException:
         writer.abort() if writer is not None else None
         raise
@@ -115,6 +122,7 @@ async def upload_and_convert(request: Request) -> dict:
         workspace_id=meta.workspace_id, name=meta.name, visibility=meta.visibility,
         conversion=meta.conversion.model_dump(exclude={"input_schema", "output_schema"}),
         input_schema=meta.input_schema, output_schema=meta.output_schema, writer=writer, file_name=upload.file_name,
+        openai_config=openai_config,
     )
     return {"insert_models": {"returning": [{"models": [{"id": version_id}]}]}}
 
@@ -173,6 +181,25 @@ class GetVersion(BaseModel):
 @router.post("/get_model_version_by_id")
 def get_model_version_by_id(request: Request, body: GetVersion) -> dict:
     return {"model_version": wire.configured_model_version(runtime_of(request).registry.version(body.model_version_id))}
+
+
+class InsertModelConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_version_id: int
+    openai_config: dict[str, Any] | None = None
+
+
+@router.post("/insert_model_config", summary="Configure a model version (the SDK's configure(); openai_config is stored)")
+def insert_model_config(request: Request, body: InsertModelConfig) -> dict:
+    registry = runtime_of(request).registry
+    ignored = sorted(k for k, v in (body.model_extra or {}).items() if v is not None)
+    if ignored:
+        raise BadRequest(f"{ignored[0]}: not configurable here; this runtime stores openai_config only "
+                         f"(got {', '.join(ignored)})")
+    if body.openai_config is None:
+        return {"model_config": wire.model_config(registry.version(body.model_version_id))}
+    config = check_config(body.openai_config).model_dump()
+    return {"model_config": wire.model_config(registry.set_openai_config(body.model_version_id, config))}
 
 
 @router.post("/get_version_by_id", summary="The model version as the SDK's upload flow reads it")
