@@ -55,6 +55,7 @@ class ArtifactWriter:
         else:
             os.replace(self.tmp_path, final)
             fsync_dir(final.parent)
+        self.store.publish(sha, final)
         return sha, final
 
     def abort(self) -> None:
@@ -92,6 +93,14 @@ class ArtifactStore:
 
     def delete(self, sha: str) -> None:
         self.path_for(sha).unlink(missing_ok=True)
+
+    def publish(self, sha: str, path: Path) -> None:
+        """A committed artifact becomes visible to every replica (here: it already is)."""
+        return None
+
+    def fetch(self, sha: str) -> Path:
+        """The local file of artifact `sha` (it may not exist: callers check)."""
+        return self.path_for(sha)
 
 
 

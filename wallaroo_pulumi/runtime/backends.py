@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wallaroo_pulumi.runtime.artifacts import ArtifactStore
 from wallaroo_pulumi.runtime.db import Database, SqliteDatabase
 
 
@@ -16,3 +17,14 @@ def open_database(data_dir: Path, url: str | None = None) -> Database:
     from wallaroo_pulumi.runtime.db_postgres import PostgresDatabase
 
     return PostgresDatabase(url)
+
+
+def open_artifacts(data_dir: Path, object_store_url: str | None = None) -> ArtifactStore:
+    """Artifacts in `data_dir/artifacts`, or in the bucket at `object_store_url` (s3://bucket/prefix)
+    with local copies there."""
+    if object_store_url is None:
+        return ArtifactStore(data_dir / "artifacts")
+    from wallaroo_pulumi.runtime.artifacts_remote import RemoteArtifactStore
+    from wallaroo_pulumi.runtime.object_store import ObjectStore
+
+    return RemoteArtifactStore(data_dir / "artifacts", ObjectStore(object_store_url))

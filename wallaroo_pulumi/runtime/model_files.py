@@ -35,7 +35,7 @@ class ModelFiles:
         marker = final / ".model_root"
         if marker.exists():
             return final / marker.read_text().strip()
-        zip_path = self.artifacts.path_for(sha)
+        zip_path = self.artifacts.fetch(sha)
         if not zip_path.exists():
             raise WallarooError(f"artifact {sha} is missing from the artifact store")
         tmp = self.models_dir / f".tmp-{sha[:12]}-{uuid.uuid4().hex}"

@@ -1,0 +1,104 @@
+"""Serving replicas as separate processes with separate data dirs (as on separate nodes),
+sharing one PostgreSQL database and one bucket: a deploy through one holds in all, artifacts
+reach the others through the bucket, and a replica killed mid-upload leaves nothing visible."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import boto3
+import pyarrow as pa
+import pytest
+
+from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model
+from tests.scaleout.conftest import scaleout_args, scaleout_env
+from wallaroo_pulumi.client import NotFoundError
+from wallaroo_pulumi.testing.byop import byop_source
+from wallaroo_pulumi.testing.postgres import PostgresServer
+from wallaroo_pulumi.testing.s3 import S3Server
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, postgres: PostgresServer, s3: S3Server):
+    """replicas(n) -> n `serve` replicas, each on its own data dir, on one database and bucket."""
+    started: list[Server] = []
+    database, bucket = postgres.new_database(), s3.new_bucket()
+
+    def make(n: int) -> list[Server]:
+        for _ in range(n):
+            srv = Server(tmp_path / f"node-{len(started)}", ["--role", "serve", *scaleout_args(postgres, s3, database, bucket)],
+                         scaleout_env(s3))
+            started.append(srv.start())
+        return started[-n:]
+
+    make.bucket = bucket  # type: ignore[attr-defined]
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_deploy_through_one_replica_infer_through_all(replicas, tmp_path: Path) -> None:
+    a, b, c = replicas(3)
+    clients = [s.client() for s in (a, b, c)]
+    mv = clients[0].upload_model("double", make_model(tmp_path, "double", DOUBLE), X_SCHEMA, Y_SCHEMA)
+    created = clients[0].create_pipeline("shared", steps=[mv])
+    clients[0].deploy("shared", pipeline_id=created.pipeline_id, engine_config={"replica_count": 1})
+    for client in clients:  # the others converge by themselves, fetching the artifact from the bucket
+        client.wait_for_deployment("shared", timeout_s=90)
+    for srv in (b, c):
+        assert (srv.data_dir / "artifacts" / "sha256" / mv.sha).exists(), f"{srv.data_dir} has no copy of the artifact"
+    for i in range(12):
+        out = clients[i % 3].infer("shared", pa.table({"x": [float(i)]}))
+        assert out.column("out.y").to_pylist() == [2.0 * i], f"request {i}"
+    clients[1].undeploy("shared")
+    for client in clients:
+        wait_until(lambda client=client: client.get_pipeline("shared").status == "undeployed", 30, "undeploy to converge")
+
+
+def big_model(path: Path, size: int) -> Path:
+    """A valid BYOP zip carrying `size` incompressible bytes (stored, not deflated)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("model.py", byop_source(DOUBLE))
+        zf.writestr("weights.bin", os.urandom(size))
+    return path
+
+
+def test_a_replica_killed_mid_upload_to_the_bucket_leaves_nothing_visible(replicas, s3: S3Server, tmp_path: Path) -> None:
+    a, b = replicas(2)
+    bucket = replicas.bucket.removeprefix("s3://").split("/", 1)[0]
+    api = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                       aws_access_key_id=s3.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3.env["AWS_SECRET_ACCESS_KEY"])
+    zip_path = big_model(tmp_path / "big.zip", 160 * 2**20)
+
+    def upload() -> None:
+        try:
+            a.client(timeout=120).upload_model("big", zip_path, X_SCHEMA, Y_SCHEMA)
+        except Exception:  # noqa: BLE001 - the replica dies under it
+            pass
+
+    uploader = threading.Thread(target=upload, daemon=True)
+    uploader.start()
+    # kill -9 once the replica is streaming the artifact to the bucket (a multipart upload in progress)
+    wait_until(lambda: api.list_multipart_uploads(Bucket=bucket).get("Uploads"), 120, "a multipart upload to the bucket")
+    a.kill9()
+    uploader.join(30)
+
+    with b.client() as client:
+        with pytest.raises(NotFoundError):
+            client.list_model_versions("big")
+        assert [m for m in client.list_models() if m.name == "big"] == []
+    listed = api.list_objects_v2(Bucket=bucket, Prefix="wallaroo/artifacts/")
+    assert listed.get("KeyCount", 0) == 0, listed.get("Contents")

@@ -1,0 +1,78 @@
+"""An S3-compatible server for tests: moto's server (the `moto[server]` test extra) as a
+subprocess on a free loopback port, and the environment a runtime reads to reach it."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ACCESS_KEY = "testing-access-key"
+SECRET_KEY = "testing-secret-key-never-logged"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class S3Server:
+    """`start()`, `new_bucket()` for an s3:// URL, `env` for a runtime; `stop()`."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.log = Path(tempfile.mkdtemp(prefix="wallaroo-s3-")) / "moto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+
+    def start(self, timeout: float = 60) -> S3Server:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: SIM115
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto server exited ({self.proc.returncode}):\n{self.log.read_text()[-4000:]}")
+            try:
+                httpx.get(self.endpoint + "/", timeout=2)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("moto server did not start")
+
+    def new_bucket(self) -> str:
+        """A fresh empty bucket; its s3:// URL (with a prefix, as users give)."""
+        from pyarrow import fs
+
+        name = "b-" + uuid.uuid4().hex[:12]
+        s3 = fs.S3FileSystem(endpoint_override=f"127.0.0.1:{self.port}", scheme="http", region="us-east-1",
+                             access_key=ACCESS_KEY, secret_key=SECRET_KEY, allow_bucket_creation=True)
+        s3.create_dir(name)
+        return f"s3://{name}/wallaroo"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
