@@ -76,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="s3://bucket[/prefix] for artifacts and inference logs (endpoint and credentials from "
                        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; default: DATA_DIR)")
 
+    serve.add_argument("--sidekick-placement", default="local", choices=["local", "kubernetes"],
+                       help="where model steps run: local (default) sandboxed processes, or kubernetes: a "
+                       "Deployment of pods of their own per step, in this cluster")
+    serve.add_argument("--sidekick-image", default=None, metavar="IMAGE",
+                       help="with kubernetes: the sidekick pods' image (default $WALLAROO_SIDEKICK_IMAGE)")
+    serve.add_argument("--kube-namespace", default=None, help="with kubernetes: where the step objects go "
+                       "(default: this pod's namespace)")
+    serve.add_argument("--kube-owner", default=None, metavar="Deployment/NAME",
+                       help="with kubernetes: the runtime's own Deployment, owner of every step Deployment")
+    serve.add_argument("--sidekick-idle", type=_duration, default=None, metavar="DURATION",
+                       help="with kubernetes: a step with autoscale_min 0 scales to zero after this long "
+                       "without requests (default 5m)")
+
     token = rsub.add_parser("token", help="print the admin token (for `Authorization: Bearer ...`)")
     token.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
 
@@ -139,6 +152,15 @@ def main(argv: list[str] | None = None) -> int:
             extra["database_url"] = database
         if args.object_store:
             extra["object_store_url"] = args.object_store
+        if args.sidekick_placement == "kubernetes":
+            image = args.sidekick_image or os.environ.get("WALLAROO_SIDEKICK_IMAGE")
+            if not image:
+                print("wallaroo-pulumi runtime serve: --sidekick-image (or $WALLAROO_SIDEKICK_IMAGE) is needed "
+                      "with --sidekick-placement kubernetes", file=sys.stderr)
+                return 2
+            extra["kubernetes"] = {"image": image, "namespace": args.kube_namespace, "owner": args.kube_owner,
+                                   "runtime_name": (args.kube_owner or "/wallaroo").split("/")[-1],
+                                   **({"idle_s": args.sidekick_idle} if args.sidekick_idle else {})}
         from pydantic import ValidationError
 
         try:

@@ -249,7 +249,7 @@ class Engine:
                     status = "Error"
                 rows.append(
                     {
-                        "name": f"engine-sidekick-{step.name}-{i}",
+                        "name": getattr(sk, "pod", None) or f"engine-sidekick-{step.name}-{i}",  # a pod's own name
                         "step": step.name,
                         "model_version": step.model_version,
                         "status": status,

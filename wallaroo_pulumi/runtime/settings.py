@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
+from wallaroo_pulumi.runtime.kube.settings import KubePlacementSettings
+
 GiB = 2**30
 MiB = 2**20
 
@@ -73,6 +75,9 @@ class RuntimeSettings(BaseModel):
         description="as root, each sidekick worker and each requirements install runs under a uid of its own from "
         "this range (inclusive), shared with every runtime on the host",
     )
+
+    kubernetes: KubePlacementSettings | None = Field(
+        default=None, description="place model steps as pods of their own on this cluster (D35); None: local processes")
 
     secrets_key: SecretStr | None = Field(
         default=None,

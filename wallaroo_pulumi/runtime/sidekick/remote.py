@@ -58,6 +58,7 @@ class RemoteSidekick:
         self._state = "starting"
         self._last_error: str | None = None
         self._restarts = 0
+        self.load_failed = False  # the server answered LOAD_ERROR: the model cannot load there
         self._lock = asyncio.Lock()
         self._busy = False
         self._busy_since = 0.0
@@ -71,6 +72,7 @@ class RemoteSidekick:
     busy = property(lambda self: self._busy)
     waiting = property(lambda self: self._queue.waiting)
     pid = None  # in another pod
+    pod = property(lambda self: self.name)
 
     @property
     def busy_seconds(self) -> float:
@@ -88,6 +90,7 @@ class RemoteSidekick:
         """Connect (retrying while the server comes up) and load; raise `SidekickLoadError`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.load_timeout_s
+        self._state = "starting"
         while True:
             try:
                 await asyncio.wait_for(self._connect(), max(0.1, deadline - loop.time()))
@@ -126,6 +129,7 @@ class RemoteSidekick:
         if ftype != protocol.READY:
             writer.close()
             message = protocol.parse_json_payload(body).get("message") or f"model {self.step_name!r} failed to load"
+            self.load_failed = True
             raise SidekickLoadError(message, step_name=self.step_name)
         self._conn = (reader, writer)
         self._state = "ready"

@@ -1,0 +1,390 @@
+"""`KubeStepPool`: one model step as a Deployment of sidekick pods, the runtime as its controller.
+
+It applies the step's objects (adopting them when they exist), watches its pods, links to each
+Ready one (`RemoteSidekick`), sends each request to the least busy linked replica and retries a
+lost one on another, sets the Deployment's replicas from its replicas' busy time (scaling to
+zero after an idle time when allowed, and back when a request comes, which waits with a bound),
+and deletes its objects when stopped. A pod that cannot run says why (the scheduler's reason)
+in the status rows."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+from lightkube import ApiError
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Pod, Secret, ServiceAccount
+from lightkube.types import CascadeType
+
+from wallaroo_pulumi.runtime.kube.client import KubeContext
+from wallaroo_pulumi.runtime.kube.objects import LINK_PORT, TOKEN_KEY, StepObjects
+from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, ScalePolicy
+from wallaroo_pulumi.runtime.sidekick.errors import SidekickCrashedError, SidekickError, SidekickLoadError
+from wallaroo_pulumi.runtime.sidekick.protocol import StreamPart
+from wallaroo_pulumi.runtime.sidekick.remote import ModelBundle, RemoteSidekick
+
+log = logging.getLogger("wallaroo.kube")
+MAX_ATTEMPTS = 3  # replicas one request is tried on
+
+
+@dataclass(frozen=True)
+class KubeScale:
+    """A step's replica bounds; ``minimum`` 0 lets it scale to zero when idle."""
+
+    minimum: int
+    maximum: int
+    target: float
+
+    def policy(self) -> ScalePolicy:
+        return ScalePolicy(minimum=max(1, self.minimum), maximum=max(1, self.minimum, self.maximum), target=self.target)
+
+
+def pod_problem(pod: Pod) -> str | None:
+    """Why a pod is not serving, as Kubernetes says it (the scheduler's reason first)."""
+    status = pod.status
+    if status is None:
+        return None
+    for cond in status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False":
+            return f"pod {pod.metadata.name} Pending: {cond.reason}: {cond.message}"
+    for cs in status.containerStatuses or []:
+        waiting = cs.state.waiting if cs.state is not None else None
+        if waiting is not None and waiting.reason:
+            return f"pod {pod.metadata.name}: {waiting.reason}: {waiting.message or ''}".rstrip(": ")
+    if status.phase in ("Failed", "Unknown"):
+        return f"pod {pod.metadata.name} {status.phase}: {status.reason or ''} {status.message or ''}".strip()
+    return None
+
+
+def pod_ready(pod: Pod) -> bool:
+    status = pod.status
+    return bool(status is not None and status.phase == "Running" and status.podIP and any(
+        c.type == "Ready" and c.status == "True" for c in status.conditions or []))
+
+
+class KubeStepPool:
+    def __init__(self, ctx: KubeContext, objects: StepObjects, bundle: ModelBundle, replicas: int,
+                 scale: KubeScale | None) -> None:
+        self.ctx = ctx
+        self.objects = objects
+        self.spec = objects.spec
+        self.name = objects.name
+        self.bundle = bundle
+        self.scale = scale
+        self.policy = scale.policy() if scale is not None else None
+        self._desired = replicas if scale is None else min(max(replicas, scale.minimum, 1), scale.policy().maximum)
+        self._token = ""
+        self._remotes: dict[str, RemoteSidekick] = {}
+        self._connecting: dict[str, asyncio.Task[None]] = {}
+        self._pods: dict[str, Pod] = {}
+        self._inflight: dict[str, int] = {}
+        self._lost = 0  # replicas whose pod went away while linked
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_request = time.monotonic()
+        self._stopped = False
+
+    # -- what the engine reads ---------------------------------------------------------
+    @property
+    def sidekicks(self) -> list[RemoteSidekick]:
+        return list(self._remotes.values())
+
+    @property
+    def replicas(self) -> int:
+        return self._desired
+
+    @property
+    def restarts(self) -> int:
+        return self._lost + sum(r.restarts for r in self._remotes.values())
+
+    def why(self) -> str:
+        """Why replicas are missing, from the pods (or that there are none yet)."""
+        problems = [p for p in (pod_problem(pod) for pod in self._pods.values()) if p]
+        problems += [r.last_error for r in self._remotes.values() if r.state == "failed" and r.last_error]
+        if not problems:
+            return f"no pod of Deployment {self.ctx.namespace}/{self.name} is Ready and linked yet"
+        return "; ".join(dict.fromkeys(problems))
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Apply the objects, then wait (up to the load timeout) for the replicas to load."""
+        try:
+            await self._apply()
+        except ApiError as exc:
+            raise SidekickLoadError(f"step {self.spec.step_name!r}: the API server refused its objects: "
+                                    f"{exc.status.message}", step_name=self.spec.step_name) from None
+        except ValueError as exc:
+            raise SidekickLoadError(str(exc), step_name=self.spec.step_name) from None
+        self._tasks.append(asyncio.create_task(self._watch(), name=f"kube-watch-{self.name}"))
+        self._tasks.append(asyncio.create_task(self._monitor(), name=f"kube-monitor-{self.name}"))
+        try:
+            await self._wait_ready(self._desired, self.spec.load_timeout_s)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _apply(self) -> None:
+        client, ns = self.ctx.client, self.ctx.namespace
+        try:
+            existing = await client.get(Secret, self.name, namespace=ns)
+            self._token = base64.b64decode((existing.data or {}).get(TOKEN_KEY, "")).decode()
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        self._token = self._token or secrets.token_urlsafe(32)
+        owners = [self.ctx.owner.reference()] if self.ctx.owner is not None else []
+        await client.apply(ServiceAccount.from_dict(self.objects.service_account(owners)), force=True)
+        await client.apply(Secret.from_dict(self.objects.secret(self._token, owners)), force=True)
+        dep = await client.apply(Deployment.from_dict(self.objects.deployment(self._desired, owners)), force=True)
+        # the Secret and the ServiceAccount go with the Deployment
+        mine = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": self.name, "uid": dep.metadata.uid,
+                 "blockOwnerDeletion": True}]
+        await client.apply(ServiceAccount.from_dict(self.objects.service_account(mine)), force=True)
+        await client.apply(Secret.from_dict(self.objects.secret(self._token, mine)), force=True)
+        log.info("step %s: Deployment %s/%s applied (%d replicas)", self.spec.step_name, self.ctx.namespace,
+                 self.name, self._desired)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    async def stop(self) -> None:
+        """Unlink every replica and delete the step's objects (kept while the runtime itself stops)."""
+        self._stopped = True
+        tasks = self._tasks + list(self._connecting.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await asyncio.gather(*(r.stop() for r in self._remotes.values()), return_exceptions=True)
+        if self.ctx.keep_objects:
+            return
+        client, ns = self.ctx.client, self.ctx.namespace
+        for kind in (Deployment, Secret, ServiceAccount):
+            try:
+                await client.delete(kind, self.name, namespace=ns, cascade=CascadeType.BACKGROUND)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    log.warning("deleting %s %s/%s: %s", kind.__name__, ns, self.name, exc.status.message)
+        log.info("step %s: Deployment %s/%s deleted", self.spec.step_name, ns, self.name)
+
+    async def _wait_ready(self, wanted: int, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            ready = sum(r.state == "ready" for r in self._remotes.values())
+            if ready >= wanted:
+                return
+            failed = next((r for r in self._remotes.values() if r.load_failed), None)
+            if failed is not None:
+                raise SidekickLoadError(failed.last_error or f"model {self.spec.step_name!r} failed to load",
+                                        step_name=self.spec.step_name)
+            left = deadline - loop.time()
+            if left <= 0:
+                if ready:
+                    log.warning("step %s: %d of %d replicas ready after %gs: %s", self.spec.step_name, ready,
+                                wanted, timeout_s, self.why())
+                    return
+                raise SidekickLoadError(f"model {self.spec.step_name!r}: no replica ready within {timeout_s:g}s: "
+                                        f"{self.why()}", step_name=self.spec.step_name)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+
+    # -- pods --------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        client, ns = self.ctx.client, self.ctx.namespace
+        while True:
+            try:
+                async for op, pod in client.watch(Pod, namespace=ns, labels=self.objects.selector):
+                    self._on_pod(op, pod)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the API server restarted, a timeout: watch again
+                log.info("step %s: watching pods: %s; watching again", self.spec.step_name, exc)
+                await asyncio.sleep(1.0)
+
+    async def _sync(self) -> None:
+        """List the pods: what a watch may have missed while it reconnected."""
+        pods = [p async for p in self.ctx.client.list(Pod, namespace=self.ctx.namespace, labels=self.objects.selector)]
+        names = {p.metadata.name for p in pods}
+        for name in [n for n in self._remotes if n not in names]:
+            self._drop(name)
+        for pod in pods:
+            self._on_pod("MODIFIED", pod)
+
+    def _on_pod(self, op: str, pod: Pod) -> None:
+        name = pod.metadata.name
+        if op == "DELETED" or pod.metadata.deletionTimestamp is not None:
+            self._drop(name)
+            return
+        self._pods[name] = pod
+        ip = pod.status.podIP if pod.status is not None else None
+        remote = self._remotes.get(name)
+        if remote is None or (ip and remote.host != ip):
+            if remote is not None:  # the address came (or changed): link again
+                self._unlink(name)
+            remote = RemoteSidekick(name, self.spec.step_name, ip or "", LINK_PORT, self._token, self.bundle,
+                                    max_batch_rows=self.spec.max_batch_rows, load_timeout_s=self.spec.load_timeout_s,
+                                    request_timeout_s=self.ctx.request_timeout_s)
+            self._remotes[name] = remote
+            self._inflight.setdefault(name, 0)
+        if not pod_ready(pod):
+            remote.note(pod_problem(pod))
+        elif remote.state in ("starting", "failed") and name not in self._connecting and not remote.load_failed:
+            self._connecting[name] = asyncio.create_task(self._link(name, remote), name=f"kube-link-{name}")
+        self._changed.set()
+
+    async def _link(self, name: str, remote: RemoteSidekick) -> None:
+        try:
+            await remote.start()
+            log.info("step %s: linked to pod %s at %s", self.spec.step_name, name, remote.host)
+        except SidekickError as exc:
+            log.warning("step %s: pod %s: %s", self.spec.step_name, name, exc)
+        finally:
+            self._connecting.pop(name, None)
+            self._changed.set()
+
+    def _unlink(self, name: str) -> None:
+        task = self._connecting.pop(name, None)
+        if task is not None:
+            task.cancel()
+        remote = self._remotes.pop(name, None)
+        if remote is not None:
+            if remote.state == "ready":
+                self._lost += 1
+            asyncio.get_running_loop().create_task(remote.stop())
+
+    def _drop(self, name: str) -> None:
+        self._pods.pop(name, None)
+        self._unlink(name)
+        self._inflight.pop(name, None)
+        self._changed.set()
+
+    # -- requests ----------------------------------------------------------------------
+    def _choose(self, tried: set[str]) -> RemoteSidekick | None:
+        ready = [r for r in self._remotes.values() if r.state == "ready" and r.name not in tried]
+        return min(ready, key=lambda r: (self._inflight.get(r.name, 0) + r.waiting, r.busy)) if ready else None
+
+    async def _replica(self, tried: set[str]) -> RemoteSidekick:
+        """A linked replica not tried yet; one may have to start first (scaled to zero), or come
+        back (replaced): wait for it up to the load timeout."""
+        remote = self._choose(tried)
+        if remote is not None:
+            return remote
+        if self._desired == 0 and self.scale is not None:
+            log.info("step %s: a request wakes it from zero replicas", self.spec.step_name)
+            await self._scale_to(max(1, self.scale.minimum))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.spec.load_timeout_s
+        while (remote := self._choose(tried)) is None:
+            left = deadline - loop.time()
+            if left <= 0 or self._stopped:
+                raise SidekickLoadError(f"step {self.spec.step_name!r}: no replica to answer within "
+                                        f"{self.spec.load_timeout_s:g}s: {self.why()}", step_name=self.spec.step_name)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+        return remote
+
+    @staticmethod
+    def _retryable(exc: SidekickError) -> bool:
+        """Lost with its replica (crashed, or unlinked while queued): another replica may answer."""
+        return isinstance(exc, SidekickCrashedError) or type(exc) is SidekickError
+
+    async def predict(self, table: pa.Table) -> pa.Table:
+        self._last_request = time.monotonic()
+        tried: set[str] = set()
+        while True:
+            remote = await self._replica(tried)
+            self._inflight[remote.name] = self._inflight.get(remote.name, 0) + 1
+            try:
+                return await remote.predict(table)
+            except SidekickError as exc:
+                if not self._retryable(exc) or len(tried) + 1 >= MAX_ATTEMPTS:
+                    raise
+                log.warning("step %s: %s; trying another replica", self.spec.step_name, exc)
+                tried.add(remote.name)
+            finally:
+                if remote.name in self._inflight:
+                    self._inflight[remote.name] -= 1
+                self._last_request = time.monotonic()
+
+    async def predict_stream(self, table: pa.Table) -> AsyncIterator[StreamPart]:
+        """A streamed answer; retried on another replica only while nothing has been sent."""
+        self._last_request = time.monotonic()
+        tried: set[str] = set()
+        while True:
+            remote = await self._replica(tried)
+            self._inflight[remote.name] = self._inflight.get(remote.name, 0) + 1
+            sent = False
+            try:
+                async with contextlib.aclosing(remote.predict_stream(table)) as parts:
+                    async for part in parts:
+                        sent = True
+                        yield part
+                return
+            except SidekickError as exc:
+                if sent or not self._retryable(exc) or len(tried) + 1 >= MAX_ATTEMPTS:
+                    raise
+                tried.add(remote.name)
+            finally:
+                if remote.name in self._inflight:
+                    self._inflight[remote.name] -= 1
+                self._last_request = time.monotonic()
+
+    # -- replicas ----------------------------------------------------------------------
+    async def _scale_to(self, replicas: int) -> None:
+        self._desired = replicas
+        await self.ctx.client.patch(Deployment, self.name, {"spec": {"replicas": replicas}},
+                                    namespace=self.ctx.namespace)
+        self._changed.set()
+
+    async def _monitor(self) -> None:
+        """Every interval: relink replicas that lost their link, sample busy time for the
+        autoscaler, scale to zero when idle; every few intervals, list the pods."""
+        scaler = Autoscaler(self.policy) if self.policy is not None else None
+        ticks = 0
+        seen: dict[str, float] = {}
+        since = time.monotonic()
+        while True:
+            await asyncio.sleep(self.ctx.interval_s)
+            ticks += 1
+            try:
+                if ticks % 5 == 0:
+                    await self._sync()
+                for pod in list(self._pods.values()):
+                    self._on_pod("MODIFIED", pod)  # relinks a failed replica whose pod is Ready
+                now = time.monotonic()
+                live = [r for r in self._remotes.values() if r.state == "ready"]
+                busy = sum(r.busy_seconds - seen.get(r.name, r.busy_seconds) for r in live)
+                utilization = min(1.0, busy / ((now - since) * len(live))) if live else 0.0
+                seen, since = {r.name: r.busy_seconds for r in self._remotes.values()}, now
+                await self._rescale(scaler, utilization, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. the API server briefly away: next interval
+                log.exception("step %s: monitoring its pods", self.spec.step_name)
+
+    async def _rescale(self, scaler: Autoscaler | None, utilization: float, now: float) -> None:
+        if scaler is None or self.scale is None or self._desired == 0:
+            return
+        idle = not any(self._inflight.values()) and now - self._last_request >= self.ctx.idle_s
+        if self.scale.minimum == 0 and idle:
+            log.info("step %s: idle for %gs: scaling to zero", self.spec.step_name, self.ctx.idle_s)
+            await self._scale_to(0)
+            return
+        change = scaler.decide(self._desired, utilization)
+        if change:
+            log.info("step %s: %d -> %d replicas (utilization %.0f%%)", self.spec.step_name, self._desired,
+                     self._desired + change, utilization * 100)
+            await self._scale_to(self._desired + change)

@@ -1,0 +1,29 @@
+"""`KubePlacementSettings`: how a runtime places model steps as pods (`--sidekick-placement
+kubernetes`); no Kubernetes client is imported here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class KubePlacementSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field(min_length=1, description="the image of sidekick pods (the runtime image)")
+    namespace: str | None = Field(default=None, description="where the step objects go; default: this pod's namespace")
+    owner: str | None = Field(default=None, description="'Deployment/<name>' owning every step Deployment "
+                                                        "(the runtime's own), so deleting it deletes them")
+    runtime_name: str = Field(default="wallaroo", description="this runtime's label value on its objects")
+    kubeconfig: Path | None = Field(default=None, description="outside a cluster: the kubeconfig to use")
+    idle_s: float = Field(default=300.0, gt=0, description="a step with autoscale_min 0 scales to zero after this "
+                                                            "long without requests")
+    request_timeout_s: float = Field(default=300.0, gt=0, description="one batch's longest wait for its pod")
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("/") != 1 or not all(value.split("/"))):
+            raise ValueError(f"kube owner: expected KIND/NAME such as Deployment/wallaroo-rt, got {value!r}")
+        return value

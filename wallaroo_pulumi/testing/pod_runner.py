@@ -1,0 +1,160 @@
+"""A test-only kubelet for sidekick pods on kwok nodes (kwok runs no container; D35).
+
+    with PodRunner(cluster, "my-namespace"):
+        ...  # every Running pod labelled app.kubernetes.io/component=sidekick runs as a local process
+
+For each such pod it gives the pod an address of its own on loopback (127.77.x.y: all of 127/8 is
+loopback on Linux) in the pod's status, in place of kwok's, and starts the container's command
+(`python` being this interpreter) with the pod's env as a kubelet resolves it (values, the pod's
+IP and name, `secretKeyRef` and `envFrom` Secrets read from the API server), `$(VAR)` expanded in
+its arguments, and each emptyDir mount a folder of its own. A process that exits has its pod
+deleted, so the ReplicaSet replaces it; a pod that is deleted has its process killed."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lightkube import ApiError, Client
+from lightkube.resources.core_v1 import Pod, Secret
+from lightkube.types import PatchType
+
+from wallaroo_pulumi.testing.kube_cluster import KubeCluster
+
+SIDEKICK_PODS = {"app.kubernetes.io/component": "sidekick"}
+
+
+class PodRunner:
+    def __init__(self, cluster: KubeCluster, namespace: str, *, labels: dict[str, str] | None = None,
+                 workdir: Path | None = None, poll_s: float = 0.2) -> None:
+        self.client: Client = cluster.client()
+        self.namespace = namespace
+        self.labels = labels or SIDEKICK_PODS
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pod-runner-"))
+        self.poll_s = poll_s
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}  # pod name -> its container's process
+        self.ips: dict[str, str] = {}
+        self._count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pod-runner", daemon=True)
+        self.errors: list[str] = []
+
+    def __enter__(self) -> PodRunner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for name in list(self.procs):
+            self._kill(name)
+
+    def kill(self, pod: str) -> None:
+        """SIGKILL a pod's process, as if its container crashed."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.procs[pod].pid, signal.SIGKILL)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._once()
+            except Exception as exc:  # noqa: BLE001 - the API server busy: next round; shown if a test fails
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._stop.wait(self.poll_s)
+
+    def _once(self) -> None:
+        pods = {p.metadata.name: p for p in self.client.list(Pod, namespace=self.namespace, labels=self.labels)}
+        for name in list(self.procs):
+            pod = pods.get(name)
+            if pod is None or pod.metadata.deletionTimestamp is not None:
+                self._kill(name)
+            elif self.procs[name].poll() is not None:  # crashed: the pod goes, its ReplicaSet makes another
+                self._kill(name)
+                with contextlib.suppress(ApiError):
+                    self.client.delete(Pod, name, namespace=self.namespace, grace_period=0)
+        for name, pod in pods.items():
+            if (name not in self.procs and pod.metadata.deletionTimestamp is None and pod.status is not None
+                    and pod.status.phase == "Running" and pod.spec.nodeName):
+                self._start(pod)
+
+    def _start(self, pod: Pod) -> None:
+        name = pod.metadata.name
+        ip = self.ips.get(name)
+        if ip is None:
+            self._count += 1
+            ip = self.ips[name] = f"127.77.{self._count // 250}.{self._count % 250 + 1}"
+        self.client.patch(Pod.Status, name, {"status": {"podIP": ip, "podIPs": [{"ip": ip}]}},
+                          namespace=self.namespace, patch_type=PatchType.MERGE)
+        container = pod.spec.containers[0]
+        root = self.workdir / name
+        mounts = {m.mountPath: root / m.name for m in container.volumeMounts or []
+                  if any(v.name == m.name and v.emptyDir is not None for v in pod.spec.volumes or [])}
+        for folder in mounts.values():
+            folder.mkdir(parents=True, exist_ok=True)
+
+        def local(value: str) -> str:
+            for mount, folder in mounts.items():
+                value = re.sub(rf"^{re.escape(mount)}(?=/|$)", str(folder), value)
+            return value
+
+        env = {"PATH": os.environ.get("PATH", os.defpath)}
+        for source in container.envFrom or []:
+            if source.secretRef is not None:
+                env.update(self._secret(source.secretRef.name))
+        for var in container.env or []:
+            env[var.name] = local(self._value(var, pod, ip))
+        argv = [*(container.command or []), *(container.args or [])]
+        argv = [local(re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a)) for a in argv]
+        if argv and argv[0] == "python":
+            argv[0] = sys.executable
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(argv, env=env, cwd=str(root), stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _value(self, var: Any, pod: Pod, ip: str) -> str:
+        if var.valueFrom is None:
+            return var.value or ""
+        if var.valueFrom.fieldRef is not None:
+            return {"status.podIP": ip, "metadata.name": pod.metadata.name,
+                    "metadata.namespace": pod.metadata.namespace}[var.valueFrom.fieldRef.fieldPath]
+        ref = var.valueFrom.secretKeyRef
+        return self._secret(ref.name)[ref.key]
+
+    def _secret(self, name: str) -> dict[str, str]:
+        secret = self.client.get(Secret, name, namespace=self.namespace)
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def _kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+
+    def log(self, pod: str) -> str:
+        path = self.workdir / f"{pod}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_started(self, count: int, timeout_s: float = 120) -> list[str]:
+        """The pods running a process, once there are ``count`` of them."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            alive = [n for n, p in self.procs.items() if p.poll() is None]
+            if len(alive) >= count:
+                return alive
+            time.sleep(0.1)
+        raise AssertionError(f"{count} pod process(es) not started within {timeout_s:.0f}s: {self.errors[-3:]}")
