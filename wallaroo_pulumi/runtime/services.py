@@ -28,6 +28,7 @@ from wallaroo_pulumi.runtime.listeners import ListenerModelRef, ListenerService
 from wallaroo_pulumi.runtime.logstore import LogStore
 from wallaroo_pulumi.runtime.metrics import Metrics
 from wallaroo_pulumi.runtime.model_files import ModelFiles
+from wallaroo_pulumi.runtime.openai_api.service import OpenAIEndpoints
 from wallaroo_pulumi.runtime.pipelines import Pipelines
 from wallaroo_pulumi.runtime.registry import Registry
 from wallaroo_pulumi.runtime.retention import LogRetention
@@ -66,7 +67,12 @@ class Runtime:
         self.sandbox.log_status()
         self.model_files = ModelFiles(data_dir, self.artifacts, self.sandbox)
         self.placement = SandboxedPlacement(self.sandbox)  # one for pipeline steps and listener models alike
-        self.engine = Engine(self.model_files, self.placement, self.metrics, settings.host)
+        self.pods = None  # model steps as pods of their own on a cluster (D35), else local processes
+        if settings.kubernetes is not None:
+            from wallaroo_pulumi.runtime.kube.placement import KubernetesPlacement
+
+            self.pods = KubernetesPlacement(settings.kubernetes, self.artifacts.path_for)
+        self.engine = Engine(self.model_files, self.placement, self.metrics, settings.host, steps=self.pods)
         self.registry = Registry(self.db, self.artifacts, self.model_files.models_dir)
         self.pipelines = Pipelines(self.db, self.registry)
         self.deployments = Deployments(self.db, self.secrets, self.engine, self.pipelines)
@@ -74,6 +80,7 @@ class Runtime:
         self.limiter = Limiter(self.metrics.registry)
         self.usage = UsageMeter(self.db, self.metrics.registry, self.limiter)
         self.inference = Inference(self.engine, self.pipelines, self.logstore, self.metrics, usage=self.usage.record)
+        self.openai = OpenAIEndpoints(self.inference, self.registry, self.metrics)
         self.targets = Targets(self.db, self.inference.resolve, self.logstore.pipelines)
         self.keys = KeysService(self.key_store, self.registry, self.usage)
         self.logs = InferenceLogs(self.pipelines, self.logstore)
@@ -112,6 +119,8 @@ class Runtime:
 
     async def start(self) -> None:
         settings = self.settings
+        if self.pods is not None:
+            await self.pods.start()
         if settings.log_retention_s and settings.role in ("all", "scheduler"):  # exactly one pruner per data dir
             pruner = LogRetention(self.logstore, self.db, self.metrics, settings.log_retention_s)
             self._background(pruner.run_forever(), "log-retention")
@@ -121,6 +130,8 @@ class Runtime:
                 log.info("role scheduler: deployed pipelines are not redeployed in this process")
         elif settings.redeploy_on_start:
             await self.deployments.restore()
+            if self.pods is not None and settings.role == "all":  # the one process applying desired state
+                self._background(self._collect_orphans(), "kube-orphans")
         else:
             self.deployments.follow()
         if settings.role == "serve":  # replicas behind one Service: a deploy reaching any of them must hold in all
@@ -128,6 +139,13 @@ class Runtime:
         if self.listeners is not None:
             await self.listeners.start()
         self._background(self._flush_usage_forever(), "usage-flush")
+
+    async def _collect_orphans(self) -> None:
+        """Once the restored deployments have settled: delete the step objects none of them claims."""
+        assert self.pods is not None
+        for name in list(self.engine.deployments):
+            await self.engine.wait_settled(name)
+        await self.pods.collect_orphans()
 
     async def _flush_usage_forever(self, interval_s: float = 5.0) -> None:
         """Keys' last use and usage figures reach the database every few seconds (and at stop)."""
@@ -150,5 +168,9 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._flush_usage()
+        if self.pods is not None:
+            self.pods.detach()  # the step pods keep serving while the runtime restarts
         await self.engine.shutdown()
+        if self.pods is not None:
+            await self.pods.close()
         self.logstore.close()
