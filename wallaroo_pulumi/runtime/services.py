@@ -71,7 +71,7 @@ class Runtime:
         if settings.kubernetes is not None:
             from wallaroo_pulumi.runtime.kube.placement import KubernetesPlacement
 
-            self.pods = KubernetesPlacement(settings.kubernetes, self.artifacts.path_for)
+            self.pods = KubernetesPlacement(settings.kubernetes, self.artifacts.fetch)  # a local copy: steps unpack it first
         self.engine = Engine(self.model_files, self.placement, self.metrics, settings.host, steps=self.pods)
         self.registry = Registry(self.db, self.artifacts, self.model_files.models_dir)
         self.pipelines = Pipelines(self.db, self.registry)
