@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wallaroo_pulumi.runtime import wire
-from wallaroo_pulumi.runtime.access.deferred import check_deferred
 from wallaroo_pulumi.runtime.errors import BadRequest, describe_validation_error
 from wallaroo_pulumi.runtime.openai_api.requests import check_config
 from wallaroo_pulumi.runtime.routes import runtime_of
@@ -114,7 +113,6 @@ async def upload_and_convert(request: Request) -> dict:
         meta = _metadata(raw)
         openai_config = None if meta.openai_config is None else check_config(
             meta.openai_config, "metadata.openai_config").model_dump()
-        check_deferred(request.scope.get("state", {}), meta.workspace_id)
     except BaseException:
         writer.abort() if writer is not None else None
         raise
