@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import boto3
+import httpx
 import pyarrow as pa
 import pytest
 
@@ -63,6 +64,22 @@ def test_deploy_through_one_replica_infer_through_all(replicas, tmp_path: Path) 
     for i in range(12):
         out = clients[i % 3].infer("shared", pa.table({"x": [float(i)]}))
         assert out.column("out.y").to_pylist() == [2.0 * i], f"request {i}"
+    # every replica reads every replica's rows (its own at once, the others' once shipped), each once
+    for client in clients:
+        wait_until(lambda client=client: len(client.logs("shared", limit=1000)) == 12, 30, f"{client.url} to read 12 rows")
+        assert sorted(client.logs("shared", limit=1000)["in.x"].tolist()) == [float(i) for i in range(12)]
+    # paging with a cursor across the writers' segments: every row once
+    seen, cursor = [], None
+    while True:
+        page = httpx.post(f"{a.url}/v1/api/pipelines/get_logs", timeout=30,
+                          headers={**a.headers, "Accept": "application/vnd.apache.arrow.file"},
+                          json={"pipeline_name": "shared", "workspace_id": 1, "page_size": 5, "cursor": cursor})
+        assert page.status_code == 200, page.text
+        seen += pa.ipc.open_file(pa.py_buffer(page.content)).read_all().column("in.x").to_pylist()
+        cursor = page.headers.get("x-iteration-cursor")
+        if not cursor:
+            break
+    assert sorted(seen) == [float(i) for i in range(12)]
     clients[1].undeploy("shared")
     for client in clients:
         wait_until(lambda client=client: client.get_pipeline("shared").status == "undeployed", 30, "undeploy to converge")

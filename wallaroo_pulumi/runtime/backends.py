@@ -7,6 +7,7 @@ from pathlib import Path
 
 from wallaroo_pulumi.runtime.artifacts import ArtifactStore
 from wallaroo_pulumi.runtime.db import Database, SqliteDatabase
+from wallaroo_pulumi.runtime.logstore import LogStore
 
 
 def open_database(data_dir: Path, url: str | None = None) -> Database:
@@ -28,3 +29,14 @@ def open_artifacts(data_dir: Path, object_store_url: str | None = None) -> Artif
     from wallaroo_pulumi.runtime.object_store import ObjectStore
 
     return RemoteArtifactStore(data_dir / "artifacts", ObjectStore(object_store_url))
+
+
+def open_logstore(data_dir: Path, object_store_url: str | None, db: Database) -> LogStore:
+    """Inference logs in `data_dir/logs`, or in the bucket at `object_store_url`, indexed in `db`
+    (this replica's rows wait in `data_dir/logs` until shipped)."""
+    if object_store_url is None:
+        return LogStore.shared(data_dir / "logs")
+    from wallaroo_pulumi.runtime.logstore.shared import SharedLogStore
+    from wallaroo_pulumi.runtime.object_store import ObjectStore
+
+    return SharedLogStore(data_dir / "logs", db, ObjectStore(object_store_url))

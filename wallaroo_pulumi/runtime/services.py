@@ -17,7 +17,7 @@ from wallaroo_pulumi.runtime.access.limits import Limiter
 from wallaroo_pulumi.runtime.access.service import KeysService
 from wallaroo_pulumi.runtime.access.targets import Targets
 from wallaroo_pulumi.runtime.access.usage import UsageMeter
-from wallaroo_pulumi.runtime.backends import open_artifacts, open_database
+from wallaroo_pulumi.runtime.backends import open_artifacts, open_database, open_logstore
 from wallaroo_pulumi.runtime.db import dumps
 from wallaroo_pulumi.runtime.deployments import Deployments
 from wallaroo_pulumi.runtime.engine import Engine
@@ -25,7 +25,6 @@ from wallaroo_pulumi.runtime.graphql import Graph
 from wallaroo_pulumi.runtime.inference import Inference
 from wallaroo_pulumi.runtime.inference_logs import InferenceLogs
 from wallaroo_pulumi.runtime.listeners import ListenerModelRef, ListenerService
-from wallaroo_pulumi.runtime.logstore import LogStore
 from wallaroo_pulumi.runtime.metrics import Metrics
 from wallaroo_pulumi.runtime.model_files import ModelFiles
 from wallaroo_pulumi.runtime.openai_api.service import OpenAIEndpoints
@@ -59,7 +58,7 @@ class Runtime:
         key = settings.secrets_key
         self.secrets = SecretBox.for_data_dir(data_dir, key.get_secret_value() if key is not None else None)
         self.artifacts = open_artifacts(data_dir, settings.object_store_url)
-        self.logstore = LogStore.shared(data_dir / "logs")
+        self.logstore = open_logstore(data_dir, settings.object_store_url, self.db)
         self.metrics = Metrics()
         # every worker and every requirements install confined; refused where the kernel cannot (D31)
         self.sandbox = Sandbox(Support.detect(), uids=settings.sidekick_uids, protect=[data_dir],

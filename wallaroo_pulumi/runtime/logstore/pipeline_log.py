@@ -175,6 +175,24 @@ class PipelineLog:
             self._rotate()
         self.seal_pending()
 
+    def cut(self) -> list[Segment]:
+        """Close and seal the active segment now; every sealed segment (oldest first), for a
+        shipper that moves them elsewhere and then `forget`s them."""
+        self.close()
+        with self.lock:
+            return list(self.sealed)
+
+    def forget(self, seg: Segment) -> None:
+        """A sealed segment was moved elsewhere: drop it here (its number is never drawn again)."""
+        marker = segment_path(self.dir, seg.seq, "pruned")
+        marker.touch()
+        with self.lock:
+            self.sealed = [s for s in self.sealed if s.seq != seg.seq]
+        seg.path.unlink(missing_ok=True)
+        for old in self.dir.glob("*.pruned"):
+            if (seq_of(old.name, ("pruned",)) or 0) < seg.seq:
+                old.unlink(missing_ok=True)
+
     # -- reading ---------------------------------------------------------
     def _peer_segments(self, read_live: bool = True) -> Segments:
         """What peers wrote since we last looked: new sealed segments (indexed once), and their
