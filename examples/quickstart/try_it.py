@@ -53,7 +53,7 @@ def main() -> int:
         run = api.wait_for_run(task.id, timeout_s=300)
         print(f"\nlistener run {run.id}: {run.status}, {run.rows_scored} rows scored"
               + (f" ({run.error})" if run.error else ""))
-        if run.status != "succeeded":
+        if run.status != "success":
             return 1
         scores = api.listener_results(str(scheduled.monitored_pipeline),
                                       listener=str((scheduled.listener_model or {}).get("name")),

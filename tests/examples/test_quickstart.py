@@ -43,12 +43,12 @@ def test_quickstart_answers_validates_and_scores(pulumi_stack: PulumiStack, tmp_
         assert denied.status_code == 403, denied.text
         assert "answer : echo: Summarise in one sentence why the sky is blue." in first.stdout, first.stdout
         assert re.search(r"in-line validation: .*toxicity=0\.\d{3}", first.stdout), first.stdout
-        assert re.search(r"listener run \S+: succeeded, 1 rows scored", first.stdout), first.stdout
+        assert re.search(r"listener run \S+: success, 1 rows scored", first.stdout), first.stdout
         assert "out.toxicity" in first.stdout and "out.sentiment_compound" in first.stdout
 
         # a second try scores only the new inference, and shows only its own run's row
         second = try_it(pulumi_stack)
-        assert re.search(r"listener run \S+: succeeded, 1 rows scored", second.stdout), second.stdout
+        assert re.search(r"listener run \S+: success, 1 rows scored", second.stdout), second.stdout
         table = second.stdout.split("rows scored", 1)[1].split("curl:", 1)[0]
         assert len([line for line in table.strip().splitlines() if line.strip()]) == 2, table  # header + 1 row
 

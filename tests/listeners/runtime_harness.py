@@ -70,7 +70,7 @@ class Proc:
 
     def post(self, path: str, body: dict, timeout: float = 60):
         r = self.post_raw(path, body, timeout)
-        assert r.status_code == 200, f"{path}: {r.status_code} {r.text}"
+        assert r.is_success, f"{path}: {r.status_code} {r.text}"
         return r.json()
 
     def log_tail(self, n: int = 4000) -> str:
@@ -97,7 +97,7 @@ class Proc:
         deadline = time.monotonic() + timeout
         runs: list[dict] = []
         while time.monotonic() < deadline:
-            runs = self.post("/v1/api/task/list_task_runs", {"id": task_id})
+            runs = self.post("/v1/api/task/list_task_runs", {"task_id": task_id})
             if len(runs) >= n and all(r["status"] != "running" for r in runs):
                 return runs
             time.sleep(0.1)

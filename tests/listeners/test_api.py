@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 from listeners.listener_server import listener_app
+from wallaroo_pulumi.orchestration import ORCHESTRATION_ID
 from wallaroo_pulumi.runtime.listeners import ListenerService
 
 JSON = {"monitored_pipeline": "llm", "listener_model": {"name": "combined"}, "window_seconds": 7200, "batch_size": 64}
@@ -21,7 +22,7 @@ def client(db, logstore) -> TestClient:
 def wait_runs(c, tid, n=1, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        runs = c.post("/v1/api/task/list_task_runs", json={"id": tid}).json()
+        runs = c.post("/v1/api/task/list_task_runs", json={"task_id": tid}).json()
         if len(runs) >= n and all(r["status"] != "running" for r in runs):
             return runs
         time.sleep(0.05)
@@ -32,16 +33,22 @@ def test_task_lifecycle_and_shapes(db, logstore):
     logstore.append("llm", llm_rows(GOOD + BAD, now_ms() - 60_000))
     with client(db, logstore) as c:
         r = c.post("/v1/api/task/run_once", json={"name": "once", "workspace_id": 1, "json": JSON})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 201, r.text
         t = r.json()
-        assert t["orch_id"] == "llm-listener" and t["type"] == "run_once" and t["schedule"] is None
-        assert t["score_pipeline"] == "llm-combined-scores" and t["json"]["monitored_pipeline"] == "llm"
+        assert t["orch_id"] == ORCHESTRATION_ID and t["type"] == "run_once" and t["schedule"] is None
+        assert t["score_pipeline"] == "llm-combined-scores" and t["input_data"]["monitored_pipeline"] == "llm"
+        assert t["killed"] is False
         runs = wait_runs(c, t["id"])
-        assert runs[0]["status"] == "succeeded" and runs[0]["run_status"] == "success"
+        assert runs[0]["status"] == "success" and runs[0]["task"] == t["id"]
         assert runs[0]["rows_scored"] == 5
         got = c.post("/v1/api/task/get_by_id", json={"id": t["id"]}).json()
-        assert got["last_run_status"] == "succeeded" and got["status"] == "started"
-        logs = c.post("/v1/api/task/get_logs_for_run", json={"id": runs[0]["id"], "lines": 2}).json()["logs"]
+        assert got["last_run_status"] == "success" and got["status"] == "started"
+        assert [r["run_id"] for r in got["last_runs"]] == [runs[0]["run_id"]]
+        assert c.post("/v1/api/task/get_by_id", json={"id": t["id"], "run_limit": 0}).json()["last_runs"] == []
+        details = c.post("/v1/api/task/get_run_details", json={"pod_id": runs[0]["run_id"], "task": t["id"]}).json()
+        assert details["run_id"] == runs[0]["run_id"] and details["status"] == "success"
+        assert c.post("/v1/api/task/list_task_runs", json={"task_id": t["id"], "status": "failure"}).json() == []
+        logs = c.post("/v1/api/task/get_logs_for_run", json={"id": runs[0]["run_id"], "lines": 2}).json()["logs"]
         assert len(logs) == 2 and "done" in logs[-1]
 
         s = c.post("/v1/api/task/run_scheduled", json={"name": "sched", "workspace_id": 1, "json": JSON,
@@ -49,10 +56,13 @@ def test_task_lifecycle_and_shapes(db, logstore):
         assert s["type"] == "scheduled" and s["status"] == "started" and s["next_run"].endswith(":00:00Z")
         u = c.post("/v1/api/task/update", json={"id": s["id"], "schedule": "*/5 * * * *",
                                                  "json": {**JSON, "batch_size": 8}}).json()
-        assert u["schedule"] == "*/5 * * * *" and u["json"]["batch_size"] == 8
+        assert u["schedule"] == "*/5 * * * *" and u["input_data"]["batch_size"] == 8
         assert {x["id"] for x in c.post("/v1/api/task/list", json={}).json()} == {t["id"], s["id"]}
-        k = c.post("/v1/api/task/kill", json={"id": s["id"]}).json()
-        assert k["status"] == "killed" and k["next_run"] is None
+        assert c.post("/v1/api/task/list", json={"orch_sha": "0" * 64}).json() == []
+        k = c.post("/v1/api/task/kill", json={"id": s["id"]})
+        assert k.status_code == 202 and k.json()["status"] == "killed" and k.json()["killed"] is True
+        assert k.json()["next_run"] is None
+        assert [x["id"] for x in c.post("/v1/api/task/list", json={"killed": True}).json()] == [s["id"]]
         assert c.post("/v1/api/task/update", json={"id": s["id"], "schedule": "* * * * *"}).status_code == 409
         d = c.post("/v1/api/task/delete", json={"id": s["id"]}).json()
         assert d == {"id": s["id"], "status": "deleted"}
@@ -83,8 +93,10 @@ def test_bad_requests_name_the_field(db, logstore):
         assert r.status_code == 400 and "json.window_seconds" in r.json()["error"]
         r = c.post("/v1/api/task/run_once", json={"name": "x", "workspace_id": 1, "json": JSON, "orch_id": "abc"})
         assert r.status_code == 400 and r.json()["error"].startswith("orch_id:")
-        r = c.post("/v1/api/task/run_once", json={"workspace_id": 1, "json": JSON})
-        assert r.status_code == 400 and r.json()["error"].startswith("name:")
+        r = c.post("/v1/api/task/list_task_runs", json={"id": "x"})
+        assert r.status_code == 400 and r.json()["error"].startswith("task_id:")
+        r = c.post("/v1/api/task/list_task_runs", json={"task_id": "x", "status": "done"})
+        assert r.status_code == 400 and r.json()["error"].startswith("status: expected one of all, running")
         r = c.post("/v1/api/task/run_once", json={"name": "x", "json": JSON, "timeout": "soon"})
         assert r.status_code == 400 and r.json()["error"].startswith("timeout:")
         assert c.post("/v1/api/task/list", json={}).json() == []

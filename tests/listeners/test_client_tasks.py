@@ -96,10 +96,10 @@ def test_run_once_task_scores_the_logged_texts(client: WallarooClient, echo: dic
 
     run = client.wait_for_run(task.id, timeout_s=120)
     assert isinstance(run, TaskRun) and run.task_id == task.id
-    assert run.status == "succeeded", (run, client.task_run_logs(run.id))
+    assert run.status == "success", (run, client.task_run_logs(run.id))
     assert (run.rows_read, run.rows_scored, run.rows_skipped) == (len(TEXTS), len(TEXTS), 0)
     assert run.started_at is not None and run.finished_at is not None and run.finished_at >= run.started_at
-    assert client.get_task(task.id).last_run_status == "succeeded"
+    assert client.get_task(task.id).last_run_status == "success"
     assert [r.id for r in client.list_task_runs(task.id)] == [run.id]
 
     logs = client.task_run_logs(run.id)
@@ -126,7 +126,7 @@ def test_run_once_task_scores_the_logged_texts(client: WallarooClient, echo: dic
 
     # a second run-once task over the same window scores nothing twice
     again = client.wait_for_run(client.create_task("score-again", _args("combined")).id)
-    assert again.status == "succeeded" and again.rows_scored == 0
+    assert again.status == "success" and again.rows_scored == 0
     assert len(client.listener_results("echo", listener="combined")) == len(TEXTS)
     # without `listener`: every score pipeline of `echo`
     assert set(client.listener_results("echo")["score_pipeline"]) == {"echo-combined-scores"}
@@ -184,7 +184,7 @@ def test_delete_task_then_get_task_is_not_found(client: WallarooClient, echo: di
 
 def test_assay_returns_a_frame_with_status(client: WallarooClient, echo: dict) -> None:
     if client.listener_results("echo", listener="combined").empty:  # run alone: score first
-        assert client.wait_for_run(client.create_task("for-assay", _args("combined")).id).status == "succeeded"
+        assert client.wait_for_run(client.create_task("for-assay", _args("combined")).id).status == "success"
     span = (echo["start"], echo["end"])
     df = client.assay("echo", "toxicity", baseline=span, window=span, listener="combined")
     assert isinstance(df, pd.DataFrame) and len(df) == 1
@@ -213,10 +213,10 @@ def test_wait_for_run_after_waits_for_the_next_scheduled_run(client: WallarooCli
     task = client.create_task("every-second", _args("sentiment"), schedule="* * * * * *")
     try:
         first = client.wait_for_run(task.id, timeout_s=60)
-        assert first.status == "succeeded" and first.tick is not None
+        assert first.status == "success" and first.tick is not None
         assert client.wait_for_run(task.id).id == first.id  # without `after`: the last finished one
         second = client.wait_for_run(task.id, timeout_s=60, after=first)
-        assert second.id != first.id and second.tick > first.tick and second.status == "succeeded"
+        assert second.id != first.id and second.tick > first.tick and second.status == "success"
         assert client.wait_for_run(task.id, timeout_s=60, after=second.id).tick > second.tick
         # every logged row is scored once, however many runs fire
         assert sum(r.rows_scored for r in client.list_task_runs(task.id)) == len(TEXTS)

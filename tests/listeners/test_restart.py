@@ -38,7 +38,7 @@ def test_kill_9_restart_scores_every_row_once_and_fires_no_tick_twice(tmp_path: 
         deadline = time.time() + 90
         runs: list = []
         while time.time() < deadline:
-            runs = srv.post("/v1/api/task/list_task_runs", {"id": tid})
+            runs = srv.post("/v1/api/task/list_task_runs", {"task_id": tid})
             if runs and runs[0]["status"] == "running" and runs[0]["rows_scored"] > 200:
                 break
             time.sleep(0.05)
@@ -52,19 +52,19 @@ def test_kill_9_restart_scores_every_row_once_and_fires_no_tick_twice(tmp_path: 
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
-            runs = srv.post("/v1/api/task/list_task_runs", {"id": tid})
-            if sum(r["rows_scored"] for r in runs if r["status"] == "succeeded") and \
+            runs = srv.post("/v1/api/task/list_task_runs", {"task_id": tid})
+            if sum(r["rows_scored"] for r in runs if r["status"] == "success") and \
                     not any(r["status"] == "running" for r in runs):
                 res = srv.post("/v1/api/listeners/results", {"pipeline": "llm", "limit": 1})
                 if res["results"][0]["count"] >= total:
                     break
             time.sleep(0.3)
-        runs = srv.post("/v1/api/task/list_task_runs", {"id": tid})
-        interrupted = [r for r in runs if r["status"] == "failed"]
+        runs = srv.post("/v1/api/task/list_task_runs", {"task_id": tid})
+        interrupted = [r for r in runs if r["status"] == "failure"]
         assert interrupted and "interrupted" in interrupted[-1]["error"], runs
         ticks = [r["tick"] for r in runs]
         assert len(ticks) == len(set(ticks)), ticks
-        logs = srv.post("/v1/api/task/get_logs_for_run", {"id": interrupted[-1]["id"], "lines": 5})["logs"]
+        logs = srv.post("/v1/api/task/get_logs_for_run", {"id": interrupted[-1]["run_id"], "lines": 5})["logs"]
         assert any("interrupted" in line for line in logs)
         srv.post("/v1/api/task/kill", {"id": tid})
     finally:

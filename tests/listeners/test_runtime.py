@@ -128,7 +128,7 @@ def test_listeners_on_the_real_runtime(runtime: Proc, tmp_path: Path):
         t = runtime.post("/v1/api/task/run_once", {"name": "once", "workspace_id": 1, "json": {
             "monitored_pipeline": "llm", "listener_model": {"name": "combined"}, "batch_size": 16}})
         (run,) = runtime.wait_runs(t["id"])
-        assert run["status"] == "succeeded" and run["rows_scored"] == 40, (run, runtime.log_tail())
+        assert run["status"] == "success" and run["rows_scored"] == 40, (run, runtime.log_tail())
         res = runtime.post("/v1/api/listeners/results", {"pipeline": "llm", "listener": "combined"})["results"][0]
         assert res["count"] == 40
         recs = res["records"]
@@ -147,7 +147,7 @@ def test_listeners_on_the_real_runtime(runtime: Proc, tmp_path: Path):
         t2 = runtime.post("/v1/api/task/run_once", {"name": "uploaded", "workspace_id": 1, "json": {
             "monitored_pipeline": "llm", "listener_model": {"name": "my-toxicity"}}})
         (run2,) = runtime.wait_runs(t2["id"])
-        assert run2["status"] == "succeeded" and run2["rows_scored"] == 40, run2
+        assert run2["status"] == "success" and run2["rows_scored"] == 40, run2
         assert runtime.post("/v1/api/task/get_by_id", {"id": t2["id"]})["score_pipeline"] == "llm-my-toxicity-scores"
 
         # 3. a failing listener fails its run, with its error
@@ -155,9 +155,9 @@ def test_listeners_on_the_real_runtime(runtime: Proc, tmp_path: Path):
         t3 = runtime.post("/v1/api/task/run_once", {"name": "broken", "workspace_id": 1, "json": {
             "monitored_pipeline": "llm", "listener_model": {"name": "broken"}}})
         (run3,) = runtime.wait_runs(t3["id"])
-        assert run3["status"] == "failed" and "boom: this listener always fails" in run3["error"], run3
-        assert runtime.post("/v1/api/task/get_by_id", {"id": t3["id"]})["last_run_status"] == "failed"
-        lines = runtime.post("/v1/api/task/get_logs_for_run", {"id": run3["id"]})["logs"]
+        assert run3["status"] == "failure" and "boom: this listener always fails" in run3["error"], run3
+        assert runtime.post("/v1/api/task/get_by_id", {"id": t3["id"]})["last_run_status"] == "failure"
+        lines = runtime.post("/v1/api/task/get_logs_for_run", {"id": run3["run_id"]})["logs"]
         assert any("boom" in x for x in lines)
 
         # every run is counted for alerting, by outcome, with the rows it scored

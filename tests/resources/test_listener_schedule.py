@@ -64,10 +64,10 @@ def test_schedule_lifecycle(stack: PulumiStack, api: WallarooClient, echo: Path)
     stack.up()
     assert stack.outputs()["task_id"] == out["task_id"]
     run = api.wait_for_run(out["task_id"], timeout_s=60)
-    assert run.status == "succeeded", run
+    assert run.status == "success", run
     # every 2 s: the newest finished run may come after the one that scored the rows
     runs = api.list_task_runs(out["task_id"])
-    assert sum(r.rows_scored for r in runs if r.status == "succeeded") == 2, runs
+    assert sum(r.rows_scored for r in runs if r.status == "success") == 2, runs
     scores = api.listener_results("chat", listener="sentiment")
     assert len(scores) == 2, scores
     compound = sorted(scores["out.sentiment_compound"])  # VADER: -1 (negative) .. +1 (positive)

@@ -33,7 +33,7 @@ def post(srv: Server, path: str, body: dict, token: str | None = None) -> httpx.
 
 
 def runs(srv: Server, task_id: str) -> list[dict]:
-    r = post(srv, "/v1/api/task/list_task_runs", {"id": task_id})
+    r = post(srv, "/v1/api/task/list_task_runs", {"task_id": task_id})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -85,7 +85,7 @@ def test_only_the_scheduler_role_fires_cron_ticks(tmp_path: Path, servers: list[
     r = post(serve, "/v1/api/task/run_scheduled", {
         "name": "every-second", "workspace_id": 1, "schedule": EVERY_SECOND,
         "json": {"monitored_pipeline": "nothing-logged-yet", "listener_model": {"name": "toxicity"}}})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text
     tid = r.json()["id"]
 
     time.sleep(3.5)  # 3+ ticks due; the serving role must fire none of them
@@ -96,7 +96,7 @@ def test_only_the_scheduler_role_fires_cron_ticks(tmp_path: Path, servers: list[
     assert sched.token == ENV_TOKEN
     fired = wait_until(lambda: [x for x in runs(serve, tid) if x["status"] != "running"], 60,
                        f"a scheduled run fired by the scheduler role\n{sched.log_tail()}")
-    assert fired[0]["status"] == "succeeded", (fired, sched.log_tail())
+    assert fired[0]["status"] == "success", (fired, sched.log_tail())
 
     # stop the scheduler: the serving process keeps answering but fires nothing more
     sched.stop()
@@ -113,7 +113,7 @@ def test_role_all_fires_ticks_and_scheduler_does_not_redeploy(tmp_path: Path, se
     r = post(srv, "/v1/api/task/run_scheduled", {
         "name": "every-second", "workspace_id": 1, "schedule": EVERY_SECOND,
         "json": {"monitored_pipeline": "p", "listener_model": {"name": "toxicity"}}})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text
     wait_until(lambda: runs(srv, r.json()["id"]), 30, "a run fired by role all")
 
 
@@ -174,13 +174,13 @@ def test_kill_through_a_serving_replica_stops_the_schedulers_run(tmp_path: Path,
     r = post(serve, "/v1/api/task/run_scheduled", {
         "name": "slow", "workspace_id": 1, "schedule": EVERY_SECOND, "timeout": 300,
         "json": {"monitored_pipeline": "p", "listener_model": {"name": "slow-listener"}}})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text
     tid = r.json()["id"]
     (run,) = wait_until(lambda: runs(serve, tid), 30, "the scheduler to start a run")
     assert run["status"] == "running"
 
     killed = post(serve, "/v1/api/task/kill", {"id": tid})
-    assert killed.status_code == 200 and killed.json()["status"] == "killed"
+    assert killed.status_code == 202 and killed.json()["status"] == "killed"
     done = wait_until(lambda: [x for x in runs(serve, tid) if x["status"] != "running"], 30,
                       f"the scheduler to stop the killed task's run\n{sched.log_tail()}")
     assert [x["status"] for x in done] == ["killed"] and done[0]["error"] == "killed on request"
@@ -196,7 +196,7 @@ def test_run_once_of_a_killed_serving_replica_is_failed_by_the_scheduler(tmp_pat
     r = post(serve, "/v1/api/task/run_once", {
         "name": "slow-once", "workspace_id": 1, "timeout": 300,
         "json": {"monitored_pipeline": "p", "listener_model": {"name": "slow-listener"}}})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text
     tid = r.json()["id"]
     (run,) = wait_until(lambda: runs(sched, tid), 30, "the run-once run to start on the serving replica")
     assert run["status"] == "running"
@@ -206,7 +206,7 @@ def test_run_once_of_a_killed_serving_replica_is_failed_by_the_scheduler(tmp_pat
     serve.kill9()
     (done,) = wait_until(lambda: [x for x in runs(sched, tid) if x["status"] != "running"], 30,
                          f"the scheduler to fail the dead replica's run\n{sched.log_tail()}")
-    assert done["status"] == "failed" and "no heartbeat for 3s" in done["error"], done
+    assert done["status"] == "failure" and "no heartbeat for 3s" in done["error"], done
 
 
 def test_env_token_leaves_the_environment_and_the_role_is_logged(tmp_path: Path, servers: list[Server]) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.runtime.conftest import Server, make_model
 from tests.wire.conftest import run_sdk
+from wallaroo_pulumi.orchestration import ORCHESTRATION_ID
 
 ECHO = 'import os\nreturn {"y": input_data["x"] * 2.0 + len(os.environ.get("SECRET_KEY", ""))}'
 
@@ -18,6 +19,7 @@ EXPECTED = {
     "workspaces/create": (200, "WorkspacesCreateResponse200"),
     "models/upload_and_convert": (202, "UploadResponse"),
     "models/get_model_version_by_id": (200, "GetModelByIdResponse"),
+    "models/insert_model_config": (200, "InsertModelConfigResponse"),
     "models/list": (200, "ListModelsResponse"),
     "models/list_versions": (200, "list[ModelsListVersionsResponse200Item]"),
     "pipelines/create": (200, "PipelinesCreateResponse200"),
@@ -31,28 +33,50 @@ EXPECTED = {
     "plateau/get_topic_name": (200, "PlateauGetTopicNameResponse200"),
     "pipelines/get_logs": (200, None),  # the spec types its 200 as any body: Arrow or JSON records
     "pipelines/get_logs 400": (400, "PipelinesGetLogsResponse400"),
+    "task/run_once": (201, "OneshotResponse201"),
+    "task/run_scheduled": (201, "CronJobResponse201"),
+    "task/list_task_runs": (200, "list[ListTaskRunsResponseTaskRuns]"),
+    "task/list_task_runs status": (200, "list[]"),
+    "task/get_run_details": (200, "GetRunDetailsResponse200"),
+    "task/get_logs_for_run": (200, "GetLogsForRunResponse200"),
+    "task/get_by_id": (200, "TaskGetByIdResponse200"),
+    "task/list": (200, "list[Task]"),
+    "task/kill": (202, "KillResponse202"),
+    "task/get_by_id 404": (404, None),
     "pipelines/undeploy": (200, "PipelinesUndeployResponse200"),
     "pipelines/delete_pipeline": (200, "DeletePipelineResponse200"),
     "models/delete_model": (200, "DeleteModelResponse200"),
 }
 
-# Served, in the generated client, and not yet in Wallaroo's shapes: the listener tasks (their
-# answers are the listener service's; see README "Using the Wallaroo SDK with the runtime").
-NOT_YET = {"/v1/api/task/run_once", "/v1/api/task/run_scheduled", "/v1/api/task/get_by_id", "/v1/api/task/list",
-           "/v1/api/task/list_task_runs", "/v1/api/task/get_logs_for_run", "/v1/api/task/kill"}
-
-
 @pytest.mark.timeout(1800)
 def test_every_endpoint_parses_as_the_generated_clients_model(sdk_python: str, wire_server: Server, tmp_path) -> None:
     model = make_model(tmp_path, "echo", ECHO)
-    lines = run_sdk(sdk_python, "endpoints.py", wire_server.url, wire_server.token, str(model), server=wire_server)
+    lines = run_sdk(sdk_python, "endpoints.py", wire_server.url, wire_server.token, str(model), ORCHESTRATION_ID,
+                    server=wire_server)
     got = {line["endpoint"]: (line["status"], line["parsed"]) for line in lines if "endpoint" in line}
     assert got == EXPECTED
     status = next(line for line in lines if line.get("endpoint") == "status/get_deployment")
     assert status["value"] == "Running"
+    assert next(line["run_status"] for line in lines if "run_status" in line) == "success"
 
     generated = set(next(line["generated_urls"] for line in lines if "generated_urls" in line))
     spec = httpx.get(wire_server.url + "/v1/api/openapi.json", headers=wire_server.headers).json()
     served = {path for path, ops in spec["paths"].items() if "post" in ops}
     called = {"/v1/api/" + name.split(" ")[0] for name in got}
-    assert (served & generated) - NOT_YET == called, "an endpoint served in Wallaroo's API is not driven here"
+    assert served & generated == called, "an endpoint served in Wallaroo's API is not driven here"
+
+
+@pytest.mark.timeout(900)
+def test_a_workspace_deployer_key_uploads_through_the_sdk(sdk_python: str, wire_server: Server, tmp_path) -> None:
+    """The SDK sends the model file before its metadata: a deployer key's workspace is checked once
+    the metadata is read, and a denied upload leaves nothing behind."""
+    model = str(make_model(tmp_path, "echo", ECHO))
+    with wire_server.client() as admin:
+        ws = admin.create_workspace("wire-deployer").id
+        key = admin.create_key("wire-deployer", "deployer", workspace_id=ws).secret.get_secret_value()
+        [own] = run_sdk(sdk_python, "upload.py", wire_server.url, key, model, str(ws), "dep-own", server=wire_server)
+        [other] = run_sdk(sdk_python, "upload.py", wire_server.url, key, model, "1", "dep-other", server=wire_server)
+        assert (own["status"], own["parsed"]) == (202, "UploadResponse"), own
+        assert other["status"] == 403 and f"lacks 'deploy' on workspace 1: it is scoped to workspace {ws}" in other["body"]
+        assert "dep-own" in {m.name for m in admin.list_models(workspace_id=ws)}
+        assert "dep-other" not in {m.name for m in admin.list_models(workspace_id=1)}

@@ -45,6 +45,7 @@ from wallaroo_pulumi.client.models import (
 )
 from wallaroo_pulumi.client.transport import Transport
 from wallaroo_pulumi.deployment import DeploymentConfig
+from wallaroo_pulumi.orchestration import ORCHESTRATION_ID
 from wallaroo_pulumi.schemas import schema_to_b64
 
 JSON_RECORDS = "application/json; format=pandas-records"
@@ -572,7 +573,7 @@ class WallarooClient(KeysAPI):
         workspace_id: int = 1,
     ) -> Task:
         """Run the `llm-listener` orchestration once now, or on a cron `schedule`."""
-        payload: dict[str, Any] = {"name": name, "workspace_id": workspace_id, "json": json_args}
+        payload: dict[str, Any] = {"name": name, "workspace_id": workspace_id, "json": json_args, "orch_id": ORCHESTRATION_ID}
         if timeout_s is not None:
             payload["timeout"] = timeout_s
         if schedule is not None:  # "" is a bad schedule (the runtime says why), not "run once"
@@ -609,7 +610,7 @@ class WallarooClient(KeysAPI):
         self._post("/v1/api/task/delete", {"id": task_id}, f"delete task {task_id}")
 
     def list_task_runs(self, task_id: str, limit: int | None = None) -> list[TaskRun]:
-        payload: dict[str, Any] = {"id": task_id}
+        payload: dict[str, Any] = {"task_id": task_id}
         if limit is not None:
             payload["limit"] = limit
         return [TaskRun.model_validate(r) for r in self._post("/v1/api/task/list_task_runs", payload, f"runs of task {task_id}")]
@@ -621,7 +622,7 @@ class WallarooClient(KeysAPI):
         poll_s: float = 0.25,
         after: TaskRun | str | None = None,
     ) -> TaskRun:
-        """The task's newest run once it has finished (succeeded, failed, timed out or killed).
+        """The task's newest run once it has finished (success, failure, timed_out or killed).
 
         `after` (a run or run id, e.g. the last one this returned): wait for a newer run than that,
         so a scheduled task's next run is awaited instead of its last finished one."""
@@ -630,7 +631,7 @@ class WallarooClient(KeysAPI):
         while True:
             runs = self.list_task_runs(task_id, limit=1)
             newest = runs[0] if runs and runs[0].id != after_id else None
-            if newest is not None and newest.status not in ("pending", "running"):
+            if newest is not None and newest.status != "running":
                 return newest
             if time.monotonic() > deadline:
                 state = newest.status if newest else ("no run yet" if after_id is None else f"no run after {after_id}")

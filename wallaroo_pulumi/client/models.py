@@ -123,15 +123,19 @@ class Task(_Model):
     workspace_id: int = 1
     type: str
     status: str
+    """Wallaroo's task status: pending | started | pending_kill | killed"""
+    killed: bool = False
     schedule: str | None = None
     timeout: float | None = None
-    json_args: dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("json", "json_args"))
+    json_args: dict[str, Any] = Field(default_factory=dict, validation_alias="input_data")
     monitored_pipeline: str | None = None
     listener_model: dict[str, Any] | None = None
     score_pipeline: str | None = None
     next_run: datetime | None = None
     last_tick: datetime | None = None
     last_run_status: str | None = None
+    """The newest run's status: running | success | failure | timed_out | killed"""
+    last_runs: list[TaskRun] = Field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -139,10 +143,10 @@ class Task(_Model):
 class TaskRun(_Model):
     """One run of a task: its state, window and row counts."""
 
-    id: str
-    task_id: str
+    id: str = Field(validation_alias="run_id")
+    task_id: str = Field(validation_alias="task")
     status: str
-    """pending | running | succeeded | failed | timed_out | killed"""
+    """Wallaroo's run status: running | success | failure | timed_out | killed"""
     tick: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -2,7 +2,7 @@
 runtime serves, called through the SDK's generated client (`sync_detailed`), printing one JSON
 line per call: the endpoint, the status and the type `parsed` came back as (None: it did not parse).
 
-usage: python endpoints.py URL TOKEN MODEL_ZIP
+usage: python endpoints.py URL TOKEN MODEL_ZIP ORCH_ID
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
 import pyarrow as pa
 from wallaroo.wallaroo_ml_ops_api_client.api.misc import status_get_deployment
 from wallaroo.wallaroo_ml_ops_api_client.api.model import (
     delete_model,
     get_model_version_by_id,
+    insert_model_config,
     list_models,
     models_list_versions,
     models_upload_and_convert,
@@ -35,20 +37,43 @@ from wallaroo.wallaroo_ml_ops_api_client.api.pipelines import (
     pipelines_undeploy,
 )
 from wallaroo.wallaroo_ml_ops_api_client.api.plateau import plateau_get_topic_name
+from wallaroo.wallaroo_ml_ops_api_client.api.task import (
+    cron_job,
+    get_logs_for_run,
+    get_run_details,
+    kill,
+    list_task_runs,
+    oneshot,
+    task_get_by_id,
+    task_list,
+)
 from wallaroo.wallaroo_ml_ops_api_client.api.workspace import workspaces_create, workspaces_list
 from wallaroo.wallaroo_ml_ops_api_client.client import AuthenticatedClient
 from wallaroo.wallaroo_ml_ops_api_client.models import (
     Conversion,
+    CronJobBody,
+    CronJobBodyJson,
     DeleteModelBody,
     DeletePipelineBody,
     Framework,
+    GetLogsForRunRequest,
     GetModelByIdRequest,
     GetPipelineByNameBody,
+    GetRunDetailsRequest,
+    GetTaskByIdRequest,
+    InsertModelConfigRequest,
+    KillRequest,
     ListModelsRequest,
     ListPipelinesBody,
     ListPipelineVersionsBody,
+    ListTaskRunsRequest,
+    ListTaskRunsRequestStatus,
+    ListTasksRequest,
     ModelsListVersionsBody,
     ModelVersionStub,
+    OneshotRequest,
+    OpenAiConfig,
+    OneshotRequestJson,
     PipelinesCreateBody,
     PipelinesCreateBodyDefinitionType0,
     PipelinesDeployBody,
@@ -65,7 +90,7 @@ from wallaroo.wallaroo_ml_ops_api_client.models import (
 )
 from wallaroo.wallaroo_ml_ops_api_client.types import File
 
-url, token, model_zip = sys.argv[1:4]
+url, token, model_zip, orch_id = sys.argv[1:5]
 client = AuthenticatedClient(base_url=url, token=token, raise_on_unexpected_status=False)
 stranger = AuthenticatedClient(base_url=url, token="wlr_not-a-key", raise_on_unexpected_status=False)
 
@@ -99,6 +124,8 @@ with open(model_zip, "rb") as f:
 version_id = uploaded.insert_models.returning[0].models[0].id
 configured = report("models/get_model_version_by_id", get_model_version_by_id.sync_detailed(
     client=client, body=GetModelByIdRequest(model_version_id=version_id))).model_version
+report("models/insert_model_config", insert_model_config.sync_detailed(client=client, body=InsertModelConfigRequest(
+    model_version_id=version_id, openai_config=OpenAiConfig(enabled=False))))
 listed = report("models/list", list_models.sync_detailed(client=client, body=ListModelsRequest(workspace_id=1)))
 models_pk_id = next(m.model.id for m in listed.models if m.model.name == "wire-echo")
 report("models/list_versions", models_list_versions.sync_detailed(
@@ -138,6 +165,29 @@ report("pipelines/get_logs", pipelines_get_logs.sync_detailed(client=client, bod
     pipeline_name="wire-pipe", workspace_id=1, order=PipelinesGetLogsBodyOrder.DESC, page_size=10)))
 report("pipelines/get_logs 400", pipelines_get_logs.sync_detailed(client=client, body=PipelinesGetLogsBody(
     pipeline_name="wire-pipe", workspace_id=1, order=PipelinesGetLogsBodyOrder.ASC, start_time="2024-01-01T00:00:00Z")))
+listener = {"monitored_pipeline": "wire-pipe", "listener_model": {"name": "toxicity"}, "window_seconds": 60}
+once = report("task/run_once", oneshot.sync_detailed(client=client, body=OneshotRequest(
+    json=OneshotRequestJson.from_dict(listener), orch_id=UUID(orch_id), workspace_id=1, name="wire-once", timeout=120)))
+report("task/run_scheduled", cron_job.sync_detailed(client=client, body=CronJobBody(
+    json=CronJobBodyJson.from_dict(listener), orch_id=UUID(orch_id), schedule="0 0 1 1 *", workspace_id=1)))
+deadline = time.monotonic() + 120
+while True:
+    runs = list_task_runs.sync_detailed(client=client, body=ListTaskRunsRequest(task_id=once.id))
+    if runs.parsed and runs.parsed[0].status.value != "running" or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+run = report("task/list_task_runs", runs)[0]
+print(json.dumps({"run_status": run.status.value}), flush=True)
+report("task/list_task_runs status", list_task_runs.sync_detailed(client=client, body=ListTaskRunsRequest(
+    task_id=once.id, status=ListTaskRunsRequestStatus.FAILURE)))
+report("task/get_run_details", get_run_details.sync_detailed(client=client, body=GetRunDetailsRequest(
+    pod_id=run.run_id, task=once.id)))
+report("task/get_logs_for_run", get_logs_for_run.sync_detailed(client=client, body=GetLogsForRunRequest(id=run.run_id)))
+report("task/get_by_id", task_get_by_id.sync_detailed(client=client, body=GetTaskByIdRequest(id=once.id)))
+report("task/list", task_list.sync_detailed(client=client, body=ListTasksRequest(workspace_id=1)))
+report("task/kill", kill.sync_detailed(client=client, body=KillRequest(id=once.id)))
+report("task/get_by_id 404", task_get_by_id.sync_detailed(client=client, body=GetTaskByIdRequest(id=uuid4())))
+
 report("pipelines/undeploy", pipelines_undeploy.sync_detailed(
     client=client, body=PipelinesUndeployBody(deployment_id=deployed.id)))
 report("pipelines/delete_pipeline", delete_pipeline.sync_detailed(

@@ -100,8 +100,9 @@ class _Metadata:
             self.found = bytes(self.data)
 
 
-async def upload_metadata(scope: Scope, receive: Receive) -> tuple[dict[str, Any], Receive]:
-    """The upload's `metadata` JSON, which a scoped key must send before `file`."""
+async def upload_metadata(scope: Scope, receive: Receive) -> tuple[dict[str, Any] | None, Receive]:
+    """The upload's `metadata` JSON when it comes first; None when `file` comes first (the Wallaroo
+    SDK's order) or metadata has not ended within LIMIT bytes: the route then checks the scope."""
     content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
     _, options = parse_options_header(content_type)
     if b"boundary" not in options:
@@ -122,8 +123,7 @@ async def upload_metadata(scope: Scope, receive: Receive) -> tuple[dict[str, Any
         except Exception:  # noqa: BLE001 - malformed: the route's parser answers why
             return {}, replaying(messages, receive)
         if peek.file_first or (peek.found is None and size > LIMIT):
-            raise BadRequest("metadata: a workspace-scoped key must send the 'metadata' part first, before 'file' "
-                             f"(within the first {LIMIT} bytes)")
+            return None, replaying(messages, receive)
         if not message.get("more_body"):
             break
     return _as_object(peek.found or b"", "metadata"), replaying(messages, receive)

@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wallaroo_pulumi.runtime.access import bodies, policy
+from wallaroo_pulumi.runtime.access import bodies, deferred, policy
 from wallaroo_pulumi.runtime.access.errors import Unauthorized
 from wallaroo_pulumi.runtime.access.keys import ApiKey, KeyStore
 from wallaroo_pulumi.runtime.access.limits import Limiter
@@ -74,12 +74,15 @@ class AccessMiddleware:
         rule, params = found if found is not None else (None, {})
         policy.permits(key, rule)
         if rule is not None and key.role != "admin" and rule.find is not Find.NOTHING:
-            body: dict[str, Any] = {}
+            body: dict[str, Any] | None = {}
             if rule.find is Find.UPLOAD:
                 body, receive = await bodies.upload_metadata(scope, receive)
             elif rule.find is not Find.INFER:  # inference names its pipeline in the URL
                 body, receive = await bodies.json_body(receive)
-            policy.within(key, rule, self.targets.find(rule, params, body))
+            if body is None:
+                deferred.defer(scope, key, rule)
+            else:
+                policy.within(key, rule, self.targets.find(rule, params, body))
         self.limiter.admit(key, infers=rule is not None and rule.perm is Perm.INFER)
         return receive
 

@@ -46,8 +46,8 @@ class Find(StrEnum):
     SCORES = "scores"  # body `name_field`: a monitored pipeline whose listeners' scores it reads
     INFER = "infer"  # the pipeline in the URL
     NEW_TASK = "new_task"  # body `workspace_id` (default 1) and the pipeline its `json` monitors
-    TASK = "task"  # body `id` of a listener task (and the pipeline a new `json` monitors)
-    RUN = "run"  # body `id` of a listener run
+    TASK = "task"  # body `name_field` (default `id`) of a listener task (and the pipeline a new `json` monitors)
+    RUN = "run"  # body `name_field` (default `id`) of a listener run
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,8 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/task/run_scheduled", Perm.DEPLOY, Find.NEW_TASK),
     Rule(P, "/v1/api/task/get_by_id", Perm.DEPLOY, Find.TASK),
     Rule(P, "/v1/api/task/list", Perm.DEPLOY, Find.LISTED),
-    Rule(P, "/v1/api/task/list_task_runs", Perm.DEPLOY, Find.TASK),
+    Rule(P, "/v1/api/task/list_task_runs", Perm.DEPLOY, Find.TASK, "task_id"),
+    Rule(P, "/v1/api/task/get_run_details", Perm.DEPLOY, Find.RUN, "pod_id"),
     Rule(P, "/v1/api/task/get_logs_for_run", Perm.DEPLOY, Find.RUN),
     Rule(P, "/v1/api/task/kill", Perm.DEPLOY, Find.TASK),
     Rule(P, "/v1/api/task/update", Perm.DEPLOY, Find.TASK),

@@ -69,10 +69,10 @@ class Targets:
         if kind is Find.NEW_TASK:
             return self._with_monitored(frozenset({integer(body, "workspace_id", 1) or 1}), body)
         if kind is Find.TASK:
-            task = self._task(body.get("id"))
+            task = self._task(body.get(rule.name_field or "id"))
             return MISSING if task is None else self._with_monitored(frozenset({task["workspace_id"]}), body)
         if kind is Find.RUN:
-            row = self._listener_row("SELECT task_id FROM listener_runs WHERE id = ?", body.get("id"))
+            row = self._listener_row("SELECT task_id FROM listener_runs WHERE id = ?", body.get(rule.name_field or "id"))
             task = self._task(row["task_id"]) if row is not None else None
             return MISSING if task is None else Target(frozenset({task["workspace_id"]}))
         raise AssertionError(kind)

@@ -26,7 +26,6 @@ from .store import TaskStore
 
 KEY_PREFIXES = ("in.", "out.")
 KEY_EXTRA = ("metadata.pipeline_version", "metadata.partition")
-ORCHESTRATION = "llm-listener"
 
 
 class ListenerRef(BaseModel):

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import Request
 
+from wallaroo_pulumi.orchestration import ORCHESTRATION, ORCHESTRATION_ID
 from wallaroo_pulumi.runtime.logstore.time_column import to_ms
 
-from .engine import ORCHESTRATION
 from .errors import BadListenerRequest
 
 ASSAY_OPTIONS = ("metric", "bins", "bin_mode", "aggregation", "threshold", "warning_threshold")
@@ -81,8 +81,45 @@ def assay_options(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def orchestration(d: dict[str, Any]) -> str:
+    """`orch_id`: the built-in orchestration's id (Wallaroo's UUID, or its name); none means it."""
     orch = d.get("orch_id")
-    if orch not in (None, "", ORCHESTRATION):
+    if orch not in (None, "", ORCHESTRATION, ORCHESTRATION_ID):
         raise BadListenerRequest(f"orch_id: only the built-in {ORCHESTRATION!r} orchestration runs here "
-                                 f"(omit orch_id or pass {ORCHESTRATION!r}); got {orch!r}")
+                                 f"(omit orch_id or pass {ORCHESTRATION_ID!r}); got {orch!r}")
     return ORCHESTRATION
+
+
+def lists_builtin(d: dict[str, Any]) -> bool:
+    """Whether a task list's `orch_id`/`orch_sha` filter lets the built-in orchestration's tasks
+    through (it has no uploaded file, so no sha)."""
+    return d.get("orch_sha") is None and d.get("orch_id") in (None, "", ORCHESTRATION, ORCHESTRATION_ID)
+
+
+def boolean(d: dict[str, Any], k: str) -> bool | None:
+    v = d.get(k)
+    if v is not None and not isinstance(v, bool):
+        raise BadListenerRequest(f"{k}: expected true or false, got {v!r}")
+    return v
+
+
+RUN_STATUSES = {"all": None, "running": "running", "success": "succeeded", "failure": "failed", "timed_out": "timed_out"}
+
+
+def run_status(d: dict[str, Any]) -> str | None:
+    """`status` of list_task_runs (Wallaroo's spelling) as the store's; None for all."""
+    v = d.get("status")
+    if v is None:
+        return None
+    if v not in RUN_STATUSES:
+        raise BadListenerRequest(f"status: expected one of {', '.join(RUN_STATUSES)}, got {v!r}")
+    return RUN_STATUSES[v]
+
+
+def run_time_range(d: dict[str, Any]) -> tuple[int, int] | None:
+    """`time_range` of list_task_runs: [start, end] (RFC 3339 strings or epoch ms)."""
+    v = d.get("time_range")
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != 2:
+        raise BadListenerRequest(f"time_range: expected [start, end] (RFC 3339 strings or epoch ms), got {v!r}")
+    return time_range({"start": v[0], "end": v[1]}, "time_range")

@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from wallaroo_pulumi.orchestration import ORCHESTRATION
+
 from . import parse
-from .errors import BadListenerRequest
+from .errors import BadListenerRequest, ListenerNotFound
 from .service import ListenerService
-from .views import logs_view, run_view, task_view
+from .views import LAST_RUNS, logs_view, run_view, task_view
 
 router = APIRouter(tags=["listeners"])
 
@@ -25,19 +27,24 @@ Service = Annotated[ListenerService, Depends(listener_service)]
 JSON = dict[str, Any]
 
 
-@router.post("/v1/api/task/run_once", response_model=None,
+def _task(svc: ListenerService, task: JSON, run_limit: int | None = LAST_RUNS) -> JSON:
+    """A task as Wallaroo's `Task`, with its `run_limit` newest runs."""
+    return task_view(task, svc.list_runs(task["id"], run_limit) if run_limit else [])
+
+
+@router.post("/v1/api/task/run_once", response_model=None, status_code=201,
              summary="Create a task that runs the llm-listener orchestration once, now.")
 async def run_once(request: Request, svc: Service) -> JSON:
     """Create a task that runs the llm-listener orchestration once, now."""
     d = await parse.body(request)
     t = await svc.create_task(
-        name=parse.text(d, "name"), workspace_id=parse.integer(d, "workspace_id", 1), json_args=d.get("json"),
-        timeout=d.get("timeout"), orch_id=parse.orchestration(d),
+        name=parse.optional_text(d, "name") or ORCHESTRATION, workspace_id=parse.integer(d, "workspace_id", 1),
+        json_args=d.get("json"), timeout=d.get("timeout"), orch_id=parse.orchestration(d),
     )
-    return task_view(t)
+    return _task(svc, t)
 
 
-@router.post("/v1/api/task/run_scheduled", response_model=None,
+@router.post("/v1/api/task/run_scheduled", response_model=None, status_code=201,
              summary="Create a task that runs the llm-listener orchestration on a cron `schedule`.")
 async def run_scheduled(request: Request, svc: Service) -> JSON:
     """Create a task that runs the llm-listener orchestration on a cron `schedule`."""
@@ -45,28 +52,43 @@ async def run_scheduled(request: Request, svc: Service) -> JSON:
     if d.get("schedule") is None:
         raise BadListenerRequest("schedule: required, e.g. '0 * * * *' (hourly) or '* * * * * */10' (every 10 s)")
     t = await svc.create_task(
-        name=parse.text(d, "name"), workspace_id=parse.integer(d, "workspace_id", 1), json_args=d.get("json"),
-        schedule=d.get("schedule"), timeout=d.get("timeout"), orch_id=parse.orchestration(d),
+        name=parse.optional_text(d, "name") or ORCHESTRATION, workspace_id=parse.integer(d, "workspace_id", 1),
+        json_args=d.get("json"), schedule=d.get("schedule"), timeout=d.get("timeout"), orch_id=parse.orchestration(d),
     )
-    return task_view(t)
+    return _task(svc, t)
 
 
 @router.post("/v1/api/task/get_by_id", response_model=None)
 async def get_by_id(request: Request, svc: Service) -> JSON:
     d = await parse.body(request)
-    return task_view(svc.get_task(d.get("id")))
+    return _task(svc, svc.get_task(d.get("id")), parse.integer(d, "run_limit", LAST_RUNS))
 
 
 @router.post("/v1/api/task/list", response_model=None)
 async def list_tasks(request: Request, svc: Service) -> list[JSON]:
     d = await parse.body(request)
-    return [task_view(t) for t in svc.list_tasks(parse.integer(d, "workspace_id"))]
+    run_limit = parse.integer(d, "run_limit", LAST_RUNS)
+    if not parse.lists_builtin(d):
+        return []
+    tasks = svc.list_tasks(parse.integer(d, "workspace_id"), parse.boolean(d, "killed"))
+    return [_task(svc, t, run_limit) for t in tasks]
 
 
 @router.post("/v1/api/task/list_task_runs", response_model=None)
 async def list_task_runs(request: Request, svc: Service) -> list[JSON]:
     d = await parse.body(request)
-    return [run_view(r) for r in svc.list_runs(parse.text(d, "id"), parse.integer(d, "limit"))]
+    runs = svc.list_runs(d.get("task_id"), parse.integer(d, "limit"), status=parse.run_status(d),
+                         window=parse.run_time_range(d), field="task_id")
+    return [run_view(r) for r in runs]
+
+
+@router.post("/v1/api/task/get_run_details", response_model=None)
+async def get_run_details(request: Request, svc: Service) -> JSON:
+    d = await parse.body(request)
+    run = svc.get_run(d.get("pod_id"), "pod_id")
+    if d.get("task") not in (None, run["task_id"]):
+        raise ListenerNotFound(f"task: run {run['id']} belongs to task {run['task_id']}, not {d.get('task')}")
+    return run_view(run)
 
 
 @router.post("/v1/api/task/get_logs_for_run", response_model=None)
@@ -77,10 +99,10 @@ async def get_logs_for_run(request: Request, svc: Service) -> JSON:
     return logs_view(rid, svc.run_logs(rid, lines))
 
 
-@router.post("/v1/api/task/kill", response_model=None)
+@router.post("/v1/api/task/kill", response_model=None, status_code=202)
 async def kill(request: Request, svc: Service) -> JSON:
     d = await parse.body(request)
-    return task_view(await svc.kill_task(parse.text(d, "id")))
+    return _task(svc, await svc.kill_task(parse.text(d, "id")))
 
 
 @router.post("/v1/api/task/update", response_model=None)
@@ -88,7 +110,7 @@ async def update(request: Request, svc: Service) -> JSON:
     d = await parse.body(request)
     tid = parse.text(d, "id")
     t = await svc.update_task(tid, schedule=d.get("schedule"), json_args=d.get("json"), timeout=d.get("timeout"))
-    return task_view(t)
+    return _task(svc, t)
 
 
 @router.post("/v1/api/task/delete", response_model=None)

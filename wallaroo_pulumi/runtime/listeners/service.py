@@ -189,16 +189,18 @@ class ListenerService:
             fields["timeout_seconds"] = _timeout(timeout)
         return store.update_task(tid, **fields)  # type: ignore[return-value]
 
-    def get_task(self, tid: Any) -> dict[str, Any]:
+    def get_task(self, tid: Any, field: str = "id") -> dict[str, Any]:
+        """The task `tid`, named by request field `field` (400/404 say which)."""
         if not isinstance(tid, str) or not tid:
-            raise BadListenerRequest(f"id: expected a task id string, got {tid!r}")
+            raise BadListenerRequest(f"{field}: expected a task id string, got {tid!r}")
         task = self.store.get_task(tid)
         if task is None:
-            raise ListenerNotFound(f"id: no task {tid}")
+            raise ListenerNotFound(f"{field}: no task {tid}")
         return task
 
-    def list_tasks(self, workspace_id: int | None = None) -> list[dict[str, Any]]:
-        return self.store.list_tasks(workspace_id)
+    def list_tasks(self, workspace_id: int | None = None, killed: bool | None = None) -> list[dict[str, Any]]:
+        tasks = self.store.list_tasks(workspace_id)
+        return tasks if killed is None else [t for t in tasks if (t["status"] == "killed") == killed]
 
     async def kill_task(self, tid: str) -> dict[str, Any]:
         """Stop the task's runs (they end `killed`) and its schedule."""
@@ -218,14 +220,22 @@ class ListenerService:
         self.store.delete_task(tid)
 
     # -- runs ------------------------------------------------------------
-    def list_runs(self, tid: str, limit: int | None = None) -> list[dict[str, Any]]:
-        self.get_task(tid)
-        return self.store.list_runs(tid, limit)
+    def list_runs(
+        self, tid: str, limit: int | None = None, *, status: str | None = None,
+        window: tuple[int, int] | None = None, field: str = "id",
+    ) -> list[dict[str, Any]]:
+        """The task's runs, newest first; only those of `status` started within `window` (epoch ms)."""
+        self.get_task(tid, field)
+        if status is None and window is None:
+            return self.store.list_runs(tid, limit)
+        runs = [r for r in self.store.list_runs(tid) if (status is None or r["status"] == status)
+                and (window is None or window[0] <= r["started"] * 1000 < window[1])]
+        return runs[:limit] if limit is not None else runs
 
-    def get_run(self, rid: str) -> dict[str, Any]:
+    def get_run(self, rid: Any, field: str = "id") -> dict[str, Any]:
         run = self.store.get_run(rid) if isinstance(rid, str) else None
         if run is None:
-            raise ListenerNotFound(f"id: no task run {rid}")
+            raise ListenerNotFound(f"{field}: no task run {rid}")
         return run
 
     def run_logs(self, rid: str, lines: int | None = None) -> list[dict[str, Any]]:

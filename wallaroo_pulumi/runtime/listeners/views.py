@@ -1,51 +1,69 @@
-"""The Wallaroo task API's shapes of a listener task, a run and a run's log."""
+"""The Wallaroo task API's shapes (the SDK's generated `Task`, `TaskRun` and
+`GetLogsForRunResponse200`) of a listener task, a run and a run's log, with our own fields beside
+Wallaroo's (the generated models keep unknown fields as additional properties)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .engine import ORCHESTRATION, iso, score_pipeline_name
+from wallaroo_pulumi.orchestration import ORCHESTRATION, ORCHESTRATION_ID
 
-RUN_STATUS_WALLAROO = {"running": "running", "succeeded": "success"}  # everything else: failure
+from .engine import iso, score_pipeline_name
+
+# a run's status as Wallaroo's TaskStatus spells it (the store's own words on the left)
+TASK_STATUS = {"running": "running", "succeeded": "success", "failed": "failure", "timed_out": "timed_out",
+               "killed": "killed"}
+LAST_RUNS = 5  # Wallaroo's default `run_limit`
 
 
-def task_view(t: dict[str, Any]) -> dict[str, Any]:
+def task_status(run_status: str | None) -> str | None:
+    return None if run_status is None else TASK_STATUS.get(run_status, "unknown")
+
+
+def _at(seconds: float | None) -> str | None:
+    return iso(seconds * 1000) if seconds else None
+
+
+def task_view(t: dict[str, Any], last_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """`Task`: `status` is Wallaroo's ArbexStatus (pending, started, pending_kill, killed)."""
     return {
         "id": t["id"],
         "name": t["name"],
         "workspace_id": t["workspace_id"],
-        "orch_id": t["orch_id"] or ORCHESTRATION,
+        "status": t["status"],
+        "killed": t["status"] == "killed",
+        "input_data": t["args"],
+        "last_runs": [run_view(r) for r in last_runs],
+        "created_at": _at(t["created_at"]),
+        "updated_at": _at(t["updated_at"]),
+        "orch_id": ORCHESTRATION_ID,
         "orchestration": ORCHESTRATION,
         "type": t["type"],
-        "status": t["status"],
         "schedule": t["schedule"],
         "timeout": t["timeout_seconds"],
-        "json": t["args"],
         "monitored_pipeline": t["monitored_pipeline"],
         "listener_model": t["listener_model"],
         "score_pipeline": t["args"].get("output_pipeline")
         or score_pipeline_name(t["monitored_pipeline"], t["listener_model"]["name"]),
-        "next_run": iso(t["next_run"] * 1000) if t["next_run"] else None,
-        "last_tick": iso(t["last_tick"] * 1000) if t["last_tick"] else None,
-        "last_run_status": t["last_run_status"],
-        "created_at": iso(t["created_at"] * 1000),
-        "updated_at": iso(t["updated_at"] * 1000),
+        "next_run": _at(t["next_run"]),
+        "last_tick": _at(t["last_tick"]),
+        "last_run_status": task_status(t["last_run_status"]),
     }
 
 
 def run_view(r: dict[str, Any]) -> dict[str, Any]:
+    """`TaskRun`: `status` is Wallaroo's TaskStatus (running, success, failure, timed_out, killed)."""
     return {
-        "id": r["id"],
         "run_id": r["id"],
-        "task_id": r["task_id"],
-        "status": r["status"],
-        "run_status": RUN_STATUS_WALLAROO.get(r["status"], "failure"),
-        "tick": iso(r["tick"] * 1000) if r["tick"] else None,
-        "created_at": iso(r["started"] * 1000),
-        "started_at": iso(r["started"] * 1000),
-        "finished_at": iso(r["finished"] * 1000) if r["finished"] else None,
-        "window_start": iso(r["window_start"] * 1000) if r["window_start"] else None,
-        "window_end": iso(r["window_end"] * 1000) if r["window_end"] else None,
+        "task": r["task_id"],
+        "status": task_status(r["status"]),
+        "created_at": _at(r["started"]),
+        "updated_at": _at(r["finished"] or r["heartbeat"] or r["started"]),
+        "tick": _at(r["tick"]),
+        "started_at": _at(r["started"]),
+        "finished_at": _at(r["finished"]),
+        "window_start": _at(r["window_start"]),
+        "window_end": _at(r["window_end"]),
         "rows_read": r["rows_read"],
         "rows_scored": r["rows_scored"],
         "rows_skipped": r["rows_skipped"],

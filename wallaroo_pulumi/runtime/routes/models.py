@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wallaroo_pulumi.runtime import wire
+from wallaroo_pulumi.runtime.access.deferred import check_deferred
 from wallaroo_pulumi.runtime.errors import BadRequest, describe_validation_error
 from wallaroo_pulumi.runtime.openai_api.requests import check_config
 from wallaroo_pulumi.runtime.routes import runtime_of
@@ -111,6 +112,7 @@ async def upload_and_convert(request: Request) -> dict:
         if writer is None:
             raise BadRequest("file: missing multipart part 'file' (the model zip)")
         meta = _metadata(raw)
+        check_deferred(request.scope.get("state", {}), meta.workspace_id)
         openai_config = None if meta.openai_config is None else check_config(
             meta.openai_config, "metadata.openai_config").model_dump()
     except BaseException:
