@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with kubernetes: the sidekick pods' image (default $WALLAROO_SIDEKICK_IMAGE)")
     serve.add_argument("--kube-namespace", default=None, help="with kubernetes: where the step objects go "
                        "(default: this pod's namespace)")
-    serve.add_argument("--kube-owner", default=None, metavar="Deployment/NAME",
-                       help="with kubernetes: the runtime's own Deployment, owner of every step Deployment")
+    serve.add_argument("--kube-owner", default=None, metavar="KIND/NAME",
+                       help="with kubernetes: Deployment/NAME or ServiceAccount/NAME of the runtime, owner of every "
+                       "step Deployment (deleting it deletes them); its NAME also labels them")
     serve.add_argument("--sidekick-idle", type=_duration, default=None, metavar="DURATION",
                        help="with kubernetes: a step with autoscale_min 0 scales to zero after this long "
                        "without requests (default 5m)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -25,7 +26,8 @@ from wallaroo_pulumi.testing.kube_cluster import KubeCluster
 from wallaroo_pulumi.testing.pod_runner import PodRunner
 
 IMAGE = "registry.local/wallaroo-runtime:1"
-MINE = {"wallaroo.ai/runtime": "wallaroo", "app.kubernetes.io/component": "sidekick"}
+OWNER = "rt-owner"  # the runtime's identity, owner of its step Deployments (as KubernetesRuntime passes it)
+MINE = {"wallaroo.ai/runtime": OWNER, "app.kubernetes.io/component": "sidekick"}
 GPU_NODES = {"gpu-a100-0", "gpu-h100-0"}
 X = pa.schema([("x", pa.float64())])
 Y = pa.schema([("y", pa.float64())])
@@ -50,6 +52,7 @@ def namespace(plane: LocalControlPlane) -> Iterator[str]:
     client = plane.client()
     client.create(Namespace.from_dict({"metadata": {"name": name}}))
     wait_for("the namespace's default ServiceAccount", lambda: list(client.list(ServiceAccount, namespace=name)))
+    client.create(ServiceAccount.from_dict({"metadata": {"name": OWNER, "namespace": name}}))
     yield name
     client.delete(Namespace, name)
 
@@ -66,7 +69,7 @@ def runtime(plane: LocalControlPlane, namespace: str, runner: PodRunner,
     env = {**server_env(), **plane.env()}
     srv = Server(tmp_path_factory.mktemp("runtime") / "data",
                  ["--sidekick-placement", "kubernetes", "--sidekick-image", IMAGE, "--kube-namespace", namespace,
-                  "--sidekick-idle", "3s"], env)
+                  "--kube-owner", f"ServiceAccount/{OWNER}", "--sidekick-idle", "3s"], env)
     srv.start()
     yield srv
     srv.stop()
@@ -137,6 +140,7 @@ def test_two_steps_as_pods_objects_inference_isolation_restart_and_undeploy(
         labels = dep.spec.template.metadata.labels
         assert labels["wallaroo.ai/pipeline"] == "two" and labels["wallaroo.ai/step"] == step
         assert labels["wallaroo.ai/pipeline-version"] == version and labels["wallaroo.ai/deployment-id"] == name.split("-")[-1]
+        assert [(o.kind, o.name) for o in dep.metadata.ownerReferences] == [("ServiceAccount", OWNER)]
         pod = dep.spec.template.spec
         assert pod.serviceAccountName == dep.metadata.name and pod.automountServiceAccountToken is False
         assert pod.nodeSelector["kubernetes.io/arch"] == "amd64"
@@ -257,6 +261,37 @@ def test_an_idle_step_scales_to_zero_and_the_next_request_wakes_it(
     assert list(out["out.y"]) == [6.0]
     assert client.get(Deployment, dep.metadata.name, namespace=namespace).spec.replicas == 1
     undeploy_leaves_nothing(api, "sleepy", client, namespace)
+
+
+def test_a_busy_step_gets_another_replica(
+        runtime: Server, api: WallarooClient, plane: LocalControlPlane, namespace: str,
+        tmp_path: Path) -> None:
+    """The runtime's busy-time policy (D12) sets the Deployment's replicas."""
+    client = plane.client()
+    slow = api.upload_model("slow", make_model(tmp_path, "slow", 'import time; time.sleep(0.2)\n' + DOUBLE), X, Y)
+    deploy(api, "busy", [slow], {"autoscale_min": 1, "autoscale_max": 2, "autoscale_cpu_utilization": 50,
+                                 "sidekicks": {"slow": {"max_batch_rows": 1}}}, runtime, client, namespace)
+    (dep,) = objects(client, namespace, "busy")["Deployment"]
+    assert dep.spec.replicas == 1
+    done = threading.Event()
+
+    def load() -> None:
+        while not done.is_set():
+            api.infer("busy", pd.DataFrame({"x": [1.0]}))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for("a second replica", lambda: client.get(Deployment, dep.metadata.name,
+                                                          namespace=namespace).spec.replicas == 2)
+        wait_for("two linked replicas", lambda: len([s for s in api.deployment_status("busy").sidekicks
+                                                     if s.status == "Running"]) == 2)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(60)
+    undeploy_leaves_nothing(api, "busy", client, namespace)
 
 
 def test_a_restart_after_a_crash_adopts_its_steps_and_deletes_orphans(

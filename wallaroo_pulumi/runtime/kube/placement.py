@@ -25,6 +25,8 @@ from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
 from wallaroo_pulumi.runtime.sidekick.steps import StepTarget
 
 log = logging.getLogger("wallaroo.kube")
+#: What may own the step Deployments: the runtime's Deployment, or its ServiceAccount (what KubernetesRuntime names).
+OWNER_KINDS = {"Deployment": ("apps/v1", Deployment), "ServiceAccount": ("v1", ServiceAccount)}
 
 
 class KubernetesPlacement:
@@ -46,10 +48,9 @@ class KubernetesPlacement:
         if self.settings.owner is None:
             return
         kind, name = self.settings.owner.split("/")
-        if kind != "Deployment":
-            raise ValueError(f"kube owner: only a Deployment can own the sidekicks, got {kind!r}")
-        dep = await self.ctx.client.get(Deployment, name, namespace=self.ctx.namespace)
-        self.ctx.owner = Owner("apps/v1", "Deployment", name, dep.metadata.uid)
+        api_version, resource = OWNER_KINDS[kind]
+        owner = await self.ctx.client.get(resource, name, namespace=self.ctx.namespace)
+        self.ctx.owner = Owner(api_version, kind, name, owner.metadata.uid)
 
     def pool(self, target: StepTarget, spec: SidekickSpec, replicas: int, policy: ScalePolicy | None) -> KubeStepPool:
         objects = StepObjects(target, spec, self.ctx.namespace, self.ctx.runtime, self.ctx.image)

@@ -90,6 +90,8 @@ class KubeStepPool:
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_request = time.monotonic()
+        self._requests = 0  # requests in this pool now, those waiting for a replica included
+        self._started = False  # replicas are neither scaled nor idled before the first ones are up
         self._stopped = False
 
     # -- what the engine reads ---------------------------------------------------------
@@ -130,6 +132,7 @@ class KubeStepPool:
         except BaseException:
             await self.stop()
             raise
+        self._started, self._last_request = True, time.monotonic()
 
     async def _apply(self) -> None:
         client, ns = self.ctx.client, self.ctx.namespace
@@ -302,7 +305,14 @@ class KubeStepPool:
         return isinstance(exc, SidekickCrashedError) or type(exc) is SidekickError
 
     async def predict(self, table: pa.Table) -> pa.Table:
-        self._last_request = time.monotonic()
+        self._requests += 1
+        try:
+            return await self._predict(table)
+        finally:
+            self._requests -= 1
+            self._last_request = time.monotonic()
+
+    async def _predict(self, table: pa.Table) -> pa.Table:
         tried: set[str] = set()
         while True:
             remote = await self._replica(tried)
@@ -317,11 +327,19 @@ class KubeStepPool:
             finally:
                 if remote.name in self._inflight:
                     self._inflight[remote.name] -= 1
-                self._last_request = time.monotonic()
 
     async def predict_stream(self, table: pa.Table) -> AsyncIterator[StreamPart]:
         """A streamed answer; retried on another replica only while nothing has been sent."""
-        self._last_request = time.monotonic()
+        self._requests += 1
+        try:
+            async with contextlib.aclosing(self._predict_stream(table)) as parts:
+                async for part in parts:
+                    yield part
+        finally:
+            self._requests -= 1
+            self._last_request = time.monotonic()
+
+    async def _predict_stream(self, table: pa.Table) -> AsyncIterator[StreamPart]:
         tried: set[str] = set()
         while True:
             remote = await self._replica(tried)
@@ -340,7 +358,6 @@ class KubeStepPool:
             finally:
                 if remote.name in self._inflight:
                     self._inflight[remote.name] -= 1
-                self._last_request = time.monotonic()
 
     # -- replicas ----------------------------------------------------------------------
     async def _scale_to(self, replicas: int) -> None:
@@ -376,9 +393,9 @@ class KubeStepPool:
                 log.exception("step %s: monitoring its pods", self.spec.step_name)
 
     async def _rescale(self, scaler: Autoscaler | None, utilization: float, now: float) -> None:
-        if scaler is None or self.scale is None or self._desired == 0:
+        if scaler is None or self.scale is None or self._desired == 0 or not self._started:
             return
-        idle = not any(self._inflight.values()) and now - self._last_request >= self.ctx.idle_s
+        idle = not self._requests and now - self._last_request >= self.ctx.idle_s
         if self.scale.minimum == 0 and idle:
             log.info("step %s: idle for %gs: scaling to zero", self.spec.step_name, self.ctx.idle_s)
             await self._scale_to(0)

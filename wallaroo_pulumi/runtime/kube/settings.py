@@ -13,8 +13,8 @@ class KubePlacementSettings(BaseModel):
 
     image: str = Field(min_length=1, description="the image of sidekick pods (the runtime image)")
     namespace: str | None = Field(default=None, description="where the step objects go; default: this pod's namespace")
-    owner: str | None = Field(default=None, description="'Deployment/<name>' owning every step Deployment "
-                                                        "(the runtime's own), so deleting it deletes them")
+    owner: str | None = Field(default=None, description="'Deployment/<name>' or 'ServiceAccount/<name>' owning every "
+                                                        "step Deployment (the runtime's), so deleting it deletes them")
     runtime_name: str = Field(default="wallaroo", description="this runtime's label value on its objects")
     kubeconfig: Path | None = Field(default=None, description="outside a cluster: the kubeconfig to use")
     idle_s: float = Field(default=300.0, gt=0, description="a step with autoscale_min 0 scales to zero after this "
@@ -24,6 +24,7 @@ class KubePlacementSettings(BaseModel):
     @field_validator("owner")
     @classmethod
     def _owner(cls, value: str | None) -> str | None:
-        if value is not None and (value.count("/") != 1 or not all(value.split("/"))):
-            raise ValueError(f"kube owner: expected KIND/NAME such as Deployment/wallaroo-rt, got {value!r}")
+        kinds = ("Deployment", "ServiceAccount")
+        if value is not None and (value.count("/") != 1 or value.split("/")[0] not in kinds or not value.split("/")[1]):
+            raise ValueError(f"kube owner: expected Deployment/NAME or ServiceAccount/NAME, got {value!r}")
         return value
