@@ -32,6 +32,7 @@ from wallaroo_pulumi.client.errors import (
     WallarooError,
 )
 from wallaroo_pulumi.client.keys import KeysAPI
+from wallaroo_pulumi.client.model_config import ModelConfigAPI
 from wallaroo_pulumi.client.models import (
     CreatedPipeline,
     DeploymentStatus,
@@ -90,7 +91,7 @@ def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-class WallarooClient(KeysAPI):
+class WallarooClient(KeysAPI, ModelConfigAPI):
     """Client for the bundled runtime (or any server speaking the same API).
 
     >>> client = WallarooClient.from_data_dir("~/.wallaroo-pulumi")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,20 @@ from .progress import Throttle, report
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
+class OpenAIConfigInput(BaseModel):
+    """Wallaroo's `OpenaiConfig`: with `enabled`, the pipelines whose first step is this model answer
+    `{inference url}/openai/v1/chat/completions` and `/completions`; the two configs are defaults
+    for those requests (e.g. `{"max_tokens": 256, "temperature": 0.2}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    completion_config: dict[str, Any] = Field(default_factory=dict)
+    chat_completion_config: dict[str, Any] = Field(default_factory=dict)
+
+
+DISABLED = OpenAIConfigInput().model_dump()
+
+
 class ModelInputs(BaseModel):
     """The provider-side view of the inputs; `check` reports each error by field name."""
 
@@ -38,6 +53,7 @@ class ModelInputs(BaseModel):
     arch: Literal["x86", "arm"] = "x86"
     accel: Literal["none", "cuda", "jetson", "openvino", "qaic"] = "none"
     workspace_id: int = Field(default=1, ge=1)
+    openai_config: OpenAIConfigInput | None = None
     url: str
 
     @field_validator("name")
@@ -56,7 +72,7 @@ class ModelInputs(BaseModel):
 
 
 COMPARED = ("name", "sha256", "framework", "input_schema", "output_schema", "requirements",
-            "python_version", "arch", "accel", "workspace_id", "url")
+            "python_version", "arch", "accel", "workspace_id", "url", "openai_config")
 REPLACE_ON = ("name", "workspace_id")
 
 
@@ -75,10 +91,20 @@ class ModelProvider(ResourceProvider):
         outs = self._upload(props)
         return CreateResult(str(outs["model_version_id"]), outs)
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(self._upload(news))
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        if all(olds.get(k) == news.get(k) for k in COMPARED if k != "openai_config") and olds.get("model_version_id"):
+            # only the OpenAI config changed: set it on the same version, nothing to upload
+            self._configure(news, int(olds["model_version_id"]), news.get("openai_config") or DISABLED)
+            return UpdateResult({**olds, **news, **{k: olds.get(k) for k in OUTPUTS}, "upload_command": upload_command(news),
+                                 "openai_config": news.get("openai_config")})
+        return UpdateResult(self._upload(news, had_openai_config=bool(olds.get("openai_config"))))
 
-    def _upload(self, props: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _configure(props: dict[str, Any], model_version_id: int, config: dict[str, Any]) -> None:
+        report(f"WallarooModel {props['name']}: openai_config enabled={bool(config.get('enabled'))}")
+        _base.client(props).set_openai_config(model_version_id, _whole_numbers(config))
+
+    def _upload(self, props: dict[str, Any], had_openai_config: bool = False) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="wallaroo-pack-") as tmp:
             artifact = packaging.pack(Path(props["path"]), Path(tmp))
             if artifact.sha256 != props["sha256"]:
@@ -100,6 +126,8 @@ class ModelProvider(ResourceProvider):
                 workspace_id=int(props.get("workspace_id") or 1),
                 progress=Throttle(f"WallarooModel {props['name']}: upload"),
             )
+        if props.get("openai_config") or had_openai_config:  # set it, or clear the one this stack set before
+            self._configure(props, version.id, props.get("openai_config") or DISABLED)
         return {**props, **_outputs(version, props)}
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -122,6 +150,8 @@ class ModelProvider(ResourceProvider):
             base["input_schema"] = version.input_schema
         if getattr(version, "output_schema", None):
             base["output_schema"] = version.output_schema
+        config = _base.client(props).openai_config(version.id)
+        base["openai_config"] = None if config in (None, DISABLED) and not props.get("openai_config") else config
         base.setdefault("url", props.get("url"))
         base["token"] = _base.secret(props.get("token"))
         return _base.read_result(id_, {**base, **_outputs(version, base)}, ModelInputs.model_fields)
@@ -131,6 +161,18 @@ class ModelProvider(ResourceProvider):
             _base.client(props).delete_model(props["name"], int(props.get("workspace_id") or 1))
         except NotFoundError:
             pass  # already gone: deleting is idempotent
+
+
+def _whole_numbers(value: Any) -> Any:
+    """Pulumi carries every number as a float: 256.0 goes back to 256 (max_tokens is an integer)."""
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+OUTPUTS = ("model_id", "model_version_id", "version", "sha256", "size", "created_at", "upload_command")
 
 
 def _outputs(version: Any, props: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +199,8 @@ def upload_command(props: dict[str, Any]) -> str:
                        "arch": props.get("arch", "x86"), "accel": props.get("accel", "none")},
         "input_schema": props["input_schema"], "output_schema": props["output_schema"],
     }
+    if props.get("openai_config"):
+        metadata["openai_config"] = _whole_numbers(props["openai_config"])
     return (
         f"curl --progress-bar -X POST {props['url'].rstrip('/')}/v1/api/models/upload_and_convert "
         '-H "Authorization: Bearer $WALLAROO_TOKEN" '
@@ -170,6 +214,10 @@ class WallarooModel(Resource, module="wallaroo", name="Model"):
 
     Outputs: `model_id`, `model_version_id`, `version` (uuid), `sha256`, `size`,
     `created_at`, `upload_command` (curl, token from `$WALLAROO_TOKEN`).
+
+    `openai_config` (Wallaroo's OpenaiConfig as a dict: `enabled`, `completion_config`,
+    `chat_completion_config`) turns on the OpenAI-compatible endpoints of the pipelines whose first
+    step is this model; changing only it updates the version in place, without an upload.
     """
 
     model_id: pulumi.Output[int]
@@ -194,6 +242,7 @@ class WallarooModel(Resource, module="wallaroo", name="Model"):
         arch: str = "x86",
         accel: str = "none",
         workspace_id: int = 1,
+        openai_config: Mapping[str, Any] | None = None,
         connection: Connection | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -217,9 +266,10 @@ class WallarooModel(Resource, module="wallaroo", name="Model"):
             "arch": arch,
             "accel": accel,
             "workspace_id": workspace_id,
+            "openai_config": dict(openai_config) if openai_config is not None else None,
             "url": url,
             "token": token,
-            **{k: None for k in ("model_id", "model_version_id", "version", "size", "created_at", "upload_command")},
+            **{k: None for k in OUTPUTS if k != "sha256"},
         }
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["token"]))
         super().__init__(ModelProvider(), resource_name, props, opts)
