@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every protocol request")
+    parser.add_argument("--token-interval", type=float, default=0.0,
+                        help="seconds between the events of a streamed answer (a model generating)")
     parser.add_argument("--api-key", default=None, help="openai: the accepted API key")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="openai: the served model name")
     parser.add_argument("--service-account-out", default=None, help="vertex: write a generated service-account key here")
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             "AZUREML_API_KEY": DEFAULT_AZUREML_KEY,
         }
     server.faults.set_latency(args.latency)
+    server.faults.set_token_interval(args.token_interval)
     print(json.dumps({"base_url": server.base_url, "control": f"{server.base_url}/_standin", "env": info}), flush=True)
     try:
         threading.Event().wait()
