@@ -1,8 +1,10 @@
 """`KubernetesRuntime`: the runtime image on a cluster, declared with pulumi-kubernetes (D10).
 
-A Service, the admin token in a Secret, a data volume, a ServiceAccount with no token, and either
-one `--role all` Deployment or serving replicas (`--role serve`) plus a one-pod `--role scheduler`
-Deployment; every pod on one node, non-root, without privileges.
+A Service, the admin token in a Secret, a data volume, a ServiceAccount, and either one `--role all`
+Deployment or serving replicas (`--role serve`) plus a one-pod `--role scheduler` Deployment; every
+pod on one node, non-root, without privileges. With `sidekick_placement="pods"` (the default) the
+serving pods place each model step as pods of its own (D35), under a Role granting exactly that in
+the namespace; with "local" the runtime's pods hold no token and run the steps as processes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from wallaroo_pulumi.runtime.settings import parse_duration
 APP_PORT = 8080
 RUNTIME_UID = 10001  # the Dockerfile's user and group
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
+PLACEMENTS = ("pods", "local")
+#: What a runtime placing steps as pods does in its namespace, and nothing else (runtime/kube).
+POD_PLACEMENT_RULES = [
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"],
+     "verbs": ["get", "list", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+]
 
 
 class KubernetesRuntime(pulumi.ComponentResource):
@@ -46,6 +56,8 @@ class KubernetesRuntime(pulumi.ComponentResource):
         service_type: str = "ClusterIP",
         log_retention: str | None = None,
         secrets_key: pulumi.Input[str] | None = None,
+        sidekick_placement: str = "pods",
+        sidekick_image: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         parse_memory_quantity(memory)  # fail at plan time with the field's message
@@ -54,6 +66,9 @@ class KubernetesRuntime(pulumi.ComponentResource):
                 parse_duration(log_retention)
             except ValueError as exc:
                 raise ValueError(f"KubernetesRuntime: log_retention: {exc}") from None
+        if sidekick_placement not in PLACEMENTS:
+            raise ValueError(f"KubernetesRuntime: sidekick_placement must be 'pods' (each model step in pods of its "
+                             f"own) or 'local' (processes in the runtime's pods); got {sidekick_placement!r}")
         access_mode = access_mode or "ReadWriteOnce"
         if access_mode not in ACCESS_MODES:
             raise ValueError(f"KubernetesRuntime: access_mode must be one of {', '.join(ACCESS_MODES)}; "
@@ -84,14 +99,24 @@ class KubernetesRuntime(pulumi.ComponentResource):
                          **({"secrets-key": pulumi.Output.secret(secrets_key)} if secrets_key is not None else {})},
             opts=child,
         )
-        # the runtime never calls the API server: its pods get an identity with no token and no
-        # role, so model code sharing the container cannot act on the cluster
+        # no token unless a pod asks for one: only serving pods placing steps as pods do (D35); model
+        # code left in the runtime's container (listeners) is sandboxed away from it (D31)
         account = k8s.core.v1.ServiceAccount(
             f"{name}-runtime",
             metadata=meta,
             automount_service_account_token=False,
             opts=child,
         )
+        pods = sidekick_placement == "pods"
+        if pods:
+            role = k8s.rbac.v1.Role(f"{name}-sidekicks", metadata=meta, rules=POD_PLACEMENT_RULES, opts=child)
+            k8s.rbac.v1.RoleBinding(
+                f"{name}-sidekicks",
+                metadata=meta,
+                role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata["name"]},
+                subjects=[{"kind": "ServiceAccount", "name": account.metadata["name"], "namespace": namespace}],
+                opts=child,
+            )
         claim = k8s.core.v1.PersistentVolumeClaim(
             f"{name}-data",
             metadata=meta,
@@ -111,6 +136,10 @@ class KubernetesRuntime(pulumi.ComponentResource):
             secret_env.append(("WALLAROO_SECRETS_KEY", "secrets-key"))
 
         def pod(role: str, resources: dict[str, Any]) -> dict[str, Any]:
+            places = pods and role != "scheduler"  # the scheduler pod runs no pipeline steps
+            placement = ["--sidekick-placement", "kubernetes", "--sidekick-image", sidekick_image or image,
+                         "--kube-namespace", namespace,
+                         "--kube-owner", account.metadata["name"].apply(lambda n: f"ServiceAccount/{n}")]
             return {
                 "metadata": {"labels": {**labels, "wallaroo.ai/role": role}},
                 "spec": {
@@ -121,7 +150,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
                         "topologyKey": "kubernetes.io/hostname",
                     }]}},
                     "serviceAccountName": account.metadata["name"],
-                    "automountServiceAccountToken": False,
+                    "automountServiceAccountToken": places,
                     "enableServiceLinks": False,  # no other Services' addresses in the models' env
                     # a fresh volume is root-owned: fsGroup lets the image's non-root user write it
                     "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID,
@@ -134,7 +163,8 @@ class KubernetesRuntime(pulumi.ComponentResource):
                                             "capabilities": {"drop": ["ALL"]}},
                         "args": ["runtime", "serve", "--data-dir", "/data", "--host", "0.0.0.0",
                                  "--port", str(APP_PORT), "--role", role,
-                                 *(["--log-retention", log_retention] if log_retention else [])],
+                                 *(["--log-retention", log_retention] if log_retention else []),
+                                 *(placement if places else [])],
                         "env": [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret.metadata["name"], "key": key}}}
                                 for name, key in secret_env],
                         "ports": [{"containerPort": APP_PORT, "name": "http"}],

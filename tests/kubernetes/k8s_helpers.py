@@ -47,6 +47,7 @@ rt = KubernetesRuntime(
     memory="8Gi",
     node_selector=cfg.get_object("node_selector"),
     log_retention="30d",
+    sidekick_placement=cfg.get("sidekick_placement") or "pods",
     opts=pulumi.ResourceOptions(transformations=[ready_timeout]),
 )
 pulumi.export("url", rt.url)

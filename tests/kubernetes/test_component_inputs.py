@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
     ({"access_mode": "ReadOnlyMany"}, "access_mode must be one of .*got 'ReadOnlyMany'"),
     ({"log_retention": "a month"}, "log_retention: expected a positive duration like 30d"),
     ({"memory": "8GB"}, "'8GB' is not a Kubernetes memory quantity"),
+    ({"sidekick_placement": "kubernetes"}, "sidekick_placement must be 'pods' .* or 'local' .*got 'kubernetes'"),
 ])
 def test_bad_settings_are_refused_before_anything_is_registered(settings: dict, message: str) -> None:
     # no Pulumi program runs here: the checks come before the component registers itself

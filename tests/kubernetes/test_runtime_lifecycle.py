@@ -106,6 +106,12 @@ def test_up_creates_every_object_and_waits_for_ready_pods(runtime: Runtime) -> N
         assert c.image == runtime.target.image
         args = build_parser().parse_args(c.args)  # the real CLI accepts what the pod runs
         assert (args.role, args.port, args.data_dir, args.log_retention) == (role, 8080, "/data", 30 * 86400)
+        # serving pods place model steps as pods of their own (D35), owned by the runtime's identity
+        places = role != "scheduler"
+        assert args.sidekick_placement == ("kubernetes" if places else "local")
+        if places:
+            assert (args.sidekick_image, args.kube_namespace, args.kube_owner) == (
+                runtime.target.image, ns, f"ServiceAccount/{account.metadata.name}")
         if role == "serve":
             limits = {"cpu": "2", "memory": "8Gi", **({"nvidia.com/gpu": "1"} if runtime.target.gpus else {})}
             assert c.resources.limits == limits and c.resources.requests == limits
@@ -118,7 +124,7 @@ def test_up_creates_every_object_and_waits_for_ready_pods(runtime: Runtime) -> N
         pod_security = spec.securityContext
         assert (pod_security.runAsNonRoot, pod_security.runAsUser, pod_security.fsGroup) == (True, 10001, 10001)
         assert pod_security.seccompProfile.type == "RuntimeDefault"
-        assert spec.serviceAccountName == account.metadata.name and spec.automountServiceAccountToken is False
+        assert spec.serviceAccountName == account.metadata.name and spec.automountServiceAccountToken is places
         [term] = spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution
         assert term.topologyKey == "kubernetes.io/hostname" and term.labelSelector.matchLabels == instance_labels()
         env = {e.name: e.valueFrom.secretKeyRef for e in c.env}
@@ -144,13 +150,18 @@ def test_up_creates_every_object_and_waits_for_ready_pods(runtime: Runtime) -> N
         a for s in client.list(EndpointSlice, namespace=ns, labels={"kubernetes.io/service-name": svc.metadata.name})
         for e in s.endpoints or [] if e.conditions.ready for a in e.addresses} == serving_ips)
 
-    # RBAC: the runtime's identity may do nothing on the cluster, as the API server decides it
-    user = f"system:serviceaccount:{ns}:{account.metadata.name}"
-    for verb, resource in (("get", "secrets"), ("list", "pods"), ("create", "deployments"), ("delete", "services")):
-        review = client.create(SubjectAccessReview(spec={
-            "user": user, "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}"],
-            "resourceAttributes": {"namespace": ns, "verb": verb, "resource": resource}}))
-        assert review.status.allowed is False, (verb, resource)
+    # RBAC: the runtime's identity may manage step Deployments, Secrets and ServiceAccounts and watch
+    # pods in its namespace, and nothing else, as the API server decides it
+    granted = {("apps", "deployments", v) for v in ("get", "list", "create", "patch", "delete")}
+    granted |= {("", r, v) for r in ("secrets", "serviceaccounts") for v in ("get", "list", "create", "patch", "delete")}
+    granted |= {("", "pods", v) for v in ("list", "watch")}
+    refused = {("apps", "deployments", "update"), ("apps", "replicasets", "delete"), ("", "pods", "create"),
+               ("", "pods", "delete"), ("", "services", "delete"), ("", "configmaps", "get"),
+               ("rbac.authorization.k8s.io", "rolebindings", "create"), ("", "secrets", "update")}
+    for group, resource, verb in granted | refused:
+        assert can(client, account.metadata.name, ns, verb, resource, group) == ((group, resource, verb) in granted), (
+            group, resource, verb)
+    assert not can(client, account.metadata.name, ns, "get", "secrets", "", namespace="default")  # its namespace only
 
     # the state holds neither the token nor the sealing key in plaintext
     state = json.dumps(runtime.stack.export())
@@ -212,6 +223,20 @@ def test_refresh_sees_an_out_of_band_change_and_up_restores_it(runtime: Runtime)
     wait_for("the scheduler pod back", lambda: [p for p in pods(client, ns, "scheduler") if ready(p)])
 
 
+def test_local_placement_leaves_the_runtime_no_role_and_no_token(runtime: Runtime) -> None:
+    client, ns = runtime.client, runtime.namespace
+    account = client.get(ServiceAccount, pods(client, ns)[0].spec.serviceAccountName, namespace=ns)
+    runtime.configure(sidekick_placement="local")
+    ops = runtime.stack.up().ops()
+    assert {n for n, op in ops.items() if op == "delete"} == {"rt-sidekicks"}, ops  # the Role and its binding
+    for dep in deployments(client, ns).values():
+        spec = dep.spec.template.spec
+        assert spec.automountServiceAccountToken is False
+        assert build_parser().parse_args(spec.containers[0].args).sidekick_placement == "local"
+    assert not can(client, account.metadata.name, ns, "list", "pods", "")
+    runtime.configure(sidekick_placement=None)
+
+
 def test_destroy_removes_everything(runtime: Runtime) -> None:
     client, ns = runtime.client, runtime.namespace
     [claim] = client.list(PersistentVolumeClaim, namespace=ns, labels=instance_labels())
@@ -223,6 +248,17 @@ def test_destroy_removes_everything(runtime: Runtime) -> None:
     assert gone.value.status.code == 404
     # the provisioned volume goes with its claim (the default class reclaims on delete)
     wait_for("the data volume deleted", lambda: _absent(client, PersistentVolume, volume))
+
+
+def can(client: Client, account: str, account_ns: str, verb: str, resource: str, group: str, *,
+        namespace: str | None = None) -> bool:
+    """Whether the API server lets ServiceAccount ``account`` do ``verb`` on ``resource``."""
+    review = client.create(SubjectAccessReview(spec={
+        "user": f"system:serviceaccount:{account_ns}:{account}",
+        "groups": ["system:serviceaccounts", f"system:serviceaccounts:{account_ns}", "system:authenticated"],
+        "resourceAttributes": {"namespace": namespace or account_ns, "verb": verb, "resource": resource,
+                               "group": group}}))
+    return bool(review.status.allowed)
 
 
 def _absent(client: Client, kind: type, name: str) -> bool:
