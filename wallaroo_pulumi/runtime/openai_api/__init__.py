@@ -1,3 +1,3 @@
 """OpenAI-compatible endpoints on pipelines whose first model's version has `openai_config`
 enabled: `{inference url}/openai/v1/chat/completions` and `/completions`, streamed as server-sent
-events when asked (docs/decisions.md, "OpenAI-compatible endpoints")."""
+events when asked (D39)."""

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # with zero or more CHUNKs and then exactly one RESPONSE (the whole answer, one row per input row)
 # or ERROR, in order, so the supervisor needs no request ids; it sends one request at a time per
 # worker. A model streams when its inference has `predict_stream(data)`: a generator that yields
-# chunks (dicts of arrays, like `_predict`'s answer) and returns the whole answer; without
+# chunks (dicts of arrays, like `_predict`'s answer) and returns the whole answer (D39); without
 # it a STREAM is answered by `predict` alone, with no CHUNK.
 READY = b"R"
 LOAD_ERROR = b"L"
