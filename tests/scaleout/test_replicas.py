@@ -25,18 +25,20 @@ from wallaroo_pulumi.testing.s3 import S3Server
 
 @pytest.fixture
 def replicas(tmp_path: Path, postgres: PostgresServer, s3: S3Server):
-    """replicas(n) -> n `serve` replicas, each on its own data dir, on one database and bucket."""
+    """replicas(n, *args) -> n replicas (`--role serve` unless args say otherwise), each on its own
+    data dir, on one database and bucket."""
     started: list[Server] = []
     database, bucket = postgres.new_database(), s3.new_bucket()
 
-    def make(n: int) -> list[Server]:
+    def make(n: int, *args: str) -> list[Server]:
         for _ in range(n):
-            srv = Server(tmp_path / f"node-{len(started)}", ["--role", "serve", *scaleout_args(postgres, s3, database, bucket)],
-                         scaleout_env(s3))
+            srv = Server(tmp_path / f"node-{len(started)}",
+                         [*(args or ("--role", "serve")), *scaleout_args(postgres, s3, database, bucket)], scaleout_env(s3))
             started.append(srv.start())
         return started[-n:]
 
     make.bucket = bucket  # type: ignore[attr-defined]
+    make.database = database  # type: ignore[attr-defined]
     yield make
     for srv in started:
         srv.stop()
@@ -119,3 +121,54 @@ def test_a_replica_killed_mid_upload_to_the_bucket_leaves_nothing_visible(replic
         assert [m for m in client.list_models() if m.name == "big"] == []
     listed = api.list_objects_v2(Bucket=bucket, Prefix="wallaroo/artifacts/")
     assert listed.get("KeyCount", 0) == 0, listed.get("Contents")
+
+
+def test_a_replica_killed_mid_listener_run_fails_over_and_no_row_is_scored_twice_or_lost(
+    replicas, s3: S3Server, tmp_path: Path
+) -> None:
+    """Rows logged by another writer; a run-once listener run on replica A, kill -9'd mid-run; the
+    scheduler (its own node) fails the run within the lease; a new run through replica B scores
+    the rest: every source row scored exactly once, read back through B."""
+    from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
+    from wallaroo_pulumi.runtime.db_postgres import PostgresDatabase
+    from wallaroo_pulumi.runtime.logstore.shared import SharedLogStore
+    from wallaroo_pulumi.runtime.object_store import ObjectStore
+
+    a, b = replicas(2, "--role", "serve", "--listener-lease", "3s")
+    (sched,) = replicas(1, "--role", "scheduler", "--listener-lease", "3s")
+    texts = (GOOD + BAD) * 1000  # 5k rows: the kill lands mid-run
+    seeder_db = PostgresDatabase(replicas.database)
+    seeder = SharedLogStore(tmp_path / "seeder" / "logs", seeder_db, ObjectStore(replicas.bucket, s3.env))
+    seeder.append("llm", llm_rows(texts, now_ms() - 300_000, step_ms=1))  # another writer's rows
+    seeder.close()
+    seeder_db.close()
+
+    def run_once(srv: Server, name: str) -> str:
+        r = httpx.post(f"{srv.url}/v1/api/task/run_once", headers=srv.headers, timeout=30, json={
+            "name": name, "workspace_id": 1, "timeout": 300,
+            "json": {"monitored_pipeline": "llm", "listener_model": {"name": "combined"}, "window_seconds": 3600,
+                     "batch_size": 32}})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def runs(srv: Server, tid: str) -> list[dict]:
+        r = httpx.post(f"{srv.url}/v1/api/task/list_task_runs", headers=srv.headers, timeout=30, json={"task_id": tid})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    first = run_once(a, "first")
+    wait_until(lambda: [r for r in runs(b, first) if r["status"] == "running" and r["rows_scored"] > 200], 120,
+               f"the run on replica a to score some rows: {runs(b, first)}\n{a.log_tail()}")
+    a.kill9()
+    (failed,) = wait_until(lambda: [r for r in runs(b, first) if r["status"] != "running"], 30,
+                           f"the scheduler to fail the dead replica's run\n{sched.log_tail()}")
+    assert failed["status"] == "failure" and "no heartbeat" in failed["error"], failed
+
+    second = run_once(b, "second")
+    (done,) = wait_until(lambda: [r for r in runs(b, second) if r["status"] != "running"], 240,
+                         f"the second run to finish\n{b.log_tail()}")
+    assert done["status"] == "success", done
+    with b.client() as client:
+        scores = client.logs("llm-combined-scores", limit=100_000, order="Asc")
+    keys = scores["in.source_key"].tolist()
+    assert len(keys) == len(texts) and len(set(keys)) == len(texts), (len(keys), len(set(keys)), len(texts))

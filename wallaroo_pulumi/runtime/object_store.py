@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -46,7 +47,7 @@ class ObjectStore:
 
     def get_file(self, key: str, local: Path) -> None:
         """Stream `key` into `local` (written under a temporary name, renamed when whole)."""
-        tmp = local.with_name(f".{local.name}.part-{os.getpid()}")
+        tmp = local.with_name(f".{local.name}.part-{uuid.uuid4().hex}")  # readers in several threads
         with self.fs.open_input_stream(self.path(key)) as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK)
         os.replace(tmp, local)
