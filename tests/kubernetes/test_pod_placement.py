@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,9 +162,11 @@ def test_two_steps_as_pods_objects_inference_isolation_restart_and_undeploy(
     secret = client.get(Secret, deps["double"].metadata.name, namespace=namespace)
     assert base64.b64decode(secret.data["SECRET_A"]).decode() == "alpha-secret" and "SECRET_B" not in secret.data
 
-    # the GPU step runs on a GPU node only
+    # the GPU step runs on a GPU node only; the CPU step prefers a node without accelerators
     tag_pods = [p for p in found["Pod"] if p.metadata.labels["wallaroo.ai/step"] == "tag"]
     assert tag_pods and {p.spec.nodeName for p in tag_pods} <= GPU_NODES
+    double_pods = [p for p in found["Pod"] if p.metadata.labels["wallaroo.ai/step"] == "double"]
+    assert double_pods and {p.spec.nodeName for p in double_pods} <= {"cpu-0", "cpu-1"}
 
     # a hostile second step: it sees its own credential only, and its identity may read no Secret
     out = api.infer("two", pd.DataFrame({"x": [1.0, 2.5]}))
@@ -191,6 +194,25 @@ def test_two_steps_as_pods_objects_inference_isolation_restart_and_undeploy(
         assert {p.metadata.name for p in again["Pod"]} == pod_names
         assert list(fresh.infer("two", pd.DataFrame({"x": [4.0]}))["out.z"]) == [9.0]
         undeploy_leaves_nothing(fresh, "two", client, namespace)
+
+
+def test_a_redeploy_serves_from_the_old_pods_until_the_new_ones_are_linked(
+        runtime: Server, api: WallarooClient, models: dict, plane: LocalControlPlane, namespace: str) -> None:
+    client = plane.client()
+    name = deploy(api, "roll", [models["double"]], {"replica_count": 1}, runtime, client, namespace)
+    (old,) = objects(client, namespace, "roll")["Deployment"]
+    created = api.create_pipeline("roll", steps=[models["double"]])
+    api.deploy("roll", pipeline_id=created.pipeline_id,
+               engine_config={"replica_count": 1, "sidekicks": {"double": {"env": {"MODE": "v2"}}}})
+    deadline = time.monotonic() + 120
+    while api.deployment_status(name).status != "Running" or len(objects(client, namespace, "roll")["Deployment"]) > 1:
+        assert list(api.infer("roll", pd.DataFrame({"x": [1.0]}))["out.y"]) == [2.0]  # never a gap
+        assert time.monotonic() < deadline, events(client, namespace)
+    (new,) = objects(client, namespace, "roll")["Deployment"]
+    assert new.metadata.name != old.metadata.name
+    secret = client.get(Secret, new.metadata.name, namespace=namespace)
+    assert base64.b64decode(secret.data["MODE"]).decode() == "v2"
+    undeploy_leaves_nothing(api, "roll", client, namespace)
 
 
 def test_a_gpu_step_no_node_can_hold_is_pending_with_the_schedulers_reason(

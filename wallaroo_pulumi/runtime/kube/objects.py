@@ -22,6 +22,8 @@ SIDEKICK_UID = 10001  # the runtime image's user
 GPU_RESOURCE = "nvidia.com/gpu"
 ARCH = {"x86": "amd64", "arm": "arm64"}
 TOKEN_KEY = "WALLAROO_SIDEKICK_TOKEN"
+#: The node label a step's accel is matched against, as a preference: a cluster without it still schedules.
+ACCEL_LABEL = "wallaroo.ai/accel"
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
@@ -129,6 +131,11 @@ class StepObjects:
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,  # no other Services' addresses in the model's env
             "nodeSelector": node_selector,
+            # a CPU step keeps off accelerator nodes, an accelerated one goes to its kind, where nodes say so
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                "weight": 100,
+                "preference": {"matchExpressions": [{"key": ACCEL_LABEL, "operator": "In", "values": [t.accel]}]},
+            }]}},
             "securityContext": {"runAsNonRoot": True, "runAsUser": SIDEKICK_UID, "runAsGroup": SIDEKICK_UID,
                                 "seccompProfile": {"type": "RuntimeDefault"}},
             "terminationGracePeriodSeconds": 10,

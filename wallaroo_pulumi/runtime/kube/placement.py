@@ -49,7 +49,10 @@ class KubernetesPlacement:
             return
         kind, name = self.settings.owner.split("/")
         api_version, resource = OWNER_KINDS[kind]
-        owner = await self.ctx.client.get(resource, name, namespace=self.ctx.namespace)
+        try:
+            owner = await self.ctx.client.get(resource, name, namespace=self.ctx.namespace)
+        except ApiError as exc:
+            raise RuntimeError(f"kube owner: cannot read {kind} {self.ctx.namespace}/{name}: {exc.status.message}") from None
         self.ctx.owner = Owner(api_version, kind, name, owner.metadata.uid)
 
     def pool(self, target: StepTarget, spec: SidekickSpec, replicas: int, policy: ScalePolicy | None) -> KubeStepPool:
