@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with kubernetes: a step with autoscale_min 0 scales to zero after this long "
                        "without requests (default 5m)")
 
+    migrate = rsub.add_parser("migrate", help="copy an embedded data dir into a PostgreSQL database and a bucket "
+                              "(stop the runtime first; replicas then run with --database and --object-store)")
+    migrate.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    migrate.add_argument("--database", default=None, metavar="URL", help="the target (or $WALLAROO_DATABASE_URL), empty")
+    migrate.add_argument("--object-store", required=True, metavar="URL", help="the target s3://bucket[/prefix]")
+
     token = rsub.add_parser("token", help="print the admin token (for `Authorization: Bearer ...`)")
     token.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
 
@@ -98,6 +104,31 @@ def build_parser() -> argparse.ArgumentParser:
     cli_ops.add_commands(sub, DEFAULT_DATA_DIR)
     cli_keys.add_commands(sub, DEFAULT_DATA_DIR)
     return parser
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from wallaroo_pulumi.runtime.db import OperationalError
+    from wallaroo_pulumi.runtime.migrate import MigrationError, migrate
+    from wallaroo_pulumi.runtime.secrets import KEY_ENV, MIN_KEY_CHARS
+    from wallaroo_pulumi.runtime.settings import DATABASE_URL_ENV
+
+    database = os.environ.pop(DATABASE_URL_ENV, None) or args.database
+    key = os.environ.pop(KEY_ENV, None)
+    if not database:
+        print(f"wallaroo-pulumi runtime migrate: database: give --database URL or ${DATABASE_URL_ENV}", file=sys.stderr)
+        return 2
+    if not key or len(key.strip()) < MIN_KEY_CHARS:
+        print(f"wallaroo-pulumi runtime migrate: ${KEY_ENV}: the key the replicas will seal credentials with "
+              f"(at least {MIN_KEY_CHARS} characters) is required", file=sys.stderr)
+        return 2
+    try:
+        counts = migrate(Path(args.data_dir).expanduser(), database, args.object_store, key)
+    except (MigrationError, OperationalError, ValueError) as exc:
+        print(f"wallaroo-pulumi runtime migrate: {exc}", file=sys.stderr)
+        return 1
+    print(f"migrated: {sum(n for k, n in counts.items() if k not in ('artifacts', 'log_rows'))} row(s), "
+          f"{counts['artifacts']} artifact(s), {counts['log_rows']} log row(s)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         serve(settings)
         return 0
+    if args.command == "runtime" and args.runtime_command == "migrate":
+        return _migrate(args)
     if args.command == "runtime" and args.runtime_command == "token":
         path = Path(args.data_dir).expanduser() / "admin.token"
         try:

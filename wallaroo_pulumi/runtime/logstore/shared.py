@@ -74,9 +74,10 @@ class SharedLogStore(LogStore):
             super().append(pipeline, table, sync=False)
             return
         self._log(pipeline)  # checks the name
-        self._publish(pipeline, f"{self.writer}-d{uuid.uuid4().hex}", normalize(table))
+        self.publish(pipeline, f"{self.writer}-d{uuid.uuid4().hex}", normalize(table))
 
-    def _publish(self, pipeline: str, name: str, table: pa.Table) -> None:
+    def publish(self, pipeline: str, name: str, table: pa.Table) -> None:
+        """Rows as the object `logs/<pipeline>/<name>.parquet`, then in the index (once, whatever the retries)."""
         key = f"logs/{pipeline}/{name}.parquet"
         with self.bucket.fs.open_output_stream(self.bucket.path(key)) as out:
             pq.write_table(table, out, compression="zstd")
@@ -101,7 +102,7 @@ class SharedLogStore(LogStore):
                 for seg in plog.cut():
                     table = pq.read_table(seg.path)
                     if table.num_rows:
-                        self._publish(pipeline, f"{self.writer}-{seg.seq:012d}", table)
+                        self.publish(pipeline, f"{self.writer}-{seg.seq:012d}", table)
                     plog.forget(seg)
                     moved += 1
         return moved
