@@ -31,6 +31,33 @@ POD_PLACEMENT_RULES = [
 ]
 
 
+#: What a runtime reads to reach its bucket (object_store_env), kept in the Secret.
+OBJECT_STORE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+                    "AWS_ENDPOINT_URL_S3", "AWS_REGION")
+
+
+def _secret_key(var: str) -> str:
+    return var.lower().replace("_", "-")
+
+
+def _check_scale_out(database_url: Any, object_store_url: str | None, object_store_env: dict[str, Any] | None,
+                     secrets_key: Any) -> bool:
+    """Whether the runtime is scaled out over nodes (a database and a bucket); refuses half of it."""
+    if (database_url is None) != (object_store_url is None):
+        raise ValueError("KubernetesRuntime: database_url and object_store_url go together: pods on many nodes keep "
+                         "metadata in PostgreSQL and artifacts and logs in a bucket; give both, or neither (one node)")
+    if object_store_url is not None and not object_store_url.startswith("s3://"):
+        raise ValueError(f"KubernetesRuntime: object_store_url: expected s3://bucket[/prefix], got {object_store_url!r}")
+    if database_url is not None and secrets_key is None:
+        raise ValueError("KubernetesRuntime: secrets_key: required with database_url (pods on other nodes open the "
+                         "credentials one pod sealed)")
+    unknown = sorted(set(object_store_env or {}) - set(OBJECT_STORE_ENV))
+    if unknown:
+        raise ValueError(f"KubernetesRuntime: object_store_env: unknown variable(s) {', '.join(unknown)}; "
+                         f"expected some of {', '.join(OBJECT_STORE_ENV)}")
+    return database_url is not None
+
+
 class KubernetesRuntime(pulumi.ComponentResource):
     """Outputs: `url` (in-cluster Service URL), `token` (secret), `namespace`, `connection`."""
 
@@ -58,6 +85,9 @@ class KubernetesRuntime(pulumi.ComponentResource):
         secrets_key: pulumi.Input[str] | None = None,
         sidekick_placement: str = "pods",
         sidekick_image: pulumi.Input[str] | None = None,
+        database_url: pulumi.Input[str] | None = None,
+        object_store_url: str | None = None,
+        object_store_env: dict[str, pulumi.Input[str]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         parse_memory_quantity(memory)  # fail at plan time with the field's message
@@ -69,12 +99,13 @@ class KubernetesRuntime(pulumi.ComponentResource):
         if sidekick_placement not in PLACEMENTS:
             raise ValueError(f"KubernetesRuntime: sidekick_placement must be 'pods' (each model step in pods of its "
                              f"own) or 'local' (processes in the runtime's pods); got {sidekick_placement!r}")
+        scale_out = _check_scale_out(database_url, object_store_url, object_store_env, secrets_key)
         access_mode = access_mode or "ReadWriteOnce"
         if access_mode not in ACCESS_MODES:
             raise ValueError(f"KubernetesRuntime: access_mode must be one of {', '.join(ACCESS_MODES)}; "
                              f"got {access_mode!r}")
         several = (autoscale_max or replicas) > 1
-        if several and access_mode == "ReadWriteOncePod":
+        if several and access_mode == "ReadWriteOncePod" and not scale_out:
             raise ValueError("KubernetesRuntime: access_mode 'ReadWriteOncePod' lets one pod mount the data "
                              "volume, but several replicas (and their scheduler pod) share it: use "
                              "'ReadWriteOnce' (all pods run on one node) or a single replica")
@@ -96,7 +127,10 @@ class KubernetesRuntime(pulumi.ComponentResource):
             metadata=meta,
             string_data={"token": pulumi.Output.secret(admin_token),
                          # seals sidekick credentials in runtime.db: a volume snapshot alone opens nothing
-                         **({"secrets-key": pulumi.Output.secret(secrets_key)} if secrets_key is not None else {})},
+                         **({"secrets-key": pulumi.Output.secret(secrets_key)} if secrets_key is not None else {}),
+                         # scaled out: where the metadata, artifacts and logs live, and the bucket's credentials
+                         **({"database-url": pulumi.Output.secret(database_url)} if database_url is not None else {}),
+                         **{_secret_key(var): pulumi.Output.secret(value) for var, value in (object_store_env or {}).items()}},
             opts=child,
         )
         # no token unless a pod asks for one: only serving pods placing steps as pods do (D35); model
@@ -117,7 +151,8 @@ class KubernetesRuntime(pulumi.ComponentResource):
                 subjects=[{"kind": "ServiceAccount", "name": account.metadata["name"], "namespace": namespace}],
                 opts=child,
             )
-        claim = k8s.core.v1.PersistentVolumeClaim(
+        # scaled out, a pod's data dir is its own (artifact copies, unshipped log rows): no shared volume
+        claim = None if scale_out else k8s.core.v1.PersistentVolumeClaim(
             f"{name}-data",
             metadata=meta,
             spec={
@@ -134,6 +169,9 @@ class KubernetesRuntime(pulumi.ComponentResource):
         secret_env = [("WALLAROO_ADMIN_TOKEN", "token")]
         if secrets_key is not None:
             secret_env.append(("WALLAROO_SECRETS_KEY", "secrets-key"))
+        if database_url is not None:
+            secret_env.append(("WALLAROO_DATABASE_URL", "database-url"))
+        secret_env += [(var, _secret_key(var)) for var in (object_store_env or {})]
 
         def pod(role: str, resources: dict[str, Any]) -> dict[str, Any]:
             places = pods and role != "scheduler"  # the scheduler pod runs no pipeline steps
@@ -144,11 +182,12 @@ class KubernetesRuntime(pulumi.ComponentResource):
                 "metadata": {"labels": {**labels, "wallaroo.ai/role": role}},
                 "spec": {
                     **({"nodeSelector": node_selector} if node_selector else {}),
-                    # one node for every pod of this runtime: SQLite (WAL) is shared by one kernel only
-                    "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                    # one node for every pod of this runtime: SQLite (WAL) is shared by one kernel only;
+                    # on PostgreSQL + a bucket the pods go wherever the scheduler puts them (D36)
+                    **({} if scale_out else {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
                         "labelSelector": {"matchLabels": labels},
                         "topologyKey": "kubernetes.io/hostname",
-                    }]}},
+                    }]}}}),
                     "serviceAccountName": account.metadata["name"],
                     "automountServiceAccountToken": places,
                     "enableServiceLinks": False,  # no other Services' addresses in the models' env
@@ -164,6 +203,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
                         "args": ["runtime", "serve", "--data-dir", "/data", "--host", "0.0.0.0",
                                  "--port", str(APP_PORT), "--role", role,
                                  *(["--log-retention", log_retention] if log_retention else []),
+                                 *(["--object-store", object_store_url] if object_store_url else []),
                                  *(placement if places else [])],
                         "env": [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret.metadata["name"], "key": key}}}
                                 for name, key in secret_env],
@@ -173,7 +213,8 @@ class KubernetesRuntime(pulumi.ComponentResource):
                         "resources": resources,
                         "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                     }],
-                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim.metadata["name"]}}],
+                    "volumes": [{"name": "data", **({"emptyDir": {}} if claim is None else
+                                                    {"persistentVolumeClaim": {"claimName": claim.metadata["name"]}})}],
                 },
             }
 
