@@ -242,7 +242,6 @@ def test_a_killed_sidekick_moves_requests_to_the_other_replica_and_its_pod_is_re
     first = {p.metadata.name for p in objects(client, namespace, "pair")["Pod"]}
     assert len(first) == 2
     victim = sorted(first)[0]
-    runner.kill(victim)
     failures: list[BaseException] = []
 
     def load() -> None:
@@ -252,12 +251,15 @@ def test_a_killed_sidekick_moves_requests_to_the_other_replica_and_its_pod_is_re
             except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
                 failures.append(exc)
 
-    threads = [threading.Thread(target=load) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    with runner.held():  # its pod stays Ready a while: requests reach the dead replica and move on
+        runner.kill(victim)
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
     assert not failures, failures[:3]
+    assert "trying another replica" in runtime.log_tail(100_000)
 
     def replaced() -> object:
         status = api.deployment_status(name)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ class PodRunner:
         self.ips: dict[str, str] = {}
         self._count = 0
         self._stop = threading.Event()
+        self._held = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod-runner", daemon=True)
         self.errors: list[str] = []
 
@@ -62,6 +64,15 @@ class PodRunner:
         for name in list(self.procs):
             self._kill(name)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Notice nothing meanwhile (a kubelet slow to report): a killed process keeps its pod Ready."""
+        self._held.set()
+        try:
+            yield
+        finally:
+            self._held.clear()
+
     def kill(self, pod: str) -> None:
         """SIGKILL a pod's process, as if its container crashed."""
         with contextlib.suppress(ProcessLookupError):
@@ -71,7 +82,8 @@ class PodRunner:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self._once()
+                if not self._held.is_set():
+                    self._once()
             except Exception as exc:  # noqa: BLE001 - the API server busy: next round; shown if a test fails
                 self.errors.append(f"{type(exc).__name__}: {exc}")
             self._stop.wait(self.poll_s)
