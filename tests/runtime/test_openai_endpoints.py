@@ -198,3 +198,22 @@ def test_upstream_failure_mid_call_is_an_openai_error(setup: Setup) -> None:
                 model="", messages=[{"role": "user", "content": "x"}], stream=True))
     finally:
         setup.vertex.faults.clear()
+
+
+def test_a_caller_that_leaves_mid_stream_still_gets_the_call_logged_whole(setup: Setup) -> None:
+    before = len(setup.admin.logs("azure-chat", limit=1000))
+    setup.azure.faults.set_token_interval(0.2)
+    try:
+        body = {"model": "", "stream": True, "messages": [{"role": "user", "content": "a long story about a cat"}]}
+        with httpx.stream("POST", setup.base_url("azure-chat") + "/chat/completions", json=body,
+                          headers=setup.server.headers, timeout=60) as response:
+            first = next(line for line in response.iter_lines() if line.startswith("data: "))
+        assert json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
+        deadline = time.monotonic() + 60
+        while len(logs := setup.admin.logs("azure-chat", limit=1000)) == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        setup.azure.faults.set_token_interval(0)
+    assert len(logs) == before + 1 and logs.iloc[0]["out.generated_text"] == "echo: a long story about a cat"
+    # the worker is free again: the next call is answered
+    assert setup.client("azure-chat").completions.create(model="", prompt="next").choices[0].text == "echo: next"
