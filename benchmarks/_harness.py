@@ -60,13 +60,15 @@ class Runtime:
     pid: int
 
 
-def start_runtime(data_dir: Path, log: Path | None = None) -> Runtime:
-    """Start the runtime on a free port with its own data dir; return once `/health` answers."""
+def start_runtime(data_dir: Path, log: Path | None = None, args: list[str] | None = None,
+                  env: dict[str, str] | None = None) -> Runtime:
+    """Start the runtime on a free port with its own data dir (plus `args`, and `env` over ours);
+    return once `/health` answers."""
     out = open(log, "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(data_dir),
-         "--port", "0", "--log-level", "warning"],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT,
+         "--port", "0", "--log-level", "warning", *(args or [])],
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT,
     )
     info = data_dir / "runtime.json"
     deadline = time.monotonic() + 60
