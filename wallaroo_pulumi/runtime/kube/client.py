@@ -4,6 +4,7 @@ link's timeouts."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,14 @@ from lightkube import AsyncClient, KubeConfig
 from wallaroo_pulumi.runtime.kube.objects import Owner
 
 FIELD_MANAGER = "wallaroo-runtime"
+HTTP_LOGGER = "httpx2"  # the HTTP client lightkube uses
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 def api_client(kubeconfig: Path | None = None) -> AsyncClient:
     """In a pod: its ServiceAccount; else ``kubeconfig``, $KUBECONFIG or ~/.kube/config."""
+    # one INFO line per API request (a pod list every few seconds per step) would drown the runtime's log
+    logging.getLogger(HTTP_LOGGER).setLevel(logging.WARNING)
     if kubeconfig is not None:
         config = KubeConfig.from_file(kubeconfig)
     elif os.environ.get("KUBECONFIG") and not (SERVICE_ACCOUNT_DIR / "token").exists():
