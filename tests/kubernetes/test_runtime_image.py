@@ -104,3 +104,61 @@ def test_the_image_serves_a_byop_as_a_non_root_user(container: Container, tmp_pa
     assert container.podman("exec", container.name, "id", "-u").strip() == str(RUNTIME_UID)
     status = container.podman("exec", container.name, "grep", "-E", "^(CapEff|NoNewPrivs)", "/proc/1/status")
     assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status
+
+
+def test_the_image_runs_a_sidekick_pod_as_its_manifest_says(runtime_image: str, tmp_path: Path) -> None:
+    """The container of a step's pod (D35), from the manifest the runtime applies: the link
+    server as the image's user, no capabilities, a read-only root and a /tmp of its own; the
+    runtime's client sends it the model and gets answers computed with the step's env."""
+    import asyncio
+    import hashlib
+    import re
+
+    from wallaroo_pulumi.runtime.kube.objects import StepObjects
+    from wallaroo_pulumi.runtime.sidekick.remote import ModelBundle, RemoteSidekick
+    from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
+    from wallaroo_pulumi.runtime.sidekick.steps import StepTarget
+
+    model = tmp_path / "env.zip"
+    with zipfile.ZipFile(model, "w") as zf:
+        zf.writestr("model.py", byop_source(
+            'n = len(input_data["x"])\n'
+            'return {"y": input_data["x"] * 2.0, "key": np.array([os.environ.get("SECRET_A", "-")] * n),'
+            ' "uid": np.array([os.getuid()] * n)}'))
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    spec = SidekickSpec(step_name="env", model_version="1", model_dir=tmp_path, env={"SECRET_A": "alpha"})
+    target = StepTarget(deployment_id=1, pipeline_name="p", pipeline_version="v", pipeline_version_id=1,
+                        model_name="env", model_version="1", sha=sha)
+    [container] = StepObjects(target, spec, "ns", "rt", runtime_image).deployment(1, [])["spec"]["template"][
+        "spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    port = _free_port()
+    env = {"WALLAROO_SIDEKICK_TOKEN": TOKEN, "SECRET_A": "alpha", "POD_IP": "127.0.0.1",
+           **{e["name"]: e["value"] for e in container["env"] if "value" in e}}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
+    args[args.index("--port") + 1] = str(port)  # the pod's port, on the host's network here
+    name = f"wallaroo-sidekick-test-{secrets.token_hex(3)}"
+    subprocess.run([
+        *PODMAN, "run", "--detach", "--rm", "--name", name, *LIMITS, "--network", "host",
+        "--user", f"{RUNTIME_UID}:{RUNTIME_UID}", "--cap-drop", "all", "--security-opt", "no-new-privileges",
+        "--read-only", "--tmpfs", "/tmp", *[a for k, v in env.items() for a in ("--env", f"{k}={v}")],
+        "--entrypoint", container["command"][0], runtime_image, *container["command"][1:], *args],
+        check=True, capture_output=True)
+    box = Container(name, f"127.0.0.1:{port}")
+    try:
+        async def link() -> pa.Table:
+            remote = RemoteSidekick("pod", "env", "127.0.0.1", port, TOKEN, ModelBundle(sha, model), load_timeout_s=90)
+            await remote.start()
+            try:
+                return await remote.predict(pa.table({"x": [1.0, 2.5]}))
+            finally:
+                await remote.stop()
+
+        try:
+            out = asyncio.run(link())
+        except Exception as exc:
+            raise AssertionError(f"{exc}\n{box.logs()[-3000:]}") from None
+        assert out.column("y").to_pylist() == [2.0, 5.0]
+        assert set(out.column("key").to_pylist()) == {"alpha"} and set(out.column("uid").to_pylist()) == {RUNTIME_UID}
+    finally:
+        subprocess.run([*PODMAN, "rm", "--force", "--time", "5", name], capture_output=True)
