@@ -10,7 +10,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from wallaroo_pulumi.runtime.sidekick import LocalPlacement, Sidekick, SidekickPool, SidekickPredictError
+from wallaroo_pulumi.runtime.sidekick import (
+    LocalPlacement,
+    Sidekick,
+    SidekickCrashedError,
+    SidekickPool,
+    SidekickPredictError,
+)
 
 from .sidekick_helpers import ModelFactory, one_row, run, spec_for
 
@@ -33,6 +39,8 @@ def _predict_stream(self, input_data):
                     time.sleep(0.01)
             if word == "boom":
                 raise ValueError("the model failed mid-stream")
+            if word == "die":
+                os._exit(7)
             yield {"row": np.array([row]), "delta": np.array([word], dtype=object)}
         words.append(str(text).upper())
     return {"out": np.array(words, dtype=object)}
@@ -140,3 +148,23 @@ def test_an_abandoned_stream_is_drained_and_requests_wait_for_it_unmerged(model_
             await pool.stop()
 
     run(scenario, timeout=60)
+
+
+def test_a_worker_that_dies_mid_stream_is_reported_and_restarted(model_factory: ModelFactory) -> None:
+    folder = streaming_model(model_factory)
+
+    async def scenario() -> None:
+        sk = Sidekick(spec_for(folder), LocalPlacement())
+        await sk.start()
+        try:
+            parts = sk.predict_stream(one_row(text="hello die"))
+            assert (await anext(parts)).table.column("delta").to_pylist() == ["hello"]
+            with pytest.raises(SidekickCrashedError, match="died while streaming an answer: exit code 7"):
+                await anext(parts)
+            # restarted: the next request waits for the new worker and is answered
+            assert (await sk.predict(one_row(text="again"))).to_pylist() == [{"out": "AGAIN"}]
+            assert sk.restarts == 1
+        finally:
+            await sk.stop()
+
+    run(scenario, timeout=90)
