@@ -100,7 +100,7 @@ def test_a_replica_killed_mid_upload_to_the_bucket_leaves_nothing_visible(replic
     bucket = replicas.bucket.removeprefix("s3://").split("/", 1)[0]
     api = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
                        aws_access_key_id=s3.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3.env["AWS_SECRET_ACCESS_KEY"])
-    zip_path = big_model(tmp_path / "big.zip", 160 * 2**20)
+    zip_path = big_model(tmp_path / "big.zip", 96 * 2**20)
 
     def upload() -> None:
         try:
@@ -136,7 +136,7 @@ def test_a_replica_killed_mid_listener_run_fails_over_and_no_row_is_scored_twice
 
     a, b = replicas(2, "--role", "serve", "--listener-lease", "3s")
     (sched,) = replicas(1, "--role", "scheduler", "--listener-lease", "3s")
-    texts = (GOOD + BAD) * 1000  # 5k rows: the kill lands mid-run
+    texts = (GOOD + BAD) * 400  # 2k rows: the kill lands mid-run
     seeder_db = PostgresDatabase(replicas.database)
     seeder = SharedLogStore(tmp_path / "seeder" / "logs", seeder_db, ObjectStore(replicas.bucket, s3.env))
     seeder.append("llm", llm_rows(texts, now_ms() - 300_000, step_ms=1))  # another writer's rows
@@ -147,7 +147,7 @@ def test_a_replica_killed_mid_listener_run_fails_over_and_no_row_is_scored_twice
         r = httpx.post(f"{srv.url}/v1/api/task/run_once", headers=srv.headers, timeout=30, json={
             "name": name, "workspace_id": 1, "timeout": 300,
             "json": {"monitored_pipeline": "llm", "listener_model": {"name": "combined"}, "window_seconds": 3600,
-                     "batch_size": 32}})
+                     "batch_size": 16}})
         assert r.status_code == 201, r.text
         return r.json()["id"]
 
@@ -157,7 +157,7 @@ def test_a_replica_killed_mid_listener_run_fails_over_and_no_row_is_scored_twice
         return r.json()
 
     first = run_once(a, "first")
-    wait_until(lambda: [r for r in runs(b, first) if r["status"] == "running" and r["rows_scored"] > 200], 120,
+    wait_until(lambda: [r for r in runs(b, first) if r["status"] == "running" and r["rows_scored"] > 50], 120,
                f"the run on replica a to score some rows: {runs(b, first)}\n{a.log_tail()}")
     a.kill9()
     (failed,) = wait_until(lambda: [r for r in runs(b, first) if r["status"] != "running"], 30,

@@ -13,8 +13,5 @@ from tests.runtime.test_models import (  # noqa: F401
     test_workspaces,
 )
 from tests.runtime.test_pipelines import test_versions_undeploy_redeploy_delete  # noqa: F401
-from tests.runtime.test_restart import (  # noqa: F401
-    test_kill9_restart_loses_nothing,
-    test_killed_upload_leaves_no_visible_version,
-)
+from tests.runtime.test_restart import test_kill9_restart_loses_nothing  # noqa: F401
 from tests.runtime.test_retention import test_runtime_prunes_logged_inferences_past_retention  # noqa: F401
