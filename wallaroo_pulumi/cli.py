@@ -205,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
             for error in exc.errors(include_url=False, include_input=False):
                 print(f"wallaroo-pulumi runtime serve: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
             return 2
-        serve(settings)
+        from wallaroo_pulumi.runtime.db import OperationalError
+
+        try:
+            serve(settings)
+        except OperationalError as exc:  # e.g. the --database server cannot be reached
+            print(f"wallaroo-pulumi runtime serve: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "runtime" and args.runtime_command == "migrate":
         return _migrate(args)

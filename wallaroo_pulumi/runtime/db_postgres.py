@@ -123,6 +123,10 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, max_connections: int = 8) -> None:
         self.url = url
         self._local = threading.local()
+        try:  # one plain connection first: its error says why (the pool's would only say it timed out)
+            psycopg.connect(url, connect_timeout=15).close()
+        except psycopg.Error as exc:
+            raise OperationalError(f"database: cannot connect to {self.describe()}: {str(exc).strip()}") from None
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url, min_size=1, max_size=max_connections, open=False, configure=_configure,
             kwargs={"row_factory": _rows, "cursor_factory": psycopg.ClientCursor, "autocommit": True},
