@@ -69,7 +69,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             "azure": {"AZURE_OPENAI_ENDPOINT": azure.azure_openai_endpoint, "AZURE_OPENAI_DEPLOYMENT": "gpt-4o-mini",
                       "AZURE_OPENAI_API_KEY": DEFAULT_AZURE_OPENAI_KEY},
             "vertex": {"APPLICATION_CREDENTIALS": json.dumps(account), "VERTEX_ENDPOINT_URL": vertex.endpoint_url,
-                       "VERTEX_API": "gemini"},
+                       "VERTEX_API": "gemini", "RETRY_BACKOFF_S": "0.05", "RETRY_MAX_BACKOFF_S": "0.2"},
         }
         vin, vout = listener_schemas("validator", carry=LLM_OUTPUT_SCHEMA)
         validator = admin.upload_model("validator", packaging.pack(BYOP_DIR / "listeners" / "validator", root).path,
