@@ -60,7 +60,7 @@ class AccessMiddleware:
         except WallarooError as exc:
             if isinstance(exc, Unauthorized):
                 self._hint(scope, exc)
-            await error_response(exc)(scope, receive, send)
+            await error_response(exc, scope["path"])(scope, receive, send)
             return
         token = current_key.set(key)
         try:
