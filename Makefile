@@ -28,10 +28,9 @@ k8s-tools: bootstrap
 image:
 	@scripts/runtime-image
 
-## Every benchmark, each printing its side-by-side table (installs the `bench` extra: LiteLLM).
+## Every benchmark, each printing its side-by-side table (LiteLLM, their comparison, in a venv of its own: scripts/litellm).
 bench: bootstrap
-	@$(ENV) python -c 'import litellm' 2>/dev/null || { echo "==> installing the bench extra (litellm[proxy])"; python -m pip install --quiet -e '.[bench]'; }
-	@$(ENV) for b in benchmarks/bench_*.py; do echo "== $$b"; python "$$b" || exit 1; done
+	@$(ENV) export LITELLM="$$(scripts/litellm)" && for b in benchmarks/bench_*.py; do echo "== $$b"; python "$$b" || exit 1; done
 
 clean:
 	rm -rf .state .pytest_cache

@@ -7,7 +7,7 @@ injected latency serves all three, side by side in one run:
 * **pipeline** — our runtime's inference URL for a one-step pipeline running the bundled
   ``openai_llm`` BYOP model (``components/byop/openai_llm``) in its sidekick, configured
   only by sidekick env (the same thing `examples/openai-managed-endpoint` deploys);
-* **litellm**  — a LiteLLM proxy (``pip install 'litellm[proxy]'``, the ``bench`` extra)
+* **litellm**  — a LiteLLM proxy (``$LITELLM``, else ``litellm`` on PATH; ``make bench`` sets it from ``scripts/litellm``)
   configured for the same upstream, same model, same key.
 
 For each: latency p50/p99 of sequential single requests (the added latency over direct is
@@ -104,7 +104,7 @@ def start_pipeline(work: Path, base_url: str, concurrency: int, replicas: int,
 
 
 def start_litellm(work: Path, base_url: str, procs: list[subprocess.Popen]) -> str | None:
-    exe = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
+    exe = os.environ.get("LITELLM") or shutil.which("litellm")
     if exe is None:
         return None
     port = free_port()
@@ -181,7 +181,7 @@ def main() -> int:
         if litellm_url:
             targets["litellm"] = chat_call(litellm_url, LITELLM_KEY)
         else:
-            print("litellm is not installed (pip install -e '.[bench]'): its column is skipped")
+            print("litellm not found (set LITELLM=$(scripts/litellm)): its column is skipped")
 
         results: dict[str, dict[str, float]] = {}
         for name, call in targets.items():

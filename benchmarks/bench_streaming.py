@@ -8,7 +8,7 @@ latency before its first event and a fixed interval between token events (a mode
 * **pipeline** — our runtime's ``{inference url}/openai/v1/chat/completions`` with ``stream: true``
   on a one-step pipeline running the bundled ``openai_llm`` BYOP model, whose version has
   ``openai_config`` enabled: every piece crosses the sidekick's CHUNK frames as it comes;
-* **litellm**  — a LiteLLM proxy (the ``bench`` extra) for the same upstream, ``stream: true``.
+* **litellm**  — a LiteLLM proxy (see bench_endpoints) for the same upstream, ``stream: true``.
 
 For each: TTFT (request sent to first content delta) and total time (to ``[DONE]``), p50/p99,
 sequential, then with concurrent clients. A streamed call holds a sidekick worker until it ends,
@@ -142,7 +142,7 @@ def main() -> int:
         if litellm_url:
             targets["litellm"] = (litellm_url, LITELLM_KEY)
         else:
-            print("litellm is not installed (pip install -e '.[bench]'): its column is skipped")
+            print("litellm not found (set LITELLM=$(scripts/litellm)): its column is skipped")
 
         table: dict[str, dict[str, float]] = {}
         for name, (url, key) in targets.items():
