@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 from wallaroo_pulumi.runtime.sidekick import protocol
@@ -28,11 +29,12 @@ DENIED = b"D"
 #: Frames that end an exchange: the worker answers each request with exactly one of them.
 TERMINAL = frozenset({protocol.RESPONSE, protocol.ERROR})
 _JSON_LEN = struct.Struct(">I")
+_CHUNK = 1 << 20
 
 
 async def read(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     """The next frame, of any type (the relay does not judge what it carries)."""
-    ftype, length = protocol.HEADER.unpack(await reader.readexactly(protocol.HEADER.size))
+    ftype, length = await read_header(reader)
     return ftype, (await reader.readexactly(length) if length else b"")
 
 
@@ -45,13 +47,35 @@ def write(writer: asyncio.StreamWriter, ftype: bytes, payload: bytes | memoryvie
         writer.write(payload)
 
 
-def model_payload(header: dict[str, Any], artifact: bytes) -> bytes:
-    """MODEL: a length-prefixed JSON header ({"requirements": [...]}) then the artifact zip."""
+async def send_model(writer: asyncio.StreamWriter, header: dict[str, Any], artifact: Path) -> None:
+    """MODEL: a length-prefixed JSON header ({"requirements": [...]}) then the artifact zip, sent
+    from the file in chunks (a model may be gigabytes)."""
     head = json.dumps(header).encode()
-    return _JSON_LEN.pack(len(head)) + head + artifact
+    size = artifact.stat().st_size
+    if _JSON_LEN.size + len(head) + size > protocol.MAX_FRAME:
+        raise protocol.ProtocolError(f"a model of {size} bytes exceeds the link's 4 GiB frame limit")
+    writer.write(protocol.HEADER.pack(MODEL, _JSON_LEN.size + len(head) + size) + _JSON_LEN.pack(len(head)) + head)
+    with artifact.open("rb") as fh:
+        while chunk := await asyncio.to_thread(fh.read, _CHUNK):
+            writer.write(chunk)
+            await writer.drain()
+    await writer.drain()
 
 
-def parse_model_payload(payload: bytes) -> tuple[dict[str, Any], memoryview]:
-    (n,) = _JSON_LEN.unpack_from(payload)
-    view = memoryview(payload)
-    return json.loads(bytes(view[_JSON_LEN.size:_JSON_LEN.size + n])), view[_JSON_LEN.size + n:]
+async def receive_model(reader: asyncio.StreamReader, length: int, dest: Path) -> dict[str, Any]:
+    """The rest of a MODEL frame of ``length`` bytes: its header, the artifact written to ``dest``."""
+    (n,) = _JSON_LEN.unpack(await reader.readexactly(_JSON_LEN.size))
+    header = json.loads(await reader.readexactly(n))
+    left = length - _JSON_LEN.size - n
+    with dest.open("wb") as fh:
+        while left:
+            chunk = await reader.readexactly(min(left, _CHUNK))
+            await asyncio.to_thread(fh.write, chunk)
+            left -= len(chunk)
+    return header
+
+
+async def read_header(reader: asyncio.StreamReader) -> tuple[bytes, int]:
+    """A frame's type and length, its payload left to read."""
+    ftype, length = protocol.HEADER.unpack(await reader.readexactly(protocol.HEADER.size))
+    return ftype, length

@@ -106,6 +106,10 @@ class RemoteSidekick:
                 self._state = "failed"
                 self._last_error = str(exc)
                 raise
+            except protocol.ProtocolError as exc:  # e.g. a model over the frame limit: no retry helps
+                self._state, self.load_failed = "failed", True
+                self._last_error = f"model {self.step_name!r}: {exc}"
+                raise SidekickLoadError(self._last_error, step_name=self.step_name) from None
 
     async def _connect(self) -> None:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S)
@@ -115,9 +119,7 @@ class RemoteSidekick:
             await writer.drain()
             ftype, body = await link.read(reader)
             if ftype == link.NEED_MODEL:
-                artifact = await asyncio.to_thread(self._bundle.artifact.read_bytes)
-                link.write(writer, link.MODEL, link.model_payload({"requirements": self._bundle.requirements}, artifact))
-                await writer.drain()
+                await link.send_model(writer, {"requirements": self._bundle.requirements}, self._bundle.artifact)
                 ftype, body = await link.read(reader)
         except BaseException:
             writer.close()

@@ -64,12 +64,13 @@ class SidekickServer:
             if self._sha is None:
                 link.write(writer, link.NEED_MODEL)
                 await writer.drain()
-                ftype, payload = await link.read(reader)
+                ftype, length = await link.read_header(reader)
                 if ftype != link.MODEL:
                     raise protocol.ProtocolError(f"expected the model, got frame {ftype!r}")
-                header, artifact = link.parse_model_payload(payload)
+                self.workdir.mkdir(parents=True, exist_ok=True)
+                header = await link.receive_model(reader, length, self.workdir / "model.zip")
                 self._sha = sha
-                self._answer = await self._load(header, artifact)
+                self._answer = await self._load(header)
             elif sha != self._sha:
                 await self._deny(writer, f"this pod serves model {self._sha[:12]}, not {sha[:12]}")
                 return
@@ -110,9 +111,9 @@ class SidekickServer:
                 raise ConnectionError("the worker exited during a request") from None
 
     # -- the model ----------------------------------------------------------------------
-    async def _load(self, header: dict, artifact: memoryview) -> tuple[bytes, bytes]:
+    async def _load(self, header: dict) -> tuple[bytes, bytes]:
         try:
-            model_dir, extra = await asyncio.to_thread(self._prepare, header, artifact)
+            model_dir, extra = await asyncio.to_thread(self._prepare, header)
         except Exception as exc:  # noqa: BLE001 - the client gets it as the model's load error
             log.warning("model %r: %s", self.name, exc)
             return protocol.LOAD_ERROR, protocol.json_payload(type=type(exc).__name__,
@@ -139,14 +140,12 @@ class SidekickServer:
             asyncio.get_running_loop().create_task(self._watch(proc))
         return answer
 
-    def _prepare(self, header: dict, artifact: memoryview) -> tuple[Path, list[Path]]:
-        """Unpack the artifact and pip-install its requirements into this pod's work folder."""
+    def _prepare(self, header: dict) -> tuple[Path, list[Path]]:
+        """Unpack the artifact received and pip-install its requirements into this pod's work folder."""
         from wallaroo_pulumi.runtime.requirements import pip_env, read_requirements
         from wallaroo_pulumi.runtime.sidekick.loader import unpack_artifact
 
-        self.workdir.mkdir(parents=True, exist_ok=True)
         zip_path = self.workdir / "model.zip"
-        zip_path.write_bytes(artifact)
         target = self.workdir / "model"
         shutil.rmtree(target, ignore_errors=True)
         model_dir = Path(unpack_artifact(zip_path, target))
