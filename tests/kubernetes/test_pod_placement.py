@@ -275,16 +275,22 @@ def test_a_killed_sidekick_moves_requests_to_the_other_replica_and_its_pod_is_re
 def test_an_idle_step_scales_to_zero_and_the_next_request_wakes_it(
         runtime: Server, api: WallarooClient, models: dict, plane: LocalControlPlane, namespace: str) -> None:
     client = plane.client()
-    deploy(api, "sleepy", [models["double"]], {"autoscale_min": 0, "autoscale_max": 2}, runtime, client, namespace)
+    name = deploy(api, "sleepy", [models["double"]], {"autoscale_min": 0, "autoscale_max": 2}, runtime, client,
+                  namespace)
     (dep,) = objects(client, namespace, "sleepy")["Deployment"]
     assert dep.spec.replicas == 1
     wait_for("scaled to zero after 3 s idle", lambda: client.get(Deployment, dep.metadata.name,
                                                                  namespace=namespace).spec.replicas == 0)
     wait_for("no pod left", lambda: not objects(client, namespace, "sleepy")["Pod"])
-    out = api.infer("sleepy", pd.DataFrame({"x": [3.0]}), timeout=180)  # waits for a pod, within the load timeout
-    assert list(out["out.y"]) == [6.0]
-    assert client.get(Deployment, dep.metadata.name, namespace=namespace).spec.replicas == 1
-    undeploy_leaves_nothing(api, "sleepy", client, namespace)
+    runtime.stop()  # a restart adopts the step as it is: at zero
+    runtime.start()
+    with runtime.client(timeout=180) as fresh:
+        fresh.wait_for_deployment(name, timeout_s=120)
+        assert client.get(Deployment, dep.metadata.name, namespace=namespace).spec.replicas == 0
+        out = fresh.infer("sleepy", pd.DataFrame({"x": [3.0]}))  # waits for a pod, within the load timeout
+        assert list(out["out.y"]) == [6.0]
+        assert client.get(Deployment, dep.metadata.name, namespace=namespace).spec.replicas == 1
+        undeploy_leaves_nothing(fresh, "sleepy", client, namespace)
 
 
 def test_a_busy_step_gets_another_replica(

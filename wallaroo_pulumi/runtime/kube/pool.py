@@ -143,6 +143,14 @@ class KubeStepPool:
             if exc.status.code != 404:
                 raise
         self._token = self._token or secrets.token_urlsafe(32)
+        if self.scale is not None and self.policy is not None:  # adopted: keep the replicas it was scaled to
+            try:
+                current = await client.get(Deployment, self.name, namespace=ns)
+                if current.spec is not None and current.spec.replicas is not None:
+                    self._desired = min(max(current.spec.replicas, self.scale.minimum), self.policy.maximum)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
         owners = [self.ctx.owner.reference()] if self.ctx.owner is not None else []
         await client.apply(ServiceAccount.from_dict(self.objects.service_account(owners)), force=True)
         await client.apply(Secret.from_dict(self.objects.secret(self._token, owners)), force=True)
