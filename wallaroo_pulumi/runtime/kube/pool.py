@@ -224,8 +224,15 @@ class KubeStepPool:
                 log.info("step %s: watching pods: %s; watching again", self.spec.step_name, exc)
                 await asyncio.sleep(1.0)
 
+    async def _refresh_replicas(self) -> None:
+        """The Deployment's replicas as they are (other serving replicas of the runtime set them too)."""
+        dep = await self.ctx.client.get(Deployment, self.name, namespace=self.ctx.namespace)
+        if dep.spec is not None and dep.spec.replicas is not None:
+            self._desired = dep.spec.replicas
+
     async def _sync(self) -> None:
-        """List the pods: what a watch may have missed while it reconnected."""
+        """List the pods and read the replicas: what a watch may have missed, what others changed."""
+        await self._refresh_replicas()
         pods = [p async for p in self.ctx.client.list(Pod, namespace=self.ctx.namespace, labels=self.objects.selector)]
         names = {p.metadata.name for p in pods}
         for name in [n for n in self._remotes if n not in names]:
@@ -292,6 +299,10 @@ class KubeStepPool:
         remote = self._choose(tried)
         if remote is not None:
             return remote
+        try:
+            await self._refresh_replicas()  # another serving replica may have scaled it to zero
+        except Exception as exc:  # noqa: BLE001 - the API server away: go on with what this process knows
+            log.warning("step %s: reading its replicas: %s", self.spec.step_name, exc)
         if self._desired == 0 and self.scale is not None:
             log.info("step %s: a request wakes it from zero replicas", self.spec.step_name)
             await self._scale_to(max(1, self.scale.minimum))
