@@ -82,6 +82,17 @@ def test_deploy_through_one_replica_infer_through_all(replicas, tmp_path: Path) 
         if not cursor:
             break
     assert sorted(seen) == [float(i) for i in range(12)]
+    # a key made through one replica works through another at once; revoked through a third, it stops there too
+    created = clients[0].create_key("web", "inference", pipelines=["shared"])
+    secret = created.secret.get_secret_value()
+
+    def infer_with_key(srv: Server) -> int:
+        return httpx.post(f"{srv.url}/v1/api/pipelines/infer/shared", json=[{"x": 1.0}], timeout=30, headers={
+            "Authorization": f"Bearer {secret}", "Content-Type": "application/json; format=pandas-records"}).status_code
+
+    assert infer_with_key(c) == 200
+    clients[1].revoke_key(created.key.id)
+    wait_until(lambda: infer_with_key(c) == 401, 10, "the revocation to hold on replica c")
     clients[1].undeploy("shared")
     for client in clients:
         wait_until(lambda client=client: client.get_pipeline("shared").status == "undeployed", 30, "undeploy to converge")
