@@ -129,7 +129,6 @@ class SharedLogStore(LogStore):
             raise ValueError(f"limit must be at least 1, got {limit}")
         after = decode_cursor(cursor) if cursor else None
         start_ms, end_ms = to_ms(start), to_ms(end)
-        self._log(pipeline)  # checks the name
         self.ship(pipeline)  # this replica's own rows first: a reader sees what it wrote
         where, params = ["pipeline = ?"], [pipeline]
         if start_ms is not None:
