@@ -35,6 +35,9 @@ class ObjectStore:
             ep = urlparse(endpoint)
             self.endpoint = ep.netloc or ep.path
             options.update(endpoint_override=self.endpoint, scheme=ep.scheme or "https")
+        if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):  # else the SDK's own sources (a role)
+            options.update(access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
+                           session_token=env.get("AWS_SESSION_TOKEN"))
         self.fs = fs.S3FileSystem(**options)  # type: ignore[arg-type]
 
     def path(self, key: str) -> str:
