@@ -454,9 +454,10 @@ class Sidekick:
             self._busy_total += time.monotonic() - self._busy_since
             self._busy = False
 
-    async def _guarded(self, proc: asyncio.subprocess.Process, io: Awaitable[T]) -> T:
-        """One read or write of a stream's frames; a worker that dies meanwhile is restarted and
-        reported as crashed, a cancelled read restarts it clean (its frames would be out of step)."""
+    async def _guarded(self, proc: asyncio.subprocess.Process, io: Awaitable[T], streamed: bool = True) -> T:
+        """One read or write of the worker's frames; a worker that dies meanwhile is restarted and
+        reported as crashed. Only stop() or a consumer leaving cancels one: the answer could still
+        come and be read as the next request's, so the worker restarts clean."""
         name = self.spec.step_name
         try:
             return await io
@@ -466,7 +467,8 @@ class Sidekick:
                 raise stopped_error(name) from None
             hint = self._oom_note(proc) or (" (killed: possibly out of memory)" if rc == -signal.SIGKILL else "")
             detail = f"; {exc}" if isinstance(exc, protocol.ProtocolError) else ""
-            message = (f"sidekick of step {name!r} (pid {proc.pid}) died while streaming an answer: "
+            doing = "streaming an answer" if streamed else "handling a request"
+            message = (f"sidekick of step {name!r} (pid {proc.pid}) died while {doing}: "
                        f"{describe_exit(rc)}{hint}{detail}{self._tail_text(3)}; it is being restarted")
             self._last_error = message
             log.warning("%s", message)
@@ -474,7 +476,8 @@ class Sidekick:
             raise SidekickCrashedError(message, step_name=name) from None
         except asyncio.CancelledError:
             if not self._stopping:
-                self._last_error = f"sidekick of step {name!r} restarted: a streamed request was cancelled mid-flight"
+                request = "a streamed request" if streamed else "a request"
+                self._last_error = f"sidekick of step {name!r} restarted: {request} was cancelled mid-flight"
                 await self._kill(proc)
                 self._after_exit(proc)
             raise
@@ -492,8 +495,7 @@ class Sidekick:
                             step_name=name)
 
     async def _exchange(self, table: pa.Table) -> pa.Table:
-        """One request frame to the worker and its answer (the only place that talks to it)."""
-        name = self.spec.step_name
+        """One request frame to the worker and its answer."""
         payload = memoryview(protocol.table_to_ipc(table))
         async with self._lock:
             proc = await self._await_ready()
@@ -501,29 +503,8 @@ class Sidekick:
             self._busy = True
             self._busy_since = time.monotonic()
             try:
-                await protocol.write_frame_async(proc.stdin, protocol.REQUEST, payload)
-                ftype, body = await protocol.read_frame_async(proc.stdout)
-            except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError, protocol.ProtocolError) as exc:
-                rc = await self._reap(proc)
-                if self._stopping:
-                    raise stopped_error(name) from None
-                hint = self._oom_note(proc) or (" (killed: possibly out of memory)" if rc == -signal.SIGKILL else "")
-                detail = f"; {exc}" if isinstance(exc, protocol.ProtocolError) else ""
-                message = (f"sidekick of step {name!r} (pid {proc.pid}) died while handling a request: "
-                           f"{describe_exit(rc)}{hint}{detail}{self._tail_text(3)}; it is being restarted")
-                self._last_error = message
-                log.warning("%s", message)
-                self._after_exit(proc)
-                raise SidekickCrashedError(message, step_name=name) from None
-            except asyncio.CancelledError:
-                # Only stop() cancels the sender. The answer may still come and would be read as
-                # the next request's: restart clean.
-                if not self._stopping:
-                    self._last_error = f"sidekick of step {name!r} restarted: a request was cancelled mid-flight"
-                    await self._kill(proc)
-                    self._after_exit(proc)
-                raise
+                await self._guarded(proc, protocol.write_frame_async(proc.stdin, protocol.REQUEST, payload), streamed=False)
+                ftype, body = await self._guarded(proc, protocol.read_frame_async(proc.stdout), streamed=False)
             finally:
-                self._busy_total += time.monotonic() - self._busy_since
-                self._busy = False
+                self._end_busy()
         return self._answer(ftype, body)
