@@ -88,6 +88,7 @@ class KubernetesRuntime(pulumi.ComponentResource):
         database_url: pulumi.Input[str] | None = None,
         object_store_url: str | None = None,
         object_store_env: dict[str, pulumi.Input[str]] | None = None,
+        backing_services: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         parse_memory_quantity(memory)  # fail at plan time with the field's message
@@ -99,7 +100,10 @@ class KubernetesRuntime(pulumi.ComponentResource):
         if sidekick_placement not in PLACEMENTS:
             raise ValueError(f"KubernetesRuntime: sidekick_placement must be 'pods' (each model step in pods of its "
                              f"own) or 'local' (processes in the runtime's pods); got {sidekick_placement!r}")
-        scale_out = _check_scale_out(database_url, object_store_url, object_store_env, secrets_key)
+        if backing_services and (database_url is not None or object_store_url is not None or secrets_key is None):
+            raise ValueError("KubernetesRuntime: backing_services declares a PostgreSQL and a MinIO for the runtime: "
+                             "give it secrets_key (their passwords derive from it) and no database_url/object_store_url")
+        scale_out = backing_services or _check_scale_out(database_url, object_store_url, object_store_env, secrets_key)
         access_mode = access_mode or "ReadWriteOnce"
         if access_mode not in ACCESS_MODES:
             raise ValueError(f"KubernetesRuntime: access_mode must be one of {', '.join(ACCESS_MODES)}; "
@@ -122,6 +126,13 @@ class KubernetesRuntime(pulumi.ComponentResource):
                                        opts=child)
             child = pulumi.ResourceOptions(parent=self, depends_on=[ns])
 
+        if backing_services:  # a small PostgreSQL and MinIO in the namespace (components/kubernetes_backing.py)
+            from wallaroo_pulumi.components.kubernetes_backing import declare_backing
+
+            assert secrets_key is not None
+            backing = declare_backing(name, namespace, meta, storage_size, storage_class, secrets_key, child)
+            database_url, object_store_url = backing.database_url, backing.object_store_url
+            object_store_env = backing.object_store_env
         secret = k8s.core.v1.Secret(
             f"{name}-token",
             metadata=meta,

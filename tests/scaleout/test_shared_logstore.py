@@ -80,3 +80,11 @@ def test_retention_by_one_writer_removes_every_writers_old_segments(writers) -> 
     after = bucket.fs.get_file_info(FileSelector(
         bucket.path("logs/p"), recursive=True))
     assert len(after) == 1
+
+
+def test_a_missing_bucket_is_created_once(s3: S3Server) -> None:
+    bucket = ObjectStore(f"s3://made-by-the-runtime-{id(s3)}/prefix", s3.env)
+    assert not bucket.exists("artifacts/x")
+    bucket.ensure_bucket()
+    bucket.ensure_bucket()  # there now: nothing to do
+    assert bucket.fs.get_file_info(bucket.bucket).type.name == "Directory"

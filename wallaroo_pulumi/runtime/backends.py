@@ -28,7 +28,9 @@ def open_artifacts(data_dir: Path, object_store_url: str | None = None) -> Artif
     from wallaroo_pulumi.runtime.artifacts_remote import RemoteArtifactStore
     from wallaroo_pulumi.runtime.object_store import ObjectStore
 
-    return RemoteArtifactStore(data_dir / "artifacts", ObjectStore(object_store_url))
+    bucket = ObjectStore(object_store_url)
+    bucket.ensure_bucket()
+    return RemoteArtifactStore(data_dir / "artifacts", bucket)
 
 
 def open_logstore(data_dir: Path, object_store_url: str | None, db: Database) -> LogStore:

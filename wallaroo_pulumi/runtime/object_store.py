@@ -29,7 +29,8 @@ class ObjectStore:
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-        options: dict[str, object] = {"region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"}
+        options: dict[str, object] = {"region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+                                      "allow_bucket_creation": True}  # only ensure_bucket creates one
         self.endpoint = None
         if endpoint:
             ep = urlparse(endpoint)
@@ -39,6 +40,18 @@ class ObjectStore:
             options.update(access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
                            session_token=env.get("AWS_SESSION_TOKEN"))
         self.fs = fs.S3FileSystem(**options)  # type: ignore[arg-type]
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it does not exist (a fresh MinIO); a ValueError naming it if that fails."""
+        try:
+            missing = self.fs.get_file_info(self.bucket).type == fs.FileType.NotFound
+        except OSError:  # not allowed to look: take it as there
+            return
+        if missing:
+            try:
+                self.fs.create_dir(self.bucket)
+            except OSError as exc:
+                raise ValueError(f"object_store: bucket {self.bucket!r} does not exist and cannot be created: {exc}") from None
 
     def path(self, key: str) -> str:
         return "/".join(p for p in (self.bucket, self.prefix, key) if p)
