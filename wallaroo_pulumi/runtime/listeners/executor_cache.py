@@ -30,6 +30,7 @@ class ExecutorCache:
         self.placement = placement
         self.idle_seconds = idle_seconds
         self._executors: dict[Key, _Cached] = {}
+        self._retired: dict[int, _Cached] = {}  # broken, replaced, still in use: by id of their executor
         self._lock = asyncio.Lock()
 
     async def acquire(self, ref: ListenerModelRef) -> tuple[Key, Executor]:
@@ -38,6 +39,8 @@ class ExecutorCache:
         async with self._lock:
             c = self._executors.get(key)
             if c is None or c.broken:
+                if c is not None:  # still in use: its last user stops it
+                    self._retired[id(c.executor)] = c
                 ex = make_executor(ref, self.mode, self.placement)
                 await ex.start()
                 c = self._executors[key] = _Cached(ex, 0, time.monotonic())
@@ -45,20 +48,23 @@ class ExecutorCache:
             c.last_used = time.monotonic()
             return key, c.executor
 
-    async def release(self, key: Key, broken: bool) -> None:
-        """Give back an executor; a broken one is stopped once its last user releases it."""
-        async with self._lock:
-            c = self._executors.get(key)
+    def release(self, key: Key, executor: Executor, broken: bool) -> Executor | None:
+        """Give back `executor` (at once: no lock, as a listener model starting may hold it for
+        minutes). A broken one is returned, for the caller to stop, once its last user gave it back."""
+        c = self._executors.get(key)
+        if c is None or c.executor is not executor:  # already replaced: a broken one's last user stops it
+            c = self._retired.get(id(executor))
             if c is None:
-                return
-            c.refs -= 1
-            c.last_used = time.monotonic()
-            if broken:
-                c.broken = True
-            if c.broken and c.refs <= 0:
-                del self._executors[key]
-                with contextlib.suppress(Exception):
-                    await c.executor.stop()
+                return None
+        c.refs -= 1
+        c.last_used = time.monotonic()
+        c.broken = c.broken or broken
+        if not (c.broken and c.refs <= 0):
+            return None
+        if self._executors.get(key) is c:
+            del self._executors[key]
+        self._retired.pop(id(executor), None)
+        return c.executor
 
     async def reap(self) -> None:
         """Stop the executors nobody has used for `idle_seconds`."""
@@ -67,13 +73,13 @@ class ExecutorCache:
         now = time.monotonic()
         async with self._lock:
             for key, c in list(self._executors.items()):
-                if c.refs <= 0 and now - c.last_used > self.idle_seconds:
-                    del self._executors[key]
+                if c.refs <= 0 and now - c.last_used > self.idle_seconds and self._executors.pop(key, None):
                     with contextlib.suppress(Exception):
                         await c.executor.stop()
 
     async def close(self) -> None:
-        for c in list(self._executors.values()):
+        for c in [*self._executors.values(), *self._retired.values()]:
             with contextlib.suppress(Exception):
                 await c.executor.stop()
         self._executors.clear()
+        self._retired.clear()

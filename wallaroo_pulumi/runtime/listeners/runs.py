@@ -174,15 +174,16 @@ class Runs:
             say(f"failed: {error}")
             log.warning("listener run %s failed: %s", rid, error)
         finally:
-            if key is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.executors.release(key, broken))
+            retired = self.executors.release(key, executor, broken) if key is not None else None
             if stats.rows_read:
                 store.update_run(rid, rows_read=stats.rows_read, rows_scored=stats.rows_scored,
                                  rows_skipped=stats.rows_skipped)
             if store.finish_run(rid, status, error) and self.metrics is not None:
                 self.metrics.listener_run(task["monitored_pipeline"], task["listener_model"]["name"], status,
                                           stats.rows_scored, time.monotonic() - started)
+            if retired is not None:  # a broken executor: stopped after the outcome is recorded (it may take a while)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(retired.stop())
             self._runs.pop(rid, None)
             self._run_task.pop(rid, None)
             self._kill_requested.discard(rid)
