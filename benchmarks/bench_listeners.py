@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 
 from wallaroo_pulumi import scorers as S  # noqa: E402
-from wallaroo_pulumi.runtime.db import Database  # noqa: E402
+from wallaroo_pulumi.runtime.db import SqliteDatabase  # noqa: E402
 from wallaroo_pulumi.runtime.listeners import ListenerService  # noqa: E402
 from wallaroo_pulumi.runtime.listeners.service import parse_args  # noqa: E402
 from wallaroo_pulumi.runtime.logstore import LogStore  # noqa: E402
@@ -91,7 +91,7 @@ async def main_async(a: argparse.Namespace) -> None:
     mode = "sidekick" if a.executor == "auto" else a.executor
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        db = Database(data / "runtime.db")
+        db = SqliteDatabase(data / "runtime.db")
         logs = LogStore(data / "logs")
         t0 = int(time.time() * 1000) - 86400_000
         texts_by_size = {}
@@ -107,8 +107,8 @@ async def main_async(a: argparse.Namespace) -> None:
                 # warm: model load / sidekick start is reported separately, not in rows/s
                 w0 = time.perf_counter()
                 ref = await svc.resolve(1, parse_args({"monitored_pipeline": "x", "listener_model": {"name": name}}))
-                key, _ex = await svc.executors.acquire(ref)
-                await svc.executors.release(key, False)
+                key, executor = await svc.executors.acquire(ref)
+                svc.executors.release(key, executor, False)
                 load_s = time.perf_counter() - w0
                 sample = texts_by_size[sizes[-1]][:20_000]
                 s0 = time.perf_counter()
