@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from wallaroo_pulumi.testing.processes import stop_process
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
@@ -85,13 +87,7 @@ class Proc:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, grace_s=30)
 
     def wait_runs(self, task_id: str, n: int = 1, timeout: float = 120) -> list[dict]:
         deadline = time.monotonic() + timeout

@@ -20,6 +20,7 @@ import pytest
 
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.testing.byop import byop_source
+from wallaroo_pulumi.testing.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,13 +91,7 @@ class Server:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def client(self, timeout: float = 60) -> WallarooClient:
         return WallarooClient(self.url, self.token, timeout=timeout)

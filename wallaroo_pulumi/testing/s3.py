@@ -4,7 +4,6 @@ subprocess on a free loopback port, and the environment a runtime reads to reach
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import uuid
 from pathlib import Path
 
 import httpx
+
+from wallaroo_pulumi.testing.processes import stop_process
 
 #: moto keeps a body sent with the AWS SDK's optional checksums (aws-chunked) as is: the clients
 #: of a moto server send checksums only where S3 requires them (S3 and MinIO take either).
@@ -74,10 +75,4 @@ class S3Server:
         return f"s3://{name}/wallaroo"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
