@@ -33,6 +33,7 @@ from wallaroo_pulumi.runtime.sidekick.remote import ModelBundle, RemoteSidekick
 
 log = logging.getLogger("wallaroo.kube")
 MAX_ATTEMPTS = 3  # replicas one request is tried on
+DRAIN_S = 30.0  # the longest a stopping pool waits for the requests it is answering
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,12 @@ class KubeStepPool:
         return self._stopped
 
     async def stop(self) -> None:
-        """Unlink every replica and delete the step's objects (kept while the runtime itself stops)."""
+        """Let the requests already here finish (a redeploy stops the old pool as soon as the new one
+        serves), then unlink every replica and delete the step's objects (kept while the runtime itself stops)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_S
+        while self._requests and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         self._stopped = True
         tasks = self._tasks + list(self._connecting.values())
         for task in tasks:
