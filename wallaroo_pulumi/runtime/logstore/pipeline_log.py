@@ -1,8 +1,10 @@
-"""`PipelineLog`: one pipeline's segment log. It appends to an active stream segment, rotates it,
-seals closed segments into Parquet, recovers orphans, indexes peers' segments and prunes old ones."""
+"""`PipelineLog`: one pipeline's segment log. It appends to an active stream segment, rotates it
+(by rows, bytes or age), seals closed segments into Parquet, compacts small sealed ones, recovers
+orphans, indexes peers' segments and prunes old ones."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -13,12 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wallaroo_pulumi.runtime.fsync import fsync_dir
-from wallaroo_pulumi.runtime.logstore.query import LogPage, Order, decode_cursor, read_page
+from wallaroo_pulumi.runtime.logstore.query import LogPage, Order, ParquetSource, Source, decode_cursor, read_page
 from wallaroo_pulumi.runtime.logstore.segments import (
     Segment,
     Segments,
     create_stream,
-    read_segment,
+    parts_of,
     read_stream_file,
     seal_orphan,
     segment_path,
@@ -28,13 +30,22 @@ from wallaroo_pulumi.runtime.logstore.segments import (
 from wallaroo_pulumi.runtime.logstore.time_column import bounds
 
 _STALE_TMP_S = 600.0
+_COALESCE_BATCHES = 64  # the active segment's in-memory batches are merged into one past this many
 
 
 class PipelineLog:
-    def __init__(self, directory: Path, segment_rows: int, segment_bytes: int) -> None:
+    def __init__(
+        self, directory: Path, segment_rows: int, segment_bytes: int, seal_after_s: float = 60.0,
+        compact_min_files: int = 4,
+    ) -> None:
         self.dir = directory
         self.segment_rows = segment_rows
         self.segment_bytes = segment_bytes
+        self.seal_after_s = seal_after_s
+        self.compact_min_files = compact_min_files  # 0: never compact (a shipper moves sealed files away)
+        self.active_batches: list[pa.RecordBatch] = []  # our active segment's rows, for readers
+        self.active_coalesced = 0  # how many of them are already merged ones
+        self.active_opened = 0.0  # monotonic
         self.lock = threading.RLock()
         self.sealed: list[Segment] = []
         self.active_seq: int | None = None
@@ -70,13 +81,16 @@ class PipelineLog:
         if seq is None or any(s.seq == seq for s in self.sealed):
             return
         try:
+            st = path.stat()
             meta = pq.read_metadata(path)
             tmin = tmax = None
             if meta.num_rows:
                 tmin, tmax = bounds(pq.read_table(path, columns=["time"]))
+            schema = meta.schema.to_arrow_schema().remove_metadata()
         except (OSError, pa.ArrowInvalid):
             return  # being replaced (tmp + rename) or removed: the next listing sees it
-        self.sealed.append(Segment(seq, path, meta.num_rows, tmin, tmax, meta.schema.to_arrow_schema()))
+        self.sealed.append(Segment(seq, path, meta.num_rows, tmin, tmax, schema, parts=parts_of(meta),
+                                   stamp=(st.st_ino, st.st_size)))
         self.sealed.sort(key=lambda s: s.seq)
 
     def _next_seq(self) -> int:
@@ -99,7 +113,7 @@ class PipelineLog:
         if self.active_rows:  # the file stays open, and flocked, until it is sealed
             self.closed.append(
                 Segment(self.active_seq, self.active_path, self.active_rows, self.active_tmin, self.active_tmax,
-                        self.active_schema, self.active_file)
+                        self.active_schema, self.active_file, data=self._active_table())
             )
         else:
             self.active_path.unlink(missing_ok=True)
@@ -111,7 +125,35 @@ class PipelineLog:
         self.active_schema = None
         self.active_rows = self.active_bytes = 0
         self.active_tmin = self.active_tmax = None
+        self.active_batches = []
+        self.active_coalesced = 0
         self.dirty = False
+
+    def _remember(self, table: pa.Table) -> None:
+        """Keep an appended table for readers of the active segment, coalesced: every
+        `_COALESCE_BATCHES` small batches become one, and as many of those one again."""
+        self.active_batches.extend(table.to_batches())
+        if len(self.active_batches) - self.active_coalesced > _COALESCE_BATCHES:
+            tail = pa.Table.from_batches(self.active_batches[self.active_coalesced:], schema=self.active_schema)
+            self.active_batches[self.active_coalesced:] = tail.combine_chunks().to_batches()
+            self.active_coalesced = len(self.active_batches)
+            if self.active_coalesced > _COALESCE_BATCHES:
+                self.active_batches = self._active_table().combine_chunks().to_batches()
+                self.active_coalesced = len(self.active_batches)
+
+    def _active_table(self) -> pa.Table | None:
+        if not self.active_batches:
+            return None
+        return pa.Table.from_batches(self.active_batches, schema=self.active_schema)
+
+    def rotate_if_old(self) -> bool:
+        """Close the active segment once it is `seal_after_s` old (sealed by time as well as by
+        size); True when a closed segment waits to be sealed."""
+        with self.lock:
+            if (self.active_writer is not None and self.seal_after_s > 0
+                    and time.monotonic() - self.active_opened >= self.seal_after_s):
+                self._rotate()
+            return bool(self.closed)
 
     def seal_pending(self) -> None:
         """Convert closed stream segments to Parquet (temp + fsync + rename). Runs off the
@@ -122,16 +164,21 @@ class PipelineLog:
                     if not self.closed:
                         return
                     seg = self.closed[0]
-                table = read_stream_file(seg.path)
+                table = seg.data if seg.data is not None else read_stream_file(seg.path)
                 path = write_parquet(self.dir, seg.seq, table) if table is not None and table.num_rows else None
                 with self.lock:
                     self.closed.pop(0)
                     if path is not None:
-                        self.sealed.append(Segment(seg.seq, path, table.num_rows, seg.tmin, seg.tmax, table.schema))
+                        st = path.stat()
+                        self.sealed.append(Segment(seg.seq, path, table.num_rows, seg.tmin, seg.tmax, table.schema,
+                                                   stamp=(st.st_ino, st.st_size)))
                         self.sealed.sort(key=lambda x: x.seq)
                     seg.path.unlink(missing_ok=True)
                     if seg.handle is not None:
                         seg.handle.close()  # releases the flock: nothing left to recover
+                    seg.data = None
+                if self.compact_min_files:
+                    self.compact()
 
     def append(self, table: pa.Table, sync: bool = True) -> bool:
         """Returns True when a segment was closed and waits to be sealed."""
@@ -142,8 +189,10 @@ class PipelineLog:
                 self.active_seq, self.active_path, self.active_file = create_stream(self.dir, self._next_seq)
                 self.active_writer = pa.ipc.new_stream(self.active_file, table.schema)
                 self.active_schema = table.schema
+                self.active_opened = time.monotonic()
                 fsync_dir(self.dir)
             self.active_writer.write_table(table)
+            self._remember(table)
             self.active_file.flush()  # in the kernel now: survives a kill -9 of this process
             if sync:
                 os.fsync(self.active_file.fileno())
@@ -156,7 +205,8 @@ class PipelineLog:
             if lo is not None:
                 self.active_tmin = lo if self.active_tmin is None else min(self.active_tmin, lo)
                 self.active_tmax = hi if self.active_tmax is None else max(self.active_tmax, hi)
-            if self.active_rows >= self.segment_rows or self.active_bytes >= self.segment_bytes:
+            if (self.active_rows >= self.segment_rows or self.active_bytes >= self.segment_bytes
+                    or (self.seal_after_s > 0 and time.monotonic() - self.active_opened >= self.seal_after_s)):
                 self._rotate()
             pending = bool(self.closed)
         if pending and sync:
@@ -195,21 +245,38 @@ class PipelineLog:
 
     # -- reading ---------------------------------------------------------
     def _peer_segments(self, read_live: bool = True) -> Segments:
-        """What peers wrote since we last looked: new sealed segments (indexed once), and their
-        active stream segments (sealed here if their writer died; read now unless `read_live`
-        is False, for callers that only need the index)."""
+        """What peers wrote since we last looked: new sealed segments (indexed once; again when
+        compaction rewrote the file), and their active stream segments (sealed here if their
+        writer died; read now unless `read_live` is False, for callers that only need the index)."""
         live: Segments = []
         with self.lock:
-            ours = {s.seq for s in self.sealed} | {s.seq for s in self.closed}
+            sealed = {s.seq: s for s in self.sealed}
+            ours = set(sealed) | {s.seq for s in self.closed}
             if self.active_seq is not None:
                 ours.add(self.active_seq)
         names = sorted(os.listdir(self.dir))
         parquet = {seq for seq in (seq_of(n) for n in names if n.endswith(".parquet")) if seq is not None}
+        gone = [seq for seq in sealed if seq not in parquet]
+        if gone:  # pruned or merged by another process
+            with self.lock:
+                self.sealed = [s for s in self.sealed if s.seq not in gone]
         for name in names:
             seq = seq_of(name)
-            if seq is None or seq in ours:
+            if seq is None:
                 continue
             path = self.dir / name
+            if seq in ours:
+                seg = sealed.get(seq)
+                if seg is not None and name.endswith(".parquet"):
+                    try:
+                        st = path.stat()
+                    except OSError:
+                        continue
+                    if seg.stamp is not None and seg.stamp != (st.st_ino, st.st_size):  # compacted elsewhere
+                        with self.lock:
+                            self.sealed = [s for s in self.sealed if s.seq != seq]
+                            self._add_sealed(path)
+                continue
             if name.endswith(".parquet"):
                 with self.lock:
                     self._add_sealed(path)
@@ -227,12 +294,14 @@ class PipelineLog:
         return live
 
     def _segments(self) -> Segments:
-        """Sealed segments (table read lazily), peers' active ones and ours (read now), by number."""
+        """Sealed segments (read lazily, by row group), closed and active ones of ours (in memory)
+        and peers' active ones (read now), by number. Nothing is read under the lock: an append
+        never waits for a reader."""
         peers = self._peer_segments()
         with self.lock:
-            segs: Segments = [(s, None) for s in sorted(self.sealed + self.closed, key=lambda x: x.seq)]
+            segs: Segments = [(s, s.data) for s in sorted(self.sealed + self.closed, key=lambda x: x.seq)]
             if self.active_writer is not None and self.active_rows:
-                table = read_stream_file(self.active_path)
+                table = self._active_table()
                 if table is not None and table.num_rows:
                     seg = Segment(
                         self.active_seq, self.active_path, table.num_rows,
@@ -243,19 +312,107 @@ class PipelineLog:
         segs.sort(key=lambda item: item[0].seq)
         return segs
 
-    def _read(self, seg: Segment) -> pa.Table | None:
+    def _open(self, seg: Segment) -> Source | None:
+        path = seg.path if seg.path.suffix == ".parquet" else segment_path(self.dir, seg.seq, "parquet")
         try:
-            return read_segment(self.dir, seg)
-        except FileNotFoundError:  # removed by log retention (maybe in another process)
+            return ParquetSource(path)
+        except FileNotFoundError:  # removed by log retention or merged by compaction (maybe in another process)
             with self.lock:
                 self.sealed = [s for s in self.sealed if s.seq != seg.seq]
             return None
 
     def query(
-        self, start_ms: int | None, end_ms: int | None, limit: int, order: Order, cursor: str | None
+        self, start_ms: int | None, end_ms: int | None, limit: int, order: Order, cursor: str | None,
+        columns: list[str] | None = None,
     ) -> LogPage:
         after: tuple[int, int] | None = decode_cursor(cursor) if cursor else None
-        return read_page(self._segments(), self._read, after, start_ms, end_ms, limit, order)
+        for _attempt in range(3):
+            missing: list[int] = []
+
+            def open_source(seg: Segment, missing: list[int] = missing) -> Source | None:
+                src = self._open(seg)
+                if src is None:
+                    missing.append(seg.seq)
+                return src
+
+            page = read_page(self._segments(), open_source, after, start_ms, end_ms, limit, order, columns)
+            if not missing:
+                return page
+            self._peer_segments(read_live=False)
+            with self.lock:
+                merged = {seq for s in self.sealed for seq, _ in s.parts}
+            if not set(missing) & merged:
+                return page  # pruned: those rows are gone
+            # merged by compaction while this page was read: read it again from the same cursor
+        return page
+
+    # -- compaction ------------------------------------------------------
+    def compact(self) -> int:
+        """Merge runs of small sealed segments (each under a quarter of `segment_rows`, at least
+        `compact_min_files` of them in a row, nothing unsealed between them) into one, up to
+        `segment_rows` rows; the merged file keeps the first one's number and records the others
+        as its parts, so cursors into any of them stay valid. Rows and their order are kept.
+        One process at a time (flock on `compact.lock`); returns how many files were merged away."""
+        if not self._runs_to_merge():
+            return 0
+        with open(self.dir / "compact.lock", "a+b") as lock:  # only created when there is work
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return 0  # a peer is compacting
+            self._peer_segments(read_live=False)
+            return sum(self._merge(group) for group in self._runs_to_merge())
+
+    def _runs_to_merge(self) -> list[list[Segment]]:
+        small = max(1, self.segment_rows // 4)
+        unsealed = {seq for seq in (seq_of(n, ("arrows",)) for n in os.listdir(self.dir)) if seq is not None}
+        with self.lock:
+            unsealed |= {s.seq for s in self.closed}
+            if self.active_seq is not None:
+                unsealed.add(self.active_seq)
+            sealed = sorted(self.sealed, key=lambda s: s.seq)
+        runs: list[list[Segment]] = []
+        run: list[Segment] = []
+        for seg in sealed:
+            fits = seg.rows < small and sum(s.rows for s in run) + seg.rows <= self.segment_rows
+            broken = bool(run) and any(run[-1].seq < u < seg.seq for u in unsealed)
+            if not fits or broken:
+                runs.append(run)
+                run = []
+            if seg.rows < small:
+                run.append(seg)
+        runs.append(run)
+        return [r for r in runs if len(r) >= self.compact_min_files]
+
+    def _merge(self, group: list[Segment]) -> int:
+        tables, parts, first_row = [], [], 0
+        for seg in group:
+            try:
+                table = pq.read_table(seg.path).replace_schema_metadata(None)
+            except FileNotFoundError:
+                return 0  # pruned meanwhile: merge next time
+            own = seg.parts or [(seg.seq, 0)]
+            parts += [(s, first_row + r) for s, r in own]
+            tables.append(table)
+            first_row += table.num_rows
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return 0  # schemas differ: left as they are
+        head = group[0]
+        path = write_parquet(self.dir, head.seq, table, parts)  # atomically replaces the first file
+        for seg in group[1:]:
+            seg.path.unlink(missing_ok=True)
+        fsync_dir(self.dir)
+        st = path.stat()
+        tmins = [s.tmin for s in group if s.tmin is not None]
+        tmaxs = [s.tmax for s in group if s.tmax is not None]
+        merged = Segment(head.seq, path, table.num_rows, min(tmins) if tmins else None, max(tmaxs) if tmaxs else None,
+                         table.schema, parts=parts, stamp=(st.st_ino, st.st_size))
+        drop = {s.seq for s in group}
+        with self.lock:
+            self.sealed = sorted([s for s in self.sealed if s.seq not in drop] + [merged], key=lambda s: s.seq)
+        return len(group) - 1
 
     def prune(self, cutoff_ms: int) -> tuple[int, int]:
         """Delete sealed segments whose newest row is older than `cutoff_ms`; (segments, rows).

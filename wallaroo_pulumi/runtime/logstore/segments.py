@@ -4,10 +4,11 @@ stream a writer appends to, reads that drop a torn tail, and sealing into Parque
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,14 @@ class Segment:
     tmax: int | None
     schema: pa.Schema
     handle: Any = None  # our open (and flocked) stream file, until the segment is sealed
+    parts: list[tuple[int, int]] = field(default_factory=list)
+    """(seq, first row) of the segments compaction merged into this one (empty: never merged)."""
+    stamp: tuple[int, int] | None = None  # (inode, size) of the sealed file when indexed
+    data: pa.Table | None = None  # a closed segment's rows, kept in memory until it is sealed
+
+ROW_GROUP_ROWS = 16_384
+"""Rows per Parquet row group: the unit a page reads, so a page holds at most its rows plus one group."""
+PARTS_KEY = b"wallaroo.parts"
 
 
 Segments = list[tuple[Segment, pa.Table | None]]
@@ -96,12 +105,14 @@ def create_stream(directory: Path, next_seq: Callable[[], int]) -> tuple[int, Pa
         tmp.unlink(missing_ok=True)
 
 
-def write_parquet(directory: Path, seq: int, table: pa.Table) -> Path:
-    """Seal rows as segment `seq` (temp file + fsync + rename)."""
+def write_parquet(directory: Path, seq: int, table: pa.Table, parts: list[tuple[int, int]] | None = None) -> Path:
+    """Seal rows as segment `seq` (temp file + fsync + rename), in row groups of `ROW_GROUP_ROWS`
+    rows (whatever batches they were appended in); `parts`: the segments merged into it."""
     final = segment_path(directory, seq, "parquet")
     tmp = directory / f"{seq:012d}.{uuid.uuid4().hex}.tmp"
+    table = table.replace_schema_metadata({PARTS_KEY: json.dumps(parts).encode()} if parts else None)
     with open(tmp, "wb") as f:
-        pq.write_table(table, f, compression="zstd")
+        pq.write_table(table, f, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
@@ -126,12 +137,6 @@ def seal_orphan(directory: Path, stream: Path) -> bool:
     return True
 
 
-def read_segment(directory: Path, seg: Segment) -> pa.Table:
-    """A segment's rows; raises FileNotFoundError when log retention removed it."""
-    if seg.path.suffix == ".arrows":
-        table = read_stream_file(seg.path) if seg.path.exists() else None
-        if table is not None:
-            return table
-        # sealed meanwhile by the background thread
-        return pq.read_table(segment_path(directory, seg.seq, "parquet"))
-    return pq.read_table(seg.path)
+def parts_of(meta: pq.FileMetaData) -> list[tuple[int, int]]:
+    raw = (meta.metadata or {}).get(PARTS_KEY)
+    return [(int(a), int(b)) for a, b in json.loads(raw)] if raw else []

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wallaroo_pulumi.runtime.db import Database, IntegrityError
-from wallaroo_pulumi.runtime.logstore.query import LogPage, Order, decode_cursor, read_page
-from wallaroo_pulumi.runtime.logstore.segments import Segment
+from wallaroo_pulumi.runtime.logstore.query import LogPage, Order, ParquetSource, Source, decode_cursor, read_page
+from wallaroo_pulumi.runtime.logstore.segments import ROW_GROUP_ROWS, Segment
 from wallaroo_pulumi.runtime.logstore.store import LogStore
 from wallaroo_pulumi.runtime.logstore.time_column import TIME_TYPE, bounds, normalize, to_ms
 from wallaroo_pulumi.runtime.object_store import ObjectStore
@@ -46,7 +46,7 @@ log = logging.getLogger("wallaroo_pulumi.runtime.logstore")
 
 class SharedLogStore(LogStore):
     def __init__(self, root: Path, db: Database, bucket: ObjectStore, ship_interval_s: float = 1.0) -> None:
-        super().__init__(root)
+        super().__init__(root, compact_min_files=0)  # the shipper moves sealed segments to the bucket
         self.db = db
         self.bucket = bucket
         self.ship_interval_s = ship_interval_s
@@ -80,7 +80,7 @@ class SharedLogStore(LogStore):
         """Rows as the object `logs/<pipeline>/<name>.parquet`, then in the index (once, whatever the retries)."""
         key = f"logs/{pipeline}/{name}.parquet"
         with self.bucket.fs.open_output_stream(self.bucket.path(key)) as out:
-            pq.write_table(table, out, compression="zstd")
+            pq.write_table(table, out, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         tmin, tmax = bounds(table)
         try:
             with self.db.tx() as c:
@@ -121,7 +121,7 @@ class SharedLogStore(LogStore):
 
     def query(
         self, pipeline: str, start: datetime | int | str | None = None, end: datetime | int | str | None = None,
-        limit: int = 1000, order: Order = "Asc", cursor: str | None = None,
+        limit: int = 1000, order: Order = "Asc", cursor: str | None = None, columns: list[str] | None = None,
     ) -> LogPage:
         if order not in ("Asc", "Desc"):
             raise ValueError(f"order must be 'Asc' or 'Desc', got {order!r}")
@@ -142,17 +142,20 @@ class SharedLogStore(LogStore):
         if not rows:
             return LogPage(pa.table({"time": pa.array([], TIME_TYPE)}), None, "All")
         segs = [(Segment(r["seq"], Path(r["key"]), r["rows"], r["tmin"], r["tmax"], pa.schema([])), None) for r in rows]
-        return read_page(segs, self._read, after, start_ms, end_ms, limit, order)
+        return read_page(segs, self._read, after, start_ms, end_ms, limit, order, columns)
 
-    def _read(self, seg: Segment) -> pa.Table | None:
-        """A segment's rows, from this replica's cache of immutable objects (None: pruned meanwhile)."""
+    def _read(self, seg: Segment) -> Source | None:
+        """A segment, from this replica's cache of immutable objects, read by row group (None: pruned meanwhile)."""
         local = self.cache / str(seg.path).replace("/", "__")
         if not local.exists():
             try:
                 self.bucket.get_file(str(seg.path), local)
             except (FileNotFoundError, OSError):
                 return None
-        return pq.read_table(local)
+        try:
+            return ParquetSource(local)
+        except FileNotFoundError:
+            return None
 
     # -- retention -----------------------------------------------------------
     def prune(self, cutoff: datetime | int) -> dict[str, tuple[int, int]]:

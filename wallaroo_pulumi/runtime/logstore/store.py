@@ -38,12 +38,17 @@ class LogStore:
             return store
 
     def __init__(
-        self, root: Path, segment_rows: int = 100_000, segment_bytes: int = 64 * 2**20, sync_interval_s: float = 0.05
+        self, root: Path, segment_rows: int = 100_000, segment_bytes: int = 64 * 2**20, sync_interval_s: float = 0.05,
+        seal_after_s: float = 60.0, compact_min_files: int = 4,
     ) -> None:
+        """`seal_after_s`: the active segment is sealed into Parquet once this old (0: by size only);
+        `compact_min_files`: this many small sealed segments in a row are merged into one (0: never)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.segment_rows = segment_rows
         self.segment_bytes = segment_bytes
+        self.seal_after_s = seal_after_s
+        self.compact_min_files = compact_min_files
         self.sync_interval_s = sync_interval_s
         self._logs: dict[str, PipelineLog] = {}
         self._lock = threading.Lock()
@@ -57,7 +62,8 @@ class LogStore:
             self._wake.clear()
             self.flush()
             with self._lock:
-                logs = [log for log in self._logs.values() if log.closed]
+                logs = list(self._logs.values())
+            logs = [log for log in logs if log.rotate_if_old()]
             for log in logs:
                 try:
                     log.seal_pending()
@@ -80,7 +86,8 @@ class LogStore:
         with self._lock:
             log = self._logs.get(pipeline)
             if log is None:
-                log = PipelineLog(self.root / pipeline, self.segment_rows, self.segment_bytes)
+                log = PipelineLog(self.root / pipeline, self.segment_rows, self.segment_bytes, self.seal_after_s,
+                                  self.compact_min_files)
                 self._logs[pipeline] = log
             return log
 
@@ -98,7 +105,7 @@ class LogStore:
         pending = self._log(pipeline).append(normalize(table), sync=sync)
         if pending:
             self._wake.set()
-        if not sync and self._syncer is None:
+        if self._syncer is None:  # also seals segments by age, whoever appended them
             with self._lock:
                 if self._syncer is None:
                     self._syncer = threading.Thread(target=self._sync_loop, name="logstore-fsync", daemon=True)
@@ -112,16 +119,18 @@ class LogStore:
         limit: int = 1000,
         order: Order = "Asc",
         cursor: str | None = None,
+        columns: list[str] | None = None,
     ) -> LogPage:
         """Rows with start <= time < end (either bound optional), in append order
-        (Asc) or reverse (Desc), at most `limit`, continuing after `cursor`."""
+        (Asc) or reverse (Desc), at most `limit`, continuing after `cursor`; only `columns`
+        (and `time`) when given. A page reads only the row groups it returns (see `query.py`)."""
         if order not in ("Asc", "Desc"):
             raise ValueError(f"order must be 'Asc' or 'Desc', got {order!r}")
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         if not (self.root / pipeline).is_dir() and pipeline not in self._logs:
             return LogPage(pa.table({"time": pa.array([], TIME_TYPE)}), None, "All")
-        return self._log(pipeline).query(to_ms(start), to_ms(end), limit, order, cursor)
+        return self._log(pipeline).query(to_ms(start), to_ms(end), limit, order, cursor, columns)
 
     def prune(self, cutoff: datetime | int) -> dict[str, tuple[int, int]]:
         """Log retention: per pipeline, (segments, rows) deleted because all their rows are
