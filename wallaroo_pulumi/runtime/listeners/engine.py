@@ -49,6 +49,8 @@ class ListenerArgs(BaseModel):
     end: datetime | int | None = None
     store_text: bool = True
     page_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_memory_mb: float = Field(default=512, gt=0)
+    """What one run may hold (a page of rows, their copies for scoring, its keys); over it the run fails."""
 
     @field_validator("listener_model", mode="before")
     @classmethod
@@ -94,6 +96,30 @@ def row_keys(table: pa.Table, seen: Counter) -> list[str]:
         seen[base] = n + 1
         keys.append(f"{base}:{n}")
     return keys
+
+
+def prune_seen(seen: Counter, floor_ms: int | None) -> None:
+    """Forget the duplicate counts of rows older than `floor_ms`: no row still to come is that old
+    (the log store says so per page), so the counts a run keeps follow its pages, not its window."""
+    if floor_ms is None or not seen:
+        return
+    for k in [k for k in seen if int(k.partition(":")[0]) < floor_ms]:
+        del seen[k]
+
+
+def _page_keys(table: pa.Table, seen: Counter, floor_ms: int | None) -> list[str]:
+    keys = row_keys(table, seen)
+    prune_seen(seen, floor_ms)
+    return keys
+
+
+_SEEN_ENTRY_BYTES = 160  # a Counter entry: its key string (~40 chars) and the dict slot
+
+
+def held_bytes(table: pa.Table, seen: Counter) -> int:
+    """What a run holds for one page: the page's Arrow buffers, about as much again in the Python
+    lists it scores from, and the duplicate counts it keeps."""
+    return 2 * table.get_total_buffer_size() + _SEEN_ENTRY_BYTES * len(seen)
 
 
 def resolve_text_column(columns: list[str], text_field: str) -> str | None:
@@ -219,9 +245,17 @@ async def run_listener(
         )
         table = page.table
         if table.num_rows:
+            held = held_bytes(table, seen)
+            stats.extra["peak_held_bytes"] = max(stats.extra.get("peak_held_bytes", 0), held)
+            if held > args.max_memory_mb * 2**20:
+                raise ListenerRunError(
+                    f"max_memory_mb: this run needed {held / 2**20:.0f} MB to score a page of {table.num_rows} rows "
+                    f"(page_size {args.page_size}), over its cap of {args.max_memory_mb:g} MB; lower page_size "
+                    f"or raise max_memory_mb"
+                )
             stats.rows_read += table.num_rows
             columns_seen.update(table.column_names)
-            keys = await asyncio.to_thread(row_keys, table, seen)
+            keys = await asyncio.to_thread(_page_keys, table, seen, page.floor_ms)
             text_col = resolve_text_column(table.column_names, args.text_field)
             if text_col is None:
                 stats.rows_skipped += table.num_rows
@@ -232,8 +266,9 @@ async def run_listener(
                     ref=ref, executor=executor, logstore=logstore, store=store, stream=stream,
                     out_pipe=out_pipe, stats=stats, log=log,
                 )
-            store.update_run(
-                run_id, rows_read=stats.rows_read, rows_scored=stats.rows_scored, rows_skipped=stats.rows_skipped
+            await asyncio.to_thread(
+                store.update_run, run_id, rows_read=stats.rows_read, rows_scored=stats.rows_scored,
+                rows_skipped=stats.rows_skipped,
             )
             if time.monotonic() - last_progress > 2.0 or page.status == "All":
                 last_progress = time.monotonic()
@@ -266,16 +301,7 @@ async def _score_page(
     args: ListenerArgs, ref: ListenerModelRef, executor: Executor, logstore: LogStore, store: TaskStore,
     stream: str, out_pipe: str, stats: RunStats, log: Callable[[str], None],
 ) -> None:
-    texts_all = table.column(text_col).to_pylist()
-    times_all = table.column("time").cast(pa.int64()).to_pylist()
-    errors = (
-        table.column("metadata.error").to_pylist() if "metadata.error" in table.column_names else [None] * table.num_rows
-    )
-    parts_all = (
-        table.column("metadata.partition").cast(pa.string()).to_pylist()
-        if "metadata.partition" in table.column_names else [None] * table.num_rows
-    )
-    usable = [i for i in range(table.num_rows) if errors[i] is None and isinstance(texts_all[i], str)]
+    texts_all, times_all, parts_all, usable = await asyncio.to_thread(_prepare, table, text_col)
     stats.rows_skipped += table.num_rows - len(usable)
     bs = args.batch_size
     for b in range(0, len(usable), bs):
@@ -317,11 +343,14 @@ async def _score_page(
                     pass
                 raise
             appended = True
-        finally:
-            if appended:
-                store.mark_done(stream, ckeys, run_id)
-            else:
-                store.release(stream, ckeys, run_id)
+        finally:  # off the serving loop (an fsync), and seen through even when cancelled
+            settle = store.mark_done if appended else store.release
+            done = asyncio.ensure_future(asyncio.to_thread(settle, stream, ckeys, run_id))
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                await done
+                raise
         stats.rows_scored += len(sel)
         stats.batches += 1
         now = time.monotonic()
@@ -331,6 +360,21 @@ async def _score_page(
                 store.update_run, run_id, rows_read=stats.rows_read, rows_scored=stats.rows_scored,
                 rows_skipped=stats.rows_skipped,
             )
+
+
+def _prepare(table: pa.Table, text_col: str) -> tuple[list[Any], list[int], list[Any], list[int]]:
+    """A page's texts, times and partitions as lists, and which rows can be scored (no error, text)."""
+    texts_all = table.column(text_col).to_pylist()
+    times_all = table.column("time").cast(pa.int64()).to_pylist()
+    errors = (
+        table.column("metadata.error").to_pylist() if "metadata.error" in table.column_names else [None] * table.num_rows
+    )
+    parts_all = (
+        table.column("metadata.partition").cast(pa.string()).to_pylist()
+        if "metadata.partition" in table.column_names else [None] * table.num_rows
+    )
+    usable = [i for i in range(table.num_rows) if errors[i] is None and isinstance(texts_all[i], str)]
+    return texts_all, times_all, parts_all, usable
 
 
 def reconcile(store: TaskStore, logstore: LogStore, live_runs: set[str], log: Callable[[str], None] | None = None,
@@ -345,7 +389,7 @@ def reconcile(store: TaskStore, logstore: LogStore, live_runs: set[str], log: Ca
         present: set[str] = set()
         cursor = None
         while True:
-            page = logstore.query(out_pipe, lo, hi, 100_000, "Asc", cursor)
+            page = logstore.query(out_pipe, lo, hi, 10_000, "Asc", cursor, columns=["in.source_key"])
             if "in.source_key" in page.table.column_names:
                 present.update(k for k in page.table.column("in.source_key").to_pylist() if k)
             if page.status == "All" or page.cursor is None:

@@ -30,17 +30,12 @@ class ScoreQueries:
         score pipeline, a summary of each numeric score and the first `limit` records."""
         out = []
         for sp in self.score_pipelines(pipeline, listener):
-            t = await asyncio.to_thread(_read_table, self.logstore, sp, start, end)
-            summaries = {}
-            for c in t.column_names:
-                if c.startswith("out.") and _numeric(t.column(c).type):
-                    summaries[c[4:]] = drift.summarize(t.column(c).to_numpy(zero_copy_only=False))
-            shown = t.slice(0, limit)
+            count, shown, scores = await asyncio.to_thread(_read_scores, self.logstore, sp, start, end, limit)
             out.append({
                 "score_pipeline": sp,
-                "count": t.num_rows,
+                "count": count,
                 "returned": shown.num_rows,
-                "summary": summaries,
+                "summary": {c[4:]: drift.summarize(v) for c, v in scores.items()},
                 "records": _records(shown),
             })
         return {"pipeline": pipeline, "results": out}
@@ -123,31 +118,59 @@ def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_floating(t) or pa.types.is_integer(t)
 
 
-def _read_table(logstore: LogStore, pipeline: str, start: int | None, end: int | None) -> pa.Table:
-    """Every logged row of `pipeline` in [start, end), all pages (schemas unified)."""
-    tables, cursor = [], None
+PAGE_ROWS = 10_000  # what one read of a score window holds at most (plus one row group)
+
+
+def _pages(logstore: LogStore, pipeline: str, start: int | None, end: int | None, columns: list[str] | None = None):
+    """The pages of `pipeline` in [start, end), one at a time (bounded memory, each read once)."""
+    cursor = None
     while True:
-        page = logstore.query(pipeline, start, end, 100_000, "Asc", cursor)
+        page = logstore.query(pipeline, start, end, PAGE_ROWS, "Asc", cursor, columns=columns)
         if page.table.num_rows:
-            tables.append(page.table)
+            yield page.table
         if page.status == "All" or page.cursor is None:
-            break
+            return
         cursor = page.cursor
-    if not tables:
-        return pa.table({"time": pa.array([], pa.timestamp("ms", tz="UTC"))})
-    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _read_scores(
+    logstore: LogStore, pipeline: str, start: int | None, end: int | None, limit: int | None
+) -> tuple[int, pa.Table, dict[str, np.ndarray]]:
+    """(rows, the first `limit` rows, every numeric score column as float64): the window read a
+    page at a time; only the score numbers (8 bytes a row) are kept past the first page."""
+    count = 0
+    shown: list[pa.Table] = []
+    kept = 0
+    scores: dict[str, list[np.ndarray]] = {}
+    for t in _pages(logstore, pipeline, start, end):
+        count += t.num_rows
+        if limit is None or kept < limit:
+            part = t if limit is None else t.slice(0, limit - kept)
+            shown.append(part)
+            kept += part.num_rows
+        for c in t.column_names:
+            if c.startswith("out.") and _numeric(t.column(c).type):
+                scores.setdefault(c, []).append(t.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False))
+    table = (pa.concat_tables(shown, promote_options="permissive") if shown
+             else pa.table({"time": pa.array([], pa.timestamp("ms", tz="UTC"))}))
+    return count, table, {c: np.concatenate(v) for c, v in scores.items()}
 
 
 def _read_column(
     logstore: LogStore, pipeline: str, column: str, start: int | None, end: int | None
 ) -> tuple[list[Any], list[str]]:
-    t = _read_table(logstore, pipeline, start, end)
-    if t.num_rows == 0:
+    """One column of the window (read alone, a page at a time), and the columns the logs have."""
+    values: list[Any] = []
+    cols: list[str] = []
+    for t in _pages(logstore, pipeline, start, end, columns=[column]):
+        if column in t.column_names:
+            cols = [column]
+            values.extend(t.column(column).to_pylist())
+    if not cols:  # say which columns there are
+        for t in _pages(logstore, pipeline, start, end):
+            return [], t.column_names
         return [], []
-    cols = t.column_names
-    if column not in cols:
-        return [], cols
-    return t.column(column).to_pylist(), cols
+    return values, cols
 
 
 def _records(t: pa.Table) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from wallaroo_pulumi.runtime.logstore import LogStore
+from wallaroo_pulumi.runtime.memory import trim
 from wallaroo_pulumi.runtime.metrics import Metrics
 
 from .engine import ListenerArgs, RunStats, run_listener
@@ -188,3 +189,5 @@ class Runs:
             self._run_task.pop(rid, None)
             self._kill_requested.discard(rid)
             self._lease_lost.discard(rid)
+            with contextlib.suppress(Exception):  # what the run freed goes back to the system
+                await asyncio.shield(asyncio.to_thread(trim))
