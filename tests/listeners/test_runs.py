@@ -404,3 +404,49 @@ def test_run_through_the_listener_byop_folder(db, logstore, mode):
     asyncio.run(go())
     out = all_rows(logstore, "llm-hate-scores")
     np.testing.assert_allclose(out.column("out.hate").to_numpy(), S.score_hate(GOOD + BAD)["hate"])
+
+
+def test_a_run_over_its_memory_cap_fails_with_a_clear_error(db, logstore):
+    t0 = now_ms() - 60_000
+    logstore.append("llm", llm_rows((GOOD + BAD) * 40, t0))
+
+    async def go():
+        svc = await _svc(db, logstore)
+        try:
+            _, r = await _once(svc, page_size=200, max_memory_mb=0.01)
+            assert r["status"] == "failed", r
+            assert "max_memory_mb" in r["error"] and "page_size 200" in r["error"] and "0.01 MB" in r["error"], r
+            assert r["rows_scored"] == 0
+            _, ok = await _once(svc, page_size=200)  # the default cap holds a 200-row page easily
+            assert ok["status"] == "succeeded" and ok["rows_scored"] == 200, ok
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+
+
+def test_duplicate_counts_stay_bounded_by_the_page_not_the_window(tmp_path):
+    """Identical rows (same time, same content) keep distinct keys across pages while the counts a
+    run keeps are pruned below the store's floor: a window of many sealed segments holds only the
+    counts of the segment being read."""
+    from wallaroo_pulumi.runtime.listeners.engine import prune_seen
+    from wallaroo_pulumi.runtime.logstore import LogStore
+
+    store = LogStore(tmp_path, seal_after_s=0, compact_min_files=0)  # (merged, the bound is one 16k-row group)
+    t0 = now_ms() - 3_600_000
+    for i in range(5):  # five sealed segments, each 1000 rows 1 ms apart, the last row of each duplicated
+        table = llm_rows([f"text {i} {j}" for j in range(999)], t0 + i * 100_000)
+        store.append("llm", table.take(list(range(999)) + [998]))
+        store._log("llm").close()
+    seen, keys, most, cursor = Counter(), [], 0, None
+    while True:
+        page = store.query("llm", limit=500, cursor=cursor)
+        keys += row_keys(page.table, seen)
+        prune_seen(seen, page.floor_ms)
+        most = max(most, len(seen))
+        if page.status == "All" or page.cursor is None:
+            break
+        cursor = page.cursor
+    assert len(keys) == 5000 and len(set(keys)) == 5000  # the duplicates got :1
+    assert sum(k.endswith(":1") for k in keys) == 5
+    assert most <= 1000, most  # one segment's worth, not the window's 5000

@@ -350,7 +350,7 @@ class PipelineLog:
     def compact(self) -> int:
         """Merge runs of small sealed segments (each under a quarter of `segment_rows`, at least
         `compact_min_files` of them in a row, nothing unsealed between them) into one, up to
-        `segment_rows` rows; the merged file keeps the first one's number and records the others
+        `segment_rows` rows; the merged file takes the last one's number and records all of them
         as its parts, so cursors into any of them stay valid. Rows and their order are kept.
         One process at a time (flock on `compact.lock`); returns how many files were merged away."""
         if not self._runs_to_merge():
@@ -399,9 +399,9 @@ class PipelineLog:
             table = pa.concat_tables(tables, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             return 0  # schemas differ: left as they are
-        head = group[0]
-        path = write_parquet(self.dir, head.seq, table, parts)  # atomically replaces the first file
-        for seg in group[1:]:
+        head = group[-1]  # the last number: numbers are never drawn again
+        path = write_parquet(self.dir, head.seq, table, parts)  # atomically replaces the last file
+        for seg in group[:-1]:
             seg.path.unlink(missing_ok=True)
         fsync_dir(self.dir)
         st = path.stat()

@@ -166,6 +166,7 @@ def read_page(
     last_pos: tuple[int, int] | None = None
     status = "All"
     done = False
+    rest_min: int | None = None  # (Asc) the oldest time in the groups of the last segment not passed yet
     for seg, table in segs:
         if after is not None:
             if order == "Asc" and seg.seq < after[0]:
@@ -228,6 +229,9 @@ def read_page(
                 if taken >= limit:
                     status = "RecordLimited"
                     done = True
+                    if order == "Asc":
+                        lows = [g[2] for g in src.groups[index:]]
+                        rest_min = min(lows) if lows and None not in lows else None  # type: ignore[type-var]
                     break
         finally:
             src.close()
@@ -240,7 +244,7 @@ def read_page(
     if status == "RecordLimited" and not _has_more(segs, last_pos, start_ms, end_ms, order):
         status = "All"
     next_cursor = encode_cursor(*last_pos) if status != "All" and last_pos else None
-    floor = _floor(segs, last_pos, start_ms, end_ms) if next_cursor and order == "Asc" else None
+    floor = _floor(segs, last_pos, start_ms, end_ms, rest_min) if next_cursor and order == "Asc" else None
     return LogPage(out, next_cursor, status, floor)
 
 
@@ -250,16 +254,20 @@ def _in_window(tmin: int | None, tmax: int | None, start_ms: int | None, end_ms:
     return not (tmax is not None and start_ms is not None and tmax < start_ms)
 
 
-def _floor(segs: Segments, last_pos: tuple[int, int] | None, start_ms: int | None, end_ms: int | None) -> int | None:
-    """The oldest time any row after `last_pos` may have (Asc): the oldest of the segments not done yet."""
+def _floor(
+    segs: Segments, last_pos: tuple[int, int] | None, start_ms: int | None, end_ms: int | None, rest_min: int | None
+) -> int | None:
+    """The oldest time any row after `last_pos` may have (Asc): the oldest of the segments not done
+    yet (for the one the page stopped in, of its row groups not passed yet when known)."""
     if last_pos is None:
         return None
     lows = []
     for seg, _table in segs:
         if seg.seq >= last_pos[0] and _in_window(seg.tmin, seg.tmax, start_ms, end_ms):
-            if seg.tmin is None:
+            low = rest_min if seg.seq == last_pos[0] and rest_min is not None else seg.tmin
+            if low is None:
                 return None
-            lows.append(seg.tmin)
+            lows.append(low)
     return min(lows) if lows else None
 
 
