@@ -7,6 +7,14 @@ store, key + claim rows in SQLite, score, append the scores as logs) for each sc
 
 `score-only rows/s` is the scorer called directly on the same texts (no log store, no process
 boundary), to show where the time goes.
+
+Window mode (issue 29): one listener run over a 24-hour window of N logged rows, for each N:
+
+    python benchmarks/bench_listeners.py --window-rows 50000,100000,500000 [--scorers toxicity]
+                                         [--executor scorer] [--page-size 10000]
+
+reports the process's peak RSS above idle during the run (sampled every 20 ms), the seconds and
+rows/s, and how time grows with rows (linear: time x == rows x).
 """
 
 from __future__ import annotations
@@ -144,13 +152,104 @@ async def main_async(a: argparse.Namespace) -> None:
     print()
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def window_async(a: argparse.Namespace) -> None:
+    import gc
+    import threading
+
+    from wallaroo_pulumi.runtime.memory import trim
+
+    sizes = [int(x) for x in a.window_rows.split(",")]
+    name = a.scorers.split(",")[0]
+    mode = "sidekick" if a.executor == "auto" else a.executor
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        db = SqliteDatabase(data / "runtime.db")
+        now = int(time.time() * 1000)
+        for n in sizes:  # logged like a day of traffic: batches of 500 rows spread over 24 h
+            fill = LogStore(data / "logs")
+            step = max(1, 86_000_000 // n)
+            texts = corpus(min(n, 50_000), seed=n)
+            for i in range(0, n, 500):
+                t = llm_table([texts[(i + j) % len(texts)] for j in range(min(500, n - i))], 0)
+                times = pa.array([now - 86_000_000 + (i + j) * step for j in range(t.num_rows)], pa.int64())
+                fill.append(f"llm-{n}", t.set_column(0, "time", times.cast(pa.timestamp("ms", tz="UTC"))))
+            fill.close()
+            del texts, fill
+        logs = LogStore(data / "logs")
+        svc = ListenerService(db, logs, executor=mode, tick_seconds=1.0, executor_idle_seconds=3600)
+        await svc.start()
+        try:
+            ref = await svc.resolve(1, parse_args({"monitored_pipeline": "x", "listener_model": {"name": name}}))
+            key, executor = await svc.executors.acquire(ref)
+            svc.executors.release(key, executor, False)
+            for n in sizes:
+                gc.collect()
+                trim()
+                await asyncio.sleep(0.5)
+                idle = _rss_mb()
+                peak = [idle]
+                stop = threading.Event()
+
+                def sample(peak: list[float] = peak, stop: threading.Event = stop) -> None:
+                    while not stop.wait(0.02):
+                        peak[0] = max(peak[0], _rss_mb())
+
+                th = threading.Thread(target=sample, daemon=True)
+                th.start()
+                t = await svc.create_task(
+                    name=f"window-{n}", workspace_id=1, timeout=7200,
+                    json_args={"monitored_pipeline": f"llm-{n}", "listener_model": {"name": name},
+                               "window_seconds": 86_400, "batch_size": a.batch_size, "page_size": a.page_size},
+                )
+                run = svc.list_runs(t["id"])[0]
+                t0 = time.perf_counter()
+                run = await svc.wait_run(run["id"])
+                secs = time.perf_counter() - t0
+                stop.set()
+                th.join()
+                await asyncio.sleep(0.5)
+                after = _rss_mb()
+                if run["status"] != "succeeded" or run["rows_scored"] != n:
+                    raise SystemExit(f"window {n}: run {run['status']} scored {run['rows_scored']}: {run['error']}")
+                results.append((n, idle, peak[0] - idle, after - idle, secs))
+                print(f"  {n:,} rows: {secs:.1f} s, peak +{peak[0] - idle:.0f} MB", flush=True)
+        finally:
+            await svc.stop()
+            logs.close()
+            db.close()
+    print()
+    print(f"Listener window runs ({name}, executor={mode}, page_size={a.page_size}, batch_size={a.batch_size}, "
+          f"{os.cpu_count()} CPUs; 24 h window, logs sealed in Parquet)")
+    head = f"{'rows':>9} {'idle MB':>8} {'peak above idle MB':>19} {'after MB':>9} {'seconds':>8} {'rows/s':>8} {'time x':>7}"
+    print(head)
+    print("-" * len(head))
+    n0, s0 = results[0][0], results[0][4]
+    for n, idle, peak, after, secs in results:
+        print(f"{n:>9,} {idle:>8.0f} {peak:>19.0f} {after:>+9.0f} {secs:>8.1f} {n / secs:>8,.0f} "
+              f"{secs / s0:>5.2f}x (rows {n / n0:.0f}x)")
+    print()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="10000,30000,100000")
+    p.add_argument("--window-rows", default=None,
+                   help="window mode: one run per window of N rows, e.g. 50000,100000,500000")
+    p.add_argument("--page-size", type=int, default=10_000, help="window mode: the run's page size")
     p.add_argument("--scorers", default="toxicity,sentiment,profanity,hate,combined")
     p.add_argument("--executor", default="auto")
     p.add_argument("--batch-size", type=int, default=512)
-    asyncio.run(main_async(p.parse_args()))
+    a = p.parse_args()
+    asyncio.run(window_async(a) if a.window_rows else main_async(a))
 
 
 if __name__ == "__main__":

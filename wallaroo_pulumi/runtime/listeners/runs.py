@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from wallaroo_pulumi.runtime.logstore import LogStore
@@ -54,6 +55,8 @@ class Runs:
         self._kill_requested: set[str] = set()
         self._lease_lost: set[str] = set()
         self._last_beat = 0.0  # monotonic: heartbeats go out a few times a lease
+        # run log lines are database commits (an fsync each): written in order by one thread, never on the loop
+        self._log_writer = ThreadPoolExecutor(1, thread_name_prefix="listener-run-log")
 
     async def launch(self, task: dict[str, Any], tick: float | None = None) -> dict[str, Any]:
         """Record a run of `task` owned by this process and start it; returns the run row."""
@@ -124,7 +127,7 @@ class Runs:
         started = time.monotonic()
 
         def say(line: str) -> None:
-            store.log(rid, line)
+            self._log_writer.submit(store.log, rid, line)
 
         key: Key | None = None
         broken = False
@@ -175,6 +178,8 @@ class Runs:
             say(f"failed: {error}")
             log.warning("listener run %s failed: %s", rid, error)
         finally:
+            with contextlib.suppress(Exception):  # every line is written before the run is settled
+                await asyncio.shield(asyncio.wrap_future(self._log_writer.submit(lambda: None)))
             retired = self.executors.release(key, executor, broken) if key is not None else None
             if stats.rows_read:
                 store.update_run(rid, rows_read=stats.rows_read, rows_scored=stats.rows_scored,
