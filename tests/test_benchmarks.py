@@ -36,3 +36,15 @@ def test_listener_benchmark_prints_its_table_on_a_small_run() -> None:
     row = next(line for line in done.stdout.splitlines() if line.startswith("toxicity"))
     assert "200 r/s" in done.stdout and "400 r/s" in done.stdout, done.stdout
     assert len(row.split()) == 8, row  # load, score-only, two sizes (s, r/s), growth
+
+
+def test_listener_window_benchmark_reports_peak_memory_and_rows_per_second() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench_listeners.py", "--window-rows", "300,600", "--scorers", "toxicity",
+         "--executor", "scorer", "--page-size", "100"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "peak above idle MB" in done.stdout and "rows/s" in done.stdout, done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith(("300 ", "600 "))]
+    assert [r[0] for r in rows] == ["300", "600"], done.stdout

@@ -20,6 +20,7 @@ from wallaroo_pulumi.runtime.logstore.segments import (
     Segment,
     Segments,
     create_stream,
+    merge_parquet,
     parts_of,
     read_stream_file,
     seal_orphan,
@@ -375,7 +376,8 @@ class PipelineLog:
         run: list[Segment] = []
         for seg in sealed:
             fits = seg.rows < small and sum(s.rows for s in run) + seg.rows <= self.segment_rows
-            broken = bool(run) and any(run[-1].seq < u < seg.seq for u in unsealed)
+            broken = bool(run) and (any(run[-1].seq < u < seg.seq for u in unsealed)
+                                    or not seg.schema.equals(run[0].schema))
             if not fits or broken:
                 runs.append(run)
                 run = []
@@ -385,30 +387,23 @@ class PipelineLog:
         return [r for r in runs if len(r) >= self.compact_min_files]
 
     def _merge(self, group: list[Segment]) -> int:
-        tables, parts, first_row = [], [], 0
+        parts, first_row = [], 0
         for seg in group:
-            try:
-                table = pq.read_table(seg.path).replace_schema_metadata(None)
-            except FileNotFoundError:
-                return 0  # pruned meanwhile: merge next time
-            own = seg.parts or [(seg.seq, 0)]
-            parts += [(s, first_row + r) for s, r in own]
-            tables.append(table)
-            first_row += table.num_rows
-        try:
-            table = pa.concat_tables(tables, promote_options="permissive")
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            return 0  # schemas differ: left as they are
+            parts += [(s, first_row + r) for s, r in (seg.parts or [(seg.seq, 0)])]
+            first_row += seg.rows
         head = group[-1]  # the last number: numbers are never drawn again
-        path = write_parquet(self.dir, head.seq, table, parts)  # atomically replaces the last file
+        try:  # atomically replaces the last file
+            rows = merge_parquet(self.dir, head.seq, [s.path for s in group], head.schema, parts)
+        except (FileNotFoundError, pa.ArrowInvalid):
+            return 0  # pruned or being replaced meanwhile: merged next time
         for seg in group[:-1]:
             seg.path.unlink(missing_ok=True)
         fsync_dir(self.dir)
-        st = path.stat()
+        st = segment_path(self.dir, head.seq, "parquet").stat()
         tmins = [s.tmin for s in group if s.tmin is not None]
         tmaxs = [s.tmax for s in group if s.tmax is not None]
-        merged = Segment(head.seq, path, table.num_rows, min(tmins) if tmins else None, max(tmaxs) if tmaxs else None,
-                         table.schema, parts=parts, stamp=(st.st_ino, st.st_size))
+        merged = Segment(head.seq, head.path, rows, min(tmins) if tmins else None, max(tmaxs) if tmaxs else None,
+                         head.schema, parts=parts, stamp=(st.st_ino, st.st_size))
         drop = {s.seq for s in group}
         with self.lock:
             self.sealed = sorted([s for s in self.sealed if s.seq not in drop] + [merged], key=lambda s: s.seq)

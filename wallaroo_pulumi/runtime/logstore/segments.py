@@ -120,6 +120,40 @@ def write_parquet(directory: Path, seq: int, table: pa.Table, parts: list[tuple[
     return final
 
 
+def merge_parquet(directory: Path, seq: int, paths: list[Path], schema: pa.Schema, parts: list[tuple[int, int]]) -> int:
+    """Write the rows of `paths` (Parquet files of one `schema`), in order, as segment `seq`
+    (temp file + fsync + rename), streaming: at most one row group is held at a time. Returns the
+    rows written; raises FileNotFoundError if one of them is gone."""
+    final = segment_path(directory, seq, "parquet")
+    tmp = directory / f"{seq:012d}.{uuid.uuid4().hex}.tmp"
+    rows = 0
+    try:
+        with open(tmp, "wb") as f:
+            with pq.ParquetWriter(f, schema.with_metadata({PARTS_KEY: json.dumps(parts).encode()}),
+                                  compression="zstd") as writer:
+                pending: list[pa.Table] = []
+                held = 0
+                for path in paths:
+                    with pq.ParquetFile(path) as source:
+                        for i in range(source.num_row_groups):
+                            table = source.read_row_group(i).replace_schema_metadata(None)
+                            pending.append(table)
+                            held += table.num_rows
+                            rows += table.num_rows
+                            if held >= ROW_GROUP_ROWS:
+                                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                                pending, held = [], 0
+                if pending:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(directory)
+    return rows
+
+
 def seal_orphan(directory: Path, stream: Path) -> bool:
     """Seal a stream segment whose writer is gone (its flock is free); False if a live peer holds it."""
     handle = try_lock(stream)
