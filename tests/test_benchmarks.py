@@ -46,5 +46,6 @@ def test_listener_window_benchmark_reports_peak_memory_and_rows_per_second() -> 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "peak above idle MB" in done.stdout and "rows/s" in done.stdout, done.stdout
-    rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith(("300 ", "600 "))]
+    table = done.stdout.split("peak above idle MB", 1)[1]
+    rows = [line.split() for line in table.splitlines() if line.strip().startswith(("300 ", "600 "))]
     assert [r[0] for r in rows] == ["300", "600"], done.stdout
