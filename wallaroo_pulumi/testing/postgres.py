@@ -1,7 +1,7 @@
 """A private PostgreSQL server for tests: initdb in a fresh directory, listening on a free
 loopback port (and a socket in that directory), trust authentication, durability traded for
 speed (fsync off). As root it runs as the `postgres` user (or `nobody`): initdb refuses root.
-The server binaries come from `scripts/postgres` (Debian's, installed when missing)."""
+The server binaries come from `scripts/postgres` (Debian's; scripts/test-setup installs them when missing)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ def _free_port() -> int:
 
 
 def _bindir() -> Path:
-    out = subprocess.run([str(REPO / "scripts" / "postgres")], check=True, capture_output=True, text=True)
+    """Found, never installed: installing is the setup phase's (scripts/test-setup, scripts/postgres)."""
+    out = subprocess.run([str(REPO / "scripts" / "postgres"), "--check"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{out.stderr.strip()}: run scripts/postgres (it installs Debian's postgresql) or set WALLAROO_PG_BINDIR")
     return Path(out.stdout.strip().splitlines()[-1])
 
 
