@@ -148,6 +148,8 @@ class Engine:
                     cpus=side.cpus,
                     memory=side.memory,
                     gpus=side.gpus,
+                    scratch_size=side.scratch_size,
+                    max_processes=side.max_processes,
                     extra_pythonpath=extra_path,
                     load_timeout_s=config.python_load_timeout_secs,
                     max_batch_rows=side.max_batch_rows,
@@ -256,6 +258,7 @@ class Engine:
                         "pid": sk.pid,
                         "restarts": sk.restarts,
                         "reason": str(last_error) if last_error else (reason if failed and status == "Error" else None),
+                        **({"limits": sk.limits} if getattr(sk, "limits", None) else {}),
                     }
                 )
         return rows

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from wallaroo_pulumi.runtime.sidekick.autoscale import ScalePolicy
 from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
@@ -34,13 +35,26 @@ class Reservation:
     gpu_ids: tuple[str, ...] = ()
 
 
+class KernelLimits(Protocol):
+    """A worker's limits as the kernel holds them (its cgroups), for the supervisor to read."""
+
+    memory_limited: bool  # the kernel kills it past its memory: no watcher needed
+
+    def oom_kills(self) -> int: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
 @dataclass(frozen=True)
 class Launch:
-    """How to start one worker: its command line, its whole environment and its working directory."""
+    """How to start one worker: its command line, its whole environment and its working directory;
+    ``kernel``: its cgroups, where the kernel holds its limits; ``limits``: what holds each one."""
 
     argv: list[str]
     env: dict[str, str] = field(repr=False)  # holds the model's credentials
     cwd: str | None = None
+    kernel: KernelLimits | None = None
+    limits: dict[str, object] = field(default_factory=dict)
 
 
 class Placement(abc.ABC):
@@ -103,6 +117,7 @@ class LocalPlacement(Placement):
             "--model-dir", str(spec.model_dir), "--name", spec.step_name,
             "--cpu-affinity", ",".join(map(str, reservation.cpu_ids)),
             "--env-names", ",".join(sorted(spec.env)),
+            *(["--scratch-size", spec.scratch_size] if spec.scratch_size else []),
         ]
         cwd = str(spec.model_dir) if Path(spec.model_dir).is_dir() else None
         return Launch(argv, build_env(spec, list(reservation.gpu_ids), len(reservation.cpu_ids)), cwd)
