@@ -323,3 +323,21 @@ def test_without_root_health_says_which_limits_hold_and_rlimits_stand_in(tmp_pat
     finally:
         srv.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_runtime_removes_the_empty_cgroups_a_dead_runtime_left_and_keeps_a_live_ones(tmp_path: Path) -> None:
+    dead, live = "999999999", str(os.getpid())  # no such pid; this test's own
+    parent = Path("/sys/fs/cgroup/pids/wallaroo")
+    for runtime_id in (dead, live):
+        (parent / runtime_id / "worker-1").mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="limits-test-sweep-"))
+    srv = _runtime(home, root=True)
+    try:
+        srv.start()
+        assert not (parent / dead).exists()
+        assert (parent / live / "worker-1").is_dir()
+    finally:
+        srv.stop()
+        (parent / live / "worker-1").rmdir()
+        (parent / live).rmdir()
+        shutil.rmtree(home, ignore_errors=True)

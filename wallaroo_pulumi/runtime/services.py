@@ -172,4 +172,5 @@ class Runtime:
         await self.engine.shutdown()
         if self.pods is not None:
             await self.pods.close()
+        self.sandbox.close()
         self.logstore.close()

@@ -151,6 +151,11 @@ class CgroupHost:
             dirs[ctrl] = path
         return WorkerCgroup(self.version, dirs)
 
+    def release(self, runtime_id: str) -> None:
+        """Remove this runtime's folder, with whatever empty groups are left in it."""
+        for parent in set(self.parents.values()):
+            _remove_tree(os.path.join(parent, runtime_id))
+
     def sweep(self, keep: str) -> int:
         """Remove the empty groups of runtimes no longer running (their folder is named by their
         pid), never ``keep`` (this runtime's); how many were removed."""

@@ -205,6 +205,11 @@ class Sandbox:
                 "scratch": "scratch_size", "cpuset": "its CPU set"}
         return [text[k] for k, asked in wanted.items() if asked and k not in enforced]
 
+    def close(self) -> None:
+        """The runtime stops: remove its cgroups folder (its workers' are gone already)."""
+        if self.cgroups.version:
+            self.cgroups.release(self.runtime_id)
+
     def log_status(self) -> None:
         if not self.problems:
             how = (f"a uid of its own in {self.uids[0]}-{self.uids[1]} and a private root, " if self.support.private_root
