@@ -44,6 +44,8 @@ class KernelLimits(Protocol):
 
     def stats(self) -> dict[str, int]: ...
 
+    def kill(self, timeout: float = 5.0) -> None: ...  # everything in its cgroups, however it forked
+
 
 @dataclass(frozen=True)
 class Launch:

@@ -353,6 +353,7 @@ class Sidekick:
                 log.warning("sidekick %s: pid %d %s", self.spec.step_name, proc.pid, self._oom[1] if self._oom else "")
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
+                await asyncio.to_thread(kernel.kill, 2.0)  # and what left its process group
                 return
             await asyncio.sleep(_WATCH_INTERVAL_S)
 
