@@ -79,3 +79,22 @@ def test_v1_limits_and_counts_use_its_file_names(tmp_path: Path) -> None:
     assert (tmp_path / "pids" / "pids.max").read_text() == "100"
     assert group.stats() == {"cpu_periods": 10, "cpu_throttled_periods": 4, "cpu_throttled_us": 5000, "oom_kills": 1,
                              "memory_limit_hits": 9, "memory_peak_bytes": 777, "processes": 3}
+
+
+def test_rlimits_stand_in_where_no_cgroup_holds_and_installs_have_bounds_of_their_own(tmp_path: Path) -> None:
+    from wallaroo_pulumi.runtime.sandbox.policy import Policy
+    from wallaroo_pulumi.runtime.sandbox.sandbox import INSTALL_CPU_SECONDS, INSTALL_FILE_BYTES, Bounds, Box
+
+    bounds = Bounds(cpus=0.5, cpu_ids=(0,), memory_bytes=2**28, max_processes=40, scratch_bytes=2**24)
+    install = Box(None, None, tmp_path)  # type: ignore[arg-type]
+    assert install._rlimits() == [("RLIMIT_FSIZE", INSTALL_FILE_BYTES), ("RLIMIT_CPU", INSTALL_CPU_SECONDS)]
+    own_uid = Box(None, 2_000_000_001, tmp_path, bounds=bounds)  # type: ignore[arg-type]
+    assert own_uid._rlimits() == [("RLIMIT_NPROC", 40)]  # exact: the uid is its alone; scratch is a tmpfs
+    shared = Box(None, None, tmp_path, bounds=bounds)._rlimits()  # type: ignore[arg-type]
+    assert shared[0][0] == "RLIMIT_NPROC" and shared[0][1] > 40  # what the runtime's user runs counts too
+    assert shared[1] == ("RLIMIT_FSIZE", 2**24)
+    pids = WorkerCgroup(1, {"pids": str(tmp_path)})
+    assert Box(None, 2_000_000_001, tmp_path, bounds=bounds, cgroup=pids)._rlimits() == []  # type: ignore[arg-type]
+    policy = Policy(cgroup_procs=("/sys/fs/cgroup/pids/x/cgroup.procs",), scratch="/tmp/s", scratch_bytes=2**24,
+                    rlimits=(("RLIMIT_NPROC", 40),))
+    assert Policy.from_json(policy.to_json()) == policy
