@@ -178,6 +178,8 @@ def test_the_validator_leaves_a_row_whose_upstream_call_failed_unscored(tmp_path
             c.wait_for_deployment(f"validated-{dep}", timeout_s=180)
             standin.faults.server_error_next(1, status=500)  # the first row's upstream call fails
             df = c.infer("validated", pd.DataFrame({"text": ["first prompt", "second prompt"]}))
+            standin.faults.server_error_next(1, status=500)  # a batch of failed rows only
+            alone = c.infer("validated", pd.DataFrame({"text": ["lonely prompt"]})).iloc[0]
         scores = [n for n in vout.names if n not in LLM_OUTPUT_SCHEMA.names]
         assert scores
         failed, ok = df.iloc[0], df.iloc[1]
@@ -185,6 +187,7 @@ def test_the_validator_leaves_a_row_whose_upstream_call_failed_unscored(tmp_path
         assert failed["out.generated_text"] == ""
         assert all(pd.isna(failed[f"out.{s}"]) for s in scores), failed.to_dict()  # null, not the score of ""
         assert ok["out.error"] == "" and ok["out.generated_text"]
+        assert alone["out.error"] and all(pd.isna(alone[f"out.{s}"]) for s in scores), alone.to_dict()
         assert all(isinstance(ok[f"out.{s}"], float) and not pd.isna(ok[f"out.{s}"]) for s in scores), ok.to_dict()
     finally:
         srv.stop()
