@@ -64,10 +64,10 @@ class ScorerInference(Inference):
         return [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts]
 
     def unscorable(self, input_data: InferenceData, texts: list[Any]) -> list[bool]:
-        """Rows that have no answer to score: a null text, or (when the step carries the LLM's
-        ``error`` column) a row whose upstream call failed; its text is not an answer."""
+        """Rows whose upstream call failed (when the step carries the LLM's ``error`` column, a
+        non-empty error): their text ("") is not an answer, so they are not scored."""
         errors = input_data.get(ERROR_FIELD) if self.pass_through else None
-        failed = [t is None for t in texts]
+        failed = [False] * len(texts)
         if errors is not None:
             for i, e in enumerate(np.asarray(errors, dtype=object).reshape(-1).tolist()):
                 if isinstance(e, bytes):
