@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start sidekicks even where the kernel lacks a mechanism their sandbox needs (see /health); without "
         "it such a runtime says what is missing and refuses to start them",
     )
+    serve.add_argument(
+        "--allow-gpu-fallback", action="store_true",
+        help="run a step that asks for more GPUs than this machine has on CPU (and the GPUs there are) instead of "
+        "failing its deploy with 'Insufficient nvidia.com/gpu' (also $WALLAROO_ALLOW_GPU_FALLBACK=1)",
+    )
     serve.add_argument("--sidekick-uids", type=_uid_range, default=None, metavar="START-END",
                        help="as root: the uids sidekick workers run under, one each (default 2000000000-2000065535)")
     serve.add_argument("--database", default=None, metavar="URL",
@@ -156,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             extra["listener_lease_s"] = args.listener_lease
         if args.sidekick_uids:
             extra["sidekick_uids"] = args.sidekick_uids
+        from wallaroo_pulumi.runtime.settings import GPU_FALLBACK_ENV
+
+        fallback_env = os.environ.get(GPU_FALLBACK_ENV, "").strip().lower()
+        if fallback_env not in ("", "0", "1", "true", "false", "yes", "no"):
+            print(f"wallaroo-pulumi runtime serve: {GPU_FALLBACK_ENV}: expected 1/true/yes or 0/false/no, got "
+                  f"{fallback_env!r}", file=sys.stderr)
+            return 2
+        extra["allow_gpu_fallback"] = args.allow_gpu_fallback or fallback_env in ("1", "true", "yes")
         from wallaroo_pulumi.runtime.auth import check_admin_token
         from wallaroo_pulumi.runtime.secrets import KEY_ENV as SECRETS_KEY_ENV
         from wallaroo_pulumi.runtime.secrets import MIN_KEY_CHARS

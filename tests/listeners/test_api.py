@@ -69,8 +69,10 @@ def test_task_lifecycle_and_shapes(db, logstore):
         nf = c.post("/v1/api/task/get_by_id", json={"id": s["id"]})
         assert nf.status_code == 404 and nf.json()["status"] == "error" and nf.json()["error"].startswith("id:")
 
-        res = c.post("/v1/api/listeners/results", json={"pipeline": "llm"}).json()
+        res = c.post("/v1/api/listeners/results", json={"pipeline": "llm", "order": "Asc"}).json()
         (only,) = res["results"]
+        newest_first = c.post("/v1/api/listeners/results", json={"pipeline": "llm"}).json()["results"][0]["records"]
+        assert newest_first == only["records"][::-1]  # the default order is newest first
         assert only["score_pipeline"] == "llm-combined-scores" and only["count"] == 5
         rec = only["records"][3]
         assert set(rec) >= {"time", "in", "out", "anomaly", "metadata"}

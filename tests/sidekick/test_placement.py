@@ -41,7 +41,14 @@ def test_gpus_go_round_robin_over_the_visible_ones(tmp_path: Path, monkeypatch: 
     assert reserve(local, spec(tmp_path, gpus=2, gpu_ids=[3, 1])).gpu_ids == ("3", "1")  # the caller's, as given
     assert reserve(local, spec(tmp_path, gpus=1)).gpu_ids == ("4",)  # which moved no cursor
     assert reserve(local, spec(tmp_path)).gpu_ids == ()
-    assert reserve(local, spec(tmp_path, gpus=4)).gpu_ids == ("0", "1", "2", "3")  # more than visible: asked ids
+    with pytest.raises(placement.InsufficientGPUs, match=r"0/1 nodes are available: 1 Insufficient nvidia.com/gpu"):
+        reserve(local, spec(tmp_path, gpus=4))  # more than visible: refused, never a device that is not there
+    fallback = LocalPlacement(allow_gpu_fallback=True)
+    assert reserve(fallback, spec(tmp_path, gpus=4)).gpu_ids == ("4", "5", "6")  # the ones there are, CPU for the rest
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(placement.InsufficientGPUs, match=r"asks for 1 GPU\(s\) and this machine has 0 visible"):
+        reserve(local, spec(tmp_path, gpus=1))
+    assert reserve(fallback, spec(tmp_path, gpus=1)).gpu_ids == ()  # CPU only
 
 
 def test_a_gpu_step_grows_only_onto_gpus_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

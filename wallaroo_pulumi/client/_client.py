@@ -652,12 +652,18 @@ class WallarooClient(KeysAPI, ModelConfigAPI):
         start: datetime | str | None = None,
         end: datetime | str | None = None,
         limit: int = 1000,
+        run_id: str | None = None,
+        newest_first: bool = True,
     ) -> pd.DataFrame:
-        """Scores stored for `pipeline`'s logged inferences, one row per scored inference."""
+        """Scores stored for `pipeline`'s logged inferences, one row per scored inference, newest
+        first (``newest_first=False``: oldest first); with `run_id`, only what that listener run scored
+        (e.g. ``wait_for_run(...).id``), however many older runs the window holds."""
         import pandas as pd
-        payload: dict[str, Any] = {"pipeline": pipeline, "limit": limit}
+        payload: dict[str, Any] = {"pipeline": pipeline, "limit": limit, "order": "Desc" if newest_first else "Asc"}
         if listener:
             payload["listener"] = listener
+        if run_id is not None:
+            payload["run_id"] = run_id
         if start is not None:
             payload["start"] = _iso(start)
         if end is not None:

@@ -61,6 +61,7 @@ class DeploymentState:
     live: Live | None = None
     starting: list[Step] = field(default_factory=list)
     failed_sidekicks: list[dict[str, Any]] = field(default_factory=list)
+    failed_models: list[dict[str, Any]] = field(default_factory=list)
     task: asyncio.Task | None = None
     started_at: float = field(default_factory=time.time)
 
@@ -177,6 +178,12 @@ class Engine:
                 step, exc = errors[0]
                 if isinstance(exc, asyncio.CancelledError):
                     raise exc
+                failed = {s.name: str(r) for s, r in errors}
+                state.failed_models = [
+                    {"name": s.model_name, "version": s.model_version, "sha": s.sha,
+                     "status": "Error" if s.name in failed else "Stopped", "reason": failed.get(s.name)}
+                    for s in new_steps
+                ]
                 raise DeployError(f"step {step.name!r} failed to load: {exc}") from exc
         except asyncio.CancelledError:
             await self._stop_steps(new_steps)
@@ -199,6 +206,7 @@ class Engine:
         state.starting = []
         state.state = "running"
         state.reason = None
+        state.failed_models = []
         log.info("deployment %s running (%d step(s), %d replica(s) each)", state.deploy_name, len(new_steps), config.replicas)
         await self._stop_live(old)
 
@@ -273,11 +281,20 @@ class Engine:
                 steps = list(state.live.steps) + list(state.starting)
             sidekicks = self._sidekick_rows(steps)
         live = state.live
-        models = [
-            {"name": s.model_name, "version": s.model_version, "sha": s.sha, "status": "Running"}
-            for s in (live.steps if live else [])
-        ]
-        engine_status = "Running" if live else status
+        if live is not None:
+            models = []
+            for s in live.steps:
+                step_status, step_reason = step_status_of(s.pool.sidekicks)
+                models.append({"name": s.model_name, "version": s.model_version, "sha": s.sha,
+                               "status": step_status, "reason": step_reason})
+        else:
+            models = [dict(m) for m in state.failed_models]
+        # The engine serves the live version: Running only while every step of it has a worker ready.
+        engine_status = _worst([m["status"] for m in models]) if live else status
+        engine_details = [f"model {m['name']!r}: {m['status']}: {m['reason']}" for m in models if m.get("reason")]
+        # The load balancer routes to the live version: it is Running while one serves, else it
+        # says what the deployment says (Starting, Error) and why.
+        lb_status = "Running" if live else status
         return {
             "name": state.deploy_name,
             "status": status,
@@ -289,8 +306,9 @@ class Engine:
                     "ip": self.host,
                     "name": f"engine-{state.id}",
                     "status": engine_status,
-                    "reason": state.reason,
-                    "details": [],
+                    "reason": state.reason or (engine_details[0] if engine_status != "Running" and engine_details
+                                               else None),
+                    "details": engine_details,
                     "pipeline_statuses": {
                         "pipelines": [{"id": state.pipeline_name, "status": engine_status,
                                        "version": live.pipeline_version if live else None}]
@@ -299,10 +317,35 @@ class Engine:
                 }
             ],
             "engine_lbs": [
-                {"ip": self.host, "name": f"engine-lb-{state.id}", "status": "Running", "reason": None, "details": []}
+                {"ip": self.host, "name": f"engine-lb-{state.id}", "status": lb_status,
+                 "reason": None if live else state.reason, "details": [] if live or not state.reason else [state.reason]}
             ],
             "sidekicks": sidekicks,
         }
+
+
+_SEVERITY = {"Error": 3, "Starting": 2, "Stopped": 1, "Running": 0}
+
+
+def _worst(statuses: list[str]) -> str:
+    """The status of a whole made of parts: Running only when every part is."""
+    return max(statuses, key=lambda st: _SEVERITY.get(st, 3), default="Running")
+
+
+def step_status_of(sidekicks: list[Any]) -> tuple[str, str | None]:
+    """A model step's status from its workers as they are now: Running while one is ready (or none
+    is wanted: a step scaled to zero wakes on its next request), Error when none is ready and none
+    is coming back (all failed or stopped: e.g. a worker that died and fails to restart), else
+    Starting (a worker loading or restarting); with the last error of a worker that has one."""
+    if not sidekicks:
+        return "Running", None
+    states = [sk.state for sk in sidekicks]
+    errors = [str(sk.last_error) for sk in sidekicks if sk.last_error]
+    if "ready" in states:
+        return "Running", None
+    if all(st in ("failed", "stopped") for st in states):
+        return "Error", errors[0] if errors else "no worker is running"
+    return "Starting", errors[0] if errors else None
 
 
 class _Gauges:

@@ -65,7 +65,8 @@ class Runtime:
                                insecure=settings.insecure_sidekicks)
         self.sandbox.log_status()
         self.model_files = ModelFiles(data_dir, self.artifacts, self.sandbox)
-        self.placement = SandboxedPlacement(self.sandbox)  # one for pipeline steps and listener models alike
+        # one for pipeline steps and listener models alike
+        self.placement = SandboxedPlacement(self.sandbox, allow_gpu_fallback=settings.allow_gpu_fallback)
         self.pods = None  # model steps as pods of their own on a cluster (D35), else local processes
         if settings.kubernetes is not None:
             from wallaroo_pulumi.runtime.kube.placement import KubernetesPlacement

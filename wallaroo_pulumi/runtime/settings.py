@@ -17,6 +17,8 @@ MiB = 2**20
 ADMIN_TOKEN_ENV = "WALLAROO_ADMIN_TOKEN"
 #: Environment variable holding the metadata database URL (it may hold a password: never logged).
 DATABASE_URL_ENV = "WALLAROO_DATABASE_URL"
+#: Environment variable that, set to 1/true/yes, allows GPU steps to run on CPU where there are too few GPUs.
+GPU_FALLBACK_ENV = "WALLAROO_ALLOW_GPU_FALLBACK"
 ROLES = ("all", "serve", "scheduler")
 Role = Literal["all", "serve", "scheduler"]
 
@@ -69,6 +71,12 @@ class RuntimeSettings(BaseModel):
         default=False,
         description="start sidekicks even where the kernel lacks a mechanism the sandbox needs (confined as far as "
         "it can be); without it such a runtime refuses to start them",
+    )
+    allow_gpu_fallback: bool = Field(
+        default=False,
+        description="run a step asking for more GPUs than this machine has on CPU (and the GPUs there are); "
+        "without it (the default) its deploy fails with the Kubernetes scheduler's reason, 'Insufficient "
+        f"nvidia.com/gpu'. Also ${GPU_FALLBACK_ENV}=1",
     )
     sidekick_uids: tuple[int, int] = Field(
         default=(2_000_000_000, 2_000_065_535),

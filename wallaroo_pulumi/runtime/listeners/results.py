@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from wallaroo_pulumi.runtime.logstore import LogStore
 
@@ -24,13 +25,18 @@ class ScoreQueries:
         self.logstore = logstore
 
     async def results(
-        self, pipeline: str, listener: str | None, limit: int | None, start: int | None, end: int | None
+        self, pipeline: str, listener: str | None, limit: int | None, start: int | None, end: int | None,
+        run_id: str | None = None, order: str = "Desc",
     ) -> dict[str, Any]:
         """Scores listeners stored for `pipeline` (the monitored one, or a score pipeline): per
-        score pipeline, a summary of each numeric score and the first `limit` records."""
+        score pipeline, a summary of each numeric score and `limit` records, newest first (``order``
+        "Desc", the default) or oldest first ("Asc"); with `run_id`, only the rows that run scored."""
         out = []
         for sp in self.score_pipelines(pipeline, listener):
             t = await asyncio.to_thread(_read_table, self.logstore, sp, start, end)
+            if run_id is not None:
+                t = _of_run(t, run_id)
+            t = _ordered(t, order)
             summaries = {}
             for c in t.column_names:
                 if c.startswith("out.") and _numeric(t.column(c).type):
@@ -136,6 +142,24 @@ def _read_table(logstore: LogStore, pipeline: str, start: int | None, end: int |
     if not tables:
         return pa.table({"time": pa.array([], pa.timestamp("ms", tz="UTC"))})
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _of_run(t: pa.Table, run_id: str) -> pa.Table:
+    """The rows listener run `run_id` stored (``metadata.run_id``); none where no run is recorded."""
+    if "metadata.run_id" not in t.column_names:
+        return t.slice(0, 0)
+    return t.filter(pc.equal(t.column("metadata.run_id"), pa.scalar(run_id, pa.string())))
+
+
+def _ordered(t: pa.Table, order: str) -> pa.Table:
+    """Rows by log time, newest first ("Desc") or oldest first ("Asc"); the store's order within a time."""
+    if t.num_rows < 2 or "time" not in t.column_names:
+        return t
+    position = pa.array(range(t.num_rows), pa.int64())
+    keyed = t.append_column("__position", position)
+    direction = "descending" if order == "Desc" else "ascending"
+    keyed = keyed.sort_by([("time", direction), ("__position", direction)])
+    return keyed.drop_columns(["__position"])
 
 
 def _read_column(

@@ -122,7 +122,8 @@ async def delete(request: Request, svc: Service) -> JSON:
 
 
 @router.post("/v1/api/listeners/results", response_model=None,
-             summary="Scores a listener stored for `pipeline` (the monitored one, or a score pipeline).")
+             summary="Scores a listener stored for `pipeline` (the monitored one, or a score pipeline), newest "
+             "first; `run_id` keeps one run's.")
 async def results(request: Request, svc: Service) -> JSON:
     """Scores a listener stored for `pipeline` (the monitored one, or a score pipeline)."""
     d = await parse.body(request)
@@ -130,7 +131,11 @@ async def results(request: Request, svc: Service) -> JSON:
     listener = parse.optional_text(d, "listener")
     limit = parse.limit(d)
     start, end = parse.epoch_ms(d, "start"), parse.epoch_ms(d, "end")
-    return await svc.results.results(pipeline, listener, limit, start, end)
+    run_id = parse.optional_text(d, "run_id")
+    order = d.get("order", "Desc")
+    if order not in ("Asc", "Desc"):
+        raise BadListenerRequest(f"order: expected 'Desc' (newest first, the default) or 'Asc', got {order!r}")
+    return await svc.results.results(pipeline, listener, limit, start, end, run_id=run_id, order=order)
 
 
 @router.post("/v1/api/assays/run", response_model=None,

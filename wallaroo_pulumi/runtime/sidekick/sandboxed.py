@@ -25,8 +25,8 @@ class BoxedReservation(Reservation):
 
 
 class SandboxedPlacement(LocalPlacement):
-    def __init__(self, sandbox: Sandbox) -> None:
-        super().__init__()
+    def __init__(self, sandbox: Sandbox, *, allow_gpu_fallback: bool = False) -> None:
+        super().__init__(allow_gpu_fallback=allow_gpu_fallback)
         self.sandbox = sandbox
 
     async def reserve(self, spec: SidekickSpec) -> Reservation:
