@@ -139,7 +139,8 @@ def stored_values(srv) -> dict[str, bytes]:
 def assert_sealed_at_rest(srv, secret: bytes) -> None:
     """`secret` is stored nowhere as is, and a sealed value is stored (so the check read the right rows)."""
     stored = stored_values(srv)
-    assert not [where for where, data in stored.items() if secret in data], f"plaintext {secret!r} stored"
+    plain = [where for where, data in stored.items() if secret in data]
+    assert not plain, f"plaintext {secret!r} stored in {plain}"
     assert any(SEALED in data for data in stored.values()), f"no sealed value stored in {sorted(stored)}"
 
 

@@ -35,7 +35,8 @@ pytestmark = pytest.mark.security
 #: image's user), with Landlock alone, which needs signal scoping (ABI 6, Linux 6.12). Running the
 #: runtime as another user needs root here.
 SUPPORT = Support.detect()
-AS_ROOT_MISSING = Support(SUPPORT.landlock_abi, root=True, caps=SUPPORT.caps).missing if SUPPORT.root else ["root"]
+AS_ROOT_MISSING = (Support(SUPPORT.landlock_abi, root=True, caps=SUPPORT.caps).missing if SUPPORT.root
+                   else ["root (this case runs the runtime as root)"])
 NON_ROOT_MISSING = Support(SUPPORT.landlock_abi, root=False).missing if SUPPORT.root else ["root, to start the runtime as uid 10001"]
 needs_root = pytest.mark.skipif(not SUPPORT.root, reason="starts the runtime as another user (uid 10001): needs root")
 needs_non_root_sandbox = pytest.mark.skipif(
