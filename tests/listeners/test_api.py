@@ -7,8 +7,8 @@ import time
 import numpy as np
 from fastapi.testclient import TestClient
 
-from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
-from listeners.listener_server import listener_app
+from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
+from tests.listeners.listener_server import listener_app
 from wallaroo_pulumi.orchestration import ORCHESTRATION_ID
 from wallaroo_pulumi.runtime.listeners import ListenerService
 

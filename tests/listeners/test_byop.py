@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD
+from tests.listeners.listener_helpers import BAD, GOOD
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR, predict_byop
 from wallaroo_pulumi.runtime.sidekick.loader import ModelLoadError, load_inference

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD
-from listeners.runtime_harness import Proc
+from tests.listeners.listener_helpers import BAD, GOOD
+from tests.listeners.runtime_harness import Proc
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.client.errors import ConflictError, NotFoundError, ValidationError, WallarooError

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
-from listeners.runtime_harness import Proc
+from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
+from tests.listeners.runtime_harness import Proc
 from wallaroo_pulumi.runtime.logstore import LogStore
 
 

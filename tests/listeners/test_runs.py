@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
+from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.runtime.listeners import ListenerService
 from wallaroo_pulumi.runtime.listeners.engine import reconcile, row_keys, stream_id

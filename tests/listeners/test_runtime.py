@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD
-from listeners.runtime_harness import Proc
+from tests.listeners.listener_helpers import BAD, GOOD
+from tests.listeners.runtime_harness import Proc
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR
