@@ -107,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from wallaroo_pulumi.runtime.db import OperationalError
-    from wallaroo_pulumi.runtime.migrate import MigrationError, migrate
-    from wallaroo_pulumi.runtime.secrets import KEY_ENV, MIN_KEY_CHARS
+    from wallaroo_pulumi.runtime.core.secrets import KEY_ENV, MIN_KEY_CHARS
     from wallaroo_pulumi.runtime.settings import DATABASE_URL_ENV
+    from wallaroo_pulumi.runtime.store.db import OperationalError
+    from wallaroo_pulumi.runtime.store.migrate import MigrationError, migrate
 
     database = os.environ.pop(DATABASE_URL_ENV, None) or args.database
     key = os.environ.pop(KEY_ENV, None)
@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             extra["listener_lease_s"] = args.listener_lease
         if args.sidekick_uids:
             extra["sidekick_uids"] = args.sidekick_uids
-        from wallaroo_pulumi.runtime.auth import check_admin_token
-        from wallaroo_pulumi.runtime.secrets import KEY_ENV as SECRETS_KEY_ENV
-        from wallaroo_pulumi.runtime.secrets import MIN_KEY_CHARS
+        from wallaroo_pulumi.runtime.core.auth import check_admin_token
+        from wallaroo_pulumi.runtime.core.secrets import KEY_ENV as SECRETS_KEY_ENV
+        from wallaroo_pulumi.runtime.core.secrets import MIN_KEY_CHARS
         from wallaroo_pulumi.runtime.settings import ADMIN_TOKEN_ENV
 
         # taken out of the environment: no child process (pip installing a model's requirements)
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             for error in exc.errors(include_url=False, include_input=False):
                 print(f"wallaroo-pulumi runtime serve: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
             return 2
-        from wallaroo_pulumi.runtime.db import OperationalError
+        from wallaroo_pulumi.runtime.store.db import OperationalError
 
         try:
             serve(settings)

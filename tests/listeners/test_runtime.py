@@ -16,7 +16,7 @@ from listeners.listener_helpers import BAD, GOOD
 from listeners.runtime_harness import Proc
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.client import WallarooClient
-from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR
+from wallaroo_pulumi.runtime.services.listeners.executor import BUILTIN_DIR
 from wallaroo_pulumi.scorers.schemas import listener_schemas
 
 FAKE_LLM = f"GOOD = {GOOD!r}\nBAD = {BAD!r}\n" + '''

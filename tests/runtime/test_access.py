@@ -20,7 +20,7 @@ import pytest
 
 from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model, server_env
 from wallaroo_pulumi.client import AuthError, ConflictError, NotFoundError, ValidationError, WallarooClient, schema_to_b64
-from wallaroo_pulumi.runtime.access.policy import RULES, Find, Perm, Rule
+from wallaroo_pulumi.runtime.services.access.policy import RULES, Find, Perm, Rule
 from wallaroo_pulumi.testing.byop import byop_source
 
 JSON = "application/json; format=pandas-records"

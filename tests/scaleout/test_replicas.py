@@ -142,9 +142,9 @@ def test_a_replica_killed_mid_listener_run_fails_over_and_no_row_is_scored_twice
     scheduler (its own node) fails the run within the lease; a new run through replica B scores
     the rest: every source row scored exactly once, read back through B."""
     from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
-    from wallaroo_pulumi.runtime.db_postgres import PostgresDatabase
-    from wallaroo_pulumi.runtime.logstore.shared import SharedLogStore
-    from wallaroo_pulumi.runtime.object_store import ObjectStore
+    from wallaroo_pulumi.runtime.store.db_postgres import PostgresDatabase
+    from wallaroo_pulumi.runtime.store.logs.shared import SharedLogStore
+    from wallaroo_pulumi.runtime.store.object_store import ObjectStore
 
     a, b = replicas(2, "--role", "serve", "--listener-lease", "3s")
     (sched,) = replicas(1, "--role", "scheduler", "--listener-lease", "3s")
