@@ -147,6 +147,40 @@ class PreparedRequest:
     params: dict[str, str] | None = None
 
 
+class Retry(NamedTuple):
+    """An attempt that failed in a way worth retrying: what went wrong, the upstream's words, and how
+    long it asked us to wait (``None``: back off)."""
+
+    problem: str
+    detail: str = ""
+    retry_after: float | None = None
+
+
+#: One attempt's end: the row (success or final failure), a :class:`Retry`, or None (re-authenticated).
+Outcome = RowResult | Retry | None
+#: One attempt, given (auth headers, attempt number, re-authenticated yet): yields what it streams.
+Attempt = Callable[[dict[str, str], int, bool], Generator[StreamDelta, None, Outcome]]
+
+
+def _connection_error(exc: httpx.TransportError) -> Retry:
+    return Retry(f"connection error ({type(exc).__name__}: {exc})")
+
+
+def _returning(value: Outcome) -> Generator[StreamDelta, None, Outcome]:
+    """A plain attempt's outcome as an attempt that streams nothing."""
+    yield from ()
+    return value
+
+
+def _drain(steps: Generator[StreamDelta, None, RowResult]) -> RowResult:
+    """Run a generator that yields nothing to its end; its return value."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("a plain request streamed")  # pragma: no cover
+
+
 class HttpLLMAdapter:
     """Base class: subclasses say how to build one row's request and read its answer."""
 
@@ -322,14 +356,8 @@ class HttpLLMAdapter:
                 yield StreamDelta(result.generated_text, result.finish_reason or None)
             return result
         streamed: list[StreamDelta] = []
-        s = self.settings
-        attempt, reauthed = 0, False
-        while True:
-            attempt += 1
-            try:
-                auth = self.auth_headers()
-            except CredentialError as exc:
-                return self._fail(f"{self.name}: credentials: {exc}")
+
+        def once(auth: dict[str, str], attempt: int, reauthed: bool) -> Generator[StreamDelta, None, Outcome]:
             request = self.build_chat_request(call, stream=True)  # type: ignore[arg-type]
             assert request is not None
             try:
@@ -338,27 +366,18 @@ class HttpLLMAdapter:
                     if 200 <= response.status_code < 300:
                         return (yield from self._read_stream(response, streamed))
                     response.read()
-                    outcome = self._refused(response, attempt, reauthed)
+                    return self._refused(response, attempt, reauthed)
             except httpx.TimeoutException as exc:
                 if streamed:
-                    return self._partial(streamed, f"stream timed out after {s.request_timeout_s:g}s ({type(exc).__name__})")
-                outcome = (f"request timed out after {s.request_timeout_s:g}s ({type(exc).__name__})", "", None)
+                    return self._partial(streamed, f"stream timed out after {self.settings.request_timeout_s:g}s "
+                                                   f"({type(exc).__name__})")
+                return self._timed_out(exc)
             except httpx.TransportError as exc:
                 if streamed:
                     return self._partial(streamed, f"connection error mid-stream ({type(exc).__name__}: {exc})")
-                outcome = (f"connection error ({type(exc).__name__}: {exc})", "", None)
-            if isinstance(outcome, RowResult):
-                return outcome
-            if outcome is None:  # 401 answered with fresh credentials: not a retry
-                attempt, reauthed = attempt - 1, True
-                continue
-            problem, detail, retry_after = outcome
-            if attempt >= s.max_retries + 1 or (retry_after is not None and retry_after > s.retry_after_max_s):
-                return self._fail(self._message(problem, attempt, detail))
-            delay = retry_after if retry_after is not None else self._backoff(attempt)
-            logger.warning("%s", self.redact(f"{self._message(problem, attempt, detail)}; retrying in {delay:.2f}s"))
-            if delay > 0:
-                time.sleep(delay)
+                return _connection_error(exc)
+
+        return (yield from self._with_retries(once))
 
     def _read_stream(self, response: httpx.Response, streamed: list[StreamDelta]) -> Generator[StreamDelta, None, RowResult]:
         finish, prompt_tokens, completion_tokens, events = "", USAGE_UNKNOWN, USAGE_UNKNOWN, 0
@@ -389,9 +408,9 @@ class HttpLLMAdapter:
         logger.warning("%s", message)
         return RowResult("".join(d.text for d in streamed), USAGE_UNKNOWN, USAGE_UNKNOWN, message)
 
-    def _refused(self, response: httpx.Response, attempt: int, reauthed: bool) -> RowResult | tuple[str, str, float | None] | None:
-        """A non-2xx answer: the row's final failure, (problem, detail, retry-after) to retry, or
-        None to retry at once with fresh credentials (a first 401)."""
+    def _refused(self, response: httpx.Response, attempt: int, reauthed: bool) -> Outcome:
+        """A non-2xx answer: the row's final failure, a :class:`Retry`, or None to retry at once with
+        fresh credentials (a first 401)."""
         status = response.status_code
         detail = short_upstream_message(response)
         reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
@@ -400,59 +419,57 @@ class HttpLLMAdapter:
             return None
         if status not in RETRYABLE_STATUSES:
             return self._fail(self._message(problem, attempt, detail))
-        return problem, detail, parse_retry_after(response.headers)
+        return Retry(problem, detail, parse_retry_after(response.headers))
+
+    def _timed_out(self, exc: httpx.TimeoutException) -> Retry:
+        return Retry(f"request timed out after {self.settings.request_timeout_s:g}s ({type(exc).__name__})")
 
     def _send(self, build: Callable[[], PreparedRequest], parse: Callable[[httpx.Response], RowResult]) -> RowResult:
+        """One plain (not streamed) request, through the same retry loop as :meth:`stream`."""
+
+        def post(auth: dict[str, str], attempt: int, reauthed: bool) -> Outcome:
+            req = build()
+            try:
+                response = self._client.post(req.url, json=req.json, headers={**req.headers, **auth}, params=req.params)
+            except httpx.TimeoutException as exc:
+                return self._timed_out(exc)
+            except httpx.TransportError as exc:
+                return _connection_error(exc)
+            if 200 <= response.status_code < 300:
+                return parse(response)
+            return self._refused(response, attempt, reauthed)
+
+        return _drain(self._with_retries(lambda auth, attempt, reauthed: _returning(post(auth, attempt, reauthed))))
+
+    def _with_retries(self, once: Attempt) -> Generator[StreamDelta, None, RowResult]:
+        """The one retry loop of plain and streamed requests: credentials before each attempt, one
+        re-authentication on a first 401 (not counted as a retry), backoff with jitter or the upstream's
+        Retry-After between attempts, up to ``max_retries`` retries. ``once`` makes one attempt (yielding
+        what it streams) and returns the row, a :class:`Retry`, or None for the re-authentication."""
         s = self.settings
         attempts_allowed = s.max_retries + 1
-        attempt = 0
-        reauthed = False
+        attempt, reauthed = 0, False
         while True:
             attempt += 1
             try:
                 auth = self.auth_headers()
             except CredentialError as exc:
                 return self._fail(f"{self.name}: credentials: {exc}")
-            req = build()
-            headers = {**req.headers, **auth}
-            retry_after: float | None = None
-            detail = ""
-            try:
-                response = self._client.post(req.url, json=req.json, headers=headers, params=req.params)
-            except httpx.TimeoutException as exc:
-                problem = f"request timed out after {s.request_timeout_s:g}s ({type(exc).__name__})"
-            except httpx.TransportError as exc:
-                problem = f"connection error ({type(exc).__name__}: {exc})"
-            else:
-                status = response.status_code
-                if 200 <= status < 300:
-                    return parse(response)
-                detail = short_upstream_message(response)
-                reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
-                problem = f"HTTP {status} {reason}".rstrip()
-                if status == 401 and not reauthed and self.on_unauthorized():
-                    reauthed = True
-                    attempt -= 1  # fetching fresh credentials is not a retry
-                    continue
-                if status not in RETRYABLE_STATUSES:
-                    return self._fail(self._message(problem, attempt, detail))
-                retry_after = parse_retry_after(response.headers)
-
+            outcome = yield from once(auth, attempt, reauthed)
+            if isinstance(outcome, RowResult):
+                return outcome
+            if outcome is None:  # fetching fresh credentials is not a retry
+                attempt, reauthed = attempt - 1, True
+                continue
+            message = self._message(outcome.problem, attempt, outcome.detail)
+            retry_after = outcome.retry_after
             if attempt >= attempts_allowed:
-                return self._fail(self._message(problem, attempt, detail))
+                return self._fail(message)
             if retry_after is not None and retry_after > s.retry_after_max_s:
-                return self._fail(
-                    self._message(problem, attempt, detail)
-                    + f" (upstream asked to retry after {retry_after:g}s, more than RETRY_AFTER_MAX_S={s.retry_after_max_s:g})"
-                )
+                return self._fail(message + f" (upstream asked to retry after {retry_after:g}s, "
+                                            f"more than RETRY_AFTER_MAX_S={s.retry_after_max_s:g})")
             delay = retry_after if retry_after is not None else self._backoff(attempt)
-            logger.warning(
-                "%s",
-                self.redact(
-                    f"{self._message(problem, attempt, detail)}; retrying in {delay:.2f}s "
-                    f"(attempt {attempt + 1} of {attempts_allowed})"
-                ),
-            )
+            logger.warning("%s", self.redact(f"{message}; retrying in {delay:.2f}s (attempt {attempt + 1} of {attempts_allowed})"))
             if delay > 0:
                 time.sleep(delay)
 
