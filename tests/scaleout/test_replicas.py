@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from wallaroo_pulumi.client import NotFoundError
 from wallaroo_pulumi.testing.byop import byop_source
 from wallaroo_pulumi.testing.postgres import PostgresServer
 from wallaroo_pulumi.testing.s3 import S3Server
+from wallaroo_pulumi.testing.waiting import wait_until
 
 
 @pytest.fixture
@@ -42,15 +42,6 @@ def replicas(tmp_path: Path, postgres: PostgresServer, s3: S3Server):
     yield make
     for srv in started:
         srv.stop()
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_deploy_through_one_replica_infer_through_all(replicas, tmp_path: Path) -> None:
