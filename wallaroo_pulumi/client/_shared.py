@@ -15,6 +15,7 @@ from wallaroo_pulumi.client.models import (
     ModelRef,
     ModelVersion,
 )
+from wallaroo_pulumi.client.transport import Transport
 from wallaroo_pulumi.schemas import schema_to_b64
 
 JSON_RECORDS = "application/json; format=pandas-records"
@@ -57,3 +58,13 @@ def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     if "time" in frame.columns:
         frame["time"] = pd.to_datetime(frame["time"], unit="ms", utc=True)
     return frame
+
+
+class ClientArea:
+    """The base of each area's mixin: what `WallarooClient` gives them (its JSON POST, GraphQL query,
+    transport and the deployment ids it remembers)."""
+
+    _post: Callable[..., Any]
+    _graphql: Callable[..., dict[str, Any]]
+    _transport: Transport
+    _deployment_ids: dict[str, int]

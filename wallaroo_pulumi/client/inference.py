@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from wallaroo_pulumi.client._shared import (
     ARROW_FILE,
     ARROW_STREAM,
     JSON_RECORDS,
+    ClientArea,
     iso,
     records_to_frame,
 )
@@ -28,16 +28,10 @@ from wallaroo_pulumi.client.errors import (
     NotFoundError,
     WallarooError,
 )
-from wallaroo_pulumi.client.transport import Transport
 
 
-class InferenceAPI:
+class InferenceAPI(ClientArea):
     """Mixed into `WallarooClient`; uses `get_pipeline` (PipelinesAPI) to find a pipeline's deployment."""
-
-    _post: Callable[..., Any]
-    _graphql: Callable[..., dict[str, Any]]
-    _transport: Transport
-    _deployment_ids: dict[str, int]
 
     def _infer_path(self, pipeline_name: str) -> str:
         dep = self._deployment_ids.get(pipeline_name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pandas costs ~0.25 s to import: only the methods that retur
 from wallaroo_pulumi import engine_config as ec
 from wallaroo_pulumi.client import wire
 from wallaroo_pulumi.client._shared import (
+    ClientArea,
     DeployProgress,
     step_dict,
 )
@@ -29,17 +30,11 @@ from wallaroo_pulumi.client.models import (
     ModelVersion,
     Pipeline,
 )
-from wallaroo_pulumi.client.transport import Transport
 from wallaroo_pulumi.deployment import DeploymentConfig
 
 
-class PipelinesAPI:
+class PipelinesAPI(ClientArea):
     """Mixed into `WallarooClient`; `get_pipeline` and `deployment_status` are its own."""
-
-    _post: Callable[..., Any]
-    _graphql: Callable[..., dict[str, Any]]
-    _transport: Transport
-    _deployment_ids: dict[str, int]
 
     def create_pipeline(
         self,

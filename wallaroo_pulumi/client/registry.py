@@ -6,7 +6,7 @@ import json
 import os
 import shlex
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pandas costs ~0.25 s to import: only the methods that retur
 from wallaroo_pulumi.client import wire
 from wallaroo_pulumi.client._shared import (
     CHUNK,
+    ClientArea,
     UploadProgress,
     schema_b64,
 )
@@ -27,16 +28,10 @@ from wallaroo_pulumi.client.models import (
     Model,
     ModelVersion,
 )
-from wallaroo_pulumi.client.transport import Transport
 
 
-class ModelsAPI:
+class ModelsAPI(ClientArea):
     """Mixed into `WallarooClient`."""
-
-    _post: Callable[..., Any]
-    _graphql: Callable[..., dict[str, Any]]
-    _transport: Transport
-    _deployment_ids: dict[str, int]
 
     def _upload_metadata(
         self, name: str, input_schema: pa.Schema | str, output_schema: pa.Schema | str, framework: str,

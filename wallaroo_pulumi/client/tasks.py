@@ -4,7 +4,6 @@ assays; mixed into `WallarooClient`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +11,7 @@ if TYPE_CHECKING:  # pandas costs ~0.25 s to import: only the methods that retur
     import pandas as pd  # not every Pulumi provider process and program that merely connects
 
 from wallaroo_pulumi.client._shared import (
+    ClientArea,
     iso,
     records_to_frame,
 )
@@ -20,17 +20,11 @@ from wallaroo_pulumi.client.models import (
     Task,
     TaskRun,
 )
-from wallaroo_pulumi.client.transport import Transport
 from wallaroo_pulumi.orchestration import ORCHESTRATION_ID
 
 
-class TasksAPI:
+class TasksAPI(ClientArea):
     """Mixed into `WallarooClient`."""
-
-    _post: Callable[..., Any]
-    _graphql: Callable[..., dict[str, Any]]
-    _transport: Transport
-    _deployment_ids: dict[str, int]
 
     def create_task(
         self,
