@@ -34,11 +34,11 @@ def _builtin_dir() -> Path:
         d = Path(loc) / "byop" / "listeners"
         if d.is_dir():
             return d.resolve()
-    return Path(__file__).resolve().parents[3] / "components" / "byop" / "listeners"
+    return Path(__file__).resolve().parents[4] / "components" / "byop" / "listeners"
 
 
 BUILTIN_DIR = _builtin_dir()
-BYOP_BASE = Path(__file__).resolve().parents[2] / "scorers" / "byop.py"  # the built-ins' shared code
+BYOP_BASE = Path(__file__).resolve().parents[3] / "scorers" / "byop.py"  # the built-ins' shared code
 
 
 class ListenerModelError(ListenerError):
