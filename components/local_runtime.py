@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,9 @@ import httpx
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from wallaroo_pulumi.ports import free_port
 from wallaroo_pulumi.resources.connection import Connection
 from wallaroo_pulumi.resources.progress import report
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:
@@ -149,7 +143,7 @@ class _ProcessProvider(ResourceProvider):
     def _start(self, props: dict[str, Any], port: int | None = None) -> dict[str, Any]:
         data_dir = Path(props["data_dir"])
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = int(port or props.get("port") or 0) or _free_port()
+        port = int(port or props.get("port") or 0) or free_port()
         url = f"http://127.0.0.1:{port}"
         log = open(data_dir / "runtime.log", "ab")
         cmd = [props.get("python") or sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve",

@@ -18,17 +18,25 @@ HERE = Path(__file__).parent
 KUBERNETES = HERE / "kubernetes"
 #: Markers whose tests may not be skipped in CI.
 GUARDED = ("security", "kubernetes")
-_HARDWARE_SKIPS = pytest.StashKey[list]()
+#: Hardware skips seen by this process (the xdist controller, or the only process).
+_HARDWARE_SKIPS: list[str] = []
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/kubernetes `kubernetes`. And for pytest-xdist (`make test`), keep
+    together the tests that share a server: a module's tests on one worker (its module-scoped runtime
+    starts once), the whole Kubernetes group on one worker (its package-scoped control plane starts once)."""
     for item in items:
-        if KUBERNETES in Path(str(item.path)).parents:
+        path = Path(str(item.path)).relative_to(HERE)
+        if path.parts[0] == KUBERNETES.name:
             item.add_marker(pytest.mark.kubernetes)
+            item.add_marker(pytest.mark.xdist_group("kubernetes"))
+        else:
+            item.add_marker(pytest.mark.xdist_group(path.as_posix()))
 
 
 def _guarded(item: pytest.Item) -> str | None:
@@ -46,7 +54,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     if item.get_closest_marker("hardware") is not None:
-        item.config.stash.setdefault(_HARDWARE_SKIPS, []).append(f"{item.nodeid}: {reason}")
+        report.user_properties.append(("hardware_skip", reason))  # travels to the xdist controller
         return
     if in_ci():
         report.outcome = "failed"
@@ -54,8 +62,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
                            f"(give the machine what it needs, or run without CI=true): {reason}")
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _HARDWARE_SKIPS.extend(f"{report.nodeid}: {reason}" for key, reason in report.user_properties if key == "hardware_skip")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
-    skips = config.stash.get(_HARDWARE_SKIPS, [])
+    skips = _HARDWARE_SKIPS
     if skips:
         terminalreporter.section("security tests skipped for absent hardware (allowed in CI)")
         for line in skips:
@@ -70,12 +82,3 @@ def pulumi_stack(tmp_path: Path) -> Iterator[PulumiStack]:
     if (stack.workdir / "__main__.py").exists() and stack._initialised:
         stack.destroy(check=False)
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test`), keep together the tests that share a server: a module's tests
-    on one worker (its module-scoped runtime starts once), and the whole Kubernetes group on one
-    worker (its package-scoped control plane starts once)."""
-    for item in items:
-        path = Path(str(item.path)).relative_to(Path(__file__).parent)
-        group = "kubernetes" if path.parts[0] == "kubernetes" else path.as_posix()
-        item.add_marker(pytest.mark.xdist_group(group))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 from tests.kubernetes.k8s_helpers import wait_for
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.components.kubernetes_runtime import RUNTIME_UID
+from wallaroo_pulumi.ports import free_port
 from wallaroo_pulumi.testing.byop import byop_source
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,15 +84,9 @@ def host_view(pid: int) -> dict[int, dict[str, str]]:
     return seen
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def container(runtime_image: str) -> Iterator[Container]:
-    port = _free_port()
+    port = free_port()
     name = f"wallaroo-image-test-{secrets.token_hex(3)}"
     subprocess.run([
         *PODMAN, "run", "--detach", "--rm", "--name", name, *LIMITS, "--network", "host",
@@ -169,7 +163,7 @@ def test_the_image_runs_a_sidekick_pod_as_its_manifest_says(runtime_image: str, 
     [container] = pod["containers"]
     user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"  # as the manifest says
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    port = _free_port()
+    port = free_port()
     env = {"WALLAROO_SIDEKICK_TOKEN": TOKEN, "SECRET_A": "alpha", "POD_IP": "127.0.0.1",
            **{e["name"]: e["value"] for e in container["env"] if "value" in e}}
     args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 from tests.listeners.listener_server import listener_app
 from wallaroo_pulumi.orchestration import ORCHESTRATION_ID
-from wallaroo_pulumi.runtime.listeners import ListenerService
+from wallaroo_pulumi.runtime.services.listeners import ListenerService
 
 JSON = {"monitored_pipeline": "llm", "listener_model": {"name": "combined"}, "window_seconds": 7200, "batch_size": 64}
 

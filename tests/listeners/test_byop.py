@@ -8,7 +8,7 @@ import pytest
 
 from tests.listeners.listener_helpers import BAD, GOOD
 from wallaroo_pulumi import scorers as S
-from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR, predict_byop
+from wallaroo_pulumi.runtime.services.listeners.executor import BUILTIN_DIR, predict_byop
 from wallaroo_pulumi.runtime.sidekick.loader import ModelLoadError, load_inference
 from wallaroo_pulumi.scorers.registry import BUILTINS
 from wallaroo_pulumi.scorers.schemas import listener_schemas
@@ -142,7 +142,7 @@ def test_in_process_listeners_share_one_loader_and_its_one_builder_rule(tmp_path
     refused naming both, and two folders whose files share a name load side by side."""
     import asyncio
 
-    from wallaroo_pulumi.runtime.listeners.executor import InProcessExecutor, ListenerModelRef
+    from wallaroo_pulumi.runtime.services.listeners.executor import InProcessExecutor, ListenerModelRef
 
     two = tmp_path / "two"
     two.mkdir()

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from wallaroo_pulumi.runtime.listeners import drift
+from wallaroo_pulumi.runtime.services.listeners import drift
 
 
 def test_same_distribution_is_ok_shifted_is_alert():

@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD
-from listeners.runtime_harness import Proc
-from listeners.test_client_tasks import ECHO_LLM
+from tests.listeners.listener_helpers import BAD, GOOD
+from tests.listeners.runtime_harness import Proc
+from tests.listeners.test_client_tasks import ECHO_LLM
 from wallaroo_pulumi.client import WallarooClient
 
 OLD = GOOD[:3]  # what the first run scores

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime.conftest import Server, server_env
-from runtime.test_honest_status import SCHEDULER_WORDS, machine_has_gpu
 
+from tests.runtime.conftest import Server, server_env
+from tests.runtime.test_honest_status import SCHEDULER_WORDS, machine_has_gpu
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack
 
 from .conftest import failure_text, write_model

@@ -11,8 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.conftest import server_env
-
+from tests.runtime.conftest import server_env
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack
 
 from .test_local_runtime import PROGRAM, alive, healthy

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from wallaroo_pulumi.runtime.logstore import LogStore
+from wallaroo_pulumi.runtime.store.logs import LogStore
 
 
 def rows(start: int, n: int, **extra) -> pa.Table:

@@ -122,7 +122,7 @@ class RuntimeSettings(BaseModel):
         if self.role == "scheduler" and not self.listeners:
             raise ValueError("role: 'scheduler' runs the listener scheduler, so listeners must be enabled")
         if self.admin_token is not None:
-            from wallaroo_pulumi.runtime.auth import check_admin_token
+            from wallaroo_pulumi.runtime.core.auth import check_admin_token
 
             check_admin_token(self.admin_token.get_secret_value())
         return self

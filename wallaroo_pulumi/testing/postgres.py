@@ -9,20 +9,15 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from wallaroo_pulumi.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _bindir() -> Path:
@@ -39,7 +34,7 @@ class PostgresServer:
     def __init__(self) -> None:
         self.bindir = _bindir()
         self.root = Path(tempfile.mkdtemp(prefix="wallaroo-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.user = None if os.geteuid() != 0 else _unprivileged()
         self.proc: subprocess.Popen[bytes] | None = None
 

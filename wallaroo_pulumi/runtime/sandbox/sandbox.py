@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wallaroo_pulumi.runtime.errors import Unavailable
+from wallaroo_pulumi.runtime.core.errors import Unavailable
 from wallaroo_pulumi.runtime.sandbox.cgroups import CgroupHost, WorkerCgroup
 from wallaroo_pulumi.runtime.sandbox.policy import ENV_VAR, Policy
 from wallaroo_pulumi.runtime.sandbox.support import Support

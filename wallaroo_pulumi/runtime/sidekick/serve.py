@@ -143,8 +143,8 @@ class SidekickServer:
 
     def _prepare(self, header: dict) -> tuple[Path, list[Path]]:
         """Unpack the artifact received and pip-install its requirements into this pod's work folder."""
-        from wallaroo_pulumi.runtime.requirements import pip_env, read_requirements
         from wallaroo_pulumi.runtime.sidekick.loader import unpack_artifact
+        from wallaroo_pulumi.runtime.sidekick.requirements import pip_env, read_requirements
 
         zip_path = self.workdir / "model.zip"
         target = self.workdir / "model"

@@ -1,0 +1,284 @@
+"""`PipelineLog`: one pipeline's segment log. It appends to an active stream segment, rotates it,
+seals closed segments into Parquet, recovers orphans, indexes peers' segments and prunes old ones."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import suppress
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wallaroo_pulumi.runtime.store.fsync import fsync_dir
+from wallaroo_pulumi.runtime.store.logs.query import LogPage, Order, decode_cursor, read_page
+from wallaroo_pulumi.runtime.store.logs.segments import (
+    Segment,
+    Segments,
+    create_stream,
+    read_segment,
+    read_stream_file,
+    seal_orphan,
+    segment_path,
+    seq_of,
+    write_parquet,
+)
+from wallaroo_pulumi.runtime.store.logs.time_column import bounds
+
+_STALE_TMP_S = 600.0
+
+
+class PipelineLog:
+    def __init__(self, directory: Path, segment_rows: int, segment_bytes: int) -> None:
+        self.dir = directory
+        self.segment_rows = segment_rows
+        self.segment_bytes = segment_bytes
+        self.lock = threading.RLock()
+        self.sealed: list[Segment] = []
+        self.active_seq: int | None = None
+        self.active_path: Path | None = None
+        self.active_file = None
+        self.active_writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self.active_schema: pa.Schema | None = None
+        self.active_rows = 0
+        self.active_bytes = 0
+        self.active_tmin: int | None = None
+        self.active_tmax: int | None = None
+        self.dirty = False
+        self.closed: list[Segment] = []
+        self.seal_lock = threading.Lock()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._recover()
+
+    # -- startup ---------------------------------------------------------
+    def _recover(self) -> None:
+        stale = time.time() - _STALE_TMP_S
+        for tmp in self.dir.glob("*.tmp"):  # a live peer's temp files are younger
+            with suppress(OSError):
+                if tmp.stat().st_mtime < stale:
+                    tmp.unlink()
+        for stream in sorted(self.dir.glob("*.arrows")):
+            seal_orphan(self.dir, stream)
+        for path in sorted(self.dir.glob("*.parquet")):
+            self._add_sealed(path)
+
+    def _add_sealed(self, path: Path) -> None:
+        """Index one Parquet segment (ours or a peer's; sealed files never change)."""
+        seq = seq_of(path.name)
+        if seq is None or any(s.seq == seq for s in self.sealed):
+            return
+        try:
+            meta = pq.read_metadata(path)
+            tmin = tmax = None
+            if meta.num_rows:
+                tmin, tmax = bounds(pq.read_table(path, columns=["time"]))
+        except (OSError, pa.ArrowInvalid):
+            return  # being replaced (tmp + rename) or removed: the next listing sees it
+        self.sealed.append(Segment(seq, path, meta.num_rows, tmin, tmax, meta.schema.to_arrow_schema()))
+        self.sealed.sort(key=lambda s: s.seq)
+
+    def _next_seq(self) -> int:
+        # `.pruned`: the number of the newest segment log retention deleted, so numbers never restart
+        on_disk = [seq for seq in (seq_of(n, ("arrows", "parquet", "pruned")) for n in os.listdir(self.dir))
+                   if seq is not None]
+        last = max([s.seq for s in self.sealed] + [s.seq for s in self.closed] + on_disk + [0])
+        if self.active_seq is not None:
+            last = max(last, self.active_seq)
+        return last + 1
+
+    # -- writing ---------------------------------------------------------
+    def _rotate(self) -> None:
+        """Close the active segment (fsynced) and queue it for sealing into Parquet."""
+        if self.active_writer is None:
+            return
+        self.active_writer.close()
+        self.active_file.flush()
+        os.fsync(self.active_file.fileno())
+        if self.active_rows:  # the file stays open, and flocked, until it is sealed
+            self.closed.append(
+                Segment(self.active_seq, self.active_path, self.active_rows, self.active_tmin, self.active_tmax,
+                        self.active_schema, self.active_file)
+            )
+        else:
+            self.active_path.unlink(missing_ok=True)
+            self.active_file.close()
+        self.active_writer = None
+        self.active_file = None
+        self.active_path = None
+        self.active_seq = None
+        self.active_schema = None
+        self.active_rows = self.active_bytes = 0
+        self.active_tmin = self.active_tmax = None
+        self.dirty = False
+
+    def seal_pending(self) -> None:
+        """Convert closed stream segments to Parquet (temp + fsync + rename). Runs off the
+        append path (the store's background thread) unless appends are synchronous."""
+        with self.seal_lock:
+            while True:
+                with self.lock:
+                    if not self.closed:
+                        return
+                    seg = self.closed[0]
+                table = read_stream_file(seg.path)
+                path = write_parquet(self.dir, seg.seq, table) if table is not None and table.num_rows else None
+                with self.lock:
+                    self.closed.pop(0)
+                    if path is not None:
+                        self.sealed.append(Segment(seg.seq, path, table.num_rows, seg.tmin, seg.tmax, table.schema))
+                        self.sealed.sort(key=lambda x: x.seq)
+                    seg.path.unlink(missing_ok=True)
+                    if seg.handle is not None:
+                        seg.handle.close()  # releases the flock: nothing left to recover
+
+    def append(self, table: pa.Table, sync: bool = True) -> bool:
+        """Returns True when a segment was closed and waits to be sealed."""
+        with self.lock:
+            if self.active_writer is not None and not table.schema.equals(self.active_schema):
+                self._rotate()
+            if self.active_writer is None:
+                self.active_seq, self.active_path, self.active_file = create_stream(self.dir, self._next_seq)
+                self.active_writer = pa.ipc.new_stream(self.active_file, table.schema)
+                self.active_schema = table.schema
+                fsync_dir(self.dir)
+            self.active_writer.write_table(table)
+            self.active_file.flush()  # in the kernel now: survives a kill -9 of this process
+            if sync:
+                os.fsync(self.active_file.fileno())
+                self.dirty = False
+            else:
+                self.dirty = True
+            self.active_rows += table.num_rows
+            self.active_bytes += table.nbytes
+            lo, hi = bounds(table)
+            if lo is not None:
+                self.active_tmin = lo if self.active_tmin is None else min(self.active_tmin, lo)
+                self.active_tmax = hi if self.active_tmax is None else max(self.active_tmax, hi)
+            if self.active_rows >= self.segment_rows or self.active_bytes >= self.segment_bytes:
+                self._rotate()
+            pending = bool(self.closed)
+        if pending and sync:
+            self.seal_pending()
+            return False
+        return pending
+
+    def sync(self) -> None:
+        with self.lock:
+            if self.dirty and self.active_file is not None:
+                os.fsync(self.active_file.fileno())
+            self.dirty = False
+
+    def close(self) -> None:
+        with self.lock:
+            self._rotate()
+        self.seal_pending()
+
+    def cut(self) -> list[Segment]:
+        """Close and seal the active segment now; every sealed segment (oldest first), for a
+        shipper that moves them elsewhere and then `forget`s them."""
+        self.close()
+        with self.lock:
+            return list(self.sealed)
+
+    def forget(self, seg: Segment) -> None:
+        """A sealed segment was moved elsewhere: drop it here (its number is never drawn again)."""
+        marker = segment_path(self.dir, seg.seq, "pruned")
+        marker.touch()
+        with self.lock:
+            self.sealed = [s for s in self.sealed if s.seq != seg.seq]
+        seg.path.unlink(missing_ok=True)
+        for old in self.dir.glob("*.pruned"):
+            if (seq_of(old.name, ("pruned",)) or 0) < seg.seq:
+                old.unlink(missing_ok=True)
+
+    # -- reading ---------------------------------------------------------
+    def _peer_segments(self, read_live: bool = True) -> Segments:
+        """What peers wrote since we last looked: new sealed segments (indexed once), and their
+        active stream segments (sealed here if their writer died; read now unless `read_live`
+        is False, for callers that only need the index)."""
+        live: Segments = []
+        with self.lock:
+            ours = {s.seq for s in self.sealed} | {s.seq for s in self.closed}
+            if self.active_seq is not None:
+                ours.add(self.active_seq)
+        names = sorted(os.listdir(self.dir))
+        parquet = {seq for seq in (seq_of(n) for n in names if n.endswith(".parquet")) if seq is not None}
+        for name in names:
+            seq = seq_of(name)
+            if seq is None or seq in ours:
+                continue
+            path = self.dir / name
+            if name.endswith(".parquet"):
+                with self.lock:
+                    self._add_sealed(path)
+            elif seq not in parquet:
+                if seal_orphan(self.dir, path):
+                    with self.lock:
+                        self._add_sealed(segment_path(self.dir, seq, "parquet"))
+                    continue
+                if not read_live:
+                    continue
+                table = read_stream_file(path)
+                if table is not None and table.num_rows:
+                    tmin, tmax = bounds(table)
+                    live.append((Segment(seq, path, table.num_rows, tmin, tmax, table.schema), table))
+        return live
+
+    def _segments(self) -> Segments:
+        """Sealed segments (table read lazily), peers' active ones and ours (read now), by number."""
+        peers = self._peer_segments()
+        with self.lock:
+            segs: Segments = [(s, None) for s in sorted(self.sealed + self.closed, key=lambda x: x.seq)]
+            if self.active_writer is not None and self.active_rows:
+                table = read_stream_file(self.active_path)
+                if table is not None and table.num_rows:
+                    seg = Segment(
+                        self.active_seq, self.active_path, table.num_rows,
+                        self.active_tmin, self.active_tmax, table.schema,
+                    )
+                    segs.append((seg, table))
+        segs.extend(peers)
+        segs.sort(key=lambda item: item[0].seq)
+        return segs
+
+    def _read(self, seg: Segment) -> pa.Table | None:
+        try:
+            return read_segment(self.dir, seg)
+        except FileNotFoundError:  # removed by log retention (maybe in another process)
+            with self.lock:
+                self.sealed = [s for s in self.sealed if s.seq != seg.seq]
+            return None
+
+    def query(
+        self, start_ms: int | None, end_ms: int | None, limit: int, order: Order, cursor: str | None
+    ) -> LogPage:
+        after: tuple[int, int] | None = decode_cursor(cursor) if cursor else None
+        return read_page(self._segments(), self._read, after, start_ms, end_ms, limit, order)
+
+    def prune(self, cutoff_ms: int) -> tuple[int, int]:
+        """Delete sealed segments whose newest row is older than `cutoff_ms`; (segments, rows).
+
+        An active segment holding only older rows is sealed first, so an idle pipeline's old rows go too.
+        """
+        self._peer_segments(read_live=False)  # index what peers sealed, so their old segments go as well
+        with self.lock:
+            if self.active_writer is not None and self.active_tmax is not None and self.active_tmax < cutoff_ms:
+                self._rotate()
+        self.seal_pending()
+        with self.lock:
+            doomed = [s for s in self.sealed if s.tmax is not None and s.tmax < cutoff_ms]
+            gone = {s.seq for s in doomed}
+            self.sealed = [s for s in self.sealed if s.seq not in gone]
+        if not doomed:
+            return 0, 0
+        marker = segment_path(self.dir, max(gone), "pruned")
+        marker.touch()
+        for seg in doomed:
+            seg.path.unlink(missing_ok=True)
+        for old in self.dir.glob("*.pruned"):
+            if old != marker and (seq_of(old.name, ("pruned",)) or 0) < max(gone):
+                old.unlink(missing_ok=True)
+        fsync_dir(self.dir)
+        return len(doomed), sum(s.rows for s in doomed)
