@@ -19,7 +19,7 @@ COPY components ./components
 # The wheel carries components/ as wallaroo_pulumi.components (built-in listener BYOP folders,
 # stack components); check the runtime finds the built-in listeners there.
 RUN pip install --no-deps ".[scorers]" \
-    && python -P -c "from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR as d; assert (d / 'toxicity' / 'model.py').is_file(), d" \
+    && python -P -c "from wallaroo_pulumi.runtime.services.listeners.executor import BUILTIN_DIR as d; assert (d / 'toxicity' / 'model.py').is_file(), d" \
     && rm -rf /src
 # uid = gid = 10001: components/kubernetes_runtime.py runs pods as it, with fsGroup 10001 on the volume
 RUN groupadd --gid 10001 wallaroo && useradd --uid 10001 --gid 10001 --create-home wallaroo \

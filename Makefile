@@ -2,8 +2,11 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
+# Test workers: most of a test's time is spent waiting on the runtime, Pulumi or a server it started,
+# so on 2 cores 3 workers finish sooner than 2 (README, "Testing"); `make test PYTEST_WORKERS=0` runs serially.
+PYTEST_WORKERS ?= 3
 
-.PHONY: bootstrap quickstart quickstart-down test k8s-tools image bench clean
+.PHONY: bootstrap quickstart quickstart-down test test-setup k8s-tools image bench clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -16,11 +19,16 @@ quickstart: bootstrap
 quickstart-down: bootstrap
 	@$(ENV) scripts/quickstart down
 
-## Lint and check the import contracts, then the whole test suite, through the real Pulumi engine and a real runtime on loopback.
-test: bootstrap
-	@$(ENV) ruff check . && lint-imports && python -m pytest $(PYTEST_ARGS)
+## Set up (every tool the suite needs, built or checked), lint and check the import contracts, then the
+## whole test suite, through the real Pulumi engine and a real runtime on loopback.
+test: test-setup
+	@$(ENV) ruff check . && lint-imports && python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-## Build the Kubernetes tests' control plane and provider plugin into .tools/bin (the tests run this themselves).
+## The setup phase of `make test`, on its own: Kubernetes tools, the Wallaroo SDK venv, the runtime image, PostgreSQL.
+test-setup: bootstrap
+	@$(ENV) scripts/test-setup
+
+## Build the Kubernetes tests' control plane and provider plugin into .tools/bin (make test-setup does).
 k8s-tools: bootstrap
 	@$(ENV) scripts/k8s-tools
 

@@ -36,10 +36,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._harness import free_port, percentile, start_runtime, stop, wait_http  # noqa: E402
+from benchmarks._harness import percentile, start_runtime, stop, wait_http  # noqa: E402
 from wallaroo_pulumi.adapters.schemas import LLM_INPUT_SCHEMA, LLM_OUTPUT_SCHEMA  # noqa: E402
 from wallaroo_pulumi.client import WallarooClient  # noqa: E402
 from wallaroo_pulumi.packaging import pack  # noqa: E402
+from wallaroo_pulumi.ports import free_port  # noqa: E402
 
 MODEL = "gpt-4o-mini"
 API_KEY = "sk-bench-upstream-0123456789"

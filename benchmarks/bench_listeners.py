@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 
 from wallaroo_pulumi import scorers as S  # noqa: E402
-from wallaroo_pulumi.runtime.db import SqliteDatabase  # noqa: E402
-from wallaroo_pulumi.runtime.listeners import ListenerService  # noqa: E402
-from wallaroo_pulumi.runtime.listeners.service import parse_args  # noqa: E402
-from wallaroo_pulumi.runtime.logstore import LogStore  # noqa: E402
+from wallaroo_pulumi.runtime.services.listeners import ListenerService  # noqa: E402
+from wallaroo_pulumi.runtime.services.listeners.service import parse_args  # noqa: E402
+from wallaroo_pulumi.runtime.store.db import SqliteDatabase  # noqa: E402
+from wallaroo_pulumi.runtime.store.logs import LogStore  # noqa: E402
 
 WORDS = (
     "the a model answer report quarterly revenue growth customer support team helpful summary "
@@ -165,7 +165,7 @@ async def window_async(a: argparse.Namespace) -> None:
     import threading
 
     try:
-        from wallaroo_pulumi.runtime.memory import trim
+        from wallaroo_pulumi.runtime.core.memory import trim
     except ImportError:  # a tree from before issue 29, for the before/after numbers
         def trim() -> None:
             pass

@@ -31,7 +31,8 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._harness import free_port, percentile  # noqa: E402
+from benchmarks._harness import percentile  # noqa: E402
+from wallaroo_pulumi.ports import free_port  # noqa: E402
 from wallaroo_pulumi.runtime.sidekick import LocalPlacement, Sidekick, SidekickSpec  # noqa: E402
 from wallaroo_pulumi.runtime.sidekick.remote import ModelBundle, RemoteSidekick  # noqa: E402
 from wallaroo_pulumi.runtime.sidekick.serve import TOKEN_ENV  # noqa: E402

@@ -35,8 +35,9 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._harness import free_port, percentile, start_runtime, stop, wait_http  # noqa: E402
+from benchmarks._harness import percentile, start_runtime, stop, wait_http  # noqa: E402
 from wallaroo_pulumi.client import WallarooClient, schema_to_b64  # noqa: E402
+from wallaroo_pulumi.ports import free_port  # noqa: E402
 
 UPSTREAM = textwrap.dedent(
     """

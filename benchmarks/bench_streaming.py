@@ -35,11 +35,12 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._harness import free_port, percentile, start_runtime, stop  # noqa: E402
+from benchmarks._harness import percentile, start_runtime, stop  # noqa: E402
 from benchmarks.bench_endpoints import API_KEY, LITELLM_KEY, MODEL, start_litellm  # noqa: E402
 from wallaroo_pulumi.adapters.schemas import LLM_INPUT_SCHEMA, LLM_OUTPUT_SCHEMA  # noqa: E402
 from wallaroo_pulumi.client import WallarooClient  # noqa: E402
 from wallaroo_pulumi.packaging import pack  # noqa: E402
+from wallaroo_pulumi.ports import free_port  # noqa: E402
 
 PROMPT = "stream a summary of the quarterly report in about thirty words so that the caller sees tokens arrive one at a time"
 

@@ -98,6 +98,9 @@ def test_a_sidekick_key_is_the_model_or_model_dash_version_id() -> None:
     ({"sidekicks": {"llm": {"memory": "big"}}}, "sidekicks.llm.memory", "Kubernetes memory quantity"),
     ({"sidekicks": {"llm": {"env": {"BAD NAME": "x"}}}}, "sidekicks.llm.env", "not a valid environment variable"),
     ({"sidekicks": {"llm": {"max_batch_rows": 0}}}, "sidekicks.llm.max_batch_rows", "greater than or equal to 1"),
+    ({"sidekicks": {"llm": {"scratch_size": "lots"}}}, "sidekicks.llm.scratch_size", "Kubernetes memory quantity"),
+    ({"sidekicks": {"llm": {"scratch_size": "1Ki"}}}, "sidekicks.llm.scratch_size", "below the 1Mi minimum"),
+    ({"sidekicks": {"llm": {"max_processes": 2}}}, "sidekicks.llm.max_processes", "greater than or equal to 8"),
     ({"cpu": 1}, "cpu", "Extra inputs are not permitted"),
 ])
 def test_bad_config_names_the_field(data: dict, field: str, words: str) -> None:
@@ -106,3 +109,21 @@ def test_bad_config_names_the_field(data: dict, field: str, words: str) -> None:
     error = err.value.errors()[0]
     assert ".".join(str(p) for p in error["loc"]) == field
     assert words in error["msg"]
+
+
+def test_scratch_size_and_max_processes_are_ours_with_protective_defaults_and_round_trip() -> None:
+    """Wallaroo's builder has neither: ours alone, sent only when set, bounded by default (issue 28)."""
+    default = DeploymentConfig().sidekick("llm")
+    assert (default.scratch_size, default.max_processes) == ("1Gi", 512)
+    built = (DeploymentConfigBuilder().sidekick_scratch_size("llm", "256Mi").sidekick_max_processes("llm", 64)
+             .sidekick_cpus("validator", 1).build())
+    assert built["engineAux"]["images"]["llm"] == {"scratch_size": "256Mi", "max_processes": 64}
+    config = engine_config.parse(built, ["llm", "validator"])
+    assert (config.sidekick("llm").scratch_size, config.sidekick("llm").max_processes) == ("256Mi", 64)
+    assert (config.sidekick("validator").scratch_size, config.sidekick("validator").max_processes) == ("1Gi", 512)
+    wire = engine_config.from_config(config, lambda name: f"{name}-3")
+    assert wire["engineAux"]["images"]["llm-3"]["scratch_size"] == "256Mi"
+    assert "scratch_size" not in wire["engineAux"]["images"]["validator-3"]  # the default is not sent
+    assert engine_config.parse(wire, ["llm", "validator"]) == config
+    with pytest.raises(engine_config.EngineConfigError, match=r"engineAux\.images\.llm\.max_processes"):
+        engine_config.parse({"engineAux": {"images": {"llm": {"max_processes": 1}}}}, ["llm"])

@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start sidekicks even where the kernel lacks a mechanism their sandbox needs (see /health); without "
         "it such a runtime says what is missing and refuses to start them",
     )
+    serve.add_argument(
+        "--allow-gpu-fallback", action="store_true",
+        help="run a step that asks for more GPUs than this machine has on CPU (and the GPUs there are) instead of "
+        "failing its deploy with 'Insufficient nvidia.com/gpu' (also $WALLAROO_ALLOW_GPU_FALLBACK=1)",
+    )
     serve.add_argument("--sidekick-uids", type=_uid_range, default=None, metavar="START-END",
                        help="as root: the uids sidekick workers run under, one each (default 2000000000-2000065535)")
     serve.add_argument("--database", default=None, metavar="URL",
@@ -107,10 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from wallaroo_pulumi.runtime.db import OperationalError
-    from wallaroo_pulumi.runtime.migrate import MigrationError, migrate
-    from wallaroo_pulumi.runtime.secrets import KEY_ENV, MIN_KEY_CHARS
+    from wallaroo_pulumi.runtime.core.secrets import KEY_ENV, MIN_KEY_CHARS
     from wallaroo_pulumi.runtime.settings import DATABASE_URL_ENV
+    from wallaroo_pulumi.runtime.store.db import OperationalError
+    from wallaroo_pulumi.runtime.store.migrate import MigrationError, migrate
 
     database = os.environ.pop(DATABASE_URL_ENV, None) or args.database
     key = os.environ.pop(KEY_ENV, None)
@@ -131,6 +136,109 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gpu_fallback(args: argparse.Namespace) -> bool | None:
+    """--allow-gpu-fallback or its environment variable; None (after saying why) when the variable is not a yes/no."""
+    from wallaroo_pulumi.runtime.settings import GPU_FALLBACK_ENV
+
+    fallback_env = os.environ.get(GPU_FALLBACK_ENV, "").strip().lower()
+    if fallback_env not in ("", "0", "1", "true", "false", "yes", "no"):
+        print(f"wallaroo-pulumi runtime serve: {GPU_FALLBACK_ENV}: expected 1/true/yes or 0/false/no, got "
+              f"{fallback_env!r}", file=sys.stderr)
+        return None
+    return args.allow_gpu_fallback or fallback_env in ("1", "true", "yes")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """`runtime serve`: the settings from the flags and the environment (secrets taken out of it), then serve."""
+    from wallaroo_pulumi.runtime.server import serve
+    from wallaroo_pulumi.runtime.settings import RuntimeSettings
+
+    extra = {}
+    if args.max_upload_bytes:
+        extra["max_upload_bytes"] = args.max_upload_bytes
+    if args.max_request_bytes:
+        extra["max_request_bytes"] = args.max_request_bytes
+    if args.log_retention:
+        extra["log_retention_s"] = args.log_retention
+    if args.listener_lease:
+        extra["listener_lease_s"] = args.listener_lease
+    if args.sidekick_uids:
+        extra["sidekick_uids"] = args.sidekick_uids
+    allow_gpu_fallback = _gpu_fallback(args)
+    if allow_gpu_fallback is None:
+        return 2
+    extra["allow_gpu_fallback"] = allow_gpu_fallback
+    from wallaroo_pulumi.runtime.core.auth import check_admin_token
+    from wallaroo_pulumi.runtime.core.secrets import KEY_ENV as SECRETS_KEY_ENV
+    from wallaroo_pulumi.runtime.core.secrets import MIN_KEY_CHARS
+    from wallaroo_pulumi.runtime.settings import ADMIN_TOKEN_ENV
+
+    # taken out of the environment: no child process (pip installing a model's requirements)
+    # inherits the admin token
+    env_token = os.environ.pop(ADMIN_TOKEN_ENV, None)
+    if env_token is not None:
+        try:
+            extra["admin_token"] = check_admin_token(env_token)
+        except ValueError as exc:
+            print(f"wallaroo-pulumi runtime serve: {exc}", file=sys.stderr)
+            return 2
+    secrets_key = os.environ.pop(SECRETS_KEY_ENV, None)  # likewise kept from child processes
+    if secrets_key is not None:
+        if len(secrets_key.strip()) < MIN_KEY_CHARS:
+            print(f"wallaroo-pulumi runtime serve: {SECRETS_KEY_ENV} must be at least {MIN_KEY_CHARS} "
+                  "characters", file=sys.stderr)
+            return 2
+        extra["secrets_key"] = secrets_key
+    from wallaroo_pulumi.runtime.settings import DATABASE_URL_ENV
+
+    database = os.environ.pop(DATABASE_URL_ENV, None) or args.database  # it may hold a password
+    if database:
+        extra["database_url"] = database
+    if args.object_store:
+        extra["object_store_url"] = args.object_store
+    if args.sidekick_placement == "kubernetes":
+        image = args.sidekick_image or os.environ.get("WALLAROO_SIDEKICK_IMAGE")
+        if not image:
+            print("wallaroo-pulumi runtime serve: --sidekick-image (or $WALLAROO_SIDEKICK_IMAGE) is needed "
+                  "with --sidekick-placement kubernetes", file=sys.stderr)
+            return 2
+        extra["kubernetes"] = {"image": image, "namespace": args.kube_namespace, "owner": args.kube_owner,
+                               "runtime_name": (args.kube_owner or "/wallaroo").split("/")[-1],
+                               **({"idle_s": args.sidekick_idle} if args.sidekick_idle else {})}
+    from pydantic import ValidationError
+
+    try:
+        settings = RuntimeSettings(
+            data_dir=Path(args.data_dir).expanduser(), host=args.host, port=args.port,
+            redeploy_on_start=not args.no_redeploy, log_level=args.log_level, role=args.role,
+            insecure_sidekicks=args.insecure_sidekicks, **extra,
+        )
+    except ValidationError as exc:  # e.g. a --database URL that is not PostgreSQL's
+        for error in exc.errors(include_url=False, include_input=False):
+            print(f"wallaroo-pulumi runtime serve: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    from wallaroo_pulumi.runtime.store.db import OperationalError
+
+    try:
+        serve(settings)
+    except OperationalError as exc:  # e.g. the --database server cannot be reached
+        print(f"wallaroo-pulumi runtime serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    """`runtime token`: print the admin token of a data dir."""
+    path = Path(args.data_dir).expanduser() / "admin.token"
+    try:
+        print(path.read_text().strip())
+    except FileNotFoundError:
+        print(f"no admin token at {path}: start the runtime once with "
+              f"`wallaroo-pulumi runtime serve --data-dir {args.data_dir}`", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("status", "infer", "logs"):
@@ -142,88 +250,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_keys(args)
     if args.command == "runtime" and args.runtime_command == "serve":
-        from wallaroo_pulumi.runtime.server import serve
-        from wallaroo_pulumi.runtime.settings import RuntimeSettings
-
-        extra = {}
-        if args.max_upload_bytes:
-            extra["max_upload_bytes"] = args.max_upload_bytes
-        if args.max_request_bytes:
-            extra["max_request_bytes"] = args.max_request_bytes
-        if args.log_retention:
-            extra["log_retention_s"] = args.log_retention
-        if args.listener_lease:
-            extra["listener_lease_s"] = args.listener_lease
-        if args.sidekick_uids:
-            extra["sidekick_uids"] = args.sidekick_uids
-        from wallaroo_pulumi.runtime.auth import check_admin_token
-        from wallaroo_pulumi.runtime.secrets import KEY_ENV as SECRETS_KEY_ENV
-        from wallaroo_pulumi.runtime.secrets import MIN_KEY_CHARS
-        from wallaroo_pulumi.runtime.settings import ADMIN_TOKEN_ENV
-
-        # taken out of the environment: no child process (pip installing a model's requirements)
-        # inherits the admin token
-        env_token = os.environ.pop(ADMIN_TOKEN_ENV, None)
-        if env_token is not None:
-            try:
-                extra["admin_token"] = check_admin_token(env_token)
-            except ValueError as exc:
-                print(f"wallaroo-pulumi runtime serve: {exc}", file=sys.stderr)
-                return 2
-        secrets_key = os.environ.pop(SECRETS_KEY_ENV, None)  # likewise kept from child processes
-        if secrets_key is not None:
-            if len(secrets_key.strip()) < MIN_KEY_CHARS:
-                print(f"wallaroo-pulumi runtime serve: {SECRETS_KEY_ENV} must be at least {MIN_KEY_CHARS} "
-                      "characters", file=sys.stderr)
-                return 2
-            extra["secrets_key"] = secrets_key
-        from wallaroo_pulumi.runtime.settings import DATABASE_URL_ENV
-
-        database = os.environ.pop(DATABASE_URL_ENV, None) or args.database  # it may hold a password
-        if database:
-            extra["database_url"] = database
-        if args.object_store:
-            extra["object_store_url"] = args.object_store
-        if args.sidekick_placement == "kubernetes":
-            image = args.sidekick_image or os.environ.get("WALLAROO_SIDEKICK_IMAGE")
-            if not image:
-                print("wallaroo-pulumi runtime serve: --sidekick-image (or $WALLAROO_SIDEKICK_IMAGE) is needed "
-                      "with --sidekick-placement kubernetes", file=sys.stderr)
-                return 2
-            extra["kubernetes"] = {"image": image, "namespace": args.kube_namespace, "owner": args.kube_owner,
-                                   "runtime_name": (args.kube_owner or "/wallaroo").split("/")[-1],
-                                   **({"idle_s": args.sidekick_idle} if args.sidekick_idle else {})}
-        from pydantic import ValidationError
-
-        try:
-            settings = RuntimeSettings(
-                data_dir=Path(args.data_dir).expanduser(), host=args.host, port=args.port,
-                redeploy_on_start=not args.no_redeploy, log_level=args.log_level, role=args.role,
-                insecure_sidekicks=args.insecure_sidekicks, **extra,
-            )
-        except ValidationError as exc:  # e.g. a --database URL that is not PostgreSQL's
-            for error in exc.errors(include_url=False, include_input=False):
-                print(f"wallaroo-pulumi runtime serve: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
-            return 2
-        from wallaroo_pulumi.runtime.db import OperationalError
-
-        try:
-            serve(settings)
-        except OperationalError as exc:  # e.g. the --database server cannot be reached
-            print(f"wallaroo-pulumi runtime serve: {exc}", file=sys.stderr)
-            return 1
-        return 0
+        return _serve(args)
     if args.command == "runtime" and args.runtime_command == "migrate":
         return _migrate(args)
     if args.command == "runtime" and args.runtime_command == "token":
-        path = Path(args.data_dir).expanduser() / "admin.token"
-        try:
-            print(path.read_text().strip())
-        except FileNotFoundError:
-            print(f"no admin token at {path}: start the runtime once with "
-                  f"`wallaroo-pulumi runtime serve --data-dir {args.data_dir}`", file=sys.stderr)
-            return 1
-        return 0
+        return _token(args)
     return 2
 
 

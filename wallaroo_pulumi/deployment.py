@@ -47,6 +47,11 @@ def check_env_names(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+#: Protective defaults for what Wallaroo's config does not bound (ours alone, issue 28).
+DEFAULT_SCRATCH = "1Gi"
+DEFAULT_MAX_PROCESSES = 512
+
+
 def _check_memory(value: str | None) -> str | None:
     if value is not None:
         if parse_memory_quantity(value) < 16 * 2**20:
@@ -72,8 +77,27 @@ class SidekickConfig(_Strict):
     )
     arch: Arch | None = None
     accel: Accel | None = None
+    scratch_size: str = Field(
+        default=DEFAULT_SCRATCH,
+        description="ours alone (Wallaroo has no such field): the most its scratch folder (HOME, TMPDIR) may hold, "
+                    "a Kubernetes quantity; a write past it fails with 'No space left on device'. Locally as root a "
+                    "tmpfs (memory) of this size; in a pod an emptyDir of this sizeLimit and the ephemeral-storage "
+                    "request and limit",
+    )
+    max_processes: int = Field(
+        default=DEFAULT_MAX_PROCESSES, ge=8,
+        description="ours alone (Wallaroo has no such field): processes and threads the model may run at once "
+                    "(a cgroup pids limit as root, RLIMIT_NPROC without); a fork past it fails with EAGAIN",
+    )
 
     _memory = field_validator("memory")(classmethod(lambda cls, v: _check_memory(v)))
+
+    @field_validator("scratch_size")
+    @classmethod
+    def _scratch(cls, value: str) -> str:
+        if parse_memory_quantity(value) < 2**20:
+            raise ValueError(f"{value!r} is below the 1Mi minimum scratch size")
+        return value
 
     @field_validator("env")
     @classmethod
@@ -254,6 +278,16 @@ class DeploymentConfigBuilder:
     def sidekick_max_batch_rows(self, model: Any, rows: int) -> Self:
         """Ours alone: requests waiting for a busy sidekick are merged into batches of up to `rows` rows."""
         self._side(model)["max_batch_rows"] = rows
+        return self
+
+    def sidekick_scratch_size(self, model: Any, quantity: str) -> Self:
+        """Ours alone: the most the model's scratch folder may hold (default 1Gi), e.g. '256Mi'."""
+        self._side(model)["scratch_size"] = quantity
+        return self
+
+    def sidekick_max_processes(self, model: Any, n: int) -> Self:
+        """Ours alone: processes and threads the model may run at once (default 512)."""
+        self._side(model)["max_processes"] = n
         return self
 
     def sidekick_arch(self, model: Any, arch: Arch) -> Self:

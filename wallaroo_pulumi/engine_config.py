@@ -6,7 +6,8 @@
                 "node_selector", "arch", "accel", "python": {"load_timeout_millis"}},
      "enginelb": {"resources": {...}},
      "engineAux": {"images": {"<model>-<model version id>": {"resources": {...},
-                   "env": [{"name", "value"}], "arch", "accel", "node_selector", "max_batch_rows"}}},
+                   "env": [{"name", "value"}], "arch", "accel", "node_selector", "max_batch_rows",
+                   "scratch_size", "max_processes"}}},
      "workspace_id": 1}
 
 The mapping only moves values (they may be Pulumi Outputs in a program); `parse` then validates
@@ -29,9 +30,9 @@ _TOP = {"engine", "enginelb", "engineAux", "workspace_id"}
 _ENGINE = {"cpu", "gpu", "resources", "replicas", "autoscale", "node_selector", "arch", "accel", "python", "image"}
 _AUTOSCALE = {"replica_min", "replica_max", "type", "cpu_utilization"}
 _QUEUE_AUTOSCALE = {"scale_up_queue_depth", "scale_down_queue_depth", "autoscaling_window"}
-_IMAGE = {"resources", "env", "arch", "accel", "node_selector", "image", "max_batch_rows"}
+_IMAGE = {"resources", "env", "arch", "accel", "node_selector", "image", "max_batch_rows", "scratch_size", "max_processes"}
+_OURS = {field: SidekickConfig.model_fields[field].default for field in ("max_batch_rows", "scratch_size", "max_processes")}
 _AMOUNTS = {"cpu", "memory", GPU}
-_DEFAULT_BATCH_ROWS = SidekickConfig.model_fields["max_batch_rows"].default
 
 # our field -> its place in the nested form ("<key>": the sidekick's image key)
 _ENGINE_PLACES = {
@@ -45,6 +46,7 @@ _ENGINE_PLACES = {
 _SIDEKICK_PLACES = {
     "cpus": "resources.requests.cpu", "memory": "resources.requests.memory", "gpus": f"resources.requests.{GPU}",
     "env": "env", "max_batch_rows": "max_batch_rows", "arch": "arch", "accel": "accel",
+    "scratch_size": "scratch_size", "max_processes": "max_processes",
 }
 
 
@@ -137,7 +139,7 @@ def to_flat(wire: Mapping[str, Any], model_of: Callable[[str], str]) -> dict[str
         _put(entry, "memory", side.get("memory"))
         _put(entry, "gpus", side.get(GPU))
         _put(entry, "env", _env(image.get("env"), where + "env"))
-        for field in ("arch", "accel", "max_batch_rows"):
+        for field in ("arch", "accel", *_OURS):
             _put(entry, field, image.get(field))
         sidekicks[name] = entry
     flat["sidekicks"] = sidekicks
@@ -194,8 +196,9 @@ def from_config(config: DeploymentConfig | Mapping[str, Any], key_of: Callable[[
             image["env"] = [{"name": k, "value": v} for k, v in env.items()]
         for field in ("arch", "accel"):
             _put(image, field, side.get(field))
-        if side.get("max_batch_rows") not in (None, _DEFAULT_BATCH_ROWS):  # ours alone: sent only when set
-            image["max_batch_rows"] = side["max_batch_rows"]
+        for field, default in _OURS.items():  # ours alone: sent only when set
+            if side.get(field) not in (None, default):
+                image[field] = side[field]
         if data.get("deployment_label") is not None:
             image["node_selector"] = data["deployment_label"]
         images[key_of(name)] = image

@@ -55,14 +55,13 @@ def main() -> int:
               + (f" ({run.error})" if run.error else ""))
         if run.status != "success":
             return 1
+        # this run's rows, newest first (earlier runs' stay stored too, from before the stack was re-created)
         scores = api.listener_results(str(scheduled.monitored_pipeline),
                                       listener=str((scheduled.listener_model or {}).get("name")),
-                                      start=run.window_start, limit=1000)
-        if "metadata.run_id" in scores.columns:  # this run's rows; earlier runs' stay stored too
-            scores = scores[scores["metadata.run_id"] == run.id]
+                                      run_id=run.id, limit=5)
         columns = [c for c in scores.columns if c.startswith("out.")]
         with pd.option_context("display.width", 160, "display.max_columns", 12):
-            print(scores[columns].tail(5).to_string(index=False))
+            print(scores[columns].to_string(index=False) if columns else "(no rows scored by this run)")
     print(f"\ncurl: {outputs['curl']}")
     return 0
 

@@ -1,6 +1,7 @@
-"""The Kubernetes group: scripts/k8s-tools builds (first run) or checks (seconds) the control plane
-and the provider plugin, then one control plane serves the session (or the cluster named by
-WALLAROO_TEST_KUBECONFIG: README, "Running on Kubernetes")."""
+"""The Kubernetes group: the control plane and the provider plugin are built by the setup phase
+(scripts/test-setup, which `make test` runs first); here they are only checked, then one control
+plane serves the session (or the cluster named by WALLAROO_TEST_KUBECONFIG: README, "Running on
+Kubernetes")."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def k8s_tools(pytestconfig: pytest.Config) -> Path:
-    """Run scripts/k8s-tools with its progress on the terminal (its first run builds for ~20 min);
-    against a cluster of the user's, only the provider plugin."""
+def k8s_tools() -> Path:
+    """The tools scripts/test-setup built, checked (seconds); against a cluster of the user's, only
+    the provider plugin. Never a build: that belongs to the setup phase, not to a test's timeout."""
     only = ["--plugin-only"] if os.environ.get(KUBECONFIG_ENV) else []
-    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        subprocess.run([str(REPO / "scripts" / "k8s-tools"), *only], check=True)
+    done = subprocess.run([str(REPO / "scripts" / "k8s-tools"), "--check", *only], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"the Kubernetes tools are not built ({done.stderr.strip()}): run scripts/test-setup "
+                    f"(make test runs it first) or scripts/k8s-tools {' '.join(only)}".rstrip(), pytrace=False)
     return REPO / ".tools" / "bin"
 
 

@@ -4,8 +4,8 @@ no privilege escalation. A BYOP is uploaded, deployed and answers an inference."
 
 from __future__ import annotations
 
+import os
 import secrets
-import socket
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -20,6 +20,7 @@ import pytest
 from tests.kubernetes.k8s_helpers import wait_for
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.components.kubernetes_runtime import RUNTIME_UID
+from wallaroo_pulumi.ports import free_port
 from wallaroo_pulumi.testing.byop import byop_source
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,11 +32,11 @@ TOKEN = "image-test-admin-token-0123456789"
 
 
 @pytest.fixture(scope="session")
-def runtime_image(pytestconfig: pytest.Config) -> str:
-    """Build (first run: base + dependencies, minutes) or refresh (seconds) the image."""
-    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        subprocess.run([str(REPO / "scripts" / "runtime-image"), IMAGE], check=True)
+def runtime_image() -> str:
+    """The image scripts/test-setup built, checked to be built from these sources (never built here)."""
+    done = subprocess.run([str(REPO / "scripts" / "runtime-image"), "--check", IMAGE], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"{done.stderr.strip()}: run scripts/test-setup (make test runs it first)", pytrace=False)
     return IMAGE
 
 
@@ -51,20 +52,46 @@ class Container:
         return subprocess.run([*PODMAN, "logs", self.name], capture_output=True, text=True).stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def dockerfile_user() -> tuple[int, int]:
+    """The uid and gid of the Dockerfile's last USER line, read from the Dockerfile itself."""
+    lines = [line.split()[1] for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("USER ")]
+    assert lines, "the Dockerfile names no USER: the image would run as root"
+    uid, _, gid = lines[-1].partition(":")
+    return int(uid), int(gid or uid)
+
+
+def host_view(pid: int) -> dict[int, dict[str, str]]:
+    """Every process of the tree under ``pid`` as the host's /proc shows it (not as the container
+    reports itself): real, effective, saved and fs uid and gid, CapEff, NoNewPrivs, command line."""
+    children: dict[int, list[int]] = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(p))
+    seen: dict[int, dict[str, str]] = {}
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines() if ":" in line)
+            fields["args"] = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        seen[p] = {k: v.strip() for k, v in fields.items()}
+    return seen
 
 
 @pytest.fixture
 def container(runtime_image: str) -> Iterator[Container]:
-    port = _free_port()
+    port = free_port()
     name = f"wallaroo-image-test-{secrets.token_hex(3)}"
     subprocess.run([
         *PODMAN, "run", "--detach", "--rm", "--name", name, *LIMITS, "--network", "host",
-        # as components/kubernetes_runtime.py runs the pod: the image's user, no capabilities
-        "--user", f"{RUNTIME_UID}:{RUNTIME_UID}", "--cap-drop", "all", "--security-opt", "no-new-privileges",
+        # as the Dockerfile says (its USER: no --user here) with what the pod adds: no capabilities
+        "--cap-drop", "all", "--security-opt", "no-new-privileges",
         "--env", f"WALLAROO_ADMIN_TOKEN={TOKEN}",
         runtime_image, "runtime", "serve", "--data-dir", "/data", "--host", "127.0.0.1", "--port", str(port),
         "--role", "all"], check=True, capture_output=True)
@@ -96,14 +123,17 @@ def test_the_image_serves_a_byop_as_a_non_root_user(container: Container, tmp_pa
         out = client.infer("double-pipe", pd.DataFrame({"x": [1.0, 2.5]}))
     assert out["out.y"].tolist() == [2.0, 5.0]
 
-    # the server and the model's sidekick: every process of the container under the image's uid
-    processes = [line.split(None, 1) for line in container.podman("top", container.name, "huser", "args")
-                 .strip().splitlines()[1:]]
-    assert any("sidekick" in args for _, args in processes), processes
-    assert {uid for uid, _ in processes} == {str(RUNTIME_UID)}, processes
-    assert container.podman("exec", container.name, "id", "-u").strip() == str(RUNTIME_UID)
-    status = container.podman("exec", container.name, "grep", "-E", "^(CapEff|NoNewPrivs)", "/proc/1/status")
-    assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status
+    # run without --user: the image's own USER, which the pod's runAsUser (RUNTIME_UID) must match
+    uid, gid = dockerfile_user()
+    assert (uid, gid) == (RUNTIME_UID, RUNTIME_UID), "the Dockerfile's USER and the pod's runAsUser differ"
+    # the server and the model's sidekick, seen from the host: every process of the container under that
+    # uid and gid (real, effective, saved, fs), without capabilities or a way to gain privileges
+    pid = int(container.podman("inspect", "--format", "{{.State.Pid}}", container.name).strip())
+    processes = host_view(pid)
+    assert any("sidekick" in p["args"] for p in processes.values()), processes
+    for p in processes.values():
+        assert p["Uid"].split() == [str(uid)] * 4 and p["Gid"].split() == [str(gid)] * 4, p
+        assert (p["CapEff"], p["CapPrm"], p["NoNewPrivs"]) == ("0000000000000000", "0000000000000000", "1"), p
 
 
 def test_the_image_runs_a_sidekick_pod_as_its_manifest_says(runtime_image: str, tmp_path: Path) -> None:
@@ -129,10 +159,11 @@ def test_the_image_runs_a_sidekick_pod_as_its_manifest_says(runtime_image: str, 
     spec = SidekickSpec(step_name="env", model_version="1", model_dir=tmp_path, env={"SECRET_A": "alpha"})
     target = StepTarget(deployment_id=1, pipeline_name="p", pipeline_version="v", pipeline_version_id=1,
                         model_name="env", model_version="1", sha=sha)
-    [container] = StepObjects(target, spec, "ns", "rt", runtime_image).deployment(1, [])["spec"]["template"][
-        "spec"]["containers"]
+    pod = StepObjects(target, spec, "ns", "rt", runtime_image).deployment(1, [])["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"  # as the manifest says
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    port = _free_port()
+    port = free_port()
     env = {"WALLAROO_SIDEKICK_TOKEN": TOKEN, "SECRET_A": "alpha", "POD_IP": "127.0.0.1",
            **{e["name"]: e["value"] for e in container["env"] if "value" in e}}
     args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
@@ -140,7 +171,7 @@ def test_the_image_runs_a_sidekick_pod_as_its_manifest_says(runtime_image: str, 
     name = f"wallaroo-sidekick-test-{secrets.token_hex(3)}"
     subprocess.run([
         *PODMAN, "run", "--detach", "--rm", "--name", name, *LIMITS, "--network", "host",
-        "--user", f"{RUNTIME_UID}:{RUNTIME_UID}", "--cap-drop", "all", "--security-opt", "no-new-privileges",
+        "--user", user, "--cap-drop", "all", "--security-opt", "no-new-privileges",
         "--read-only", "--tmpfs", "/tmp", *[a for k, v in env.items() for a in ("--env", f"{k}={v}")],
         "--entrypoint", container["command"][0], runtime_image, *container["command"][1:], *args],
         check=True, capture_output=True)

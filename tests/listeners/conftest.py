@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from wallaroo_pulumi.runtime.db import Database, SqliteDatabase
-from wallaroo_pulumi.runtime.logstore import LogStore
+from wallaroo_pulumi.runtime.store.db import Database, SqliteDatabase
+from wallaroo_pulumi.runtime.store.logs import LogStore
 
 
 @pytest.fixture

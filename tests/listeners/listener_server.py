@@ -19,11 +19,11 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from wallaroo_pulumi.runtime import http_errors
-from wallaroo_pulumi.runtime.db import SqliteDatabase
-from wallaroo_pulumi.runtime.listeners import ListenerService
-from wallaroo_pulumi.runtime.listeners.routes import router
-from wallaroo_pulumi.runtime.logstore import LogStore
+from wallaroo_pulumi.runtime.routes.listeners import router
+from wallaroo_pulumi.runtime.services.listeners import ListenerService
+from wallaroo_pulumi.runtime.store.db import SqliteDatabase
+from wallaroo_pulumi.runtime.store.logs import LogStore
+from wallaroo_pulumi.runtime.wire import http_errors
 
 
 def listener_app(service: ListenerService) -> FastAPI:

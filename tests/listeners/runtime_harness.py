@@ -4,7 +4,6 @@ subprocesses that tests may `kill -9`."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from wallaroo_pulumi.testing.processes import stop_process
+from wallaroo_pulumi.testing.processes import launch, log_tail, stop_process, wait_ready
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -33,7 +32,6 @@ class Proc:
     def start(self, timeout: float = 60) -> Proc:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         self.log_path = self.data.parent / f"{self.data.name}-{self.kind}.log"
-        log = open(self.log_path, "ab")
         if self.kind == "runtime":
             info = self.data / "runtime.json"
             cmd = [sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(self.data),
@@ -42,26 +40,16 @@ class Proc:
             self.data.mkdir(parents=True, exist_ok=True)
             info = self.data / "listener_server.json"
             cmd = [sys.executable, str(HERE / "listener_server.py"), str(self.data)]
-        info.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} server exited ({self.proc.returncode}):\n{self.log_tail()}")
-            if info.exists():
-                try:
-                    d = json.loads(info.read_text())
-                    if d["pid"] == self.proc.pid:
-                        self.url = d["url"]
-                        if self.kind == "runtime":
-                            self.token = (self.data / "admin.token").read_text().strip()
-                        if self.post_raw("/v1/api/task/list", {}).status_code == 200:
-                            return self
-                except (ValueError, KeyError, OSError, httpx.HTTPError):
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.kind} server did not start:\n{self.log_tail()}")
+        self.proc = launch(cmd, log_path=self.log_path, env=env, cwd=str(REPO), info=info)
+        self.url = wait_ready(self.proc, info, self._answers, timeout=timeout, what=f"{self.kind} server",
+                              log_path=self.log_path)
+        return self
+
+    def _answers(self, url: str) -> bool:
+        self.url = url
+        if self.kind == "runtime":
+            self.token = (self.data / "admin.token").read_text().strip()
+        return self.post_raw("/v1/api/task/list", {}).status_code == 200
 
     @property
     def headers(self) -> dict[str, str]:
@@ -76,10 +64,7 @@ class Proc:
         return r.json()
 
     def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
     def kill9(self) -> None:
         assert self.proc is not None

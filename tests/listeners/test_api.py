@@ -7,10 +7,10 @@ import time
 import numpy as np
 from fastapi.testclient import TestClient
 
-from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
-from listeners.listener_server import listener_app
+from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
+from tests.listeners.listener_server import listener_app
 from wallaroo_pulumi.orchestration import ORCHESTRATION_ID
-from wallaroo_pulumi.runtime.listeners import ListenerService
+from wallaroo_pulumi.runtime.services.listeners import ListenerService
 
 JSON = {"monitored_pipeline": "llm", "listener_model": {"name": "combined"}, "window_seconds": 7200, "batch_size": 64}
 
@@ -69,8 +69,10 @@ def test_task_lifecycle_and_shapes(db, logstore):
         nf = c.post("/v1/api/task/get_by_id", json={"id": s["id"]})
         assert nf.status_code == 404 and nf.json()["status"] == "error" and nf.json()["error"].startswith("id:")
 
-        res = c.post("/v1/api/listeners/results", json={"pipeline": "llm"}).json()
+        res = c.post("/v1/api/listeners/results", json={"pipeline": "llm", "order": "Asc"}).json()
         (only,) = res["results"]
+        newest_first = c.post("/v1/api/listeners/results", json={"pipeline": "llm"}).json()["results"][0]["records"]
+        assert newest_first == only["records"][::-1]  # the default order is newest first
         assert only["score_pipeline"] == "llm-combined-scores" and only["count"] == 5
         rec = only["records"][3]
         assert set(rec) >= {"time", "in", "out", "anomaly", "metadata"}

@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD
+from tests.listeners.listener_helpers import BAD, GOOD
 from wallaroo_pulumi import scorers as S
-from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR, predict_byop
+from wallaroo_pulumi.runtime.services.listeners.executor import BUILTIN_DIR, predict_byop
 from wallaroo_pulumi.runtime.sidekick.loader import ModelLoadError, load_inference
 from wallaroo_pulumi.scorers.registry import BUILTINS
 from wallaroo_pulumi.scorers.schemas import listener_schemas
@@ -142,7 +142,7 @@ def test_in_process_listeners_share_one_loader_and_its_one_builder_rule(tmp_path
     refused naming both, and two folders whose files share a name load side by side."""
     import asyncio
 
-    from wallaroo_pulumi.runtime.listeners.executor import InProcessExecutor, ListenerModelRef
+    from wallaroo_pulumi.runtime.services.listeners.executor import InProcessExecutor, ListenerModelRef
 
     two = tmp_path / "two"
     two.mkdir()
@@ -163,3 +163,15 @@ def test_in_process_listeners_share_one_loader_and_its_one_builder_rule(tmp_path
     assert asyncio.run(scores(BUILTIN_DIR / "toxicity")) == ["toxicity"]
     assert asyncio.run(scores(BUILTIN_DIR / "hate")) == ["hate", "offensive"]
     assert asyncio.run(scores(BUILTIN_DIR / "toxicity")) == ["toxicity"]
+
+
+def test_validator_leaves_a_failed_upstream_row_unscored():
+    """With the LLM's `error` column carried: a failed row's scores are null and its error stays."""
+    inf = load_inference(BUILTIN_DIR / "validator")
+    out = inf.predict({"generated_text": np.array(["", "You are wonderful."], dtype=object),
+                       "error": np.array(["openai: HTTP 500 after 4 attempts", ""], dtype=object)})
+    assert out["error"].tolist() == ["openai: HTTP 500 after 4 attempts", ""]
+    assert out["toxicity"][0] is None and out["sentiment_compound"][0] is None
+    assert isinstance(out["toxicity"][1], float) and out["sentiment_compound"][1] > 0.3
+    whole = inf.predict({"generated_text": np.array(["ok"], dtype=object), "error": np.array([""], dtype=object)})
+    assert whole["toxicity"].dtype == np.float64  # no failed row: the scores as before

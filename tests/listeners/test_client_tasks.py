@@ -11,44 +11,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD
-from listeners.runtime_harness import Proc
+from tests.listeners.listener_helpers import BAD, GOOD
+from tests.listeners.runtime_harness import Proc
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.client.errors import ConflictError, NotFoundError, ValidationError, WallarooError
 from wallaroo_pulumi.client.models import Task, TaskRun
+from wallaroo_pulumi.testing.byop import byop_source
 
-ECHO_LLM = '''
-import numpy as np
-from mac.config.inference import CustomInferenceConfig
-from mac.inference import Inference
-from mac.inference.creation import InferenceBuilder
-
-
-class Echo(Inference):
-    @property
-    def expected_model_types(self):
-        return {dict}
-
-    @Inference.model.setter
-    def model(self, model):
-        self._raise_error_if_model_is_wrong_type(model)
-        self._model = model
-
-    def _predict(self, input_data):
-        return {"generated_text": np.asarray(input_data["text"], dtype=object)}
-
-
-class EchoBuilder(InferenceBuilder):
-    @property
-    def inference(self):
-        return Echo()
-
-    def create(self, config: CustomInferenceConfig):
-        inf = self.inference
-        inf.model = {}
-        return inf
-'''
+ECHO_LLM = byop_source('return {"generated_text": np.asarray(input_data["text"], dtype=object)}', inference_cls="Echo")
 
 TEXTS = GOOD + BAD  # the echo pipeline "answers" each prompt with itself: known texts to score
 NEVER = "0 0 1 1 *"  # 1 January, midnight: never fires during a test

@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
-from listeners.runtime_harness import Proc
-from wallaroo_pulumi.runtime.logstore import LogStore
+from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
+from tests.listeners.runtime_harness import Proc
+from wallaroo_pulumi.runtime.store.logs import LogStore
 
 
 def append(data: Path, texts: list[str], t0: int, step_ms: int = 1) -> None:

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
+from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 from wallaroo_pulumi import scorers as S
-from wallaroo_pulumi.runtime.listeners import ListenerService
-from wallaroo_pulumi.runtime.listeners.engine import reconcile, row_keys, stream_id
-from wallaroo_pulumi.runtime.metrics import Metrics
+from wallaroo_pulumi.runtime.core.metrics import Metrics
+from wallaroo_pulumi.runtime.services.listeners import ListenerService
+from wallaroo_pulumi.runtime.services.listeners.engine import reconcile, row_keys, stream_id
 
 MODE = "scorer"  # the run engine under test; test_runtime.py covers sidekick processes
 
@@ -131,7 +131,7 @@ def test_overlapping_runs_score_each_row_exactly_once(db, logstore):
 def test_claims_of_a_dead_run_are_reconciled(db, logstore):
     """A crash after the append but before the commit must not score the rows again; a crash
     before the append must score them."""
-    from wallaroo_pulumi.runtime.listeners.store import TaskStore
+    from wallaroo_pulumi.runtime.services.listeners.store import TaskStore
 
     t0 = now_ms() - 60_000
     logstore.append("llm", llm_rows(GOOD + BAD, t0))
@@ -167,7 +167,7 @@ def test_a_run_whose_process_stops_heartbeating_is_failed_and_its_rows_rescored(
     """A serving replica killed mid-run leaves its run `running` with claims held: the scheduler
     fails it once its lease lapses and settles its claims, so the next run scores those rows.
     A run elsewhere that keeps heartbeating is left alone, claims and all."""
-    from wallaroo_pulumi.runtime.listeners.store import TaskStore
+    from wallaroo_pulumi.runtime.services.listeners.store import TaskStore
 
     t0 = now_ms() - 60_000
     logstore.append("llm", llm_rows(GOOD + BAD, t0))
@@ -217,7 +217,7 @@ def test_a_run_whose_process_stops_heartbeating_is_failed_and_its_rows_rescored(
 
 
 def test_failing_listener_marks_the_run_failed_with_its_error(db, logstore, tmp_path):
-    from wallaroo_pulumi.runtime.listeners.executor import ListenerModelRef
+    from wallaroo_pulumi.runtime.services.listeners.executor import ListenerModelRef
 
     logstore.append("llm", llm_rows(GOOD, now_ms() - 1000))
 
@@ -244,7 +244,7 @@ def test_failing_listener_marks_the_run_failed_with_its_error(db, logstore, tmp_
 
 
 def test_unknown_listener_and_bad_json_are_rejected_up_front(db, logstore):
-    from wallaroo_pulumi.runtime.listeners.errors import BadListenerRequest
+    from wallaroo_pulumi.runtime.services.listeners.errors import BadListenerRequest
 
     async def go():
         svc = await _svc(db, logstore)
@@ -277,7 +277,7 @@ def test_missing_text_field_fails_naming_it(db, logstore):
 
 
 def test_timeout_and_kill(db, logstore):
-    from wallaroo_pulumi.runtime.listeners import executor as ex
+    from wallaroo_pulumi.runtime.services.listeners import executor as ex
 
     logstore.append("llm", llm_rows(GOOD * 40, now_ms() - 60_000))
 
@@ -292,7 +292,7 @@ def test_timeout_and_kill(db, logstore):
         return Slow(ref)
 
     async def go():
-        import wallaroo_pulumi.runtime.listeners.executor_cache as cache_mod
+        import wallaroo_pulumi.runtime.services.listeners.executor_cache as cache_mod
 
         cache_mod.make_executor = make
         svc = await _svc(db, logstore)
@@ -347,7 +347,7 @@ def test_scheduled_task_fires_on_a_seconds_cron(db, logstore):
 
 
 def test_missed_ticks_run_once_and_no_tick_twice(db, logstore):
-    from wallaroo_pulumi.runtime.listeners.cron import due_tick
+    from wallaroo_pulumi.runtime.services.listeners.cron import due_tick
 
     assert due_tick("*/5 * * * *", 0.0, 3600.0) == 3600.0
     assert due_tick("*/5 * * * *", 3600.0, 3600.0) is None
@@ -370,7 +370,7 @@ def test_missed_ticks_run_once_and_no_tick_twice(db, logstore):
 
 
 def test_bad_cron_is_rejected_naming_schedule(db, logstore):
-    from wallaroo_pulumi.runtime.listeners.errors import BadListenerRequest
+    from wallaroo_pulumi.runtime.services.listeners.errors import BadListenerRequest
 
     async def go():
         svc = await _svc(db, logstore)
@@ -430,7 +430,7 @@ def test_duplicate_counts_stay_bounded_by_the_page_not_the_window(tmp_path):
     run keeps are pruned below the store's floor: a window of many sealed segments holds only the
     counts of the segment being read."""
     from wallaroo_pulumi.runtime.listeners.engine import prune_seen
-    from wallaroo_pulumi.runtime.logstore import LogStore
+    from wallaroo_pulumi.runtime.store.logs import LogStore
 
     store = LogStore(tmp_path, seal_after_s=0, compact_min_files=0)  # (merged, the bound is one 16k-row group)
     t0 = now_ms() - 3_600_000

@@ -12,80 +12,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from listeners.listener_helpers import BAD, GOOD
-from listeners.runtime_harness import Proc
+from tests.listeners.listener_helpers import BAD, GOOD
+from tests.listeners.runtime_harness import Proc
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.client import WallarooClient
-from wallaroo_pulumi.runtime.listeners.executor import BUILTIN_DIR
+from wallaroo_pulumi.runtime.services.listeners.executor import BUILTIN_DIR
 from wallaroo_pulumi.scorers.schemas import listener_schemas
+from wallaroo_pulumi.testing.byop import byop_source
 
-FAKE_LLM = f"GOOD = {GOOD!r}\nBAD = {BAD!r}\n" + '''
-import numpy as np
-from mac.config.inference import CustomInferenceConfig
-from mac.inference import Inference
-from mac.inference.creation import InferenceBuilder
-from mac.types import InferenceData
+FAKE_LLM = f"GOOD = {GOOD!r}\nBAD = {BAD!r}\n" + byop_source(
+    """
+    out = []
+    for i, p in enumerate(input_data["text"].tolist()):
+        out.append(BAD[i % len(BAD)] if "rude" in p else GOOD[i % len(GOOD)])
+    return {"generated_text": np.array(out, dtype=object)}
+    """,
+    inference_cls="FakeLLM",
+)
 
-
-class FakeLLM(Inference):
-    @property
-    def expected_model_types(self):
-        return {dict}
-
-    @Inference.model.setter
-    def model(self, model):
-        self._raise_error_if_model_is_wrong_type(model)
-        self._model = model
-
-    def _predict(self, input_data: InferenceData):
-        out = []
-        for i, p in enumerate(input_data["text"].tolist()):
-            out.append(BAD[i % len(BAD)] if "rude" in p else GOOD[i % len(GOOD)])
-        return {"generated_text": np.array(out, dtype=object)}
-
-
-class FakeLLMBuilder(InferenceBuilder):
-    @property
-    def inference(self):
-        return FakeLLM()
-
-    def create(self, config: CustomInferenceConfig):
-        inf = self.inference
-        inf.model = {}
-        return inf
-'''
-
-BROKEN_LISTENER = '''
-import numpy as np
-from mac.config.inference import CustomInferenceConfig
-from mac.inference import Inference
-from mac.inference.creation import InferenceBuilder
-
-
-class Broken(Inference):
-    @property
-    def expected_model_types(self):
-        return {dict}
-
-    @Inference.model.setter
-    def model(self, model):
-        self._raise_error_if_model_is_wrong_type(model)
-        self._model = model
-
-    def _predict(self, input_data):
-        raise ValueError("boom: this listener always fails")
-
-
-class BrokenBuilder(InferenceBuilder):
-    @property
-    def inference(self):
-        return Broken()
-
-    def create(self, config: CustomInferenceConfig):
-        inf = self.inference
-        inf.model = {}
-        return inf
-'''
+BROKEN_LISTENER = byop_source('raise ValueError("boom: this listener always fails")', inference_cls="Broken")
 
 
 def zip_files(path: Path, files: dict[str, str]) -> Path:

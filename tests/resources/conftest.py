@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime.conftest import Server, server_env
 
+from tests.runtime.conftest import Server, server_env
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.testing.byop import byop_source
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack

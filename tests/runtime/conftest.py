@@ -3,12 +3,10 @@ with a tmp data dir, real sidekick processes and real BYOP zips."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ import pytest
 
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.testing.byop import byop_source
-from wallaroo_pulumi.testing.processes import stop_process
+from wallaroo_pulumi.testing.processes import launch, log_tail, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,36 +52,23 @@ class Server:
 
     def start(self, timeout: float = 30) -> Server:
         info = self.data_dir / "runtime.json"
-        info.unlink(missing_ok=True)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-runtime.log"
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
+        self.proc = launch(
             [*self.prefix, sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(self.data_dir),
              "--host", "127.0.0.1", "--port", "0", *self.args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, cwd=str(REPO),
+            log_path=self.log_path, env=self.env, cwd=str(REPO), info=info,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"runtime exited ({self.proc.returncode}):\n{self.log_tail()}")
-            if info.exists():
-                try:
-                    data = json.loads(info.read_text())
-                    if data["pid"] == self.proc.pid:
-                        self.url = data["url"]
-                        if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                            self.token = (self.data_dir / "admin.token").read_text().strip()
-                            return self
-                except (ValueError, KeyError, httpx.HTTPError):
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"runtime did not start:\n{self.log_tail()}")
+        self.url = wait_ready(self.proc, info, self._healthy, timeout=timeout, what="runtime", log_path=self.log_path)
+        return self
+
+    def _healthy(self, url: str) -> bool:
+        if httpx.get(url + "/health", timeout=2).status_code != 200:
+            return False
+        self.token = (self.data_dir / "admin.token").read_text().strip()
+        return True
 
     def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from wallaroo_pulumi.runtime.logstore import LogStore
+from wallaroo_pulumi.runtime.store.logs import LogStore
 
 
 def rows(start: int, n: int, **extra) -> pa.Table:
@@ -128,8 +128,8 @@ def _pages(store: LogStore, pipeline: str, limit: int, order: str = "Asc", **kw)
 
 
 def test_paging_a_window_reads_each_row_group_once_never_the_pages_before(tmp_path):
-    from wallaroo_pulumi.runtime.logstore import query
-    from wallaroo_pulumi.runtime.logstore.segments import ROW_GROUP_ROWS
+    from wallaroo_pulumi.runtime.store.logs import query
+    from wallaroo_pulumi.runtime.store.logs.segments import ROW_GROUP_ROWS
 
     store = LogStore(tmp_path, seal_after_s=0)
     n = 6 * ROW_GROUP_ROWS + 100  # one sealed segment of 7 row groups

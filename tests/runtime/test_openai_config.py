@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 
 from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model
-from wallaroo_pulumi.runtime.db import SqliteDatabase
-from wallaroo_pulumi.runtime.registry import Registry
+from wallaroo_pulumi.runtime.services.registry import Registry
+from wallaroo_pulumi.runtime.store.db import SqliteDatabase
 from wallaroo_pulumi.schemas import schema_to_b64
 
 OLD_MODEL_VERSIONS = """CREATE TABLE model_versions (

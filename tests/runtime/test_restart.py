@@ -25,7 +25,7 @@ def test_kill9_restart_loses_nothing(make_server, tmp_path):
         c.infer("survivor-pipe", pd.DataFrame({"x": [float(i)]}))
     before = c.logs("survivor-pipe", limit=100, order="Asc")
     old_pids = [s.pid for s in c.deployment_status("survivor-pipe").sidekicks]
-    assert not stored_plaintext(srv.data_dir, b"s3cr3t-value")  # sealed at rest
+    assert_sealed_at_rest(srv, b"s3cr3t-value")  # sealed at rest (SQLite files, or PostgreSQL rows)
 
     srv.kill9()
     srv.start()
@@ -40,6 +40,7 @@ def test_kill9_restart_loses_nothing(make_server, tmp_path):
     assert after["in.x"].tolist()[: len(before)] == before["in.x"].tolist()
     assert after["in.x"].tolist()[-1] == 5.0
     assert "s3cr3t-value" not in srv.log_tail(10**6)
+    assert_sealed_at_rest(srv, b"s3cr3t-value")
     new_pids = [s.pid for s in c.deployment_status("survivor-pipe").sidekicks]
     assert set(new_pids).isdisjoint(old_pids)
 
@@ -95,9 +96,52 @@ def test_killed_upload_leaves_no_visible_version(make_server, tmp_path):
     assert c.list_models() == []
 
 
+SEALED = b"sealed:v1:"  # how a sealed value is stored (Fernet token after this prefix), written out here
+
+
 def stored_plaintext(data_dir, secret: bytes) -> list[str]:
-    """Files of the database (WAL included) that hold `secret` as is."""
+    """Files of the SQLite database (WAL included) that hold `secret` as is."""
     return [p.name for p in data_dir.glob("runtime.db*") if secret in p.read_bytes()]
+
+
+def database_url(srv) -> str | None:
+    """The PostgreSQL URL a runtime was started on (`--database`), None on the embedded SQLite."""
+    return srv.args[srv.args.index("--database") + 1] if "--database" in srv.args else None
+
+
+def stored_values(srv) -> dict[str, bytes]:
+    """Everything the runtime's metadata store holds, by where it lies. SQLite: each database file
+    (WAL included) as it is on disk. PostgreSQL: each column of every table outside the system
+    schemas, read back as rows (bytes as stored, text as UTF-8, anything else as its text)."""
+    url = database_url(srv)
+    if url is None:
+        return {p.name: p.read_bytes() for p in srv.data_dir.glob("runtime.db*")}
+    import psycopg
+
+    found: dict[str, bytes] = {}
+    with psycopg.connect(url, autocommit=True) as con:
+        tables = con.execute("SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+                             "AND table_schema NOT IN ('pg_catalog', 'information_schema')").fetchall()
+        assert tables, f"no tables in {url}"
+        for schema, table in tables:
+            cur = con.execute(f'SELECT * FROM "{schema}"."{table}"')
+            names = [c.name for c in cur.description or []]
+            for row in cur.fetchall():
+                for name, value in zip(names, row, strict=True):
+                    raw = (bytes(value) if isinstance(value, (bytes, bytearray, memoryview))
+                           else value.encode() if isinstance(value, str)
+                           else json.dumps(value, default=str).encode())
+                    key = f"{schema}.{table}.{name}"
+                    found[key] = found.get(key, b"") + raw + b"\0"
+    return found
+
+
+def assert_sealed_at_rest(srv, secret: bytes) -> None:
+    """`secret` is stored nowhere as is, and a sealed value is stored (so the check read the right rows)."""
+    stored = stored_values(srv)
+    plain = [where for where, data in stored.items() if secret in data]
+    assert not plain, f"plaintext {secret!r} stored in {plain}"
+    assert any(SEALED in data for data in stored.values()), f"no sealed value stored in {sorted(stored)}"
 
 
 def test_credentials_are_sealed_under_a_key_kept_apart_from_the_database(make_server, tmp_path):

@@ -11,8 +11,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from wallaroo_pulumi.runtime.logstore import LogStore
 from wallaroo_pulumi.runtime.settings import parse_duration
+from wallaroo_pulumi.runtime.store.logs import LogStore
 
 from .conftest import DOUBLE, REPO, X_SCHEMA, Y_SCHEMA, make_model, server_env
 

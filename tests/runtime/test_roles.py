@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from wallaroo_pulumi.testing.waiting import wait_until
+
 from .conftest import REPO, Server, server_env
 
 ENV_TOKEN = "k8s-secret-token-0123456789abcdef"
@@ -36,16 +38,6 @@ def runs(srv: Server, task_id: str) -> list[dict]:
     r = post(srv, "/v1/api/task/list_task_runs", {"task_id": task_id})
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def serve_and_scheduler(data: Path, servers: list[Server], *args: str) -> tuple[Server, Server]:

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,18 +23,26 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model, make_zip, server_env
+from tests.runtime.conftest import DOUBLE, REPO, X_SCHEMA, Y_SCHEMA, Server, make_model, make_zip, server_env
 from wallaroo_pulumi.client import DeploymentError
-from wallaroo_pulumi.runtime.sandbox.support import SIGNAL_SCOPE_ABI, Support
+from wallaroo_pulumi.runtime.sandbox.support import Support
 from wallaroo_pulumi.testing.byop import byop_source
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="runs the runtime as root and as another user"),
-    pytest.mark.skipif(Support.detect().landlock_abi < SIGNAL_SCOPE_ABI,
-                       reason=f"the kernel has no Landlock ABI {SIGNAL_SCOPE_ABI} (Linux 6.12): the runtime refuses sidekicks"),
-]
+pytestmark = pytest.mark.security
 
-HONEST_SECRET = "honest-application-credentials-7f3a9c"
+#: What each test needs, skipped only where that is missing: the runtime as root confines with a uid
+#: and a private root of its own per worker plus Landlock file rules (ABI 1); as uid 10001 (the
+#: image's user), with Landlock alone, which needs signal scoping (ABI 6, Linux 6.12). Running the
+#: runtime as another user needs root here.
+SUPPORT = Support.detect()
+AS_ROOT_MISSING = (Support(SUPPORT.landlock_abi, root=True, caps=SUPPORT.caps).missing if SUPPORT.root
+                   else ["root (this case runs the runtime as root)"])
+NON_ROOT_MISSING = Support(SUPPORT.landlock_abi, root=False).missing if SUPPORT.root else ["root, to start the runtime as uid 10001"]
+needs_root = pytest.mark.skipif(not SUPPORT.root, reason="starts the runtime as another user (uid 10001): needs root")
+needs_non_root_sandbox = pytest.mark.skipif(
+    bool(NON_ROOT_MISSING), reason=f"a runtime run as uid 10001 here lacks: {'; '.join(NON_ROOT_MISSING)}")
+
+HONEST_SECRET = f"honest-application-credentials-{uuid.uuid4().hex}"  # this run's own (others may run beside it)
 NON_ROOT_UID = 10001
 
 #: The attacks, as a module the hostile model imports and its setup.py runs. Each entry of
@@ -169,16 +178,38 @@ def _sdist(targets: dict) -> bytes:
     return buf.getvalue()
 
 
-def _workers(name: str) -> list[tuple[int, str]]:
-    """(pid, --model-dir) of the sidekick workers of step ``name``, read as root."""
+def _descendants(pid: int, argv_part: str) -> list[int]:
+    """The processes under ``pid`` (itself included) whose command line holds ``argv_part``."""
+    children: dict[int, list[int]] = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(p))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            if argv_part.encode() in Path(f"/proc/{p}/cmdline").read_bytes():
+                found.append(p)
+        except OSError:
+            continue
+    return found
+
+
+def _workers(name: str, runtime: Server) -> list[tuple[int, str]]:
+    """(pid, --model-dir) of the sidekick workers of step ``name`` under ``runtime``, read as root."""
+    assert runtime.proc is not None
     found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in _descendants(runtime.proc.pid, "wallaroo_pulumi.runtime.sidekick.worker"):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"wallaroo_pulumi.runtime.sidekick.worker" in argv and name.encode() == argv[argv.index(b"--name") + 1]:
-            found.append((int(pid), argv[argv.index(b"--model-dir") + 1].decode()))
+        if b"--name" in argv and name.encode() == argv[argv.index(b"--name") + 1]:
+            found.append((pid, argv[argv.index(b"--model-dir") + 1].decode()))
     return found
 
 
@@ -194,25 +225,48 @@ def _holders(secret: str) -> list[int]:
     return pids
 
 
+def closed_on_the_way(paths: list[Path]) -> dict[Path, list[Path]]:
+    """Each folder on the way to `paths` that other users cannot enter (no o+x: root's home, a
+    `mktemp -d` folder, a pyenv under /root), outermost first, with its children on the way."""
+    closed: dict[Path, list[Path]] = {}
+    for path in paths:
+        real = Path(os.path.realpath(path))
+        chain = [*reversed(real.parents), real]
+        for folder, child in zip(chain, chain[1:], strict=False):
+            if not folder.stat().st_mode & 0o001 and child not in closed.setdefault(folder, []):
+                closed[folder].append(child)
+    return dict(sorted(closed.items(), key=lambda kv: len(kv[0].parts)))
+
+
 def as_user(uid: int, scratch: Path) -> list[str]:
-    """A command prefix running what follows as ``uid`` (no groups, no capabilities). Where this
-    interpreter lies under a folder other users cannot enter (pyenv under /root), that folder is
-    replaced by a tmpfs holding only the way to it, in a mount namespace of the prefix's own."""
+    """A command prefix running what follows as ``uid`` (no groups, no capabilities), able to reach
+    what the runtime needs wherever it lies: the interpreter, the venv, this checkout (the package
+    and its source), `scratch`. Each folder on the way that other users cannot enter is replaced,
+    in a mount namespace of the prefix's own, by a tmpfs holding only the folders on the way (bound
+    as they are), so the runtime and its sidekicks see the same paths, and nothing else of it."""
     setpriv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
                "--bounding-set=-all", "--"]
-    path = Path(os.path.realpath(sys.executable))
-    closed = next((p for p in reversed(path.parents) if not p.stat().st_mode & 0o001), None)
-    if closed is None:
+    needs = [Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).parent, REPO, scratch]
+    closed = closed_on_the_way(needs)
+    if not closed:
         return setpriv
-    inner = path.parents[len(path.parents) - len(closed.parts) - 1]  # the folder under `closed` on the way
-    stash = tempfile.mkdtemp(prefix="stash-", dir=scratch)
-    script = (f"mount --bind {inner} {stash} && mount -t tmpfs -o mode=0755 tmpfs {closed} && mkdir -p {inner} "
-              f"&& mount --move {stash} {inner} && exec \"$@\"")
+    steps = []
+    for folder, children in closed.items():
+        stage = tempfile.mkdtemp(prefix="stage-", dir=scratch)
+        steps.append(f"mount -t tmpfs -o mode=0755 tmpfs {stage}")
+        for child in children:
+            kind = "mkdir -p" if child.is_dir() else "touch"
+            steps += [f"{kind} {stage}/{child.name}", f"mount --bind {child} {stage}/{child.name}"]
+        steps.append(f"mount --move {stage} {folder}")
+    script = " && ".join([*steps, 'exec "$@"'])
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", *setpriv]
 
 
 @pytest.fixture(params=["root", "non-root"])
 def runtime(request: pytest.FixtureRequest) -> Iterator[Server]:
+    missing = AS_ROOT_MISSING if request.param == "root" else NON_ROOT_MISSING
+    if missing:
+        pytest.skip(f"a runtime run as {request.param} here lacks: {'; '.join(missing)}")
     home = Path(tempfile.mkdtemp(prefix="sandbox-test-"))  # not under pytest's tmp (0700 root)
     env = server_env()
     env["PIP_NO_BUILD_ISOLATION"] = "0"  # pip builds evilpkg with the runtime's setuptools (pip reads "0" as off)
@@ -240,7 +294,7 @@ def test_a_hostile_model_reads_nothing_and_its_neighbour_keeps_answering(runtime
         client.wait_for_deployment(f"honest-pipe-{dep}", timeout_s=120)
         assert client.infer("honest-pipe", pd.DataFrame({"x": [1.0]}))["out.y"].tolist() == [2.0]
 
-        ((honest_pid, honest_dir),) = _workers("honest")
+        ((honest_pid, honest_dir),) = _workers("honest", runtime)
         assert runtime.proc is not None
         targets = {"runtime_pid": runtime.proc.pid, "honest_pid": honest_pid, "data_dir": str(runtime.data_dir),
                    "honest_dir": honest_dir, "secret": HONEST_SECRET}
@@ -267,11 +321,11 @@ def test_a_hostile_model_reads_nothing_and_its_neighbour_keeps_answering(runtime
 
         # the neighbour was neither killed nor restarted, and answers; the runtime too
         assert client.infer("honest-pipe", pd.DataFrame({"x": [3.0]}))["out.y"].tolist() == [6.0]
-        assert _workers("honest") == [(honest_pid, honest_dir)]
+        assert _workers("honest", runtime) == [(honest_pid, honest_dir)]
         # its credential is in its own environ only: not in the runtime's, not on any argv, not in the log
         assert _holders(HONEST_SECRET) == [honest_pid]
         assert HONEST_SECRET not in runtime.log_tail(10**7)
-        (hostile_pid, _), = _workers("hostile")
+        (hostile_pid, _), = _workers("hostile", runtime)
         uids = {pid: int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0])
                 for pid in (runtime.proc.pid, honest_pid, hostile_pid)}
         if not runtime.prefix:  # as root: a uid of its own each, none of them root
@@ -280,6 +334,38 @@ def test_a_hostile_model_reads_nothing_and_its_neighbour_keeps_answering(runtime
             assert set(uids.values()) == {NON_ROOT_UID}, uids
 
 
+@needs_root
+def test_a_non_root_runtime_and_its_sidekicks_run_from_this_checkout_wherever_it_lies(tmp_path: Path) -> None:
+    """The runtime as uid 10001 (the image's user), started from this checkout and venv even where
+    they lie under a folder only root may enter, imports the package, says in /health what the
+    kernel offers its sandbox, and (let run unconfined where it lacks a mechanism) starts a sidekick
+    as that uid that answers. Needs no Landlock: the proof that runs everywhere."""
+    home = Path(tempfile.mkdtemp(prefix="sandbox-test-"))
+    os.chown(home, NON_ROOT_UID, NON_ROOT_UID)
+    env = {**server_env(), "HOME": str(home)}
+    lacks = NON_ROOT_MISSING
+    srv = Server(home / "data", [] if not lacks else ["--insecure-sidekicks"], env, prefix=as_user(NON_ROOT_UID, home))
+    try:
+        srv.start()
+        health = httpx.get(srv.url + "/health", timeout=10).json()["sidekick_sandbox"]
+        assert (health["state"], health["missing"]) == (("insecure", lacks) if lacks else ("sandboxed", [])), health
+        with srv.client() as client:
+            mv = client.upload_model("double", make_model(tmp_path, "double", DOUBLE), X_SCHEMA, Y_SCHEMA)
+            created = client.create_pipeline("double-pipe", steps=[mv])
+            dep = client.deploy("double-pipe", pipeline_id=created.pipeline_id)
+            client.wait_for_deployment(f"double-pipe-{dep}", timeout_s=120)
+            assert client.infer("double-pipe", pd.DataFrame({"x": [2.0]}))["out.y"].tolist() == [4.0]
+        ((worker, _),) = _workers("double", srv)
+        assert srv.proc is not None
+        assert _descendants(srv.proc.pid, "wallaroo_pulumi.cli") == [srv.proc.pid]
+        for pid in (worker, srv.proc.pid):
+            assert int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0]) == NON_ROOT_UID, pid
+    finally:
+        srv.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@needs_non_root_sandbox
 def test_a_runtime_that_cannot_hide_its_data_refuses_sidekicks_unless_insecure(tmp_path: Path) -> None:
     """As a non-root user, Landlock rules cannot take a data directory back out of a folder
     sidekicks read (here: inside our own package folder): the runtime says so at start and in

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-from wallaroo_pulumi.runtime.db_postgres import PostgresDatabase
-from wallaroo_pulumi.runtime.listeners.store import TaskStore
+from wallaroo_pulumi.runtime.services.listeners.store import TaskStore
+from wallaroo_pulumi.runtime.store.db_postgres import PostgresDatabase
 from wallaroo_pulumi.testing.postgres import PostgresServer
 
 WRITERS = 4

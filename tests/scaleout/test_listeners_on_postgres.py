@@ -17,7 +17,7 @@ from tests.listeners.test_runs import (  # noqa: F401
     test_second_run_scores_only_new_rows_even_identical_ones,
     test_timeout_and_kill,
 )
-from wallaroo_pulumi.runtime.db_postgres import PostgresDatabase
+from wallaroo_pulumi.runtime.store.db_postgres import PostgresDatabase
 from wallaroo_pulumi.testing.postgres import PostgresServer
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from wallaroo_pulumi.client import NotFoundError
 from wallaroo_pulumi.testing.byop import byop_source
 from wallaroo_pulumi.testing.postgres import PostgresServer
 from wallaroo_pulumi.testing.s3 import S3Server
+from wallaroo_pulumi.testing.waiting import wait_until
 
 
 @pytest.fixture
@@ -42,15 +42,6 @@ def replicas(tmp_path: Path, postgres: PostgresServer, s3: S3Server):
     yield make
     for srv in started:
         srv.stop()
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_deploy_through_one_replica_infer_through_all(replicas, tmp_path: Path) -> None:
@@ -142,9 +133,9 @@ def test_a_replica_killed_mid_listener_run_fails_over_and_no_row_is_scored_twice
     scheduler (its own node) fails the run within the lease; a new run through replica B scores
     the rest: every source row scored exactly once, read back through B."""
     from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
-    from wallaroo_pulumi.runtime.db_postgres import PostgresDatabase
-    from wallaroo_pulumi.runtime.logstore.shared import SharedLogStore
-    from wallaroo_pulumi.runtime.object_store import ObjectStore
+    from wallaroo_pulumi.runtime.store.db_postgres import PostgresDatabase
+    from wallaroo_pulumi.runtime.store.logs.shared import SharedLogStore
+    from wallaroo_pulumi.runtime.store.object_store import ObjectStore
 
     a, b = replicas(2, "--role", "serve", "--listener-lease", "3s")
     (sched,) = replicas(1, "--role", "scheduler", "--listener-lease", "3s")

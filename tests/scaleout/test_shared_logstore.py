@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 from pyarrow.fs import FileSelector
 
-from wallaroo_pulumi.runtime.db_postgres import PostgresDatabase
-from wallaroo_pulumi.runtime.logstore.shared import SharedLogStore
-from wallaroo_pulumi.runtime.object_store import ObjectStore
+from wallaroo_pulumi.runtime.store.db_postgres import PostgresDatabase
+from wallaroo_pulumi.runtime.store.logs.shared import SharedLogStore
+from wallaroo_pulumi.runtime.store.object_store import ObjectStore
 from wallaroo_pulumi.testing.postgres import PostgresServer
 from wallaroo_pulumi.testing.s3 import S3Server
 

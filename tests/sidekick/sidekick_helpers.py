@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from wallaroo_pulumi.runtime.sidekick import SidekickSpec
+from wallaroo_pulumi.testing.byop import INFERENCE_CLASS
 
 T = TypeVar("T")
 
@@ -32,21 +33,6 @@ from mac.exceptions import InferenceDataValidationError
 from mac.inference import Inference
 from mac.inference.creation import InferenceBuilder
 from mac.types import InferenceData
-'''
-
-INFERENCE = '''
-class {cls}(Inference):
-    @property
-    def expected_model_types(self):
-        return {{dict}}
-
-    @Inference.model.setter
-    def model(self, model):
-        self._raise_error_if_model_is_wrong_type(model)
-        self._model = model
-
-    def _predict(self, input_data: InferenceData) -> InferenceData:
-{predict}
 '''
 
 BUILDER_CLASS = '''
@@ -89,7 +75,7 @@ def write_model(
     folder.mkdir(parents=True, exist_ok=True)
     body = textwrap.indent(textwrap.dedent(predict).strip("\n"), " " * 8) + "\n"
     create_body = textwrap.indent(textwrap.dedent(create).strip("\n"), " " * 8) + "\n" if create.strip() else ""
-    source = HEADER + textwrap.dedent(prelude) + INFERENCE.format(cls=cls, predict=body)
+    source = HEADER + textwrap.dedent(prelude) + INFERENCE_CLASS.format(cls=cls, predict=body)
     if with_builder:
         template = BUILDER_CLASS if builder == "class" else BUILDER_INSTANCE
         source += template.format(cls=cls, create=create_body)

@@ -17,6 +17,8 @@ from wallaroo_pulumi.runtime.sidekick import LocalPlacement, Sidekick, SidekickC
 
 from .sidekick_helpers import ModelFactory, one_row, run, spec_for
 
+pytestmark = pytest.mark.security
+
 ENV_ECHO = """
 names = [str(v) for v in input_data["name"]]
 return {
@@ -300,6 +302,7 @@ def _libcuda_available() -> bool:
     return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
+@pytest.mark.hardware("gpu")
 @pytest.mark.skipif(not _libcuda_available(), reason="needs an NVIDIA GPU and driver (libcuda)")
 def test_cuda_sees_only_assigned_gpus(model_factory: ModelFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a real driver: the CUDA runtime inside the sidekick sees exactly `gpus` devices."""

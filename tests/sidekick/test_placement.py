@@ -41,7 +41,14 @@ def test_gpus_go_round_robin_over_the_visible_ones(tmp_path: Path, monkeypatch: 
     assert reserve(local, spec(tmp_path, gpus=2, gpu_ids=[3, 1])).gpu_ids == ("3", "1")  # the caller's, as given
     assert reserve(local, spec(tmp_path, gpus=1)).gpu_ids == ("4",)  # which moved no cursor
     assert reserve(local, spec(tmp_path)).gpu_ids == ()
-    assert reserve(local, spec(tmp_path, gpus=4)).gpu_ids == ("0", "1", "2", "3")  # more than visible: asked ids
+    with pytest.raises(placement.InsufficientGPUs, match=r"0/1 nodes are available: 1 Insufficient nvidia.com/gpu"):
+        reserve(local, spec(tmp_path, gpus=4))  # more than visible: refused, never a device that is not there
+    fallback = LocalPlacement(allow_gpu_fallback=True)
+    assert reserve(fallback, spec(tmp_path, gpus=4)).gpu_ids == ("4", "5", "6")  # the ones there are, CPU for the rest
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(placement.InsufficientGPUs, match=r"asks for 1 GPU\(s\) and this machine has 0 visible"):
+        reserve(local, spec(tmp_path, gpus=1))
+    assert reserve(fallback, spec(tmp_path, gpus=1)).gpu_ids == ()  # CPU only
 
 
 def test_a_gpu_step_grows_only_onto_gpus_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,3 +77,30 @@ def test_launch_runs_the_worker_pinned_with_a_clean_environment(tmp_path: Path, 
     assert launch.env["CUDA_VISIBLE_DEVICES"] == launch.env["NVIDIA_VISIBLE_DEVICES"] == "7"
     assert "model-key-value" not in repr(launch)
     assert LocalPlacement().launch(spec(tmp_path / "gone"), Reservation()).cwd is None
+
+
+def test_pods_get_ephemeral_storage_and_a_size_limited_scratch_from_the_step(tmp_path: Path) -> None:
+    """Issue 28: the scratch emptyDir has the step's scratch_size as its sizeLimit, the container
+    an ephemeral-storage request and limit of that plus room for its logs (no cluster needed)."""
+    from wallaroo_pulumi.runtime.kube.objects import EPHEMERAL_OVERHEAD, StepObjects
+    from wallaroo_pulumi.runtime.sidekick.steps import StepTarget
+
+    target = StepTarget(deployment_id=1, pipeline_name="p", pipeline_version="v", pipeline_version_id=1,
+                        model_name="s", model_version="v1", sha="ab" * 32)
+    objects = StepObjects(target, spec(tmp_path, cpus=0.5, memory="512Mi", scratch_size="256Mi"), "ns", "rt", "img")
+    pod = objects.deployment(1, [])["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": str(256 * 2**20)}}]
+    assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+    storage = str(256 * 2**20 + EPHEMERAL_OVERHEAD)
+    assert container["resources"]["requests"]["ephemeral-storage"] == storage
+    assert container["resources"]["limits"] == container["resources"]["requests"] == {
+        "cpu": "0.5", "memory": str(512 * 2**20), "ephemeral-storage": storage}
+    assert container["args"][-2:] == ["--scratch-size", "256Mi"]  # named in the model's error when it is full
+    bigger = StepObjects(target, spec(tmp_path, cpus=0.5, memory="512Mi", scratch_size="1Gi"), "ns", "rt", "img")
+    assert bigger.name != objects.name  # a changed scratch_size is a new Deployment
+
+
+def test_launch_names_the_scratch_size_to_the_worker(tmp_path: Path) -> None:
+    launch = LocalPlacement().launch(spec(tmp_path, scratch_size="64Mi"), Reservation(cpu_ids=(0,)))
+    assert launch.argv[-2:] == ["--scratch-size", "64Mi"]

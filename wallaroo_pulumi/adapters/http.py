@@ -7,7 +7,6 @@ an ``openai_request`` (:mod:`.chat`) goes to the upstream as chat where it speak
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import random
@@ -15,137 +14,36 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 import numpy as np
 
 from wallaroo_pulumi.adapters.chat import ChatCall, StreamDelta, prompt_text, sse_data
-from wallaroo_pulumi.adapters.config import Env
 from wallaroo_pulumi.adapters.redact import Redactor
 from wallaroo_pulumi.adapters.schemas import INPUT_FIELD, OPENAI_FIELD
+from wallaroo_pulumi.adapters.upstream import (  # noqa: F401 - the adapters import these from here
+    RETRYABLE_STATUSES,
+    USAGE_UNKNOWN,
+    Attempt,
+    CommonSettings,
+    CredentialError,
+    InputValidationError,
+    MalformedResponse,
+    Outcome,
+    PreparedRequest,
+    Retry,
+    RowResult,
+    connection_error,
+    drain,
+    parse_retry_after,
+    plural,
+    returning,
+    short_upstream_message,
+    usage_int,
+)
 
 logger = logging.getLogger("wallaroo_pulumi.adapters")
-
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-USAGE_UNKNOWN = -1
-
-
-class InputValidationError(ValueError):
-    """The batch itself is unusable (e.g. no ``text`` column). The BYOP layer re-raises it
-    as ``mac.exceptions.InferenceDataValidationError``."""
-
-
-class RowResult(NamedTuple):
-    generated_text: str
-    prompt_tokens: int = USAGE_UNKNOWN
-    completion_tokens: int = USAGE_UNKNOWN
-    error: str = ""
-    finish_reason: str = ""  # OpenAI's names (stop, length, content_filter); "" when not reported
-
-
-class MalformedResponse(Exception):
-    """The upstream answered 2xx but not in the shape its protocol promises."""
-
-
-class CredentialError(Exception):
-    """Obtaining credentials for a request failed (e.g. an OAuth2 token refresh)."""
-
-
-@dataclass(frozen=True)
-class CommonSettings:
-    max_concurrency: int = 8
-    request_timeout_s: float = 60.0
-    max_retries: int = 3
-    retry_backoff_s: float = 0.5
-    retry_max_backoff_s: float = 20.0
-    retry_after_max_s: float = 60.0
-    max_tokens: int | None = 256
-    temperature: float | None = None
-
-    @classmethod
-    def from_env(cls, env: Env) -> CommonSettings:
-        max_tokens = env.int("MAX_TOKENS", 256, minimum=0)
-        return cls(
-            max_concurrency=env.int("MAX_CONCURRENCY", 8, minimum=1),
-            request_timeout_s=env.float("REQUEST_TIMEOUT_S", 60.0, minimum=0.001),
-            max_retries=env.int("MAX_RETRIES", 3, minimum=0),
-            retry_backoff_s=env.float("RETRY_BACKOFF_S", 0.5, minimum=0.0),
-            retry_max_backoff_s=env.float("RETRY_MAX_BACKOFF_S", 20.0, minimum=0.0),
-            retry_after_max_s=env.float("RETRY_AFTER_MAX_S", 60.0, minimum=0.0),
-            max_tokens=max_tokens or None,  # 0 = don't send a limit
-            temperature=env.float("TEMPERATURE", None, minimum=0.0),
-        )
-
-
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait according to ``retry-after-ms`` or ``Retry-After`` (delta-seconds or
-    an HTTP date); ``None`` when absent or unparseable."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
-
-
-def short_upstream_message(response: httpx.Response, limit: int = 300) -> str:
-    """The human part of an upstream error body, whichever cloud's shape it has."""
-    text = ""
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-        body = None
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):  # OpenAI, Azure OpenAI, Google APIs
-            text = str(err.get("message") or err.get("code") or err)
-        elif isinstance(err, str):  # OAuth2 token endpoints
-            desc = body.get("error_description")
-            text = f"{err}: {desc}" if desc else err
-        else:
-            text = str(body.get("message") or body.get("detail") or "")
-    elif isinstance(body, str):
-        text = body
-    if not text:
-        try:
-            text = response.text
-        except Exception:  # noqa: BLE001
-            text = ""
-    text = " ".join(text.split())
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
-
-
-def _plural(n: int) -> str:
-    return f"{n} attempt" if n == 1 else f"{n} attempts"
-
-
-@dataclass
-class PreparedRequest:
-    url: str
-    json: Any
-    headers: dict[str, str]
-    params: dict[str, str] | None = None
-
 
 class HttpLLMAdapter:
     """Base class: subclasses say how to build one row's request and read its answer."""
@@ -322,14 +220,8 @@ class HttpLLMAdapter:
                 yield StreamDelta(result.generated_text, result.finish_reason or None)
             return result
         streamed: list[StreamDelta] = []
-        s = self.settings
-        attempt, reauthed = 0, False
-        while True:
-            attempt += 1
-            try:
-                auth = self.auth_headers()
-            except CredentialError as exc:
-                return self._fail(f"{self.name}: credentials: {exc}")
+
+        def once(auth: dict[str, str], attempt: int, reauthed: bool) -> Generator[StreamDelta, None, Outcome]:
             request = self.build_chat_request(call, stream=True)  # type: ignore[arg-type]
             assert request is not None
             try:
@@ -338,27 +230,18 @@ class HttpLLMAdapter:
                     if 200 <= response.status_code < 300:
                         return (yield from self._read_stream(response, streamed))
                     response.read()
-                    outcome = self._refused(response, attempt, reauthed)
+                    return self._refused(response, attempt, reauthed)
             except httpx.TimeoutException as exc:
                 if streamed:
-                    return self._partial(streamed, f"stream timed out after {s.request_timeout_s:g}s ({type(exc).__name__})")
-                outcome = (f"request timed out after {s.request_timeout_s:g}s ({type(exc).__name__})", "", None)
+                    return self._partial(streamed, f"stream timed out after {self.settings.request_timeout_s:g}s "
+                                                   f"({type(exc).__name__})")
+                return self._timed_out(exc)
             except httpx.TransportError as exc:
                 if streamed:
                     return self._partial(streamed, f"connection error mid-stream ({type(exc).__name__}: {exc})")
-                outcome = (f"connection error ({type(exc).__name__}: {exc})", "", None)
-            if isinstance(outcome, RowResult):
-                return outcome
-            if outcome is None:  # 401 answered with fresh credentials: not a retry
-                attempt, reauthed = attempt - 1, True
-                continue
-            problem, detail, retry_after = outcome
-            if attempt >= s.max_retries + 1 or (retry_after is not None and retry_after > s.retry_after_max_s):
-                return self._fail(self._message(problem, attempt, detail))
-            delay = retry_after if retry_after is not None else self._backoff(attempt)
-            logger.warning("%s", self.redact(f"{self._message(problem, attempt, detail)}; retrying in {delay:.2f}s"))
-            if delay > 0:
-                time.sleep(delay)
+                return connection_error(exc)
+
+        return (yield from self._with_retries(once))
 
     def _read_stream(self, response: httpx.Response, streamed: list[StreamDelta]) -> Generator[StreamDelta, None, RowResult]:
         finish, prompt_tokens, completion_tokens, events = "", USAGE_UNKNOWN, USAGE_UNKNOWN, 0
@@ -389,9 +272,9 @@ class HttpLLMAdapter:
         logger.warning("%s", message)
         return RowResult("".join(d.text for d in streamed), USAGE_UNKNOWN, USAGE_UNKNOWN, message)
 
-    def _refused(self, response: httpx.Response, attempt: int, reauthed: bool) -> RowResult | tuple[str, str, float | None] | None:
-        """A non-2xx answer: the row's final failure, (problem, detail, retry-after) to retry, or
-        None to retry at once with fresh credentials (a first 401)."""
+    def _refused(self, response: httpx.Response, attempt: int, reauthed: bool) -> Outcome:
+        """A non-2xx answer: the row's final failure, a :class:`Retry`, or None to retry at once with
+        fresh credentials (a first 401)."""
         status = response.status_code
         detail = short_upstream_message(response)
         reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
@@ -400,64 +283,62 @@ class HttpLLMAdapter:
             return None
         if status not in RETRYABLE_STATUSES:
             return self._fail(self._message(problem, attempt, detail))
-        return problem, detail, parse_retry_after(response.headers)
+        return Retry(problem, detail, parse_retry_after(response.headers))
+
+    def _timed_out(self, exc: httpx.TimeoutException) -> Retry:
+        return Retry(f"request timed out after {self.settings.request_timeout_s:g}s ({type(exc).__name__})")
 
     def _send(self, build: Callable[[], PreparedRequest], parse: Callable[[httpx.Response], RowResult]) -> RowResult:
+        """One plain (not streamed) request, through the same retry loop as :meth:`stream`."""
+
+        def post(auth: dict[str, str], attempt: int, reauthed: bool) -> Outcome:
+            req = build()
+            try:
+                response = self._client.post(req.url, json=req.json, headers={**req.headers, **auth}, params=req.params)
+            except httpx.TimeoutException as exc:
+                return self._timed_out(exc)
+            except httpx.TransportError as exc:
+                return connection_error(exc)
+            if 200 <= response.status_code < 300:
+                return parse(response)
+            return self._refused(response, attempt, reauthed)
+
+        return drain(self._with_retries(lambda auth, attempt, reauthed: returning(post(auth, attempt, reauthed))))
+
+    def _with_retries(self, once: Attempt) -> Generator[StreamDelta, None, RowResult]:
+        """The one retry loop of plain and streamed requests: credentials before each attempt, one
+        re-authentication on a first 401 (not counted as a retry), backoff with jitter or the upstream's
+        Retry-After between attempts, up to ``max_retries`` retries. ``once`` makes one attempt (yielding
+        what it streams) and returns the row, a :class:`Retry`, or None for the re-authentication."""
         s = self.settings
         attempts_allowed = s.max_retries + 1
-        attempt = 0
-        reauthed = False
+        attempt, reauthed = 0, False
         while True:
             attempt += 1
             try:
                 auth = self.auth_headers()
             except CredentialError as exc:
                 return self._fail(f"{self.name}: credentials: {exc}")
-            req = build()
-            headers = {**req.headers, **auth}
-            retry_after: float | None = None
-            detail = ""
-            try:
-                response = self._client.post(req.url, json=req.json, headers=headers, params=req.params)
-            except httpx.TimeoutException as exc:
-                problem = f"request timed out after {s.request_timeout_s:g}s ({type(exc).__name__})"
-            except httpx.TransportError as exc:
-                problem = f"connection error ({type(exc).__name__}: {exc})"
-            else:
-                status = response.status_code
-                if 200 <= status < 300:
-                    return parse(response)
-                detail = short_upstream_message(response)
-                reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
-                problem = f"HTTP {status} {reason}".rstrip()
-                if status == 401 and not reauthed and self.on_unauthorized():
-                    reauthed = True
-                    attempt -= 1  # fetching fresh credentials is not a retry
-                    continue
-                if status not in RETRYABLE_STATUSES:
-                    return self._fail(self._message(problem, attempt, detail))
-                retry_after = parse_retry_after(response.headers)
-
+            outcome = yield from once(auth, attempt, reauthed)
+            if isinstance(outcome, RowResult):
+                return outcome
+            if outcome is None:  # fetching fresh credentials is not a retry
+                attempt, reauthed = attempt - 1, True
+                continue
+            message = self._message(outcome.problem, attempt, outcome.detail)
+            retry_after = outcome.retry_after
             if attempt >= attempts_allowed:
-                return self._fail(self._message(problem, attempt, detail))
+                return self._fail(message)
             if retry_after is not None and retry_after > s.retry_after_max_s:
-                return self._fail(
-                    self._message(problem, attempt, detail)
-                    + f" (upstream asked to retry after {retry_after:g}s, more than RETRY_AFTER_MAX_S={s.retry_after_max_s:g})"
-                )
+                return self._fail(message + f" (upstream asked to retry after {retry_after:g}s, "
+                                            f"more than RETRY_AFTER_MAX_S={s.retry_after_max_s:g})")
             delay = retry_after if retry_after is not None else self._backoff(attempt)
-            logger.warning(
-                "%s",
-                self.redact(
-                    f"{self._message(problem, attempt, detail)}; retrying in {delay:.2f}s "
-                    f"(attempt {attempt + 1} of {attempts_allowed})"
-                ),
-            )
+            logger.warning("%s", self.redact(f"{message}; retrying in {delay:.2f}s (attempt {attempt + 1} of {attempts_allowed})"))
             if delay > 0:
                 time.sleep(delay)
 
     def _message(self, problem: str, attempt: int, detail: str) -> str:
-        msg = f"{self.name}: {problem} after {_plural(attempt)}"
+        msg = f"{self.name}: {problem} after {plural(attempt)}"
         return f"{msg}: {detail}" if detail else msg
 
     def _parse(self, response: httpx.Response, parse_body: Callable[[Any], RowResult]) -> RowResult:
@@ -482,12 +363,3 @@ class HttpLLMAdapter:
         message = self.redact(message)
         logger.warning("%s", message)
         return RowResult("", USAGE_UNKNOWN, USAGE_UNKNOWN, message)
-
-
-def usage_int(value: Any) -> int:
-    try:
-        if value is None or isinstance(value, bool):
-            return USAGE_UNKNOWN
-        return int(value)
-    except (TypeError, ValueError):
-        return USAGE_UNKNOWN

@@ -4,13 +4,8 @@
     client = WallarooClient.from_data_dir("~/.wallaroo-pulumi")
 """
 
-from wallaroo_pulumi.client._client import (
-    ARROW_FILE,
-    ARROW_STREAM,
-    JSON_RECORDS,
-    WallarooClient,
-    records_to_frame,
-)
+from wallaroo_pulumi.client._client import WallarooClient
+from wallaroo_pulumi.client._shared import ARROW_FILE, ARROW_STREAM, JSON_RECORDS, records_to_frame
 from wallaroo_pulumi.client.errors import (
     AuthError,
     ConflictError,

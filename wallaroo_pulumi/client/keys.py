@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
+
+from wallaroo_pulumi.client._shared import iso
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,12 +43,6 @@ class CreatedKey(BaseModel):
     secret: SecretStr
 
 
-def _iso(value: datetime | str | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
-
-
 class KeysAPI:
     """Mixed into `WallarooClient`; `_post` is its JSON POST."""
 
@@ -70,7 +66,7 @@ class KeysAPI:
         their logs with `read_logs`. Limits: None is unlimited."""
         payload: dict[str, Any] = {"name": name, "role": role, "read_logs": read_logs,
                                    "limits": _limits(requests_per_minute, tokens_per_minute, tokens_per_day)}
-        for field, value in (("workspace_id", workspace_id), ("expires_at", _iso(expires_at)),
+        for field, value in (("workspace_id", workspace_id), ("expires_at", iso(expires_at)),
                              ("pipelines", list(pipelines) if pipelines is not None else None)):
             if value is not None:
                 payload[field] = value
@@ -105,7 +101,7 @@ class KeysAPI:
         if limits is not _UNSET:
             payload["limits"] = {k: v for k, v in (limits or {}).items() if v is not None}
         if expires_at is not _UNSET:
-            payload["expires_at"] = _iso(expires_at)
+            payload["expires_at"] = iso(expires_at)
         return ApiKey.model_validate(self._post("/v1/api/keys/update", payload, f"update key {key_id}")["key"])
 
     def revoke_key(self, key_id: int) -> ApiKey:
@@ -125,7 +121,7 @@ class KeysAPI:
         import pandas as pd
 
         payload: dict[str, Any] = {"group_by": list(group_by)}
-        for field, value in (("start", _iso(start)), ("end", _iso(end)), ("key_id", key_id), ("pipeline", pipeline)):
+        for field, value in (("start", iso(start)), ("end", iso(end)), ("key_id", key_id), ("pipeline", pipeline)):
             if value is not None:
                 payload[field] = value
         rows = self._post("/v1/api/usage/get", payload, "usage")["usage"]

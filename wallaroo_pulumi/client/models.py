@@ -102,6 +102,9 @@ class SidekickStatus(_Model):
     pid: int | None = None
     restarts: int = 0
     reason: str | None = None
+    limits: dict[str, Any] = Field(default_factory=dict)
+    """Ours: what holds its limits here (``enforced``, ``not_enforced``) and the kernel's counts
+    (``cpu_throttled_periods``, ``oom_kills``, ``processes``, ...)."""
 
 
 class DeploymentStatus(_Model):

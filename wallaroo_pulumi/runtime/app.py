@@ -8,10 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from wallaroo_pulumi.runtime import http_errors
-from wallaroo_pulumi.runtime.access.middleware import AccessMiddleware
-from wallaroo_pulumi.runtime.listeners import routes as listener_routes
-from wallaroo_pulumi.runtime.metrics import MetricsMiddleware
+from wallaroo_pulumi.runtime.core.metrics import MetricsMiddleware
 from wallaroo_pulumi.runtime.routes import (
     graph,
     inference,
@@ -24,8 +21,11 @@ from wallaroo_pulumi.runtime.routes import (
     usage,
     workspaces,
 )
-from wallaroo_pulumi.runtime.services import Runtime
+from wallaroo_pulumi.runtime.routes import listeners as listener_routes
+from wallaroo_pulumi.runtime.services.access.middleware import AccessMiddleware
+from wallaroo_pulumi.runtime.services.runtime import Runtime
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
+from wallaroo_pulumi.runtime.wire import http_errors
 
 VERSION = "0.1.0"
 

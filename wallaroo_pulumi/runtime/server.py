@@ -10,7 +10,7 @@ import socket
 
 import uvicorn
 
-from wallaroo_pulumi.runtime.auth import write_private
+from wallaroo_pulumi.runtime.core.auth import write_private
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
 

@@ -17,6 +17,8 @@ MiB = 2**20
 ADMIN_TOKEN_ENV = "WALLAROO_ADMIN_TOKEN"
 #: Environment variable holding the metadata database URL (it may hold a password: never logged).
 DATABASE_URL_ENV = "WALLAROO_DATABASE_URL"
+#: Environment variable that, set to 1/true/yes, allows GPU steps to run on CPU where there are too few GPUs.
+GPU_FALLBACK_ENV = "WALLAROO_ALLOW_GPU_FALLBACK"
 ROLES = ("all", "serve", "scheduler")
 Role = Literal["all", "serve", "scheduler"]
 
@@ -70,6 +72,12 @@ class RuntimeSettings(BaseModel):
         description="start sidekicks even where the kernel lacks a mechanism the sandbox needs (confined as far as "
         "it can be); without it such a runtime refuses to start them",
     )
+    allow_gpu_fallback: bool = Field(
+        default=False,
+        description="run a step asking for more GPUs than this machine has on CPU (and the GPUs there are); "
+        "without it (the default) its deploy fails with the Kubernetes scheduler's reason, 'Insufficient "
+        f"nvidia.com/gpu'. Also ${GPU_FALLBACK_ENV}=1",
+    )
     sidekick_uids: tuple[int, int] = Field(
         default=(2_000_000_000, 2_000_065_535),
         description="as root, each sidekick worker and each requirements install runs under a uid of its own from "
@@ -114,7 +122,7 @@ class RuntimeSettings(BaseModel):
         if self.role == "scheduler" and not self.listeners:
             raise ValueError("role: 'scheduler' runs the listener scheduler, so listeners must be enabled")
         if self.admin_token is not None:
-            from wallaroo_pulumi.runtime.auth import check_admin_token
+            from wallaroo_pulumi.runtime.core.auth import check_admin_token
 
             check_admin_token(self.admin_token.get_secret_value())
         return self

@@ -21,6 +21,9 @@ from .registry import Scorer, get_scorer
 
 __all__ = ["ScorerInference", "ScorerInferenceBuilder"]
 
+#: The LLM step's error column (``LLM_OUTPUT_SCHEMA``): "" when its row succeeded.
+ERROR_FIELD = "error"
+
 
 class ScorerInference(Inference):
     """A listener: scores a text column with the ``scorer`` named by the subclass."""
@@ -60,16 +63,41 @@ class ScorerInference(Inference):
             )
         return [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts]
 
+    def unscorable(self, input_data: InferenceData, texts: list[Any]) -> list[bool]:
+        """Rows whose upstream call failed (when the step carries the LLM's ``error`` column, a
+        non-empty error): their text ("") is not an answer, so they are not scored."""
+        errors = input_data.get(ERROR_FIELD) if self.pass_through else None
+        failed = [False] * len(texts)
+        if errors is not None:
+            for i, e in enumerate(np.asarray(errors, dtype=object).reshape(-1).tolist()):
+                if isinstance(e, bytes):
+                    e = e.decode("utf-8", "replace")
+                if e is not None and str(e).strip():
+                    failed[i] = True
+        return failed
+
     def _predict(self, input_data: InferenceData) -> InferenceData:
         field = self.field()
         texts = self.texts(input_data, field)
         out: dict[str, np.ndarray] = {}
+        failed = self.unscorable(input_data, texts) if self.pass_through else [False] * len(texts)
         if self.pass_through:  # the text first, then whatever else the step declared it takes
             texts = ["" if t is None else t for t in texts]
             out[field] = np.asarray(texts, dtype=object)
             out.update((k, v) for k, v in input_data.items() if k != field)
-        for k, v in self._model(texts).items():
-            out[k] = np.asarray(v, dtype=np.float64)
+        if not any(failed):
+            for k, v in self._model(texts).items():
+                out[k] = np.asarray(v, dtype=np.float64)
+            return out
+        # A failed row is not scored: its scores are null and its error stays in the row.
+        keep = [i for i, f in enumerate(failed) if not f]
+        scores = self._model([texts[i] for i in keep]) if keep else {
+            k: [] for k in self._model.columns}
+        for k, v in scores.items():
+            column = np.full(len(texts), None, dtype=object)
+            for i, value in zip(keep, np.asarray(v, dtype=np.float64).tolist(), strict=True):
+                column[i] = value
+            out[k] = column
         return out
 
 

@@ -18,17 +18,8 @@ from mac.types import InferenceData
 '''
 
 
-def byop_source(predict_body: str, *, load_body: str = "", inference_cls: str = "TestInference") -> str:
-    """A mac-style BYOP module: an Inference subclass with `_predict` and a builder."""
-
-    def block(code: str, indent: int) -> str:
-        return textwrap.indent(textwrap.dedent(code).strip() or "pass", " " * indent)
-
-    return (
-        MODEL_HEADER
-        + f"""
-
-class {inference_cls}(Inference):
+INFERENCE_CLASS = """
+class {cls}(Inference):
     @property
     def expected_model_types(self):
         return {{dict}}
@@ -39,8 +30,23 @@ class {inference_cls}(Inference):
         self._model = model
 
     def _predict(self, input_data: InferenceData):
-{block(predict_body, 8)}
+{predict}
+"""
+"""A mac `Inference` subclass: `.format(cls=..., predict=...)` with `predict` indented 8 spaces."""
 
+
+def block(code: str, indent: int) -> str:
+    """`code` dedented and indented by `indent` spaces (`pass` when empty)."""
+    return textwrap.indent(textwrap.dedent(code).strip() or "pass", " " * indent)
+
+
+def byop_source(predict_body: str, *, load_body: str = "", inference_cls: str = "TestInference") -> str:
+    """A mac-style BYOP module: an Inference subclass with `_predict` and a builder."""
+    return (
+        MODEL_HEADER
+        + "\n"
+        + INFERENCE_CLASS.format(cls=inference_cls, predict=block(predict_body, 8))
+        + f"""
 
 class TestBuilder(InferenceBuilder):
     @property

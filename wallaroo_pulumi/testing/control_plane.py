@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from wallaroo_pulumi.ports import free_port
 from wallaroo_pulumi.testing.kube_cluster import KubeCluster
 from wallaroo_pulumi.testing.kube_pki import write_pki
 
@@ -78,12 +78,6 @@ DEFAULT_NODES: tuple[FakeNode, ...] = (
     FakeNode("gpu-h100-0", cpu="64", memory="512Gi", gpus=8,
              labels={"wallaroo.ai/accel": "cuda", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}),
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -195,7 +189,7 @@ class LocalControlPlane(KubeCluster):
         tokens.write_text(f"{self.token},wallaroo-test-admin,wallaroo-test-admin,system:masters\n")
         tokens.chmod(0o600)
 
-        etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         etcd = self._spawn("etcd", [
             self.bins["etcd"], "--name", "default", "--data-dir", str(self.workdir / "etcd"),
@@ -223,14 +217,14 @@ class LocalControlPlane(KubeCluster):
         kubeconfig = f"--kubeconfig={self.kubeconfig}"
         controllers = self._spawn("kube-controller-manager", [
             self.bins["kube-controller-manager"], kubeconfig, "--leader-elect=false",
-            "--bind-address=127.0.0.1", f"--secure-port={_free_port()}",
+            "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
             f"--service-account-private-key-file={pki['sa.key']}", f"--root-ca-file={pki['ca.crt']}",
             "--use-service-account-credentials=false",
             # hostPath volumes under /tmp/hostpath_pv for claims of the default StorageClass
             "--enable-hostpath-provisioner=true"])
         scheduler = self._spawn("kube-scheduler", [
             self.bins["kube-scheduler"], kubeconfig, "--leader-elect=false",
-            "--bind-address=127.0.0.1", f"--secure-port={_free_port()}"])
+            "--bind-address=127.0.0.1", f"--secure-port={free_port()}"])
         stages = self.workdir / "kwok-stages.yaml"
         shutil.copyfile(KWOK_STAGES, stages)
         kwok = self._spawn("kwok", [

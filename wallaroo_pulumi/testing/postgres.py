@@ -1,7 +1,7 @@
 """A private PostgreSQL server for tests: initdb in a fresh directory, listening on a free
 loopback port (and a socket in that directory), trust authentication, durability traded for
 speed (fsync off). As root it runs as the `postgres` user (or `nobody`): initdb refuses root.
-The server binaries come from `scripts/postgres` (Debian's, installed when missing)."""
+The server binaries come from `scripts/postgres` (Debian's; scripts/test-setup installs them when missing)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,22 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from wallaroo_pulumi.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _bindir() -> Path:
-    out = subprocess.run([str(REPO / "scripts" / "postgres")], check=True, capture_output=True, text=True)
+    """Found, never installed: installing is the setup phase's (scripts/test-setup, scripts/postgres)."""
+    out = subprocess.run([str(REPO / "scripts" / "postgres"), "--check"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{out.stderr.strip()}: run scripts/postgres (it installs Debian's postgresql) or set WALLAROO_PG_BINDIR")
     return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -36,7 +34,7 @@ class PostgresServer:
     def __init__(self) -> None:
         self.bindir = _bindir()
         self.root = Path(tempfile.mkdtemp(prefix="wallaroo-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.user = None if os.geteuid() != 0 else _unprivileged()
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -4,7 +4,6 @@ subprocess on a free loopback port, and the environment a runtime reads to reach
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from wallaroo_pulumi.ports import free_port
 from wallaroo_pulumi.testing.processes import stop_process
 
 #: moto keeps a body sent with the AWS SDK's optional checksums (aws-chunked) as is: the clients
@@ -23,17 +23,11 @@ ACCESS_KEY = "testing-access-key"
 SECRET_KEY = "testing-secret-key-never-logged"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class S3Server:
     """`start()`, `new_bucket()` for an s3:// URL, `env` for a runtime; `stop()`."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log = Path(tempfile.mkdtemp(prefix="wallaroo-s3-")) / "moto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -2,7 +2,9 @@
 pods, a Secret holding the step's env (and its link token) mounted only into those pods, and a
 ServiceAccount with no rights and no token. Names are derived from everything the pods run, so
 a changed step gets new objects beside the old ones, and the same step after a restart the same
-ones (D35)."""
+ones (D35). The pods' limits: cpu and memory as asked, ephemeral-storage from the step's
+scratch_size (its scratch emptyDir's sizeLimit plus room for logs); a pod's process count is the
+node's (the kubelet's podPidsLimit), not the step's (issue 28)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ SERVE_MODULE = "wallaroo_pulumi.runtime.sidekick.serve"
 LINK_PORT = 9000
 SIDEKICK_UID = 10001  # the runtime image's user
 GPU_RESOURCE = "nvidia.com/gpu"
+#: What a sidekick container writes outside its scratch (its logs; its root file system is read-only).
+EPHEMERAL_OVERHEAD = 64 * 2**20
 ARCH = {"x86": "amd64", "arm": "arm64"}
 TOKEN_KEY = "WALLAROO_SIDEKICK_TOKEN"
 #: The node label a step's accel is matched against, as a preference: a cluster without it still schedules.
@@ -81,6 +85,7 @@ class StepObjects:
             "runtime": self.runtime, "deployment": t.deployment_id, "version": t.pipeline_version_id,
             "step": self.spec.step_name, "sha": t.sha, "requirements": t.requirements, "env": self.spec.env,
             "cpus": self.spec.cpus, "memory": self.spec.memory, "gpus": self.spec.gpus, "arch": t.arch,
+            **({"scratch": self.spec.scratch_size} if self.spec.scratch_size else {}),
             "accel": t.accel, "label": t.deployment_label, "image": self.image,
         }, sort_keys=True).encode()).hexdigest()[:10]
         return f"sk-{_slug(t.pipeline_name, 20)}-{_slug(self.spec.step_name, 20)}-{digest}"
@@ -119,7 +124,15 @@ class StepObjects:
             amounts["memory"] = str(parse_memory_quantity(spec.memory))
         if spec.gpus:
             amounts[GPU_RESOURCE] = str(spec.gpus)
+        if spec.scratch_bytes is not None:
+            # the scratch emptyDir plus the container's logs: past it the kubelet evicts the pod
+            amounts["ephemeral-storage"] = str(spec.scratch_bytes + EPHEMERAL_OVERHEAD)
         return {"requests": amounts, "limits": amounts}
+
+    def scratch_volume(self) -> dict[str, Any]:
+        """The pod's scratch (HOME, TMPDIR): an emptyDir on the node's disk, no larger than scratch_size."""
+        size = self.spec.scratch_bytes
+        return {"name": "scratch", "emptyDir": {"sizeLimit": str(size)} if size is not None else {}}
 
     def deployment(self, replicas: int, owners: list[dict[str, Any]]) -> dict[str, Any]:
         t, spec = self.target, self.spec
@@ -144,7 +157,8 @@ class StepObjects:
                 "image": self.image,
                 "command": ["python", "-m", SERVE_MODULE],
                 "args": ["--host", "$(POD_IP)", "--port", str(LINK_PORT), "--name", spec.step_name,
-                         "--env-names", ",".join(sorted(spec.env)), "--workdir", "/tmp/sidekick"],
+                         "--env-names", ",".join(sorted(spec.env)), "--workdir", "/tmp/sidekick",
+                         *(["--scratch-size", spec.scratch_size] if spec.scratch_size else [])],
                 "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                         {"name": "TMPDIR", "value": "/tmp"}, {"name": "HOME", "value": "/tmp"}],
                 "envFrom": [{"secretRef": {"name": self.name}}],
@@ -157,7 +171,7 @@ class StepObjects:
                                     "readOnlyRootFilesystem": True},
                 "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
             }],
-            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "volumes": [self.scratch_volume()],
         }
         if spec.gpus:  # GPU nodes are commonly tainted for GPU pods only
             pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]

@@ -2,7 +2,7 @@
 
 from starlette.requests import Request
 
-from wallaroo_pulumi.runtime.services import Runtime
+from wallaroo_pulumi.runtime.services.runtime import Runtime
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -7,10 +7,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from wallaroo_pulumi.runtime.dataset import Dataset
-from wallaroo_pulumi.runtime.errors import TooLarge
-from wallaroo_pulumi.runtime.formats import ACCEPTED
+from wallaroo_pulumi.runtime.core.errors import TooLarge
 from wallaroo_pulumi.runtime.routes import runtime_of
+from wallaroo_pulumi.runtime.wire.dataset import Dataset
+from wallaroo_pulumi.runtime.wire.formats import ACCEPTED
 
 router = APIRouter(tags=["inference"])
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 
-from wallaroo_pulumi.runtime.access.service import KeySpec, KeyUpdate
 from wallaroo_pulumi.runtime.routes import runtime_of
+from wallaroo_pulumi.runtime.services.access.service import KeySpec, KeyUpdate
 
 router = APIRouter(prefix="/v1/api/keys", tags=["keys"])
 

@@ -12,10 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wallaroo_pulumi.runtime.dataset import Dataset
-from wallaroo_pulumi.runtime.errors import BadRequest, describe_validation_error
-from wallaroo_pulumi.runtime.formats import ARROW_FILE, encode_table, response_kind
+from wallaroo_pulumi.runtime.core.errors import BadRequest, describe_validation_error
 from wallaroo_pulumi.runtime.routes import runtime_of
+from wallaroo_pulumi.runtime.wire.dataset import Dataset
+from wallaroo_pulumi.runtime.wire.formats import ARROW_FILE, encode_table, response_kind
 
 router = APIRouter(tags=["logs"])
 

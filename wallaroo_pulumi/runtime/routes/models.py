@@ -9,12 +9,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wallaroo_pulumi.runtime import wire
-from wallaroo_pulumi.runtime.access.deferred import check_deferred
-from wallaroo_pulumi.runtime.errors import BadRequest, describe_validation_error
-from wallaroo_pulumi.runtime.openai_api.requests import check_config
+from wallaroo_pulumi.runtime.core.errors import BadRequest, describe_validation_error
 from wallaroo_pulumi.runtime.routes import runtime_of
-from wallaroo_pulumi.runtime.uploads import parse_streaming_upload
+from wallaroo_pulumi.runtime.services.access.deferred import check_deferred
+from wallaroo_pulumi.runtime.services.openai_api.requests import check_config
+from wallaroo_pulumi.runtime.store.uploads import parse_streaming_upload
+from wallaroo_pulumi.runtime.wire import answers
 from wallaroo_pulumi.schemas import schema_from_b64
 
 router = APIRouter(prefix="/v1/api/models", tags=["models"])
@@ -180,7 +180,7 @@ class GetVersion(BaseModel):
 
 @router.post("/get_model_version_by_id")
 def get_model_version_by_id(request: Request, body: GetVersion) -> dict:
-    return {"model_version": wire.configured_model_version(runtime_of(request).registry.version(body.model_version_id))}
+    return {"model_version": answers.configured_model_version(runtime_of(request).registry.version(body.model_version_id))}
 
 
 class InsertModelConfig(BaseModel):
@@ -197,14 +197,14 @@ def insert_model_config(request: Request, body: InsertModelConfig) -> dict:
         raise BadRequest(f"{ignored[0]}: not configurable here; this runtime stores openai_config only "
                          f"(got {', '.join(ignored)})")
     if body.openai_config is None:
-        return {"model_config": wire.model_config(registry.version(body.model_version_id))}
+        return {"model_config": answers.model_config(registry.version(body.model_version_id))}
     config = check_config(body.openai_config).model_dump()
-    return {"model_config": wire.model_config(registry.set_openai_config(body.model_version_id, config))}
+    return {"model_config": answers.model_config(registry.set_openai_config(body.model_version_id, config))}
 
 
 @router.post("/get_version_by_id", summary="The model version as the SDK's upload flow reads it")
 def get_version_by_id(request: Request, body: GetVersion) -> dict:
-    return wire.sdk_model_version(runtime_of(request).registry.version(body.model_version_id))
+    return answers.sdk_model_version(runtime_of(request).registry.version(body.model_version_id))
 
 
 class DeleteModel(BaseModel):

@@ -7,9 +7,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from wallaroo_pulumi.runtime.errors import TooLarge
-from wallaroo_pulumi.runtime.openai_api.requests import Kind
+from wallaroo_pulumi.runtime.core.errors import TooLarge
 from wallaroo_pulumi.runtime.routes import runtime_of
+from wallaroo_pulumi.runtime.services.openai_api.requests import Kind
 
 router = APIRouter(tags=["openai"])
 FULL = "/v1/api/pipelines/infer/{deploy_name}/{pipeline_name}/openai/v1"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from wallaroo_pulumi.runtime.access.service import UsageQuery
 from wallaroo_pulumi.runtime.routes import runtime_of
+from wallaroo_pulumi.runtime.services.access.service import UsageQuery
 
 router = APIRouter(prefix="/v1/api/usage", tags=["usage"])
 

@@ -3,11 +3,16 @@ confines itself as the `Policy` says, then execs CMD with the environment the ru
 $WALLAROO_CONFINED_ENV, so a model's own variables (LD_PRELOAD, PYTHONPATH) act only once it is
 confined. Any failure exits 126 with the reason on stderr: nothing runs half confined.
 
+As root, first of all: it joins the worker's cgroups (``cgroup_procs``), so what it runs, and all
+it forks, is bounded by the kernel from its first instruction (cgroups.py).
 As root (``uid`` set): private mount and IPC namespaces whose root is a tmpfs holding only the
 policy's paths (bind mounts, read-only but for ``write``; ``hidden`` ones empty), a /proc that
 shows only its own processes and a /dev/shm of its own; then that uid and gid, with no groups and no capabilities.
 Then, as any user: Landlock rules for the same paths, signals and abstract sockets scoped to
-itself (a Landlock domain also keeps it from ptrace and from other processes' /proc files)."""
+itself (a Landlock domain also keeps it from ptrace and from other processes' /proc files).
+In a private root, the scratch folder is a tmpfs of ``scratch_bytes`` (its own space, never the
+data directory's filesystem): a write past it fails with ENOSPC. Last, the ``rlimits`` (process
+count, file size) are set, then the command is executed."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import ctypes
 import json
 import os
 import platform
+import resource
 import stat
 import sys
 
@@ -98,6 +104,12 @@ def _private_root(policy: Policy) -> None:
                 _mount("tmpfs", target, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "mode=0755,size=4m")
             continue
         kind, readonly = entries[path]
+        if policy.scratch_bytes is not None and path == os.path.realpath(policy.scratch or "/nonexistent"):
+            os.makedirs(target, 0o755, exist_ok=True)
+            owner = policy.uid if policy.uid is not None else 0
+            _mount("tmpfs", target, "tmpfs", _MS_NOSUID | _MS_NODEV,
+                   f"mode=0700,uid={owner},gid={owner},size={policy.scratch_bytes}")
+            continue
         if stat.S_ISDIR(os.fstat(fds[path]).st_mode):
             os.makedirs(target, 0o755, exist_ok=True)
         else:
@@ -173,8 +185,23 @@ def _landlock(policy: Policy, private_root: bool) -> None:
         ruleset.restrict()  # also sets no_new_privs: no setuid binary or file capability gives anything back
 
 
+def _join_cgroups(policy: Policy) -> None:
+    for procs in policy.cgroup_procs:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+
+
+def _set_rlimits(policy: Policy) -> None:
+    for name, value in policy.rlimits:
+        limit = getattr(resource, name)
+        hard = resource.getrlimit(limit)[1]
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(limit, (value, value))
+
+
 def confine(policy: Policy) -> None:
     """Confine this process as ``policy`` says (irreversibly)."""
+    _join_cgroups(policy)
     private_root = policy.uid is not None
     if private_root:
         _private_root(policy)
@@ -182,6 +209,7 @@ def confine(policy: Policy) -> None:
     if policy.landlock_abi:
         _landlock(policy, private_root)
     os.chdir(policy.cwd)
+    _set_rlimits(policy)
 
 
 def main(argv: list[str]) -> int:

@@ -22,6 +22,10 @@ class Policy:
     cwd: str = "/"
     uid: int | None = None  # root only: run as this uid and gid, in a private root holding only the paths above
     landlock_abi: int = 0  # the Landlock ABI to enforce the paths and scopes with; 0: none
+    cgroup_procs: tuple[str, ...] = ()  # root: the cgroup.procs files it joins first, before anything else
+    scratch: str = ""  # its scratch folder (one of ``write``)
+    scratch_bytes: int | None = None  # in a private root: the scratch is a tmpfs of this size, nothing else's space
+    rlimits: tuple[tuple[str, int], ...] = ()  # ("RLIMIT_NPROC", n), ... set just before the command runs
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -29,6 +33,7 @@ class Policy:
     @classmethod
     def from_json(cls, text: str) -> Policy:
         data = json.loads(text)
-        for key in ("read", "listed", "write", "devices", "hidden"):
-            data[key] = tuple(data[key])
+        for key in ("read", "listed", "write", "devices", "hidden", "cgroup_procs"):
+            data[key] = tuple(data.get(key, ()))
+        data["rlimits"] = tuple((name, int(value)) for name, value in data.get("rlimits", ()))
         return cls(**data)

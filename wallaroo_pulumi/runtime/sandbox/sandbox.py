@@ -1,7 +1,9 @@
 """`Sandbox`: what every confined process may read (the system, the Python install, our
 package), whether this host can confine at all, and `Box`es: one per worker or pip install, with
 its scratch directory and, as root, a uid of its own, turning a command into one run by the
-`confine` launcher."""
+`confine` launcher. What a box may take (`Bounds`: CPU, cpuset, memory, processes, scratch) is
+held by the kernel: cgroups of its own as root, rlimits without (issue 28); `limits_report`
+says which hold here."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wallaroo_pulumi.runtime.errors import Unavailable
+from wallaroo_pulumi.runtime.core.errors import Unavailable
+from wallaroo_pulumi.runtime.sandbox.cgroups import CgroupHost, WorkerCgroup
 from wallaroo_pulumi.runtime.sandbox.policy import ENV_VAR, Policy
 from wallaroo_pulumi.runtime.sandbox.support import Support
 
@@ -40,6 +43,22 @@ ETC_READ = tuple(f"/etc/{name}" for name in (
 STD_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 #: Our packages, the only part of a source checkout a confined process reads.
 PACKAGES = ("wallaroo_pulumi", "mac", "wallaroo_pulumi.components")
+
+
+#: What a requirements install may take: its own bound, apart from any model's.
+INSTALL_FILE_BYTES = 4 * 2**30  # one file (a wheel being downloaded or unpacked)
+INSTALL_CPU_SECONDS = 1800
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What one worker may take of the machine."""
+
+    cpus: float = 1.0
+    cpu_ids: tuple[int, ...] = ()
+    memory_bytes: int | None = None
+    max_processes: int | None = None
+    scratch_bytes: int | None = None
 
 
 class SandboxRefused(Unavailable):
@@ -109,6 +128,13 @@ class Sandbox:
             f"the data directory {p} lies inside {g}, which sidekicks may read; choose a data directory outside it"
             for p in self.protect for g in (*self.read, *self.source_roots) if _inside(p, os.path.realpath(g))))
         self._lock_dir: Path | None = None
+        self.runtime_id = str(os.getpid())
+        self.cgroups = CgroupHost.detect() if support.private_root else CgroupHost(
+            why_not="the runtime is not root" if not support.root else "no CAP_SYS_ADMIN")
+        if self.cgroups.version:
+            swept = self.cgroups.sweep(keep=self.runtime_id)
+            if swept:
+                log.info("removed %d cgroup(s) left by runtimes no longer running", swept)
 
     def _python_paths(self, packages: list[str]) -> list[str]:
         """The system, the Python install, every import path of this process, our packages; never
@@ -140,7 +166,49 @@ class Sandbox:
             "mechanisms": self.support.mechanisms(),
             "missing": [*self.support.missing, *(["a data directory outside what sidekicks read"] if self.exposed else [])],
             **({"uids": f"{self.uids[0]}-{self.uids[1]}"} if self.support.private_root else {}),
+            "limits": self.limits_report(),
         }
+
+    def limits_report(self) -> dict[str, object]:
+        """How each bound on a worker holds here: by the kernel, or only in part."""
+        ctrls = self.cgroups.controllers
+        v = self.cgroups.version
+        private = self.support.private_root
+        how = {
+            "cpu_quota": f"cgroup v{v} cpu quota" if "cpu" in ctrls else None,
+            "cpuset": f"cgroup v{v} cpuset" if "cpuset" in ctrls else None,
+            "memory": f"cgroup v{v} memory limit" if "memory" in ctrls else None,
+            "processes": (f"cgroup v{v} pids limit" if "pids" in ctrls
+                          else "RLIMIT_NPROC of its own uid" if private else None),
+            "scratch": "a size-limited tmpfs in its private root" if private else None,
+        }
+        partly = {
+            "cpu_quota": "not enforced: a worker may use every core it is pinned to",
+            "cpuset": "CPU affinity only: a model may widen it",
+            "memory": "a resident-memory watcher that kills the worker past its limit (sampled every 50 ms)",
+            "processes": "RLIMIT_NPROC, counted over every process of the runtime's user (approximate)",
+            "scratch": "RLIMIT_FSIZE: no one file past the scratch size; scratch shares the filesystem of /tmp",
+        }
+        return {
+            "enforced": sorted(k for k, v in how.items() if v),
+            "how": {k: v or partly[k] for k, v in how.items()},
+            **({"cgroups_unavailable": self.cgroups.why_not} if self.cgroups.why_not else {}),
+        }
+
+    def unenforced(self, bounds: Bounds) -> list[str]:
+        """What of ``bounds`` this host cannot hold to by the kernel: for the deploy's status."""
+        enforced = set(self.limits_report()["enforced"])  # type: ignore[arg-type]
+        wanted = {"cpu_quota": bounds.cpus % 1 != 0 or bounds.cpus < len(bounds.cpu_ids),
+                  "memory": bounds.memory_bytes is not None, "processes": bounds.max_processes is not None,
+                  "scratch": bounds.scratch_bytes is not None, "cpuset": bool(bounds.cpu_ids)}
+        text = {"cpu_quota": f"cpus {bounds.cpus:g}", "memory": "memory", "processes": "max_processes",
+                "scratch": "scratch_size", "cpuset": "its CPU set"}
+        return [text[k] for k, asked in wanted.items() if asked and k not in enforced]
+
+    def close(self) -> None:
+        """The runtime stops: remove its cgroups folder (its workers' are gone already)."""
+        if self.cgroups.version:
+            self.cgroups.release(self.runtime_id)
 
     def log_status(self) -> None:
         if not self.problems:
@@ -153,15 +221,25 @@ class Sandbox:
             log.error("%s", self.refusal)
 
     # -- boxes --------------------------------------------------------------------------------
-    def open(self) -> Box:
-        """A scratch directory and (as root) a uid of its own, for one worker or one install."""
+    def open(self, bounds: Bounds | None = None, name: str = "") -> Box:
+        """A scratch directory and (as root) a uid of its own, for one worker or one install;
+        with ``bounds``, cgroups of its own holding them where this host has them."""
         if self.refusal is not None:
             raise SandboxRefused(self.refusal)
         uid, lock = self._take_uid() if self.support.private_root else (None, None)
         scratch = Path(tempfile.mkdtemp(prefix="wallaroo-sidekick-"))
         if uid is not None:
             os.chown(scratch, uid, uid)
-        return Box(self, uid, scratch, lock)
+        box = Box(self, uid, scratch, lock, bounds)
+        if bounds is not None and self.cgroups.version:
+            try:
+                box.cgroup = self.cgroups.worker(self.runtime_id, f"{name or 'worker'}-{uid}-{scratch.name}")
+                box.cgroup.limit(cpus=bounds.cpus, cpu_ids=list(bounds.cpu_ids), memory_bytes=bounds.memory_bytes,
+                                 max_processes=bounds.max_processes)
+            except OSError as exc:
+                box.close()
+                raise SandboxRefused(f"could not give the worker its limits: {exc}") from None
+        return box
 
     def _take_uid(self) -> tuple[int, int]:
         """A uid no other box on this host holds (a lock file per uid, shared by every runtime
@@ -204,12 +282,41 @@ class Sandbox:
                     os.chmod(item, os.stat(item).st_mode & 0o755)
 
 
+def _user_tasks(uid: int) -> int:
+    """Tasks (processes and threads) running under real uid ``uid``: what RLIMIT_NPROC counts."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, StopIteration, ValueError), open(f"/proc/{entry.name}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+                if int(fields["Uid"].split()[0]) == uid:
+                    count += int(fields["Threads"])
+    return count
+
+
 @dataclass
 class Box:
     sandbox: Sandbox
     uid: int | None
     scratch: Path
     _lock: int | None = None
+    bounds: Bounds | None = None
+    cgroup: WorkerCgroup | None = None
+
+    def _rlimits(self) -> list[tuple[str, int]]:
+        """The rlimits that stand in for what no cgroup holds; for an install, its own bounds."""
+        bounds = self.bounds
+        if bounds is None:  # a requirements install
+            return [("RLIMIT_FSIZE", INSTALL_FILE_BYTES), ("RLIMIT_CPU", INSTALL_CPU_SECONDS)]
+        limits = []
+        ctrls = self.cgroup.dirs if self.cgroup is not None else {}
+        if bounds.max_processes is not None and "pids" not in ctrls:
+            # its own uid: exact; the runtime's uid: what already runs under it counts too
+            base = 0 if self.uid is not None else _user_tasks(os.getuid())
+            limits.append(("RLIMIT_NPROC", base + bounds.max_processes))
+        if bounds.scratch_bytes is not None and self.uid is None:  # no private root, so no tmpfs scratch
+            limits.append(("RLIMIT_FSIZE", bounds.scratch_bytes))
+        return limits
 
     def give(self, path: Path) -> None:
         """Let the confined process write ``path`` (a folder the runtime made for it)."""
@@ -222,12 +329,18 @@ class Box:
         whole environment: it reads the sandbox's paths and ``read``, writes its scratch and ``write``."""
         sandbox = self.sandbox
         abi = sandbox.support.landlock_abi
-        if self.uid is None and not abi:  # --insecure-sidekicks on a host with nothing to confine with
+        rlimits = tuple(self._rlimits())
+        if self.uid is None and not abi and not rlimits:  # --insecure-sidekicks on a host with nothing to confine with
             return argv, env, cwd
+        confined = self.uid is not None or abi
         policy = Policy(
-            read=tuple([*sandbox.read, *map(str, read)]), write=(str(self.scratch), *map(str, write)),
-            listed=tuple(sandbox.source_roots), devices=(*STD_DEVICES, *devices), hidden=tuple(sandbox.protect),
-            cwd=cwd, uid=self.uid, landlock_abi=abi,
+            read=tuple([*sandbox.read, *map(str, read)]) if confined else (),
+            write=(str(self.scratch), *map(str, write)) if confined else (),
+            listed=tuple(sandbox.source_roots) if confined else (), devices=(*STD_DEVICES, *devices) if confined else (),
+            hidden=tuple(sandbox.protect), cwd=cwd, uid=self.uid, landlock_abi=abi,
+            cgroup_procs=tuple(self.cgroup.procs_files) if self.cgroup is not None else (),
+            scratch=str(self.scratch), rlimits=rlimits,
+            scratch_bytes=self.bounds.scratch_bytes if self.bounds is not None and self.uid is not None else None,
         )
         launcher_env = {
             "PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
@@ -235,8 +348,16 @@ class Box:
         }
         return [sys.executable, "-P", "-m", LAUNCHER, "--policy", policy.to_json(), "--", *argv], launcher_env, "/"
 
+    def stopped(self) -> None:
+        """The worker is gone (before a restart): kill whatever it left in its cgroups."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+
     def close(self) -> None:
-        """Kill what still runs under the box's uid, remove its scratch, give the uid back."""
+        """Kill what still runs under the box's uid or in its cgroups, remove them and its scratch, give the uid back."""
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
         if self.uid is not None:
             kill_uid(self.uid)
         shutil.rmtree(self.scratch, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wallaroo_pulumi.runtime.errors import WallarooError
+from wallaroo_pulumi.runtime.core.errors import WallarooError
 
 
 class SidekickError(WallarooError):

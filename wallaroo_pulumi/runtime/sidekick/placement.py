@@ -12,12 +12,16 @@ import logging
 import math
 import os
 import re
+import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from wallaroo_pulumi.runtime.sidekick.autoscale import ScalePolicy
+from wallaroo_pulumi.runtime.sidekick.errors import SidekickLoadError
 from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
 
 log = logging.getLogger("wallaroo.sidekick")
@@ -34,13 +38,28 @@ class Reservation:
     gpu_ids: tuple[str, ...] = ()
 
 
+class KernelLimits(Protocol):
+    """A worker's limits as the kernel holds them (its cgroups), for the supervisor to read."""
+
+    memory_limited: bool  # the kernel kills it past its memory: no watcher needed
+
+    def oom_kills(self) -> int: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def kill(self, timeout: float = 5.0) -> None: ...  # everything in its cgroups, however it forked
+
+
 @dataclass(frozen=True)
 class Launch:
-    """How to start one worker: its command line, its whole environment and its working directory."""
+    """How to start one worker: its command line, its whole environment and its working directory;
+    ``kernel``: its cgroups, where the kernel holds its limits; ``limits``: what holds each one."""
 
     argv: list[str]
     env: dict[str, str] = field(repr=False)  # holds the model's credentials
     cwd: str | None = None
+    kernel: KernelLimits | None = None
+    limits: dict[str, object] = field(default_factory=dict)
 
 
 class Placement(abc.ABC):
@@ -71,24 +90,56 @@ def available_cpus() -> list[int]:
 
 
 def visible_gpus() -> list[str]:
-    """Device ids this server may hand out: its own CUDA_VISIBLE_DEVICES, else the driver's GPUs."""
+    """Device ids this server may hand out: its own CUDA_VISIBLE_DEVICES (what the operator, or a
+    device plugin, gave it), else the GPUs the NVIDIA driver shows (``/proc/driver/nvidia/gpus``,
+    ``/dev/nvidiaN``, else ``nvidia-smi -L``); none on a machine without them."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
     found = glob.glob("/proc/driver/nvidia/gpus/*") or [
         p for p in glob.glob("/dev/nvidia*") if re.fullmatch(r"/dev/nvidia\d+", p)
     ]
+    if not found and shutil.which("nvidia-smi"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+            if out.returncode == 0:
+                found = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
     return [str(i) for i in range(len(found))]
+
+
+#: The extended resource a GPU is, in Kubernetes' words (the scheduler's reason names it).
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+class InsufficientGPUs(SidekickLoadError):  # noqa: N818 - Kubernetes' own word for it
+    """A step asks for more GPUs than this machine has, and CPU fallback is not allowed."""
+
+
+def insufficient_gpus(step_name: str, wanted: int, visible: int) -> InsufficientGPUs:
+    """The scheduler's words (``0/1 nodes are available: 1 Insufficient nvidia.com/gpu``), then ours."""
+    return InsufficientGPUs(
+        f"0/1 nodes are available: 1 Insufficient {GPU_RESOURCE}: step {step_name!r} asks for {wanted} GPU(s) and "
+        f"this machine has {visible} visible (CUDA_VISIBLE_DEVICES, else the NVIDIA driver's). Lower the step's "
+        "sidekick gpus, run the runtime where the GPUs are, or start it with --allow-gpu-fallback "
+        "(WALLAROO_ALLOW_GPU_FALLBACK=1) to run such steps on CPU",
+        step_name=step_name,
+    )
 
 
 class LocalPlacement(Placement):
     """Workers as local processes: ``ceil(cpus)`` cores and ``gpus`` devices each, handed out
     round-robin over what this server may use, so replicas spread out. Nothing is held between
-    reservations, so `release` has nothing to give back."""
+    reservations, so `release` has nothing to give back.
 
-    def __init__(self) -> None:
+    A step asking for more GPUs than are visible is refused (`InsufficientGPUs`, the Kubernetes
+    scheduler's reason), unless ``allow_gpu_fallback``: then its workers get the GPUs there are
+    (none on a machine without) and run on CPU for the rest; it is never handed a device that
+    does not exist."""
+
+    def __init__(self, *, allow_gpu_fallback: bool = False) -> None:
         self._cpu_cursor = 0
         self._gpu_cursor = 0
+        self.allow_gpu_fallback = allow_gpu_fallback
 
     async def reserve(self, spec: SidekickSpec) -> Reservation:
         return Reservation(cpu_ids=tuple(self._pick_cpus(spec.cpus)), gpu_ids=tuple(self._pick_gpus(spec)))
@@ -103,6 +154,7 @@ class LocalPlacement(Placement):
             "--model-dir", str(spec.model_dir), "--name", spec.step_name,
             "--cpu-affinity", ",".join(map(str, reservation.cpu_ids)),
             "--env-names", ",".join(sorted(spec.env)),
+            *(["--scratch-size", spec.scratch_size] if spec.scratch_size else []),
         ]
         cwd = str(spec.model_dir) if Path(spec.model_dir).is_dir() else None
         return Launch(argv, build_env(spec, list(reservation.gpu_ids), len(reservation.cpu_ids)), cwd)
@@ -142,9 +194,12 @@ class LocalPlacement(Placement):
             return []
         visible = visible_gpus()
         if len(visible) < spec.gpus:
-            if visible:
-                log.warning("step %r asks for %d GPU(s) but only %d are visible", spec.step_name, spec.gpus, len(visible))
-            return [str(i) for i in range(spec.gpus)]
+            if not self.allow_gpu_fallback:
+                raise insufficient_gpus(spec.step_name, spec.gpus, len(visible))
+            log.warning("step %r asks for %d GPU(s) but %d are visible: running it with %s (GPU fallback allowed)",
+                        spec.step_name, spec.gpus, len(visible),
+                        f"GPU(s) {','.join(visible)} and CPU" if visible else "CPU only")
+            return list(visible)
         start = self._gpu_cursor % len(visible)
         self._gpu_cursor += spec.gpus
         return [visible[(start + i) % len(visible)] for i in range(spec.gpus)]

@@ -29,8 +29,9 @@ log = logging.getLogger("wallaroo.sidekick.serve")
 
 
 class SidekickServer:
-    def __init__(self, name: str, token: str, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, name: str, token: str, env: dict[str, str], workdir: Path, scratch_size: str | None = None) -> None:
         self.name = name
+        self.scratch_size = scratch_size  # the pod's scratch emptyDir's sizeLimit, named when a write finds it full
         self._token = token
         self._env = env
         self.workdir = workdir
@@ -123,7 +124,7 @@ class SidekickServer:
 
         cpus = available_cpus()
         spec = SidekickSpec(step_name=self.name, model_version=self._sha or "?", model_dir=model_dir, env=self._env,
-                            cpus=len(cpus), extra_pythonpath=extra)
+                            cpus=len(cpus), extra_pythonpath=extra, scratch_size=self.scratch_size)
         launch = LocalPlacement().launch(spec, Reservation(cpu_ids=tuple(cpus), gpu_ids=tuple(visible_gpus())))
         proc = self._proc = await asyncio.create_subprocess_exec(
             *launch.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -142,8 +143,8 @@ class SidekickServer:
 
     def _prepare(self, header: dict) -> tuple[Path, list[Path]]:
         """Unpack the artifact received and pip-install its requirements into this pod's work folder."""
-        from wallaroo_pulumi.runtime.requirements import pip_env, read_requirements
         from wallaroo_pulumi.runtime.sidekick.loader import unpack_artifact
+        from wallaroo_pulumi.runtime.sidekick.requirements import pip_env, read_requirements
 
         zip_path = self.workdir / "model.zip"
         target = self.workdir / "model"
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="the model step's name")
     parser.add_argument("--env-names", default="", help="comma-separated names of the model's env (from our env)")
     parser.add_argument("--workdir", default=None, help="where the model is unpacked (default: $TMPDIR/sidekick)")
+    parser.add_argument("--scratch-size", default=None, help="the step's scratch_size (its scratch volume's sizeLimit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("WALLAROO_SIDEKICK_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"--env-names: not in the environment: {', '.join(missing)}")
     workdir = Path(args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "sidekick")
-    server = SidekickServer(args.name, token, {n: os.environ[n] for n in names}, workdir)
+    server = SidekickServer(args.name, token, {n: os.environ[n] for n in names}, workdir, args.scratch_size)
     return asyncio.run(run(args.host, args.port, server))
 
 

@@ -23,12 +23,15 @@ class SidekickSpec(BaseModel):
     memory: str | None = Field(
         default=None, description="Kubernetes quantity, e.g. '512Mi': the resident memory past which the worker is killed")
     gpus: int = Field(default=0, ge=0)
+    scratch_size: str | None = Field(
+        default=None, description="Kubernetes quantity: the most its scratch folder (HOME, TMPDIR) may hold")
+    max_processes: int | None = Field(default=None, ge=1, description="processes and threads it may run at once")
     gpu_ids: list[int] | None = Field(default=None, description="device ids to expose, when the caller allocates them")
     extra_pythonpath: list[Path] = Field(default_factory=list, description="the model's installed requirements")
     load_timeout_s: float = Field(default=120.0, gt=0)
     max_batch_rows: int = Field(default=64, ge=1, description="rows merged into one batch while the worker is busy")
 
-    @field_validator("memory")
+    @field_validator("memory", "scratch_size")
     @classmethod
     def _memory(cls, value: str | None) -> str | None:
         if value is not None:
@@ -49,3 +52,7 @@ class SidekickSpec(BaseModel):
     @property
     def memory_bytes(self) -> int | None:
         return parse_memory_quantity(self.memory) if self.memory is not None else None
+
+    @property
+    def scratch_bytes(self) -> int | None:
+        return parse_memory_quantity(self.scratch_size) if self.scratch_size is not None else None

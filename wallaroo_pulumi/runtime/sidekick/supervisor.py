@@ -1,6 +1,7 @@
 """`Sidekick`: the supervisor of one worker process of one model step. It spawns the worker
 where its `Placement` says, waits for READY, sends it one batch at a time, restarts it with
-backoff after a crash, kills it past its memory limit (OOMKilled), and stops it with everything
+backoff after a crash, kills it past its memory limit (OOMKilled: the kernel does, where the
+placement gives it a memory cgroup, else a resident-memory watcher), and stops it with everything
 it spawned. Nothing it logs or raises carries a value of the model's env (see :mod:`.redact`)."""
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from wallaroo_pulumi.runtime.sidekick.errors import (
     stopped_error,
 )
 from wallaroo_pulumi.runtime.sidekick.merging import MergingQueue
-from wallaroo_pulumi.runtime.sidekick.placement import Placement, Reservation
+from wallaroo_pulumi.runtime.sidekick.placement import KernelLimits, Placement, Reservation
 from wallaroo_pulumi.runtime.sidekick.redact import EnvRedactor
 from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
 
@@ -90,6 +91,9 @@ class Sidekick:
         self._watch_task: asyncio.Task[None] | None = None
         self._guard_task: asyncio.Task[None] | None = None
         self._oom: tuple[asyncio.subprocess.Process, str] | None = None
+        self._kernel: KernelLimits | None = None
+        self._kernel_ooms = 0  # the kernel's OOM kills in the worker's cgroup when it started
+        self._limits: dict[str, object] = {}
         self._stderr_task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._handled: asyncio.subprocess.Process | None = None
@@ -118,6 +122,17 @@ class Sidekick:
     @property
     def last_error(self) -> str | None:
         return self._last_error
+
+    @property
+    def limits(self) -> dict[str, object]:
+        """What holds the worker's limits, and what the kernel counted (throttling, OOM kills)."""
+        if not self._limits and self._kernel is None:
+            return {}
+        counted = {}
+        if self._kernel is not None:
+            with contextlib.suppress(OSError):
+                counted = self._kernel.stats()
+        return {**self._limits, **counted}
 
     @property
     def busy(self) -> bool:
@@ -195,10 +210,13 @@ class Sidekick:
             self._fail(f"model {spec.step_name!r}: could not start its sidekick process: {exc}")
             raise SidekickLoadError(self._last_error or "", step_name=spec.step_name) from exc
         self._proc = proc
+        self._kernel, self._limits = launch.kernel, dict(launch.limits)
+        self._kernel_ooms = launch.kernel.oom_kills() if launch.kernel is not None else 0
         self._stderr_task = asyncio.create_task(self._pump_stderr(proc), name=f"sidekick-stderr-{spec.step_name}")
         if spec.memory_bytes:  # loading counts too: a model that cannot load within its limit is OOMKilled
-            self._guard_task = asyncio.create_task(self._guard_memory(proc, spec.memory_bytes),
-                                                   name=f"sidekick-memory-{spec.step_name}")
+            watch = (self._watch_kernel_oom(proc, launch.kernel) if launch.kernel is not None and launch.kernel.memory_limited
+                     else self._guard_memory(proc, spec.memory_bytes))
+            self._guard_task = asyncio.create_task(watch, name=f"sidekick-memory-{spec.step_name}")
         log.info("sidekick %s: started pid %d (cpus %s, gpus %r)", spec.step_name, proc.pid,
                  self.cpu_ids, ",".join(self.gpu_ids))
         assert proc.stdout is not None
@@ -327,8 +345,30 @@ class Sidekick:
 
         await memory.guard(proc.pid, limit, killed, alive=lambda: proc.returncode is None)
 
+    async def _watch_kernel_oom(self, proc: asyncio.subprocess.Process, kernel: KernelLimits) -> None:
+        """The kernel holds the memory limit; once it kills anything of the worker's (one process of
+        many, under cgroup v1), the whole worker goes, as a pod's container would."""
+        while proc.returncode is None:
+            if self._kernel_oom_note(proc, kernel):
+                log.warning("sidekick %s: pid %d %s", self.spec.step_name, proc.pid, self._oom[1] if self._oom else "")
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await asyncio.to_thread(kernel.kill, 2.0)  # and what left its process group
+                return
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+
+    def _kernel_oom_note(self, proc: asyncio.subprocess.Process, kernel: KernelLimits | None) -> bool:
+        if kernel is None or not kernel.memory_limited or kernel.oom_kills() <= self._kernel_ooms:
+            return False
+        if self._oom is None or self._oom[0] is not proc:
+            self._oom = (proc, f"OOMKilled: the kernel killed it at its memory limit of {self.spec.memory} "
+                               "(its cgroup); raise the step's sidekick memory")
+        return True
+
     def _oom_note(self, proc: asyncio.subprocess.Process) -> str:
-        """``; OOMKilled: ...`` when the memory guard killed this worker, else nothing."""
+        """``; OOMKilled: ...`` when the memory guard or the kernel killed this worker, else nothing."""
+        if proc is self._proc:
+            self._kernel_oom_note(proc, self._kernel)
         return f"; {self._oom[1]}" if self._oom is not None and self._oom[0] is proc else ""
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:

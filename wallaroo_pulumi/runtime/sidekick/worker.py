@@ -8,6 +8,7 @@ exit 3), then answer REQUEST frames (:mod:`.protocol`) until SHUTDOWN or EOF.
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import logging
 import os
@@ -15,6 +16,7 @@ import sys
 from typing import Any, BinaryIO
 
 LOAD_ERROR_EXIT = 3
+_SCRATCH_SIZE = ""  # the step's scratch_size, for the message of a write that found it full
 log = logging.getLogger("wallaroo.sidekick.worker")
 
 
@@ -59,6 +61,9 @@ def _error_payload(exc: BaseException, redact: Any, model_dir: Any = None) -> by
         text = "MemoryError: the model ran out of memory"
     else:
         text = describe_exception(exc, model_dir)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            text += (f"; its scratch folder is full (its scratch_size is {_SCRATCH_SIZE or 'unset'}): "
+                     "raise the step's sidekick scratch_size, or write less")
     return protocol.json_payload(type=type(exc).__name__, message=redact(text))
 
 
@@ -130,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-affinity", default=None, help="comma-separated CPU ids")
     parser.add_argument("--env-names", default="",
                         help="comma-separated names of the model's env: their values, read from our env, are redacted")
+    parser.add_argument("--scratch-size", default="", help="the step's scratch_size, named when a write finds it full")
     args = parser.parse_args(argv)
+    global _SCRATCH_SIZE  # noqa: PLW0603 - set once, before the model loads
+    _SCRATCH_SIZE = args.scratch_size
 
     logging.basicConfig(
         level=os.environ.get("WALLAROO_SIDEKICK_LOG_LEVEL", "INFO").upper(),

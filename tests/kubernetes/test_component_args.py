@@ -1,0 +1,32 @@
+"""KubernetesRuntime's inputs model on its own: what it derives from good inputs, and the Secret's
+environment variables it gives the runtime's pods. No Pulumi program runs here."""
+
+from __future__ import annotations
+
+import pytest
+
+from wallaroo_pulumi.components.kubernetes_inputs import KubernetesRuntimeArgs
+from wallaroo_pulumi.components.kubernetes_runtime import secret_env
+
+DB = "postgresql://wallaroo@db:5432/wallaroo"
+
+
+def test_one_node_defaults() -> None:
+    args = KubernetesRuntimeArgs.parse(image="i:1", admin_token="t")
+    assert (args.access_mode, args.scale_out, args.several, args.pods) == ("ReadWriteOnce", False, False, True)
+    assert secret_env(args) == [("WALLAROO_ADMIN_TOKEN", "token")]
+
+
+def test_scaled_out_and_autoscaled() -> None:
+    args = KubernetesRuntimeArgs.parse(image="i:1", admin_token="t", database_url=DB, object_store_url="s3://b",
+                                       secrets_key="k" * 20, object_store_env={"AWS_REGION": "r"},
+                                       autoscale_max=4, sidekick_placement="local", cpus=2)
+    assert (args.scale_out, args.several, args.pods) == (True, True, False)
+    assert isinstance(args.cpus, int)  # "2", not "2.0", in the pods' limits
+    assert secret_env(args) == [("WALLAROO_ADMIN_TOKEN", "token"), ("WALLAROO_SECRETS_KEY", "secrets-key"),
+                                ("WALLAROO_DATABASE_URL", "database-url"), ("AWS_REGION", "aws-region")]
+
+
+def test_a_wrong_type_names_the_field() -> None:
+    with pytest.raises(ValueError, match="^KubernetesRuntime: replicas: Input should be a valid integer"):
+        KubernetesRuntimeArgs.parse(image="i:1", admin_token="t", replicas="many")

@@ -1,0 +1,1 @@
+"""Infrastructure every layer may use: errors, the admin token, secret encryption, metrics."""

@@ -1,0 +1,199 @@
+"""An inference through a deployed pipeline: decode, each step in turn, one log entry and
+one set of metrics per call, the answer encoded as asked."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+import pyarrow as pa
+
+from wallaroo_pulumi.runtime.core.errors import NotFound, Unavailable, WallarooError
+from wallaroo_pulumi.runtime.core.metrics import Metrics
+from wallaroo_pulumi.runtime.engine.engine import DeploymentState, Engine, Live, Step
+from wallaroo_pulumi.runtime.services.access.usage import Tokens
+from wallaroo_pulumi.runtime.services.pipelines import Pipelines
+from wallaroo_pulumi.runtime.sidekick import (
+    SidekickCrashedError,
+    SidekickError,
+    SidekickLoadError,
+    SidekickPredictError,
+)
+from wallaroo_pulumi.runtime.store.logs import LogStore
+from wallaroo_pulumi.runtime.wire.dataset import Dataset
+from wallaroo_pulumi.runtime.wire.formats import RESPONSE_DROP, conform, parse_input, response_kind, result_table
+
+log = logging.getLogger("wallaroo_pulumi.runtime.inference")
+
+UsageRecorder = Callable[[str, int, Tokens], None]
+"""usage(pipeline, rows, tokens): called once per inference, at its one exit"""
+
+
+@dataclass
+class Answer:
+    payload: bytes
+    media_type: str
+    server_timing: str
+
+
+class Inference:
+    def __init__(self, engine: Engine, pipelines: Pipelines, logstore: LogStore, metrics: Metrics,
+                 usage: UsageRecorder | None = None) -> None:
+        self.engine = engine
+        self.pipelines = pipelines
+        self.logstore = logstore
+        self.metrics = metrics
+        self.usage = usage
+
+    def resolve(self, deploy_name: str, pipeline_name: str | None = None) -> tuple[str, int | None]:
+        """(pipeline, deployment id) named by an inference URL: '<pipeline>-<id>' or a bare pipeline name."""
+        base, _, tail = deploy_name.rpartition("-")
+        dep_id = int(tail) if base and tail.isdigit() else None
+        if pipeline_name is not None:
+            if (base if dep_id is not None else deploy_name) != pipeline_name:
+                raise NotFound(
+                    f"inference URL mismatch: '{deploy_name}' is not a deployment of pipeline {pipeline_name!r}; "
+                    f"use /v1/api/pipelines/infer/<pipeline>-<deployment id>/<pipeline>", source="inference",
+                )
+            return pipeline_name, dep_id
+        if dep_id is None or (self.engine.get(base) is None and self.engine.get(deploy_name) is not None):
+            return deploy_name, None  # a pipeline whose own name ends in -<digits>
+        return base, dep_id
+
+    def serving(self, pipeline_name: str, deployment_id: int | None) -> tuple[DeploymentState, Live]:
+        state = self.engine.get(pipeline_name)
+        if state is None:
+            if self.pipelines.by_name(pipeline_name) is None:
+                raise NotFound(f"no pipeline named {pipeline_name!r}", source="inference")
+            raise NotFound(f"pipeline {pipeline_name!r} is not deployed; deploy it with /v1/api/pipelines/deploy", source="inference")
+        if deployment_id is not None and deployment_id != state.id:
+            raise NotFound(
+                f"deployment {pipeline_name}-{deployment_id} does not exist; the pipeline's deployment is "
+                f"{state.deploy_name} (URL /v1/api/pipelines/infer/{state.deploy_name}/{pipeline_name})",
+                source="inference",
+            )
+        if state.live is None:
+            if state.state == "failed":
+                raise Unavailable(f"deployment {state.deploy_name} failed to start: {state.reason}")
+            raise Unavailable(f"deployment {state.deploy_name} is still starting; retry shortly", headers={"Retry-After": "1"})
+        return state, state.live
+
+    async def run(
+        self, pipeline_name: str, deployment_id: int | None, read_body: Callable[[], Awaitable[bytes]],
+        content_type: str | None, accept: str | None, dataset: Dataset | None = None,
+    ) -> Answer:
+        started = time.perf_counter()
+        state, live = self.serving(pipeline_name, deployment_id)
+        body = await read_body()
+        first = live.steps[0]
+        entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=live.pipeline_version,
+                        partition=f"engine-{state.id}")
+        outcome, logged, rows, tokens = "error", None, 0, Tokens()
+        try:
+            try:
+                inputs, req_kind = parse_input(body, content_type, first.input_schema)
+            except WallarooError as exc:
+                outcome = "bad_input"
+                logged = entry(None, None, rows=1, last_model=first.last_model, elapsed=[], step=first.name,
+                               error=f"{exc.status}: {exc.message}")
+                raise
+            t_parsed = time.perf_counter()
+            rows = inputs.num_rows
+            current, elapsed, step = inputs, [], first
+            for index, step in enumerate(live.steps):
+                t0 = time.perf_counter_ns()
+                try:
+                    step_input, current = current, await self.step(pipeline_name, live, index, current)
+                    tokens.add_step(step_input, current)
+                except Exception as exc:  # noqa: BLE001 - every failure is answered and logged
+                    elapsed.append(time.perf_counter_ns() - t0)
+                    err = step_error(step, exc)
+                    self.metrics.step_errors.labels(pipeline_name, step.name, error_kind(exc)).inc()
+                    logged = entry(inputs, None, rows=inputs.num_rows, last_model=step.last_model, elapsed=elapsed,
+                                   step=step.name, error=f"{err.status}: {err.message}",
+                                   output_schema=live.steps[-1].output_schema)
+                    raise err from None
+                elapsed.append(time.perf_counter_ns() - t0)
+                self.metrics.step_latency.labels(pipeline_name, step.name).observe(elapsed[-1] / 1e9)
+            t_steps = time.perf_counter()
+            logged = entry(inputs, current, rows=inputs.num_rows, last_model=step.last_model, elapsed=elapsed,
+                           step=step.name, error=None)
+            outcome = "ok"
+        finally:
+            if logged is not None:
+                self.append_log(pipeline_name, logged)
+            self.metrics.inferences.labels(pipeline_name, outcome).inc()
+            if self.usage is not None:
+                self.usage(pipeline_name, rows, tokens)
+        t_log = time.perf_counter()
+        payload, media_type = (dataset or Dataset()).encode(logged.drop_columns(list(RESPONSE_DROP)), response_kind(accept, req_kind))
+        t_end = time.perf_counter()
+        self.metrics.inference_rows.labels(pipeline_name).inc(inputs.num_rows)
+        self.metrics.inference_latency.labels(pipeline_name).observe(t_end - started)
+        timing = ", ".join(
+            [f"parse;dur={(t_parsed - started) * 1e3:.2f}"]
+            + [f'step;desc="{s.name}";dur={ns / 1e6:.2f}' for s, ns in zip(live.steps, elapsed, strict=True)]
+            + [f"log;dur={(t_log - t_steps) * 1e3:.2f}", f"encode;dur={(t_end - t_log) * 1e3:.2f}",
+               f"total;dur={(t_end - started) * 1e3:.2f}"]
+        )
+        return Answer(payload, media_type, timing)
+
+    async def step(self, pipeline_name: str, live: Live, index: int, table: pa.Table) -> pa.Table:
+        """Step `index` of `live` on `table` (conformed to its input schema after the first), its
+        answer conformed to its output schema (kept as returned when that fails)."""
+        step = live.steps[index]
+        if index > 0:
+            try:
+                table = conform(table, step.input_schema, f"step '{step.name}' input")
+            except WallarooError as exc:
+                previous = live.steps[index - 1].name
+                raise WallarooError(f"step '{step.name}' cannot take the output of step '{previous}': {exc.message}",
+                                    source="engine", step=step.name) from None
+        out = await step.pool.predict(table)
+        if out.num_rows != table.num_rows:
+            raise WallarooError(f"step '{step.name}' returned {out.num_rows} rows for {table.num_rows} input rows",
+                                source="model", step=step.name)
+        self.metrics.count_row_errors(pipeline_name, step.name, table, out)
+        try:
+            return conform(out, step.output_schema, f"step '{step.name}' output")
+        except WallarooError:
+            return out  # the declared output schema is advisory: keep what the model returned
+
+    def append_log(self, pipeline: str, table: pa.Table) -> None:
+        try:
+            self.logstore.append(pipeline, table, sync=False)
+        except Exception:  # noqa: BLE001 - a failed log write must be visible but must not lose the answer
+            self.metrics.log_errors.labels(pipeline).inc()
+            log.exception("could not write the inference log of pipeline %s", pipeline)
+
+
+def step_error(step: Step, exc: Exception) -> WallarooError:
+    """The answer for a step that failed, naming the step and its model."""
+    where = f"step '{step.name}' (model {step.model_name})"
+    if isinstance(exc, SidekickCrashedError):
+        message = f"{where}: sidekick process crashed: {exc}; it is being restarted"
+    elif isinstance(exc, SidekickLoadError):
+        message = f"{where}: sidekick not loaded: {exc}"
+    elif isinstance(exc, SidekickPredictError) and exc.error_type == "InferenceDataValidationError":
+        return WallarooError(f"{where} rejected the input: {exc}", status=400, source="model", step=step.name)
+    elif isinstance(exc, SidekickPredictError):
+        message = f"{where}: _predict failed: {exc}"
+    elif isinstance(exc, SidekickError):
+        message = f"{where}: {exc}"
+    elif isinstance(exc, WallarooError):
+        return exc
+    else:
+        return WallarooError(f"{where}: {type(exc).__name__}: {exc}", source="engine", step=step.name)
+    return WallarooError(message, status=exc.status, source=exc.source, step=step.name)
+
+
+def error_kind(exc: Exception) -> str:
+    """The `kind` label of a step error in the step_errors metric."""
+    for cls, kind in ((SidekickCrashedError, "crashed"), (SidekickLoadError, "load"), (SidekickPredictError, "predict"),
+                      (TimeoutError, "timeout")):
+        if isinstance(exc, cls):
+            return kind
+    return "other"

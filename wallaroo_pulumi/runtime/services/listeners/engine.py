@@ -1,0 +1,405 @@
+"""One listener run: score the rows of the monitored pipeline's logged inferences in the window
+that its stream has not scored yet, and append the scores as inference logs of the score pipeline.
+Score columns, row keys and exactly-once: ``docs/listeners.md``, "What a run does"."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from wallaroo_pulumi.runtime.store.logs import TIME_TYPE, LogStore
+from wallaroo_pulumi.runtime.store.logs.time_column import to_ms
+
+from .errors import ListenerRunError
+from .executor import Executor, ListenerModelRef
+from .store import TaskStore
+
+KEY_PREFIXES = ("in.", "out.")
+KEY_EXTRA = ("metadata.pipeline_version", "metadata.partition")
+
+
+class ListenerRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1)
+    version: str | None = None
+
+
+class ListenerArgs(BaseModel):
+    """The task's ``json`` for the built-in ``llm-listener`` orchestration."""
+
+    model_config = ConfigDict(extra="allow")
+
+    monitored_pipeline: str = Field(min_length=1)
+    listener_model: ListenerRef
+    window_seconds: float = Field(default=3600, gt=0)
+    text_field: str = Field(default="out.generated_text", min_length=1)
+    batch_size: int = Field(default=256, ge=1, le=100_000)
+    output_pipeline: str | None = None
+    start: datetime | int | None = None
+    end: datetime | int | None = None
+    store_text: bool = True
+    page_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_memory_mb: float = Field(default=512, gt=0)
+    """What one run may hold (a page of rows, their copies for scoring, its keys); over it the run fails."""
+
+    @field_validator("listener_model", mode="before")
+    @classmethod
+    def _ref(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    def listener_name(self) -> str:
+        return self.listener_model.name
+
+    def score_pipeline(self) -> str:
+        return self.output_pipeline or score_pipeline_name(self.monitored_pipeline, self.listener_model.name)
+
+
+def score_pipeline_name(monitored: str, listener: str) -> str:
+    return f"{monitored}-{listener}-scores"
+
+
+def stream_id(monitored: str, score_pipeline: str) -> str:
+    return f"{monitored}->{score_pipeline}"
+
+
+def iso(ms: float | int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- row keys -----------------------------------------------------------------
+def _key_columns(table: pa.Table) -> list[str]:
+    return sorted(c for c in table.column_names if c.startswith(KEY_PREFIXES) or c in KEY_EXTRA)
+
+
+def row_keys(table: pa.Table, seen: Counter) -> list[str]:
+    times = table.column("time").cast(pa.int64()).to_pylist()
+    cols = _key_columns(table)
+    values = [table.column(c).to_pylist() for c in cols]
+    keys = []
+    for i, t in enumerate(times):
+        parts = [f"{c}={values[j][i]!r}" for j, c in enumerate(cols) if values[j][i] is not None]
+        h = hashlib.blake2b(("\x1f".join(parts)).encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+        base = f"{t}:{h}"
+        n = seen[base]
+        seen[base] = n + 1
+        keys.append(f"{base}:{n}")
+    return keys
+
+
+def prune_seen(seen: Counter, floor_ms: int | None) -> None:
+    """Forget the duplicate counts of rows older than `floor_ms`: no row still to come is that old
+    (the log store says so per page), so the counts a run keeps follow its pages, not its window."""
+    if floor_ms is None or not seen:
+        return
+    for k in [k for k in seen if int(k.partition(":")[0]) < floor_ms]:
+        del seen[k]
+
+
+def _page_keys(table: pa.Table, seen: Counter, floor_ms: int | None) -> list[str]:
+    keys = row_keys(table, seen)
+    prune_seen(seen, floor_ms)
+    return keys
+
+
+_SEEN_ENTRY_BYTES = 160  # a Counter entry: its key string (~40 chars) and the dict slot
+
+
+def held_bytes(table: pa.Table, seen: Counter) -> int:
+    """What a run holds for one page: the page's Arrow buffers, about as much again in the Python
+    lists it scores from, and the duplicate counts it keeps."""
+    return 2 * table.get_total_buffer_size() + _SEEN_ENTRY_BYTES * len(seen)
+
+
+def resolve_text_column(columns: list[str], text_field: str) -> str | None:
+    for c in (text_field, f"out.{text_field}", f"in.{text_field}"):
+        if c in columns:
+            return c
+    return None
+
+
+# -- the run ------------------------------------------------------------------
+@dataclass
+class RunStats:
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_skipped: int = 0  # failed inferences / null text
+    rows_already: int = 0  # scored before (by this stream)
+    batches: int = 0
+    seconds: float = 0.0
+    score_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _score_schema(out: pa.Table, store_text: bool) -> list[tuple[str, pa.DataType]]:
+    fields: list[tuple[str, pa.DataType]] = [("time", TIME_TYPE)]
+    if store_text:
+        fields.append(("in.text", pa.string()))
+    fields += [("in.source_key", pa.string()), ("in.source_time", TIME_TYPE)]
+    for name in out.column_names:
+        t = out.column(name).type
+        fields.append((f"out.{name}", pa.float64() if pa.types.is_floating(t) or pa.types.is_integer(t) else t))
+    fields += [
+        ("anomaly.count", pa.int64()),
+        ("metadata.last_model", pa.string()),
+        ("metadata.pipeline_version", pa.string()),
+        ("metadata.step", pa.string()),
+        ("metadata.partition", pa.string()),
+        ("metadata.elapsed", pa.list_(pa.int64())),
+        ("metadata.error", pa.string()),
+        ("metadata.source_pipeline", pa.string()),
+        ("metadata.task_id", pa.string()),
+        ("metadata.run_id", pa.string()),
+    ]
+    return fields
+
+
+def build_score_table(
+    *,
+    out: pa.Table,
+    texts: list[str],
+    keys: list[str],
+    times_ms: list[int],
+    partitions: list[str | None],
+    ref: ListenerModelRef,
+    monitored: str,
+    task_id: str,
+    run_id: str,
+    elapsed_ns: int,
+    store_text: bool,
+) -> pa.Table:
+    n = len(keys)
+    cols: dict[str, pa.Array] = {}
+    schema = _score_schema(out, store_text)
+    tm = pa.array(times_ms, pa.int64()).cast(TIME_TYPE)
+    cols["time"] = tm
+    if store_text:
+        cols["in.text"] = pa.array(texts, pa.string())
+    cols["in.source_key"] = pa.array(keys, pa.string())
+    cols["in.source_time"] = tm
+    for name in out.column_names:
+        c = out.column(name)
+        cols[f"out.{name}"] = c.cast(pa.float64()) if pa.types.is_floating(c.type) or pa.types.is_integer(c.type) else c
+    last_model = json.dumps({"model_name": ref.name, "model_sha": ref.sha or ref.version})
+    per_row = elapsed_ns // max(n, 1)
+    cols["anomaly.count"] = pa.array([0] * n, pa.int64())
+    cols["metadata.last_model"] = pa.array([last_model] * n, pa.string())
+    cols["metadata.pipeline_version"] = pa.array([ref.version] * n, pa.string())
+    cols["metadata.step"] = pa.array([ref.name] * n, pa.string())
+    cols["metadata.partition"] = pa.array(partitions, pa.string())
+    cols["metadata.elapsed"] = pa.array([[per_row]] * n, pa.list_(pa.int64()))
+    cols["metadata.error"] = pa.nulls(n, pa.string())
+    cols["metadata.source_pipeline"] = pa.array([monitored] * n, pa.string())
+    cols["metadata.task_id"] = pa.array([task_id] * n, pa.string())
+    cols["metadata.run_id"] = pa.array([run_id] * n, pa.string())
+    return pa.table([cols[name].combine_chunks() if isinstance(cols[name], pa.ChunkedArray) else cols[name]
+                     for name, _ in schema], names=[name for name, _ in schema])
+
+
+async def run_listener(
+    *,
+    run_id: str,
+    task: dict[str, Any],
+    args: ListenerArgs,
+    ref: ListenerModelRef,
+    executor: Executor,
+    logstore: LogStore,
+    store: TaskStore,
+    log: Callable[[str], None],
+    now_ms: int | None = None,
+    stats: RunStats | None = None,
+) -> RunStats:
+    """Score the window; raises on failure (the caller records the run status). Pass `stats`
+    to see the counts so far when the run fails, times out or is killed."""
+    t0 = time.perf_counter()
+    stats = RunStats() if stats is None else stats
+    monitored = args.monitored_pipeline
+    out_pipe = args.score_pipeline()
+    stream = stream_id(monitored, out_pipe)
+    end_ms = to_ms(args.end) if args.end is not None else (now_ms if now_ms is not None else int(time.time() * 1000))
+    start_ms = to_ms(args.start) if args.start is not None else end_ms - int(args.window_seconds * 1000)
+    store.update_run(run_id, window_start=start_ms / 1000.0, window_end=end_ms / 1000.0)
+    log(
+        f"listener {ref.name} (version {ref.version}) scoring {monitored} "
+        f"[{iso(start_ms)}, {iso(end_ms)}) into {out_pipe}, batch size {args.batch_size}"
+    )
+    seen: Counter = Counter()
+    cursor: str | None = None
+    text_col_seen: str | None = None
+    columns_seen: set[str] = set()
+    last_progress = time.monotonic()
+    while True:
+        page = await asyncio.to_thread(
+            logstore.query, monitored, start_ms, end_ms, args.page_size, "Asc", cursor
+        )
+        table = page.table
+        if table.num_rows:
+            held = held_bytes(table, seen)
+            stats.extra["peak_held_bytes"] = max(stats.extra.get("peak_held_bytes", 0), held)
+            if held > args.max_memory_mb * 2**20:
+                raise ListenerRunError(
+                    f"max_memory_mb: this run needed {held / 2**20:.0f} MB to score a page of {table.num_rows} rows "
+                    f"(page_size {args.page_size}), over its cap of {args.max_memory_mb:g} MB; lower page_size "
+                    f"or raise max_memory_mb"
+                )
+            stats.rows_read += table.num_rows
+            columns_seen.update(table.column_names)
+            keys = await asyncio.to_thread(_page_keys, table, seen, page.floor_ms)
+            text_col = resolve_text_column(table.column_names, args.text_field)
+            if text_col is None:
+                stats.rows_skipped += table.num_rows
+            else:
+                text_col_seen = text_col
+                await _score_page(
+                    table=table, keys=keys, text_col=text_col, run_id=run_id, task=task, args=args,
+                    ref=ref, executor=executor, logstore=logstore, store=store, stream=stream,
+                    out_pipe=out_pipe, stats=stats, log=log,
+                )
+            await asyncio.to_thread(
+                store.update_run, run_id, rows_read=stats.rows_read, rows_scored=stats.rows_scored,
+                rows_skipped=stats.rows_skipped,
+            )
+            if time.monotonic() - last_progress > 2.0 or page.status == "All":
+                last_progress = time.monotonic()
+                el = time.perf_counter() - t0
+                log(
+                    f"progress: read {stats.rows_read}, scored {stats.rows_scored}, "
+                    f"already scored {stats.rows_already}, skipped {stats.rows_skipped} "
+                    f"({stats.rows_scored / el if el > 0 else 0:.0f} rows/s)"
+                )
+        if page.status == "SchemaChange" and page.cursor is None:
+            break
+        if page.status == "All" or page.cursor is None:
+            break
+        cursor = page.cursor
+    if stats.rows_read and text_col_seen is None:
+        raise ListenerRunError(
+            f"text_field {args.text_field!r}: no such column in {monitored}'s logs "
+            f"(columns: {sorted(columns_seen)}); e.g. 'out.generated_text'"
+        )
+    stats.seconds = time.perf_counter() - t0
+    log(
+        f"done: read {stats.rows_read}, scored {stats.rows_scored}, already scored {stats.rows_already}, "
+        f"skipped {stats.rows_skipped} in {stats.seconds:.2f}s"
+    )
+    return stats
+
+
+async def _score_page(
+    *, table: pa.Table, keys: list[str], text_col: str, run_id: str, task: dict[str, Any],
+    args: ListenerArgs, ref: ListenerModelRef, executor: Executor, logstore: LogStore, store: TaskStore,
+    stream: str, out_pipe: str, stats: RunStats, log: Callable[[str], None],
+) -> None:
+    texts_all, times_all, parts_all, usable = await asyncio.to_thread(_prepare, table, text_col)
+    stats.rows_skipped += table.num_rows - len(usable)
+    bs = args.batch_size
+    for b in range(0, len(usable), bs):
+        idx = usable[b : b + bs]
+        bkeys = [keys[i] for i in idx]
+        btimes = [times_all[i] for i in idx]
+        mine = await asyncio.to_thread(store.claim, stream, run_id, bkeys, btimes)
+        stats.rows_already += len(idx) - len(mine)
+        if not mine:
+            continue
+        sel = [idx[j] for j in mine]
+        ckeys = [keys[i] for i in sel]
+        appended = False
+        try:
+            texts = [texts_all[i] for i in sel]
+            ts = time.perf_counter_ns()
+            out = await executor.predict(pa.table({"text": pa.array(texts, pa.string())}))
+            elapsed = time.perf_counter_ns() - ts
+            stats.score_seconds += elapsed / 1e9
+            if out.num_rows != len(sel):
+                raise ListenerRunError(
+                    f"listener {ref.name} returned {out.num_rows} rows for a batch of {len(sel)}"
+                )
+            scores = build_score_table(
+                out=out, texts=texts, keys=ckeys, times_ms=[times_all[i] for i in sel],
+                partitions=[parts_all[i] for i in sel], ref=ref, monitored=args.monitored_pipeline,
+                task_id=task["id"], run_id=run_id, elapsed_ns=elapsed, store_text=args.store_text,
+            )
+            # The append must finish (or fail) before we decide about the claims, even if this
+            # run is being cancelled: shield it and wait it out.
+            fut = asyncio.ensure_future(asyncio.to_thread(logstore.append, out_pipe, scores))
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                try:
+                    await fut
+                    appended = True
+                except Exception:  # noqa: BLE001
+                    pass
+                raise
+            appended = True
+        finally:  # off the serving loop (an fsync), and seen through even when cancelled
+            settle = store.mark_done if appended else store.release
+            done = asyncio.ensure_future(asyncio.to_thread(settle, stream, ckeys, run_id))
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                await done
+                raise
+        stats.rows_scored += len(sel)
+        stats.batches += 1
+        now = time.monotonic()
+        if now - stats.extra.get("saved", 0.0) > 0.5:  # live progress for list_task_runs
+            stats.extra["saved"] = now
+            await asyncio.to_thread(
+                store.update_run, run_id, rows_read=stats.rows_read, rows_scored=stats.rows_scored,
+                rows_skipped=stats.rows_skipped,
+            )
+
+
+def _prepare(table: pa.Table, text_col: str) -> tuple[list[Any], list[int], list[Any], list[int]]:
+    """A page's texts, times and partitions as lists, and which rows can be scored (no error, text)."""
+    texts_all = table.column(text_col).to_pylist()
+    times_all = table.column("time").cast(pa.int64()).to_pylist()
+    errors = (
+        table.column("metadata.error").to_pylist() if "metadata.error" in table.column_names else [None] * table.num_rows
+    )
+    parts_all = (
+        table.column("metadata.partition").cast(pa.string()).to_pylist()
+        if "metadata.partition" in table.column_names else [None] * table.num_rows
+    )
+    usable = [i for i in range(table.num_rows) if errors[i] is None and isinstance(texts_all[i], str)]
+    return texts_all, times_all, parts_all, usable
+
+
+def reconcile(store: TaskStore, logstore: LogStore, live_runs: set[str], log: Callable[[str], None] | None = None,
+              only: set[str] | None = None) -> int:
+    """Settle claims of runs that died (of `only` those, when given): done if the score pipeline
+    holds the row, else released."""
+    fixed = 0
+    for stream, claims in store.stale_claims(live_runs, only).items():
+        monitored, _, out_pipe = stream.partition("->")
+        lo = min(ms for _, ms in claims)
+        hi = max(ms for _, ms in claims) + 1
+        present: set[str] = set()
+        cursor = None
+        while True:
+            page = logstore.query(out_pipe, lo, hi, 10_000, "Asc", cursor, columns=["in.source_key"])
+            if "in.source_key" in page.table.column_names:
+                present.update(k for k in page.table.column("in.source_key").to_pylist() if k)
+            if page.status == "All" or page.cursor is None:
+                break
+            cursor = page.cursor
+        done = [k for k, _ in claims if k in present]
+        gone = [k for k, _ in claims if k not in present]
+        store.mark_done(stream, done)
+        store.release(stream, gone)
+        fixed += len(claims)
+        if log:
+            log(f"reconciled {len(claims)} claims on {stream}: {len(done)} were appended, {len(gone)} released")
+    return fixed

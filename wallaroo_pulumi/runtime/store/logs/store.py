@@ -1,0 +1,155 @@
+"""`LogStore`: the inference logs of every pipeline under one directory, one instance per directory
+and process (`LogStore.shared`), with a group-commit thread that fsyncs and seals in the background."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from wallaroo_pulumi.runtime.store.logs.pipeline_log import PipelineLog
+from wallaroo_pulumi.runtime.store.logs.query import LogPage, Order
+from wallaroo_pulumi.runtime.store.logs.time_column import TIME_TYPE, normalize, to_ms
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_SHARED: dict[Path, LogStore] = {}
+_SHARED_LOCK = threading.Lock()
+logger = logging.getLogger("wallaroo_pulumi.runtime.logstore")
+
+
+class LogStore:
+    """Append-only inference logs for every pipeline under one directory.
+
+    One process should hold one `LogStore` per directory: use
+    `LogStore.shared(root)` (the runtime shares its own instance).
+    """
+
+    @classmethod
+    def shared(cls, root: Path) -> LogStore:
+        key = Path(root).resolve()
+        with _SHARED_LOCK:
+            store = _SHARED.get(key)
+            if store is None:
+                store = _SHARED[key] = cls(key)
+            return store
+
+    def __init__(
+        self, root: Path, segment_rows: int = 100_000, segment_bytes: int = 64 * 2**20, sync_interval_s: float = 0.05,
+        seal_after_s: float = 60.0, compact_min_files: int = 4,
+    ) -> None:
+        """`seal_after_s`: the active segment is sealed into Parquet once this old (0: by size only);
+        `compact_min_files`: this many small sealed segments in a row are merged into one (0: never)."""
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.segment_rows = segment_rows
+        self.segment_bytes = segment_bytes
+        self.seal_after_s = seal_after_s
+        self.compact_min_files = compact_min_files
+        self.sync_interval_s = sync_interval_s
+        self._logs: dict[str, PipelineLog] = {}
+        self._lock = threading.Lock()
+        self._syncer: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._closed = False
+
+    def _sync_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.sync_interval_s)
+            self._wake.clear()
+            self.flush()
+            with self._lock:
+                logs = list(self._logs.values())
+            logs = [log for log in logs if log.rotate_if_old()]
+            for log in logs:
+                try:
+                    log.seal_pending()
+                except Exception:  # noqa: BLE001 - retried next round; recovery also seals at open
+                    logger.exception("sealing a log segment")
+
+    def flush(self) -> None:
+        """fsync every segment written with `sync=False` since the last flush."""
+        with self._lock:
+            logs = [log for log in self._logs.values() if log.dirty]
+        for log in logs:
+            try:
+                log.sync()
+            except (OSError, ValueError):  # a segment sealed meanwhile is already fsynced
+                pass
+
+    def _log(self, pipeline: str) -> PipelineLog:
+        if not pipeline or _SAFE.search(pipeline) or pipeline.startswith("."):
+            raise ValueError(f"pipeline name {pipeline!r} is not a valid log name")
+        with self._lock:
+            log = self._logs.get(pipeline)
+            if log is None:
+                log = PipelineLog(self.root / pipeline, self.segment_rows, self.segment_bytes, self.seal_after_s,
+                                  self.compact_min_files)
+                self._logs[pipeline] = log
+            return log
+
+    def pipelines(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    def append(self, pipeline: str, table: pa.Table, sync: bool = True) -> None:
+        """Append rows; `time` is added when missing.
+
+        `sync=True` (default) fsyncs before returning; `sync=False` (the inference path) returns once the
+        rows are in the kernel, and a background thread fsyncs them within `sync_interval_s` (group commit).
+        """
+        if table.num_rows == 0:
+            return
+        pending = self._log(pipeline).append(normalize(table), sync=sync)
+        if pending:
+            self._wake.set()
+        if self._syncer is None:  # also seals segments by age, whoever appended them
+            with self._lock:
+                if self._syncer is None:
+                    self._syncer = threading.Thread(target=self._sync_loop, name="logstore-fsync", daemon=True)
+                    self._syncer.start()
+
+    def query(
+        self,
+        pipeline: str,
+        start: datetime | int | str | None = None,
+        end: datetime | int | str | None = None,
+        limit: int = 1000,
+        order: Order = "Asc",
+        cursor: str | None = None,
+        columns: list[str] | None = None,
+    ) -> LogPage:
+        """Rows with start <= time < end (either bound optional), in append order
+        (Asc) or reverse (Desc), at most `limit`, continuing after `cursor`; only `columns`
+        (and `time`) when given. A page reads only the row groups it returns (see `query.py`)."""
+        if order not in ("Asc", "Desc"):
+            raise ValueError(f"order must be 'Asc' or 'Desc', got {order!r}")
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        if not (self.root / pipeline).is_dir() and pipeline not in self._logs:
+            return LogPage(pa.table({"time": pa.array([], TIME_TYPE)}), None, "All")
+        return self._log(pipeline).query(to_ms(start), to_ms(end), limit, order, cursor, columns)
+
+    def prune(self, cutoff: datetime | int) -> dict[str, tuple[int, int]]:
+        """Log retention: per pipeline, (segments, rows) deleted because all their rows are
+        older than `cutoff`. Safe with peers on the same directory: their readers skip a
+        deleted segment."""
+        cutoff_ms = to_ms(cutoff)
+        assert cutoff_ms is not None
+        removed = {}
+        for pipeline in self.pipelines():
+            counts = self._log(pipeline).prune(cutoff_ms)
+            if counts[0]:
+                removed[pipeline] = counts
+        return removed
+
+    def close(self) -> None:
+        """Seal active segments (they are also recovered on the next open after a crash)."""
+        self._closed = True
+        self._wake.set()
+        with self._lock:
+            for log in self._logs.values():
+                log.close()
+            self._logs.clear()
