@@ -429,7 +429,7 @@ def test_duplicate_counts_stay_bounded_by_the_page_not_the_window(tmp_path):
     """Identical rows (same time, same content) keep distinct keys across pages while the counts a
     run keeps are pruned below the store's floor: a window of many sealed segments holds only the
     counts of the segment being read."""
-    from wallaroo_pulumi.runtime.listeners.engine import prune_seen
+    from wallaroo_pulumi.runtime.services.listeners.engine import prune_seen
     from wallaroo_pulumi.runtime.store.logs import LogStore
 
     store = LogStore(tmp_path, seal_after_s=0, compact_min_files=0)  # (merged, the bound is one 16k-row group)
