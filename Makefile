@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
 # Test workers: most of a test's time is spent waiting on the runtime, Pulumi or a server it started,
-# so on 2 cores 3 workers finish sooner than 2 (README, "Testing"); `make test PYTEST_WORKERS=0` runs serially.
+# so the default is one worker more than a 2-core machine's cores (D43); `make test PYTEST_WORKERS=0` runs serially.
 PYTEST_WORKERS ?= 3
 
 .PHONY: bootstrap quickstart quickstart-down test test-setup k8s-tools image bench clean

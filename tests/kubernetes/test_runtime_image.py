@@ -4,7 +4,6 @@ no privilege escalation. A BYOP is uploaded, deployed and answers an inference."
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import zipfile
@@ -22,6 +21,7 @@ from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.components.kubernetes_runtime import RUNTIME_UID
 from wallaroo_pulumi.ports import free_port
 from wallaroo_pulumi.testing.byop import byop_source
+from wallaroo_pulumi.testing.processes import process_tree
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/wallaroo-pulumi-runtime:test"
@@ -63,18 +63,8 @@ def dockerfile_user() -> tuple[int, int]:
 def host_view(pid: int) -> dict[int, dict[str, str]]:
     """Every process of the tree under ``pid`` as the host's /proc shows it (not as the container
     reports itself): real, effective, saved and fs uid and gid, CapEff, NoNewPrivs, command line."""
-    children: dict[int, list[int]] = {}
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(p))
     seen: dict[int, dict[str, str]] = {}
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
+    for p in process_tree(pid):
         try:
             fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines() if ":" in line)
             fields["args"] = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")

@@ -27,6 +27,7 @@ from tests.runtime.conftest import DOUBLE, REPO, X_SCHEMA, Y_SCHEMA, Server, mak
 from wallaroo_pulumi.client import DeploymentError
 from wallaroo_pulumi.runtime.sandbox.support import Support
 from wallaroo_pulumi.testing.byop import byop_source
+from wallaroo_pulumi.testing.processes import process_tree
 
 pytestmark = pytest.mark.security
 
@@ -180,17 +181,8 @@ def _sdist(targets: dict) -> bytes:
 
 def _descendants(pid: int, argv_part: str) -> list[int]:
     """The processes under ``pid`` (itself included) whose command line holds ``argv_part``."""
-    children: dict[int, list[int]] = {}
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(p))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
+    found = []
+    for p in process_tree(pid):
         try:
             if argv_part.encode() in Path(f"/proc/{p}/cmdline").read_bytes():
                 found.append(p)
