@@ -25,7 +25,7 @@ def append(data: Path, texts: list[str], t0: int, step_ms: int = 1) -> None:
 def test_kill_9_restart_scores_every_row_once_and_fires_no_tick_twice(tmp_path: Path, kind: str):
     data = tmp_path / "data"
     data.mkdir()
-    texts = (GOOD + BAD) * 2000  # 10k rows: each run takes a while, so the kill lands mid-run
+    texts = (GOOD + BAD) * 8000  # 40k rows: each run takes a while (runs score ~5-10k rows/s), so the kill lands mid-run
     append(data, texts, now_ms() - 300_000)
     srv = Proc(kind, data).start()
     try:

@@ -13,7 +13,11 @@ import glob
 import os
 import shutil
 import subprocess
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -109,22 +113,51 @@ def test_gpu_fallback_when_the_operator_allows_it_runs_the_step_on_cpu(tmp_path:
         srv.stop()
 
 
-# Loads once; a restart of the same worker (its scratch dir is kept across restarts) fails to load.
-ONCE = """
-marker = os.path.join(os.environ["TMPDIR"], "loaded-once")
-if os.path.exists(marker):
+# Loads while the test's loopback gate says so; a restart after the gate closes fails to load. (Not
+# a marker file: as root each start of a worker gets a fresh scratch tmpfs, so nothing written there
+# outlives it, which is the point of a sandbox.)
+GATED = """
+import urllib.request
+answer = urllib.request.urlopen(os.environ["LOAD_GATE"], timeout=10).read().decode()
+if answer != "open":
     raise RuntimeError("this model loads only once")
-open(marker, "w").close()
 """
+
+
+@contextmanager
+def load_gate() -> Iterator[tuple[str, threading.Event]]:
+    """A loopback HTTP server answering 'open' until the event is set, 'closed' after."""
+    closed = threading.Event()
+
+    class Gate(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = b"closed" if closed.is_set() else b"open"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gate)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", closed
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_killed_sidekick_that_cannot_come_back_shows_in_status(tmp_path: Path) -> None:
     srv = start(tmp_path, "killed")
     try:
-        with srv.client() as c:
-            mv = c.upload_model("once", make_model(tmp_path, "once", DOUBLE, load_body=ONCE), X_SCHEMA, Y_SCHEMA)
+        with srv.client() as c, load_gate() as (gate_url, gate_closed):
+            mv = c.upload_model("once", make_model(tmp_path, "once", DOUBLE, load_body=GATED), X_SCHEMA, Y_SCHEMA)
             created = c.create_pipeline("once-pipe", steps=[mv])
-            dep = c.deploy("once-pipe", pipeline_id=created.pipeline_id, engine_config={"replica_count": 1})
+            dep = c.deploy("once-pipe", pipeline_id=created.pipeline_id,
+                           engine_config={"replica_count": 1, "sidekicks": {"once": {"env": {"LOAD_GATE": gate_url}}}})
             name = f"once-pipe-{dep}"
             c.wait_for_deployment(name, timeout_s=60)
             raw = status_raw(srv, name)
@@ -132,6 +165,7 @@ def test_a_killed_sidekick_that_cannot_come_back_shows_in_status(tmp_path: Path)
             assert raw["engines"][0]["info"]["health"] == "Running"
             assert [lb["info"]["health"] for lb in raw["engine_lbs"]] == ["Running"]
             pid = raw["sidekicks"][0]["info"]["pid"]
+            gate_closed.set()
             os.kill(pid, 9)
             import time
 

@@ -114,7 +114,7 @@ class ScheduleProvider(ResourceProvider):
 
 
 ORCHESTRATION_KEYS = ("monitored_pipeline", "listener_model", "window_seconds", "text_field", "batch_size")
-RUNTIME_DEFAULTS = {"store_text": True, "page_size": 10_000}
+RUNTIME_DEFAULTS = {"store_text": True, "page_size": 10_000, "max_memory_mb": 512}
 
 
 def inputs_of(task: Any) -> dict[str, Any]:
