@@ -156,8 +156,13 @@ def test_two_steps_as_pods_objects_inference_isolation_restart_and_undeploy(
             assert [(o.kind, o.uid) for o in obj.metadata.ownerReferences] == [("Deployment", dep.metadata.uid)]
         assert client.get(ServiceAccount, dep.metadata.name, namespace=namespace).automountServiceAccountToken is False
     double, tag = deps["double"].spec.template.spec.containers[0], deps["tag"].spec.template.spec.containers[0]
-    assert double.resources.requests == double.resources.limits == {"cpu": "500m", "memory": str(256 * 2**20)}
-    assert tag.resources.limits == {"cpu": "1", "nvidia.com/gpu": "1"}
+    scratch = str(2**30 + 64 * 2**20)  # the default scratch_size (1Gi, README) plus 64Mi for the container's logs
+    assert double.resources.requests == double.resources.limits == {"cpu": "500m", "memory": str(256 * 2**20),
+                                                                    "ephemeral-storage": scratch}
+    assert tag.resources.limits == {"cpu": "1", "nvidia.com/gpu": "1", "ephemeral-storage": scratch}
+    for dep in deps.values():  # the scratch folder is an emptyDir the kubelet holds to the step's scratch_size
+        [volume] = [v for v in dep.spec.template.spec.volumes if v.emptyDir is not None]
+        assert volume.emptyDir.sizeLimit == str(2**30)
     assert deps["tag"].spec.template.spec.tolerations[0].key == "nvidia.com/gpu"
     secret = client.get(Secret, deps["double"].metadata.name, namespace=namespace)
     assert base64.b64decode(secret.data["SECRET_A"]).decode() == "alpha-secret" and "SECRET_B" not in secret.data

@@ -42,7 +42,8 @@ class ControlPlaneError(RuntimeError):
 
 @dataclass(frozen=True)
 class FakeNode:
-    """A kwok node: Ready, schedulable, advertising the capacity given; it runs no containers."""
+    """A kwok node: Ready, schedulable, advertising the capacity given (ephemeral storage too, as
+    every kubelet does: sidekick pods request their scratch from it); it runs no containers."""
 
     name: str
     cpu: str = "16"
@@ -51,9 +52,10 @@ class FakeNode:
     arch: str = "amd64"
     labels: dict[str, str] = field(default_factory=dict)
     pods: int = 110
+    ephemeral_storage: str = "100Gi"
 
     def manifest(self) -> dict[str, Any]:
-        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods),
+        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods), "ephemeral-storage": self.ephemeral_storage,
                     **({"nvidia.com/gpu": str(self.gpus)} if self.gpus else {})}
         return {
             "apiVersion": "v1", "kind": "Node",
