@@ -5,6 +5,7 @@ orphans, indexes peers' segments and prunes old ones."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -29,6 +30,8 @@ from wallaroo_pulumi.runtime.store.logs.segments import (
     write_parquet,
 )
 from wallaroo_pulumi.runtime.store.logs.time_column import bounds
+
+logger = logging.getLogger(__name__)
 
 _STALE_TMP_S = 600.0
 _COALESCE_BATCHES = 64  # the active segment's in-memory batches are merged into one past this many
@@ -108,9 +111,12 @@ class PipelineLog:
         """Close the active segment (fsynced) and queue it for sealing into Parquet."""
         if self.active_writer is None:
             return
-        self.active_writer.close()
-        self.active_file.flush()
-        os.fsync(self.active_file.fileno())
+        try:
+            self.active_writer.close()
+            self.active_file.flush()
+            os.fsync(self.active_file.fileno())
+        except (OSError, ValueError):  # the stream file failed under us: its rows are sealed from memory
+            logger.exception("closing log segment %s", self.active_path)
         if self.active_rows:  # the file stays open, and flocked, until it is sealed
             self.closed.append(
                 Segment(self.active_seq, self.active_path, self.active_rows, self.active_tmin, self.active_tmax,

@@ -60,15 +60,21 @@ class LogStore:
         while not self._closed:
             self._wake.wait(self.sync_interval_s)
             self._wake.clear()
-            self.flush()
-            with self._lock:
-                logs = list(self._logs.values())
-            logs = [log for log in logs if log.rotate_if_old()]
-            for log in logs:
-                try:
-                    log.seal_pending()
-                except Exception:  # noqa: BLE001 - retried next round; recovery also seals at open
-                    logger.exception("sealing a log segment")
+            try:
+                self._background_round()
+            except Exception:  # noqa: BLE001 - the thread must outlive one bad round: retried next round
+                logger.exception("log store background round (fsync, rotate, seal)")
+
+    def _background_round(self) -> None:
+        self.flush()
+        with self._lock:
+            logs = list(self._logs.values())
+        logs = [log for log in logs if log.rotate_if_old()]
+        for log in logs:
+            try:
+                log.seal_pending()
+            except Exception:  # noqa: BLE001 - retried next round; recovery also seals at open
+                logger.exception("sealing a log segment")
 
     def flush(self) -> None:
         """fsync every segment written with `sync=False` since the last flush."""
