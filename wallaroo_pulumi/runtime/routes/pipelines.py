@@ -30,9 +30,27 @@ class ModelInference(BaseModel):
     models: list[ModelStep] = Field(min_length=1, max_length=1)
 
 
+class CheckStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tree: list[str] = Field(min_length=1, description="polars expressions as the SDK's add_validations writes them")
+
+
 class Step(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ModelInference: ModelInference
+    model_inference: ModelInference | None = Field(default=None, alias="ModelInference")
+    check: CheckStep | None = Field(default=None, alias="Check")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        if (self.model_inference is None) == (self.check is None):
+            raise ValueError("a step is one of ModelInference or Check")
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        if self.check is not None:
+            return {"Check": self.check.model_dump()}
+        assert self.model_inference is not None
+        return {"ModelInference": self.model_inference.models[0].model_dump()}
 
 
 class Definition(BaseModel):
@@ -56,8 +74,8 @@ class CreatePipeline(BaseModel):
 
 @router.post("/pipelines/create")
 def create_pipeline(request: Request, body: CreatePipeline) -> dict:
-    refs = [step.ModelInference.models[0].model_dump() for step in body.definition.steps]
-    return runtime_of(request).pipelines.create(body.pipeline_id, body.workspace_id, refs)
+    steps = [step.wire() for step in body.definition.steps]
+    return runtime_of(request).pipelines.create(body.pipeline_id, body.workspace_id, steps)
 
 
 class DeployPipeline(BaseModel):

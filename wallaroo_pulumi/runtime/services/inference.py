@@ -90,7 +90,7 @@ class Inference:
         body = await read_body()
         first = live.steps[0]
         entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=live.pipeline_version,
-                        partition=f"engine-{state.id}")
+                        partition=f"engine-{state.id}", validations=self.pipelines.validations(live.pipeline_version_id))
         outcome, logged, rows, tokens = "error", None, 0, Tokens()
         try:
             try:

@@ -7,29 +7,54 @@ import time
 import uuid
 from typing import Any
 
+import pyarrow as pa
+
 from wallaroo_pulumi.runtime.core.errors import BadRequest, NotFound
 from wallaroo_pulumi.runtime.services.registry import Registry
 from wallaroo_pulumi.runtime.store.db import Database, dumps
+from wallaroo_pulumi.runtime.wire.validations import Validation, compile_check
 from wallaroo_pulumi.schemas import schema_from_b64
 
 
 def step_refs(definition: dict[str, Any]) -> list[dict[str, Any]]:
-    """The model reference of each step of a stored definition."""
-    return [s["ModelInference"]["models"][0] for s in definition["steps"]]
+    """The model reference of each model step of a stored definition."""
+    return [s["ModelInference"]["models"][0] for s in definition["steps"] if "ModelInference" in s]
+
+
+def validations_of(definition: dict[str, Any], first_input: pa.Schema, last_output: pa.Schema) -> list[Validation]:
+    """The validations of a definition's Check steps, over the pipeline's in.* and its answer's out.* columns."""
+    columns = {f"in.{f.name}": f.type for f in first_input} | {f"out.{f.name}": f.type for f in last_output}
+    taken: set[str] = set()
+    return [v for i, s in enumerate(definition["steps"]) if "Check" in s
+            for v in compile_check(s["Check"].get("tree"), i, columns, taken)]
 
 
 class Pipelines:
     def __init__(self, db: Database, registry: Registry) -> None:
         self.db = db
         self.registry = registry
+        self._validations: dict[int, list[Validation]] = {}  # by pipeline version id (versions never change)
 
-    def create(self, name: str, workspace_id: int, refs: list[dict[str, Any]]) -> dict[str, Any]:
-        """A new version when the resolved steps differ from the current one; the same version otherwise."""
+    def create(self, name: str, workspace_id: int, wire_steps: list[dict[str, Any]]) -> dict[str, Any]:
+        """A new version when the resolved steps differ from the current one; the same version otherwise.
+        `wire_steps`: {"ModelInference": {name, version?, sha?, model_version_id?}} or {"Check": {"tree": [...]}}."""
         self.registry.require_workspace(workspace_id)
-        steps = []
-        for i, ref in enumerate(refs):
-            row = self.registry.resolve_ref(ref, workspace_id, f"definition.steps[{i}].ModelInference.models[0]")
+        steps, rows = [], []
+        for i, step in enumerate(wire_steps):
+            if "Check" in step:
+                steps.append({"Check": {"tree": step["Check"]["tree"]}})
+                continue
+            if any("Check" in s for s in steps):
+                raise BadRequest(f"definition.steps[{i}]: a Check step (validations) must come after every model step; "
+                                 "the runtime evaluates validations on the pipeline's answer")
+            row = self.registry.resolve_ref(step["ModelInference"], workspace_id, f"definition.steps[{i}].ModelInference.models[0]")
+            rows.append(row)
             steps.append({"ModelInference": {"models": [{"name": row["name"], "version": row["version"], "sha": row["sha"]}]}})
+        if rows:
+            validations_of({"steps": steps}, schema_from_b64(rows[0]["input_schema"], "input_schema"),
+                           schema_from_b64(rows[-1]["output_schema"], "output_schema"))
+        elif steps:
+            raise BadRequest("definition.steps: validations need a model step before them")
         text = dumps({"steps": steps})
         now = time.time()
         with self.db.tx() as c:
@@ -140,6 +165,19 @@ class Pipelines:
                 "requirements": json.loads(row["conversion"]).get("requirements") or [],
             })
         return rows
+
+    def validations(self, version_id: int) -> list[Validation]:
+        """The compiled validations of a pipeline version's Check steps (none for most pipelines)."""
+        if version_id not in self._validations:
+            version = self.version(version_id)
+            definition = json.loads(version["definition"]) if version else {"steps": []}
+            found: list[Validation] = []
+            if version is not None and any("Check" in s for s in definition["steps"]):
+                pipeline = self.find(version["pipeline_id"])
+                rows = self.steps(version, pipeline["workspace_id"])
+                found = validations_of(definition, rows[0]["input_schema"], rows[-1]["output_schema"])
+            self._validations[version_id] = found
+        return self._validations[version_id]
 
     def delete(self, pipeline_id: int) -> None:
         with self.db.tx() as c:

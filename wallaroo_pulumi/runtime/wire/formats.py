@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from wallaroo_pulumi.runtime.core.errors import BadRequest
 from wallaroo_pulumi.runtime.store.logs import TIME_TYPE
+from wallaroo_pulumi.runtime.wire.validations import Validation, evaluate
 
 JSON_RECORDS = "application/json; format=pandas-records"
 ARROW_FILE = "application/vnd.apache.arrow.file"
@@ -164,8 +165,11 @@ def result_table(
     step: str | None,
     error: str | None,
     output_schema: pa.Schema | None = None,
+    validations: list[Validation] | tuple[()] = (),
 ) -> pa.Table:
-    """Flat Wallaroo result/log table: time, in.*, out.*, check_failures, anomaly.count, metadata.*."""
+    """Flat Wallaroo result/log table: time, in.*, out.*, check_failures, anomaly.count, anomaly.<validation>,
+    metadata.*. The validations are evaluated over the in.*/out.* columns of an answered call; a failed one
+    has no verdicts (null)."""
     names: list[str] = ["time"]
     arrays: list[pa.Array] = [pa.array([time_ms] * rows, pa.int64()).cast(TIME_TYPE)]
     if inputs is not None:
@@ -180,11 +184,14 @@ def result_table(
         for field in output_schema:
             names.append(f"out.{field.name}")
             arrays.append(pa.nulls(rows, field.type))
-    names += ["check_failures", "anomaly.count", "metadata.last_model", "metadata.pipeline_version",
+    verdicts = ([pa.nulls(rows, pa.bool_()) for _ in validations] if outputs is None
+                else evaluate(list(validations), pa.Table.from_arrays(arrays, names=names)) if validations else [])
+    failures, count = anomalies(verdicts, rows)
+    names += ["check_failures", "anomaly.count", *(f"anomaly.{v.name}" for v in validations)]
+    arrays += [failures, count, *verdicts]
+    names += ["metadata.last_model", "metadata.pipeline_version",
               "metadata.elapsed", "metadata.dropped", "metadata.partition", "metadata.step", "metadata.error"]
     arrays += [
-        pa.array([[]] * rows, pa.list_(pa.int64())),
-        pa.array([0] * rows, pa.int64()),
         pa.array([last_model] * rows, pa.string()),
         pa.array([pipeline_version] * rows, pa.string()),
         pa.array([elapsed] * rows, pa.list_(pa.uint64())),
@@ -194,6 +201,15 @@ def result_table(
         pa.array([error] * rows, pa.string()),
     ]
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def anomalies(verdicts: list[pa.Array], rows: int) -> tuple[pa.Array, pa.Array]:
+    """(check_failures, anomaly.count) per row: the indices of the validations that flagged it, and how many."""
+    if not verdicts:
+        return pa.array([[]] * rows, pa.list_(pa.int64())), pa.array([0] * rows, pa.int64())
+    flags = [v.to_pylist() for v in verdicts]
+    failed = [[i for i, column in enumerate(flags) if column[r]] for r in range(rows)]
+    return pa.array(failed, pa.list_(pa.int64())), pa.array([len(f) for f in failed], pa.int64())
 
 
 RESPONSE_DROP = ("metadata.step", "metadata.error")

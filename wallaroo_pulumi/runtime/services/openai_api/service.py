@@ -178,7 +178,8 @@ class _Run:
         self.tokens = Tokens()
         self.step_index = 0
         self.entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=call.live.pipeline_version,
-                             partition=f"engine-{call.state.id}")
+                             partition=f"engine-{call.state.id}",
+                             validations=endpoints.inference.pipelines.validations(call.live.pipeline_version_id))
 
     async def guard(self, index: int, pending: Any) -> Any:
         """Await a step's answer; a failure becomes the step's error, counted."""
