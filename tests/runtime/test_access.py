@@ -232,6 +232,11 @@ def samples(w: World) -> dict[tuple[str, str], Sample]:
         ("POST", "/v1/api/pipelines/delete_pipeline"): Sample(
             "POST", "/v1/api/pipelines/delete_pipeline", {"pipeline_id": "acc-pipe", "workspace_id": 1}, False,
             fresh=fresh_pipeline("name", workspace_id=1)),
+        ("POST", "/v1/api/pipelines/set_guardrails"): Sample(
+            "POST", "/v1/api/pipelines/set_guardrails", {"pipeline_id": "acc-pipe", "workspace_id": 1, "guardrails": None},
+            False, fresh=fresh_pipeline("name", workspace_id=1, guardrails=None)),
+        ("POST", "/v1/api/pipelines/get_guardrails"): Sample(
+            "POST", "/v1/api/pipelines/get_guardrails", {"pipeline_id": "acc-pipe", "workspace_id": 1}),
         ("POST", "/v1/api/status/get_deployment"): Sample("POST", "/v1/api/status/get_deployment", {"name": w.deployment}),
         ("POST", "/v1/graphql"): Sample("POST", "/v1/graphql", {"query": "{ pipeline { id pipeline_id } }"}),
         ("POST", "/v1/api/pipelines/get_logs"): Sample("POST", "/v1/api/pipelines/get_logs", {"pipeline_name": "acc-pipe"}),
@@ -342,6 +347,8 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     ("POST", "/v1/api/pipelines/list_pipelines"): DEPLOY,
     ("POST", "/v1/api/pipelines/list_pipeline_versions"): DEPLOY,
     ("POST", "/v1/api/pipelines/delete_pipeline"): DEPLOY,
+    ("POST", "/v1/api/pipelines/set_guardrails"): DEPLOY,
+    ("POST", "/v1/api/pipelines/get_guardrails"): DEPLOY,
     ("POST", "/v1/api/status/get_deployment"): DEPLOY,
     ("POST", "/v1/graphql"): NO_ONES_DATA,
     ("POST", "/v1/api/pipelines/get_logs"): LOGS,

@@ -15,6 +15,8 @@ from wallaroo_pulumi.runtime.core.errors import NotFound, Unavailable, WallarooE
 from wallaroo_pulumi.runtime.core.metrics import Metrics
 from wallaroo_pulumi.runtime.engine.engine import DeploymentState, Engine, Live, Step
 from wallaroo_pulumi.runtime.services.access.usage import Tokens
+from wallaroo_pulumi.runtime.services.guardrails.screen import Finding, Refused, annotate
+from wallaroo_pulumi.runtime.services.guardrails.service import GuardrailPolicies
 from wallaroo_pulumi.runtime.services.pipelines import Pipelines
 from wallaroo_pulumi.runtime.sidekick import (
     SidekickCrashedError,
@@ -41,12 +43,13 @@ class Answer:
 
 class Inference:
     def __init__(self, engine: Engine, pipelines: Pipelines, logstore: LogStore, metrics: Metrics,
-                 usage: UsageRecorder | None = None) -> None:
+                 usage: UsageRecorder | None = None, guardrails: GuardrailPolicies | None = None) -> None:
         self.engine = engine
         self.pipelines = pipelines
         self.logstore = logstore
         self.metrics = metrics
         self.usage = usage
+        self.guardrails = guardrails
 
     def resolve(self, deploy_name: str, pipeline_name: str | None = None) -> tuple[str, int | None]:
         """(pipeline, deployment id) named by an inference URL: '<pipeline>-<id>' or a bare pipeline name."""
@@ -92,6 +95,8 @@ class Inference:
         entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=live.pipeline_version,
                         partition=f"engine-{state.id}", validations=self.pipelines.validations(live.pipeline_version_id))
         outcome, logged, rows, tokens = "error", None, 0, Tokens()
+        guard = self.guardrails.guard(pipeline_name) if self.guardrails is not None else None
+        findings: list[Finding] = []
         try:
             try:
                 inputs, req_kind = parse_input(body, content_type, first.input_schema)
@@ -102,6 +107,15 @@ class Inference:
                 raise
             t_parsed = time.perf_counter()
             rows = inputs.num_rows
+            if guard is not None:
+                try:
+                    inputs = guard.table("request", inputs, findings)
+                except Refused as exc:
+                    outcome = "refused"
+                    logged = entry(guard.table("request", inputs, [], log_only=True), None, rows=rows,
+                                   last_model=first.last_model, elapsed=[], step=first.name,
+                                   error=f"{exc.status}: {exc.message}", output_schema=live.steps[-1].output_schema)
+                    raise
             current, elapsed, step = inputs, [], first
             for index, step in enumerate(live.steps):
                 t0 = time.perf_counter_ns()
@@ -119,10 +133,22 @@ class Inference:
                 elapsed.append(time.perf_counter_ns() - t0)
                 self.metrics.step_latency.labels(pipeline_name, step.name).observe(elapsed[-1] / 1e9)
             t_steps = time.perf_counter()
+            if guard is not None:
+                try:
+                    current = guard.table("response", current, findings)
+                except Refused as exc:
+                    outcome = "refused"
+                    logged = entry(inputs, guard.table("response", current, [], log_only=True), rows=rows,
+                                   last_model=step.last_model, elapsed=elapsed, step=step.name,
+                                   error=f"{exc.status}: {exc.message}")
+                    raise
             logged = entry(inputs, current, rows=inputs.num_rows, last_model=step.last_model, elapsed=elapsed,
                            step=step.name, error=None)
             outcome = "ok"
         finally:
+            if guard is not None and logged is not None:
+                logged = annotate(logged, findings)
+                self.guardrails.count(pipeline_name, findings)  # type: ignore[union-attr]
             if logged is not None:
                 self.append_log(pipeline_name, logged)
             self.metrics.inferences.labels(pipeline_name, outcome).inc()

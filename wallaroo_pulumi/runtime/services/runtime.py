@@ -25,6 +25,7 @@ from wallaroo_pulumi.runtime.services.access.targets import Targets
 from wallaroo_pulumi.runtime.services.access.usage import UsageMeter
 from wallaroo_pulumi.runtime.services.deployments import Deployments
 from wallaroo_pulumi.runtime.services.graphql import Graph
+from wallaroo_pulumi.runtime.services.guardrails.service import GuardrailPolicies
 from wallaroo_pulumi.runtime.services.inference import Inference
 from wallaroo_pulumi.runtime.services.inference_logs import InferenceLogs
 from wallaroo_pulumi.runtime.services.listeners import ListenerModelRef, ListenerService
@@ -79,7 +80,9 @@ class Runtime:
         self.graph = Graph(self.db, self.registry, self.pipelines, self.deployments)
         self.limiter = Limiter(self.metrics.registry)
         self.usage = UsageMeter(self.db, self.metrics.registry, self.limiter)
-        self.inference = Inference(self.engine, self.pipelines, self.logstore, self.metrics, usage=self.usage.record)
+        self.guardrails = GuardrailPolicies(self.db, self.pipelines, self.metrics)
+        self.inference = Inference(self.engine, self.pipelines, self.logstore, self.metrics, usage=self.usage.record,
+                                   guardrails=self.guardrails)
         self.openai = OpenAIEndpoints(self.inference, self.registry, self.metrics)
         self.targets = Targets(self.db, self.inference.resolve, self.logstore.pipelines)
         self.keys = KeysService(self.key_store, self.registry, self.usage)

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS pipelines (
     name TEXT NOT NULL,
     current_version_id INTEGER,
     created_at REAL NOT NULL,
+    guardrails TEXT,
     UNIQUE (workspace_id, name)
 );
 CREATE TABLE IF NOT EXISTS pipeline_versions (
@@ -88,6 +89,7 @@ CREATE TABLE IF NOT EXISTS deployments (
 # before gets them by ALTER TABLE at open (NULL in existing rows); new ones have them in SCHEMA.
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("model_versions", "openai_config", "TEXT"),  # JSON of Wallaroo's OpenaiConfig, NULL: not set
+    ("pipelines", "guardrails", "TEXT"),  # JSON of the pipeline's guardrail policies (D45), NULL: none
 )
 
 #: The tables of SCHEMA in the order their rows can be copied (parents first; `runtime migrate`).

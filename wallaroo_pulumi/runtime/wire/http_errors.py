@@ -28,7 +28,7 @@ def error_body(exc: WallarooError) -> dict[str, Any]:
 def error_response(exc: WallarooError, path: str | None = None) -> JSONResponse:
     """The error's answer; on the OpenAI-compatible routes (`path` under `/openai/v1/`), in OpenAI's shape."""
     if path is not None and OPENAI_PATH in path:
-        body = error_object(exc.message, exc.status, exc.extra.get("param"))
+        body = error_object(exc.message, exc.status, exc.extra.get("param"), exc.extra.get("error_code"))
         return JSONResponse(body, status_code=exc.status, headers=exc.headers or None)
     return JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers or None)
 

@@ -91,6 +91,8 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/pipelines/list_pipelines", Perm.DEPLOY, Find.LISTED),
     Rule(P, "/v1/api/pipelines/list_pipeline_versions", Perm.DEPLOY, Find.PIPELINE_NAMED),
     Rule(P, "/v1/api/pipelines/delete_pipeline", Perm.DEPLOY, Find.PIPELINE_NAMED),
+    Rule(P, "/v1/api/pipelines/set_guardrails", Perm.DEPLOY, Find.PIPELINE_NAMED),
+    Rule(P, "/v1/api/pipelines/get_guardrails", Perm.DEPLOY, Find.PIPELINE_NAMED),
     Rule(P, "/v1/api/status/get_deployment", Perm.DEPLOY, Find.DEPLOYMENT),
     Rule(P, "/v1/graphql", Perm.DEPLOY),  # read-only; a workspace key sees its workspace's objects only
     Rule(P, "/v1/api/pipelines/get_logs", Perm.READ_LOGS, Find.LOGS, "pipeline_name"),

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -24,7 +24,9 @@ from wallaroo_pulumi.runtime.core.errors import NotFound, WallarooError
 from wallaroo_pulumi.runtime.core.metrics import LATENCY_BUCKETS, Metrics
 from wallaroo_pulumi.runtime.engine.engine import DeploymentState, Live
 from wallaroo_pulumi.runtime.services.access.usage import Tokens
+from wallaroo_pulumi.runtime.services.guardrails.screen import Finding, Guard, Refused, annotate
 from wallaroo_pulumi.runtime.services.inference import Inference, error_kind, step_error
+from wallaroo_pulumi.runtime.services.openai_api import guarded
 from wallaroo_pulumi.runtime.services.openai_api.requests import ChatRequest, CompletionRequest, Kind, OpenAIConfig, parse, prompt_of
 from wallaroo_pulumi.runtime.services.registry import Registry
 from wallaroo_pulumi.runtime.wire.formats import conform, result_table
@@ -44,6 +46,8 @@ class Call:
     live: Live
     request: ChatRequest | CompletionRequest
     answer: Answer
+    guard: Guard | None = None
+    findings: list[Finding] = field(default_factory=list)
 
     def inputs(self) -> pa.Table:
         return pa.table({"text": pa.array([prompt_of(self.request)], pa.string()),
@@ -81,7 +85,19 @@ class OpenAIEndpoints:
                 source="inference", param="model",
             )
         request = parse(kind, raw, OpenAIConfig.model_validate(config))
-        return Call(kind, pipeline_name, state, live, request, Answer(kind, request.model or step.model_name))
+        guards = self.inference.guardrails
+        call = Call(kind, pipeline_name, state, live, request, Answer(kind, request.model or step.model_name),
+                    guard=guards.guard(pipeline_name) if guards is not None else None)
+        if call.guard is not None:
+            original = request.model_copy(deep=True)
+            try:
+                guarded.screen_request(request, call.guard, call.findings)
+            except Refused as exc:
+                call.request = original  # logged with every PII find masked, never as sent
+                guarded.screen_request(call.request, call.guard, [], log_only=True)
+                _Run(self, call).end(None, exc)
+                raise
+        return call
 
     # -- unstreamed ----------------------------------------------------------------------
     async def complete(self, call: Call) -> dict[str, Any]:
@@ -90,14 +106,27 @@ class OpenAIEndpoints:
             t0 = time.perf_counter_ns()
             first = await run.guard(0, call.live.steps[0].pool.predict(run.inputs))
             final = await run.rest(run.first_done(first, t0))
+            if call.guard is not None:
+                final = call.guard.table("response", final, call.findings)
         except WallarooError as exc:
             run.end(None, exc)
             raise
         run.end(final, None)
         text, finish, error = run.row(first)
+        if call.guard is not None and "generated_text" in final.column_names:
+            text = final.column("generated_text")[0].as_py() or ""
         if error:
             raise UpstreamError(f"step '{call.live.steps[0].name}': {error}", param=None)
         return call.answer.whole(text, finish or "stop", run.usage(), run.extension(first, final))
+
+    async def _score(self, call: Call, text: str) -> pa.Table | None:
+        """The later steps on the answer so far (a streamed call's threshold check)."""
+        if len(call.live.steps) < 2:
+            return None
+        table = guarded.answer_table(call.live.steps[0].output_schema, text)
+        for index in range(1, len(call.live.steps)):
+            table = await self.inference.step(call.pipeline, call.live, index, table)
+        return table
 
     # -- streamed ------------------------------------------------------------------------
     async def stream(self, call: Call) -> AsyncIterator[bytes]:
@@ -113,12 +142,23 @@ class OpenAIEndpoints:
         run = _Run(self, call)
         include = call.request.include_usage
         sent, finish = False, None
+        guard = call.guard if call.guard is not None and call.guard.checks_response else None
+        held: list[str] = []  # pieces not yet checked (guardrails): none reach the caller unchecked
+        so_far, stopped, out = "", None, 0
+
+        def send(delta: str) -> None:
+            nonlocal sent, out
+            if not sent:
+                self.first_token.labels(call.pipeline).observe(time.perf_counter() - run.started)
+            put(call.answer.delta(delta, first=not sent, include_usage=include))
+            sent, out = True, out + 1
+
         try:
             t0 = time.perf_counter_ns()
             parts = call.live.steps[0].pool.predict_stream(run.inputs)
             first = None
             async with contextlib.aclosing(parts):
-                while True:
+                while stopped is None:
                     part = await run.guard(0, anext(parts, None))
                     if part is None:
                         break
@@ -128,14 +168,47 @@ class OpenAIEndpoints:
                     for delta, reason in zip(part.table.column("delta").to_pylist(),
                                              part.table.column("finish_reason").to_pylist(), strict=True):
                         finish = reason or finish
-                        if delta:
-                            if not sent:
-                                self.first_token.labels(call.pipeline).observe(time.perf_counter() - run.started)
-                            put(call.answer.delta(delta, first=not sent, include_usage=include))
-                            sent = True
-            if first is None:
+                        if delta and guard is None:
+                            send(delta)
+                        elif delta:
+                            held.append(delta)
+                            so_far += delta
+                            if guard.spec.streaming == "check" and len(held) >= guard.spec.check_every:
+                                stopped = await guarded.fired(guard, so_far, partial(self._score, call))
+                                if stopped is not None:
+                                    stopped = guarded.cut(stopped, out)
+                                    call.findings.append(stopped)
+                                    break
+                                for piece in held:
+                                    send(piece)
+                                held = []
+            if stopped is None and first is None:
                 raise WallarooError(f"step '{call.live.steps[0].name}' ended its stream without an answer", source="engine")
-            final = await run.rest(run.first_done(first, t0))
+            final = await run.rest(run.first_done(first, t0)) if stopped is None else None
+            if guard is not None and final is not None:
+                before = final
+                try:
+                    final = guard.table("response", final, call.findings)
+                except Refused as exc:
+                    stopped = exc.finding
+                else:
+                    changed = _answer_text(final) != _answer_text(before)
+                    if changed and sent:  # the earlier pieces are out: what follows cannot be masked into them
+                        stopped = next(f for f in reversed(call.findings) if f.action in ("masked", "replaced"))
+                    elif changed:
+                        held = [_answer_text(final)]
+            if stopped is not None:
+                run.end(None, Refused(stopped))
+                put(call.answer.finish("content_filter", first=not sent, include_usage=include,
+                                       extension={"pipeline": call.pipeline, "pipeline_version": call.live.pipeline_version,
+                                                  "scores": {}, "guardrail": guarded.event(stopped)}))
+                if include:
+                    put(call.answer.usage_chunk(run.usage()))
+                put(DONE)
+                put(None)
+                return
+            for piece in held:
+                send(piece)
         except WallarooError as exc:
             run.end(None, exc)
             put(sse(error_object(exc.message, exc.status, exc.extra.get("param"))))
@@ -251,6 +324,9 @@ class _Run:
         else:
             entry = self.entry(self.inputs, None, rows=rows, last_model=step.last_model, elapsed=self.elapsed,
                                step=step.name, error=f"{error.status}: {error.message}", output_schema=live.steps[-1].output_schema)
+        if call.guard is not None:
+            entry = annotate(entry, call.findings)
+            self.e.inference.guardrails.count(call.pipeline, call.findings)  # type: ignore[union-attr]
         self.e.inference.append_log(call.pipeline, entry)
         metrics = self.e.metrics
         metrics.inferences.labels(call.pipeline, "ok" if error is None else "error").inc()
@@ -259,3 +335,7 @@ class _Run:
             metrics.inference_latency.labels(call.pipeline).observe(time.perf_counter() - self.started)
         if self.e.inference.usage is not None:
             self.e.inference.usage(call.pipeline, rows, self.tokens)
+
+
+def _answer_text(table: pa.Table) -> str:
+    return (table.column("generated_text")[0].as_py() or "") if "generated_text" in table.column_names else ""
