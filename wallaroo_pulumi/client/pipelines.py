@@ -31,6 +31,7 @@ from wallaroo_pulumi.client.models import (
     Pipeline,
 )
 from wallaroo_pulumi.deployment import DeploymentConfig
+from wallaroo_pulumi.guardrails import Guardrails
 
 
 class PipelinesAPI(ClientArea):
@@ -89,6 +90,20 @@ class PipelinesAPI(ClientArea):
             pipeline, workspace_id = found.name, found.workspace_id
         self._post("/v1/api/pipelines/delete_pipeline", {"pipeline_id": pipeline, "workspace_id": workspace_id or 1},
                    f"delete pipeline {pipeline!r}")
+
+    def set_guardrails(self, pipeline: str, guardrails: Guardrails | dict[str, Any] | None,
+                       workspace_id: int | None = None) -> Guardrails | None:
+        """Replace a pipeline's guardrail policies (None: none); the next call of its deployment uses them."""
+        spec = guardrails.model_dump(mode="json") if isinstance(guardrails, Guardrails) else guardrails
+        got = self._post("/v1/api/pipelines/set_guardrails",
+                         {"pipeline_id": pipeline, "workspace_id": workspace_id or 1, "guardrails": spec},
+                         f"set the guardrails of pipeline {pipeline!r}")
+        return Guardrails.model_validate(got["guardrails"]) if got.get("guardrails") else None
+
+    def get_guardrails(self, pipeline: str, workspace_id: int | None = None) -> Guardrails | None:
+        got = self._post("/v1/api/pipelines/get_guardrails", {"pipeline_id": pipeline, "workspace_id": workspace_id or 1},
+                         f"get the guardrails of pipeline {pipeline!r}")
+        return Guardrails.model_validate(got["guardrails"]) if got.get("guardrails") else None
 
     def deploy(
         self,

@@ -1,4 +1,5 @@
-"""`WallarooPipeline`: ordered model steps, deployed with engine and per-model sidekick config (D5, D13)."""
+"""`WallarooPipeline`: ordered model steps, deployed with engine and per-model sidekick config (D5, D13),
+and its guardrail policies (D45: changed in place, no redeploy)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .. import engine_config
 from ..client import NotFoundError
 from ..deployment import DeploymentConfig
+from ..guardrails import Guardrails
 from . import _base
 from .connection import Connection, resolve
 from .progress import report
@@ -38,6 +40,7 @@ class PipelineInputs(BaseModel):
     deploy_timeout_s: float = Field(default=300, gt=0)
     workspace_id: int = Field(default=1, ge=1)
     with_inference_key: bool = False
+    guardrails: Guardrails | None = None
     url: str
 
     @field_validator("name")
@@ -59,7 +62,8 @@ class PipelineInputs(BaseModel):
         return self
 
 
-COMPARED = ("name", "steps", "deployment", "sidekick_env", "deploy", "workspace_id", "with_inference_key", "url")
+COMPARED = ("name", "steps", "deployment", "sidekick_env", "deploy", "workspace_id", "with_inference_key", "url",
+            "guardrails")
 REPLACE_ON = ("name", "workspace_id")
 OUTPUT_KEYS = ("pipeline_id", "pipeline_version_pk_id", "version", "deployment_id", "inference_url", "status",
                "inference_key", "inference_key_id")
@@ -86,6 +90,15 @@ def canonical_deployment(public: dict[str, Any]) -> Any:
     return config
 
 
+def canonical_guardrails(spec: Any) -> Any:
+    """The policies with their defaults filled in; none is no policies."""
+    try:
+        parsed = Guardrails.model_validate(spec).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - an invalid spec is compared as written (check reports it)
+        return spec
+    return parsed if parsed["policies"] else None
+
+
 def canonical_steps(steps: list[Any]) -> Any:
     """Steps compared by model name and version (ids and hashes follow from those)."""
     return [(s.get("name"), s.get("version")) if isinstance(s, dict) else s for s in steps]
@@ -109,14 +122,17 @@ class PipelineProvider(ResourceProvider):
         return CheckResult(news, checked.failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        return _base.diff(olds, news, COMPARED, REPLACE_ON,
-                          normalize={"deployment": canonical_deployment, "steps": canonical_steps})
+        return _base.diff(olds, news, COMPARED, REPLACE_ON, normalize=NORMALIZE)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         outs = self._apply(props, previous=None)
         return CreateResult(str(outs["pipeline_id"]), outs)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        others = tuple(k for k in COMPARED if k != "guardrails")
+        if not _base.diff(olds, news, others, normalize=NORMALIZE).changes:  # only the policies: no redeploy
+            set_guardrails(_base.client(news), news)
+            return UpdateResult({**olds, **news, **{k: olds.get(k) for k in OUTPUT_KEYS}})
         return UpdateResult(self._apply(news, previous=olds))
 
     def _apply(self, props: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -125,6 +141,7 @@ class PipelineProvider(ResourceProvider):
         steps = [StepRef.model_validate(s) for s in props["steps"]]
         created = api.create_pipeline(name, steps=[s.model_dump() for s in steps],
                                       workspace_id=int(props.get("workspace_id") or 1))
+        set_guardrails(api, props)  # before the deploy: its first call is already guarded
         outs = {**props, "pipeline_id": created.pipeline_id,
                 "pipeline_version_pk_id": created.pipeline_version_pk_id,
                 "version": created.version, "deployment_id": None, "inference_url": None,
@@ -168,6 +185,8 @@ class PipelineProvider(ResourceProvider):
             outs["steps"] = [StepRef.model_validate(s).model_dump() for s in current.steps]
         if current.engine_config is not None:
             outs["deployment"] = public_deployment(current.engine_config)
+        guardrails = _base.client(props).get_guardrails(current.name, current.workspace_id)
+        outs["guardrails"] = guardrails.model_dump(mode="json") if guardrails is not None else None
         outs.setdefault("workspace_id", current.workspace_id)
         outs.setdefault("deploy_timeout_s", 300)
         outs["token"] = _base.secret(props.get("token"))
@@ -183,6 +202,19 @@ class PipelineProvider(ResourceProvider):
         except NotFoundError:
             pass
         revoke_key(api, props.get("inference_key_id"))
+
+
+NORMALIZE = {"deployment": canonical_deployment, "steps": canonical_steps, "guardrails": canonical_guardrails}
+
+
+def set_guardrails(api: Any, props: dict[str, Any]) -> None:
+    """The pipeline's policies as the inputs say (none when unset)."""
+    spec = canonical_guardrails(props.get("guardrails"))
+    name = props["name"]
+    api.set_guardrails(name, spec, workspace_id=int(props.get("workspace_id") or 1))
+    if spec:
+        report(f"WallarooPipeline {name}: guardrails " + ", ".join(f"{p['name']} ({p['kind']}: {p['action']})"
+                                                                  for p in spec["policies"]))
 
 
 def inference_key_outputs(api: Any, props: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -265,7 +297,8 @@ def split_deployment(deployment: Any, step_names: list[str]) -> tuple[dict[str, 
 
 class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
     """Model steps in order plus their deployment. With `inference_key=True` it also holds an
-    inference-only key for its endpoint (revoked with the pipeline).
+    inference-only key for its endpoint (revoked with the pipeline). `guardrails`: its policies
+    (`wallaroo_pulumi.guardrails.Guardrails`, or the same as a dict); changing them updates in place.
 
     Outputs: `pipeline_id`, `version`, `deployment_id`, `inference_url`, `status`, and
     `inference_key` (secret) / `inference_key_id` when asked for.
@@ -291,6 +324,7 @@ class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
         deploy_timeout_s: float = 300,
         workspace_id: int = 1,
         inference_key: bool = False,
+        guardrails: Guardrails | dict[str, Any] | None = None,
         connection: Connection | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -309,6 +343,7 @@ class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
             "deploy_timeout_s": deploy_timeout_s,
             "workspace_id": workspace_id,
             "with_inference_key": inference_key,
+            "guardrails": guardrails.model_dump(mode="json") if isinstance(guardrails, Guardrails) else guardrails,
             "url": url,
             "token": token,
             **{k: None for k in OUTPUT_KEYS},
