@@ -57,8 +57,12 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[str], bool] | None], ...]
     ("ES_DNI", re.compile(r"\b\d{8}-?[A-Za-z]\b"), dni.is_valid),
     ("IT_FISCAL_CODE", re.compile(r"\b[A-Za-z]{6}\d{2}[A-Za-z]\d{2}[A-Za-z]\d{3}[A-Za-z]\b"), codicefiscale.is_valid),
     ("IN_AADHAAR", re.compile(r"\b[2-9]\d{3}[ -]?\d{4}[ -]?\d{4}\b"), aadhaar.is_valid),
-    ("IP_ADDRESS", re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"), _ip),
+    ("IP_ADDRESS", re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"), _ip),
+    ("IP_ADDRESS", re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"), _ip),
 )
+# Where a phone number may be: the numbering-plan matcher runs on these stretches only, not on the
+# whole text (a tenth of the time on prose).
+_PHONE_CANDIDATE = re.compile(r"[+(]?\d[\d \t().\-/]{5,24}\d")
 
 
 def find(text: str, entities: Iterable[str], phone_region: str = "US") -> list[Span]:
@@ -76,9 +80,13 @@ def find(text: str, entities: Iterable[str], phone_region: str = "US") -> list[S
             if free(m.start(), m.end()) and (confirm is None or confirm(m.group())):
                 spans.append(Span(entity, m.start(), m.end()))
     if "PHONE_NUMBER" in wanted:
-        for m in phonenumbers.PhoneNumberMatcher(text, phone_region, leniency=phonenumbers.Leniency.VALID):
-            if free(m.start, m.end):
-                spans.append(Span("PHONE_NUMBER", m.start, m.end))
+        for candidate in _PHONE_CANDIDATE.finditer(text):
+            if any(s.start <= candidate.start() and candidate.end() <= s.end for s in spans):
+                continue  # a card number, an IBAN...: no phone number inside
+            for m in phonenumbers.PhoneNumberMatcher(candidate.group(), phone_region, leniency=phonenumbers.Leniency.VALID):
+                start, end = candidate.start() + m.start, candidate.start() + m.end
+                if free(start, end):
+                    spans.append(Span("PHONE_NUMBER", start, end))
     return sorted(spans, key=lambda s: s.start)
 
 
