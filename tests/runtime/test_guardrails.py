@@ -141,6 +141,7 @@ def test_pii_refused_when_so_configured(setup: Setup) -> None:
     assert "pii-stop" in bad.value.body["message"] and setup.upstream.stats.requests == before
     metrics = httpx.get(setup.server.url + "/metrics", headers=setup.server.headers).text
     assert 'wallaroo_guardrail_actions_total{action="refused",pipeline="guarded",policy="pii-stop",side="request"} 2.0' in metrics
+    assert 'wallaroo_inference_requests_total{outcome="refused",pipeline="guarded"} 2.0' in metrics  # not errors
 
 
 def test_a_toxic_answer_is_refused_or_replaced(setup: Setup) -> None:

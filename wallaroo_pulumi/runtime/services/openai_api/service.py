@@ -329,7 +329,8 @@ class _Run:
             self.e.inference.guardrails.count(call.pipeline, call.findings)  # type: ignore[union-attr]
         self.e.inference.append_log(call.pipeline, entry)
         metrics = self.e.metrics
-        metrics.inferences.labels(call.pipeline, "ok" if error is None else "error").inc()
+        outcome = "ok" if error is None else "refused" if isinstance(error, Refused) else "error"
+        metrics.inferences.labels(call.pipeline, outcome).inc()
         if error is None:
             metrics.inference_rows.labels(call.pipeline).inc(rows)
             metrics.inference_latency.labels(call.pipeline).observe(time.perf_counter() - self.started)
