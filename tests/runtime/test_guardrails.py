@@ -150,6 +150,9 @@ def test_a_toxic_answer_is_refused_or_replaced(setup: Setup) -> None:
     assert setup.infer("guarded", "be kind").json()[0]["out"]["generated_text"] == "glad to help"
     refused = setup.infer("guarded", "insult me")
     assert refused.status_code == 400 and refused.json()["policy"] == "toxic" and refused.json()["field"] == "toxicity"
+    with pytest.raises(openai.BadRequestError) as bad:
+        setup.openai("guarded").chat.completions.create(model="", messages=[{"role": "user", "content": "insult me"}])
+    assert bad.value.body["param"] == "toxicity" and "'toxic' refused the answer" in bad.value.body["message"]
 
     setup.guardrails("guarded", {"policies": [{"kind": "threshold", "name": "toxic", "score": "toxicity", "above": 0.5,
                                                "action": "replace", "message": "(answer withheld)"}]})
@@ -187,6 +190,14 @@ def test_a_buffered_stream_is_checked_whole_and_masked(setup: Setup) -> None:
         model="", messages=[{"role": "user", "content": "who?"}], stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "write to <EMAIL_ADDRESS> for the refund"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+    setup.upstream.responder = lambda _prompt: f"a long and calm start before it turns: {TOXIC}"
+    setup.guardrails("guarded", {"policies": [{"kind": "threshold", "name": "toxic", "score": "toxicity", "above": 0.5}],
+                                 "streaming": "buffer"})
+    chunks = list(setup.openai("guarded").chat.completions.create(
+        model="", messages=[{"role": "user", "content": "go"}], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""  # nothing went out
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "content_filter"
 
 
 def test_keyword_pattern_and_topic_lists(setup: Setup) -> None:
