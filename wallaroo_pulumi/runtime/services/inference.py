@@ -93,7 +93,8 @@ class Inference:
         body = await read_body()
         first = live.steps[0]
         entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=live.pipeline_version,
-                        partition=f"engine-{state.id}", validations=self.pipelines.validations(live.pipeline_version_id))
+                        partition=f"engine-{state.id}",
+                        validations=self.pipelines.validations(live.pipeline_version_id, live.pipeline_version))
         outcome, logged, rows, tokens = "error", None, 0, Tokens()
         guard = self.guardrails.guard(pipeline_name) if self.guardrails is not None else None
         findings: list[Finding] = []

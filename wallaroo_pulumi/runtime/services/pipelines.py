@@ -33,7 +33,8 @@ class Pipelines:
     def __init__(self, db: Database, registry: Registry) -> None:
         self.db = db
         self.registry = registry
-        self._validations: dict[int, list[Validation]] = {}  # by pipeline version id (versions never change)
+        # by pipeline version (id, uuid): a version never changes, and a deleted one's id may come back
+        self._validations: dict[tuple[int, str], list[Validation]] = {}
 
     def create(self, name: str, workspace_id: int, wire_steps: list[dict[str, Any]]) -> dict[str, Any]:
         """A new version when the resolved steps differ from the current one; the same version otherwise.
@@ -166,9 +167,10 @@ class Pipelines:
             })
         return rows
 
-    def validations(self, version_id: int) -> list[Validation]:
+    def validations(self, version_id: int, version_uuid: str) -> list[Validation]:
         """The compiled validations of a pipeline version's Check steps (none for most pipelines)."""
-        if version_id not in self._validations:
+        key = (version_id, version_uuid)
+        if key not in self._validations:
             version = self.version(version_id)
             definition = json.loads(version["definition"]) if version else {"steps": []}
             found: list[Validation] = []
@@ -176,8 +178,8 @@ class Pipelines:
                 pipeline = self.find(version["pipeline_id"])
                 rows = self.steps(version, pipeline["workspace_id"])
                 found = validations_of(definition, rows[0]["input_schema"], rows[-1]["output_schema"])
-            self._validations[version_id] = found
-        return self._validations[version_id]
+            self._validations[key] = found
+        return self._validations[key]
 
     def delete(self, pipeline_id: int) -> None:
         with self.db.tx() as c:

@@ -252,7 +252,8 @@ class _Run:
         self.step_index = 0
         self.entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=call.live.pipeline_version,
                              partition=f"engine-{call.state.id}",
-                             validations=endpoints.inference.pipelines.validations(call.live.pipeline_version_id))
+                             validations=endpoints.inference.pipelines.validations(call.live.pipeline_version_id,
+                                                                                   call.live.pipeline_version))
 
     async def guard(self, index: int, pending: Any) -> Any:
         """Await a step's answer; a failure becomes the step's error, counted."""
