@@ -139,6 +139,7 @@ class Runtime:
         if self.listeners is not None:
             await self.listeners.start()
         self._background(self._flush_usage_forever(), "usage-flush")
+        self._background(self.key_store.refresh_forever(), "keys-refresh")
 
     async def _collect_orphans(self) -> None:
         """Once the restored deployments have settled: delete the step objects none of them claims."""
