@@ -258,7 +258,8 @@ class KubeStepPool:
             if remote is not None:  # the address came (or changed): link again
                 self._unlink(name)
             remote = RemoteSidekick(name, self.spec.step_name, ip or "", LINK_PORT, self._token, self.bundle,
-                                    max_batch_rows=self.spec.max_batch_rows, load_timeout_s=self.spec.load_timeout_s,
+                                    max_batch_rows=self.spec.max_batch_rows, batching=self.spec.batching,
+                                    load_timeout_s=self.spec.load_timeout_s,
                                     request_timeout_s=self.ctx.request_timeout_s)
             self._remotes[name] = remote
             self._inflight.setdefault(name, 0)

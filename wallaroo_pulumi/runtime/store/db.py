@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS model_versions (
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
     openai_config TEXT,
+    dynamic_batching_config TEXT,
     UNIQUE (model_id, sha)
 );
 CREATE TABLE IF NOT EXISTS pipelines (
@@ -88,6 +89,7 @@ CREATE TABLE IF NOT EXISTS deployments (
 # before gets them by ALTER TABLE at open (NULL in existing rows); new ones have them in SCHEMA.
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("model_versions", "openai_config", "TEXT"),  # JSON of Wallaroo's OpenaiConfig, NULL: not set
+    ("model_versions", "dynamic_batching_config", "TEXT"),  # JSON of Wallaroo's DynamicBatchingConfig, NULL: not set
 )
 
 #: The tables of SCHEMA in the order their rows can be copied (parents first; `runtime migrate`).
