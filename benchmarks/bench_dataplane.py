@@ -4,10 +4,12 @@ a flame graph (SVG) and a text summary of each process, written to benchmarks/pr
 
 The pipeline is one step of an echo model (its ``_predict`` returns its input), so what is
 measured is the data plane itself: HTTP, auth, parse, the hop to the sandboxed worker and back,
-log, metrics, encode. ``--baseline REF`` runs the same on the tree of git REF beside this one,
-in alternating rounds on one machine, so a change is judged by the ratio, not by a noisy absolute.
+log, metrics, encode. The same runs on the tree of git ``--baseline REF`` beside this one, in
+alternating rounds on one machine, so a change is judged by the ratio, not by a noisy absolute. The
+default baseline is the data plane before issue 26 (asyncio + h11: uvloop and httptools hidden from
+it); ``--baseline none`` measures this tree alone.
 
-Run: .venv/bin/python benchmarks/profile_request.py [--requests 600] [--rounds 3] [--baseline REF] [--py-spy]
+Run: .venv/bin/python benchmarks/bench_dataplane.py [--requests 600] [--rounds 3] [--baseline REF] [--py-spy]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import textwrap
 import time
 import zipfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +48,7 @@ from benchmarks._harness import (  # noqa: E402
 from wallaroo_pulumi.client import WallarooClient  # noqa: E402
 
 PROFILES = REPO / "benchmarks" / "profiles"
+BEFORE = "a80e44c"  # the commit before issue 26's changes (the data plane on asyncio + h11)
 
 ECHO = textwrap.dedent(
     '''
@@ -93,6 +97,7 @@ class Target:
     worker: int
     cpu: dict[str, list[float]] = field(default_factory=lambda: {"runtime": [], "sidekick": [], "client": []})
     latencies: list[float] = field(default_factory=list)
+    concurrent: dict[str, list[float]] = field(default_factory=lambda: {"rps": [], "cpu": [], "p50": [], "p99": []})
     timings: list[dict[str, float]] = field(default_factory=list)
 
     def call(self) -> None:
@@ -160,6 +165,29 @@ def measure_round(target: Target, requests: int) -> None:
     for name, pid in pids.items():
         target.cpu[name].append((cpu_seconds(pid) - before[name]) / requests * 1e3)
     target.cpu["client"].append((time.process_time() - client_before) / requests * 1e3)
+
+
+def measure_concurrent(target: Target, requests: int, clients: int) -> None:
+    """`requests` calls from `clients` threads at once: throughput, latency, CPU per request."""
+    pids = (target.runtime.pid, target.worker)
+    before = sum(cpu_seconds(pid) for pid in pids)
+    latencies: list[float] = []
+    sequential = len(target.timings)  # the server-side breakdown reports the sequential phase
+
+    def timed(_: int) -> None:
+        t0 = time.perf_counter()
+        target.call()
+        latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(timed, range(requests)))
+    wall = time.perf_counter() - t0
+    del target.timings[sequential:]
+    target.concurrent["rps"].append(requests / wall)
+    target.concurrent["cpu"].append((sum(cpu_seconds(pid) for pid in pids) - before) / requests * 1e3)
+    target.concurrent["p50"].append(percentile(latencies, 50) * 1e3)
+    target.concurrent["p99"].append(percentile(latencies, 99) * 1e3)
 
 
 def record_profiles(target: Target, seconds: float, prefix: str) -> None:
@@ -230,7 +258,8 @@ def _short(frame: str) -> str:
 
 def report(targets: list[Target], requests: int, rounds: int) -> None:
     print(f"\nEcho pipeline (1 step, 1 replica), {requests} sequential requests x {rounds} rounds per tree, "
-          f"alternating; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}.")
+          f"alternating, then as many rounds from concurrent clients; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}.")
     print("CPU ms per request: the median of the rounds (each round's value in brackets).")
     print(f"{'':28}" + "".join(f"{t.name:>24}" for t in targets))
     for proc in ("runtime", "sidekick", "client"):
@@ -242,6 +271,11 @@ def report(targets: list[Target], requests: int, rounds: int) -> None:
     for pct in (50, 99):
         print(f"{f'latency p{pct} (ms)':28}" + "".join(
             f"{percentile(t.latencies, pct) * 1e3:>24.3f}" for t in targets))
+    clients = "concurrent"
+    for key, label in (("rps", "throughput (req/s)"), ("cpu", "CPU ms/request rt+sk"), ("p50", "latency p50 (ms)"),
+                       ("p99", "latency p99 (ms)")):
+        print(f"{clients + ' ' + label:28}" + "".join(
+            f"{statistics.median(t.concurrent[key]):>24.3f}" if t.concurrent[key] else f"{'-':>24}" for t in targets))
     keys = list(dict.fromkeys(k for t in targets for s in t.timings for k in s))
     for key in keys:
         print(f"{'server ' + key + ' p50 (ms)':28}" + "".join(
@@ -257,9 +291,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=600, help="sequential requests per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline", metavar="REF", help="also run the tree of this git ref, side by side")
-    parser.add_argument("--baseline-hide", default="", metavar="MODULES",
-                        help="comma-separated modules the baseline may not import (e.g. uvloop,httptools)")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients of the throughput phase (0: none)")
+    parser.add_argument("--baseline", metavar="REF", default=BEFORE,
+                        help=f"also run the tree of this git ref, side by side (default {BEFORE}, before issue 26; "
+                             "'none': this tree alone)")
+    parser.add_argument("--baseline-hide", default=None, metavar="MODULES",
+                        help="comma-separated modules the baseline may not import (default with the default "
+                             "baseline: uvloop,httptools, which it did not use)")
     parser.add_argument("--py-spy", action="store_true",
                         help="record flame graphs of each tree's processes (prefixes: baseline, current)")
     parser.add_argument("--py-spy-seconds", type=float, default=15.0)
@@ -268,14 +306,19 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="profile-request-"))
     targets: list[Target] = []
     try:
-        if args.baseline:
-            hide = [m for m in args.baseline_hide.split(",") if m]
+        if args.baseline == BEFORE and args.baseline_hide is None:
+            args.baseline_hide = "uvloop,httptools"
+        if args.baseline != "none":
+            hide = [m for m in (args.baseline_hide or "").split(",") if m]
             name = f"baseline {args.baseline[:10]}" + (f" -{'-'.join(hide)}" if hide else "")
             targets.append(start_target(name, checkout(args.baseline, work), work, hiding(hide, work) if hide else None))
         targets.append(start_target("this tree", REPO, work))
-        for _ in range(args.rounds):
+        for _ in range(args.rounds):  # the sequential rounds first: a concurrent phase leaves them no backlog
             for target in targets:
                 measure_round(target, args.requests)
+        for _ in range(args.rounds if args.clients else 0):
+            for target in targets:
+                measure_concurrent(target, args.requests, args.clients)
         report(targets, args.requests, args.rounds)
         if args.py_spy:
             for target in targets:
