@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from wallaroo_pulumi.deployment import DeploymentConfig
+from wallaroo_pulumi.runtime.kube.pool import KubeScale
 from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, ScalePolicy, policy_for
 
 
@@ -57,6 +58,12 @@ def test_queue_depth_decides_on_the_average_over_its_window() -> None:
     assert out == [0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0, -1]
     policy = policy_for(DeploymentConfig(autoscale_max=4, scale_up_queue_depth=6, autoscaling_window=30))
     assert policy is not None and (policy.queue_up, policy.queue_down, policy.window_s) == (6, 1, 30.0)
+
+
+def test_steps_in_pods_take_the_queue_depth_policy_too() -> None:
+    scale = KubeScale(minimum=0, maximum=3, target=0.75, queue_up=4, queue_down=2, window_s=60.0)
+    assert scale.policy() == ScalePolicy(minimum=1, maximum=3, target=0.75, queue_up=4, queue_down=2, window_s=60.0)
+    assert KubeScale(minimum=1, maximum=2, target=0.5).policy().queue_up is None  # busy time
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
