@@ -256,6 +256,40 @@ def _short(frame: str) -> str:
     return f"{func} ({where.split(':')[0].rsplit('/', 1)[-1].rstrip(')')})" if where else func
 
 
+def chunk_cost(chunks: int = 3000) -> None:
+    """Python time per streamed chunk of one token on each side of the worker's pipe, in this process:
+    the worker's numpy -> Arrow -> IPC, and the runtime's IPC -> Arrow -> rows -> OpenAI SSE event."""
+    import numpy as np
+
+    from wallaroo_pulumi.runtime.sidekick import protocol
+    from wallaroo_pulumi.runtime.wire.openai_shapes import Answer
+
+    chunk = {"delta": np.array(["tok "], dtype=object), "finish_reason": np.array([None], dtype=object)}
+    answer = Answer("chat", "gpt-4o-mini")
+    payload = bytes(protocol.table_to_ipc(protocol.inference_data_to_table(chunk, None)))
+
+    def worker() -> None:
+        protocol.table_to_ipc(protocol.inference_data_to_table(chunk, None))
+
+    def runtime() -> None:
+        table = protocol.ipc_to_table(payload)
+        for delta, _reason in zip(table.column("delta").to_pylist(), table.column("finish_reason").to_pylist(),
+                                  strict=True):
+            answer.delta(delta, first=False, include_usage=False)
+
+    results = {}
+    for name, step in (("worker", worker), ("runtime", runtime)):
+        rounds = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(chunks):
+                step()
+            rounds.append((time.perf_counter() - t0) / chunks * 1e6)
+        results[name] = min(rounds)
+    print(f"\nPython time per streamed chunk (one token, best of 3 x {chunks}): worker {results['worker']:.0f} us "
+          f"(numpy -> Arrow -> IPC), runtime {results['runtime']:.0f} us (IPC -> Arrow -> rows -> SSE event).")
+
+
 def report(targets: list[Target], requests: int, rounds: int) -> None:
     print(f"\nEcho pipeline (1 step, 1 replica), {requests} sequential requests x {rounds} rounds per tree, "
           f"alternating, then as many rounds from concurrent clients; {os.cpu_count()} CPUs, load average "
@@ -301,9 +335,13 @@ def main() -> int:
     parser.add_argument("--py-spy", action="store_true",
                         help="record flame graphs of each tree's processes (prefixes: baseline, current)")
     parser.add_argument("--py-spy-seconds", type=float, default=15.0)
+    parser.add_argument("--chunk-cost", action="store_true", help="only the Python time per streamed chunk, in this process")
     args = parser.parse_args()
+    if args.chunk_cost:
+        chunk_cost()
+        return 0
 
-    work = Path(tempfile.mkdtemp(prefix="profile-request-"))
+    work = Path(tempfile.mkdtemp(prefix="bench-dataplane-"))
     targets: list[Target] = []
     try:
         if args.baseline == BEFORE and args.baseline_hide is None:
