@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,14 +56,15 @@ class Runtime:
 
 
 def start_runtime(data_dir: Path, log: Path | None = None, args: list[str] | None = None,
-                  env: dict[str, str] | None = None) -> Runtime:
+                  env: dict[str, str] | None = None, source: Path = REPO) -> Runtime:
     """Start the runtime on a free port with its own data dir (plus `args`, and `env` over ours);
-    return once `/health` answers."""
+    return once `/health` answers. `source`: the tree whose code runs (a `checkout` of a baseline)."""
     out = open(log, "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve", "--data-dir", str(data_dir),
          "--port", "0", "--log-level", "warning", *(args or [])],
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(source), **(env or {})}, cwd=str(source), stdout=out,
+        stderr=subprocess.STDOUT,
     )
     info = data_dir / "runtime.json"
     deadline = time.monotonic() + 60
@@ -89,3 +92,43 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The tree of git `ref` (e.g. a commit before a change) extracted under `into`, to run as a
+    baseline beside this tree in the same benchmark run."""
+    dest = into / f"baseline-{ref.replace('/', '_')}"
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile() as fh:
+        subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", ref], stdout=fh, check=True)
+        fh.seek(0)
+        with tarfile.open(fileobj=fh) as tar:
+            tar.extractall(dest, filter="data")
+    return dest
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (its sidekick workers, their sandbox launchers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

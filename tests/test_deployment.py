@@ -72,7 +72,14 @@ def test_engine_config_round_trips_through_our_config() -> None:
     ({"engine": {"autoscale": {"replica_min": 3, "replica_max": 2}}}, "engine.autoscale.replica_min (3) must not exceed"),
     ({"engine": {"image": "ghcr.io/x"}}, "engine.image: engine images are not supported"),
     ({"engineAux": {"images": {"other-1": {}}}}, "engineAux.images.other-1: not a model of this pipeline"),
-    ({"engine": {"autoscale": {"scale_up_queue_depth": 3}}}, "engine.autoscale.scale_up_queue_depth: queue-depth"),
+    ({"engine": {"autoscale": {"scale_up_queue_depth": 3}}},
+     "engine.autoscale.scale_up_queue_depth (3) needs engine.autoscale.replica_max"),
+    ({"engine": {"autoscale": {"replica_max": 3, "type": "queue"}}}, "engine.autoscale.type: 'queue' needs scale_up_queue_depth"),
+    ({"engine": {"autoscale": {"replica_max": 3, "type": "gpu"}}}, "engine.autoscale.type: expected 'cpu'"),
+    ({"engine": {"autoscale": {"replica_max": 3, "scale_up_queue_depth": 2, "scale_down_queue_depth": 4}}},
+     "engine.autoscale.scale_down_queue_depth (4) must not exceed engine.autoscale.scale_up_queue_depth (2)"),
+    ({"engine": {"autoscale": {"replica_max": 3, "autoscaling_window": 60}}},
+     "engine.autoscale.autoscaling_window (60) needs engine.autoscale.scale_up_queue_depth"),
     ({"engine": {"cpux": 1}}, "engine.cpux: unknown setting"),
     ({"engine": {"resources": {"requests": {"cpu": 1}, "limits": {"cpu": 2}}}}, "engine.resources.limits.cpu: 2 differs"),
     ({"engine": {"resources": {"requests": {"amd.com/gpu": 1}}}}, "NVIDIA GPUs only"),
@@ -81,6 +88,25 @@ def test_bad_engine_config_names_its_place(wire: dict, words: str) -> None:
     with pytest.raises(engine_config.EngineConfigError) as err:
         engine_config.parse(wire, ["llm"])
     assert words in str(err.value)
+
+
+def test_queue_depth_autoscaling_as_the_sdks_builder_writes_it() -> None:
+    """DeploymentConfigBuilder().replica_autoscale_min_max(3).scale_up_queue_depth(5).autoscaling_window(60)."""
+    wire = {"engine": {"autoscale": {"replica_min": 0, "replica_max": 3, "type": "queue", "scale_up_queue_depth": 5,
+                                     "scale_down_queue_depth": 1, "autoscaling_window": 60}}}
+    config = engine_config.parse(wire, ["llm"])
+    assert (config.autoscale_max, config.scale_up_queue_depth, config.scale_down_queue_depth,
+            config.autoscaling_window) == (3, 5, 1, 60)
+    assert engine_config.from_config(config, lambda name: f"{name}-1")["engine"]["autoscale"] == wire["engine"]["autoscale"]
+
+
+def test_the_builders_queue_depth_methods_write_what_the_sdks_do() -> None:
+    built = DeploymentConfigBuilder().replica_autoscale_min_max(3).scale_up_queue_depth(5).autoscaling_window(60).build()
+    assert built["engine"]["autoscale"] == {"replica_min": 0, "replica_max": 3, "type": "queue",
+                                            "scale_up_queue_depth": 5, "scale_down_queue_depth": 1,
+                                            "autoscaling_window": 60}
+    with pytest.raises(ValueError, match="autoscaling_window: call scale_up_queue_depth first"):
+        DeploymentConfigBuilder().replica_autoscale_min_max(3).autoscaling_window(60)
 
 
 def test_a_sidekick_key_is_the_model_or_model_dash_version_id() -> None:

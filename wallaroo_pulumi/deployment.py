@@ -115,6 +115,15 @@ class DeploymentConfig(_Strict):
     autoscale_min: int | None = Field(default=None, ge=0)
     autoscale_max: int | None = Field(default=None, ge=1)
     autoscale_cpu_utilization: float | None = Field(default=None, gt=0, le=100)
+    scale_up_queue_depth: int | None = Field(
+        default=None, ge=1, description="queue-depth autoscaling (instead of busy time): a step grows while its "
+        "requests queued or in flight per worker, averaged over autoscaling_window, reach this")
+    scale_down_queue_depth: int | None = Field(
+        default=None, ge=1, description="with scale_up_queue_depth: a step shrinks while that average is below this "
+        "(default 1)")
+    autoscaling_window: int | None = Field(
+        default=None, ge=1, description="with scale_up_queue_depth: the seconds the queue depth is averaged over "
+        "(default 300)")
     deployment_label: str | None = None
     arch: Arch = "x86"
     accel: Accel = "none"
@@ -141,6 +150,17 @@ class DeploymentConfig(_Strict):
                 )
         elif self.autoscale_min is not None:
             raise ValueError("autoscale_min needs autoscale_max (use replica_autoscale_min_max)")
+        if self.scale_up_queue_depth is None:
+            for name in ("scale_down_queue_depth", "autoscaling_window"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} ({getattr(self, name)}) needs scale_up_queue_depth (queue-depth autoscaling)")
+        else:
+            if self.autoscale_max is None:
+                raise ValueError(f"scale_up_queue_depth ({self.scale_up_queue_depth}) needs autoscale_max "
+                                 "(use replica_autoscale_min_max)")
+            if self.scale_down_queue_depth is not None and self.scale_down_queue_depth > self.scale_up_queue_depth:
+                raise ValueError(f"scale_down_queue_depth ({self.scale_down_queue_depth}) must not exceed "
+                                 f"scale_up_queue_depth ({self.scale_up_queue_depth})")
         return self
 
     @property
@@ -243,6 +263,27 @@ class DeploymentConfigBuilder:
     def autoscale_cpu_utilization(self, pct: float) -> Self:
         self._engine.setdefault("autoscale", {})["cpu_utilization"] = pct
         return self
+
+    def scale_up_queue_depth(self, queue_depth: int) -> Self:
+        """Queue-depth autoscaling, as the SDK's builder: grow at this many requests per worker (queued or in flight)."""
+        autoscale = self._engine.setdefault("autoscale", {})
+        autoscale.update(scale_up_queue_depth=queue_depth, type="queue")
+        autoscale.setdefault("scale_down_queue_depth", 1)
+        return self
+
+    def scale_down_queue_depth(self, queue_depth: int | None = None) -> Self:
+        self._queue_autoscale("scale_down_queue_depth")["scale_down_queue_depth"] = queue_depth or 1
+        return self
+
+    def autoscaling_window(self, window_seconds: int | None = None) -> Self:
+        self._queue_autoscale("autoscaling_window")["autoscaling_window"] = window_seconds or 300
+        return self
+
+    def _queue_autoscale(self, feature: str) -> dict[str, Any]:
+        autoscale = self._engine.get("autoscale") or {}
+        if "scale_up_queue_depth" not in autoscale:
+            raise ValueError(f"{feature}: call scale_up_queue_depth first (it turns queue-depth autoscaling on)")
+        return autoscale
 
     def disable_autoscale(self) -> Self:
         self._engine.pop("autoscale", None)

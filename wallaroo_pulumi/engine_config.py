@@ -28,8 +28,8 @@ GPU = "nvidia.com/gpu"
 OTHER_GPUS = ("gpu.intel.com/i915", "qualcomm.com/qaic", "amd.com/gpu")
 _TOP = {"engine", "enginelb", "engineAux", "workspace_id"}
 _ENGINE = {"cpu", "gpu", "resources", "replicas", "autoscale", "node_selector", "arch", "accel", "python", "image"}
-_AUTOSCALE = {"replica_min", "replica_max", "type", "cpu_utilization"}
-_QUEUE_AUTOSCALE = {"scale_up_queue_depth", "scale_down_queue_depth", "autoscaling_window"}
+_QUEUE_AUTOSCALE = ("scale_up_queue_depth", "scale_down_queue_depth", "autoscaling_window")
+_AUTOSCALE = {"replica_min", "replica_max", "type", "cpu_utilization", *_QUEUE_AUTOSCALE}
 _IMAGE = {"resources", "env", "arch", "accel", "node_selector", "image", "max_batch_rows", "scratch_size", "max_processes"}
 _OURS = {field: SidekickConfig.model_fields[field].default for field in ("max_batch_rows", "scratch_size", "max_processes")}
 _AMOUNTS = {"cpu", "memory", GPU}
@@ -42,6 +42,8 @@ _ENGINE_PLACES = {
     "deployment_label": "engine.node_selector", "arch": "engine.arch", "accel": "engine.accel",
     "lb_cpus": "enginelb.resources.requests.cpu", "lb_memory": "enginelb.resources.requests.memory",
     "python_load_timeout_secs": "engine.python.load_timeout_millis",
+    **{field: f"engine.autoscale.{field}" for field in ("scale_up_queue_depth", "scale_down_queue_depth",
+                                                       "autoscaling_window")},
 }
 _SIDEKICK_PLACES = {
     "cpus": "resources.requests.cpu", "memory": "resources.requests.memory", "gpus": f"resources.requests.{GPU}",
@@ -91,14 +93,13 @@ def to_flat(wire: Mapping[str, Any], model_of: Callable[[str], str]) -> dict[str
         raise EngineConfigError("engine.image: engine images are not supported by this runtime "
                                 "(it runs each model in a Python sidekick); remove it")
     autoscale = dict(engine.get("autoscale") or {})
-    queue = sorted(_QUEUE_AUTOSCALE & set(autoscale))
-    if queue or autoscale.get("type", "cpu") != "cpu":
-        raise EngineConfigError(
-            f"engine.autoscale.{queue[0] if queue else 'type'}: queue-depth autoscaling is not supported by this "
-            "runtime (it scales each step on its workers' busy time); use replica_autoscale_min_max and "
-            "autoscale_cpu_utilization"
-        )
     _keys(autoscale, _AUTOSCALE, "engine.autoscale.")
+    kind = autoscale.get("type", "cpu")
+    if kind not in ("cpu", "queue"):
+        raise EngineConfigError(f"engine.autoscale.type: expected 'cpu' (busy time) or 'queue' (queue depth), got {kind!r}")
+    if kind == "queue" and autoscale.get("scale_up_queue_depth") is None:
+        raise EngineConfigError("engine.autoscale.type: 'queue' needs scale_up_queue_depth (the SDK's "
+                                "DeploymentConfigBuilder.scale_up_queue_depth sets both)")
     amounts = _amounts(engine.get("resources"), "engine.resources.")
     flat: dict[str, Any] = {}
     _put(flat, "cpus", _same(engine.get("cpu"), amounts.get("cpu"), "engine.cpu"))
@@ -108,6 +109,8 @@ def to_flat(wire: Mapping[str, Any], model_of: Callable[[str], str]) -> dict[str
     _put(flat, "autoscale_min", autoscale.get("replica_min"))
     _put(flat, "autoscale_max", autoscale.get("replica_max"))
     _put(flat, "autoscale_cpu_utilization", autoscale.get("cpu_utilization"))
+    for field in _QUEUE_AUTOSCALE:
+        _put(flat, field, autoscale.get(field))
     _put(flat, "deployment_label", engine.get("node_selector"))
     _put(flat, "arch", engine.get("arch"))
     _put(flat, "accel", engine.get("accel"))
@@ -177,8 +180,10 @@ def from_config(config: DeploymentConfig | Mapping[str, Any], key_of: Callable[[
     _put(autoscale, "replica_min", data.get("autoscale_min"))
     _put(autoscale, "replica_max", data.get("autoscale_max"))
     _put(autoscale, "cpu_utilization", data.get("autoscale_cpu_utilization"))
+    for field in _QUEUE_AUTOSCALE:
+        _put(autoscale, field, data.get(field))
     if autoscale:
-        engine["autoscale"] = {**autoscale, "type": "cpu"}
+        engine["autoscale"] = {**autoscale, "type": "queue" if data.get("scale_up_queue_depth") else "cpu"}
     _put(engine, "node_selector", data.get("deployment_label"))
     _put(engine, "arch", data.get("arch"))
     _put(engine, "accel", data.get("accel"))

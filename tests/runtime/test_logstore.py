@@ -85,6 +85,28 @@ def test_group_commit_appends_seal_in_the_background_and_stay_queryable(tmp_path
     assert LogStore(tmp_path).query("p", limit=100).table.column("in.x").to_pylist() == [float(i) for i in range(10)]
 
 
+def test_inference_rows_are_queued_off_the_callers_path_and_written_in_order(tmp_path):
+    """append(sync=False) writes nothing itself: the rows wait in memory (a read here sees them at
+    once), and the background round writes them, in the order they came, sync=True ones included."""
+    import time
+
+    store = LogStore(tmp_path, sync_interval_s=1.0)
+    for i in range(5):
+        store.append("p", rows(i, 1), sync=False)
+    d = tmp_path / "p"
+    assert not list(d.glob("*.arrows"))  # nothing written on the caller's path
+    assert store.query("p", limit=100).table.column("in.x").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    store.append("p", rows(5, 1), sync=False)
+    store.append("p", rows(6, 1))  # a listener's score, fsynced now: after the queued row
+    store.append("p", rows(7, 1), sync=False)
+    deadline = time.monotonic() + 10
+    peer = LogStore(tmp_path)  # another replica reads only what is written
+    while peer.query("p", limit=100).table.num_rows < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert peer.query("p", limit=100).table.column("in.x").to_pylist() == [float(i) for i in range(8)]
+    store.close()
+
+
 def test_two_writers_on_one_directory_lose_nothing_and_see_each_other(tmp_path):
     """Serving replicas share the data dir: numbers never collide, each sees the other's rows."""
     a = LogStore(tmp_path, segment_rows=5)
@@ -177,8 +199,10 @@ def test_the_active_segment_is_sealed_by_time(tmp_path):
     store = LogStore(tmp_path, seal_after_s=0.3)
     store.append("p", rows(0, 3), sync=False)
     d = tmp_path / "p"
-    assert [p.suffix for p in d.iterdir() if p.suffix in (".arrows", ".parquet")] == [".arrows"]
     deadline = time.monotonic() + 10
+    while not list(d.glob("*.arrows")) and time.monotonic() < deadline:  # queued: written by the next round
+        time.sleep(0.01)
+    assert [p.suffix for p in d.iterdir() if p.suffix in (".arrows", ".parquet")] == [".arrows"]
     while time.monotonic() < deadline:
         names = sorted(p.name for p in d.iterdir())
         if names == ["000000000001.parquet"]:

@@ -86,7 +86,7 @@ def test_deploy_takes_the_sdks_nested_engine_config_and_names_bad_fields(client,
     assert f"engine_config.engineAux.images.{key}.resources.requests.memory" in str(err.value)
     with pytest.raises(ValidationError) as err:
         client.deploy(double_pipeline, engine_config={"engine": {"autoscale": {"scale_up_queue_depth": 4}}})
-    assert "engine_config.engine.autoscale.scale_up_queue_depth: queue-depth autoscaling is not supported" in str(err.value)
+    assert "engine.autoscale.scale_up_queue_depth (4) needs engine.autoscale.replica_max" in str(err.value)
     with pytest.raises(ValidationError) as err:
         client.deploy(double_pipeline, engine_config={"engineAux": {"images": {"nope-9": {}}}})
     assert "engine_config.engineAux.images.nope-9: not a model of this pipeline" in str(err.value)

@@ -244,8 +244,9 @@ def test_serving_replicas_converge_on_deployments_and_share_logs(tmp_path: Path,
             client = ca if i % 2 == 0 else cb
             out = client.infer("shared", pa.table({"x": [float(i)]}))
             assert out.column("out.y").to_pylist() == [2.0 * i], f"request {i}"
-        for client in (ca, cb):
-            logged = client.logs("shared", limit=1000)
+        for client in (ca, cb):  # a peer's rows are on disk within its log writer's round (D46)
+            logged = wait_until(lambda c=client: [t for t in [c.logs("shared", limit=1000)] if len(t) >= 30], 5,
+                                f"30 logged rows seen through {client.url}")[0]
             assert "in.x" in logged.columns, f"{client.url} logged {len(logged)} rows: {list(logged.columns)}"
             assert sorted(logged["in.x"].tolist()) == [float(i) for i in range(30)]
 

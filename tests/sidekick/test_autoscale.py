@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from wallaroo_pulumi.deployment import DeploymentConfig
+from wallaroo_pulumi.runtime.kube.pool import KubeScale
 from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, ScalePolicy, policy_for
 
 
@@ -43,10 +44,33 @@ def test_policy_from_the_deployment_config() -> None:
     assert policy_for(DeploymentConfig(autoscale_max=2)).target == 0.75  # type: ignore[union-attr]
 
 
+def test_queue_depth_decides_on_the_average_over_its_window() -> None:
+    """scale_up_queue_depth 4 over a window of 3 samples: the average, not one burst, grows the
+    pool; below scale_down_queue_depth it shrinks; each change starts a new window."""
+    policy = ScalePolicy(minimum=1, maximum=3, queue_up=4, queue_down=1, interval_s=1.0, window_s=3.0)
+    scaler = Autoscaler(policy)
+    depths = [9.0, 0.0, 0.0, 5.0, 4.0, 4.0, 4.0, 4.0, 4.0, 0.5, 0.5, 0.5]
+    replicas, out = 1, []
+    for depth in depths:
+        change = scaler.decide(replicas, utilization=1.0, queue_depth=depth)  # busy time plays no part
+        replicas += change
+        out.append(change)
+    assert out == [0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0, -1]
+    policy = policy_for(DeploymentConfig(autoscale_max=4, scale_up_queue_depth=6, autoscaling_window=30))
+    assert policy is not None and (policy.queue_up, policy.queue_down, policy.window_s) == (6, 1, 30.0)
+
+
+def test_steps_in_pods_take_the_queue_depth_policy_too() -> None:
+    scale = KubeScale(minimum=0, maximum=3, target=0.75, queue_up=4, queue_down=2, window_s=60.0)
+    assert scale.policy() == ScalePolicy(minimum=1, maximum=3, target=0.75, queue_up=4, queue_down=2, window_s=60.0)
+    assert KubeScale(minimum=1, maximum=2, target=0.5).policy().queue_up is None  # busy time
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"minimum": 0, "maximum": 2}, "1 <= minimum <= maximum"),
     ({"minimum": 3, "maximum": 2}, "1 <= minimum <= maximum"),
     ({"minimum": 1, "maximum": 2, "target": 1.5}, "autoscale target"),
+    ({"minimum": 1, "maximum": 2, "queue_up": 2, "queue_down": 3}, "scale_down \\(3\\) <= scale_up \\(2\\)"),
 ])
 def test_bad_policies_say_what_is_expected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

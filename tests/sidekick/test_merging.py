@@ -8,7 +8,9 @@ import asyncio
 import pyarrow as pa
 import pytest
 
+from wallaroo_pulumi.runtime.core.errors import BadRequest
 from wallaroo_pulumi.runtime.sidekick import SidekickCrashedError, SidekickError, SidekickPredictError
+from wallaroo_pulumi.runtime.sidekick.batching import DynamicBatching, check_dynamic_batching
 from wallaroo_pulumi.runtime.sidekick.merging import MergingQueue
 
 from .sidekick_helpers import run
@@ -185,3 +187,54 @@ def test_cancelling_the_sender_fails_the_batch_in_flight_and_fail_waiting_the_re
             await queued
 
     run(scenario)
+
+
+# -- dynamic batching (a model version's dynamic_batching_config) ----------------------------
+def test_dynamic_batching_holds_an_idle_workers_batch_until_its_target() -> None:
+    """Requests arriving one after another at an idle worker go as one batch once the target is
+    reached, well before the delay; alone, a request waits the whole delay, then goes."""
+    async def scenario() -> None:
+        worker = FakeWorker()
+        queue = MergingQueue(worker, step_name="s", max_batch_rows=64,
+                             batching=DynamicBatching(max_batch_delay_ms=5000, batch_size_target=3))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        first = asyncio.ensure_future(queue.submit(rows("a")))
+        await asyncio.sleep(0.05)  # the sender is holding "a" for more
+        assert worker.batches == []
+        rest = [asyncio.ensure_future(queue.submit(rows(t))) for t in ("b", "c")]
+        results = await asyncio.gather(first, *rest)
+        assert loop.time() - t0 < 2.5  # sent at the target, not at the 5 s delay
+        assert worker.batches == [["a", "b", "c"]]
+        assert [r.column("batch_rows").to_pylist() for r in results] == [[3], [3], [3]]
+
+        worker.batches.clear()
+        queue = MergingQueue(worker, step_name="s", max_batch_rows=64,
+                             batching=DynamicBatching(max_batch_delay_ms=300, batch_size_target=3))
+        t0 = loop.time()
+        alone = await queue.submit(rows("z"))
+        assert 0.29 <= loop.time() - t0 < 3.0 and alone.column("batch_rows").to_pylist() == [1]
+
+    run(scenario)
+
+
+def test_dynamic_batching_never_exceeds_its_limit() -> None:
+    async def scenario() -> None:
+        worker = FakeWorker()
+        queue = MergingQueue(worker, step_name="s", max_batch_rows=64,
+                             batching=DynamicBatching(max_batch_delay_ms=50, batch_size_target=2, batch_size_limit=2))
+        results = await asyncio.gather(*(queue.submit(rows(t)) for t in "abcde"))
+        assert [r.column("text").to_pylist() for r in results] == [[t] for t in "abcde"]
+        assert worker.batches == [["a", "b"], ["c", "d"], ["e"]]
+
+    run(scenario)
+
+
+def test_dynamic_batching_config_is_checked_by_field() -> None:
+    with pytest.raises(BadRequest, match=r"dynamic_batching_config\.batch_size_target: Input should be greater than 0"):
+        check_dynamic_batching({"batch_size_target": 0})
+    with pytest.raises(BadRequest, match=r"dynamic_batching_config\.max_batch_delay: Extra inputs are not permitted"):
+        check_dynamic_batching({"max_batch_delay": 5})
+    with pytest.raises(BadRequest, match=r"dynamic_batching_config: batch_size_limit \(2\) is below batch_size_target \(4\)"):
+        check_dynamic_batching({"batch_size_limit": 2})
+    assert check_dynamic_batching({}) == DynamicBatching(max_batch_delay_ms=10, batch_size_target=4)  # the SDK's defaults

@@ -1,5 +1,5 @@
-"""Serve the app with uvicorn on a pre-bound socket (port 0 = pick a free one)
-and record `{url, pid}` in `<data_dir>/runtime.json`."""
+"""Serve the app with uvicorn (uvloop's event loop, httptools' parser) on a pre-bound socket
+(port 0 = pick a free one) and record `{url, pid}` in `<data_dir>/runtime.json`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import sys
 
 import uvicorn
 
@@ -40,6 +41,7 @@ def serve(settings: RuntimeSettings) -> None:
     )
     config = uvicorn.Config(
         app, log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=10, lifespan="on",
+        loop="asyncio" if sys.platform == "win32" else "uvloop", http="httptools",
     )
     server = uvicorn.Server(config)
     try:

@@ -154,6 +154,7 @@ class Engine:
                     extra_pythonpath=extra_path,
                     load_timeout_s=config.python_load_timeout_secs,
                     max_batch_rows=side.max_batch_rows,
+                    batching=row.get("dynamic_batching"),
                 )
                 target = StepTarget(
                     deployment_id=state.id, pipeline_name=state.pipeline_name, pipeline_version=version["version"],

@@ -60,8 +60,10 @@ class KubernetesPlacement:
         bundle = ModelBundle(target.sha, self._artifact_path(target.sha), list(target.requirements))
         scale = None
         if target.autoscale_max is not None and (target.autoscale_min == 0 or policy is not None):
+            queue = {} if policy is None or policy.queue_up is None else {
+                "queue_up": policy.queue_up, "queue_down": policy.queue_down, "window_s": policy.window_s}
             scale = KubeScale(minimum=target.autoscale_min or 0, maximum=target.autoscale_max,
-                              target=(target.autoscale_target_pct or DEFAULT_TARGET_PCT) / 100)
+                              target=(target.autoscale_target_pct or DEFAULT_TARGET_PCT) / 100, **queue)
         pool = KubeStepPool(self.ctx, objects, bundle, replicas, scale)
         self._pools.add(pool)
         return pool

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -38,14 +39,19 @@ DRAIN_S = 30.0  # the longest a stopping pool waits for the requests it is answe
 
 @dataclass(frozen=True)
 class KubeScale:
-    """A step's replica bounds; ``minimum`` 0 lets it scale to zero when idle."""
+    """A step's replica bounds; ``minimum`` 0 lets it scale to zero when idle. With ``queue_up`` it
+    scales on its queue depth (D46), else on busy time."""
 
     minimum: int
     maximum: int
     target: float
+    queue_up: int | None = None
+    queue_down: int = 1
+    window_s: float = 300.0
 
     def policy(self) -> ScalePolicy:
-        return ScalePolicy(minimum=max(1, self.minimum), maximum=max(1, self.minimum, self.maximum), target=self.target)
+        return ScalePolicy(minimum=max(1, self.minimum), maximum=max(1, self.minimum, self.maximum), target=self.target,
+                           queue_up=self.queue_up, queue_down=self.queue_down, window_s=self.window_s)
 
 
 def pod_problem(pod: Pod) -> str | None:
@@ -80,7 +86,8 @@ class KubeStepPool:
         self.name = objects.name
         self.bundle = bundle
         self.scale = scale
-        self.policy = scale.policy() if scale is not None else None
+        # sampled at the monitor's period, so a queue-depth window spans autoscaling_window seconds
+        self.policy = dataclasses.replace(scale.policy(), interval_s=ctx.interval_s) if scale is not None else None
         self._desired = replicas if scale is None else min(max(replicas, scale.minimum, 1), scale.policy().maximum)
         self._token = ""
         self._remotes: dict[str, RemoteSidekick] = {}
@@ -258,7 +265,8 @@ class KubeStepPool:
             if remote is not None:  # the address came (or changed): link again
                 self._unlink(name)
             remote = RemoteSidekick(name, self.spec.step_name, ip or "", LINK_PORT, self._token, self.bundle,
-                                    max_batch_rows=self.spec.max_batch_rows, load_timeout_s=self.spec.load_timeout_s,
+                                    max_batch_rows=self.spec.max_batch_rows, batching=self.spec.batching,
+                                    load_timeout_s=self.spec.load_timeout_s,
                                     request_timeout_s=self.ctx.request_timeout_s)
             self._remotes[name] = remote
             self._inflight.setdefault(name, 0)
@@ -411,13 +419,14 @@ class KubeStepPool:
                 busy = sum(r.busy_seconds - seen.get(r.name, r.busy_seconds) for r in live)
                 utilization = min(1.0, busy / ((now - since) * len(live))) if live else 0.0
                 seen, since = {r.name: r.busy_seconds for r in self._remotes.values()}, now
-                await self._rescale(scaler, utilization, now)
+                depth = self._requests / len(live) if live else float(self._requests)  # per ready replica
+                await self._rescale(scaler, utilization, now, depth)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - e.g. the API server briefly away: next interval
                 log.exception("step %s: monitoring its pods", self.spec.step_name)
 
-    async def _rescale(self, scaler: Autoscaler | None, utilization: float, now: float) -> None:
+    async def _rescale(self, scaler: Autoscaler | None, utilization: float, now: float, depth: float = 0.0) -> None:
         if scaler is None or self.scale is None or self._desired == 0 or not self._started:
             return
         idle = not self._requests and now - self._last_request >= self.ctx.idle_s
@@ -425,7 +434,7 @@ class KubeStepPool:
             log.info("step %s: idle for %gs: scaling to zero", self.spec.step_name, self.ctx.idle_s)
             await self._scale_to(0)
             return
-        change = scaler.decide(self._desired, utilization)
+        change = scaler.decide(self._desired, utilization, depth)
         if change:
             log.info("step %s: %d -> %d replicas (utilization %.0f%%)", self.spec.step_name, self._desired,
                      self._desired + change, utilization * 100)

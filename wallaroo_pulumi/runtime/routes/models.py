@@ -13,6 +13,7 @@ from wallaroo_pulumi.runtime.core.errors import BadRequest, describe_validation_
 from wallaroo_pulumi.runtime.routes import runtime_of
 from wallaroo_pulumi.runtime.services.access.deferred import check_deferred
 from wallaroo_pulumi.runtime.services.openai_api.requests import check_config
+from wallaroo_pulumi.runtime.sidekick.batching import check_dynamic_batching
 from wallaroo_pulumi.runtime.store.uploads import parse_streaming_upload
 from wallaroo_pulumi.runtime.wire import answers
 from wallaroo_pulumi.schemas import schema_from_b64
@@ -187,19 +188,26 @@ class InsertModelConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     model_version_id: int
     openai_config: dict[str, Any] | None = None
+    dynamic_batching_config: dict[str, Any] | None = None
 
 
-@router.post("/insert_model_config", summary="Configure a model version (the SDK's configure(); openai_config is stored)")
+@router.post("/insert_model_config", summary="Configure a model version (the SDK's configure(): openai_config and "
+                                             "dynamic_batching_config are stored)")
 def insert_model_config(request: Request, body: InsertModelConfig) -> dict:
     registry = runtime_of(request).registry
     ignored = sorted(k for k, v in (body.model_extra or {}).items() if v is not None)
     if ignored:
-        raise BadRequest(f"{ignored[0]}: not configurable here; this runtime stores openai_config only "
-                         f"(got {', '.join(ignored)})")
-    if body.openai_config is None:
-        return {"model_config": answers.model_config(registry.version(body.model_version_id))}
-    config = check_config(body.openai_config).model_dump()
-    return {"model_config": answers.model_config(registry.set_openai_config(body.model_version_id, config))}
+        raise BadRequest(f"{ignored[0]}: not configurable here; this runtime stores openai_config and "
+                         f"dynamic_batching_config only (got {', '.join(ignored)})")
+    openai = None if body.openai_config is None else check_config(body.openai_config).model_dump()
+    batching = (None if body.dynamic_batching_config is None
+                else check_dynamic_batching(body.dynamic_batching_config).model_dump())
+    row = registry.version(body.model_version_id)
+    if openai is not None:
+        row = registry.set_openai_config(body.model_version_id, openai)
+    if batching is not None:
+        row = registry.set_dynamic_batching(body.model_version_id, batching)
+    return {"model_config": answers.model_config(row)}
 
 
 @router.post("/get_version_by_id", summary="The model version as the SDK's upload flow reads it")

@@ -164,6 +164,7 @@ class Pipelines:
                 "input_schema": schema_from_b64(row["input_schema"], "input_schema"),
                 "output_schema": schema_from_b64(row["output_schema"], "output_schema"),
                 "requirements": json.loads(row["conversion"]).get("requirements") or [],
+                "dynamic_batching": json.loads(row["dynamic_batching_config"] or "null"),
             })
         return rows
 

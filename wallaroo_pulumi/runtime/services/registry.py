@@ -116,6 +116,15 @@ class Registry:
             c.execute("UPDATE model_versions SET openai_config = ? WHERE id = ?", (stored, model_version_id))
         return self.version(model_version_id)
 
+    def set_dynamic_batching(self, model_version_id: int, config: dict[str, Any] | None) -> dict[str, Any]:
+        """Set (or clear, with None) a version's `dynamic_batching_config`; its row. Deployments take it
+        when they (re)start, as Wallaroo's do."""
+        self.version(model_version_id)
+        stored = None if config is None else json.dumps(config, sort_keys=True)
+        with self.db.tx() as c:
+            c.execute("UPDATE model_versions SET dynamic_batching_config = ? WHERE id = ?", (stored, model_version_id))
+        return self.version(model_version_id)
+
     @staticmethod
     def openai_config(row: dict[str, Any]) -> dict[str, Any] | None:
         """A version row's OpenAI config (Wallaroo's OpenaiConfig fields), None when never set."""

@@ -61,6 +61,7 @@ class Runtime:
         self.artifacts = open_artifacts(data_dir, settings.object_store_url)
         self.logstore = open_logstore(data_dir, settings.object_store_url, self.db)
         self.metrics = Metrics()
+        self.logstore.on_write_error = lambda pipeline, _exc: self.metrics.log_errors.labels(pipeline).inc()
         # every worker and every requirements install confined; refused where the kernel cannot (D31)
         self.sandbox = Sandbox(Support.detect(), uids=settings.sidekick_uids, protect=[data_dir],
                                insecure=settings.insecure_sidekicks)
@@ -142,6 +143,7 @@ class Runtime:
         if self.listeners is not None:
             await self.listeners.start()
         self._background(self._flush_usage_forever(), "usage-flush")
+        self._background(self.key_store.refresh_forever(), "keys-refresh")
 
     async def _collect_orphans(self) -> None:
         """Once the restored deployments have settled: delete the step objects none of them claims."""

@@ -1,6 +1,7 @@
 """Request merging for one worker (docs/decisions.md, D8): requests that arrive while it is busy
 go together as one batch of up to ``max_batch_rows`` rows, and the answer is split back by row
-counts. `MergingQueue` reaches the worker only through an exchange function (table in, table out)."""
+counts; with a model's `DynamicBatching` (D46) a batch also waits, up to its delay, to fill to its
+target. `MergingQueue` reaches the worker only through an exchange function (table in, table out)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import pyarrow as pa
 
+from wallaroo_pulumi.runtime.sidekick.batching import DynamicBatching
 from wallaroo_pulumi.runtime.sidekick.errors import SidekickCrashedError, SidekickPredictError, stopped_error
 
 Exchange = Callable[[pa.Table], Awaitable[pa.Table]]
@@ -18,11 +20,12 @@ Exchange = Callable[[pa.Table], Awaitable[pa.Table]]
 class _Waiting:
     """A request waiting for its sidekick: its batch and the future its caller awaits."""
 
-    __slots__ = ("future", "table")
+    __slots__ = ("arrived", "future", "table")
 
-    def __init__(self, table: pa.Table, future: asyncio.Future[pa.Table]) -> None:
+    def __init__(self, table: pa.Table, future: asyncio.Future[pa.Table], arrived: float) -> None:
         self.table = table
         self.future = future
+        self.arrived = arrived
 
     def succeed(self, out: pa.Table) -> None:
         if not self.future.done():
@@ -34,17 +37,24 @@ class _Waiting:
 
 
 class MergingQueue:
-    """The requests of one worker. An idle worker gets a request at once (merging never waits
-    for more). A merged batch that fails with a model error, answers with a different number of
-    rows, or crashes the worker is sent again one request at a time, so one bad request fails
-    alone; after a crash the retries stop at the second request that crashes the worker alone."""
+    """The requests of one worker. Without `batching` an idle worker gets a request at once
+    (merging never waits for more); with it, the oldest request waits until `batch_size_target`
+    rows wait or it has waited `max_batch_delay_ms`, and a batch holds at most `batch_size_limit`
+    rows (else the larger of ``max_batch_rows`` and the target). A merged batch that fails with a
+    model error, answers with a different number of rows, or crashes the worker is sent again one
+    request at a time, so one bad request fails alone; after a crash the retries stop at the second
+    request that crashes the worker alone."""
 
-    def __init__(self, exchange: Exchange, *, step_name: str, max_batch_rows: int) -> None:
+    def __init__(self, exchange: Exchange, *, step_name: str, max_batch_rows: int,
+                 batching: DynamicBatching | None = None) -> None:
         self._exchange = exchange
         self._step_name = step_name
-        self._max_batch_rows = max_batch_rows
+        self._batching = batching
+        self._max_batch_rows = max_batch_rows if batching is None else (
+            batching.batch_size_limit or max(max_batch_rows, batching.batch_size_target))
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._sender: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()
 
     @property
     def waiting(self) -> int:
@@ -58,8 +68,10 @@ class MergingQueue:
 
     async def submit(self, table: pa.Table) -> pa.Table:
         """Answer one batch; while the worker is busy it waits, to be merged with others."""
-        waiting = _Waiting(table, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(table, loop.create_future(), loop.time())
         self._waiting.append(waiting)
+        self._arrived.set()
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_waiting(), name=f"sidekick-{self._step_name}-sender")
         # A caller that gives up (cancelled) leaves the batch in flight: its answer is dropped
@@ -76,6 +88,8 @@ class MergingQueue:
         batch: list[_Waiting] = []
         try:
             while self._waiting:
+                if self._batching is not None:
+                    await self._fill(self._batching)
                 batch = self._take_batch()
                 if batch:
                     await self._send(batch)
@@ -84,6 +98,22 @@ class MergingQueue:
             for waiting in batch:
                 waiting.fail(stopped)
             raise
+
+    async def _fill(self, batching: DynamicBatching) -> None:
+        """Wait until `batch_size_target` rows wait, or the oldest request has waited `max_batch_delay_ms`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            live = [w for w in self._waiting if not w.future.done()]
+            if not live or sum(w.table.num_rows for w in live) >= batching.batch_size_target:
+                return
+            left = live[0].arrived + batching.max_batch_delay_ms / 1000 - loop.time()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                return
 
     async def _send(self, batch: list[_Waiting]) -> None:
         if len(batch) == 1:

@@ -4,6 +4,7 @@ its original stdout), and the conversion of batches between Arrow and BYOP's Inf
 from __future__ import annotations
 
 import json
+import os
 import struct
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
@@ -75,11 +76,25 @@ def decode_header(header: bytes) -> tuple[bytes, int]:
 
 
 # -- blocking I/O (the worker side) ------------------------------------------------
-def write_frame(stream: BinaryIO, ftype: bytes, payload: bytes | memoryview = b"") -> None:
-    stream.write(encode_header(ftype, len(payload)))
-    if payload:
-        stream.write(payload)
-    stream.flush()
+def write_frame(stream: BinaryIO, ftype: bytes, payload: bytes | memoryview | pa.Buffer = b"") -> None:
+    """One frame; to a file descriptor as one gathered write (one syscall, the payload not copied)."""
+    header = encode_header(ftype, len(payload))
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream
+        stream.write(header)
+        if payload:
+            stream.write(payload)
+        stream.flush()
+        return
+    stream.flush()  # nothing of ours may be left behind in its buffer
+    parts = [memoryview(header), *([memoryview(payload)] if len(payload) else [])]
+    while parts:
+        written = os.writev(fd, parts)
+        while parts and written >= len(parts[0]):
+            written -= len(parts.pop(0))
+        if parts:
+            parts[0] = parts[0][written:]
 
 
 def _read_exact(stream: BinaryIO, n: int) -> bytes | None:

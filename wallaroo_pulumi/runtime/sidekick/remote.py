@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from wallaroo_pulumi.runtime.sidekick import link, protocol
+from wallaroo_pulumi.runtime.sidekick.batching import DynamicBatching
 from wallaroo_pulumi.runtime.sidekick.errors import (
     SidekickCrashedError,
     SidekickError,
@@ -46,7 +47,8 @@ class RemoteSidekick:
     """One replica of a step, reached at ``host:port``; ``name`` is its pod's name."""
 
     def __init__(self, name: str, step_name: str, host: str, port: int, token: str, bundle: ModelBundle, *,
-                 max_batch_rows: int = 64, load_timeout_s: float = 120.0, request_timeout_s: float = 300.0) -> None:
+                 max_batch_rows: int = 64, batching: DynamicBatching | None = None, load_timeout_s: float = 120.0,
+                 request_timeout_s: float = 300.0) -> None:
         self.name = name
         self.step_name = step_name
         self.host, self.port = host, port
@@ -63,7 +65,7 @@ class RemoteSidekick:
         self._busy = False
         self._busy_since = 0.0
         self._busy_total = 0.0
-        self._queue = MergingQueue(self._exchange, step_name=step_name, max_batch_rows=max_batch_rows)
+        self._queue = MergingQueue(self._exchange, step_name=step_name, max_batch_rows=max_batch_rows, batching=batching)
 
     # -- what the pool and status read ------------------------------------------------
     state = property(lambda self: self._state, doc="``starting`` | ``ready`` | ``failed`` | ``stopped``")

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from wallaroo_pulumi.deployment import check_env_names, parse_memory_quantity
+from wallaroo_pulumi.runtime.sidekick.batching import DynamicBatching
 
 
 class SidekickSpec(BaseModel):
@@ -30,6 +31,8 @@ class SidekickSpec(BaseModel):
     extra_pythonpath: list[Path] = Field(default_factory=list, description="the model's installed requirements")
     load_timeout_s: float = Field(default=120.0, gt=0)
     max_batch_rows: int = Field(default=64, ge=1, description="rows merged into one batch while the worker is busy")
+    batching: DynamicBatching | None = Field(
+        default=None, description="the model version's dynamic_batching_config: batches wait to fill (D46)")
 
     @field_validator("memory", "scratch_size")
     @classmethod

@@ -102,7 +102,8 @@ class Sidekick:
         self._busy_since = 0.0
         self._busy_total = 0.0  # seconds spent answering batches, for the pool's autoscaler
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
-        self._queue = MergingQueue(self._exchange, step_name=spec.step_name, max_batch_rows=spec.max_batch_rows)
+        self._queue = MergingQueue(self._exchange, step_name=spec.step_name, max_batch_rows=spec.max_batch_rows,
+                                   batching=spec.batching)
 
     # -- properties ---------------------------------------------------------------------
     @property

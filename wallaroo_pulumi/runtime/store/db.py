@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS model_versions (
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
     openai_config TEXT,
+    dynamic_batching_config TEXT,
     UNIQUE (model_id, sha)
 );
 CREATE TABLE IF NOT EXISTS pipelines (
@@ -90,6 +91,7 @@ CREATE TABLE IF NOT EXISTS deployments (
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("model_versions", "openai_config", "TEXT"),  # JSON of Wallaroo's OpenaiConfig, NULL: not set
     ("pipelines", "guardrails", "TEXT"),  # JSON of the pipeline's guardrail policies (D45), NULL: none
+    ("model_versions", "dynamic_batching_config", "TEXT"),  # JSON of Wallaroo's DynamicBatchingConfig, NULL: not set
 )
 
 #: The tables of SCHEMA in the order their rows can be copied (parents first; `runtime migrate`).

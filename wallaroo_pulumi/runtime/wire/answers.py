@@ -63,7 +63,9 @@ def model_config(row: dict[str, Any]) -> dict[str, Any]:
     """The `ModelConfig` model: one config per model version, with the version's id."""
     return {"id": row["id"], "model_version_id": row["id"], "runtime": RUNTIME, "input_schema": row["input_schema"],
             "output_schema": row["output_schema"], "tensor_fields": None, "filter_threshold": None, "batch_config": None,
-            "dynamic_batching_config": None, "continuous_batching_config": None,
+            "dynamic_batching_config": (None if row.get("dynamic_batching_config") is None
+                                        else json.loads(row["dynamic_batching_config"])),
+            "continuous_batching_config": None,
             "openai": None if row.get("openai_config") is None else json.loads(row["openai_config"])}
 
 

@@ -1,9 +1,11 @@
 """API keys in the `tokens` table: only each secret's sha256, beside its role, scope, limits,
-expiry, revocation and last use. Lookups hit an in-memory copy, re-read every few seconds so a
-key revoked through another replica stops working there too."""
+expiry, revocation and last use. Lookups hit an in-memory copy that a change made here replaces
+at once and a background refresh re-reads every few seconds, off the request path, so a key
+revoked through another replica stops working here too (D46)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -24,6 +26,7 @@ Role = Literal["admin", "deployer", "inference"]
 ROLES: tuple[Role, ...] = ("admin", "deployer", "inference")
 ADMIN_NAME = "admin"  # the runtime's own admin token (admin.token / WALLAROO_ADMIN_TOKEN)
 REFRESH_S = 2.0  # how stale the in-memory copy may be (a revocation elsewhere takes this long here)
+STALE_S = 3 * REFRESH_S  # past this, a request re-reads the table itself (the background refresh is not running)
 MISS_REFRESH_S = 0.5  # an unknown token re-reads the table at most this often (a key created elsewhere)
 _COLUMNS = {  # added to the original (id, name, sha256, role, created_at) table
     "workspace_id": "INTEGER",
@@ -109,6 +112,15 @@ class KeyStore:
 
     def _migrate(self) -> None:
         self.db.add_columns("tokens", _COLUMNS)  # in one write transaction: replicas starting together alter once
+
+    async def refresh_forever(self) -> None:
+        """Re-read the table every REFRESH_S in a worker thread, so requests never wait on it."""
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await asyncio.to_thread(self.reload)
+            except Exception as exc:  # noqa: BLE001 - busy or unreachable: requests re-read it past STALE_S
+                log.warning("could not re-read the API keys now (%s); retrying", exc)
 
     def reload(self) -> None:
         with self._reload_lock:
@@ -203,7 +215,7 @@ class KeyStore:
     def authenticate(self, token: str) -> ApiKey:
         """The key a bearer token belongs to; Unauthorized for an unknown, expired or revoked one."""
         now = time.monotonic()
-        if now - self._loaded_at > REFRESH_S:
+        if now - self._loaded_at > STALE_S:
             self.reload()
         digest = hash_token(token)
         key = self._by_hash.get(digest)

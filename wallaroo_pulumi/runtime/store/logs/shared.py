@@ -94,6 +94,7 @@ class SharedLogStore(LogStore):
         """Move every sealed local segment (of pipeline `only`, or of all) to the bucket and the index;
         how many moved."""
         moved = 0
+        self.write_queued()
         with self._ship_lock:
             for pipeline in [only] if only is not None else LogStore.pipelines(self):
                 if not (self.root / pipeline).is_dir():
@@ -127,6 +128,7 @@ class SharedLogStore(LogStore):
             raise ValueError(f"order must be 'Asc' or 'Desc', got {order!r}")
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        self.write_queued()
         after = decode_cursor(cursor) if cursor else None
         start_ms, end_ms = to_ms(start), to_ms(end)
         self.ship(pipeline)  # this replica's own rows first: a reader sees what it wrote

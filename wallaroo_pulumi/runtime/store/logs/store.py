@@ -1,11 +1,15 @@
 """`LogStore`: the inference logs of every pipeline under one directory, one instance per directory
-and process (`LogStore.shared`), with a group-commit thread that fsyncs and seals in the background."""
+and process (`LogStore.shared`), with a group-commit thread that writes queued rows, fsyncs and seals
+in the background."""
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import re
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from wallaroo_pulumi.runtime.store.logs.time_column import TIME_TYPE, normalize,
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _SHARED: dict[Path, LogStore] = {}
 _SHARED_LOCK = threading.Lock()
+QUEUE_WAKE_ROWS = 4096  # queued rows that wake the writer before its next round
 logger = logging.getLogger("wallaroo_pulumi.runtime.logstore")
 
 
@@ -55,6 +60,11 @@ class LogStore:
         self._syncer: threading.Thread | None = None
         self._wake = threading.Event()
         self._closed = False
+        self._queued: collections.deque[tuple[str, pa.Table]] = collections.deque()
+        self._queued_rows = 0
+        self._write_lock = threading.Lock()  # one writer of the queue at a time, so rows keep their order
+        #: called with (pipeline, error) when queued rows could not be written (the runtime counts them)
+        self.on_write_error: Callable[[str, Exception], None] | None = None
 
     def _sync_loop(self) -> None:
         while not self._closed:
@@ -66,6 +76,7 @@ class LogStore:
                 logger.exception("log store background round (fsync, rotate, seal)")
 
     def _background_round(self) -> None:
+        self.write_queued()
         self.flush()
         with self._lock:
             logs = list(self._logs.values())
@@ -75,6 +86,28 @@ class LogStore:
                 log.seal_pending()
             except Exception:  # noqa: BLE001 - retried next round; recovery also seals at open
                 logger.exception("sealing a log segment")
+
+    def write_queued(self) -> None:
+        """Write the rows `append(sync=False)` queued: each run of one pipeline's rows with one schema as one
+        write (several record batches, one flush), in the order they came."""
+        with self._write_lock:
+            taken: list[tuple[str, pa.Table]] = []
+            while self._queued:
+                taken.append(self._queued.popleft())
+            self._queued_rows = 0
+            pending = False
+            for (pipeline, _schema), run in itertools.groupby(taken, key=lambda item: (item[0], item[1].schema)):
+                tables = [table for _, table in run]
+                try:
+                    log = self._log(pipeline)
+                    pending |= log.append(tables[0] if len(tables) == 1 else pa.concat_tables(tables), sync=False)
+                except Exception as exc:  # noqa: BLE001 - the rows of the others must still be written
+                    logger.exception("could not write %d queued log rows of pipeline %s", sum(t.num_rows for t in tables),
+                                     pipeline)
+                    if self.on_write_error is not None:
+                        self.on_write_error(pipeline, exc)
+            if pending:
+                self._wake.set()
 
     def flush(self) -> None:
         """fsync every segment written with `sync=False` since the last flush."""
@@ -103,14 +136,23 @@ class LogStore:
     def append(self, pipeline: str, table: pa.Table, sync: bool = True) -> None:
         """Append rows; `time` is added when missing.
 
-        `sync=True` (default) fsyncs before returning; `sync=False` (the inference path) returns once the
-        rows are in the kernel, and a background thread fsyncs them within `sync_interval_s` (group commit).
+        `sync=True` (default) fsyncs before returning; `sync=False` (the inference path) queues the rows
+        in memory and returns: the background thread writes what is queued, in order and a batch per
+        pipeline, and fsyncs it, every `sync_interval_s` (group commit, D46). Reads here see queued rows.
         """
         if table.num_rows == 0:
             return
-        pending = self._log(pipeline).append(normalize(table), sync=sync)
-        if pending:
-            self._wake.set()
+        log = self._log(pipeline)  # checks the name now, in the caller
+        table = normalize(table)
+        if not sync:
+            self._queued.append((pipeline, table))
+            self._queued_rows += table.num_rows
+            if self._queued_rows >= QUEUE_WAKE_ROWS:
+                self._wake.set()
+        else:
+            self.write_queued()  # rows queued before these come first
+            if log.append(table, sync=True):
+                self._wake.set()
         if self._syncer is None:  # also seals segments by age, whoever appended them
             with self._lock:
                 if self._syncer is None:
@@ -134,6 +176,7 @@ class LogStore:
             raise ValueError(f"order must be 'Asc' or 'Desc', got {order!r}")
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        self.write_queued()
         if not (self.root / pipeline).is_dir() and pipeline not in self._logs:
             return LogPage(pa.table({"time": pa.array([], TIME_TYPE)}), None, "All")
         return self._log(pipeline).query(to_ms(start), to_ms(end), limit, order, cursor, columns)
@@ -144,6 +187,7 @@ class LogStore:
         deleted segment."""
         cutoff_ms = to_ms(cutoff)
         assert cutoff_ms is not None
+        self.write_queued()
         removed = {}
         for pipeline in self.pipelines():
             counts = self._log(pipeline).prune(cutoff_ms)
@@ -153,6 +197,7 @@ class LogStore:
 
     def close(self) -> None:
         """Seal active segments (they are also recovered on the next open after a crash)."""
+        self.write_queued()
         self._closed = True
         self._wake.set()
         with self._lock:
