@@ -16,10 +16,12 @@ from prometheus_client.core import GaugeMetricFamily
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.core.errors import WallarooError
 from wallaroo_pulumi.runtime.core.metrics import Metrics
+from wallaroo_pulumi.runtime.engine import stages as stage_kinds
 from wallaroo_pulumi.runtime.engine.model_files import ModelFiles
 from wallaroo_pulumi.runtime.sidekick import Placement, SidekickSpec
 from wallaroo_pulumi.runtime.sidekick.autoscale import policy_for
 from wallaroo_pulumi.runtime.sidekick.steps import LocalSteps, StepPlacement, StepPool, StepTarget
+from wallaroo_pulumi.runtime.wire.steps import parse_steps
 
 log = logging.getLogger("wallaroo_pulumi.runtime.engine")
 
@@ -46,7 +48,13 @@ class Step:
 class Live:
     pipeline_version: str
     pipeline_version_id: int
-    steps: list[Step]
+    steps: list[Step]  # every model, each its own sidekick pool
+    stages: list[stage_kinds.AnyStage] = field(default_factory=list)  # what a call runs, in order
+
+    @property
+    def plain(self) -> bool:
+        """Only plain model steps (no split, shadow or fallback)."""
+        return all(isinstance(s, stage_kinds.ModelStage) for s in self.stages)
 
 
 @dataclass
@@ -202,7 +210,8 @@ class Engine:
             log.warning("deployment %s failed: %s", state.deploy_name, reason)
             return
         old = state.live
-        state.live = Live(version["version"], version["id"], new_steps)
+        plan = parse_steps(json.loads(version["definition"])["steps"])
+        state.live = Live(version["version"], version["id"], new_steps, stage_kinds.build(plan, new_steps))
         state.starting = []
         state.state = "running"
         state.reason = None

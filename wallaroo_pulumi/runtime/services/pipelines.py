@@ -1,4 +1,5 @@
-"""Pipelines and their versions: ordered model steps, resolved against the registry."""
+"""Pipelines and their versions: ordered steps (model, split, shadow, fallback), their models
+resolved against the registry."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 from wallaroo_pulumi.runtime.core.errors import BadRequest, NotFound
 from wallaroo_pulumi.runtime.services.registry import Registry
 from wallaroo_pulumi.runtime.store.db import Database, dumps
+from wallaroo_pulumi.runtime.wire.steps import model_refs, parse_steps
 from wallaroo_pulumi.schemas import schema_from_b64
 
 
 def step_refs(definition: dict[str, Any]) -> list[dict[str, Any]]:
-    """The model reference of each step of a stored definition."""
-    return [s["ModelInference"]["models"][0] for s in definition["steps"]]
+    """Every model of a stored definition, stage by stage (each runs in its own sidekick)."""
+    return model_refs(definition["steps"])
 
 
 class Pipelines:
@@ -23,13 +25,14 @@ class Pipelines:
         self.db = db
         self.registry = registry
 
-    def create(self, name: str, workspace_id: int, refs: list[dict[str, Any]]) -> dict[str, Any]:
+    def create(self, name: str, workspace_id: int, raw_steps: list[Any]) -> dict[str, Any]:
         """A new version when the resolved steps differ from the current one; the same version otherwise."""
         self.registry.require_workspace(workspace_id)
-        steps = []
-        for i, ref in enumerate(refs):
-            row = self.registry.resolve_ref(ref, workspace_id, f"definition.steps[{i}].ModelInference.models[0]")
-            steps.append({"ModelInference": {"models": [{"name": row["name"], "version": row["version"], "sha": row["sha"]}]}})
+        steps: list[dict[str, Any]] = []
+        for stage in parse_steps(raw_steps):
+            rows = [self.registry.resolve_ref(ref.model_dump(exclude_none=True), workspace_id, where)
+                    for where, ref in stage.refs]
+            steps += stage.wire([{"name": row["name"], "version": row["version"], "sha": row["sha"]} for row in rows])
         text = dumps({"steps": steps})
         now = time.time()
         with self.db.tx() as c:
@@ -124,13 +127,13 @@ class Pipelines:
     def steps(self, version: dict[str, Any], workspace_id: int) -> list[dict[str, Any]]:
         """Each step's model version, schemas and requirements, as the engine needs them."""
         rows = []
-        for i, ref in enumerate(step_refs(json.loads(version["definition"]))):
+        for ref in step_refs(json.loads(version["definition"])):
             row = self.registry.version_row(
                 "m.name = ? AND m.workspace_id = ? AND mv.version = ?", (ref["name"], workspace_id, ref["version"])
             )
             if row is None:
                 raise BadRequest(
-                    f"definition.steps[{i}]: model {ref['name']!r} version {ref['version']} no longer exists; "
+                    f"definition: model {ref['name']!r} version {ref['version']} no longer exists; "
                     "create a new pipeline version with an existing model version"
                 )
             rows.append({

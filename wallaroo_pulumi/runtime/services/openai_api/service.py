@@ -20,7 +20,7 @@ import pyarrow as pa
 from prometheus_client import Histogram
 
 from wallaroo_pulumi.adapters.schemas import OPENAI_FIELD
-from wallaroo_pulumi.runtime.core.errors import NotFound, WallarooError
+from wallaroo_pulumi.runtime.core.errors import BadRequest, NotFound, WallarooError
 from wallaroo_pulumi.runtime.core.metrics import LATENCY_BUCKETS, Metrics
 from wallaroo_pulumi.runtime.engine.engine import DeploymentState, Live
 from wallaroo_pulumi.runtime.services.access.usage import Tokens
@@ -71,6 +71,10 @@ class OpenAIEndpoints:
     def prepare(self, kind: Kind, pipeline_name: str, deployment_id: int | None, raw: bytes) -> Call:
         """The call, checked: the pipeline serves, its first model has `openai_config` enabled, the body is valid."""
         state, live = self.inference.serving(pipeline_name, deployment_id)
+        if not live.plain:
+            raise BadRequest(f"pipeline {pipeline_name!r} has a split, shadow or fallback step: its OpenAI-compatible "
+                             "endpoint serves plain model steps only for now; call its inference URL instead",
+                             param="model")
         step = live.steps[0]
         config = self.registry.openai_config(self.registry.version(step.model_version_id))
         if not config or not config.get("enabled"):
