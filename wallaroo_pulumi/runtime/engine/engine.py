@@ -4,6 +4,7 @@ background (the previous version serves until the new one is ready), and its sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from wallaroo_pulumi.runtime.wire.steps import parse_steps
 log = logging.getLogger("wallaroo_pulumi.runtime.engine")
 
 STATUS_NAMES = {"starting": "Starting", "running": "Running", "failed": "Error", "undeployed": "Undeployed"}
+DRAIN_TIMEOUT_S = 300.0  # how long a replaced version waits for the calls it took (an LLM call can take minutes)
 
 
 @dataclass
@@ -51,10 +53,35 @@ class Live:
     steps: list[Step]  # every model, each its own sidekick pool
     stages: list[stage_kinds.AnyStage] = field(default_factory=list)  # what a call runs, in order
 
+    in_flight: int = 0  # calls that took this version and have not answered yet
+    _idle: asyncio.Event | None = field(default=None, repr=False)
+
     @property
     def plain(self) -> bool:
         """Only plain model steps (no split, shadow or fallback)."""
         return all(isinstance(s, stage_kinds.ModelStage) for s in self.stages)
+
+    @contextlib.contextmanager
+    def hold(self):  # noqa: ANN201 - a context manager
+        """A call on this version: its sidekicks stay up until it answers (see `drained`)."""
+        self.in_flight += 1
+        try:
+            yield self
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until no call holds this version (False when `timeout_s` passed first)."""
+        if self.in_flight == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
 
 @dataclass
@@ -217,7 +244,7 @@ class Engine:
         state.reason = None
         state.failed_models = []
         log.info("deployment %s running (%d step(s), %d replica(s) each)", state.deploy_name, len(new_steps), config.replicas)
-        await self._stop_live(old)
+        await self._retire(old, state.deploy_name)
 
     async def _stop_steps(self, steps: list[Step]) -> None:
         for step in steps:
@@ -229,6 +256,18 @@ class Engine:
     async def _stop_live(self, live: Live | None) -> None:
         if live is not None:
             await self._stop_steps(live.steps)
+
+    async def _retire(self, live: Live | None, deploy_name: str) -> None:
+        """Stop a replaced version once the calls it took have answered: new calls already go to
+        the new version, so a swap drops none (they were answered 502 when it stopped at once)."""
+        if live is None:
+            return
+        try:
+            if not await live.drained(DRAIN_TIMEOUT_S):
+                log.warning("deployment %s: %d call(s) on the replaced version still running after %.0fs; "
+                            "stopping it", deploy_name, live.in_flight, DRAIN_TIMEOUT_S)
+        finally:
+            await self._stop_live(live)
 
     async def undeploy(self, pipeline_name: str) -> bool:
         state = self.deployments.pop(pipeline_name, None)

@@ -89,6 +89,13 @@ class Inference:
     ) -> Answer:
         started = time.perf_counter()
         state, live = self.serving(pipeline_name, deployment_id)
+        with live.hold():  # the version this call took serves it to the end, even if replaced meanwhile
+            return await self._run(pipeline_name, state, live, started, read_body, content_type, accept, dataset)
+
+    async def _run(
+        self, pipeline_name: str, state: DeploymentState, live: Live, started: float,
+        read_body: Callable[[], Awaitable[bytes]], content_type: str | None, accept: str | None, dataset: Dataset | None,
+    ) -> Answer:
         body = await read_body()
         first = live.steps[0]
         entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=live.pipeline_version,

@@ -89,6 +89,10 @@ class OpenAIEndpoints:
 
     # -- unstreamed ----------------------------------------------------------------------
     async def complete(self, call: Call) -> dict[str, Any]:
+        with call.live.hold():  # the version this call took serves it to the end, even if replaced meanwhile
+            return await self._complete(call)
+
+    async def _complete(self, call: Call) -> dict[str, Any]:
         run = _Run(self, call)
         try:
             t0 = time.perf_counter_ns()
@@ -107,9 +111,12 @@ class OpenAIEndpoints:
     async def stream(self, call: Call) -> AsyncIterator[bytes]:
         """Server-sent events as the answer comes; the call runs to its end even if the caller leaves."""
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        held = contextlib.ExitStack()
+        held.enter_context(call.live.hold())  # until the call ends, as `complete`
         task = asyncio.create_task(self._produce(call, queue.put_nowait), name=f"openai-stream-{call.pipeline}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        task.add_done_callback(lambda _task: held.close())
         while (item := await queue.get()) is not None:
             yield item
 
