@@ -138,7 +138,7 @@ class PipelinesAPI(ClientArea):
             if version_pk_id is None:
                 version_pk_id = self.get_pipeline(pipeline_name).pipeline_version_pk_id
             found = self._graphql(wire.VERSION_DEFINITION_QUERY, {"id": version_pk_id}, f"pipeline version {version_pk_id}")
-            refs = wire.steps((found["pipeline_version_by_pk"] or {}).get("definition"))
+            refs = wire.model_refs((found["pipeline_version_by_pk"] or {}).get("definition"))
         keys = {}
         for ref in refs:
             if ref["name"] in names:
