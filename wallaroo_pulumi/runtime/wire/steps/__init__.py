@@ -54,6 +54,12 @@ def _one(raw: Any, where: str) -> BaseModel:
         raise BadRequest(describe_validation_error(exc, f"{where}.{kind}")) from None
 
 
+def _is_shadow_tail(tail: list[BaseModel]) -> bool:
+    """`AuditResults {from: 1}` then `MultiOut`: what follows a shadow's models."""
+    return (len(tail) == 2 and isinstance(tail[0], AuditResults) and isinstance(tail[1], MultiOut)
+            and tail[0].from_ == 1 and tail[0].to is None)
+
+
 def parse_steps(raw: list[Any]) -> list[Stage]:
     """Stages of a definition's `steps`; BadRequest naming the step and field that is wrong."""
     if not isinstance(raw, list):
@@ -64,14 +70,14 @@ def parse_steps(raw: list[Any]) -> list[Stage]:
     while i < len(parsed):
         step, where = parsed[i], f"definition.steps[{i}]"
         if isinstance(step, ModelInference) and len(step.models) > 1:
-            tail = parsed[i + 1:i + 3]
-            if not (len(tail) == 2 and isinstance(tail[0], AuditResults) and isinstance(tail[1], MultiOut)
-                    and tail[0].from_ == 1 and tail[0].to is None):
+            if not _is_shadow_tail(parsed[i + 1:i + 3]):
                 raise BadRequest(f"{where}.ModelInference.models: several models in one step are served as a shadow "
                                  "deploy only: follow it with AuditResults {from: 1} and MultiOut {} "
                                  "(the SDK's add_shadow_deploy writes exactly that)")
             stages.append(Stage("shadow", step, step.refs(where)))
             i += 3
+            while _is_shadow_tail(parsed[i:i + 2]):  # the SDK's replace_with_shadow_deploy on a shadow adds a
+                i += 2                               # second pair, which audits nothing more: one shadow
             continue
         if isinstance(step, (AuditResults, MultiOut)):
             raise BadRequest(f"{where}: {type(step).__name__} is served only as part of a shadow deploy, right after "
