@@ -69,6 +69,32 @@ def test_random_split_shares_follow_the_weights(server, client, refs):
     client.delete_pipeline("split-shares")
 
 
+def test_a_weights_change_restarts_no_sidekick(server, client, refs):
+    def split(a: int, b: int) -> list[dict]:
+        return [{"RandomSplit": {"weights": [{"model": refs["ra"], "weight": a}, {"model": refs["rb"], "weight": b}]}}]
+
+    def pids(name: str) -> dict[str, int]:
+        return {sk.step: sk.pid for sk in client.deployment_status(name).sidekicks}
+
+    path = deploy(client, "split-weights", split(100, 0))
+    name = path.split("/")[-2]
+    before = pids(name)
+    assert {served(r) for r in post(server, path, [{"x": 1.0}] * 50)} == {"ra"}
+    created = client.create_pipeline("split-weights", steps=split(0, 100))
+    client.deploy("split-weights", pipeline_id=created.pipeline_id, pipeline_version_pk_id=created.pipeline_version_pk_id,
+                  engine_config={"replica_count": 1})
+    client.wait_for_deployment(name, timeout_s=120)
+    assert {served(r) for r in post(server, path, [{"x": 1.0}] * 50)} == {"rb"}  # the new weights serve
+    assert pids(name) == before  # the same sidekicks: only the routing changed
+    # a sidekick's env changes: that model's sidekick is new, the other one stays
+    client.deploy("split-weights", pipeline_id=created.pipeline_id, pipeline_version_pk_id=created.pipeline_version_pk_id,
+                  engine_config={"replica_count": 1, "sidekicks": {"ra": {"env": {"NEW": "1"}}}})
+    client.wait_for_deployment(name, timeout_s=120)
+    after = pids(name)
+    assert after["rb"] == before["rb"] and after["ra"] != before["ra"]
+    client.delete_pipeline("split-weights")
+
+
 def test_a_hash_key_sends_a_key_to_the_same_model_every_time(server, client, refs):
     path = deploy(client, "split-sticky", [{"RandomSplit": {"hash_key": "user_id", "weights": [
         {"model": refs["ra"], "weight": 1}, {"model": refs["rb"], "weight": 1}]}}])

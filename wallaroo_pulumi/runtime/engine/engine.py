@@ -40,6 +40,7 @@ class Step:
     input_schema: pa.Schema
     output_schema: pa.Schema
     pool: StepPool
+    same_as: str = field(default="", repr=False)  # what the pool runs, all of it (see `_spare_pools`)
 
     @property
     def last_model(self) -> str:
@@ -166,6 +167,8 @@ class Engine:
     async def _bring_up(self, state: DeploymentState, version: dict[str, Any], steps: list[dict[str, Any]]) -> None:
         config = state.config
         new_steps: list[Step] = []
+        spare = self._spare_pools(state.live)
+        kept: set[int] = set()  # ids of the pools taken over from the live version, running already
         self.metrics.deploys.labels(state.pipeline_name).inc()
         try:
             seen: dict[str, int] = {}
@@ -198,17 +201,22 @@ class Engine:
                     autoscale_min=config.autoscale_min, autoscale_max=config.autoscale_max,
                     autoscale_target_pct=config.autoscale_cpu_utilization,
                 )
-                pool = self.steps.pool(target, spec, config.replicas, policy_for(config))
+                same_as = _same_as(spec, target, config) if self.steps.local else ""
+                reused = spare.get(same_as, []).pop(0) if spare.get(same_as) else None
+                pool = reused.pool if reused else self.steps.pool(target, spec, config.replicas, policy_for(config))
+                if reused:
+                    kept.add(id(pool))
                 new_steps.append(
                     Step(
                         name=step_name, model_name=row["name"], model_version=row["version"],
                         model_version_id=row["id"], sha=row["sha"], input_schema=row["input_schema"],
-                        output_schema=row["output_schema"], pool=pool,
+                        output_schema=row["output_schema"], pool=pool, same_as=same_as,
                     )
                 )
             state.starting = new_steps
-            results = await asyncio.gather(*(s.pool.start() for s in new_steps), return_exceptions=True)
-            errors = [(s, r) for s, r in zip(new_steps, results, strict=True) if isinstance(r, BaseException)]
+            fresh = [s for s in new_steps if id(s.pool) not in kept]
+            results = await asyncio.gather(*(s.pool.start() for s in fresh), return_exceptions=True)
+            errors = [(s, r) for s, r in zip(fresh, results, strict=True) if isinstance(r, BaseException)]
             if errors:
                 step, exc = errors[0]
                 if isinstance(exc, asyncio.CancelledError):
@@ -221,13 +229,13 @@ class Engine:
                 ]
                 raise DeployError(f"step {step.name!r} failed to load: {exc}") from exc
         except asyncio.CancelledError:
-            await self._stop_steps(new_steps)
+            await self._stop_steps([s for s in new_steps if id(s.pool) not in kept])  # the kept ones still serve
             state.starting = []
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes the deployment's reason
             reason = str(exc) if isinstance(exc, WallarooError) else f"{type(exc).__name__}: {exc}"
             state.failed_sidekicks = self._sidekick_rows(new_steps, failed=True, reason=reason)
-            await self._stop_steps(new_steps)
+            await self._stop_steps([s for s in new_steps if id(s.pool) not in kept])
             state.starting = []
             old = state.live
             state.live = None
@@ -244,7 +252,7 @@ class Engine:
         state.reason = None
         state.failed_models = []
         log.info("deployment %s running (%d step(s), %d replica(s) each)", state.deploy_name, len(new_steps), config.replicas)
-        await self._retire(old, state.deploy_name)
+        await self._retire(old, state.deploy_name, kept)
 
     async def _stop_steps(self, steps: list[Step]) -> None:
         for step in steps:
@@ -257,7 +265,18 @@ class Engine:
         if live is not None:
             await self._stop_steps(live.steps)
 
-    async def _retire(self, live: Live | None, deploy_name: str) -> None:
+    @staticmethod
+    def _spare_pools(live: Live | None) -> dict[str, list[Step]]:
+        """The live version's steps by what their pools run: a new version whose step runs exactly
+        the same (model, env, limits, replicas) takes that pool over, so a change of weights or of
+        another step restarts nothing (local placement; pods are always made anew)."""
+        spare: dict[str, list[Step]] = {}
+        for step in live.steps if live else []:
+            if step.same_as:
+                spare.setdefault(step.same_as, []).append(step)
+        return spare
+
+    async def _retire(self, live: Live | None, deploy_name: str, kept: set[int] = frozenset()) -> None:
         """Stop a replaced version once the calls it took have answered: new calls already go to
         the new version, so a swap drops none (they were answered 502 when it stopped at once)."""
         if live is None:
@@ -267,7 +286,7 @@ class Engine:
                 log.warning("deployment %s: %d call(s) on the replaced version still running after %.0fs; "
                             "stopping it", deploy_name, live.in_flight, DRAIN_TIMEOUT_S)
         finally:
-            await self._stop_live(live)
+            await self._stop_steps([s for s in live.steps if id(s.pool) not in kept])
 
     async def undeploy(self, pipeline_name: str) -> bool:
         state = self.deployments.pop(pipeline_name, None)
@@ -325,8 +344,8 @@ class Engine:
             sidekicks = state.failed_sidekicks
         else:
             steps = list(state.starting) or (state.live.steps if state.live else [])
-            if state.starting and state.live:
-                steps = list(state.live.steps) + list(state.starting)
+            if state.starting and state.live:  # a pool taken over is listed once
+                steps = list({id(s.pool): s for s in [*state.live.steps, *state.starting]}.values())
             sidekicks = self._sidekick_rows(steps)
         live = state.live
         if live is not None:
@@ -373,6 +392,13 @@ class Engine:
 
 
 _SEVERITY = {"Error": 3, "Starting": 2, "Stopped": 1, "Running": 0}
+
+
+def _same_as(spec: SidekickSpec, target: StepTarget, config: DeploymentConfig) -> str:
+    """Everything a step's pool runs with; equal for two versions' steps means one pool serves both."""
+    return json.dumps([spec.model_dump(mode="json"), target.sha, target.requirements, target.arch, target.accel,
+                       config.replicas, target.autoscale_min, target.autoscale_max, target.autoscale_target_pct],
+                      sort_keys=True)
 
 
 def _worst(statuses: list[str]) -> str:
