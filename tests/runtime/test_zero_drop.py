@@ -89,3 +89,31 @@ def test_redeploys_under_load_drop_no_request(server, client, models_dir):
     assert load.outcomes["ok"] > 100
     assert {3.0, 4.0, 5.0, 14.0, 6.0} <= set(load.answers)  # each generation answered, then both versions
     client.delete_pipeline("steady-pipe")
+
+
+def test_a_long_call_outlives_two_redeploys(server, client, models_dir):
+    """A call still running on a replaced version is answered even when the next deploy comes
+    before it ends (the drain is not part of the deploy that a newer one cancels)."""
+    slow = 'import time\nif float(input_data["x"][0]) == 99.0:\n    time.sleep(4)\nreturn {"y": input_data["x"] * 2.0}'
+    mv = client.upload_model("long-call", make_model(models_dir / "long-call", "long-call", slow), X_SCHEMA, Y_SCHEMA)
+    created = client.create_pipeline("long-pipe", steps=[mv])
+    dep = client.deploy("long-pipe", pipeline_id=created.pipeline_id)
+    client.wait_for_deployment(f"long-pipe-{dep}", timeout_s=120)
+    url = f"{server.url}/v1/api/pipelines/infer/long-pipe-{dep}/long-pipe"
+    answer: dict = {}
+
+    def long_call() -> None:
+        r = httpx.post(url, content=json.dumps([{"x": 99.0}]), timeout=60,
+                       headers={**server.headers, "Content-Type": "application/json; format=pandas-records"})
+        answer.update(status=r.status_code, text=r.text)
+
+    caller = threading.Thread(target=long_call)
+    caller.start()
+    time.sleep(1)  # the call is on the first version's sidekick
+    for gen in ("b", "c"):  # two env changes, the second while the first version still drains
+        client.deploy("long-pipe", pipeline_id=created.pipeline_id, engine_config={"sidekicks": {"long-call": {"env": {"GEN": gen}}}})
+        client.wait_for_deployment(f"long-pipe-{dep}", timeout_s=120)
+    caller.join(60)
+    assert answer["status"] == 200, answer
+    assert json.loads(answer["text"])[0]["out"]["y"] == 198.0
+    client.delete_pipeline("long-pipe")

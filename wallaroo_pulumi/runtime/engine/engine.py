@@ -123,6 +123,7 @@ class Engine:
         self.metrics = metrics
         self.host = host
         self.deployments: dict[str, DeploymentState] = {}
+        self.retiring: set[asyncio.Task] = set()  # replaced versions waiting for their calls (see `_retire`)
         metrics.registry.register(_Gauges(self.deployments))
 
     # -- lifecycle ---------------------------------------------------------
@@ -252,7 +253,10 @@ class Engine:
         state.reason = None
         state.failed_models = []
         log.info("deployment %s running (%d step(s), %d replica(s) each)", state.deploy_name, len(new_steps), config.replicas)
-        await self._retire(old, state.deploy_name, kept)
+        if old is not None:  # a task of its own: the next deploy cancels this one, never the drain
+            task = asyncio.create_task(self._retire(old, state.deploy_name, kept), name=f"retire-{state.deploy_name}")
+            self.retiring.add(task)
+            task.add_done_callback(self.retiring.discard)
 
     async def _stop_steps(self, steps: list[Step]) -> None:
         for step in steps:
@@ -276,11 +280,9 @@ class Engine:
                 spare.setdefault(step.same_as, []).append(step)
         return spare
 
-    async def _retire(self, live: Live | None, deploy_name: str, kept: set[int] = frozenset()) -> None:
+    async def _retire(self, live: Live, deploy_name: str, kept: set[int]) -> None:
         """Stop a replaced version once the calls it took have answered: new calls already go to
         the new version, so a swap drops none (they were answered 502 when it stopped at once)."""
-        if live is None:
-            return
         try:
             if not await live.drained(DRAIN_TIMEOUT_S):
                 log.warning("deployment %s: %d call(s) on the replaced version still running after %.0fs; "
@@ -306,6 +308,9 @@ class Engine:
     async def shutdown(self) -> None:
         for name in list(self.deployments):
             await self.undeploy(name)
+        for task in list(self.retiring):  # stop what is still draining, now
+            task.cancel()
+        await asyncio.gather(*self.retiring, return_exceptions=True)
 
     async def wait_settled(self, pipeline_name: str) -> None:
         state = self.deployments.get(pipeline_name)

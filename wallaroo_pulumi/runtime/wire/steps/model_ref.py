@@ -13,6 +13,3 @@ class ModelRef(BaseModel):
     version: str | None = None
     sha: str | None = None
     model_version_id: int | None = None
-
-    def wire(self) -> dict[str, str | None]:
-        return {"name": self.name, "version": self.version, "sha": self.sha}
