@@ -6,9 +6,10 @@ import sys
 import wallaroo_pulumi
 
 PUBLIC = [
-    "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "KubernetesRuntime", "LLMListenerSchedule",
-    "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "SidekickConfig", "WallarooApiKey", "WallarooClient",
-    "WallarooModel", "WallarooPipeline", "curl_command", "listener_schemas", "local_or_configured",
+    "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "Fallback", "KeySplit", "KubernetesRuntime",
+    "LLMListenerSchedule", "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "RandomSplit", "Shadow",
+    "SidekickConfig", "WallarooApiKey", "WallarooClient", "WallarooModel", "WallarooPipeline", "curl_command",
+    "listener_schemas", "local_or_configured",
 ]
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from wallaroo_pulumi.resources.listener_schedule import LLMListenerSchedule
     from wallaroo_pulumi.resources.model import WallarooModel
     from wallaroo_pulumi.resources.pipeline import WallarooPipeline, curl_command
+    from wallaroo_pulumi.resources.steps import Fallback, KeySplit, RandomSplit, Shadow
     from wallaroo_pulumi.scorers.schemas import listener_schemas
 
 _SOURCES = {
@@ -34,6 +35,10 @@ _SOURCES = {
     "Connection": "wallaroo_pulumi.resources.connection",
     "DeploymentConfig": "wallaroo_pulumi.deployment",
     "DeploymentConfigBuilder": "wallaroo_pulumi.deployment",
+    "Fallback": "wallaroo_pulumi.resources.steps",
+    "KeySplit": "wallaroo_pulumi.resources.steps",
+    "RandomSplit": "wallaroo_pulumi.resources.steps",
+    "Shadow": "wallaroo_pulumi.resources.steps",
     "KubernetesRuntime": "wallaroo_pulumi.components.kubernetes_runtime",
     "LLMListenerSchedule": "wallaroo_pulumi.resources.listener_schedule",
     "LLM_INPUT_SCHEMA": "wallaroo_pulumi.adapters.schemas",
@@ -49,9 +54,10 @@ _SOURCES = {
     "local_or_configured": "wallaroo_pulumi.components.local_runtime",
 }
 __all__ = [
-    "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "KubernetesRuntime", "LLMListenerSchedule",
-    "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "SidekickConfig", "WallarooApiKey", "WallarooClient",
-    "WallarooModel", "WallarooPipeline", "curl_command", "listener_schemas", "local_or_configured",
+    "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "Fallback", "KeySplit", "KubernetesRuntime",
+    "LLMListenerSchedule", "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "RandomSplit", "Shadow",
+    "SidekickConfig", "WallarooApiKey", "WallarooClient", "WallarooModel", "WallarooPipeline", "curl_command", "listener_schemas",
+    "local_or_configured",
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 
 import numpy as np
@@ -450,3 +451,30 @@ def test_duplicate_counts_stay_bounded_by_the_page_not_the_window(tmp_path):
     assert len(keys) == 5000 and len(set(keys)) == 5000  # the duplicates got :1
     assert sum(k.endswith(":1") for k in keys) == 5
     assert most <= 1000, most  # one segment's worth, not the window's 5000
+
+
+def test_scores_carry_the_model_that_served_each_row(db, logstore):
+    """A split's rows name their model in out._model_split; a plain row, its metadata.last_model:
+    each score row says which model served the row it scores, so scores compare per model version."""
+    t0 = now_ms() - 60_000
+    rows = llm_rows((GOOD + BAD)[:4], t0)
+    a = json.dumps({"name": "llm-a", "version": "v-a", "sha": "sa"}, separators=(",", ":"))
+    b = json.dumps({"name": "llm-b", "version": "v-b", "sha": "sb"}, separators=(",", ":"))
+    # the last row has no split column value (a plain step answered): its metadata.last_model names the model
+    rows = rows.append_column("out._model_split", pa.array([[a], [b], [a], None], pa.list_(pa.string())))
+    logstore.append("llm", rows)
+
+    async def go():
+        svc = await _svc(db, logstore)
+        try:
+            _, r = await _once(svc)
+            assert r["status"] == "succeeded", r
+        finally:
+            await svc.stop()
+
+    asyncio.run(go())
+    out = all_rows(logstore, "llm-combined-scores")
+    served = [json.loads(m) for m in out.column("in.source_model").to_pylist()]
+    assert [m["name"] for m in served] == ["llm-a", "llm-b", "llm-a", "llm"]
+    assert served[1] == {"name": "llm-b", "version": "v-b", "sha": "sb"}
+    assert served[3] == {"name": "llm", "version": None, "sha": "x"}

@@ -41,6 +41,14 @@ def iso(value: datetime | str | None) -> str | None:
     return value.isoformat()
 
 
+def definition_step(step: ModelRef | ModelVersion | dict[str, Any]) -> dict[str, Any]:
+    """A definition step: a model as a `ModelInference` step, or a step already in Wallaroo's form
+    (one key, its kind, which Wallaroo spells in CamelCase: `{"RandomSplit": {...}}`)."""
+    if isinstance(step, dict) and len(step) == 1 and next(iter(step))[:1].isupper():
+        return step
+    return {"ModelInference": {"models": [step_dict(step)]}}
+
+
 def step_dict(step: ModelRef | ModelVersion | dict[str, Any]) -> dict[str, Any]:
     if isinstance(step, ModelVersion):
         step = step.ref()

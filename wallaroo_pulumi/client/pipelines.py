@@ -16,6 +16,7 @@ from wallaroo_pulumi.client import wire
 from wallaroo_pulumi.client._shared import (
     ClientArea,
     DeployProgress,
+    definition_step,
     step_dict,
 )
 from wallaroo_pulumi.client.errors import (
@@ -43,11 +44,12 @@ class PipelinesAPI(ClientArea):
         steps: Sequence[ModelRef | ModelVersion | dict[str, Any]],
         workspace_id: int | None = None,
     ) -> CreatedPipeline:
-        """Create the pipeline or a new version of it (an identical definition returns the current one)."""
+        """Create the pipeline or a new version of it (an identical definition returns the current one).
+        A step is a model, or a step in Wallaroo's form (`{"RandomSplit": {...}}`, `{"Fallback": {...}}`, ...)."""
         payload = {
             "pipeline_id": name,
             "workspace_id": workspace_id or 1,
-            "definition": {"steps": [{"ModelInference": {"models": [step_dict(s)]}} for s in steps]},
+            "definition": {"steps": [definition_step(s) for s in steps]},
         }
         return CreatedPipeline.model_validate(self._post("/v1/api/pipelines/create", payload, f"create pipeline {name!r}"))
 
@@ -151,7 +153,7 @@ class PipelinesAPI(ClientArea):
             if version_pk_id is None:
                 version_pk_id = self.get_pipeline(pipeline_name).pipeline_version_pk_id
             found = self._graphql(wire.VERSION_DEFINITION_QUERY, {"id": version_pk_id}, f"pipeline version {version_pk_id}")
-            refs = wire.steps((found["pipeline_version_by_pk"] or {}).get("definition"))
+            refs = wire.model_refs((found["pipeline_version_by_pk"] or {}).get("definition"))
         keys = {}
         for ref in refs:
             if ref["name"] in names:

@@ -60,9 +60,34 @@ def model(item: dict[str, Any]) -> Model:
     })
 
 
+STEP_KINDS = ("ModelInference", "RandomSplit", "MetaValueSplit", "AuditResults", "MultiOut", "Fallback")
+
+
+def refs_in(step: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model refs inside one `steps` item (a model ref, or a definition step)."""
+    kind = next(iter(step), None) if len(step) == 1 else None
+    if kind not in STEP_KINDS:
+        return [step]
+    body = step[kind] or {}
+    if kind == "RandomSplit":
+        return [w.get("model") or {} for w in body.get("weights") or []]
+    if kind == "MetaValueSplit":
+        return [body.get("control") or {}, *(body.get("routes") or {}).values()]
+    return list(body.get("models") or [])
+
+
 def steps(definition: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The model of each ModelInference step of a pipeline definition."""
-    return [s["ModelInference"]["models"][0] for s in (definition or {}).get("steps") or [] if "ModelInference" in s]
+    """Each step of a pipeline definition: a one-model step as its model, any other step as written."""
+    out = []
+    for s in (definition or {}).get("steps") or []:
+        models = (s.get("ModelInference") or {}).get("models") or []
+        out.append(models[0] if len(s) == 1 and len(models) == 1 else s)
+    return out
+
+
+def model_refs(definition: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every model a pipeline definition names (each step's, a split's, a shadow's, a fallback's)."""
+    return [ref for s in steps(definition) for ref in refs_in(s)]
 
 
 def our_config(wire: dict[str, Any] | None, step_names: list[str]) -> dict[str, Any] | None:
@@ -84,6 +109,7 @@ def pipeline(node: dict[str, Any], status: DeploymentStatus | None) -> Pipeline:
     dep = node.get("deployment") or None
     deployed = bool(dep and dep.get("deployed"))
     step_refs = steps(current["definition"]) if current else []
+    names = [r.get("name") for r in model_refs(current["definition"])] if current else []
     name = node["pipeline_id"]
     return Pipeline.model_validate({
         "pipeline_id": node["id"], "name": name, "workspace_id": node.get("workspace_id") or 1,
@@ -92,7 +118,7 @@ def pipeline(node: dict[str, Any], status: DeploymentStatus | None) -> Pipeline:
         "steps": step_refs, "deployment_id": dep["id"] if dep else None, "deployed": deployed,
         "status": (status.status if status else "Starting") if deployed else "undeployed",
         "reason": status.reason if status and deployed else None,
-        "engine_config": our_config(dep.get("engine_config"), [s["name"] for s in step_refs]) if dep else None,
+        "engine_config": our_config(dep.get("engine_config"), names) if dep else None,
         "inference_path": f"/v1/api/pipelines/infer/{name}-{dep['id']}/{name}" if deployed else None,
     })
 

@@ -1,5 +1,5 @@
-"""`WallarooPipeline`: ordered model steps, deployed with engine and per-model sidekick config (D5, D13),
-and its guardrail policies (D45: changed in place, no redeploy)."""
+"""`WallarooPipeline`: ordered steps (models, splits, shadows, fallbacks), deployed with engine and
+per-model sidekick config (D5, D13, D47), and its guardrail policies (D45: changed in place, no redeploy)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, ReadResult, Resource, ResourceProvider, UpdateResult
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import engine_config
 from ..client import NotFoundError
@@ -18,6 +18,7 @@ from ..guardrails import Guardrails
 from . import _base
 from .connection import Connection, resolve
 from .progress import report
+from .steps import STEP_KINDS, definition_steps, models_of, refs_in
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -30,11 +31,29 @@ class StepRef(BaseModel):
     model_version_id: int | None = None
 
 
+def check_step(step: Any) -> Any:
+    """A model ref, or a definition step whose models are model refs (ValueError saying which is not)."""
+    refs = refs_in(step) if isinstance(step, dict) and len(step) == 1 and next(iter(step)) in STEP_KINDS else None
+    try:
+        if refs is None:
+            return StepRef.model_validate(step)
+        for ref in refs:
+            StepRef.model_validate(ref)
+        return step
+    except ValidationError as exc:
+        raise ValueError(f"expected a WallarooModel, a {{name, version, sha}} model or a rollout step "
+                         f"(RandomSplit, KeySplit, Shadow, Fallback); {describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
 class PipelineInputs(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str
-    steps: list[StepRef] = Field(min_length=1)
+    steps: list[Any] = Field(min_length=1, description="model refs, or definition steps (RandomSplit, Shadow, ...)")
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     deploy: bool = True
     deploy_timeout_s: float = Field(default=300, gt=0)
@@ -50,9 +69,14 @@ class PipelineInputs(BaseModel):
             raise ValueError("must be 1-63 lowercase letters, digits or '-' (it becomes part of the inference URL)")
         return v
 
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[Any]) -> list[Any]:
+        return [check_step(s) for s in v]
+
     @model_validator(mode="after")
     def _sidekicks_name_steps(self) -> PipelineInputs:
-        names = {s.name for s in self.steps}
+        names = {r["name"] for r in model_refs(self.steps)}
         for model in self.deployment.sidekicks:
             if model not in names:
                 raise ValueError(
@@ -100,8 +124,35 @@ def canonical_guardrails(spec: Any) -> Any:
 
 
 def canonical_steps(steps: list[Any]) -> Any:
-    """Steps compared by model name and version (ids and hashes follow from those)."""
-    return [(s.get("name"), s.get("version")) if isinstance(s, dict) else s for s in steps]
+    """Steps compared by model name and version (ids and hashes follow from those); a rollout
+    step by its kind and settings, its models likewise."""
+    def canonical(value: Any) -> Any:
+        if isinstance(value, dict) and "name" in value and ("version" in value or "sha" in value):
+            return (value.get("name"), value.get("version"))
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [canonical(v) for v in value]
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    return [canonical(s) for s in steps]
+
+
+def model_refs(steps: list[Any]) -> list[dict[str, Any]]:
+    """Every model ref among `steps` (plain refs, and those inside rollout steps)."""
+    out = []
+    for s in steps:
+        s = s.model_dump() if isinstance(s, StepRef) else s
+        out += refs_in(s) if isinstance(s, dict) else []
+    return out
+
+
+def wire_steps(steps: list[Any]) -> list[dict[str, Any]]:
+    """The `steps` input as the client sends them: refs checked, rollout steps as written."""
+    out = []
+    for s in steps:
+        checked = check_step(s)
+        out.append(checked.model_dump() if isinstance(checked, StepRef) else checked)
+    return out
 
 
 class PipelineProvider(ResourceProvider):
@@ -138,8 +189,8 @@ class PipelineProvider(ResourceProvider):
     def _apply(self, props: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
         api = _base.client(props)
         name = props["name"]
-        steps = [StepRef.model_validate(s) for s in props["steps"]]
-        created = api.create_pipeline(name, steps=[s.model_dump() for s in steps],
+        steps = wire_steps(props["steps"])
+        created = api.create_pipeline(name, steps=steps,
                                       workspace_id=int(props.get("workspace_id") or 1))
         set_guardrails(api, props)  # before the deploy: its first call is already guarded
         outs = {**props, "pipeline_id": created.pipeline_id,
@@ -153,7 +204,7 @@ class PipelineProvider(ResourceProvider):
                 name, pipeline_id=created.pipeline_id,
                 pipeline_version_pk_id=created.pipeline_version_pk_id,
                 engine_config=merged_config(props).model_dump(mode="json"),
-                models=[s.model_dump() for s in steps],
+                models=model_refs(steps),
             )
             status = api.wait_for_deployment(
                 f"{name}-{deployment_id}", timeout_s=float(props.get("deploy_timeout_s") or 300),
@@ -182,7 +233,7 @@ class PipelineProvider(ResourceProvider):
             if current.deployed else None,
         )
         if current.steps:
-            outs["steps"] = [StepRef.model_validate(s).model_dump() for s in current.steps]
+            outs["steps"] = wire_steps(current.steps)
         if current.engine_config is not None:
             outs["deployment"] = public_deployment(current.engine_config)
         guardrails = _base.client(props).get_guardrails(current.name, current.workspace_id)
@@ -264,15 +315,6 @@ def inference_url(url: str, name: str, deployment_id: Any) -> str:
     return f"{url.rstrip('/')}/v1/api/pipelines/infer/{name}-{deployment_id}/{name}"
 
 
-def _step(model: Any) -> Any:
-    """A step from a `WallarooModel` (its outputs) or a plain {name, version, sha} dict."""
-    if isinstance(model, dict):
-        return model
-    return pulumi.Output.all(model.model_name, model.version, model.sha256, model.model_version_id).apply(
-        lambda v: {"name": v[0], "version": v[1], "sha": v[2], "model_version_id": v[3]}
-    )
-
-
 def _model_key(model: Any) -> str:
     return model if isinstance(model, str) else model.model_name
 
@@ -296,9 +338,13 @@ def split_deployment(deployment: Any, step_names: list[str]) -> tuple[dict[str, 
 
 
 class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
-    """Model steps in order plus their deployment. With `inference_key=True` it also holds an
-    inference-only key for its endpoint (revoked with the pipeline). `guardrails`: its policies
-    (`wallaroo_pulumi.guardrails.Guardrails`, or the same as a dict); changing them updates in place.
+    """Steps in order plus their deployment. A step is a `WallarooModel` (or {name, version, sha}),
+    or a rollout step: `RandomSplit({stable: 90, canary: 10}, hash_key="user_id")`,
+    `KeySplit("tier", control, {"gold": model})`, `Shadow(champion, [challengers])`,
+    `Fallback([primary, secondary])`; each of their models runs in its own sidekick. With
+    `inference_key=True` it also holds an inference-only key for its endpoint (revoked with the pipeline).
+    `guardrails`: its policies (`wallaroo_pulumi.guardrails.Guardrails`, or the same as a dict);
+    changing them updates in place.
 
     Outputs: `pipeline_id`, `version`, `deployment_id`, `inference_url`, `status`, and
     `inference_key` (secret) / `inference_key_id` when asked for.
@@ -330,13 +376,14 @@ class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
     ) -> None:
         self.pipeline_name = name or resource_name
         try:
-            public, env = split_deployment(deployment, [_model_key(m) if not isinstance(m, dict) else m["name"] for m in steps])
+            public, env = split_deployment(deployment, [_model_key(m) if not isinstance(m, dict) else m["name"]
+                                                        for m in models_of(steps)])
         except engine_config.EngineConfigError as exc:
             raise ValueError(f"WallarooPipeline {resource_name}: deployment.{exc}") from None
         url, token = resolve(connection)
         props = {
             "name": self.pipeline_name,
-            "steps": [_step(m) for m in steps],
+            "steps": definition_steps(steps),
             "deployment": public,
             "sidekick_env": pulumi.Output.secret(env),
             "deploy": deploy,

@@ -4,6 +4,7 @@ background (the previous version serves until the new one is ready), and its sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -16,14 +17,17 @@ from prometheus_client.core import GaugeMetricFamily
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.core.errors import WallarooError
 from wallaroo_pulumi.runtime.core.metrics import Metrics
+from wallaroo_pulumi.runtime.engine import stages as stage_kinds
 from wallaroo_pulumi.runtime.engine.model_files import ModelFiles
 from wallaroo_pulumi.runtime.sidekick import Placement, SidekickSpec
 from wallaroo_pulumi.runtime.sidekick.autoscale import policy_for
 from wallaroo_pulumi.runtime.sidekick.steps import LocalSteps, StepPlacement, StepPool, StepTarget
+from wallaroo_pulumi.runtime.wire.steps import parse_steps
 
 log = logging.getLogger("wallaroo_pulumi.runtime.engine")
 
 STATUS_NAMES = {"starting": "Starting", "running": "Running", "failed": "Error", "undeployed": "Undeployed"}
+DRAIN_TIMEOUT_S = 300.0  # how long a replaced version waits for the calls it took (an LLM call can take minutes)
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Step:
     input_schema: pa.Schema
     output_schema: pa.Schema
     pool: StepPool
+    same_as: str = field(default="", repr=False)  # what the pool runs, all of it (see `_spare_pools`)
 
     @property
     def last_model(self) -> str:
@@ -46,7 +51,38 @@ class Step:
 class Live:
     pipeline_version: str
     pipeline_version_id: int
-    steps: list[Step]
+    steps: list[Step]  # every model, each its own sidekick pool
+    stages: list[stage_kinds.AnyStage] = field(default_factory=list)  # what a call runs, in order
+
+    in_flight: int = 0  # calls that took this version and have not answered yet
+    _idle: asyncio.Event | None = field(default=None, repr=False)
+
+    @property
+    def plain(self) -> bool:
+        """Only plain model steps (no split, shadow or fallback)."""
+        return all(isinstance(s, stage_kinds.ModelStage) for s in self.stages)
+
+    @contextlib.contextmanager
+    def hold(self):  # noqa: ANN201 - a context manager
+        """A call on this version: its sidekicks stay up until it answers (see `drained`)."""
+        self.in_flight += 1
+        try:
+            yield self
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until no call holds this version (False when `timeout_s` passed first)."""
+        if self.in_flight == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
 
 @dataclass
@@ -87,6 +123,7 @@ class Engine:
         self.metrics = metrics
         self.host = host
         self.deployments: dict[str, DeploymentState] = {}
+        self.retiring: set[asyncio.Task] = set()  # replaced versions waiting for their calls (see `_retire`)
         metrics.registry.register(_Gauges(self.deployments))
 
     # -- lifecycle ---------------------------------------------------------
@@ -131,6 +168,8 @@ class Engine:
     async def _bring_up(self, state: DeploymentState, version: dict[str, Any], steps: list[dict[str, Any]]) -> None:
         config = state.config
         new_steps: list[Step] = []
+        spare = self._spare_pools(state.live)
+        kept: set[int] = set()  # ids of the pools taken over from the live version, running already
         self.metrics.deploys.labels(state.pipeline_name).inc()
         try:
             seen: dict[str, int] = {}
@@ -164,17 +203,22 @@ class Engine:
                     autoscale_min=config.autoscale_min, autoscale_max=config.autoscale_max,
                     autoscale_target_pct=config.autoscale_cpu_utilization,
                 )
-                pool = self.steps.pool(target, spec, config.replicas, policy_for(config))
+                same_as = _same_as(spec, target, config) if self.steps.local else ""
+                reused = spare.get(same_as, []).pop(0) if spare.get(same_as) else None
+                pool = reused.pool if reused else self.steps.pool(target, spec, config.replicas, policy_for(config))
+                if reused:
+                    kept.add(id(pool))
                 new_steps.append(
                     Step(
                         name=step_name, model_name=row["name"], model_version=row["version"],
                         model_version_id=row["id"], sha=row["sha"], input_schema=row["input_schema"],
-                        output_schema=row["output_schema"], pool=pool,
+                        output_schema=row["output_schema"], pool=pool, same_as=same_as,
                     )
                 )
             state.starting = new_steps
-            results = await asyncio.gather(*(s.pool.start() for s in new_steps), return_exceptions=True)
-            errors = [(s, r) for s, r in zip(new_steps, results, strict=True) if isinstance(r, BaseException)]
+            fresh = [s for s in new_steps if id(s.pool) not in kept]
+            results = await asyncio.gather(*(s.pool.start() for s in fresh), return_exceptions=True)
+            errors = [(s, r) for s, r in zip(fresh, results, strict=True) if isinstance(r, BaseException)]
             if errors:
                 step, exc = errors[0]
                 if isinstance(exc, asyncio.CancelledError):
@@ -187,13 +231,13 @@ class Engine:
                 ]
                 raise DeployError(f"step {step.name!r} failed to load: {exc}") from exc
         except asyncio.CancelledError:
-            await self._stop_steps(new_steps)
+            await self._stop_steps([s for s in new_steps if id(s.pool) not in kept])  # the kept ones still serve
             state.starting = []
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes the deployment's reason
             reason = str(exc) if isinstance(exc, WallarooError) else f"{type(exc).__name__}: {exc}"
             state.failed_sidekicks = self._sidekick_rows(new_steps, failed=True, reason=reason)
-            await self._stop_steps(new_steps)
+            await self._stop_steps([s for s in new_steps if id(s.pool) not in kept])
             state.starting = []
             old = state.live
             state.live = None
@@ -203,13 +247,17 @@ class Engine:
             log.warning("deployment %s failed: %s", state.deploy_name, reason)
             return
         old = state.live
-        state.live = Live(version["version"], version["id"], new_steps)
+        plan = parse_steps(json.loads(version["definition"])["steps"])
+        state.live = Live(version["version"], version["id"], new_steps, stage_kinds.build(plan, new_steps))
         state.starting = []
         state.state = "running"
         state.reason = None
         state.failed_models = []
         log.info("deployment %s running (%d step(s), %d replica(s) each)", state.deploy_name, len(new_steps), config.replicas)
-        await self._stop_live(old)
+        if old is not None:  # a task of its own: the next deploy cancels this one, never the drain
+            task = asyncio.create_task(self._retire(old, state.deploy_name, kept), name=f"retire-{state.deploy_name}")
+            self.retiring.add(task)
+            task.add_done_callback(self.retiring.discard)
 
     async def _stop_steps(self, steps: list[Step]) -> None:
         for step in steps:
@@ -221,6 +269,27 @@ class Engine:
     async def _stop_live(self, live: Live | None) -> None:
         if live is not None:
             await self._stop_steps(live.steps)
+
+    @staticmethod
+    def _spare_pools(live: Live | None) -> dict[str, list[Step]]:
+        """The live version's steps by what their pools run: a new version whose step runs exactly
+        the same (model, env, limits, replicas) takes that pool over, so a change of weights or of
+        another step restarts nothing (local placement; pods are always made anew)."""
+        spare: dict[str, list[Step]] = {}
+        for step in live.steps if live else []:
+            if step.same_as:
+                spare.setdefault(step.same_as, []).append(step)
+        return spare
+
+    async def _retire(self, live: Live, deploy_name: str, kept: set[int]) -> None:
+        """Stop a replaced version once the calls it took have answered: new calls already go to
+        the new version, so a swap drops none (they were answered 502 when it stopped at once)."""
+        try:
+            if not await live.drained(DRAIN_TIMEOUT_S):
+                log.warning("deployment %s: %d call(s) on the replaced version still running after %.0fs; "
+                            "stopping it", deploy_name, live.in_flight, DRAIN_TIMEOUT_S)
+        finally:
+            await self._stop_steps([s for s in live.steps if id(s.pool) not in kept])
 
     async def undeploy(self, pipeline_name: str) -> bool:
         state = self.deployments.pop(pipeline_name, None)
@@ -240,6 +309,9 @@ class Engine:
     async def shutdown(self) -> None:
         for name in list(self.deployments):
             await self.undeploy(name)
+        for task in list(self.retiring):  # stop what is still draining, now
+            task.cancel()
+        await asyncio.gather(*self.retiring, return_exceptions=True)
 
     async def wait_settled(self, pipeline_name: str) -> None:
         state = self.deployments.get(pipeline_name)
@@ -278,8 +350,8 @@ class Engine:
             sidekicks = state.failed_sidekicks
         else:
             steps = list(state.starting) or (state.live.steps if state.live else [])
-            if state.starting and state.live:
-                steps = list(state.live.steps) + list(state.starting)
+            if state.starting and state.live:  # a pool taken over is listed once
+                steps = list({id(s.pool): s for s in [*state.live.steps, *state.starting]}.values())
             sidekicks = self._sidekick_rows(steps)
         live = state.live
         if live is not None:
@@ -326,6 +398,13 @@ class Engine:
 
 
 _SEVERITY = {"Error": 3, "Starting": 2, "Stopped": 1, "Running": 0}
+
+
+def _same_as(spec: SidekickSpec, target: StepTarget, config: DeploymentConfig) -> str:
+    """Everything a step's pool runs with; equal for two versions' steps means one pool serves both."""
+    return json.dumps([spec.model_dump(mode="json"), target.sha, target.requirements, target.arch, target.accel,
+                       config.replicas, target.autoscale_min, target.autoscale_max, target.autoscale_target_pct],
+                      sort_keys=True)
 
 
 def _worst(statuses: list[str]) -> str:

@@ -17,45 +17,9 @@ PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 NAME_HELP = "must be 1-63 lowercase letters, digits or '-', starting with a letter or digit (it becomes part of the inference URL)"
 
 
-class ModelStep(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str
-    version: str | None = None
-    sha: str | None = None
-    model_version_id: int | None = None
-
-
-class ModelInference(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    models: list[ModelStep] = Field(min_length=1, max_length=1)
-
-
-class CheckStep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tree: list[str] = Field(min_length=1, description="polars expressions as the SDK's add_validations writes them")
-
-
-class Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model_inference: ModelInference | None = Field(default=None, alias="ModelInference")
-    check: CheckStep | None = Field(default=None, alias="Check")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Step:
-        if (self.model_inference is None) == (self.check is None):
-            raise ValueError("a step is one of ModelInference or Check")
-        return self
-
-    def wire(self) -> dict[str, Any]:
-        if self.check is not None:
-            return {"Check": self.check.model_dump()}
-        assert self.model_inference is not None
-        return {"ModelInference": self.model_inference.models[0].model_dump()}
-
-
 class Definition(BaseModel):
     model_config = ConfigDict(extra="allow")
-    steps: list[Step] = Field(default_factory=list)
+    steps: list[dict[str, Any]] = Field(default_factory=list, description="Wallaroo's steps; checked by the pipelines service")
 
 
 class CreatePipeline(BaseModel):
@@ -74,8 +38,7 @@ class CreatePipeline(BaseModel):
 
 @router.post("/pipelines/create")
 def create_pipeline(request: Request, body: CreatePipeline) -> dict:
-    steps = [step.wire() for step in body.definition.steps]
-    return runtime_of(request).pipelines.create(body.pipeline_id, body.workspace_id, steps)
+    return runtime_of(request).pipelines.create(body.pipeline_id, body.workspace_id, body.definition.steps)
 
 
 class DeployPipeline(BaseModel):

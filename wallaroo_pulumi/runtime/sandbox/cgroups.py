@@ -138,12 +138,14 @@ class CgroupHost:
         dirs: dict[str, str] = {}
         for ctrl, parent in self.parents.items():
             folder = os.path.join(parent, runtime_id)
-            if not os.path.isdir(folder):
-                os.makedirs(folder, exist_ok=True)
-                if self.version == 1 and ctrl == "cpuset":
-                    _inherit_cpuset(folder)
-                if self.version == 2:
-                    _enable_v2(folder, self.parents)
+            # Every time, not only by the thread that made the folder: workers open at once (a
+            # split's models), and one that found the folder made but its cpuset not yet set
+            # inherited an empty cpuset, so the kernel refused its pid (ENOSPC).
+            os.makedirs(folder, exist_ok=True)
+            if self.version == 1 and ctrl == "cpuset":
+                _inherit_cpuset(folder)
+            if self.version == 2:
+                _enable_v2(folder, self.parents)
             path = os.path.join(folder, name)
             os.makedirs(path, exist_ok=True)
             if self.version == 1 and ctrl == "cpuset":

@@ -14,6 +14,7 @@ import pyarrow as pa
 from wallaroo_pulumi.runtime.core.errors import NotFound, Unavailable, WallarooError
 from wallaroo_pulumi.runtime.core.metrics import Metrics
 from wallaroo_pulumi.runtime.engine.engine import DeploymentState, Engine, Live, Step
+from wallaroo_pulumi.runtime.engine.stages import MODEL_SPLIT, ModelCall, model_split_column
 from wallaroo_pulumi.runtime.services.access.usage import Tokens
 from wallaroo_pulumi.runtime.services.guardrails.screen import Finding, Refused, annotate
 from wallaroo_pulumi.runtime.services.guardrails.service import GuardrailPolicies
@@ -27,6 +28,7 @@ from wallaroo_pulumi.runtime.sidekick import (
 from wallaroo_pulumi.runtime.store.logs import LogStore
 from wallaroo_pulumi.runtime.wire.dataset import Dataset
 from wallaroo_pulumi.runtime.wire.formats import RESPONSE_DROP, conform, parse_input, response_kind, result_table
+from wallaroo_pulumi.runtime.wire.route_keys import request_keys
 
 log = logging.getLogger("wallaroo_pulumi.runtime.inference")
 
@@ -90,6 +92,13 @@ class Inference:
     ) -> Answer:
         started = time.perf_counter()
         state, live = self.serving(pipeline_name, deployment_id)
+        with live.hold():  # the version this call took serves it to the end, even if replaced meanwhile
+            return await self._run(pipeline_name, state, live, started, read_body, content_type, accept, dataset)
+
+    async def _run(
+        self, pipeline_name: str, state: DeploymentState, live: Live, started: float,
+        read_body: Callable[[], Awaitable[bytes]], content_type: str | None, accept: str | None, dataset: Dataset | None,
+    ) -> Answer:
         body = await read_body()
         first = live.steps[0]
         entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=live.pipeline_version,
@@ -115,24 +124,32 @@ class Inference:
                     outcome = "refused"
                     logged = entry(guard.table("request", inputs, [], log_only=True), None, rows=rows,
                                    last_model=first.last_model, elapsed=[], step=first.name,
-                                   error=f"{exc.status}: {exc.message}", output_schema=live.steps[-1].output_schema)
+                                   error=f"{exc.status}: {exc.message}", output_schema=live.stages[-1].steps[0].output_schema)
                     raise
+            keys = self.route_keys(live, body, req_kind, inputs)
             current, elapsed, step = inputs, [], first
-            for index, step in enumerate(live.steps):
+            split, shadows = None, {}
+            for index, stage in enumerate(live.stages):
                 t0 = time.perf_counter_ns()
+                step = stage.steps[0]
                 try:
-                    step_input, current = current, await self.step(pipeline_name, live, index, current)
-                    tokens.add_step(step_input, current)
+                    answer = await stage.run(current, keys, self.model_call(pipeline_name, live, index))
+                    tokens.add_step(current, answer.table)
                 except Exception as exc:  # noqa: BLE001 - every failure is answered and logged
                     elapsed.append(time.perf_counter_ns() - t0)
-                    err = step_error(step, exc)
-                    self.metrics.step_errors.labels(pipeline_name, step.name, error_kind(exc)).inc()
+                    err = exc if isinstance(exc, WallarooError) else step_error(step, exc)
                     logged = entry(inputs, None, rows=inputs.num_rows, last_model=step.last_model, elapsed=elapsed,
-                                   step=step.name, error=f"{err.status}: {err.message}",
-                                   output_schema=live.steps[-1].output_schema)
+                                   step=stage.name, error=f"{err.status}: {err.message}",
+                                   output_schema=live.stages[-1].steps[0].output_schema)
                     raise err from None
+                current = answer.table
+                if answer.served is not None:
+                    split = model_split_column(stage.steps, answer.served)
+                shadows.update(answer.logged)
                 elapsed.append(time.perf_counter_ns() - t0)
-                self.metrics.step_latency.labels(pipeline_name, step.name).observe(elapsed[-1] / 1e9)
+                self.metrics.step_latency.labels(pipeline_name, stage.name).observe(elapsed[-1] / 1e9)
+            if split is not None:
+                current = current.append_column(MODEL_SPLIT, split)
             t_steps = time.perf_counter()
             if guard is not None:
                 try:
@@ -140,11 +157,13 @@ class Inference:
                 except Refused as exc:
                     outcome = "refused"
                     logged = entry(inputs, guard.table("response", current, [], log_only=True), rows=rows,
-                                   last_model=step.last_model, elapsed=elapsed, step=step.name,
+                                   last_model=step.last_model, elapsed=elapsed, step=live.stages[-1].name,
                                    error=f"{exc.status}: {exc.message}")
                     raise
             logged = entry(inputs, current, rows=inputs.num_rows, last_model=step.last_model, elapsed=elapsed,
-                           step=step.name, error=None)
+                           step=live.stages[-1].name, error=None)
+            for name, column in shadows.items():
+                logged = logged.append_column(name, column)
             outcome = "ok"
         finally:
             if guard is not None and logged is not None:
@@ -156,28 +175,47 @@ class Inference:
             if self.usage is not None:
                 self.usage(pipeline_name, rows, tokens)
         t_log = time.perf_counter()
-        payload, media_type = (dataset or Dataset()).encode(logged.drop_columns(list(RESPONSE_DROP)), response_kind(accept, req_kind))
+        response = logged.drop_columns([*RESPONSE_DROP, *shadows])  # challengers' answers are only logged
+        payload, media_type = (dataset or Dataset()).encode(response, response_kind(accept, req_kind))
         t_end = time.perf_counter()
         self.metrics.inference_rows.labels(pipeline_name).inc(inputs.num_rows)
         self.metrics.inference_latency.labels(pipeline_name).observe(t_end - started)
         timing = ", ".join(
             [f"parse;dur={(t_parsed - started) * 1e3:.2f}"]
-            + [f'step;desc="{s.name}";dur={ns / 1e6:.2f}' for s, ns in zip(live.steps, elapsed, strict=True)]
+            + [f'step;desc="{s.name}";dur={ns / 1e6:.2f}' for s, ns in zip(live.stages, elapsed, strict=True)]
             + [f"log;dur={(t_log - t_steps) * 1e3:.2f}", f"encode;dur={(t_end - t_log) * 1e3:.2f}",
                f"total;dur={(t_end - started) * 1e3:.2f}"]
         )
         return Answer(payload, media_type, timing)
 
     async def step(self, pipeline_name: str, live: Live, index: int, table: pa.Table) -> pa.Table:
-        """Step `index` of `live` on `table` (conformed to its input schema after the first), its
-        answer conformed to its output schema (kept as returned when that fails)."""
-        step = live.steps[index]
-        if index > 0:
+        """Step `index` of `live`'s models on `table` (conformed to its input schema after the first)."""
+        return await self.run_model(pipeline_name, live.steps[index], table,
+                                    live.steps[index - 1].name if index > 0 else None)
+
+    def model_call(self, pipeline_name: str, live: Live, index: int) -> ModelCall:
+        """How stage `index` of `live` runs one of its models: errors counted and named after the model."""
+        after = live.stages[index - 1].name if index > 0 else None
+
+        async def call(step: Step, table: pa.Table) -> pa.Table:
+            try:
+                return await self.run_model(pipeline_name, step, table, after)
+            except Exception as exc:  # noqa: BLE001 - named after the step that failed
+                self.metrics.step_errors.labels(pipeline_name, step.name, error_kind(exc)).inc()
+                raise step_error(step, exc) from None
+
+        return call
+
+    async def run_model(self, pipeline_name: str, step: Step, table: pa.Table, after: str | None) -> pa.Table:
+        """One model on `table` (conformed to its input schema when it follows a step, or differs),
+        its answer conformed to its output schema (kept as returned when that fails)."""
+        if after is not None or not table.schema.equals(step.input_schema):
             try:
                 table = conform(table, step.input_schema, f"step '{step.name}' input")
             except WallarooError as exc:
-                previous = live.steps[index - 1].name
-                raise WallarooError(f"step '{step.name}' cannot take the output of step '{previous}': {exc.message}",
+                if after is None:
+                    raise
+                raise WallarooError(f"step '{step.name}' cannot take the output of step '{after}': {exc.message}",
                                     source="engine", step=step.name) from None
         out = await step.pool.predict(table)
         if out.num_rows != table.num_rows:
@@ -188,6 +226,12 @@ class Inference:
             return conform(out, step.output_schema, f"step '{step.name}' output")
         except WallarooError:
             return out  # the declared output schema is advisory: keep what the model returned
+
+    @staticmethod
+    def route_keys(live: Live, body: bytes, kind: str, inputs: pa.Table) -> dict[str, list]:
+        """The request's values of the columns its splits route by (none for plain pipelines)."""
+        columns = {stage.route_key for stage in live.stages if stage.route_key}
+        return request_keys(body, kind, inputs, columns) if columns else {}
 
     def append_log(self, pipeline: str, table: pa.Table) -> None:
         try:

@@ -1,4 +1,5 @@
-"""Pipelines and their versions: ordered model steps, resolved against the registry."""
+"""Pipelines and their versions: ordered steps (model, split, shadow, fallback), their models
+resolved against the registry."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import pyarrow as pa
 from wallaroo_pulumi.runtime.core.errors import BadRequest, NotFound
 from wallaroo_pulumi.runtime.services.registry import Registry
 from wallaroo_pulumi.runtime.store.db import Database, dumps
+from wallaroo_pulumi.runtime.wire.steps import check_steps, model_refs, parse_steps
 from wallaroo_pulumi.runtime.wire.validations import Validation, compile_check
 from wallaroo_pulumi.schemas import schema_from_b64
 
 
 def step_refs(definition: dict[str, Any]) -> list[dict[str, Any]]:
-    """The model reference of each model step of a stored definition."""
-    return [s["ModelInference"]["models"][0] for s in definition["steps"] if "ModelInference" in s]
+    """Every model of a stored definition, stage by stage (each runs in its own sidekick)."""
+    return model_refs(definition["steps"])
 
 
 def validations_of(definition: dict[str, Any], first_input: pa.Schema, last_output: pa.Schema) -> list[Validation]:
@@ -36,26 +38,24 @@ class Pipelines:
         # by pipeline version (id, uuid): a version never changes, and a deleted one's id may come back
         self._validations: dict[tuple[int, str], list[Validation]] = {}
 
-    def create(self, name: str, workspace_id: int, wire_steps: list[dict[str, Any]]) -> dict[str, Any]:
-        """A new version when the resolved steps differ from the current one; the same version otherwise.
-        `wire_steps`: {"ModelInference": {name, version?, sha?, model_version_id?}} or {"Check": {"tree": [...]}}."""
+    def create(self, name: str, workspace_id: int, raw_steps: list[Any]) -> dict[str, Any]:
+        """A new version when the resolved steps differ from the current one; the same version otherwise."""
         self.registry.require_workspace(workspace_id)
-        steps, rows = [], []
-        for i, step in enumerate(wire_steps):
-            if "Check" in step:
-                steps.append({"Check": {"tree": step["Check"]["tree"]}})
-                continue
-            if any("Check" in s for s in steps):
-                raise BadRequest(f"definition.steps[{i}]: a Check step (validations) must come after every model step; "
-                                 "the runtime evaluates validations on the pipeline's answer")
-            row = self.registry.resolve_ref(step["ModelInference"], workspace_id, f"definition.steps[{i}].ModelInference.models[0]")
-            rows.append(row)
-            steps.append({"ModelInference": {"models": [{"name": row["name"], "version": row["version"], "sha": row["sha"]}]}})
-        if rows:
-            validations_of({"steps": steps}, schema_from_b64(rows[0]["input_schema"], "input_schema"),
-                           schema_from_b64(rows[-1]["output_schema"], "output_schema"))
-        elif steps:
+        steps: list[dict[str, Any]] = []
+        first: dict[str, Any] | None = None
+        last: dict[str, Any] | None = None
+        for stage in parse_steps(raw_steps):
+            rows = [self.registry.resolve_ref(ref.model_dump(exclude_none=True), workspace_id, where)
+                    for where, ref in stage.refs]
+            first, last = first or rows[0], rows[0]  # a stage's answer has its first model's schema
+            steps += stage.wire([{"name": row["name"], "version": row["version"], "sha": row["sha"]} for row in rows])
+        checks = [check.wire() for check in check_steps(raw_steps)]
+        if checks and (first is None or last is None):
             raise BadRequest("definition.steps: validations need a model step before them")
+        steps += checks
+        if checks and first is not None and last is not None:  # refused now if the runtime cannot evaluate one
+            validations_of({"steps": steps}, schema_from_b64(first["input_schema"], "input_schema"),
+                           schema_from_b64(last["output_schema"], "output_schema"))
         text = dumps({"steps": steps})
         now = time.time()
         with self.db.tx() as c:
@@ -150,13 +150,13 @@ class Pipelines:
     def steps(self, version: dict[str, Any], workspace_id: int) -> list[dict[str, Any]]:
         """Each step's model version, schemas and requirements, as the engine needs them."""
         rows = []
-        for i, ref in enumerate(step_refs(json.loads(version["definition"]))):
+        for ref in step_refs(json.loads(version["definition"])):
             row = self.registry.version_row(
                 "m.name = ? AND m.workspace_id = ? AND mv.version = ?", (ref["name"], workspace_id, ref["version"])
             )
             if row is None:
                 raise BadRequest(
-                    f"definition.steps[{i}]: model {ref['name']!r} version {ref['version']} no longer exists; "
+                    f"definition: model {ref['name']!r} version {ref['version']} no longer exists; "
                     "create a new pipeline version with an existing model version"
                 )
             rows.append({
@@ -178,7 +178,9 @@ class Pipelines:
             if version is not None and any("Check" in s for s in definition["steps"]):
                 pipeline = self.find(version["pipeline_id"])
                 rows = self.steps(version, pipeline["workspace_id"])
-                found = validations_of(definition, rows[0]["input_schema"], rows[-1]["output_schema"])
+                *before, _ = parse_steps(definition["steps"])  # the answer has its last stage's first model's schema
+                last = rows[sum(len(stage.refs) for stage in before)]
+                found = validations_of(definition, rows[0]["input_schema"], last["output_schema"])
             self._validations[key] = found
         return self._validations[key]
 

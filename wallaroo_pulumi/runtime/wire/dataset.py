@@ -54,11 +54,17 @@ class Dataset:
         """The wanted columns in Wallaroo's order: time, in.*, out.*, check_failures, anomaly.*, metadata.*
         (a log page whose rows grew columns over time has them last)."""
         wanted = [name for name in table.column_names if self._wanted(name)]
-        return table.select(sorted(wanted, key=lambda name: _rank(name.split(".", 1)[0])))
+        return table.select(sorted(wanted, key=lambda name: _rank(_part(name))))
 
     def _wanted(self, name: str) -> bool:
-        part = name.split(".", 1)[0]
+        part = _part(name)
         return _matches(self.include, name, part) and not _matches(self.exclude, name, part)
+
+
+def _part(name: str) -> str:
+    """The part a column belongs to; a shadow challenger's `out_<model>.<field>` is part of `out`."""
+    part = name.split(".", 1)[0]
+    return "out" if part.startswith("out_") else part
 
 
 def _values(query: Mapping[str, Sequence[str]], *names: str) -> list[str]:

@@ -22,6 +22,7 @@ from wallaroo_pulumi.runtime.store.logs.time_column import to_ms
 
 from .errors import ListenerRunError
 from .executor import Executor, ListenerModelRef
+from .served import served_models
 from .store import TaskStore
 
 KEY_PREFIXES = ("in.", "out.")
@@ -146,7 +147,7 @@ def _score_schema(out: pa.Table, store_text: bool) -> list[tuple[str, pa.DataTyp
     fields: list[tuple[str, pa.DataType]] = [("time", TIME_TYPE)]
     if store_text:
         fields.append(("in.text", pa.string()))
-    fields += [("in.source_key", pa.string()), ("in.source_time", TIME_TYPE)]
+    fields += [("in.source_key", pa.string()), ("in.source_time", TIME_TYPE), ("in.source_model", pa.string())]
     for name in out.column_names:
         t = out.column(name).type
         fields.append((f"out.{name}", pa.float64() if pa.types.is_floating(t) or pa.types.is_integer(t) else t))
@@ -178,6 +179,7 @@ def build_score_table(
     run_id: str,
     elapsed_ns: int,
     store_text: bool,
+    models: list[str | None] | None = None,
 ) -> pa.Table:
     n = len(keys)
     cols: dict[str, pa.Array] = {}
@@ -188,6 +190,7 @@ def build_score_table(
         cols["in.text"] = pa.array(texts, pa.string())
     cols["in.source_key"] = pa.array(keys, pa.string())
     cols["in.source_time"] = tm
+    cols["in.source_model"] = pa.array(models if models is not None else [None] * n, pa.string())
     for name in out.column_names:
         c = out.column(name)
         cols[f"out.{name}"] = c.cast(pa.float64()) if pa.types.is_floating(c.type) or pa.types.is_integer(c.type) else c
@@ -302,6 +305,7 @@ async def _score_page(
     stream: str, out_pipe: str, stats: RunStats, log: Callable[[str], None],
 ) -> None:
     texts_all, times_all, parts_all, usable = await asyncio.to_thread(_prepare, table, text_col)
+    models_all = served_models(table)
     stats.rows_skipped += table.num_rows - len(usable)
     bs = args.batch_size
     for b in range(0, len(usable), bs):
@@ -329,6 +333,7 @@ async def _score_page(
                 out=out, texts=texts, keys=ckeys, times_ms=[times_all[i] for i in sel],
                 partitions=[parts_all[i] for i in sel], ref=ref, monitored=args.monitored_pipeline,
                 task_id=task["id"], run_id=run_id, elapsed_ns=elapsed, store_text=args.store_text,
+                models=[models_all[i] for i in sel],
             )
             # The append must finish (or fail) before we decide about the claims, even if this
             # run is being cancelled: shield it and wait it out.

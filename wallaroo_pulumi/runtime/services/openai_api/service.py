@@ -20,7 +20,7 @@ import pyarrow as pa
 from prometheus_client import Histogram
 
 from wallaroo_pulumi.adapters.schemas import OPENAI_FIELD
-from wallaroo_pulumi.runtime.core.errors import NotFound, WallarooError
+from wallaroo_pulumi.runtime.core.errors import BadRequest, NotFound, WallarooError
 from wallaroo_pulumi.runtime.core.metrics import LATENCY_BUCKETS, Metrics
 from wallaroo_pulumi.runtime.engine.engine import DeploymentState, Live
 from wallaroo_pulumi.runtime.services.access.usage import Tokens
@@ -75,6 +75,10 @@ class OpenAIEndpoints:
     def prepare(self, kind: Kind, pipeline_name: str, deployment_id: int | None, raw: bytes) -> Call:
         """The call, checked: the pipeline serves, its first model has `openai_config` enabled, the body is valid."""
         state, live = self.inference.serving(pipeline_name, deployment_id)
+        if not live.plain:
+            raise BadRequest(f"pipeline {pipeline_name!r} has a split, shadow or fallback step: its OpenAI-compatible "
+                             "endpoint serves plain model steps only for now; call its inference URL instead",
+                             param="model")
         step = live.steps[0]
         config = self.registry.openai_config(self.registry.version(step.model_version_id))
         if not config or not config.get("enabled"):
@@ -101,6 +105,10 @@ class OpenAIEndpoints:
 
     # -- unstreamed ----------------------------------------------------------------------
     async def complete(self, call: Call) -> dict[str, Any]:
+        with call.live.hold():  # the version this call took serves it to the end, even if replaced meanwhile
+            return await self._complete(call)
+
+    async def _complete(self, call: Call) -> dict[str, Any]:
         run = _Run(self, call)
         try:
             t0 = time.perf_counter_ns()
@@ -132,9 +140,12 @@ class OpenAIEndpoints:
     async def stream(self, call: Call) -> AsyncIterator[bytes]:
         """Server-sent events as the answer comes; the call runs to its end even if the caller leaves."""
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        held = contextlib.ExitStack()
+        held.enter_context(call.live.hold())  # until the call ends, as `complete`
         task = asyncio.create_task(self._produce(call, queue.put_nowait), name=f"openai-stream-{call.pipeline}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        task.add_done_callback(lambda _task: held.close())
         while (item := await queue.get()) is not None:
             yield item
 
