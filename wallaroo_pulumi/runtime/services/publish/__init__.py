@@ -1,0 +1,5 @@
+"""Publishing: a pipeline version as an OCI image, its edges, and the logs they ship home."""
+
+from wallaroo_pulumi.runtime.services.publish.service import Publishes, PublishTarget
+
+__all__ = ["PublishTarget", "Publishes"]
