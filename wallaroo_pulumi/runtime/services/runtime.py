@@ -24,7 +24,7 @@ from wallaroo_pulumi.runtime.services.access.service import KeysService
 from wallaroo_pulumi.runtime.services.access.targets import Targets
 from wallaroo_pulumi.runtime.services.access.usage import UsageMeter
 from wallaroo_pulumi.runtime.services.deployments import Deployments
-from wallaroo_pulumi.runtime.services.edge import EdgeAgent, import_publish
+from wallaroo_pulumi.runtime.services.edge import EdgeAgent, EdgeJoinRefused, import_publish
 from wallaroo_pulumi.runtime.services.edge.importer import read_publish
 from wallaroo_pulumi.runtime.services.graphql import Graph
 from wallaroo_pulumi.runtime.services.inference import Inference
@@ -161,13 +161,17 @@ class Runtime:
         """The published pipeline deployed here (again when the image is a newer publish), the edge
         joined when the centre answers (a refused join token stops the start), its shipper started."""
         assert self.edge is not None and self.edge_manifest is not None and self.settings.edge is not None
+        try:
+            await asyncio.to_thread(self.edge.join)
+        except EdgeJoinRefused as exc:
+            log.error("%s", exc)
+            raise
         marker = self.settings.data_dir / "edge-publish.json"
         done = json.loads(marker.read_text()) if marker.exists() else {}
         if done.get("publish_id") != self.edge_manifest["publish_id"]:
             await import_publish(self.edge_manifest, self.settings.edge.publish_dir, self.registry, self.artifacts,
                                  self.pipelines, self.deployments, self.settings.max_upload_bytes)
             marker.write_text(json.dumps({"publish_id": self.edge_manifest["publish_id"]}) + "\n")
-        await asyncio.to_thread(self.edge.join)
         self._background(self.edge.run_forever(), "edge-shipper")
 
     async def _collect_orphans(self) -> None:

@@ -61,6 +61,8 @@ async def import_publish(manifest: dict[str, Any], publish_dir: Path, registry: 
             file_name=model["file_name"])
         refs.append({"name": model["name"], "model_version_id": version_id})
     created = pipelines.create(manifest["pipeline"], 1, refs)
+    # named as at the centre, so the rows it logs carry the published version's name
+    pipelines.rename_version(created["pipeline_variant_pk_id"], manifest["pipeline_version"])
     pipeline = pipelines.find(created["pipeline_pk_id"])
     wire = engine_config.from_config(config, lambda name: name)
     dep_id = await deployments.deploy(pipeline, created["pipeline_variant_pk_id"], wire)
