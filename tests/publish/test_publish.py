@@ -46,7 +46,9 @@ def test_a_version_is_published_as_an_image_on_the_base_layers(centre: Server, r
     image = done["pipeline_url"]
     assert image == done["engine_url"] and image.startswith(f"{registry.host}/team/pipelines/edge-double:")
     assert done["pipeline_version_name"] in image and done["pipeline_name"] == "edge-double"
-    assert done["image_bytes"] > 0 and done["publish_seconds"] > 0 and done["image_digest"].startswith("sha256:")
+    image_info = post(centre, "/pipelines/get_publish_image", {"id": done["id"]})
+    assert image_info["image"] == image and image_info["digest"].startswith("sha256:")
+    assert image_info["bytes"] > 0 and image_info["publish_seconds"] > 0
     env = done["engine_config"]["engineAux"]["images"][f"edge-double-model-{model_id}"]["env"]
     assert env == [{"name": "EDGE_TEST_CREDENTIAL", "value": "[secret]"}]
 

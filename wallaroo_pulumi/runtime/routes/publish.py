@@ -96,14 +96,19 @@ def list_edges(request: Request, body: ListEdges) -> dict:
     return runtime_of(request).publishes.list_edges(body.publish_id)
 
 
-class DeletePublish(BaseModel):
+class PublishId(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: int
 
 
 @router.post("/pipelines/delete_publish", summary="Ours: delete a publish's image tag from the registry, then it and its edges")
-def delete_publish(request: Request, body: DeletePublish) -> dict:
+def delete_publish(request: Request, body: PublishId) -> dict:
     return runtime_of(request).publishes.delete(body.id)
+
+
+@router.post("/pipelines/get_publish_image", summary="Ours: a publish's image, digest, size in the registry and push time")
+def get_publish_image(request: Request, body: PublishId) -> dict:
+    return runtime_of(request).publishes.image(body.id)
 
 
 class Join(BaseModel):

@@ -253,9 +253,13 @@ class Publishes:
             "engine_config": wire, "user_images": [], "docker_run_variables": {},
             "engine_url": image, "pipeline_url": image, "helm": None,
             "edge_bundles": bundles or {}, "replaces": replaced,
-            # ours, beside Wallaroo's fields: what the push measured
-            "image_digest": row["digest"], "image_bytes": row["image_bytes"], "publish_seconds": row["publish_seconds"],
-        }
+        }  # no field beyond the SDK's: its PipelinePublish(**answer) refuses unknown keywords
+
+    def image(self, publish_id: int) -> dict[str, Any]:
+        """Ours: what the push made and measured (the SDK's publish answer has no field for it)."""
+        row = self._row(publish_id)
+        return {"id": publish_id, "status": row["status"], "image": row["image"], "digest": row["digest"],
+                "bytes": row["image_bytes"], "publish_seconds": row["publish_seconds"]}
 
     def list(self, pipeline_id: int | None, workspace_id: int | None) -> dict[str, Any]:
         where, params = ("pipeline_id = ?", (pipeline_id,)) if pipeline_id is not None else (
@@ -263,7 +267,7 @@ class Publishes:
         rows = self.db.all(f"SELECT * FROM publishes WHERE {where} ORDER BY id", params)
         ids = [r["id"] for r in rows]
         edges = [e for e in self._edge_rows() if e["publish_id"] in ids]
-        return {"publishes": [self.answer(r) for r in rows], "edges": [self._edge(e) for e in edges]}
+        return {"publishes": [self.answer(r) for r in rows], "edges": [self._edge(e, ours=False) for e in edges]}
 
     # -- edges -------------------------------------------------------------------------
     def _edge_rows(self, publish_id: int | None = None) -> list[dict[str, Any]]:
@@ -271,13 +275,17 @@ class Publishes:
             return self.db.all("SELECT * FROM edges ORDER BY created_at")
         return self.db.all("SELECT * FROM edges WHERE publish_id = ? ORDER BY created_at", (publish_id,))
 
-    def _edge(self, e: dict[str, Any]) -> dict[str, Any]:
-        """The SDK's `Edge` fields (and ours: whether it joined, what it shipped and dropped)."""
+    def _edge(self, e: dict[str, Any], ours: bool = True) -> dict[str, Any]:
+        """The SDK's `Edge` fields, and with `ours` whether it joined, what it shipped and dropped (the SDK
+        reads list_edges_by_publish_id's edges with from_dict, which keeps extra fields, but builds
+        list_publishes_for_pipeline's with Edge(**edge), which refuses them)."""
         config = json.loads(self._row(e["publish_id"])["engine_config"])
-        return {"id": e["id"], "name": e["name"], "tags": json.loads(e["tags"]), "cpus": float(config.get("cpus", 1.0)),
-                "memory": config.get("memory", "1Gi"), "created_at": iso(e["created_at"]),
-                "created_on_version": CREATED_ON_VERSION, "should_run_publish": e["publish_id"], "spiffe_id": None,
-                "joined_at": iso(e["joined_at"]), "shipped_rows": e["shipped_rows"], "dropped_rows": e["dropped_rows"]}
+        out = {"id": e["id"], "name": e["name"], "tags": json.loads(e["tags"]), "cpus": float(config.get("cpus", 1.0)),
+               "memory": config.get("memory", "1Gi"), "created_at": iso(e["created_at"]),
+               "created_on_version": CREATED_ON_VERSION, "should_run_publish": e["publish_id"], "spiffe_id": None}
+        if ours:
+            out.update(joined_at=iso(e["joined_at"]), shipped_rows=e["shipped_rows"], dropped_rows=e["dropped_rows"])
+        return out
 
     def _bundle(self, e: dict[str, Any], row: dict[str, Any]) -> str:
         config = json.loads(row["engine_config"])
