@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 
 from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model
 
@@ -49,3 +51,23 @@ def publish(srv: Server, version_id: int, model_id: int, replaces: list[int] | N
     done = wait_published(srv, started["id"])
     assert done["status"] == "Published", done["error"]
     return done
+
+
+# y = x * the factor the edge gives as its credential (the centre never had it: its value is not in the image)
+FACTOR = 'return {"y": input_data["x"] * float(os.environ["EDGE_TEST_CREDENTIAL"])}'
+PIPELINE = "edge-double"
+
+
+def wait(what: str, check: Callable[[], Any], timeout_s: float = 60, on_fail: Callable[[], str] = lambda: "") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result is not None and result is not False and not (isinstance(result, int) and result == 0):
+            return result
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}\n{on_fail()}")
+
+
+def centre_rows(centre: Server) -> pd.DataFrame:
+    with centre.client() as client:
+        return client.logs(PIPELINE, limit=1000, order="Asc")

@@ -7,33 +7,18 @@ edge can no longer ship; a reused join token stops a second box; `replaces` upgr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 
 from tests.publish.conftest import EdgeBox, centre_args, centre_env, extract_publish_dir
-from tests.publish.publish_helpers import make_pipeline, post, publish
+from tests.publish.publish_helpers import FACTOR, PIPELINE, centre_rows, make_pipeline, post, publish, wait
 from tests.runtime.conftest import Server
 from wallaroo_pulumi.ports import free_port
 from wallaroo_pulumi.runtime.services.publish.bundle import decode_bundle
 from wallaroo_pulumi.testing.oci_registry import OciRegistry as RegistryServer
-
-# y = x * the factor the edge gives as its credential (the centre never had it: its value is not in the image)
-FACTOR = 'return {"y": input_data["x"] * float(os.environ["EDGE_TEST_CREDENTIAL"])}'
-PIPELINE = "edge-double"
-
-
-def wait(what: str, check: Callable[[], Any], timeout_s: float = 60, on_fail: Callable[[], str] = lambda: "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result is not None and result is not False and not (isinstance(result, int) and result == 0):
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}\n{on_fail()}")
 
 
 @pytest.fixture
@@ -54,11 +39,6 @@ def published_edge(centre: Server, registry: RegistryServer, tmp: Path, name: st
     for key in ("WALLAROO_OCI_USERNAME", "WALLAROO_OCI_PASSWORD"):  # an edge box has no registry credentials
         env.pop(key)
     return EdgeBox(tmp / f"{name}-persist", publish_dir, env, ["--ship-interval", "1s", *args]), done
-
-
-def centre_rows(centre: Server) -> pd.DataFrame:
-    with centre.client() as client:
-        return client.logs(PIPELINE, limit=1000, order="Asc")
 
 
 def test_an_edge_serves_offline_and_its_rows_reach_the_centre_once(stopped_centre: Server, registry: RegistryServer,
@@ -160,5 +140,21 @@ def test_replaces_gives_each_edge_its_upgrade_bundle(centre: Server, registry: R
                     on_fail=box.log_tail)
         assert sorted(rows["out.y"].tolist()) == [3.0, 103.0]
         assert set(rows["metadata.pipeline_version"]) == {first["pipeline_version_name"], second["pipeline_version_name"]}
+    finally:
+        box.stop()
+
+
+def test_an_edge_without_a_step_credential_stops_naming_it(centre: Server, registry: RegistryServer,
+                                                             tmp_path: Path) -> None:
+    box, _ = published_edge(centre, registry, tmp_path, "shop-4")
+    box.env = {k: v for k, v in box.env.items() if k != "EDGE_TEST_CREDENTIAL"}
+    proc = box.launch()
+    assert proc.wait(120) != 0
+    assert "EDGE_TEST_CREDENTIAL (model edge-double-model)" in box.log_tail(), box.log_tail()
+    assert "-e NAME=value" in box.log_tail()
+    box.env["EDGE_TEST_CREDENTIAL"] = "3"  # given: the same volume starts (joined already) and serves
+    box.start()
+    try:
+        assert box.infer(PIPELINE, [2.0])[0]["out"]["y"] == 6.0
     finally:
         box.stop()
