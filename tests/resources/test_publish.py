@@ -47,6 +47,7 @@ publish = WallarooPublish("adopted", pipeline_version_pk_id=cfg.require_int("ver
                           opts=pulumi.ResourceOptions(import_=cfg.require("publish_id")))
 edge = WallarooEdge("adopted-edge", publish=publish, name="door", opts=pulumi.ResourceOptions(import_=cfg.require("edge_id")))
 pulumi.export("image", publish.image)
+pulumi.export("edge_image", edge.image)
 """
 
 
@@ -127,7 +128,7 @@ def test_import_adopts_a_publish_and_an_edge_and_bad_input_fails_at_preview(
     stack.config_set("edge_id", edge_id)
     result = stack.up()
     assert result.ops("wallaroo:Publish") == {"adopted": "import"} and result.ops("wallaroo:Edge") == {"adopted-edge": "import"}
-    assert stack.outputs()["image"] == added["pipeline_url"]
+    assert stack.outputs()["image"] == stack.outputs()["edge_image"] == added["pipeline_url"]
     assert changed(stack.preview()) == {}
     stack.destroy()
     with pytest.raises(NotFoundError):  # destroyed: the publish, its tag and its edge are gone

@@ -61,3 +61,7 @@ class PublishAPI(ClientArea):
     def list_edges(self, publish_id: int) -> list[dict[str, Any]]:
         return self._post("/v1/api/pipelines/list_edges_by_publish_id", {"publish_id": publish_id},
                           f"edges of publish {publish_id}")["edges"]
+
+    def all_edges(self) -> list[dict[str, Any]]:
+        """Every edge of every publish (the SDK's Edge fields; `should_run_publish` is its publish)."""
+        return self._post("/v1/api/pipelines/list_publishes_for_pipeline", {}, "edges")["edges"]

@@ -73,15 +73,15 @@ class EdgeProvider(ResourceProvider):
                              "joined_at": edge.get("joined_at"), "bundle": _base.secret(bundle)})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """By the edge's id alone (an import knows nothing else), wherever its publish is now."""
         client = _base.client(props)
-        try:
-            edge = _find(client, int(props["publish_id"]), props["name"]) if props.get("publish_id") else None
-        except NotFoundError:
-            edge = None
-        if edge is None or edge["id"] != id_:
+        found = [e for e in client.all_edges() if e["id"] == id_]
+        if not found:
             return ReadResult(None, {})
+        edge = _find(client, int(found[0]["should_run_publish"]), found[0]["name"])
         live = {"name": edge["name"], "publish_id": edge["should_run_publish"], "tags": edge["tags"],
-                "url": props.get("url"), "edge_id": edge["id"], "image": props.get("image"),
+                "url": props.get("url"), "edge_id": edge["id"],
+                "image": client.publish_status(int(edge["should_run_publish"]))["pipeline_url"],
                 "joined_at": edge.get("joined_at"), "bundle": _base.secret(props.get("bundle")),
                 "token": _base.secret(props.get("token"))}
         return _base.read_result(id_, live, EdgeInputs.model_fields)
