@@ -31,12 +31,12 @@ pipeline = wl.build_pipeline("sdk-edge")
 pipeline.add_model_step(model)
 
 pub = pipeline.publish()
-out["publish"] = {"id": pub.id, "status": str(pub.status.value), "pipeline_url": pub.pipeline_url,
+out["publish"] = {"id": pub.id, "status": str(pub.status), "pipeline_url": pub.pipeline_url,
                   "engine_url": pub.engine_url, "pipeline_name": pub.pipeline_name,
                   "version": str(pub.pipeline_version_name), "created_at": str(pub.created_at)}
 
 with_edge = pub.add_edge("sdk-edge-1", tags=["store"])
-bundle = with_edge.edge_bundles.to_dict()["sdk-edge-1"]
+bundle = dict(with_edge.edge_bundles)["sdk-edge-1"]  # a plain dict once PipelinePublish re-reads it
 out["bundle_lines"] = base64.b64decode(bundle).decode().splitlines()
 
 edges = pub.list_edges()
@@ -46,10 +46,16 @@ out["publishes"] = [p.id for p in pipeline.publishes()]
 out["client_publishes"] = [p.id for p in wl.list_publishes()]
 
 upgrade = pipeline.publish(replaces=[pub])
-out["upgrade"] = {"id": upgrade.id, "replaces": [r.to_dict() for r in upgrade.replaces],
-                  "bundles": sorted(upgrade.edge_bundles.to_dict())}
-out["edges_after_upgrade"] = {"old": [e.name for e in pub.list_edges()], "new": [e.name for e in upgrade.list_edges()]}
+out["upgrade"] = {"id": upgrade.id, "replaces": [dict(r) if isinstance(r, dict) else r.to_dict() for r in upgrade.replaces],
+                  "bundles": sorted(dict(upgrade.edge_bundles))}
+fresh = {p.id: p for p in pipeline.publishes()}  # as listed: no bundles in them
+out["edges_after_upgrade"] = {"old": [e.name for e in fresh[pub.id].list_edges()],
+                              "new": [e.name for e in fresh[upgrade.id].list_edges()]}
+try:  # the SDK builds helm commands for every bundle a publish carries, from the chart's values
+    upgrade.list_edges()
+except TypeError as exc:
+    out["list_edges_with_bundles"] = str(exc)
 
-upgrade.remove_edge("sdk-edge-1")
-out["edges_after_remove"] = [e.name for e in upgrade.list_edges()]
+fresh[upgrade.id].remove_edge("sdk-edge-1")
+out["edges_after_remove"] = [e.name for e in fresh[upgrade.id].list_edges()]
 print(json.dumps(out, default=str))
