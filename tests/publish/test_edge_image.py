@@ -103,7 +103,9 @@ def test_the_published_image_runs_as_an_edge_with_podman(image_centre: Server, r
         return any(s == "running" for s in health["deployments"].values())
 
     try:
+        started = time.monotonic()
         wait("the edge container to serve", serving, timeout_s=240, on_fail=logs)
+        print(f"the edge served {time.monotonic() - started:.1f} s after podman run")
         assert httpx.get(f"{url}/health", timeout=5).json()["edge"]["joined"] is True
         centre.stop()
         answer = httpx.post(f"{url}/infer/{PIPELINE}", content='[{"x": 2.0}, {"x": 4.0}]', timeout=60,
