@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pandas as pd
+import pyarrow as pa
 
 from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model
 
@@ -31,10 +32,11 @@ def wait_published(srv: Server, publish_id: int, timeout_s: float = 120) -> dict
     raise AssertionError(f"publish {publish_id} still {status['status']}:\n{srv.log_tail()}")
 
 
-def make_pipeline(srv: Server, tmp: Path, name: str = "edge-double", body: str = DOUBLE) -> tuple[int, int]:
+def make_pipeline(srv: Server, tmp: Path, name: str = "edge-double", body: str = DOUBLE,
+                  schemas: tuple[pa.Schema, pa.Schema] = (X_SCHEMA, Y_SCHEMA)) -> tuple[int, int]:
     """A one-step pipeline; (its version's pk id, the model version id)."""
     with srv.client() as client:
-        mv = client.upload_model(f"{name}-model", make_model(tmp, f"{name}-model", body), X_SCHEMA, Y_SCHEMA)
+        mv = client.upload_model(f"{name}-model", make_model(tmp, f"{name}-model", body), *schemas)
         created = client.create_pipeline(name, steps=[mv])
     return created.pipeline_version_pk_id, mv.id
 
@@ -68,6 +70,6 @@ def wait(what: str, check: Callable[[], Any], timeout_s: float = 60, on_fail: Ca
     raise AssertionError(f"timed out waiting for {what}\n{on_fail()}")
 
 
-def centre_rows(centre: Server) -> pd.DataFrame:
+def centre_rows(centre: Server, pipeline: str = PIPELINE) -> pd.DataFrame:
     with centre.client() as client:
-        return client.logs(PIPELINE, limit=1000, order="Asc")
+        return client.logs(pipeline, limit=1000, order="Asc")

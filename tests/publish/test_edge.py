@@ -6,16 +6,19 @@ edge can no longer ship; a reused join token stops a second box; `replaces` upgr
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from tests.publish.conftest import EdgeBox, centre_args, centre_env, extract_publish_dir
 from tests.publish.publish_helpers import FACTOR, PIPELINE, centre_rows, make_pipeline, post, publish, wait
-from tests.runtime.conftest import Server
+from tests.runtime.conftest import X_SCHEMA, Y_SCHEMA, Server
 from wallaroo_pulumi.ports import free_port
 from wallaroo_pulumi.runtime.services.publish.bundle import decode_bundle
 from wallaroo_pulumi.testing.oci_registry import OciRegistry as RegistryServer
@@ -30,9 +33,10 @@ def stopped_centre(tmp_path: Path, registry: RegistryServer, base_image: str) ->
     srv.stop()
 
 
-def published_edge(centre: Server, registry: RegistryServer, tmp: Path, name: str, *args: str) -> tuple[EdgeBox, dict]:
-    version_id, model_id = make_pipeline(centre, tmp, PIPELINE, FACTOR)
-    done = publish(centre, version_id, model_id)
+def published_edge(centre: Server, registry: RegistryServer, tmp: Path, name: str, *args: str, pipeline: str = PIPELINE,
+                   body: str = FACTOR, schemas: tuple = (X_SCHEMA, Y_SCHEMA)) -> tuple[EdgeBox, dict]:
+    version_id, model_id = make_pipeline(centre, tmp, pipeline, body, schemas)
+    done = publish(centre, version_id, model_id, pipeline=pipeline)
     added = post(centre, "/pipelines/add_edge_to_publish", {"name": name, "pipeline_publish_id": done["id"]}, status=201)
     publish_dir = extract_publish_dir(registry, done["pipeline_url"], tmp / f"image-{done['id']}")
     env = {**centre_env(registry), "EDGE_BUNDLE": added["edge_bundles"][name], "EDGE_TEST_CREDENTIAL": "3"}
@@ -158,3 +162,36 @@ def test_an_edge_without_a_step_credential_stops_naming_it(centre: Server, regis
         assert box.infer(PIPELINE, [2.0])[0]["out"]["y"] == 6.0
     finally:
         box.stop()
+
+
+# an LLM's stand-in: its answer is the prompt, so the listener's scores are the prompts'
+ECHO_LLM = 'return {"generated_text": np.array([t + os.environ["EDGE_TEST_CREDENTIAL"] for t in input_data["text"]], dtype=object)}'
+TEXT = (pa.schema([("text", pa.string())]), pa.schema([("generated_text", pa.string())]))
+
+
+def test_a_listener_run_at_the_centre_scores_the_edges_answers(stopped_centre: Server, registry: RegistryServer,
+                                                                 tmp_path: Path) -> None:
+    centre = stopped_centre
+    box, _ = published_edge(centre, registry, tmp_path, "shop-5", pipeline="edge-llm", body=ECHO_LLM, schemas=TEXT)
+    box.start()
+    try:
+        centre.stop()
+        answer = httpx.post(f"{box.url}/infer/edge-llm", timeout=60, content=json.dumps(
+            [{"text": t} for t in ("Thank you, this was wonderful! ", "You stupid worthless idiot, shut up. ")]),
+            headers={"Authorization": f"Bearer {box.token}", "Content-Type": "application/json; format=pandas-records"})
+        assert answer.status_code == 200, answer.text
+        centre.start()
+        wait("the edge's rows at the centre", lambda: len(centre_rows(centre, "edge-llm")) == 2 or None,
+             on_fail=box.log_tail)
+    finally:
+        box.stop()
+    task = post(centre, "/task/run_once", {"name": "edge-scores", "workspace_id": 1, "json": {
+        "monitored_pipeline": "edge-llm", "listener_model": {"name": "combined"}}}, status=201)
+    run = wait("the listener run", lambda: (lambda runs: runs[0] if runs and runs[0]["status"] != "running" else None)(
+        post(centre, "/task/list_task_runs", {"task_id": task["id"]})), timeout_s=180, on_fail=centre.log_tail)
+    assert run["status"] == "success" and run["rows_scored"] == 2, run
+    [result] = post(centre, "/listeners/results", {"pipeline": "edge-llm", "listener": "combined"})["results"]
+    records = {r["in"]["text"]: r for r in result["records"]}
+    assert {r["metadata"]["partition"] for r in records.values()} == {"shop-5"}  # scored as the edge's answers
+    assert records["You stupid worthless idiot, shut up. 3"]["out"]["toxicity"] > 0.5
+    assert records["Thank you, this was wonderful! 3"]["out"]["toxicity"] < 0.5
