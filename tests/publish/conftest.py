@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.runtime.conftest import REPO, Server, server_env
+from tests.runtime.conftest import REPO, Server, make_server, server_env  # noqa: F401 - make_server: a fixture
 from wallaroo_pulumi.runtime.store.oci import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, ImageRef, OciRegistry
 from wallaroo_pulumi.testing.oci_registry import OciRegistry as RegistryServer
 from wallaroo_pulumi.testing.processes import launch, log_tail, stop_process, wait_ready

@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,10 @@ def test_a_registry_that_refuses_the_credentials_fails_the_publish_clearly(
 def test_bad_publish_requests_name_the_field(centre: Server, body: dict[str, Any], field: str) -> None:
     answer = httpx.post(f"{centre.url}/v1/api/pipelines/publish", json=body, headers=centre.headers, timeout=30)
     assert answer.status_code in (400, 404) and field in answer.json()["msg"]
+
+
+def test_a_log_segment_over_the_request_limit_is_refused(make_server: Callable[..., Server]) -> None:
+    srv = make_server("small", "--max-request-bytes", "1Mi")
+    answer = httpx.post(f"{srv.url}/v1/api/edge/ship_logs", content=b"\0" * (2 * 2**20), timeout=30,
+                        headers={"Authorization": "Bearer some-edge-key", "X-Edge-Segment": "1", "X-Edge-Dropped": "0"})
+    assert answer.status_code == 413 and "max_request_bytes" in answer.json()["msg"], answer.text

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from wallaroo_pulumi.runtime.core.errors import BadRequest
+from wallaroo_pulumi.runtime.core.errors import BadRequest, TooLarge
 from wallaroo_pulumi.runtime.routes import runtime_of
 from wallaroo_pulumi.runtime.services.access.middleware import bearer
 
@@ -129,7 +129,14 @@ async def ship_logs(request: Request) -> dict:
     dropped = request.headers.get("x-edge-dropped", "0")
     if not segment.isdigit() or not dropped.isdigit():
         raise BadRequest("headers: X-Edge-Segment and X-Edge-Dropped must be whole numbers")
-    body = await request.body()
+    limit = runtime_of(request).settings.max_request_bytes
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body: a log segment over {limit} bytes (max_request_bytes); lower the edge's segment size")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         table = pa.ipc.open_stream(body).read_all()
     except pa.ArrowInvalid as exc:
