@@ -119,7 +119,7 @@ class Join(BaseModel):
 
 @router.post("/edge/join", summary="An edge's first call: its one-use join token for an edge key")
 def join(request: Request, body: Join) -> dict:
-    return runtime_of(request).publishes.join(body.name, body.join_token)
+    return runtime_of(request).edge_links.join(body.name, body.join_token)
 
 
 @router.post("/edge/ship_logs", summary="An edge's sealed log segment (Arrow IPC stream), taken exactly once")
@@ -141,4 +141,4 @@ async def ship_logs(request: Request) -> dict:
         table = pa.ipc.open_stream(body).read_all()
     except pa.ArrowInvalid as exc:
         raise BadRequest(f"body: expected an Arrow IPC stream of log rows ({exc})") from None
-    return await run_in_threadpool(runtime_of(request).publishes.receive_logs, key, segment, table, int(dropped))
+    return await run_in_threadpool(runtime_of(request).edge_links.receive_logs, key, segment, table, int(dropped))

@@ -32,7 +32,7 @@ from wallaroo_pulumi.runtime.services.inference_logs import InferenceLogs
 from wallaroo_pulumi.runtime.services.listeners import ListenerModelRef, ListenerService
 from wallaroo_pulumi.runtime.services.openai_api.service import OpenAIEndpoints
 from wallaroo_pulumi.runtime.services.pipelines import Pipelines
-from wallaroo_pulumi.runtime.services.publish import Publishes, PublishTarget
+from wallaroo_pulumi.runtime.services.publish import EdgeLinks, Publishes, PublishTarget
 from wallaroo_pulumi.runtime.services.registry import Registry
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
 from wallaroo_pulumi.runtime.sidekick import SandboxedPlacement
@@ -91,8 +91,9 @@ class Runtime:
         target = None if pub is None else PublishTarget(
             pub.registry, pub.base_image, pub.username, pub.password.get_secret_value() if pub.password else None,
             pub.insecure)
-        self.publishes = Publishes(self.db, self.secrets, self.pipelines, self.artifacts, self.logstore, target,
+        self.publishes = Publishes(self.db, self.secrets, self.pipelines, self.artifacts, target,
                                    (pub.centre_url if pub is not None else None) or settings.url, data_dir / "publish-work")
+        self.edge_links = EdgeLinks(self.db, self.pipelines, self.publishes, self.logstore)
         self.edge: EdgeAgent | None = None
         self.edge_manifest: dict[str, Any] | None = None
         if settings.edge is not None:

@@ -1,6 +1,6 @@
 """`Publishes`: a pipeline version published as an OCI image (built in the background, its status
-polled as Wallaroo's SDK polls it), the edges of each publish with their one-use join tokens, an
-upgrade (`replaces`) moving edges to a new publish, and the centre's side of an edge's log shipping."""
+polled as Wallaroo's SDK polls it), the edges of each publish with their one-use join tokens, and an
+upgrade (`replaces`) moving edges to a new publish. The edges' own calls are `links.EdgeLinks`'."""
 
 from __future__ import annotations
 
@@ -18,20 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from wallaroo_pulumi import engine_config
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.core.errors import BadRequest, Conflict, NotFound, WallarooError
 from wallaroo_pulumi.runtime.core.secrets import SecretBox
-from wallaroo_pulumi.runtime.services.access.errors import Unauthorized
 from wallaroo_pulumi.runtime.services.pipelines import Pipelines, step_refs
 from wallaroo_pulumi.runtime.services.publish.bundle import EdgeBundle
 from wallaroo_pulumi.runtime.services.publish.image import push_image, write_layer
 from wallaroo_pulumi.runtime.services.publish.store import ensure_tables
 from wallaroo_pulumi.runtime.store.artifacts import ArtifactStore
 from wallaroo_pulumi.runtime.store.db import Database, IntegrityError, dumps
-from wallaroo_pulumi.runtime.store.logs import LogStore
 from wallaroo_pulumi.runtime.store.oci import ImageRef, OciRegistry, RegistryError
 from wallaroo_pulumi.runtime.wire.answers import iso
 
@@ -54,18 +50,18 @@ class PublishTarget:
         return OciRegistry(host, self.username, self.password, insecure=self.insecure)
 
 
-def _sha(text: str) -> str:
+def sha(text: str) -> str:
+    """How join tokens and edge keys are kept: their SHA-256, hex."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Publishes:
     def __init__(self, db: Database, secrets_box: SecretBox, pipelines: Pipelines, artifacts: ArtifactStore,
-                 logstore: LogStore, target: PublishTarget | None, centre_url: str, work_dir: Path) -> None:
+                 target: PublishTarget | None, centre_url: str, work_dir: Path) -> None:
         self.db = db
         self.secrets = secrets_box
         self.pipelines = pipelines
         self.artifacts = artifacts
-        self.logstore = logstore
         self.target = target
         self.centre_url = centre_url
         self.work_dir = work_dir
@@ -96,7 +92,7 @@ class Publishes:
         except engine_config.EngineConfigError as exc:
             raise BadRequest(f"engine_config.{exc}") from None
         for old in replaces:
-            self._row(old, "replaces")
+            self.row(old, "replaces")
         stored = config.model_dump(mode="json")
         for side in stored["sidekicks"].values():  # no credential goes into the image: the edge gives its own
             side["env"] = {name: "" for name in side["env"]}
@@ -109,7 +105,7 @@ class Publishes:
             ).lastrowid
         assert pid is not None
         self._spawn(pid)
-        return self.answer(self._row(pid))
+        return self.answer(self.row(pid))
 
     def _spawn(self, publish_id: int) -> None:
         task = asyncio.get_running_loop().create_task(self._build(publish_id), name=f"publish-{publish_id}")
@@ -145,7 +141,7 @@ class Publishes:
             self._set(publish_id, status="Error", error=message)
             return
         seconds = time.monotonic() - started
-        row = self._row(publish_id)
+        row = self.row(publish_id)
         with self.db.tx() as c:
             c.execute("UPDATE publishes SET status = 'Published', image = ?, digest = ?, image_bytes = ?, "
                       "publish_seconds = ?, updated_at = ? WHERE id = ?",
@@ -154,12 +150,12 @@ class Publishes:
                 for edge in c.execute("SELECT id FROM edges WHERE publish_id = ?", (old,)).fetchall():
                     token = secrets.token_urlsafe(32)
                     c.execute("UPDATE edges SET publish_id = ?, join_token = ?, join_sha256 = ?, joined_at = NULL "
-                              "WHERE id = ?", (publish_id, self.secrets.seal(token), _sha(token), edge["id"]))
+                              "WHERE id = ?", (publish_id, self.secrets.seal(token), sha(token), edge["id"]))
         log.info("published %s (%d MiB in the registry) in %.1f s", pushed.image, pushed.size // 2**20, seconds)
 
     def _build_and_push(self, publish_id: int) -> Any:
         assert self.target is not None
-        row = self._row(publish_id)
+        row = self.row(publish_id)
         version = self.pipelines.version(row["pipeline_version_id"])
         if version is None:
             raise WallarooError(f"pipeline version {row['pipeline_version_id']} no longer exists")
@@ -199,7 +195,7 @@ class Publishes:
 
     def delete(self, publish_id: int) -> dict[str, Any]:
         """Ours: the image's tag deleted from the registry, then the publish and its edges."""
-        row = self._row(publish_id)
+        row = self.row(publish_id)
         removed = False
         if row["image"] and self.target is not None:
             ref = ImageRef.parse(row["image"])
@@ -214,14 +210,14 @@ class Publishes:
         return {"id": publish_id, "image_deleted": removed}
 
     # -- reading -----------------------------------------------------------------------
-    def _row(self, publish_id: int, field: str = "id") -> dict[str, Any]:
+    def row(self, publish_id: int, field: str = "id") -> dict[str, Any]:
         row = self.db.one("SELECT * FROM publishes WHERE id = ?", (publish_id,))
         if row is None:
             raise NotFound(f"{field}: no publish with id {publish_id}")
         return row
 
     def status(self, publish_id: int, include_replace_bundles: bool) -> dict[str, Any]:
-        row = self._row(publish_id)
+        row = self.row(publish_id)
         bundles = self._bundles(publish_id, waiting_only=True) if include_replace_bundles else {}
         return self.answer(row, bundles)
 
@@ -257,7 +253,7 @@ class Publishes:
 
     def image(self, publish_id: int) -> dict[str, Any]:
         """Ours: what the push made and measured (the SDK's publish answer has no field for it)."""
-        row = self._row(publish_id)
+        row = self.row(publish_id)
         return {"id": publish_id, "status": row["status"], "image": row["image"], "digest": row["digest"],
                 "bytes": row["image_bytes"], "publish_seconds": row["publish_seconds"]}
 
@@ -279,7 +275,7 @@ class Publishes:
         """The SDK's `Edge` fields, and with `ours` whether it joined, what it shipped and dropped (the SDK
         reads list_edges_by_publish_id's edges with from_dict, which keeps extra fields, but builds
         list_publishes_for_pipeline's with Edge(**edge), which refuses them)."""
-        config = json.loads(self._row(e["publish_id"])["engine_config"])
+        config = json.loads(self.row(e["publish_id"])["engine_config"])
         out = {"id": e["id"], "name": e["name"], "tags": json.loads(e["tags"]), "cpus": float(config.get("cpus", 1.0)),
                "memory": config.get("memory", "1Gi"), "created_at": iso(e["created_at"]),
                "created_on_version": CREATED_ON_VERSION, "should_run_publish": e["publish_id"], "spiffe_id": None}
@@ -295,19 +291,19 @@ class Publishes:
                           CONFIG_CPUS=str(max(1, round(float(config.get("cpus", 1.0)))))).encode()
 
     def _bundles(self, publish_id: int, waiting_only: bool) -> dict[str, str]:
-        row = self._row(publish_id)
+        row = self.row(publish_id)
         return {e["name"]: self._bundle(e, row) for e in self._edge_rows(publish_id)
                 if not waiting_only or e["joined_at"] is None}
 
     def add_edge(self, publish_id: int, name: str, tags: list[str]) -> dict[str, Any]:
         """A new edge of a published publish, its bundle in `edge_bundles` (201)."""
-        row = self._row(publish_id, "pipeline_publish_id")
+        row = self.row(publish_id, "pipeline_publish_id")
         if row["status"] != "Published":
             raise Conflict(f"pipeline_publish_id: publish {publish_id} is {row['status']}, not Published: wait for "
                            "it (get_publish_status) before adding edges")
         token = secrets.token_urlsafe(32)
         edge = {"id": str(uuid.uuid4()), "name": name, "publish_id": publish_id, "tags": dumps(tags),
-                "join_token": self.secrets.seal(token), "join_sha256": _sha(token), "created_at": time.time()}
+                "join_token": self.secrets.seal(token), "join_sha256": sha(token), "created_at": time.time()}
         try:
             with self.db.tx() as c:
                 c.execute("INSERT INTO edges (id, name, publish_id, tags, join_token, join_sha256, created_at) "
@@ -323,67 +319,5 @@ class Publishes:
                 raise NotFound(f"name: no edge named {name!r}")
 
     def list_edges(self, publish_id: int) -> dict[str, Any]:
-        self._row(publish_id, "publish_id")
+        self.row(publish_id, "publish_id")
         return {"edges": [self._edge(e) for e in self._edge_rows(publish_id)]}
-
-    # -- the edges' own calls ----------------------------------------------------------
-    def join(self, name: str, join_token: str) -> dict[str, Any]:
-        """An edge's first call: its join token, taken once, for an edge key (the only time it is shown)."""
-        edge = self.db.one("SELECT * FROM edges WHERE join_sha256 = ?", (_sha(join_token),))
-        if edge is None or edge["name"] != name:
-            raise Unauthorized(f"edge {name!r}: this join token belongs to no edge of this centre (it was removed, "
-                               "or replaced by an upgrade): add the edge again (add_edge) and start it with the new "
-                               "EDGE_BUNDLE")
-        if edge["joined_at"] is not None:
-            raise Conflict(f"edge {name!r}: its join token was already used at {iso(edge['joined_at'])}; a join token "
-                           "works once. Keep the edge's /persist volume between restarts, or remove the edge and add "
-                           "it again for a new bundle", source="edge")
-        key = secrets.token_urlsafe(32)
-        with self.db.tx() as c:
-            done = c.execute("UPDATE edges SET joined_at = ?, key_sha256 = ? WHERE id = ? AND joined_at IS NULL",
-                             (time.time(), _sha(key), edge["id"])).rowcount
-        if done != 1:
-            raise Conflict(f"edge {name!r}: its join token was used by another start at the same moment", source="edge")
-        row = self._row(edge["publish_id"])
-        version = self.pipelines.version(row["pipeline_version_id"])
-        return {"edge_id": edge["id"], "edge_key": key, "publish_id": row["id"],
-                "pipeline_version": version["version"] if version else None}
-
-    def _edge_of_key(self, key: str) -> dict[str, Any]:
-        edge = self.db.one("SELECT * FROM edges WHERE key_sha256 = ?", (_sha(key),))
-        if edge is None:
-            raise Unauthorized("this edge key belongs to no edge of this centre: the edge was removed (remove_edge) "
-                               "or joined again elsewhere; its logs are no longer accepted")
-        return edge
-
-    def receive_logs(self, key: str, segment: str, table: pa.Table, dropped: int) -> dict[str, Any]:
-        """One sealed segment of an edge's inference log, taken exactly once: the rows land in the
-        pipeline's log with `metadata.partition` = the edge's name and their own timestamps."""
-        edge = self._edge_of_key(key)
-        row = self._row(edge["publish_id"])
-        pipeline = self.db.one("SELECT name FROM pipelines WHERE id = ?", (row["pipeline_id"],))
-        if pipeline is None:
-            raise NotFound(f"edge {edge['name']!r}: its pipeline was deleted; its logs have nowhere to go")
-        if "time" not in table.column_names:
-            raise BadRequest("body: the rows have no `time` column")
-        n = table.num_rows
-        table = _set_column(table, "metadata.partition", pa.array([edge["name"]] * n, pa.string()))
-        with self.db.tx() as c:  # the shipment is recorded in the same transaction that stores its rows
-            if c.execute("SELECT 1 FROM edge_shipments WHERE edge_id = ? AND segment = ?",
-                         (edge["id"], segment)).fetchone() is not None:
-                return {"accepted": 0, "duplicate": True}
-            c.execute("INSERT INTO edge_shipments (edge_id, segment, rows, received_at) VALUES (?, ?, ?, ?)",
-                      (edge["id"], segment, n, time.time()))
-            c.execute("UPDATE edges SET shipped_rows = shipped_rows + ?, dropped_rows = ? WHERE id = ?",
-                      (n, max(dropped, edge["dropped_rows"]), edge["id"]))
-            self.logstore.append(pipeline["name"], table, sync=True)
-        if dropped:
-            log.warning("edge %s dropped %d of its oldest inference log rows while it could not ship them "
-                        "(its LOCAL_INFERENCE_STORAGE bound)", edge["name"], dropped)
-        return {"accepted": n, "duplicate": False}
-
-
-def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, values)
-    return table.append_column(name, values)
