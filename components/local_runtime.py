@@ -18,6 +18,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from wallaroo_pulumi.ports import free_port
+from wallaroo_pulumi.resources._base import reveal
 from wallaroo_pulumi.resources.connection import Connection
 from wallaroo_pulumi.resources.progress import report
 
@@ -148,8 +149,15 @@ class _ProcessProvider(ResourceProvider):
         log = open(data_dir / "runtime.log", "ab")
         cmd = [props.get("python") or sys.executable, "-m", "wallaroo_pulumi.cli", "runtime", "serve",
                "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
+        env = dict(os.environ)
+        publish = props.get("publish")
+        if publish:  # the registry's credentials through the environment, never the command line
+            cmd += ["--publish-registry", publish["registry"], "--publish-base-image", publish["base_image"],
+                    *(["--publish-insecure"] if publish.get("insecure") else [])]
+            env.update({k: str(reveal(v)) for k, v in (("WALLAROO_OCI_USERNAME", publish.get("username")),
+                                                        ("WALLAROO_OCI_PASSWORD", publish.get("password"))) if v})
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=str(data_dir))
+                                start_new_session=True, cwd=str(data_dir), env=env)
         (data_dir / "runtime.pid").write_text(str(proc.pid))
         report(f"LocalRuntime: starting runtime (pid {proc.pid}) at {url}, data in {data_dir}")
         deadline = time.monotonic() + float(props.get("start_timeout_s") or 60)
@@ -174,7 +182,8 @@ class _ProcessProvider(ResourceProvider):
         # A runtime that died since the last `up` shows as a change, so `up` starts it again.
         died = not _running(olds)
         moved = olds.get("data_dir") != news.get("data_dir")
-        return DiffResult(changes=died or moved, replaces=["data_dir"] if moved else [])
+        republish = reveal(olds.get("publish")) != reveal(news.get("publish"))  # restarted with the new registry
+        return DiffResult(changes=died or moved or republish, replaces=["data_dir"] if moved else [])
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         _stop_all(olds.get("data_dir"), olds.get("pid"))
@@ -243,16 +252,27 @@ class LocalRuntime(pulumi.ComponentResource):
     """The bundled runtime on this machine. Outputs: `url`, `token` (secret), `connection`.
 
     `data_dir` holds everything (SQLite metadata, artifacts, inference logs, the
-    admin token). It is kept on destroy unless `keep_data=False`.
+    admin token). It is kept on destroy unless `keep_data=False`. With `publish_registry` and
+    `publish_base_image` it publishes pipelines there (`WallarooPublish`), logging in with
+    `publish_username` / `publish_password` (secret); `publish_insecure`: plain HTTP.
     """
 
     def __init__(self, name: str, *, data_dir: str | Path, port: int = 0, keep_data: bool = True,
-                 start_timeout_s: float = 60, opts: pulumi.ResourceOptions | None = None) -> None:
+                 start_timeout_s: float = 60, publish_registry: str | None = None,
+                 publish_base_image: str | None = None, publish_username: pulumi.Input[str] | None = None,
+                 publish_password: pulumi.Input[str] | None = None, publish_insecure: bool = False,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("wallaroo:index:LocalRuntime", name, None, opts)
+        if (publish_registry is None) != (publish_base_image is None):
+            raise ValueError(f"LocalRuntime {name}: publish_registry and publish_base_image go together")
+        publish = None if publish_registry is None else {
+            "registry": publish_registry, "base_image": publish_base_image, "username": publish_username,
+            "password": pulumi.Output.secret(publish_password) if publish_password is not None else None,
+            "insecure": publish_insecure}
         process = _RuntimeProcess(
             f"{name}-process",
             {"data_dir": str(Path(data_dir).expanduser().resolve()), "port": port, "keep_data": keep_data,
-             "start_timeout_s": start_timeout_s, "python": sys.executable},
+             "start_timeout_s": start_timeout_s, "python": sys.executable, "publish": publish},
             pulumi.ResourceOptions(parent=self, additional_secret_outputs=["token"]),
         )
         self.url: pulumi.Output[str] = process.url

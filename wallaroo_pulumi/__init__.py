@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from wallaroo_pulumi.deployment import DeploymentConfig, DeploymentConfigBuilder, SidekickConfig
     from wallaroo_pulumi.resources.api_key import WallarooApiKey
     from wallaroo_pulumi.resources.connection import Connection
+    from wallaroo_pulumi.resources.edge import WallarooEdge
     from wallaroo_pulumi.resources.listener_schedule import LLMListenerSchedule
     from wallaroo_pulumi.resources.model import WallarooModel
     from wallaroo_pulumi.resources.pipeline import WallarooPipeline, curl_command
+    from wallaroo_pulumi.resources.publish import WallarooPublish
     from wallaroo_pulumi.resources.steps import Fallback, KeySplit, RandomSplit, Shadow
     from wallaroo_pulumi.scorers.schemas import listener_schemas
 
@@ -47,8 +49,10 @@ _SOURCES = {
     "SidekickConfig": "wallaroo_pulumi.deployment",
     "WallarooApiKey": "wallaroo_pulumi.resources.api_key",
     "WallarooClient": "wallaroo_pulumi.client",
+    "WallarooEdge": "wallaroo_pulumi.resources.edge",
     "WallarooModel": "wallaroo_pulumi.resources.model",
     "WallarooPipeline": "wallaroo_pulumi.resources.pipeline",
+    "WallarooPublish": "wallaroo_pulumi.resources.publish",
     "curl_command": "wallaroo_pulumi.resources.pipeline",
     "listener_schemas": "wallaroo_pulumi.scorers.schemas",
     "local_or_configured": "wallaroo_pulumi.components.local_runtime",
@@ -56,7 +60,8 @@ _SOURCES = {
 __all__ = [
     "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "Fallback", "KeySplit", "KubernetesRuntime",
     "LLMListenerSchedule", "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "RandomSplit", "Shadow",
-    "SidekickConfig", "WallarooApiKey", "WallarooClient", "WallarooModel", "WallarooPipeline", "curl_command", "listener_schemas",
+    "SidekickConfig", "WallarooApiKey", "WallarooClient", "WallarooEdge", "WallarooModel", "WallarooPipeline",
+    "WallarooPublish", "curl_command", "listener_schemas",
     "local_or_configured",
 ]
 

@@ -95,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with kubernetes: a step with autoscale_min 0 scales to zero after this long "
                        "without requests (default 5m)")
 
+    serve.add_argument("--publish-registry", default=None, metavar="HOST/PREFIX",
+                       help="where pipelines/publish pushes images (credentials from $WALLAROO_OCI_USERNAME and "
+                       "$WALLAROO_OCI_PASSWORD); default: publishing is off")
+    serve.add_argument("--publish-base-image", default=None, metavar="IMAGE",
+                       help="the runtime image in a registry, the base of every published image")
+    serve.add_argument("--publish-insecure", action="store_true", help="plain HTTP to the registries (loopback)")
+    serve.add_argument("--public-url", default=None, metavar="URL",
+                       help="the address edges reach this runtime at (their bundle's OPSCENTER_HOST)")
+
+    from wallaroo_pulumi import cli_edge
+
+    cli_edge.add_command(rsub, _size, _duration)
+
     migrate = rsub.add_parser("migrate", help="copy an embedded data dir into a PostgreSQL database and a bucket "
                               "(stop the runtime first; replicas then run with --database and --object-store)")
     migrate.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
@@ -196,6 +209,15 @@ def _serve(args: argparse.Namespace) -> int:
         extra["database_url"] = database
     if args.object_store:
         extra["object_store_url"] = args.object_store
+    if args.publish_registry or args.publish_base_image:
+        if not (args.publish_registry and args.publish_base_image):
+            print("wallaroo-pulumi runtime serve: --publish-registry and --publish-base-image go together",
+                  file=sys.stderr)
+            return 2
+        extra["publish"] = {"registry": args.publish_registry, "base_image": args.publish_base_image,
+                            "username": os.environ.get("WALLAROO_OCI_USERNAME"),
+                            "password": os.environ.pop("WALLAROO_OCI_PASSWORD", None),
+                            "insecure": args.publish_insecure, "centre_url": args.public_url}
     if args.sidekick_placement == "kubernetes":
         image = args.sidekick_image or os.environ.get("WALLAROO_SIDEKICK_IMAGE")
         if not image:
@@ -251,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_keys(args)
     if args.command == "runtime" and args.runtime_command == "serve":
         return _serve(args)
+    if args.command == "runtime" and args.runtime_command == "edge":
+        from wallaroo_pulumi import cli_edge
+
+        return cli_edge.run(args, _size)
     if args.command == "runtime" and args.runtime_command == "migrate":
         return _migrate(args)
     if args.command == "runtime" and args.runtime_command == "token":

@@ -270,6 +270,28 @@ def samples(w: World) -> dict[tuple[str, str], Sample]:
         ("POST", "/v1/api/assays/run"): Sample("POST", "/v1/api/assays/run", {
             "pipeline": "acc-pipe", "score": "y", "baseline": window, "window": window}),
         ("POST", "/v1/api/listeners/builtins"): Sample("POST", "/v1/api/listeners/builtins", {}),
+        **publish_samples(),
+    }
+
+
+def publish_samples() -> dict[tuple[str, str], Sample]:
+    """The publish routes: admin-only. This runtime publishes nowhere and holds no publish, so the
+    admin gets past access to a 400 (no registry) or a 404 (no such publish); tests/publish has the rest."""
+    none = 999
+    return {
+        ("POST", "/v1/api/pipelines/publish"): Sample("POST", "/v1/api/pipelines/publish", {"pipeline_version_id": 1}),
+        ("POST", "/v1/api/pipelines/get_publish_status"): Sample("POST", "/v1/api/pipelines/get_publish_status",
+                                                                 {"id": none}),
+        ("POST", "/v1/api/pipelines/list_publishes_for_pipeline"): Sample(
+            "POST", "/v1/api/pipelines/list_publishes_for_pipeline", {}),
+        ("POST", "/v1/api/pipelines/add_edge_to_publish"): Sample(
+            "POST", "/v1/api/pipelines/add_edge_to_publish", {"name": "acc-edge", "pipeline_publish_id": none}),
+        ("POST", "/v1/api/pipelines/remove_edge"): Sample("POST", "/v1/api/pipelines/remove_edge", {"name": "acc-edge"}),
+        ("POST", "/v1/api/pipelines/list_edges_by_publish_id"): Sample(
+            "POST", "/v1/api/pipelines/list_edges_by_publish_id", {"publish_id": none}),
+        ("POST", "/v1/api/pipelines/delete_publish"): Sample("POST", "/v1/api/pipelines/delete_publish", {"id": none}),
+        ("POST", "/v1/api/pipelines/get_publish_image"): Sample("POST", "/v1/api/pipelines/get_publish_image",
+                                                                {"id": none}),
     }
 
 
@@ -319,6 +341,7 @@ NO_ONES_DATA = (200, 200, 200, 403, 403, 403)
 LOGS = (200, 200, 403, 403, 200, 403)
 INFER = (200, 200, 403, 200, 200, 403)
 OPENAI = (404, 404, 403, 404, 404, 403)
+NO_PUBLISH = (404, 403, 403, 403, 403, 403)  # admin-only, and the admin reaches a publish this runtime lacks
 EXPECTED: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     #                                                               admin deployer deployer-2 infer infer+logs infer-2
     ("GET", "/metrics"): ADMIN_ONLY,
@@ -374,12 +397,23 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     ("POST", "/v1/api/listeners/results"): LOGS,
     ("POST", "/v1/api/assays/run"): LOGS,
     ("POST", "/v1/api/listeners/builtins"): NO_ONES_DATA,
+    ("POST", "/v1/api/pipelines/publish"): (400, 403, 403, 403, 403, 403),  # past access: no registry here
+    ("POST", "/v1/api/pipelines/get_publish_status"): NO_PUBLISH,
+    ("POST", "/v1/api/pipelines/list_publishes_for_pipeline"): ADMIN_ONLY,
+    ("POST", "/v1/api/pipelines/add_edge_to_publish"): NO_PUBLISH,
+    ("POST", "/v1/api/pipelines/remove_edge"): NO_PUBLISH,
+    ("POST", "/v1/api/pipelines/list_edges_by_publish_id"): NO_PUBLISH,
+    ("POST", "/v1/api/pipelines/delete_publish"): NO_PUBLISH,
+    ("POST", "/v1/api/pipelines/get_publish_image"): NO_PUBLISH,
 }
+#: Routes outside API keys: an edge's own calls, authenticated by its join token and edge key (tests/publish).
+EDGE_OWN = {("POST", "/v1/api/edge/join"), ("POST", "/v1/api/edge/ship_logs")}
 
 
 def test_every_route_is_in_the_table_and_has_a_sample(world: World) -> None:
     spec = httpx.get(world.server.url + "/v1/api/openapi.json", headers=world.server.headers).json()
     routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops} - {("GET", "/health"), ("GET", "/v1/api/config")}
+    routes -= EDGE_OWN
     assert routes <= set(EXPECTED), f"routes missing from the table: {sorted(routes - set(EXPECTED))}"  # (+ the docs' own)
     assert set(samples(world)) == set(EXPECTED)
 

@@ -5,12 +5,17 @@ and enum values. Errors parse too (Wallaroo's `msg`/`code` body)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import pytest
 
-from tests.runtime.conftest import Server, make_model
+from tests.publish.conftest import base_image, centre_args, centre_env, registry  # noqa: F401 - fixtures
+from tests.runtime.conftest import X_SCHEMA, Y_SCHEMA, Server, make_model
 from tests.wire.conftest import run_sdk
 from wallaroo_pulumi.orchestration import ORCHESTRATION_ID
+from wallaroo_pulumi.testing.oci_registry import OciRegistry as RegistryServer
 
 ECHO = 'import os\nreturn {"y": input_data["x"] * 2.0 + len(os.environ.get("SECRET_KEY", ""))}'
 
@@ -48,6 +53,37 @@ EXPECTED = {
     "models/delete_model": (200, "DeleteModelResponse200"),
 }
 
+#: driven against a runtime that publishes (test_the_publish_endpoints_parse_as_the_generated_clients_models)
+PUBLISH_EXPECTED = {
+    "pipelines/publish": (202, "PublishPipelineResponse202"),
+    "pipelines/get_publish_status": (200, "GetPublishStatusResponse200"),
+    "pipelines/add_edge_to_publish": (201, "AddEdgeToPublishResponse201"),
+    "pipelines/list_edges_by_publish_id": (200, "ListEdgesByPublishIdResponse200"),
+    "pipelines/list_publishes_for_pipeline": (200, "ListPublishesForPipelineResponse200"),
+    "pipelines/remove_edge": (200, None),  # the spec gives its 200 no body
+}
+
+
+@pytest.fixture
+def publishing_server(tmp_path: Path, registry: RegistryServer, base_image: str) -> Iterator[Server]:  # noqa: F811
+    srv = Server(tmp_path / "publishing", centre_args(registry, base_image), centre_env(registry)).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.timeout(900)
+def test_the_publish_endpoints_parse_as_the_generated_clients_models(sdk_python: str, publishing_server: Server,
+                                                                     tmp_path: Path) -> None:
+    with publishing_server.client() as api:
+        mv = api.upload_model("wire-edge-model", make_model(tmp_path, "wire-edge-model", ECHO), X_SCHEMA, Y_SCHEMA)
+        created = api.create_pipeline("wire-edge", steps=[mv])
+    lines = run_sdk(sdk_python, "publish_endpoints.py", publishing_server.url, publishing_server.token,
+                    str(created.pipeline_id), str(created.pipeline_version_pk_id), str(mv.id), server=publishing_server)
+    got = {line["endpoint"]: (line["status"], line["parsed"]) for line in lines}
+    assert got == PUBLISH_EXPECTED
+    assert next(line["value"] for line in lines if line["endpoint"] == "pipelines/get_publish_status") == "Published"
+
+
 @pytest.mark.timeout(1800)
 def test_every_endpoint_parses_as_the_generated_clients_model(sdk_python: str, wire_server: Server, tmp_path) -> None:
     model = make_model(tmp_path, "echo", ECHO)
@@ -62,7 +98,7 @@ def test_every_endpoint_parses_as_the_generated_clients_model(sdk_python: str, w
     generated = set(next(line["generated_urls"] for line in lines if "generated_urls" in line))
     spec = httpx.get(wire_server.url + "/v1/api/openapi.json", headers=wire_server.headers).json()
     served = {path for path, ops in spec["paths"].items() if "post" in ops}
-    called = {"/v1/api/" + name.split(" ")[0] for name in got}
+    called = {"/v1/api/" + name.split(" ")[0] for name in [*got, *PUBLISH_EXPECTED]}
     assert served & generated == called, "an endpoint served in Wallaroo's API is not driven here"
 
 

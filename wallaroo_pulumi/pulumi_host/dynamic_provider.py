@@ -20,6 +20,8 @@ PROVIDERS = {
     "wallaroo:Model": "wallaroo_pulumi.resources.model:ModelProvider",
     "wallaroo:Pipeline": "wallaroo_pulumi.resources.pipeline:PipelineProvider",
     "wallaroo:ListenerSchedule": "wallaroo_pulumi.resources.listener_schedule:ScheduleProvider",
+    "wallaroo:Publish": "wallaroo_pulumi.resources.publish:PublishProvider",
+    "wallaroo:Edge": "wallaroo_pulumi.resources.edge:EdgeProvider",
 }
 
 

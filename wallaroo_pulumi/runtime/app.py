@@ -19,6 +19,7 @@ from wallaroo_pulumi.runtime.routes import (
     openai,
     pipelines,
     platform,
+    publish,
     usage,
     workspaces,
 )
@@ -59,14 +60,18 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     @app.get("/health", tags=["ops"], summary="Liveness (no auth)")
     async def health() -> dict:
         states = rt.engine.deployments.values()
-        return {"status": "ok", "version": VERSION, "deployments": {s.deploy_name: s.state for s in states},
-                "sidekick_sandbox": rt.sandbox.report()}
+        out = {"status": "ok", "version": VERSION, "deployments": {s.deploy_name: s.state for s in states},
+               "sidekick_sandbox": rt.sandbox.report()}
+        if rt.edge is not None:
+            out["edge"] = rt.edge.report()
+        return out
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     async def metrics() -> Response:
         return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    for module in (workspaces, models, pipelines, guardrails, inference, openai, logs, keys, usage, graph, platform):
+    for module in (workspaces, models, pipelines, guardrails, publish, inference, openai, logs, keys, usage, graph,
+                   platform):
         app.include_router(module.router)
     if rt.listeners is not None:
         app.include_router(listener_routes.router)

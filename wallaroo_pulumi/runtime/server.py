@@ -46,6 +46,8 @@ def serve(settings: RuntimeSettings) -> None:
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
+        if not server.started:  # the app's startup failed (logged above): not a clean exit
+            raise SystemExit(3)
     finally:
         try:
             current = json.loads(info_path.read_text())

@@ -35,6 +35,29 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
+class PublishSettings(BaseModel):
+    """Where `pipelines/publish` pushes images, and what edges are told to call back."""
+
+    registry: str = Field(description="HOST[:PORT]/PREFIX: images go to HOST as PREFIX/pipelines/<pipeline>:<version>-<id>")
+    base_image: str = Field(description="the runtime image in a registry, e.g. HOST/PREFIX/runtime:1.0: each "
+                                        "publish is its layers plus one holding the pipeline version")
+    username: str | None = None
+    password: SecretStr | None = Field(default=None, description="from $WALLAROO_OCI_PASSWORD")
+    insecure: bool = Field(default=False, description="speak plain HTTP to the registries (a loopback one)")
+    centre_url: str | None = Field(default=None, description="the address edges reach this runtime at "
+                                   "(OPSCENTER_HOST in their bundle); default: the address it serves on")
+
+
+class EdgeSettings(BaseModel):
+    """`runtime edge`: one published pipeline served offline, its logs shipped to the centre."""
+
+    bundle: SecretStr = Field(description="$EDGE_BUNDLE, as add_edge returned it (it holds the join token)")
+    publish_dir: Path = Field(description="the published pipeline in the image ($WALLAROO_PUBLISH_DIR)")
+    storage_bytes: int = Field(default=GiB, gt=0, description="$LOCAL_INFERENCE_STORAGE: the inference log rows kept "
+                               "while the centre cannot be reached; past it the oldest are dropped (and counted)")
+    ship_interval_s: float = Field(default=10.0, gt=0, description="how often logs are shipped (and the bound kept)")
+
+
 class RuntimeSettings(BaseModel):
     data_dir: Path
     host: str = "127.0.0.1"
@@ -104,6 +127,9 @@ class RuntimeSettings(BaseModel):
         "AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) for artifacts and "
         "inference logs; None keeps them in DATA_DIR",
     )
+
+    publish: PublishSettings | None = Field(default=None, description="None: pipelines/publish says how to enable it")
+    edge: EdgeSettings | None = Field(default=None, description="run as an edge box (`runtime edge`)")
 
     @model_validator(mode="after")
     def _check(self) -> RuntimeSettings:

@@ -184,6 +184,11 @@ class Pipelines:
             self._validations[key] = found
         return self._validations[key]
 
+    def rename_version(self, version_id: int, version: str) -> None:
+        """Give a version the uuid it has elsewhere (an edge takes its centre's published one)."""
+        with self.db.tx() as c:
+            c.execute("UPDATE pipeline_versions SET version = ? WHERE id = ?", (version, version_id))
+
     def delete(self, pipeline_id: int) -> None:
         with self.db.tx() as c:
             c.execute("DELETE FROM deployments WHERE pipeline_id = ?", (pipeline_id,))

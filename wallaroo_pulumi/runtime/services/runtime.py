@@ -24,6 +24,8 @@ from wallaroo_pulumi.runtime.services.access.service import KeysService
 from wallaroo_pulumi.runtime.services.access.targets import Targets
 from wallaroo_pulumi.runtime.services.access.usage import UsageMeter
 from wallaroo_pulumi.runtime.services.deployments import Deployments
+from wallaroo_pulumi.runtime.services.edge import EdgeAgent, EdgeJoinRefused, import_publish
+from wallaroo_pulumi.runtime.services.edge.importer import read_publish
 from wallaroo_pulumi.runtime.services.graphql import Graph
 from wallaroo_pulumi.runtime.services.guardrails.service import GuardrailPolicies
 from wallaroo_pulumi.runtime.services.inference import Inference
@@ -31,6 +33,7 @@ from wallaroo_pulumi.runtime.services.inference_logs import InferenceLogs
 from wallaroo_pulumi.runtime.services.listeners import ListenerModelRef, ListenerService
 from wallaroo_pulumi.runtime.services.openai_api.service import OpenAIEndpoints
 from wallaroo_pulumi.runtime.services.pipelines import Pipelines
+from wallaroo_pulumi.runtime.services.publish import EdgeLinks, Publishes, PublishTarget
 from wallaroo_pulumi.runtime.services.registry import Registry
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
 from wallaroo_pulumi.runtime.sidekick import SandboxedPlacement
@@ -59,7 +62,7 @@ class Runtime:
         key = settings.secrets_key
         self.secrets = SecretBox.for_data_dir(data_dir, key.get_secret_value() if key is not None else None)
         self.artifacts = open_artifacts(data_dir, settings.object_store_url)
-        self.logstore = open_logstore(data_dir, settings.object_store_url, self.db)
+        self.logstore = open_logstore(data_dir, settings.object_store_url, self.db, compact=settings.edge is None)
         self.metrics = Metrics()
         self.logstore.on_write_error = lambda pipeline, _exc: self.metrics.log_errors.labels(pipeline).inc()
         # every worker and every requirements install confined; refused where the kernel cannot (D31)
@@ -88,6 +91,18 @@ class Runtime:
         self.targets = Targets(self.db, self.inference.resolve, self.logstore.pipelines)
         self.keys = KeysService(self.key_store, self.registry, self.usage)
         self.logs = InferenceLogs(self.pipelines, self.logstore)
+        pub = settings.publish
+        target = None if pub is None else PublishTarget(
+            pub.registry, pub.base_image, pub.username, pub.password.get_secret_value() if pub.password else None,
+            pub.insecure)
+        self.publishes = Publishes(self.db, self.secrets, self.pipelines, self.artifacts, target,
+                                   (pub.centre_url if pub is not None else None) or settings.url, data_dir / "publish-work")
+        self.edge_links = EdgeLinks(self.db, self.pipelines, self.publishes, self.logstore)
+        self.edge: EdgeAgent | None = None
+        self.edge_manifest: dict[str, Any] | None = None
+        if settings.edge is not None:
+            self.edge_manifest = read_publish(settings.edge.publish_dir)
+            self.edge = EdgeAgent(settings.edge, data_dir, self.logstore, self.edge_manifest["pipeline"])
         self.listeners = ListenerService(
             self.db, self.logstore, resolver=self.resolve_listener_model, role=settings.role,
             lease_seconds=settings.listener_lease_s, metrics=self.metrics, placement=self.placement,
@@ -142,8 +157,28 @@ class Runtime:
             self._background(self.deployments.converge_forever(), "converge-deployments")
         if self.listeners is not None:
             await self.listeners.start()
+        await self.publishes.resume()
+        if self.edge is not None:
+            await self._start_edge()
         self._background(self._flush_usage_forever(), "usage-flush")
         self._background(self.key_store.refresh_forever(), "keys-refresh")
+
+    async def _start_edge(self) -> None:
+        """The published pipeline deployed here (again when the image is a newer publish), the edge
+        joined when the centre answers (a refused join token stops the start), its shipper started."""
+        assert self.edge is not None and self.edge_manifest is not None and self.settings.edge is not None
+        try:
+            await asyncio.to_thread(self.edge.join)
+        except EdgeJoinRefused as exc:
+            log.error("%s", exc)
+            raise
+        marker = self.settings.data_dir / "edge-publish.json"
+        done = json.loads(marker.read_text()) if marker.exists() else {}
+        if done.get("publish_id") != self.edge_manifest["publish_id"]:
+            await import_publish(self.edge_manifest, self.settings.edge.publish_dir, self.registry, self.artifacts,
+                                 self.pipelines, self.deployments, self.settings.max_upload_bytes)
+            marker.write_text(json.dumps({"publish_id": self.edge_manifest["publish_id"]}) + "\n")
+        self._background(self.edge.run_forever(), "edge-shipper")
 
     async def _collect_orphans(self) -> None:
         """Once the restored deployments have settled: delete the step objects none of them claims."""
@@ -168,6 +203,7 @@ class Runtime:
     async def stop(self) -> None:
         if self.listeners is not None:
             await self.listeners.stop()
+        await self.publishes.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -179,4 +215,6 @@ class Runtime:
         if self.pods is not None:
             await self.pods.close()
         self.sandbox.close()
+        if self.edge is not None:
+            self.edge.close()
         self.logstore.close()

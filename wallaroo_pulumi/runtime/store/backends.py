@@ -33,11 +33,12 @@ def open_artifacts(data_dir: Path, object_store_url: str | None = None) -> Artif
     return RemoteArtifactStore(data_dir / "artifacts", bucket)
 
 
-def open_logstore(data_dir: Path, object_store_url: str | None, db: Database) -> LogStore:
+def open_logstore(data_dir: Path, object_store_url: str | None, db: Database, compact: bool = True) -> LogStore:
     """Inference logs in `data_dir/logs`, or in the bucket at `object_store_url`, indexed in `db`
-    (this replica's rows wait in `data_dir/logs` until shipped)."""
+    (this replica's rows wait in `data_dir/logs` until shipped). `compact=False`: an edge, whose
+    shipper names each sealed segment by its number."""
     if object_store_url is None:
-        return LogStore.shared(data_dir / "logs")
+        return LogStore.shared(data_dir / "logs", compact_min_files=4 if compact else 0)
     from wallaroo_pulumi.runtime.store.logs.shared import SharedLogStore
     from wallaroo_pulumi.runtime.store.object_store import ObjectStore
 

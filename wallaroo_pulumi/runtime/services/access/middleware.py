@@ -22,7 +22,9 @@ from wallaroo_pulumi.runtime.services.access.targets import Targets
 from wallaroo_pulumi.runtime.services.access.usage import current_key
 from wallaroo_pulumi.runtime.wire.http_errors import error_response
 
-OPEN_PATHS = frozenset({"/health", "/v1/api/config"})  # the SDK reads /v1/api/config without a token
+OPEN_PATHS = frozenset({"/health", "/v1/api/config",  # the SDK reads /v1/api/config without a token
+                        # an edge's own calls: its join token, then its edge key (checked by the publish service)
+                        "/v1/api/edge/join", "/v1/api/edge/ship_logs"})
 HINT_EVERY_S = 60.0
 HOW = "send 'Authorization: Bearer <key>' (an admin creates keys: `wallaroo-pulumi keys create`)"
 log = logging.getLogger("wallaroo_pulumi.runtime.access")

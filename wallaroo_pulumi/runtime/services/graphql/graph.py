@@ -211,8 +211,14 @@ def _eq(where: dict[str, Any] | None, column: str) -> Any:
     return ((where or {}).get(column) or {}).get("_eq")
 
 
+def _matches(node: Node, where: dict[str, Any] | None) -> bool:
+    """Hasura's where: every column's test holds, and each clause of `_and`."""
+    return all(all(_matches(node, clause) for clause in test) if column == "_and" else _test(node.get(column), test)
+               for column, test in (where or {}).items())
+
+
 def _filter(nodes: Iterable[Node], where: dict[str, Any] | None, order_by: Any) -> list[Node]:
-    out = [n for n in nodes if all(_test(n.get(column), test) for column, test in (where or {}).items())]
+    out = [n for n in nodes if _matches(n, where)]
     for order in reversed(order_by if isinstance(order_by, list) else [order_by] if order_by else []):
         for column, direction in reversed(list(order.items())):
             if isinstance(direction, str):

@@ -34,12 +34,13 @@ class LogStore:
     """
 
     @classmethod
-    def shared(cls, root: Path) -> LogStore:
+    def shared(cls, root: Path, compact_min_files: int = 4) -> LogStore:
+        """`compact_min_files` applies when this call opens the store (0: a shipper numbers segments)."""
         key = Path(root).resolve()
         with _SHARED_LOCK:
             store = _SHARED.get(key)
             if store is None:
-                store = _SHARED[key] = cls(key)
+                store = _SHARED[key] = cls(key, compact_min_files=compact_min_files)
             return store
 
     def __init__(
@@ -129,6 +130,10 @@ class LogStore:
                                   self.compact_min_files)
                 self._logs[pipeline] = log
             return log
+
+    def pipeline_log(self, pipeline: str) -> PipelineLog:
+        """One pipeline's segment log (a shipper `cut`s and `forget`s its sealed segments)."""
+        return self._log(pipeline)
 
     def pipelines(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())

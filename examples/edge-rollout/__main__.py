@@ -1,0 +1,65 @@
+"""A rollout to edge boxes: one stack declares the centre (a local runtime that publishes to a
+registry), the pipeline, its publish and the edges; a version bump upgrades them all in one `up`.
+
+Config:
+  data_dir                    where the centre keeps its data
+  registry                    HOST[:PORT]/PREFIX the centre publishes to
+  base_image                  the runtime image in a registry (scripts/runtime-image, then push it)
+  registry_username           registry login
+  registry_password  secret   registry password
+  registry_insecure           true: plain HTTP (a loopback registry)
+  model_path                  the model folder (default: model/ beside this file); a new one is a new version
+  edges                       comma-separated edge names (default shop-1,shop-2)
+  kubernetes                  true: also run the published image as a site on the current kubeconfig's cluster
+                              (not run by the test suite)
+"""
+
+import hashlib
+from pathlib import Path
+
+import pulumi
+import pyarrow as pa
+
+from wallaroo_pulumi import LocalRuntime, WallarooEdge, WallarooModel, WallarooPipeline, WallarooPublish
+
+cfg = pulumi.Config()
+centre = LocalRuntime("centre", data_dir=cfg.get("data_dir") or ".state/edge-rollout/centre",
+                      publish_registry=cfg.require("registry"), publish_base_image=cfg.require("base_image"),
+                      publish_username=cfg.get("registry_username"),
+                      publish_password=cfg.get_secret("registry_password"),
+                      publish_insecure=cfg.get_bool("registry_insecure") or False)
+conn = centre.connection
+
+model = WallarooModel("scorer", path=cfg.get("model_path") or str(Path(__file__).parent / "model"),
+                      input_schema=pa.schema([("x", pa.float64())]), output_schema=pa.schema([("y", pa.float64())]),
+                      connection=conn)
+pipeline = WallarooPipeline("rollout", steps=[model], connection=conn)
+release = WallarooPublish("rollout-release", pipeline=pipeline, connection=conn)
+names = (cfg.get("edges") or "shop-1,shop-2").split(",")
+edges = {name: WallarooEdge(name, publish=release, tags=["shop"], connection=conn) for name in names}
+
+if cfg.get_bool("kubernetes"):
+    import pulumi_kubernetes as k8s
+
+    site = WallarooEdge("k8s-site", publish=release, connection=conn)
+    secret = k8s.core.v1.Secret("k8s-site-bundle", string_data={"EDGE_BUNDLE": site.bundle})
+    claim = k8s.core.v1.PersistentVolumeClaim("k8s-site", spec={
+        "access_modes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}})
+    k8s.apps.v1.Deployment("k8s-site", spec={
+        "replicas": 1, "strategy": {"type": "Recreate"},  # one box: one /persist, one edge key
+        "selector": {"match_labels": {"app": "k8s-site"}},
+        "template": {
+            "metadata": {"labels": {"app": "k8s-site"},  # a new bundle rolls the pod
+                         "annotations": {"bundle": site.bundle.apply(lambda b: hashlib.sha256(b.encode()).hexdigest()[:12])}},
+            "spec": {"security_context": {"fs_group": 10001},
+                     "containers": [{"name": "edge", "image": release.image,
+                                     "env_from": [{"secret_ref": {"name": secret.metadata.name}}],
+                                     "ports": [{"container_port": 8080}],
+                                     "volume_mounts": [{"name": "persist", "mount_path": "/persist"}]}],
+                     "volumes": [{"name": "persist", "persistent_volume_claim": {"claim_name": claim.metadata.name}}]}}})
+
+pulumi.export("image", release.image)
+pulumi.export("token", centre.token)
+pulumi.export("url", centre.url)
+for name, edge in edges.items():
+    pulumi.export(f"{name}_bundle", edge.bundle)
