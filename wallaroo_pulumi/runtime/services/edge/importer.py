@@ -45,11 +45,23 @@ def edge_config(stored: dict[str, Any], environ: Mapping[str, str]) -> Deploymen
     return DeploymentConfig.model_validate(stored)
 
 
+def local_refs(value: Any, ids: dict[tuple[str, str], int]) -> Any:
+    """The published definition's steps (splits, shadows, checks as they were) with each model
+    ref naming the version registered here."""
+    if isinstance(value, dict) and (value.get("name"), value.get("sha")) in ids:
+        return {"name": value["name"], "model_version_id": ids[(value["name"], value["sha"])]}
+    if isinstance(value, dict):
+        return {k: local_refs(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [local_refs(v, ids) for v in value]
+    return value
+
+
 async def import_publish(manifest: dict[str, Any], publish_dir: Path, registry: Registry, artifacts: ArtifactStore,
                          pipelines: Pipelines, deployments: Deployments, max_upload_bytes: int) -> int:
     """Register, create and deploy the published pipeline here; its deployment id."""
     config = edge_config(json.loads(json.dumps(manifest["engine_config"])), os.environ)
-    refs = []
+    ids: dict[tuple[str, str], int] = {}
     for model in manifest["models"]:
         writer = artifacts.writer(max_upload_bytes)
         with (publish_dir / "models" / model["sha"]).open("rb") as f:
@@ -59,8 +71,8 @@ async def import_publish(manifest: dict[str, Any], publish_dir: Path, registry: 
             workspace_id=1, name=model["name"], visibility="private", conversion=model["conversion"],
             input_schema=model["input_schema"], output_schema=model["output_schema"], writer=writer,
             file_name=model["file_name"])
-        refs.append({"name": model["name"], "model_version_id": version_id})
-    created = pipelines.create(manifest["pipeline"], 1, refs)
+        ids[(model["name"], model["sha"])] = version_id
+    created = pipelines.create(manifest["pipeline"], 1, local_refs(manifest["definition"]["steps"], ids))
     # named as at the centre, so the rows it logs carry the published version's name
     pipelines.rename_version(created["pipeline_variant_pk_id"], manifest["pipeline_version"])
     pipeline = pipelines.find(created["pipeline_pk_id"])
