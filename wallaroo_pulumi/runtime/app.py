@@ -16,6 +16,7 @@ from wallaroo_pulumi.runtime.routes import (
     logs,
     models,
     openai,
+    orchestrations,
     pipelines,
     platform,
     usage,
@@ -65,7 +66,7 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     async def metrics() -> Response:
         return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    for module in (workspaces, models, pipelines, inference, openai, logs, keys, usage, graph, platform):
+    for module in (workspaces, models, pipelines, inference, openai, logs, keys, usage, graph, platform, orchestrations):
         app.include_router(module.router)
     if rt.listeners is not None:
         app.include_router(listener_routes.router)

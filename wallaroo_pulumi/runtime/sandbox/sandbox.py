@@ -324,9 +324,11 @@ class Box:
             os.chown(path, self.uid, self.uid)
 
     def command(self, argv: list[str], env: dict[str, str], *, cwd: str, read: Iterable[Path | str] = (),
-                write: Iterable[Path | str] = (), devices: Iterable[str] = ()) -> tuple[list[str], dict[str, str], str]:
+                write: Iterable[Path | str] = (), devices: Iterable[str] = (),
+                placed: Iterable[tuple[Path | str, str]] = ()) -> tuple[list[str], dict[str, str], str]:
         """(argv, env, cwd) that run ``argv`` (an absolute executable) confined, with ``env`` as its
-        whole environment: it reads the sandbox's paths and ``read``, writes its scratch and ``write``."""
+        whole environment: it reads the sandbox's paths and ``read``, writes its scratch and ``write``;
+        in a private root, each ``placed`` (file, path) shows that file read-only at that path."""
         sandbox = self.sandbox
         abi = sandbox.support.landlock_abi
         rlimits = tuple(self._rlimits())
@@ -341,6 +343,7 @@ class Box:
             cgroup_procs=tuple(self.cgroup.procs_files) if self.cgroup is not None else (),
             scratch=str(self.scratch), rlimits=rlimits,
             scratch_bytes=self.bounds.scratch_bytes if self.bounds is not None and self.uid is not None else None,
+            placed=tuple((str(src), dst) for src, dst in placed) if self.uid is not None else (),
         )
         launcher_env = {
             "PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",

@@ -174,6 +174,15 @@ class KeyStore:
         assert key is not None
         return key, secret
 
+    def mint(self, name: str, workspace_id: int, expires_at: float) -> tuple[int, str]:
+        """A task run's key: deployer in `workspace_id` alone, expiring at `expires_at`; (id, secret)."""
+        key, secret = self.insert(name=name, role="deployer", workspace_id=workspace_id, pipelines=None,
+                                  read_logs=True, limits=KeyLimits(), expires_at=expires_at)
+        return key.id, secret
+
+    def revoke(self, key_id: int) -> None:
+        self.update(key_id, revoked_at=time.time())
+
     def update(self, key_id: int, **columns: Any) -> None:
         """Set `columns` (name, pipelines, read_logs, limits, expires_at, revoked_at) of one key."""
         encode = {"pipelines": lambda v: json.dumps(v) if v is not None else None,
