@@ -57,3 +57,8 @@ class OrchestrationsAPI(ClientArea):
             if time.monotonic() > deadline:
                 raise WallarooError(f"orchestration {orch_id}: still {orch.status} after {timeout_s:g}s")
             time.sleep(poll_s)
+
+    def delete_orchestration(self, orch_id: str) -> int:
+        """Delete an upload no live task uses; the bytes freed (0 while another upload holds the same zip)."""
+        return self._post("/v1/api/orchestration/delete_orchestrations", {"orchestrations": [orch_id]},
+                          f"delete orchestration {orch_id}")["bytes"]

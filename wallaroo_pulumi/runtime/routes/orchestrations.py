@@ -102,3 +102,18 @@ async def get_by_id(request: Request) -> JSON:
     if oid == ORCHESTRATION_ID:
         return builtin_view(1)
     return orchestration_view(runtime_of(request).orchestrations.get(oid))
+
+
+@router.post("/delete_orchestrations", response_model=None,
+             summary="Delete uploaded `orchestrations` (ids) no live task uses; answers the bytes freed.")
+async def delete_orchestrations(request: Request) -> JSON:
+    d = await parse.body(request)
+    ids = d.get("orchestrations")
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise BadRequest(f"orchestrations: expected a list of orchestration ids, got {ids!r}")
+    if ORCHESTRATION_ID in ids:
+        raise BadRequest(f"orchestrations: the built-in {ORCHESTRATION!r} cannot be deleted")
+    rt = runtime_of(request)
+    svc = rt.listeners
+    in_use = {oid: [t["id"] for t in svc.list_tasks(orch_id=oid, killed=False)] if svc is not None else [] for oid in ids}
+    return {"bytes": await rt.orchestrations.delete(ids, in_use)}

@@ -38,7 +38,7 @@ ETC_READ = tuple(f"/etc/{name}" for name in (
     "ssl", "ca-certificates", "ca-certificates.conf", "pki", "crypto-policies", "resolv.conf", "hosts", "host.conf",
     "nsswitch.conf", "gai.conf", "services", "protocols", "localtime", "timezone", "passwd", "group", "ld.so.cache",
     "ld.so.conf", "ld.so.conf.d", "mime.types", "pip.conf", "alternatives", "os-release", "lsb-release",
-    "debian_version", "redhat-release", "system-release", "alpine-release",
+    "debian_version", "redhat-release", "system-release", "alpine-release", "fonts",
 ))
 STD_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 #: Our packages, the only part of a source checkout a confined process reads.

@@ -50,7 +50,7 @@ class Find(StrEnum):
     RUN = "run"  # body `name_field` (default `id`) of a listener run
     IN_WORKSPACE = "in_workspace"  # body `workspace_id` (default 1)
     WORKSPACES = "workspaces"  # body `workspace_ids`; absent or empty lists every workspace
-    ORCHESTRATION = "orchestration"  # body `id` of an uploaded orchestration (the built-in belongs to none)
+    ORCHESTRATION = "orchestration"  # body `name_field` (default `id`): uploaded orchestration id(s) (the built-in: none)
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/orchestration/list", Perm.DEPLOY, Find.IN_WORKSPACE),
     Rule(P, "/v1/api/orchestration/list_all", Perm.DEPLOY, Find.WORKSPACES),
     Rule(P, "/v1/api/orchestration/get_by_id", Perm.DEPLOY, Find.ORCHESTRATION),
+    Rule(P, "/v1/api/orchestration/delete_orchestrations", Perm.DEPLOY, Find.ORCHESTRATION, "orchestrations"),
 )
 _EXACT = {(r.method, r.path): r for r in RULES if "{" not in r.path}
 _TEMPLATED = [r for r in RULES if "{" in r.path]

@@ -52,9 +52,12 @@ class Targets:
             return Target(None) if not ids or not isinstance(ids, list) else Target(frozenset(
                 integer({"id": i}, "id") or 0 for i in ids))
         if kind is Find.ORCHESTRATION:
-            row = self._listener_row("SELECT workspace_id FROM orchestrations WHERE id = ?", body.get("id"))
-            # none: an unknown id (the route's 404) or the built-in llm-listener, which holds no workspace's data
-            return MISSING if row is None else Target(frozenset({row["workspace_id"]}))
+            named = body.get(rule.name_field or "id")
+            rows = [self._listener_row("SELECT workspace_id FROM orchestrations WHERE id = ?", oid)
+                    for oid in (named if isinstance(named, list) else [named])]
+            owners = frozenset(r["workspace_id"] for r in rows if r is not None)
+            # none: unknown ids (the route's 404) or the built-in llm-listener, which holds no workspace's data
+            return Target(owners) if owners else MISSING
         if kind is Find.WORKSPACE:
             return self._new_pipeline(body)
         if kind is Find.PIPELINE:

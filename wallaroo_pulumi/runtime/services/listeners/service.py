@@ -238,7 +238,11 @@ class ListenerService:
                               last_tick=max(task["last_tick"] or 0.0, now))
         if timeout is not None:
             fields["timeout_seconds"] = _timeout(timeout)
-        return store.update_task(tid, **fields)  # type: ignore[return-value]
+        updated = store.update_task(tid, **fields)
+        if task["type"] == "continuous" and fields.get("args", task["args"]) != task["args"]:
+            # its run goes on with the old arguments: stopped, it starts again with the new ones
+            await self._live().runs.kill(self._live().runs.of_task(tid))
+        return updated  # type: ignore[return-value]
 
     def get_task(self, tid: Any, field: str = "id") -> dict[str, Any]:
         """The task `tid`, named by request field `field` (400/404 say which)."""

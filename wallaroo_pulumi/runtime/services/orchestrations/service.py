@@ -130,6 +130,23 @@ class OrchestrationService:
     def list(self, workspace_ids: list[int] | None = None) -> list[dict[str, Any]]:
         return self.store.list(workspace_ids)
 
+    async def delete(self, oids: list[str], in_use: dict[str, list[str]]) -> int:
+        """Remove these uploads (`in_use`: orchestration id -> its live tasks' ids, which refuse it);
+        the bytes of the zips no upload holds any more, which are deleted."""
+        rows = [self.get(oid, "orchestrations") for oid in oids]
+        busy = {oid: tids for oid, tids in in_use.items() if tids}
+        if busy:
+            oid, tids = next(iter(busy.items()))
+            raise OrchestrationNotReady(f"orchestrations: {oid} is used by task(s) {', '.join(tids)}; kill them first")
+        freed = 0
+        for row in rows:
+            await self.wait_packaged(row["id"])
+            await asyncio.to_thread(self.store.delete, row["id"])
+            if not await asyncio.to_thread(self.store.sha_in_use, row["sha"]):
+                freed += row["file_size"]
+                await asyncio.to_thread(self.artifacts.delete, row["sha"])
+        return freed
+
     async def packaged(self, oid: str) -> Packaged:
         """The files a run of `oid` needs (cached after packaging); 409 unless it is ready."""
         row = self.get(oid, "orch_id")

@@ -63,3 +63,10 @@ class OrchestrationStore:
         with self.db.tx() as c:
             c.execute("UPDATE orchestrations SET status = ?, error = ?, updated_at = ? WHERE id = ?",
                       (status, error, time.time(), oid))
+
+    def delete(self, oid: str) -> None:
+        with self.db.tx() as c:
+            c.execute("DELETE FROM orchestrations WHERE id = ?", (oid,))
+
+    def sha_in_use(self, sha: str) -> bool:
+        return self.db.one("SELECT 1 AS x FROM orchestrations WHERE sha = ? LIMIT 1", (sha,)) is not None
