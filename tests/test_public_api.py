@@ -8,7 +8,8 @@ import wallaroo_pulumi
 PUBLIC = [
     "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "KubernetesRuntime", "LLMListenerSchedule",
     "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "SidekickConfig", "WallarooApiKey", "WallarooClient",
-    "WallarooModel", "WallarooPipeline", "curl_command", "listener_schemas", "local_or_configured",
+    "WallarooModel", "WallarooOrchestration", "WallarooPipeline", "WallarooTask", "curl_command", "listener_schemas",
+    "local_or_configured",
 ]
 
 

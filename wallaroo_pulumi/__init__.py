@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from wallaroo_pulumi.resources.connection import Connection
     from wallaroo_pulumi.resources.listener_schedule import LLMListenerSchedule
     from wallaroo_pulumi.resources.model import WallarooModel
+    from wallaroo_pulumi.resources.orchestration import WallarooOrchestration
     from wallaroo_pulumi.resources.pipeline import WallarooPipeline, curl_command
+    from wallaroo_pulumi.resources.task import WallarooTask
     from wallaroo_pulumi.scorers.schemas import listener_schemas
 
 _SOURCES = {
@@ -43,6 +45,8 @@ _SOURCES = {
     "WallarooApiKey": "wallaroo_pulumi.resources.api_key",
     "WallarooClient": "wallaroo_pulumi.client",
     "WallarooModel": "wallaroo_pulumi.resources.model",
+    "WallarooOrchestration": "wallaroo_pulumi.resources.orchestration",
+    "WallarooTask": "wallaroo_pulumi.resources.task",
     "WallarooPipeline": "wallaroo_pulumi.resources.pipeline",
     "curl_command": "wallaroo_pulumi.resources.pipeline",
     "listener_schemas": "wallaroo_pulumi.scorers.schemas",
@@ -51,7 +55,7 @@ _SOURCES = {
 __all__ = [
     "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "KubernetesRuntime", "LLMListenerSchedule",
     "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "SidekickConfig", "WallarooApiKey", "WallarooClient",
-    "WallarooModel", "WallarooPipeline", "curl_command", "listener_schemas", "local_or_configured",
+    "WallarooModel", "WallarooOrchestration", "WallarooPipeline", "WallarooTask", "curl_command", "listener_schemas", "local_or_configured",
 ]
 
 

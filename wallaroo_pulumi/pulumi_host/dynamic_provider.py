@@ -20,6 +20,8 @@ PROVIDERS = {
     "wallaroo:Model": "wallaroo_pulumi.resources.model:ModelProvider",
     "wallaroo:Pipeline": "wallaroo_pulumi.resources.pipeline:PipelineProvider",
     "wallaroo:ListenerSchedule": "wallaroo_pulumi.resources.listener_schedule:ScheduleProvider",
+    "wallaroo:Orchestration": "wallaroo_pulumi.resources.orchestration:OrchestrationProvider",
+    "wallaroo:Task": "wallaroo_pulumi.resources.task:TaskProvider",
 }
 
 
