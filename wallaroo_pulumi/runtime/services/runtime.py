@@ -85,7 +85,7 @@ class Runtime:
         self.targets = Targets(self.db, self.inference.resolve, self.logstore.pipelines)
         self.keys = KeysService(self.key_store, self.registry, self.usage)
         self.logs = InferenceLogs(self.pipelines, self.logstore)
-        # user orchestrations: packaged here, their task runs sandboxed with keys of their own (D45)
+        # user orchestrations: packaged here, their task runs sandboxed with keys of their own (D44)
         self.orchestrations = OrchestrationService(self.db, self.artifacts, self.sandbox, data_dir,
                                                    TaskPython(settings.task_python))
         self.task_runner = TaskRunner(self.orchestrations, self.sandbox, self.key_store, self.task_api_url)

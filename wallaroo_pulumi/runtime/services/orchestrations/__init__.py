@@ -1,5 +1,5 @@
 """User orchestrations: uploaded zips of Python (`main.py`, at most one `requirements.txt`) that
-run as tasks, each run sandboxed with a key of its own (``docs/orchestrations.md``)."""
+run as tasks, each run sandboxed with a key of its own (README "Your own orchestrations", D44)."""
 
 from .package import OrchestrationRejected
 from .python import TaskPython
