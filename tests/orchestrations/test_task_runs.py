@@ -1,19 +1,21 @@
 """Tasks of uploaded orchestrations against the real runtime: main.py runs sandboxed, once, on cron
 and continuously (restarted with backoff); a failing task, one hanging past its timeout and a killed
 one end with a clear status and their stdout/stderr as the run's log; a hostile task sees neither the
-data directory nor another task's key or arguments nor any other process, and its own key is scoped
-to its workspace; a runtime killed mid-run marks the run failed when it starts again."""
+data directory nor another task's key or arguments nor a model's credential nor any other process,
+and its own key is scoped to its workspace; a runtime killed mid-run marks the run failed when it
+starts again."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.orchestrations.conftest import upload
-from tests.runtime.conftest import Server, server_env
+from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model, server_env
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.client.errors import WallarooError
 
@@ -116,6 +118,7 @@ attempt("list data dir", lambda: os.listdir(data))
 attempt("admin token", lambda: open(data + "/admin.token").read())
 attempt("metadata db", lambda: open(data + "/runtime.db", "rb").read(16))
 attempt("runtime environ", lambda: open(f"/proc/{args['runtime_pid']}/environ", "rb").read())
+attempt("model environ", lambda: open(f"/proc/{args['sidekick_pid']}/environ", "rb").read())
 attempt("other task key", lambda: open(args["victim_home"] + "/.cache/wallaroo_sdk/auth/keycloak.json").read())
 attempt("other task args", lambda: open(args["victim_home"] + "/arguments.json").read())
 me = os.getuid()
@@ -133,11 +136,25 @@ tried["other workspace"] = call("/v1/api/orchestration/list", {"workspace_id": 2
 tried["keys"] = call("/v1/api/keys/list", {})
 print("RESULT " + json.dumps(tried))
 """
+MODEL_CREDENTIAL = "model-credential-9f3a"
 VICTIM = "import os, time\nprint('HOME ' + os.environ['HOME'], flush=True)\ntime.sleep(600)\n"
 
 
-def test_a_hostile_task_sees_no_data_dir_no_other_task_and_its_key_stays_in_its_workspace(
-        orch_client: WallarooClient, orch_server: Server) -> None:
+def _deployed_sidekick_pid(client: WallarooClient, srv: Server, tmp_path: Path) -> int:
+    """A deployed model whose sidekick holds a credential in its environment: its pid."""
+    mv = client.upload_model("cred", make_model(tmp_path, "cred", DOUBLE), X_SCHEMA, Y_SCHEMA)
+    created = client.create_pipeline("cred-pipe", steps=[mv])
+    dep = client.deploy("cred-pipe", pipeline_id=created.pipeline_id,
+                        engine_config={"replica_count": 1, "sidekicks": {"cred": {"env": {"MODEL_KEY": MODEL_CREDENTIAL}}}})
+    client.wait_for_deployment(f"cred-pipe-{dep}", timeout_s=120)
+    raw = httpx.post(f"{srv.url}/v1/api/status/get_deployment", json={"name": f"cred-pipe-{dep}"}, headers=srv.headers,
+                     timeout=30).json()
+    return raw["sidekicks"][0]["info"]["pid"]
+
+
+def test_a_hostile_task_sees_no_data_dir_no_other_task_no_model_and_its_key_stays_in_its_workspace(
+        orch_client: WallarooClient, orch_server: Server, tmp_path: Path) -> None:
+    sidekick_pid = _deployed_sidekick_pid(orch_client, orch_server, tmp_path)
     victim = orch_client.create_task("victim", {"secret": "victim-args"}, orch_id=upload(orch_client, {"main.py": VICTIM},
                                                                                           "victim").id, continuous=True)
     deadline = time.monotonic() + 30
@@ -150,17 +167,19 @@ def test_a_hostile_task_sees_no_data_dir_no_other_task_and_its_key_stays_in_its_
     try:
         orch = upload(orch_client, {"main.py": HOSTILE}, "hostile")
         info = json.loads((orch_server.data_dir / "runtime.json").read_text())
-        args = {"data_dir": str(orch_server.data_dir), "runtime_pid": info["pid"], "victim_home": home}
+        args = {"data_dir": str(orch_server.data_dir), "runtime_pid": info["pid"], "victim_home": home,
+                "sidekick_pid": sidekick_pid}
         run = orch_client.wait_for_run(orch_client.create_task("hostile", args, orch_id=orch.id).id, timeout_s=60)
         assert run.status == "success", _logs(orch_client, run.id)
         [result] = [json.loads(line.split("RESULT ", 1)[1]) for line in _logs(orch_client, run.id) if "RESULT " in line]
     finally:
         orch_client.kill_task(victim.id)
-    for what in ("list data dir", "admin token", "metadata db", "runtime environ", "other task key", "other task args"):
+    for what in ("list data dir", "admin token", "metadata db", "runtime environ", "model environ", "other task key",
+                 "other task args"):
         assert result[what] in ("PermissionError", "FileNotFoundError"), (what, result[what])
     assert result["processes seen"] == [True]  # only its own processes, no sidekick's, no runtime's
     assert (result["own workspace"], result["other workspace"], result["keys"]) == (200, 403, 403)
-    assert orch_server.token not in json.dumps(result)
+    assert orch_server.token not in json.dumps(result) and MODEL_CREDENTIAL not in json.dumps(result)
 
 
 def test_a_runs_key_is_revoked_when_it_ends(orch_client: WallarooClient, orch_server: Server) -> None:
