@@ -67,6 +67,16 @@ def test_a_task_past_its_timeout_is_killed_and_timed_out(orch_client: WallarooCl
     assert "stdout F hanging" in _logs(orch_client, run.id)
 
 
+def test_a_task_past_its_memory_is_killed_by_the_kernel(orch_client: WallarooClient) -> None:
+    hog = "print('allocating', flush=True)\nhog = bytearray(3 * 2**30)\nprint('survived')\n"
+    run = orch_client.wait_for_run(orch_client.create_task("hog", {}, orch_id=upload(orch_client, {"main.py": hog},
+                                                                                      "hog").id).id, timeout_s=120)
+    logs = _logs(orch_client, run.id)
+    assert (run.status, run.error) == ("failure", "main.py killed by signal 9 (SIGKILL: e.g. past its memory bound of "
+                                                  "2048 MiB)"), logs
+    assert "stdout F allocating" in logs and "stdout F survived" not in logs
+
+
 def test_a_killed_continuous_task_stops_and_its_run_ends_killed(orch_client: WallarooClient) -> None:
     orch = upload(orch_client, {"main.py": HANGING}, "forever")
     task = orch_client.create_task("forever", {}, orch_id=orch.id, continuous=True)

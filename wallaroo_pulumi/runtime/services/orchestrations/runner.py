@@ -26,6 +26,8 @@ ARGS_PATH = "/home/jovyan/arguments.json"
 #: How long a run's key lives when the run has no deadline (a continuous task): it is revoked when the run ends.
 OPEN_KEY_S = 7 * 86400
 MAX_LINE = 16_384
+#: What one run may take (no task API sets it): a core, 2 GiB, 512 processes; held by the kernel as root.
+RUN_BOUNDS = Bounds(cpus=1.0, memory_bytes=2 * 2**30, max_processes=512)
 
 
 class TaskFailed(Exception):
@@ -56,7 +58,7 @@ class TaskRunner:
         packaged = await self.orchestrations.packaged(task["orch_id"])
         python = self.orchestrations.python
         probe = await asyncio.to_thread(lambda: python.probe)
-        box = await asyncio.to_thread(self.sandbox.open, Bounds(cpus=1.0), f"task-{run_id[:8]}")
+        box = await asyncio.to_thread(self.sandbox.open, RUN_BOUNDS, f"task-{run_id[:8]}")
         expires = time.time() + (deadline_s if deadline_s else OPEN_KEY_S) + 30
         key_id, secret = await asyncio.to_thread(
             self.keys.mint, f"task {task['id']} run {run_id}", task["workspace_id"], expires)
@@ -76,6 +78,8 @@ class TaskRunner:
             code = await proc.wait()
             if code != 0:
                 what = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                if code == -signal.SIGKILL:
+                    what += f" (SIGKILL: e.g. past its memory bound of {RUN_BOUNDS.memory_bytes // 2**20} MiB)"
                 raise TaskFailed(f"main.py {what}" + (" (126: the sandbox could not confine it)" if code == 126 else ""))
         finally:
             if proc is not None and proc.returncode is None:
