@@ -49,6 +49,7 @@ class OrchestrationService:
         self.root = data_dir / "orchestrations"
         self.deps_dir = data_dir / "deps"
         self._packaging: dict[str, asyncio.Task[None]] = {}
+        self._packaged: dict[str, Packaged] = {}  # sha -> its files, once checked here: a run asks no pip again
         self._req_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -153,4 +154,7 @@ class OrchestrationService:
         if row["status"] != "ready":
             why = f": {row['error']}" if row["error"] else "; wait until its status is ready"
             raise OrchestrationNotReady(f"orch_id: orchestration {oid} is {row['status']}{why}")
-        return await self._files(row)
+        found = self._packaged.get(row["sha"])
+        if found is None or not all(p.exists() for p in (found.folder, *found.deps)):
+            found = self._packaged[row["sha"]] = await self._files(row)
+        return found
