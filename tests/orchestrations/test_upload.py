@@ -87,3 +87,23 @@ def test_a_missing_package_ends_in_error_naming_it_and_pips_reason(orch_client: 
         orch_client.create_task("never", {}, orch_id=orch.id)
     assert refused.value.status_code == 409 and "is error" in refused.value.message
     assert "no-such-package-xyz" in refused.value.message
+
+
+def test_deleting_an_upload_removes_its_zip_and_files_once_no_upload_holds_them(orch_client: WallarooClient,
+                                                                                orch_server: Server) -> None:
+    content = zip_of({"main.py": "import time\ntime.sleep(600)\n"})
+    first, second = upload(orch_client, content, "twin-a"), upload(orch_client, content, "twin-b")
+    unpacked = orch_server.data_dir / "orchestrations" / first.sha
+    assert unpacked.is_dir()
+    task = orch_client.create_task("holds-it", {}, orch_id=first.id, continuous=True)
+    with pytest.raises(WallarooError) as refused:
+        orch_client.delete_orchestration(first.id)
+    assert refused.value.status_code == 409 and task.id in refused.value.message
+    orch_client.kill_task(task.id)
+    assert orch_client.delete_orchestration(first.id) == 0  # twin-b holds the same zip
+    assert unpacked.is_dir()
+    assert orch_client.delete_orchestration(second.id) == second.file_size
+    assert not unpacked.exists()
+    with pytest.raises(WallarooError) as gone:
+        orch_client.get_orchestration(first.id)
+    assert gone.value.status_code == 404

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,9 @@ class OrchestrationService:
             await asyncio.to_thread(self.store.delete, row["id"])
             if not await asyncio.to_thread(self.store.sha_in_use, row["sha"]):
                 freed += row["file_size"]
+                self._packaged.pop(row["sha"], None)
                 await asyncio.to_thread(self.artifacts.delete, row["sha"])
+                await asyncio.to_thread(shutil.rmtree, self.root / row["sha"], True)
         return freed
 
     async def packaged(self, oid: str) -> Packaged:
