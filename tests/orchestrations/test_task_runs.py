@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.orchestrations.conftest import upload
 from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model, server_env
 from wallaroo_pulumi.client import WallarooClient
-from wallaroo_pulumi.client.errors import WallarooError
 
 FAILING = """
 import sys
@@ -203,22 +201,29 @@ def test_a_runs_key_is_revoked_when_it_ends(orch_client: WallarooClient, orch_se
     assert answer.status_code == 401 and "revoked" in answer.text
 
 
-def test_a_runtime_killed_mid_run_marks_the_run_failed(tmp_path) -> None:
+def test_a_runtime_killed_mid_run_marks_the_run_failed_and_cron_ticks_still_fire_once(tmp_path) -> None:
     srv = Server(tmp_path / "data", [], server_env()).start()
     try:
         with srv.client() as client:
             orch = upload(client, {"main.py": HANGING}, "hanging")
             task = client.create_task("interrupted", {}, orch_id=orch.id)
+            cron = client.create_task("every-2s", {}, orch_id=upload(client, {"main.py": QUICK}, "quick").id,
+                                      schedule="* * * * * */2")
             deadline = time.monotonic() + 30
             while "stdout F hanging" not in _logs(client, client.list_task_runs(task.id)[0].id):
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
+            before = len(_runs(client, cron.id, 1, 30))
         srv.kill9()
+        time.sleep(3)  # ticks pass while it is down
         srv.start()
         with srv.client() as client:
             [run] = client.list_task_runs(task.id)
             assert (run.status, run.error) == ("failure", "interrupted: the runtime stopped during the run")
-            with pytest.raises(WallarooError):  # nothing of that run runs on: its key is gone with it
-                client.wait_for_run(task.id, timeout_s=0.1, after=run)
+            runs = _runs(client, cron.id, before + 2, 60)
+            client.kill_task(cron.id)
+            ticks = [r.tick for r in client.list_task_runs(cron.id)]
+            assert len(ticks) == len(set(ticks)), ticks  # no tick fired twice, across the crash
+            assert sum(r.status == "success" for r in runs) >= before + 1
     finally:
         srv.stop()
