@@ -201,25 +201,50 @@ def test_a_runs_key_is_revoked_when_it_ends(orch_client: WallarooClient, orch_se
     assert answer.status_code == 401 and "revoked" in answer.text
 
 
-def test_a_runtime_killed_mid_run_marks_the_run_failed_and_cron_ticks_still_fire_once(tmp_path) -> None:
+ORPHAN = """
+import json, os, time
+key = json.load(open(os.environ["XDG_CACHE_HOME"] + "/wallaroo_sdk/auth/keycloak.json"))["access_token"]
+print("PID", os.getpid(), "KEY", key, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """A process that runs (a zombie waiting for its reaper does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_runtime_killed_mid_run_fails_the_run_kills_it_revokes_its_key_and_cron_ticks_fire_once(tmp_path) -> None:
     srv = Server(tmp_path / "data", [], server_env()).start()
     try:
         with srv.client() as client:
-            orch = upload(client, {"main.py": HANGING}, "hanging")
-            task = client.create_task("interrupted", {}, orch_id=orch.id)
+            task = client.create_task("interrupted", {}, orch_id=upload(client, {"main.py": ORPHAN}, "orphan").id)
             cron = client.create_task("every-2s", {}, orch_id=upload(client, {"main.py": QUICK}, "quick").id,
                                       schedule="* * * * * */2")
             deadline = time.monotonic() + 30
-            while "stdout F hanging" not in _logs(client, client.list_task_runs(task.id)[0].id):
+            while not (found := [line.split() for line in _logs(client, client.list_task_runs(task.id)[0].id)
+                                 if " PID " in f" {line}"]):
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
+            pid, key = int(found[0][3]), found[0][5]
+            assert _alive(pid)
             before = len(_runs(client, cron.id, 1, 30))
         srv.kill9()
-        time.sleep(3)  # ticks pass while it is down
+        deadline = time.monotonic() + 10
+        while _alive(pid):  # the task dies with the runtime that started it: no orphan keeps working
+            assert time.monotonic() < deadline, f"task process {pid} outlived its runtime"
+            time.sleep(0.1)
+        time.sleep(2)  # ticks pass while it is down
         srv.start()
         with srv.client() as client:
             [run] = client.list_task_runs(task.id)
             assert (run.status, run.error) == ("failure", "interrupted: the runtime stopped during the run")
+            answer = httpx.post(f"{srv.url}/v1/api/orchestration/list", json={"workspace_id": 1},
+                                headers={"Authorization": f"Bearer {key}"}, timeout=10)
+            assert answer.status_code == 401 and "revoked" in answer.text  # its key went with it
             runs = _runs(client, cron.id, before + 2, 60)
             client.kill_task(cron.id)
             ticks = [r.tick for r in client.list_task_runs(cron.id)]

@@ -13,7 +13,8 @@ Then, as any user: Landlock rules for the same paths, signals and abstract socke
 itself (a Landlock domain also keeps it from ptrace and from other processes' /proc files).
 In a private root, the scratch folder is a tmpfs of ``scratch_bytes`` (its own space, never the
 data directory's filesystem): a write past it fails with ENOSPC. Last, the ``rlimits`` (process
-count, file size) are set, then the command is executed."""
+count, file size) are set (and, ``die_with_parent``, a SIGKILL when its starter dies), then the
+command is executed."""
 
 from __future__ import annotations
 
@@ -208,8 +209,19 @@ def _set_rlimits(policy: Policy) -> None:
         resource.setrlimit(limit, (value, value))
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the parent dies (set after the uid switch, which clears it); at once if it already has."""
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:
+        raise OSError("the process that started it is gone")
+
+
 def confine(policy: Policy) -> None:
     """Confine this process as ``policy`` says (irreversibly)."""
+    parent = os.getppid()
     _join_cgroups(policy)
     private_root = policy.uid is not None
     if private_root:
@@ -219,6 +231,8 @@ def confine(policy: Policy) -> None:
         _landlock(policy, private_root)
     os.chdir(policy.cwd)
     _set_rlimits(policy)
+    if policy.die_with_parent:
+        _die_with_parent(parent)
 
 
 def main(argv: list[str]) -> int:

@@ -29,6 +29,7 @@ class Policy:
     # in a private root: (file, path) pairs, each file shown read-only at a path of its own (a task's
     # arguments where the Wallaroo SDK reads them, /home/jovyan/arguments.json)
     placed: tuple[tuple[str, str], ...] = ()
+    die_with_parent: bool = False  # killed (SIGKILL) when the process that started it dies: no orphan outlives a runtime
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

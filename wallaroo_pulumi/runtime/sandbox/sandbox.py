@@ -325,10 +325,12 @@ class Box:
 
     def command(self, argv: list[str], env: dict[str, str], *, cwd: str, read: Iterable[Path | str] = (),
                 write: Iterable[Path | str] = (), devices: Iterable[str] = (),
-                placed: Iterable[tuple[Path | str, str]] = ()) -> tuple[list[str], dict[str, str], str]:
+                placed: Iterable[tuple[Path | str, str]] = (),
+                die_with_parent: bool = False) -> tuple[list[str], dict[str, str], str]:
         """(argv, env, cwd) that run ``argv`` (an absolute executable) confined, with ``env`` as its
         whole environment: it reads the sandbox's paths and ``read``, writes its scratch and ``write``;
-        in a private root, each ``placed`` (file, path) shows that file read-only at that path."""
+        in a private root, each ``placed`` (file, path) shows that file read-only at that path;
+        ``die_with_parent``: killed when this process dies."""
         sandbox = self.sandbox
         abi = sandbox.support.landlock_abi
         rlimits = tuple(self._rlimits())
@@ -344,6 +346,7 @@ class Box:
             scratch=str(self.scratch), rlimits=rlimits,
             scratch_bytes=self.bounds.scratch_bytes if self.bounds is not None and self.uid is not None else None,
             placed=tuple((str(src), dst) for src, dst in placed) if self.uid is not None else (),
+            die_with_parent=die_with_parent,
         )
         launcher_env = {
             "PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",

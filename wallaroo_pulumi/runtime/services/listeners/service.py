@@ -3,6 +3,8 @@ runtime's database and log store. Roles, leases and the scheduler: ``docs/listen
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from .scheduler import Scheduler
 from .store import TaskStore
 
 ROLES = ("all", "serve", "scheduler")
+log = logging.getLogger("wallaroo_pulumi.listeners")
 
 
 def parse_args(payload: Any) -> ListenerArgs:
@@ -104,6 +107,11 @@ class ListenerService:
                               tick_seconds=self.tick_seconds, lease_seconds=self.lease_seconds, metrics=self.metrics)
         self._on = _Started(store, runs, scheduler)
         await scheduler.recover()
+        if self.tasks is not None:  # the keys of user runs a dead process left go with them
+            revoked = await asyncio.to_thread(self.tasks.keys.revoke_stale,
+                                              lambda: {r["id"] for r in store.running_runs()})
+            if revoked:
+                log.info("revoked %d key(s) of task runs that ended with a stopped runtime", revoked)
         scheduler.start()
         self._started = True
 

@@ -42,6 +42,9 @@ class TaskKeys(Protocol):
 
     def revoke(self, key_id: int) -> None: ...
 
+    def revoke_stale(self, live_runs: Callable[[], set[str]]) -> int:
+        """Revoke the keys of the runs not among `live_runs()` (those a dead runtime left)."""
+
 
 class TaskRunner:
     def __init__(self, orchestrations: OrchestrationService, sandbox: Sandbox, keys: TaskKeys,
@@ -68,7 +71,7 @@ class TaskRunner:
             env["PYTHONPATH"] = os.pathsep.join(str(p) for p in packaged.deps)
             argv, env, cwd = box.command(
                 [python.executable, "-u", "main.py"], env, cwd=str(packaged.folder),
-                read=[packaged.folder, *packaged.deps, *probe.paths], placed=placed)
+                read=[packaged.folder, *packaged.deps, *probe.paths], placed=placed, die_with_parent=True)
             say(f"stdout F [runtime] running main.py of orchestration {task['orch_id']} as run {run_id}")
             proc = await asyncio.create_subprocess_exec(*argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
                                                         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
