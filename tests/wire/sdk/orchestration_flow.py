@@ -22,7 +22,7 @@ import wallaroo  # noqa: E402
 
 out: dict = {}
 wl = wallaroo.Client(api_endpoint=url, auth_type="token")
-orch = wl.upload_orchestration(path=orch_zip, name="length-scorer")
+orch = wl.upload_orchestration(path=orch_zip, name="evaluation-job")
 deadline = time.monotonic() + 300
 while orch.status() not in ("ready", "error"):
     assert time.monotonic() < deadline, orch.status()
@@ -30,7 +30,7 @@ while orch.status() not in ("ready", "error"):
 out["orchestration"] = {"status": orch.status(), "name": orch.name(), "file_name": orch.file_name(),
                         "sha": orch.sha(), "workspace_id": orch.workspace_id()}
 out["listed"] = sorted(o.name() for o in wl.list_orchestrations())
-args = {"pipeline": "llm", "scores": "llm-length-scores"}
+args = {"pipeline": "chat", "scores": "chat-eval-scores"}
 
 
 def finished_runs(task, n: int, timeout: float = 180) -> list:
