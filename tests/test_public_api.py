@@ -8,8 +8,8 @@ import wallaroo_pulumi
 PUBLIC = [
     "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "Fallback", "KeySplit", "KubernetesRuntime",
     "LLMListenerSchedule", "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "RandomSplit", "Shadow",
-    "SidekickConfig", "WallarooApiKey", "WallarooClient", "WallarooEdge", "WallarooModel", "WallarooPipeline",
-    "WallarooPublish", "curl_command", "listener_schemas",
+    "SidekickConfig", "WallarooApiKey", "WallarooClient", "WallarooEdge", "WallarooModel", "WallarooOrchestration",
+    "WallarooPipeline", "WallarooPublish", "WallarooTask", "curl_command", "listener_schemas",
     "local_or_configured",
 ]
 

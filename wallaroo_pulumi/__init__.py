@@ -27,9 +27,11 @@ if TYPE_CHECKING:
     from wallaroo_pulumi.resources.edge import WallarooEdge
     from wallaroo_pulumi.resources.listener_schedule import LLMListenerSchedule
     from wallaroo_pulumi.resources.model import WallarooModel
+    from wallaroo_pulumi.resources.orchestration import WallarooOrchestration
     from wallaroo_pulumi.resources.pipeline import WallarooPipeline, curl_command
     from wallaroo_pulumi.resources.publish import WallarooPublish
     from wallaroo_pulumi.resources.steps import Fallback, KeySplit, RandomSplit, Shadow
+    from wallaroo_pulumi.resources.task import WallarooTask
     from wallaroo_pulumi.scorers.schemas import listener_schemas
 
 _SOURCES = {
@@ -51,6 +53,8 @@ _SOURCES = {
     "WallarooClient": "wallaroo_pulumi.client",
     "WallarooEdge": "wallaroo_pulumi.resources.edge",
     "WallarooModel": "wallaroo_pulumi.resources.model",
+    "WallarooOrchestration": "wallaroo_pulumi.resources.orchestration",
+    "WallarooTask": "wallaroo_pulumi.resources.task",
     "WallarooPipeline": "wallaroo_pulumi.resources.pipeline",
     "WallarooPublish": "wallaroo_pulumi.resources.publish",
     "curl_command": "wallaroo_pulumi.resources.pipeline",
@@ -60,8 +64,8 @@ _SOURCES = {
 __all__ = [
     "BYOP_DIR", "Connection", "DeploymentConfig", "DeploymentConfigBuilder", "Fallback", "KeySplit", "KubernetesRuntime",
     "LLMListenerSchedule", "LLM_INPUT_SCHEMA", "LLM_OUTPUT_SCHEMA", "LocalRuntime", "RandomSplit", "Shadow",
-    "SidekickConfig", "WallarooApiKey", "WallarooClient", "WallarooEdge", "WallarooModel", "WallarooPipeline",
-    "WallarooPublish", "curl_command", "listener_schemas",
+    "SidekickConfig", "WallarooApiKey", "WallarooClient", "WallarooEdge", "WallarooModel", "WallarooOrchestration",
+    "WallarooPipeline", "WallarooPublish", "WallarooTask", "curl_command", "listener_schemas",
     "local_or_configured",
 ]
 

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--sidekick-uids", type=_uid_range, default=None, metavar="START-END",
                        help="as root: the uids sidekick workers run under, one each (default 2000000000-2000065535)")
+    serve.add_argument("--task-python", default=None, metavar="PYTHON",
+                       help="the Python that runs orchestration tasks, with the wallaroo SDK installed "
+                       "(default $WALLAROO_TASK_PYTHON, else this runtime's Python)")
     serve.add_argument("--database", default=None, metavar="URL",
                        help="PostgreSQL URL of the metadata store shared by replicas on many hosts (or "
                        "$WALLAROO_DATABASE_URL; default: SQLite in DATA_DIR); needs $WALLAROO_SECRETS_KEY")
@@ -177,6 +180,8 @@ def _serve(args: argparse.Namespace) -> int:
         extra["listener_lease_s"] = args.listener_lease
     if args.sidekick_uids:
         extra["sidekick_uids"] = args.sidekick_uids
+    if args.task_python:
+        extra["task_python"] = args.task_python
     allow_gpu_fallback = _gpu_fallback(args)
     if allow_gpu_fallback is None:
         return 2

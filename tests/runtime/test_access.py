@@ -51,6 +51,7 @@ class World:
     run_id: str
     root: Path
     model: ModelVersion
+    orch_id: str = ""  # an uploaded orchestration of workspace 1 (main.py sleeps: its continuous tasks stay up)
     keys: dict[str, str] = field(default_factory=dict)  # name -> secret
     key_ids: dict[str, int] = field(default_factory=dict)
     serial: count = field(default_factory=count)
@@ -74,6 +75,9 @@ class World:
         if deployed:
             self.admin.deploy(name, pipeline_id=pipeline_id, engine_config={"replica_count": 1})
         return name, pipeline_id
+
+    def new_orchestration(self) -> str:
+        return self.admin.upload_orchestration(orchestration_zip(), "o.zip", name=self.unique("orch")).id
 
     def new_task(self, schedule: str | None = None) -> str:
         listener = {"monitored_pipeline": "acc-pipe", "listener_model": {"name": "acc-double"}, "window_seconds": 60}
@@ -112,6 +116,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                                               "window_seconds": 60}, timeout_s=60)
         run = admin.wait_for_run(task.id, timeout_s=120)
         w = World(srv, admin, ws2, mv.model_id, mv.id, pipe.pipeline_id, f"acc-pipe-{dep}", task.id, run.id, root, mv)
+        w.orch_id = admin.wait_for_orchestration(w.new_orchestration()).id
         soon = datetime.now(UTC) + timedelta(seconds=2)
         for name, role, extra in (
             ("admin-two", "admin", {}),
@@ -153,6 +158,22 @@ def model_zip() -> bytes:
     with zipfile.ZipFile(sink, "w") as zf:
         zf.writestr("model.py", byop_source(DOUBLE))
     return sink.getvalue()
+
+
+@cache
+def orchestration_zip() -> bytes:
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as zf:
+        zf.writestr("main.py", "import time\ntime.sleep(600)\n")
+    return sink.getvalue()
+
+
+def orchestration_body(workspace_id: int, boundary: str) -> bytes:
+    parts = [('name="file"; filename="o.zip"', "application/octet-stream", orchestration_zip()),
+             ('name="metadata"', "application/json", json.dumps({"workspace_id": workspace_id, "name": "o"}).encode())]
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; {d}\r\nContent-Type: {t}\r\n\r\n".encode() + data
+                    + b"\r\n" for d, t, data in parts)
+    return body + f"--{boundary}--\r\n".encode()
 
 
 def upload_body(workspace_id: int, boundary: str, metadata_first: bool = True, name: str = "acc-upload") -> bytes:
@@ -270,6 +291,18 @@ def samples(w: World) -> dict[tuple[str, str], Sample]:
         ("POST", "/v1/api/assays/run"): Sample("POST", "/v1/api/assays/run", {
             "pipeline": "acc-pipe", "score": "y", "baseline": window, "window": window}),
         ("POST", "/v1/api/listeners/builtins"): Sample("POST", "/v1/api/listeners/builtins", {}),
+        ("POST", "/v1/api/task/run_continuously"): Sample(
+            "POST", "/v1/api/task/run_continuously", {"name": "x", "orch_id": w.orch_id, "json": {}}, False,
+            fresh=lambda: {"json": {"name": w.unique("forever"), "orch_id": w.orch_id, "json": {}}}),
+        ("POST", "/v1/api/orchestration/upload"): Sample(
+            "POST", "/v1/api/orchestration/upload", None, False, orchestration_body(1, b),
+            f"multipart/form-data; boundary={b}"),
+        ("POST", "/v1/api/orchestration/list"): Sample("POST", "/v1/api/orchestration/list", {"workspace_id": 1}),
+        ("POST", "/v1/api/orchestration/list_all"): Sample("POST", "/v1/api/orchestration/list_all", {"workspace_ids": [1]}),
+        ("POST", "/v1/api/orchestration/get_by_id"): Sample("POST", "/v1/api/orchestration/get_by_id", {"id": w.orch_id}),
+        ("POST", "/v1/api/orchestration/delete_orchestrations"): Sample(
+            "POST", "/v1/api/orchestration/delete_orchestrations", {"orchestrations": [w.orch_id]}, False,
+            fresh=lambda: {"json": {"orchestrations": [w.admin.wait_for_orchestration(w.new_orchestration()).id]}}),
         **publish_samples(),
     }
 
@@ -405,6 +438,12 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     ("POST", "/v1/api/pipelines/list_edges_by_publish_id"): NO_PUBLISH,
     ("POST", "/v1/api/pipelines/delete_publish"): NO_PUBLISH,
     ("POST", "/v1/api/pipelines/get_publish_image"): NO_PUBLISH,
+    ("POST", "/v1/api/task/run_continuously"): (201, 201, 403, 403, 403, 403),
+    ("POST", "/v1/api/orchestration/upload"): (202, 202, 403, 403, 403, 403),
+    ("POST", "/v1/api/orchestration/list"): DEPLOY,
+    ("POST", "/v1/api/orchestration/list_all"): DEPLOY,
+    ("POST", "/v1/api/orchestration/get_by_id"): DEPLOY,
+    ("POST", "/v1/api/orchestration/delete_orchestrations"): DEPLOY,
 }
 #: Routes outside API keys: an edge's own calls, authenticated by its join token and edge key (tests/publish).
 EDGE_OWN = {("POST", "/v1/api/edge/join"), ("POST", "/v1/api/edge/ship_logs")}

@@ -19,6 +19,7 @@ from wallaroo_pulumi.client.inference import InferenceAPI
 from wallaroo_pulumi.client.keys import KeysAPI
 from wallaroo_pulumi.client.model_config import ModelConfigAPI
 from wallaroo_pulumi.client.models import Workspace
+from wallaroo_pulumi.client.orchestrations import OrchestrationsAPI
 from wallaroo_pulumi.client.pipelines import PipelinesAPI
 from wallaroo_pulumi.client.publish import PublishAPI
 from wallaroo_pulumi.client.registry import ModelsAPI
@@ -26,7 +27,8 @@ from wallaroo_pulumi.client.tasks import TasksAPI
 from wallaroo_pulumi.client.transport import Transport
 
 
-class WallarooClient(KeysAPI, ModelConfigAPI, ModelsAPI, PipelinesAPI, PublishAPI, InferenceAPI, TasksAPI):
+class WallarooClient(KeysAPI, ModelConfigAPI, ModelsAPI, PipelinesAPI, PublishAPI, InferenceAPI, TasksAPI,
+                     OrchestrationsAPI):
     """Client for the bundled runtime (or any server speaking the same API). Flat, like Wallaroo's own
     client; each area's methods live in a module of their own (registry, pipelines, inference, tasks, keys,
     model_config, publish).

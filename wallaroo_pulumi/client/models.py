@@ -118,11 +118,29 @@ class DeploymentStatus(_Model):
     sidekicks: list[SidekickStatus] = Field(default_factory=list)
 
 
+class Orchestration(_Model):
+    """An uploaded orchestration: its status goes pending_packaging -> packaging -> ready | error."""
+
+    id: str
+    name: str | None = None
+    file_name: str = ""
+    sha: str = ""
+    status: str
+    error: str | None = None
+    """Why packaging failed (status error): the requirement and pip's reason."""
+    workspace_id: int = 1
+    file_size: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
 class Task(_Model):
-    """A Wallaroo task running the built-in `llm-listener` orchestration, once or on a schedule."""
+    """A Wallaroo task: an orchestration (the built-in `llm-listener` or an uploaded one) run once,
+    on a schedule, or continuously."""
 
     id: str
     name: str
+    orch_id: str | None = None
     workspace_id: int = 1
     type: str
     status: str

@@ -33,11 +33,16 @@ class TasksAPI(ClientArea):
         schedule: str | None = None,
         timeout_s: float | None = None,
         workspace_id: int = 1,
+        orch_id: str = ORCHESTRATION_ID,
+        continuous: bool = False,
     ) -> Task:
-        """Run the `llm-listener` orchestration once now, or on a cron `schedule`."""
-        payload: dict[str, Any] = {"name": name, "workspace_id": workspace_id, "json": json_args, "orch_id": ORCHESTRATION_ID}
+        """Run an orchestration (default: the built-in `llm-listener`) once now, on a cron
+        `schedule`, or `continuous`ly (restarted with backoff whenever it ends)."""
+        payload: dict[str, Any] = {"name": name, "workspace_id": workspace_id, "json": json_args, "orch_id": orch_id}
         if timeout_s is not None:
             payload["timeout"] = timeout_s
+        if continuous:
+            return Task.model_validate(self._post("/v1/api/task/run_continuously", payload, f"run task {name!r}"))
         if schedule is not None:  # "" is a bad schedule (the runtime says why), not "run once"
             payload["schedule"] = schedule
             return Task.model_validate(self._post("/v1/api/task/run_scheduled", payload, f"schedule task {name!r}"))

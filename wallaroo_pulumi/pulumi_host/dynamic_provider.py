@@ -22,6 +22,8 @@ PROVIDERS = {
     "wallaroo:ListenerSchedule": "wallaroo_pulumi.resources.listener_schedule:ScheduleProvider",
     "wallaroo:Publish": "wallaroo_pulumi.resources.publish:PublishProvider",
     "wallaroo:Edge": "wallaroo_pulumi.resources.edge:EdgeProvider",
+    "wallaroo:Orchestration": "wallaroo_pulumi.resources.orchestration:OrchestrationProvider",
+    "wallaroo:Task": "wallaroo_pulumi.resources.task:TaskProvider",
 }
 
 

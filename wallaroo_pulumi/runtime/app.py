@@ -17,6 +17,7 @@ from wallaroo_pulumi.runtime.routes import (
     logs,
     models,
     openai,
+    orchestrations,
     pipelines,
     platform,
     publish,
@@ -71,7 +72,7 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     for module in (workspaces, models, pipelines, guardrails, publish, inference, openai, logs, keys, usage, graph,
-                   platform):
+                   platform, orchestrations):
         app.include_router(module.router)
     if rt.listeners is not None:
         app.include_router(listener_routes.router)

@@ -107,6 +107,12 @@ class RuntimeSettings(BaseModel):
         "this range (inclusive), shared with every runtime on the host",
     )
 
+    task_python: str | None = Field(
+        default=None,
+        description="the Python that runs orchestration tasks; it should have the wallaroo SDK installed (tasks "
+        "call wallaroo.Client()). None: $WALLAROO_TASK_PYTHON, else the runtime's own Python",
+    )
+
     kubernetes: KubePlacementSettings | None = Field(
         default=None, description="place model steps as pods of their own on this cluster (D35); None: local processes")
 

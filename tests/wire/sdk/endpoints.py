@@ -8,10 +8,12 @@ usage: python endpoints.py URL TOKEN MODEL_ZIP ORCH_ID
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -25,6 +27,13 @@ from wallaroo.wallaroo_ml_ops_api_client.api.model import (
     list_models,
     models_list_versions,
     models_upload_and_convert,
+)
+from wallaroo.wallaroo_ml_ops_api_client.api.orchestration import (
+    delete_orchestrations,
+    orchestration_get_by_id,
+    orchestration_list,
+    orchestration_list_all,
+    orchestration_upload,
 )
 from wallaroo.wallaroo_ml_ops_api_client.api.pipelines import (
     delete_pipeline,
@@ -43,6 +52,7 @@ from wallaroo.wallaroo_ml_ops_api_client.api.task import (
     get_run_details,
     kill,
     list_task_runs,
+    network_service,
     oneshot,
     task_get_by_id,
     task_list,
@@ -54,16 +64,20 @@ from wallaroo.wallaroo_ml_ops_api_client.models import (
     CronJobBody,
     CronJobBodyJson,
     DeleteModelBody,
+    DeleteOrchestrationsBody,
     DeletePipelineBody,
     Framework,
     GetLogsForRunRequest,
     GetModelByIdRequest,
+    GetOrchestrationByIdRequest,
     GetPipelineByNameBody,
     GetRunDetailsRequest,
     GetTaskByIdRequest,
     InsertModelConfigRequest,
     KillRequest,
+    ListAllOrchestrationsRequest,
     ListModelsRequest,
+    ListOrchestrationsRequest,
     ListPipelinesBody,
     ListPipelineVersionsBody,
     ListTaskRunsRequest,
@@ -71,9 +85,12 @@ from wallaroo.wallaroo_ml_ops_api_client.models import (
     ListTasksRequest,
     ModelsListVersionsBody,
     ModelVersionStub,
+    NetworkServiceRequest,
+    NetworkServiceRequestJson,
     OneshotRequest,
     OneshotRequestJson,
     OpenAiConfig,
+    OrchestrationUploadBody,
     PipelinesCreateBody,
     PipelinesCreateBodyDefinitionType0,
     PipelinesDeployBody,
@@ -83,6 +100,7 @@ from wallaroo.wallaroo_ml_ops_api_client.models import (
     PlateauGetTopicNameBody,
     PythonVersion,
     StatusGetDeploymentBody,
+    UploadOrchestrationRequest,
     UploadPayloadDoc,
     UploadRequest,
     WorkspacesCreateBody,
@@ -187,6 +205,28 @@ report("task/get_by_id", task_get_by_id.sync_detailed(client=client, body=GetTas
 report("task/list", task_list.sync_detailed(client=client, body=ListTasksRequest(workspace_id=1)))
 report("task/kill", kill.sync_detailed(client=client, body=KillRequest(id=once.id)))
 report("task/get_by_id 404", task_get_by_id.sync_detailed(client=client, body=GetTaskByIdRequest(id=uuid4())))
+
+zipped = io.BytesIO()
+with zipfile.ZipFile(zipped, "w") as zf:
+    zf.writestr("main.py", "import time\ntime.sleep(600)\n")
+uploaded = report("orchestration/upload", orchestration_upload.sync_detailed(client=client, body=OrchestrationUploadBody(
+    file=File(payload=io.BytesIO(zipped.getvalue()), file_name="wire.zip", mime_type="application/octet-stream"),
+    metadata=UploadOrchestrationRequest(workspace_id=1, name="wire-orch"))))
+deadline = time.monotonic() + 120
+while True:
+    got = orchestration_get_by_id.sync_detailed(client=client, body=GetOrchestrationByIdRequest(id=uploaded.id))
+    if got.parsed is None or got.parsed.status.value in ("ready", "error") or time.monotonic() > deadline:
+        break
+    time.sleep(0.25)
+report("orchestration/get_by_id", got)
+report("orchestration/list", orchestration_list.sync_detailed(client=client, body=ListOrchestrationsRequest(workspace_id=1)))
+report("orchestration/list_all", orchestration_list_all.sync_detailed(client=client, body=ListAllOrchestrationsRequest(
+    task_run_status=[], workspace_ids=[1])))
+forever = report("task/run_continuously", network_service.sync_detailed(client=client, body=NetworkServiceRequest(
+    json=NetworkServiceRequestJson.from_dict({"k": "v"}), name="wire-forever", orch_id=uploaded.id, workspace_id=1)))
+kill.sync_detailed(client=client, body=KillRequest(id=forever.id))
+report("orchestration/delete_orchestrations", delete_orchestrations.sync_detailed(
+    client=client, body=DeleteOrchestrationsBody(orchestrations=[uploaded.id])))
 
 report("pipelines/undeploy", pipelines_undeploy.sync_detailed(
     client=client, body=PipelinesUndeployBody(deployment_id=deployed.id)))

@@ -31,28 +31,45 @@ def _task(svc: ListenerService, task: JSON, run_limit: int | None = LAST_RUNS) -
     return task_view(task, svc.list_runs(task["id"], run_limit) if run_limit else [])
 
 
+def _name(d: JSON) -> str:
+    return parse.optional_text(d, "name") or ORCHESTRATION
+
+
 @router.post("/v1/api/task/run_once", response_model=None, status_code=201,
-             summary="Create a task that runs the llm-listener orchestration once, now.")
+             summary="Create a task that runs an orchestration (`orch_id`; none: the built-in llm-listener) once, now.")
 async def run_once(request: Request, svc: Service) -> JSON:
-    """Create a task that runs the llm-listener orchestration once, now."""
+    """Create a task that runs an orchestration once, now."""
     d = await parse.body(request)
     t = await svc.create_task(
-        name=parse.optional_text(d, "name") or ORCHESTRATION, workspace_id=parse.integer(d, "workspace_id", 1),
+        name=_name(d), workspace_id=parse.integer(d, "workspace_id", 1),
         json_args=d.get("json"), timeout=d.get("timeout"), orch_id=parse.orchestration(d),
     )
     return _task(svc, t)
 
 
 @router.post("/v1/api/task/run_scheduled", response_model=None, status_code=201,
-             summary="Create a task that runs the llm-listener orchestration on a cron `schedule`.")
+             summary="Create a task that runs an orchestration on a cron `schedule`.")
 async def run_scheduled(request: Request, svc: Service) -> JSON:
-    """Create a task that runs the llm-listener orchestration on a cron `schedule`."""
+    """Create a task that runs an orchestration on a cron `schedule`."""
     d = await parse.body(request)
     if d.get("schedule") is None:
         raise BadListenerRequest("schedule: required, e.g. '0 * * * *' (hourly) or '* * * * * */10' (every 10 s)")
     t = await svc.create_task(
-        name=parse.optional_text(d, "name") or ORCHESTRATION, workspace_id=parse.integer(d, "workspace_id", 1),
+        name=_name(d), workspace_id=parse.integer(d, "workspace_id", 1),
         json_args=d.get("json"), schedule=d.get("schedule"), timeout=d.get("timeout"), orch_id=parse.orchestration(d),
+    )
+    return _task(svc, t)
+
+
+@router.post("/v1/api/task/run_continuously", response_model=None, status_code=201,
+             summary="Create a task that runs an uploaded orchestration continuously: started again, with "
+             "backoff, whenever it ends.")
+async def run_continuously(request: Request, svc: Service) -> JSON:
+    """Create a task that runs an uploaded orchestration continuously."""
+    d = await parse.body(request)
+    t = await svc.create_task(
+        name=_name(d), workspace_id=parse.integer(d, "workspace_id", 1),
+        json_args=d.get("json"), timeout=d.get("timeout"), orch_id=parse.orchestration(d), continuous=True,
     )
     return _task(svc, t)
 
@@ -67,9 +84,8 @@ async def get_by_id(request: Request, svc: Service) -> JSON:
 async def list_tasks(request: Request, svc: Service) -> list[JSON]:
     d = await parse.body(request)
     run_limit = parse.integer(d, "run_limit", LAST_RUNS)
-    if not parse.lists_builtin(d):
-        return []
-    tasks = svc.list_tasks(parse.integer(d, "workspace_id"), parse.boolean(d, "killed"))
+    orch, sha = parse.task_filter(d)
+    tasks = svc.list_tasks(parse.integer(d, "workspace_id"), parse.boolean(d, "killed"), orch_id=orch, orch_sha=sha)
     return [_task(svc, t, run_limit) for t in tasks]
 
 

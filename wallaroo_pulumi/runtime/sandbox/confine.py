@@ -6,13 +6,15 @@ confined. Any failure exits 126 with the reason on stderr: nothing runs half con
 As root, first of all: it joins the worker's cgroups (``cgroup_procs``), so what it runs, and all
 it forks, is bounded by the kernel from its first instruction (cgroups.py).
 As root (``uid`` set): private mount and IPC namespaces whose root is a tmpfs holding only the
-policy's paths (bind mounts, read-only but for ``write``; ``hidden`` ones empty), a /proc that
+policy's paths (bind mounts, read-only but for ``write``; ``hidden`` ones empty; ``placed`` files at
+paths of their own), a /proc that
 shows only its own processes and a /dev/shm of its own; then that uid and gid, with no groups and no capabilities.
 Then, as any user: Landlock rules for the same paths, signals and abstract sockets scoped to
 itself (a Landlock domain also keeps it from ptrace and from other processes' /proc files).
 In a private root, the scratch folder is a tmpfs of ``scratch_bytes`` (its own space, never the
 data directory's filesystem): a write past it fails with ENOSPC. Last, the ``rlimits`` (process
-count, file size) are set, then the command is executed."""
+count, file size) are set (and, ``die_with_parent``, a SIGKILL when its starter dies), then the
+command is executed."""
 
 from __future__ import annotations
 
@@ -95,6 +97,7 @@ def _private_root(policy: Policy) -> None:
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     # opened in the new namespace (a bind mount's source must be in it), before the new root hides /tmp
     fds = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in entries}
+    placed = [(os.open(src, os.O_PATH | os.O_CLOEXEC), dst) for src, dst in policy.placed]
     _mount("tmpfs", _NEW_ROOT, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=4m")
     hidden = [os.path.realpath(p) for p in policy.hidden]
     for path in sorted([*entries, *hidden], key=len):  # parents before what is mounted inside them
@@ -119,6 +122,12 @@ def _private_root(policy: Policy) -> None:
         _mount(f"/proc/self/fd/{fds[path]}", target, None, _MS_BIND)
         flags = _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _mount_flags(target) | (_MS_RDONLY if readonly else 0)
         _mount(None, target, None, flags if kind == "device" else flags | _MS_NODEV)
+    for fd, dst in placed:
+        os.makedirs(os.path.dirname(_NEW_ROOT + dst), 0o755, exist_ok=True)
+        os.close(os.open(_NEW_ROOT + dst, os.O_CREAT | os.O_WRONLY, 0o644))
+        _mount(f"/proc/self/fd/{fd}", _NEW_ROOT + dst, None, _MS_BIND)
+        _mount(None, _NEW_ROOT + dst, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+        os.close(fd)
     for fd in fds.values():
         os.close(fd)
     for path in policy.listed:
@@ -172,7 +181,8 @@ def _landlock(policy: Policy, private_root: bool) -> None:
     device = AccessFS.READ_FILE | AccessFS.WRITE_FILE | AccessFS.IOCTL_DEV
     with Ruleset(handled_fs=handled, handled_net=AccessNet.NONE,
                  scoped=Scope.SIGNAL | Scope.ABSTRACT_UNIX_SOCKET) as ruleset:
-        rules = [(p, read_dir) for p in (*policy.read, *_proc_paths(private_root))]
+        placed = [dst for _src, dst in policy.placed] if private_root else []
+        rules = [(p, read_dir) for p in (*policy.read, *placed, *_proc_paths(private_root))]
         rules += [(p, AccessFS.READ_DIR) for p in policy.listed]
         rules += [(p, handled) for p in (*policy.write, *(["/dev/shm"] if private_root else []))]
         rules += [(p, device) for p in policy.devices]
@@ -199,8 +209,19 @@ def _set_rlimits(policy: Policy) -> None:
         resource.setrlimit(limit, (value, value))
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the parent dies (set after the uid switch, which clears it); at once if it already has."""
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:
+        raise OSError("the process that started it is gone")
+
+
 def confine(policy: Policy) -> None:
     """Confine this process as ``policy`` says (irreversibly)."""
+    parent = os.getppid()
     _join_cgroups(policy)
     private_root = policy.uid is not None
     if private_root:
@@ -210,6 +231,8 @@ def confine(policy: Policy) -> None:
         _landlock(policy, private_root)
     os.chdir(policy.cwd)
     _set_rlimits(policy)
+    if policy.die_with_parent:
+        _die_with_parent(parent)
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,10 @@ class Policy:
     scratch: str = ""  # its scratch folder (one of ``write``)
     scratch_bytes: int | None = None  # in a private root: the scratch is a tmpfs of this size, nothing else's space
     rlimits: tuple[tuple[str, int], ...] = ()  # ("RLIMIT_NPROC", n), ... set just before the command runs
+    # in a private root: (file, path) pairs, each file shown read-only at a path of its own (a task's
+    # arguments where the Wallaroo SDK reads them, /home/jovyan/arguments.json)
+    placed: tuple[tuple[str, str], ...] = ()
+    die_with_parent: bool = False  # killed (SIGKILL) when the process that started it dies: no orphan outlives a runtime
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -36,4 +40,5 @@ class Policy:
         for key in ("read", "listed", "write", "devices", "hidden", "cgroup_procs"):
             data[key] = tuple(data.get(key, ()))
         data["rlimits"] = tuple((name, int(value)) for name, value in data.get("rlimits", ()))
+        data["placed"] = tuple((str(src), str(dst)) for src, dst in data.get("placed", ()))
         return cls(**data)

@@ -38,7 +38,7 @@ ETC_READ = tuple(f"/etc/{name}" for name in (
     "ssl", "ca-certificates", "ca-certificates.conf", "pki", "crypto-policies", "resolv.conf", "hosts", "host.conf",
     "nsswitch.conf", "gai.conf", "services", "protocols", "localtime", "timezone", "passwd", "group", "ld.so.cache",
     "ld.so.conf", "ld.so.conf.d", "mime.types", "pip.conf", "alternatives", "os-release", "lsb-release",
-    "debian_version", "redhat-release", "system-release", "alpine-release",
+    "debian_version", "redhat-release", "system-release", "alpine-release", "fonts",
 ))
 STD_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 #: Our packages, the only part of a source checkout a confined process reads.
@@ -324,9 +324,13 @@ class Box:
             os.chown(path, self.uid, self.uid)
 
     def command(self, argv: list[str], env: dict[str, str], *, cwd: str, read: Iterable[Path | str] = (),
-                write: Iterable[Path | str] = (), devices: Iterable[str] = ()) -> tuple[list[str], dict[str, str], str]:
+                write: Iterable[Path | str] = (), devices: Iterable[str] = (),
+                placed: Iterable[tuple[Path | str, str]] = (),
+                die_with_parent: bool = False) -> tuple[list[str], dict[str, str], str]:
         """(argv, env, cwd) that run ``argv`` (an absolute executable) confined, with ``env`` as its
-        whole environment: it reads the sandbox's paths and ``read``, writes its scratch and ``write``."""
+        whole environment: it reads the sandbox's paths and ``read``, writes its scratch and ``write``;
+        in a private root, each ``placed`` (file, path) shows that file read-only at that path;
+        ``die_with_parent``: killed when this process dies."""
         sandbox = self.sandbox
         abi = sandbox.support.landlock_abi
         rlimits = tuple(self._rlimits())
@@ -341,6 +345,8 @@ class Box:
             cgroup_procs=tuple(self.cgroup.procs_files) if self.cgroup is not None else (),
             scratch=str(self.scratch), rlimits=rlimits,
             scratch_bytes=self.bounds.scratch_bytes if self.bounds is not None and self.uid is not None else None,
+            placed=tuple((str(src), dst) for src, dst in placed) if self.uid is not None else (),
+            die_with_parent=die_with_parent,
         )
         launcher_env = {
             "PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",

@@ -32,6 +32,7 @@ from wallaroo_pulumi.runtime.services.inference import Inference
 from wallaroo_pulumi.runtime.services.inference_logs import InferenceLogs
 from wallaroo_pulumi.runtime.services.listeners import ListenerModelRef, ListenerService
 from wallaroo_pulumi.runtime.services.openai_api.service import OpenAIEndpoints
+from wallaroo_pulumi.runtime.services.orchestrations import OrchestrationService, TaskPython, TaskRunner
 from wallaroo_pulumi.runtime.services.pipelines import Pipelines
 from wallaroo_pulumi.runtime.services.publish import EdgeLinks, Publishes, PublishTarget
 from wallaroo_pulumi.runtime.services.registry import Registry
@@ -81,7 +82,7 @@ class Runtime:
         self.registry = Registry(self.db, self.artifacts, self.model_files.models_dir)
         self.pipelines = Pipelines(self.db, self.registry)
         self.deployments = Deployments(self.db, self.secrets, self.engine, self.pipelines)
-        self.graph = Graph(self.db, self.registry, self.pipelines, self.deployments)
+        self.graph = Graph(self.db, self.registry, self.pipelines, self.deployments, self._orchestration_node)
         self.limiter = Limiter(self.metrics.registry)
         self.usage = UsageMeter(self.db, self.metrics.registry, self.limiter)
         self.guardrails = GuardrailPolicies(self.db, self.pipelines, self.metrics)
@@ -103,9 +104,14 @@ class Runtime:
         if settings.edge is not None:
             self.edge_manifest = read_publish(settings.edge.publish_dir)
             self.edge = EdgeAgent(settings.edge, data_dir, self.logstore, self.edge_manifest["pipeline"])
+        # user orchestrations: packaged here, their task runs sandboxed with keys of their own (D50)
+        self.orchestrations = OrchestrationService(self.db, self.artifacts, self.sandbox, data_dir,
+                                                   TaskPython(settings.task_python))
+        self.task_runner = TaskRunner(self.orchestrations, self.sandbox, self.key_store, self.task_api_url)
         self.listeners = ListenerService(
             self.db, self.logstore, resolver=self.resolve_listener_model, role=settings.role,
             lease_seconds=settings.listener_lease_s, metrics=self.metrics, placement=self.placement,
+            tasks=self.task_runner,
         ) if settings.listeners else None
         self._tasks: list[asyncio.Task[None]] = []
         self._seal_plaintext_credentials()
@@ -124,6 +130,21 @@ class Runtime:
         if sealed:
             log.info("sealed the stored credentials of %d deployment(s)", sealed)
         self.db.scrub()  # old page images and free-page residue go too
+
+    def _orchestration_node(self, oid: str) -> dict[str, Any] | None:
+        """An orchestration as GraphQL's `orchestration_by_pk` answers it (the built-in's id included)."""
+        from wallaroo_pulumi.orchestration import ORCHESTRATION_ID
+        from wallaroo_pulumi.runtime.services.orchestrations import builtin_view, orchestration_view
+
+        if oid == ORCHESTRATION_ID:
+            return builtin_view(1)
+        row = self.orchestrations.find(oid)
+        return orchestration_view(row) if row is not None else None
+
+    def task_api_url(self) -> str:
+        """Where a task's SDK reaches this runtime: its own address, loopback when it listens on all."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.settings.host, self.settings.host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.settings.port}"
 
     async def resolve_listener_model(self, workspace_id: int, name: str, version: str | None) -> ListenerModelRef:
         """A listener model uploaded to the registry, unpacked with its requirements (LookupError if none)."""
@@ -155,6 +176,7 @@ class Runtime:
             self.deployments.follow()
         if settings.role == "serve":  # replicas behind one Service: a deploy reaching any of them must hold in all
             self._background(self.deployments.converge_forever(), "converge-deployments")
+        await self.orchestrations.start()
         if self.listeners is not None:
             await self.listeners.start()
         await self.publishes.resume()
@@ -204,6 +226,7 @@ class Runtime:
         if self.listeners is not None:
             await self.listeners.stop()
         await self.publishes.stop()
+        await self.orchestrations.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

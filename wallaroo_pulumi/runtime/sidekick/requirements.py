@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import json
 import os
 import shutil
 import signal
@@ -61,6 +62,36 @@ def satisfied(line: str) -> bool:
     return req.specifier.contains(version, prereleases=True)
 
 
+_SATISFIED_PROBE = """
+import importlib.metadata as m, json, sys
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    from pip._vendor.packaging.requirements import Requirement
+out = []
+for line in json.loads(sys.argv[1]):
+    try:
+        r = Requirement(line)
+        ok = (r.marker is not None and not r.marker.evaluate()) or (
+            not r.url and r.specifier.contains(m.version(r.name), prereleases=True))
+    except Exception:
+        ok = False
+    out.append(ok)
+print(json.dumps(out))
+"""
+
+
+def missing_in(python: str, lines: list[str]) -> list[str]:
+    """The requirement lines (options left out) that the environment of `python` does not meet."""
+    wanted = [line for line in lines if not line.startswith("-")]
+    if not wanted or python == sys.executable:
+        return [line for line in wanted if not satisfied(line)]
+    done = subprocess.run([python, "-I", "-c", _SATISFIED_PROBE, json.dumps(wanted)], capture_output=True, text=True,
+                          timeout=60)
+    met = json.loads(done.stdout) if done.returncode == 0 else [False] * len(wanted)
+    return [line for line, ok in zip(wanted, met, strict=True) if not ok]
+
+
 def pip_env(home: Path) -> dict[str, str]:
     """pip's whole environment: nothing of the runtime's but pip's own settings and proxies."""
     env = {"PATH": os.environ.get("PATH") or os.defpath, "HOME": str(home), "TMPDIR": str(home),
@@ -76,18 +107,23 @@ def _local_paths(env: dict[str, str]) -> list[str]:
 
 
 def ensure_requirements(lines: list[str], deps_root: Path, *, sandbox: Sandbox, cwd: Path,
-                        timeout_s: float = 900) -> list[Path]:
+                        timeout_s: float = 900, python: str | None = None, python_read: tuple[str, ...] = (),
+                        what: str = "model") -> list[Path]:
     """[] when nothing is missing, else [the folder holding the installed packages].
 
     Option lines (`--no-index`, `--find-links wheels/`, ...) go to pip, which runs in `cwd` (the model
     folder). The folder is the model's own: a requirement's setup.py runs the model's code, so what it
-    leaves there must never be imported by another model.
+    leaves there must never be imported by another model. `python` (default: the runtime's) is the
+    interpreter the packages are for (an orchestration task's), `python_read` the folders it reads.
     """
+    python = python or sys.executable
     options = [line for line in lines if line.startswith("-")]
-    missing = [line for line in lines if not line.startswith("-") and not satisfied(line)]
+    missing = missing_in(python, lines)
     if not missing:
         return []
     basis = "\n".join(sorted(missing)) + f"\n{sys.version_info[:2]}\n" + "\n".join(options) + f"\n{cwd}"
+    if python != sys.executable:
+        basis += f"\n{python}"
     key = hashlib.sha256(basis.encode()).hexdigest()[:24]
     target = deps_root / key
     if (target / ".complete").exists():
@@ -100,10 +136,11 @@ def ensure_requirements(lines: list[str], deps_root: Path, *, sandbox: Sandbox, 
         box.give(tmp)
         req_file = box.scratch / "requirements.txt"
         req_file.write_text("\n".join(options + missing) + "\n")
-        cmd = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
+        cmd = [python, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
                "--target", str(tmp), "-r", str(req_file)]
         env = pip_env(box.scratch)
-        argv, env, run_cwd = box.command(cmd, env, cwd=str(cwd), read=[cwd, *_local_paths(env)], write=[tmp])
+        argv, env, run_cwd = box.command(cmd, env, cwd=str(cwd), read=[cwd, *python_read, *_local_paths(env)],
+                                           write=[tmp])
         returncode, output = _run(argv, env, run_cwd, timeout_s)
     except subprocess.TimeoutExpired:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -113,7 +150,7 @@ def ensure_requirements(lines: list[str], deps_root: Path, *, sandbox: Sandbox, 
     if returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tail = "\n".join(output.strip().splitlines()[-8:])
-        raise RequirementsError(f"pip could not install the model's requirements {missing}: {tail}")
+        raise RequirementsError(f"pip could not install the {what}'s requirements {missing}: {tail}")
     sandbox.reclaim(tmp)
     marker = tmp / ".complete"
     with contextlib.suppress(FileNotFoundError):

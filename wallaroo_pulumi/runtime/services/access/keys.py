@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,6 +186,30 @@ class KeyStore:
         key = self.get(int(key_id or 0))
         assert key is not None
         return key, secret
+
+    def mint(self, name: str, workspace_id: int, expires_at: float) -> tuple[int, str]:
+        """A task run's key: deployer in `workspace_id` alone, expiring at `expires_at`; (id, secret)."""
+        key, secret = self.insert(name=name, role="deployer", workspace_id=workspace_id, pipelines=None,
+                                  read_logs=True, limits=KeyLimits(), expires_at=expires_at)
+        return key.id, secret
+
+    def revoke(self, key_id: int) -> None:
+        self.update(key_id, revoked_at=time.time())
+
+    def revoke_stale(self, live_runs: Callable[[], set[str]]) -> int:
+        """Revoke the run keys (`mint`'s, named 'task T run R') of runs no longer running (a runtime
+        killed mid-run never revoked them); how many. `live_runs` is read after the keys: a run's
+        row is written before its key, so a key read here has its run among those if it runs."""
+        rows = self.db.all("SELECT id, name FROM tokens WHERE name LIKE 'task % run %' AND revoked_at IS NULL "
+                           "AND role = 'deployer'")
+        live = live_runs() if rows else set()
+        stale = [r["id"] for r in rows if r["name"].rsplit(" ", 1)[-1] not in live]
+        if stale:
+            now = time.time()
+            with self.db.tx() as c:
+                c.executemany("UPDATE tokens SET revoked_at = ? WHERE id = ?", [(now, i) for i in stale])
+            self.reload()
+        return len(stale)
 
     def update(self, key_id: int, **columns: Any) -> None:
         """Set `columns` (name, pipelines, read_logs, limits, expires_at, revoked_at) of one key."""

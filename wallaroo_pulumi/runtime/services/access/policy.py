@@ -24,7 +24,7 @@ NEEDS = {
     Perm.INFER: "inference needs an inference, deployer or admin key",
     Perm.READ_LOGS: "inference logs and listener scores need a deployer or admin key, or an inference key "
                     "created with read_logs",
-    Perm.DEPLOY: "models, pipelines, deployments and listener tasks need a deployer or admin key",
+    Perm.DEPLOY: "models, pipelines, deployments, orchestrations and tasks need a deployer or admin key",
     Perm.ADMIN: "keys, workspaces, usage and metrics need an admin key",
 }
 
@@ -48,6 +48,9 @@ class Find(StrEnum):
     NEW_TASK = "new_task"  # body `workspace_id` (default 1) and the pipeline its `json` monitors
     TASK = "task"  # body `name_field` (default `id`) of a listener task (and the pipeline a new `json` monitors)
     RUN = "run"  # body `name_field` (default `id`) of a listener run
+    IN_WORKSPACE = "in_workspace"  # body `workspace_id` (default 1)
+    WORKSPACES = "workspaces"  # body `workspace_ids`; absent or empty lists every workspace
+    ORCHESTRATION = "orchestration"  # body `name_field` (default `id`): uploaded orchestration id(s) (the built-in: none)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/infer/{pipeline_name}/openai/v1/completions", Perm.INFER, Find.INFER),
     Rule(P, "/v1/api/task/run_once", Perm.DEPLOY, Find.NEW_TASK),
     Rule(P, "/v1/api/task/run_scheduled", Perm.DEPLOY, Find.NEW_TASK),
+    Rule(P, "/v1/api/task/run_continuously", Perm.DEPLOY, Find.NEW_TASK),
     Rule(P, "/v1/api/task/get_by_id", Perm.DEPLOY, Find.TASK),
     Rule(P, "/v1/api/task/list", Perm.DEPLOY, Find.LISTED),
     Rule(P, "/v1/api/task/list_task_runs", Perm.DEPLOY, Find.TASK, "task_id"),
@@ -118,6 +122,11 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/listeners/results", Perm.READ_LOGS, Find.SCORES, "pipeline"),
     Rule(P, "/v1/api/assays/run", Perm.READ_LOGS, Find.SCORES, "pipeline"),
     Rule(P, "/v1/api/listeners/builtins", Perm.DEPLOY),
+    Rule(P, "/v1/api/orchestration/upload", Perm.DEPLOY, Find.UPLOAD),
+    Rule(P, "/v1/api/orchestration/list", Perm.DEPLOY, Find.IN_WORKSPACE),
+    Rule(P, "/v1/api/orchestration/list_all", Perm.DEPLOY, Find.WORKSPACES),
+    Rule(P, "/v1/api/orchestration/get_by_id", Perm.DEPLOY, Find.ORCHESTRATION),
+    Rule(P, "/v1/api/orchestration/delete_orchestrations", Perm.DEPLOY, Find.ORCHESTRATION, "orchestrations"),
 )
 _EXACT = {(r.method, r.path): r for r in RULES if "{" not in r.path}
 _TEMPLATED = [r for r in RULES if "{" in r.path]

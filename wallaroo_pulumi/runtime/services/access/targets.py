@@ -45,8 +45,19 @@ class Targets:
         if kind is Find.LISTED:
             ws = integer(body, "workspace_id")
             return Target(None if ws is None else frozenset({ws}))
-        if kind is Find.UPLOAD:
+        if kind in (Find.UPLOAD, Find.IN_WORKSPACE):
             return Target(frozenset({integer(body, "workspace_id", 1) or 1}))
+        if kind is Find.WORKSPACES:
+            ids = body.get("workspace_ids")
+            return Target(None) if not ids or not isinstance(ids, list) else Target(frozenset(
+                integer({"id": i}, "id") or 0 for i in ids))
+        if kind is Find.ORCHESTRATION:
+            named = body.get(rule.name_field or "id")
+            rows = [self._listener_row("SELECT workspace_id FROM orchestrations WHERE id = ?", oid)
+                    for oid in (named if isinstance(named, list) else [named])]
+            owners = frozenset(r["workspace_id"] for r in rows if r is not None)
+            # none: unknown ids (the route's 404) or the built-in llm-listener, which holds no workspace's data
+            return Target(owners) if owners else MISSING
         if kind is Find.WORKSPACE:
             return self._new_pipeline(body)
         if kind is Find.PIPELINE:

@@ -33,8 +33,10 @@ DEFAULT_WORKSPACE = 1  # every caller's default workspace: there are no users he
 
 
 class Graph:
-    def __init__(self, db: Database, registry: Registry, pipelines: Pipelines, deployments: Deployments) -> None:
+    def __init__(self, db: Database, registry: Registry, pipelines: Pipelines, deployments: Deployments,
+                 orchestration: Callable[[str], Node | None] = lambda _id: None) -> None:
         self.db = db
+        self.orchestration = orchestration  # an orchestration's Wallaroo shape by id (None: no such)
         self.registry = registry
         self.pipelines = pipelines
         self.deployments = deployments
@@ -72,6 +74,7 @@ class Graph:
             "model": lambda _i, where=None, order_by=None: listed(
                 map(self._model_node, self.registry.version_rows("1=1", ())), where, order_by),
             "model_by_pk": lambda _i, id: seen(self._model(id)),
+            "orchestration_by_pk": lambda _i, id: seen(_maybe(self.orchestration(id), _orchestration_node)),
             "model_config_by_pk": lambda _i, id: seen(
                 _maybe(self.registry.version_row("mv.id = ?", (id,)), self._config_node)),
             "pipeline": lambda _i, where=None, order_by=None: listed(
@@ -203,6 +206,10 @@ def _mutates(query: str) -> bool:
 
 
 # -- Hasura's where / order_by, for the columns the schema lists --------------------------------
+def _orchestration_node(view: Node) -> Node:
+    return {**view, "_ws": view["workspace_id"]}
+
+
 def _maybe(row: dict[str, Any] | None, node: Callable[[dict[str, Any]], Node]) -> Node | None:
     return None if row is None else node(row)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi import Request
@@ -81,18 +82,26 @@ def assay_options(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def orchestration(d: dict[str, Any]) -> str:
-    """`orch_id`: the built-in orchestration's id (Wallaroo's UUID, or its name); none means it."""
+    """`orch_id`: the built-in orchestration (its UUID or name; none means it) as its name, or the
+    id of an uploaded one (looked up by the service)."""
     orch = d.get("orch_id")
-    if orch not in (None, "", ORCHESTRATION, ORCHESTRATION_ID):
-        raise BadListenerRequest(f"orch_id: only the built-in {ORCHESTRATION!r} orchestration runs here "
-                                 f"(omit orch_id or pass {ORCHESTRATION_ID!r}); got {orch!r}")
-    return ORCHESTRATION
+    if orch in (None, "", ORCHESTRATION, ORCHESTRATION_ID):
+        return ORCHESTRATION
+    try:
+        return str(uuid.UUID(str(orch)))
+    except ValueError:
+        raise BadListenerRequest(f"orch_id: expected an orchestration id (a UUID from /v1/api/orchestration/upload) "
+                                 f"or {ORCHESTRATION!r}; got {orch!r}") from None
 
 
-def lists_builtin(d: dict[str, Any]) -> bool:
-    """Whether a task list's `orch_id`/`orch_sha` filter lets the built-in orchestration's tasks
-    through (it has no uploaded file, so no sha)."""
-    return d.get("orch_sha") is None and d.get("orch_id") in (None, "", ORCHESTRATION, ORCHESTRATION_ID)
+def task_filter(d: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A task list's `orch_id` (as the stored orchestration: the built-in's name or an upload's id)
+    and `orch_sha` filters."""
+    orch = None if d.get("orch_id") in (None, "") else orchestration(d)
+    sha = d.get("orch_sha")
+    if sha is not None and not isinstance(sha, str):
+        raise BadListenerRequest(f"orch_sha: expected a sha256 hex string, got {sha!r}")
+    return orch, sha
 
 
 def boolean(d: dict[str, Any], k: str) -> bool | None:

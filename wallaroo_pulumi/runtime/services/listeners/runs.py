@@ -10,8 +10,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from wallaroo_pulumi.orchestration import ORCHESTRATION
 from wallaroo_pulumi.runtime.core.memory import trim
 from wallaroo_pulumi.runtime.core.metrics import Metrics
+from wallaroo_pulumi.runtime.services.orchestrations import OrchestrationNotReady, TaskFailed, TaskRunner
 from wallaroo_pulumi.runtime.store.logs import LogStore
 
 from .engine import ListenerArgs, RunStats, run_listener
@@ -42,8 +44,10 @@ class Runs:
         instance: str,
         lease_seconds: float,
         metrics: Metrics | None,
+        tasks: TaskRunner | None = None,
     ) -> None:
         self.store = store
+        self.tasks = tasks
         self.logstore = logstore
         self.executors = executors
         self.resolver = resolver
@@ -63,7 +67,9 @@ class Runs:
         run = self.store.create_run(task["id"], self.instance, tick)
         rid = run["id"]
         self._run_task[rid] = task["id"]
-        self._runs[rid] = asyncio.create_task(self._execute(rid, task), name=f"listener-run-{rid}")
+        user = task["orch_id"] not in (None, ORCHESTRATION)
+        self._runs[rid] = asyncio.create_task(self._execute_user(rid, task) if user else self._execute(rid, task),
+                                              name=f"task-run-{rid}")
         return run
 
     def of_task(self, tid: str) -> list[str]:
@@ -120,6 +126,48 @@ class Runs:
                 if t is not None and not t.done():
                     self._kill_requested.add(rid)
                     t.cancel()
+
+    async def _execute_user(self, rid: str, task: dict[str, Any]) -> None:
+        """A run of a user orchestration's task: its main.py in a sandbox (orchestrations.runner)."""
+        store = self.store
+
+        def say(line: str) -> None:
+            self._log_writer.submit(store.log, rid, line)
+
+        status, error = "failed", None
+        deadline = task["timeout_seconds"] or None
+        try:
+            if self.tasks is None:
+                raise OrchestrationNotReady(f"orch_id: user orchestrations do not run here ({task['orch_id']})")
+            try:
+                async with asyncio.timeout(deadline):
+                    await self.tasks.run(rid, task, say, deadline)
+            except TimeoutError:
+                status, error = "timed_out", f"timed out after {deadline:g}s (timeout): main.py was killed"
+            else:
+                status = "succeeded"
+        except asyncio.CancelledError:
+            if rid in self._kill_requested:
+                status, error = "killed", "killed on request"
+            elif rid in self._lease_lost:
+                error = "stopped: its lease lapsed and another process settled it"
+            else:
+                error = "interrupted: the runtime stopped during the run"
+        except TaskFailed as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the run's status and log say why
+            error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            log.warning("task run %s failed: %s", rid, error)
+        finally:
+            if error:
+                say(f"stderr F [runtime] {status}: {error}")
+            with contextlib.suppress(Exception):  # every line is written before the run is settled
+                await asyncio.shield(asyncio.wrap_future(self._log_writer.submit(lambda: None)))
+            store.finish_run(rid, status, error)
+            self._runs.pop(rid, None)
+            self._run_task.pop(rid, None)
+            self._kill_requested.discard(rid)
+            self._lease_lost.discard(rid)
 
     async def _execute(self, rid: str, task: dict[str, Any]) -> None:
         store = self.store

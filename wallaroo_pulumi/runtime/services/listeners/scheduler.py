@@ -21,6 +21,24 @@ from .store import TaskStore
 
 log = logging.getLogger("wallaroo_pulumi.listeners")
 
+BACKOFF_RUNS = 8  # the runs a continuous task's backoff looks back on
+BACKOFF_MAX_S = 60.0
+SHORT_RUN_S = 60.0  # a run that lasted longer resets the backoff
+
+
+def restart_at(runs: list[dict[str, Any]]) -> float:
+    """When a continuous task whose newest runs are `runs` (newest first, none running) starts
+    again: 1 s after its last run ended, doubling for each run in a row that ended within a minute
+    of its start, at most a minute; at once when it never ran."""
+    if not runs:
+        return 0.0
+    short = 0
+    for r in runs:
+        if r["finished"] is None or r["finished"] - r["started"] >= SHORT_RUN_S:
+            break
+        short += 1
+    return (runs[0]["finished"] or runs[0]["started"]) + min(BACKOFF_MAX_S, 2.0 ** max(short - 1, 0))
+
 
 class Scheduler:
     def __init__(
@@ -101,7 +119,7 @@ class Scheduler:
     def _count_settled(self, run: dict[str, Any]) -> None:
         """A run of a dead process, failed here: counted here (its own process never will)."""
         task = self.store.get_task(run["task_id"])
-        if self.metrics is not None and task is not None:
+        if self.metrics is not None and task is not None and task["monitored_pipeline"]:
             # rows it scored before dying are not counted: how many reached the log is not known here
             self.metrics.listener_run(task["monitored_pipeline"], task["listener_model"]["name"], "failed", 0, None)
 
@@ -125,12 +143,27 @@ class Scheduler:
             await asyncio.to_thread(reconcile, store, self.logstore, set(), lambda m: log.info("%s", m),
                                     {run["id"] for run in expired})
 
+    async def _restart(self, task: dict[str, Any], now: float) -> None:
+        """Start a continuous task again once its last run has ended and its backoff has passed."""
+        store = self.store
+        if store.running_of(task["id"]):
+            return
+        due = restart_at(store.list_runs(task["id"], BACKOFF_RUNS))
+        if now < due or not store.claim_restart(task["id"], task["last_tick"], now):
+            return
+        run = await self.runs.launch(task)
+        store.log(run["id"], f"stdout F [runtime] continuous task {'started' if due == 0 else 'restarted'} "
+                             f"({len(store.list_runs(task['id'], BACKOFF_RUNS)) - 1} earlier run(s))")
+
     async def schedule_once(self, now: float | None = None) -> None:
         """Launch a run of every scheduled task whose next tick is due; each tick is claimed in
         the database first, so it never runs twice."""
         store = self.store
         now = time.time() if now is None else now
         for task in store.list_tasks():
+            if task["type"] == "continuous" and task["status"] in ("pending", "started"):
+                await self._restart(task, now)
+                continue
             if not task["schedule"] or task["status"] not in ("pending", "started"):
                 continue
             last = task["last_tick"] if task["last_tick"] is not None else task["created_at"]

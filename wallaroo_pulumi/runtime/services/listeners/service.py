@@ -3,6 +3,8 @@ runtime's database and log store. Roles, leases and the scheduler: ``docs/listen
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -10,8 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from wallaroo_pulumi.orchestration import ORCHESTRATION
 from wallaroo_pulumi.runtime.core.errors import describe_validation_error
 from wallaroo_pulumi.runtime.core.metrics import Metrics
+from wallaroo_pulumi.runtime.services.orchestrations import TaskRunner
 from wallaroo_pulumi.runtime.sidekick import LocalPlacement, Placement
 from wallaroo_pulumi.runtime.store.db import Database
 from wallaroo_pulumi.runtime.store.logs import LogStore
@@ -27,6 +31,7 @@ from .scheduler import Scheduler
 from .store import TaskStore
 
 ROLES = ("all", "serve", "scheduler")
+log = logging.getLogger("wallaroo_pulumi.listeners")
 
 
 def parse_args(payload: Any) -> ListenerArgs:
@@ -70,6 +75,7 @@ class ListenerService:
         lease_seconds: float = 30.0,
         metrics: Metrics | None = None,
         placement: Placement | None = None,
+        tasks: TaskRunner | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
@@ -82,6 +88,7 @@ class ListenerService:
         self.tick_seconds = tick_seconds
         self.lease_seconds = lease_seconds
         self.metrics = metrics
+        self.tasks = tasks  # runs user orchestrations' tasks; None: only the built-in llm-listener runs
         self.instance = uuid.uuid4().hex
         self.executors = ExecutorCache(executor, executor_idle_seconds, placement or LocalPlacement())
         self.results = ScoreQueries(self.list_tasks, logstore)
@@ -95,11 +102,16 @@ class ListenerService:
             return
         store = TaskStore(self.db)
         runs = Runs(store, self.logstore, self.executors, self.resolver, instance=self.instance,
-                    lease_seconds=self.lease_seconds, metrics=self.metrics)
+                    lease_seconds=self.lease_seconds, metrics=self.metrics, tasks=self.tasks)
         scheduler = Scheduler(store, self.logstore, runs, self.executors, role=self.role, instance=self.instance,
                               tick_seconds=self.tick_seconds, lease_seconds=self.lease_seconds, metrics=self.metrics)
         self._on = _Started(store, runs, scheduler)
         await scheduler.recover()
+        if self.tasks is not None:  # the keys of user runs a dead process left go with them
+            revoked = await asyncio.to_thread(self.tasks.keys.revoke_stale,
+                                              lambda: {r["id"] for r in store.running_runs()})
+            if revoked:
+                log.info("revoked %d key(s) of task runs that ended with a stopped runtime", revoked)
         scheduler.start()
         self._started = True
 
@@ -138,10 +150,20 @@ class ListenerService:
         schedule: str | None = None,
         timeout: float | None = None,
         orch_id: str | None = None,
+        continuous: bool = False,
     ) -> dict[str, Any]:
-        """A task that runs now (no `schedule`) or on every cron tick of `schedule`."""
+        """A task that runs now (no `schedule`), on every cron tick of `schedule`, or `continuous`ly
+        (restarted with backoff whenever it ends): the built-in llm-listener (`orch_id` None or its
+        name) or an uploaded orchestration's main.py."""
         live = self._live()
         store = live.store
+        if orch_id not in (None, ORCHESTRATION):
+            return await self._create_user_task(live, name=name, workspace_id=workspace_id, json_args=json_args,
+                                                schedule=schedule, timeout=timeout, orch_id=orch_id,
+                                                continuous=continuous)
+        if continuous:
+            raise BadListenerRequest(f"orch_id: the built-in {ORCHESTRATION!r} runs once or on a schedule, not "
+                                     "continuously; use run_scheduled")
         args = parse_args(json_args)
         if schedule is not None:
             schedule = validate_schedule(schedule)
@@ -162,6 +184,39 @@ class ListenerService:
             task = store.get_task(task["id"])
         return task  # type: ignore[return-value]
 
+    async def _create_user_task(self, live: _Started, *, name: str, workspace_id: int, json_args: Any,
+                                schedule: str | None, timeout: float | None, orch_id: str,
+                                continuous: bool) -> dict[str, Any]:
+        if self.tasks is None:
+            raise BadListenerRequest(f"orch_id: only the built-in {ORCHESTRATION!r} orchestration runs here; got {orch_id!r}")
+        orch = self.tasks.orchestrations.find(orch_id)
+        if orch is None:
+            raise ListenerNotFound(f"orch_id: no orchestration {orch_id!r}; upload one (/v1/api/orchestration/upload)")
+        if orch["workspace_id"] != workspace_id:
+            raise BadListenerRequest(f"orch_id: orchestration {orch_id} is in workspace {orch['workspace_id']}, "
+                                     f"not {workspace_id}")
+        if orch["status"] != "ready":
+            why = f" ({orch['error']})" if orch["error"] else "; wait until its status is ready"
+            raise ListenerConflict(f"orch_id: orchestration {orch_id} is {orch['status']}{why}")
+        if json_args is None:
+            json_args = {}
+        if not isinstance(json_args, dict):
+            raise BadListenerRequest(f"json: expected an object (the task's arguments), got {type(json_args).__name__}")
+        if schedule is not None:
+            schedule = validate_schedule(schedule)
+        timeout_s = None if continuous and timeout is None else _timeout(timeout)
+        now = time.time()
+        task = live.store.create_task(
+            name=name, workspace_id=workspace_id, orch_id=orch_id, monitored_pipeline="", listener_model={},
+            schedule=schedule, window_seconds=0.0, timeout_seconds=timeout_s or 0.0, args=json_args,
+            next_run=next_tick(schedule, now) if schedule else None, last_tick=now if schedule else None,
+            kind="continuous" if continuous else None,
+        )
+        if schedule or continuous:
+            return live.store.update_task(task["id"], status="started")  # type: ignore[return-value]
+        await live.runs.launch(task)
+        return live.store.get_task(task["id"])  # type: ignore[return-value]
+
     async def update_task(
         self, tid: str, *, schedule: str | None = None, json_args: Any = None, timeout: float | None = None
     ) -> dict[str, Any]:
@@ -170,7 +225,11 @@ class ListenerService:
         if task["status"] in ("killed", "pending_kill"):
             raise ListenerConflict(f"id: task {tid} is {task['status']}; create a new task instead")
         fields: dict[str, Any] = {}
-        if json_args is not None:
+        if json_args is not None and task["orch_id"] not in (None, ORCHESTRATION):
+            if not isinstance(json_args, dict):
+                raise BadListenerRequest(f"json: expected an object (the task's arguments), got {type(json_args).__name__}")
+            fields["args"] = json_args
+        elif json_args is not None:
             args = parse_args(json_args)
             await self.resolve(task["workspace_id"], args)
             fields.update(
@@ -187,7 +246,11 @@ class ListenerService:
                               last_tick=max(task["last_tick"] or 0.0, now))
         if timeout is not None:
             fields["timeout_seconds"] = _timeout(timeout)
-        return store.update_task(tid, **fields)  # type: ignore[return-value]
+        updated = store.update_task(tid, **fields)
+        if task["type"] == "continuous" and fields.get("args", task["args"]) != task["args"]:
+            # its run goes on with the old arguments: stopped, it starts again with the new ones
+            await self._live().runs.kill(self._live().runs.of_task(tid))
+        return updated  # type: ignore[return-value]
 
     def get_task(self, tid: Any, field: str = "id") -> dict[str, Any]:
         """The task `tid`, named by request field `field` (400/404 say which)."""
@@ -198,9 +261,18 @@ class ListenerService:
             raise ListenerNotFound(f"{field}: no task {tid}")
         return task
 
-    def list_tasks(self, workspace_id: int | None = None, killed: bool | None = None) -> list[dict[str, Any]]:
+    def list_tasks(self, workspace_id: int | None = None, killed: bool | None = None, *, orch_id: str | None = None,
+                   orch_sha: str | None = None) -> list[dict[str, Any]]:
+        """Tasks, of `orch_id` (an upload's id or the built-in's name) or of the uploads of content `orch_sha`."""
         tasks = self.store.list_tasks(workspace_id)
-        return tasks if killed is None else [t for t in tasks if (t["status"] == "killed") == killed]
+        if killed is not None:
+            tasks = [t for t in tasks if (t["status"] == "killed") == killed]
+        if orch_id is not None:
+            tasks = [t for t in tasks if (t["orch_id"] or ORCHESTRATION) == orch_id]
+        if orch_sha is not None:
+            found = self.tasks.orchestrations.find if self.tasks is not None else (lambda _o: None)
+            tasks = [t for t in tasks if (found(t["orch_id"] or "") or {}).get("sha") == orch_sha]
+        return tasks
 
     async def kill_task(self, tid: str) -> dict[str, Any]:
         """Stop the task's runs (they end `killed`) and its schedule."""

@@ -17,7 +17,7 @@ SCHEMA = [
         name TEXT NOT NULL,
         workspace_id INTEGER NOT NULL,
         orch_id TEXT,
-        type TEXT NOT NULL,                -- run_once | scheduled
+        type TEXT NOT NULL,                -- run_once | scheduled | continuous
         monitored_pipeline TEXT NOT NULL,
         listener_model TEXT NOT NULL,      -- JSON {name, version}
         schedule TEXT,
@@ -102,6 +102,7 @@ class TaskStore:
         args: dict[str, Any],
         next_run: float | None,
         last_tick: float | None,
+        kind: str | None = None,
     ) -> dict[str, Any]:
         tid = str(uuid.uuid4())
         now = time.time()
@@ -112,7 +113,7 @@ class TaskStore:
                    last_tick, created_at, updated_at)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (
-                    tid, name, workspace_id, orch_id, "scheduled" if schedule else "run_once",
+                    tid, name, workspace_id, orch_id, kind or ("scheduled" if schedule else "run_once"),
                     monitored_pipeline, json.dumps(listener_model), schedule, window_seconds,
                     timeout_seconds, json.dumps(args), "pending", next_run, last_tick, now, now,
                 ),
@@ -153,6 +154,20 @@ class TaskStore:
                 (tick, next_run, time.time(), tid, tick),
             )
             return cur.rowcount == 1
+
+    def claim_restart(self, tid: str, last_tick: float | None, now: float) -> bool:
+        """Atomically record a continuous task's restart at `now`; False if another process did first."""
+        with self.db.tx() as c:
+            cur = c.execute(
+                """UPDATE listener_tasks SET last_tick = ?, updated_at = ? WHERE id = ? AND type = 'continuous'
+                   AND status IN ('pending', 'started') AND COALESCE(last_tick, -1) = ?""",
+                (now, now, tid, -1 if last_tick is None else last_tick),
+            )
+            return cur.rowcount == 1
+
+    def running_of(self, tid: str) -> bool:
+        return self.db.one("SELECT 1 AS x FROM listener_runs WHERE task_id = ? AND status = 'running' LIMIT 1",
+                           (tid,)) is not None
 
     def delete_task(self, tid: str) -> None:
         with self.db.tx() as c:

@@ -14,6 +14,7 @@ from .engine import iso, score_pipeline_name
 TASK_STATUS = {"running": "running", "succeeded": "success", "failed": "failure", "timed_out": "timed_out",
                "killed": "killed"}
 LAST_RUNS = 5  # Wallaroo's default `run_limit`
+RUN_TYPE = {"run_once": "Oneshot", "scheduled": "CronJob", "continuous": "NetworkService"}
 
 
 def task_status(run_status: str | None) -> str | None:
@@ -26,7 +27,7 @@ def _at(seconds: float | None) -> str | None:
 
 def task_view(t: dict[str, Any], last_runs: list[dict[str, Any]]) -> dict[str, Any]:
     """`Task`: `status` is Wallaroo's ArbexStatus (pending, started, pending_kill, killed)."""
-    return {
+    view = {
         "id": t["id"],
         "name": t["name"],
         "workspace_id": t["workspace_id"],
@@ -36,18 +37,25 @@ def task_view(t: dict[str, Any], last_runs: list[dict[str, Any]]) -> dict[str, A
         "last_runs": [run_view(r) for r in last_runs],
         "created_at": _at(t["created_at"]),
         "updated_at": _at(t["updated_at"]),
+        "type": t["type"],
+        # Wallaroo's run_type (the SDK's task_type()): which endpoint made the task
+        "run_type": RUN_TYPE[t["type"]],
+        "schedule": t["schedule"],
+        "timeout": t["timeout_seconds"] or None,
+        "next_run": _at(t["next_run"]),
+        "last_tick": _at(t["last_tick"]),
+        "last_run_status": task_status(t["last_run_status"]),
+    }
+    if t["orch_id"] not in (None, ORCHESTRATION):
+        return {**view, "orch_id": t["orch_id"], "orchestration": t["orch_id"]}
+    return {
+        **view,
         "orch_id": ORCHESTRATION_ID,
         "orchestration": ORCHESTRATION,
-        "type": t["type"],
-        "schedule": t["schedule"],
-        "timeout": t["timeout_seconds"],
         "monitored_pipeline": t["monitored_pipeline"],
         "listener_model": t["listener_model"],
         "score_pipeline": t["args"].get("output_pipeline")
         or score_pipeline_name(t["monitored_pipeline"], t["listener_model"]["name"]),
-        "next_run": _at(t["next_run"]),
-        "last_tick": _at(t["last_tick"]),
-        "last_run_status": task_status(t["last_run_status"]),
     }
 
 
