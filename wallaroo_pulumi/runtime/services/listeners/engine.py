@@ -5,6 +5,7 @@ Score columns, row keys and exactly-once: ``docs/listeners.md``, "What a run doe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -312,7 +313,14 @@ async def _score_page(
         idx = usable[b : b + bs]
         bkeys = [keys[i] for i in idx]
         btimes = [times_all[i] for i in idx]
-        mine = await asyncio.to_thread(store.claim, stream, run_id, bkeys, btimes)
+        claiming = asyncio.ensure_future(asyncio.to_thread(store.claim, stream, run_id, bkeys, btimes))
+        try:
+            mine = await asyncio.shield(claiming)
+        except asyncio.CancelledError:  # cancelled while claiming: what the claim took is given back
+            with contextlib.suppress(Exception):
+                taken = await claiming
+                await asyncio.to_thread(store.release, stream, [bkeys[j] for j in taken], run_id)
+            raise
         stats.rows_already += len(idx) - len(mine)
         if not mine:
             continue
