@@ -97,7 +97,7 @@ def test_publish_and_edges_lifecycle(stack: PulumiStack, api: WallarooClient, re
         upgraded = decode_bundle(new[f"{name}_bundle"])
         assert upgraded.pipeline_url == new["image"] and upgraded.join_token != decode_bundle(out[f"{name}_bundle"]).join_token
         assert new[f"{name}_id"] == out[f"{name}_id"]  # the same edge, moved
-    assert [e["name"] for e in api.list_edges(new["publish_id"])] == ["shop-a", "shop-b"]
+    assert sorted(e["name"] for e in api.list_edges(new["publish_id"])) == ["shop-a", "shop-b"]
     with pytest.raises(NotFoundError):
         api.list_edges(out["publish_id"])
     assert changed(stack.preview()) == {}
@@ -106,7 +106,7 @@ def test_publish_and_edges_lifecycle(stack: PulumiStack, api: WallarooClient, re
     stack.config_set("shop-b_name", "shop-c")
     assert changed(stack.preview()).get("shop-b") == "replace"
     stack.up()
-    assert [e["name"] for e in api.list_edges(new["publish_id"])] == ["shop-a", "shop-c"]
+    assert sorted(e["name"] for e in api.list_edges(new["publish_id"])) == ["shop-a", "shop-c"]
 
     stack.destroy()
     assert not tag_exists(registry, new["image"])
