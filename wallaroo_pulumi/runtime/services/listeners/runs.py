@@ -127,6 +127,14 @@ class Runs:
                     self._kill_requested.add(rid)
                     t.cancel()
 
+    def _cancelled(self, rid: str) -> tuple[str, str]:
+        """The status and reason of a run that was cancelled: killed, or stopped under it."""
+        if rid in self._kill_requested:
+            return "killed", "killed on request"
+        if rid in self._lease_lost:
+            return "failed", "stopped: its lease lapsed and another process settled it"
+        return "failed", "interrupted: the runtime stopped during the run"
+
     async def _execute_user(self, rid: str, task: dict[str, Any]) -> None:
         """A run of a user orchestration's task: its main.py in a sandbox (orchestrations.runner)."""
         store = self.store
@@ -147,12 +155,7 @@ class Runs:
             else:
                 status = "succeeded"
         except asyncio.CancelledError:
-            if rid in self._kill_requested:
-                status, error = "killed", "killed on request"
-            elif rid in self._lease_lost:
-                error = "stopped: its lease lapsed and another process settled it"
-            else:
-                error = "interrupted: the runtime stopped during the run"
+            status, error = self._cancelled(rid)
         except TaskFailed as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - the run's status and log say why
@@ -211,12 +214,7 @@ class Runs:
             else:
                 status = "succeeded"
         except asyncio.CancelledError:
-            if rid in self._kill_requested:
-                status, error = "killed", "killed on request"
-            elif rid in self._lease_lost:
-                status, error = "failed", "stopped: its lease lapsed and another process settled it"
-            else:
-                status, error = "failed", "interrupted: the runtime stopped during the run"
+            status, error = self._cancelled(rid)
             say(error)
         except BadListenerRequest as exc:
             error = exc.message
