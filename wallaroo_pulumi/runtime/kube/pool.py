@@ -335,11 +335,11 @@ class KubeStepPool:
         self._changed.set()
 
     # -- requests ----------------------------------------------------------------------
-    def _choose(self, tried: set[str]) -> RemoteSidekick | None:
-        ready = [r for r in self._remotes.values() if r.state == "ready" and r.name not in tried]
+    def _choose(self, tried: set[tuple[str, int]]) -> RemoteSidekick | None:
+        ready = [r for r in self._remotes.values() if r.state == "ready" and r.link_id not in tried]
         return min(ready, key=lambda r: (self._inflight.get(r.name, 0) + r.waiting, r.busy)) if ready else None
 
-    async def _replica(self, tried: set[str]) -> RemoteSidekick:
+    async def _replica(self, tried: set[tuple[str, int]]) -> RemoteSidekick:
         """A linked replica not tried yet; one may have to start first (scaled to zero), or come
         back (replaced): wait for it up to the load timeout."""
         remote = self._choose(tried)
@@ -378,7 +378,7 @@ class KubeStepPool:
             self._last_request = time.monotonic()
 
     async def _predict(self, table: pa.Table) -> pa.Table:
-        tried: set[str] = set()
+        tried: set[tuple[str, int]] = set()  # links tried: a pod restarted in place is linked anew
         while True:
             remote = await self._replica(tried)
             self._inflight[remote.name] = self._inflight.get(remote.name, 0) + 1
@@ -388,7 +388,7 @@ class KubeStepPool:
                 if not self._retryable(exc) or len(tried) + 1 >= MAX_ATTEMPTS:
                     raise
                 log.warning("step %s: %s; trying another replica", self.spec.step_name, exc)
-                tried.add(remote.name)
+                tried.add(remote.link_id)
             finally:
                 if remote.name in self._inflight:
                     self._inflight[remote.name] -= 1
@@ -405,7 +405,7 @@ class KubeStepPool:
             self._last_request = time.monotonic()
 
     async def _predict_stream(self, table: pa.Table) -> AsyncIterator[StreamPart]:
-        tried: set[str] = set()
+        tried: set[tuple[str, int]] = set()  # links tried: a pod restarted in place is linked anew
         while True:
             remote = await self._replica(tried)
             self._inflight[remote.name] = self._inflight.get(remote.name, 0) + 1
@@ -419,7 +419,7 @@ class KubeStepPool:
             except SidekickError as exc:
                 if sent or not self._retryable(exc) or len(tried) + 1 >= MAX_ATTEMPTS:
                     raise
-                tried.add(remote.name)
+                tried.add(remote.link_id)
             finally:
                 if remote.name in self._inflight:
                     self._inflight[remote.name] -= 1

@@ -58,6 +58,9 @@ class RemoteSidekick:
         self._state = "starting"
         self._last_error: str | None = None
         self._last_exit: str | None = None  # how its pod's container last ended badly (the kubelet's word)
+        #: this replica's current link: a container restarted in place (same pod) is linked anew, and a
+        #: request that failed on the old link may be tried on the new one
+        self.link_id: tuple[str, int] = (name, 0)
         self._restarts = 0
         self.load_failed = False  # the server answered LOAD_ERROR: the model cannot load there
         self._lock = asyncio.Lock()
@@ -147,6 +150,7 @@ class RemoteSidekick:
         self._conn = (reader, writer)
         self._state = "ready"
         self._last_error = None
+        self.link_id = (self.name, self.link_id[1] + 1)
 
     async def stop(self) -> None:
         self._state = "stopped"
