@@ -315,6 +315,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         """Every container containerd holds (pause containers of sandboxes included)."""
         return [line.split()[0] for line in self._ctr("containers", "ls").stdout.splitlines()[1:] if line.strip()]
 
+    def pod_logs(self, namespace: str, chars: int = 3000) -> str:
+        """The tail of every container log of the namespace's pods on this node (what `kubectl logs` reads)."""
+        out = []
+        for path in sorted((self.workdir / "pod-logs").glob(f"{namespace}_*/*/*.log")):
+            with contextlib.suppress(OSError):
+                out.append(f"--- {path.parent.parent.name}/{path.parent.name} ---\n{path.read_text(errors='replace')[-chars:]}")
+        return "\n".join(out)
+
     def log(self, name: str = "kubelet", lines: int = 60) -> str:
         for proc in self._procs:
             if proc.name == name:
