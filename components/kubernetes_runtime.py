@@ -25,6 +25,7 @@ from wallaroo_pulumi.resources.connection import Connection
 
 APP_PORT = 8080
 RUNTIME_UID = 10001  # the Dockerfile's user and group
+TMP_SIZE = "1Gi"  # the runtime pod's /tmp (its root file system is read-only)
 #: What a runtime placing steps as pods does in its namespace, and nothing else (runtime/kube).
 POD_PLACEMENT_RULES = [
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "create", "patch", "delete"]},
@@ -155,7 +156,8 @@ def pod_template(args: KubernetesRuntimeArgs, labels: dict[str, str], secret: k8
             "containers": [{
                 "name": "runtime",
                 "image": args.image,
-                "securityContext": {"allowPrivilegeEscalation": False,
+                # a read-only root: what it writes goes to /data (its volume) or /tmp (scratch, below)
+                "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                     "capabilities": {"drop": ["ALL"]}},
                 "args": ["runtime", "serve", "--data-dir", "/data", "--host", "0.0.0.0",
                          "--port", str(APP_PORT), "--role", role,
@@ -168,10 +170,12 @@ def pod_template(args: KubernetesRuntimeArgs, labels: dict[str, str], secret: k8
                 "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
                 "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 20},
                 "resources": resources,
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
             }],
             "volumes": [{"name": "data", **({"emptyDir": {}} if claim is None else
-                                            {"persistentVolumeClaim": {"claimName": claim.metadata["name"]}})}],
+                                            {"persistentVolumeClaim": {"claimName": claim.metadata["name"]}})},
+                        # scratch for temporary files (listener runs, migrations), on the node's disk
+                        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}}],
         },
     }
 

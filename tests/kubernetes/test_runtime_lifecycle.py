@@ -121,6 +121,10 @@ def test_up_creates_every_object_and_waits_for_ready_pods(runtime: Runtime) -> N
             assert (probe.httpGet.path, probe.httpGet.port) == ("/health", "http")
         assert c.securityContext.allowPrivilegeEscalation is False
         assert c.securityContext.capabilities.drop == ["ALL"]
+        # a read-only root: /tmp is a size-limited emptyDir (test_real_node runs it so)
+        assert c.securityContext.readOnlyRootFilesystem is True
+        [tmp] = [v for v in spec.volumes if v.name == "tmp"]
+        assert tmp.emptyDir.sizeLimit == "1Gi" and {m.mountPath for m in c.volumeMounts} == {"/data", "/tmp"}
         pod_security = spec.securityContext
         assert (pod_security.runAsNonRoot, pod_security.runAsUser, pod_security.fsGroup) == (True, 10001, 10001)
         assert pod_security.seccompProfile.type == "RuntimeDefault"

@@ -52,7 +52,8 @@ def test_backing_services_and_pods_free_to_spread(stack: tuple[PulumiStack, str]
     for deployment in (serving, scheduler):
         pod = deployment.spec.template.spec
         assert pod.affinity is None  # no one-node affinity: pods go wherever the scheduler puts them
-        assert [v.emptyDir is not None for v in pod.volumes] == [True]  # each pod's data dir is its own
+        # each pod's data dir is its own (and /tmp, as every runtime pod's: its root is read-only)
+        assert {v.name: v.emptyDir is not None for v in pod.volumes} == {"data": True, "tmp": True}
         container = pod.containers[0]
         assert "--object-store" in container.args and "s3://wallaroo" in container.args
         env = {e.name: e for e in container.env}

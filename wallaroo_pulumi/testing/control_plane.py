@@ -128,27 +128,33 @@ class LocalControlPlane(KubeCluster):
     """Start with `start()` or `with`; `stop()` ends every process, also when starting failed.
 
     `bin_dir`: where the binaries are (default: PATH). `workdir` keeps the data, certificates,
-    kubeconfig and one log per part (`logs/<part>.log`).
+    kubeconfig and one log per part (`logs/<part>.log`). `real_nodes`: names of kubelets that will
+    register (testing.real_node.RealNode), each given a token as `system:node:<name>` (`node_tokens`).
+    `storage_class`: the default StorageClass (hostPath volumes the controller manager provisions);
+    without it, the real node offers local volumes of its own.
     """
 
     local = True
 
     def __init__(self, workdir: Path, *, nodes: Iterable[FakeNode] = DEFAULT_NODES, bin_dir: Path | None = None,
-                 ready_timeout_s: float = 90) -> None:
+                 ready_timeout_s: float = 90, real_nodes: Iterable[str] = (), storage_class: bool = True) -> None:
         self.workdir = Path(workdir)
         self.nodes = tuple(nodes)
         self.ready_timeout_s = ready_timeout_s
-        self.bins = self._find_binaries(bin_dir)
+        # kwok only where it has fake nodes to run (a plane for a real node has none)
+        self.bins = self._find_binaries(bin_dir, BINARIES if self.nodes else BINARIES[:-1])
         self.token = secrets.token_urlsafe(24)
+        self.node_tokens = {name: secrets.token_urlsafe(24) for name in real_nodes}
+        self.storage_class = storage_class
         self.server = ""
         self._procs: list[_Process] = []
         self.pids: list[int] = []  # every process started, running or not
         super().__init__(self.workdir / "kubeconfig")
 
     @staticmethod
-    def _find_binaries(bin_dir: Path | None) -> dict[str, str]:
+    def _find_binaries(bin_dir: Path | None, names: tuple[str, ...] = BINARIES) -> dict[str, str]:
         path = str(bin_dir) if bin_dir else os.environ.get("PATH", "")
-        found = {b: shutil.which(b, path=path) for b in BINARIES}
+        found = {b: shutil.which(b, path=path) for b in names}
         missing = [b for b, p in found.items() if not p]
         if missing:
             raise ControlPlaneError(
@@ -188,7 +194,8 @@ class LocalControlPlane(KubeCluster):
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         pki = write_pki(self.workdir / "pki")
         tokens = self.workdir / "pki" / "tokens.csv"
-        tokens.write_text(f"{self.token},wallaroo-test-admin,wallaroo-test-admin,system:masters\n")
+        tokens.write_text(f"{self.token},wallaroo-test-admin,wallaroo-test-admin,system:masters\n" + "".join(
+            f"{token},system:node:{name},system:node:{name},system:nodes\n" for name, token in self.node_tokens.items()))
         tokens.chmod(0o600)
 
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
@@ -227,18 +234,21 @@ class LocalControlPlane(KubeCluster):
         scheduler = self._spawn("kube-scheduler", [
             self.bins["kube-scheduler"], kubeconfig, "--leader-elect=false",
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}"])
-        stages = self.workdir / "kwok-stages.yaml"
-        shutil.copyfile(KWOK_STAGES, stages)
-        kwok = self._spawn("kwok", [
-            self.bins["kwok"], kubeconfig, f"--config={stages}", "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-            "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
-            # kubelet-like Lease heartbeats; without the flag none are renewed and the node
-            # controller marks every node NotReady (and its pods unready) after ~50 s
-            "--node-lease-duration-seconds=40"])
-        parts = [etcd, apiserver, controllers, scheduler, kwok]
+        parts = [etcd, apiserver, controllers, scheduler]
+        if self.nodes:
+            stages = self.workdir / "kwok-stages.yaml"
+            shutil.copyfile(KWOK_STAGES, stages)
+            kwok = self._spawn("kwok", [
+                self.bins["kwok"], kubeconfig, f"--config={stages}", "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+                "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
+                # kubelet-like Lease heartbeats; without the flag none are renewed and the node
+                # controller marks every node NotReady (and its pods unready) after ~50 s
+                "--node-lease-duration-seconds=40"])
+            parts.append(kwok)
 
-        self.apply(self._storage_class())
+        if self.storage_class:
+            self.apply(self._storage_class())
         for node in self.nodes:
             self.apply(node.manifest())
         self._wait("the fake nodes", parts, self._nodes_ready)
@@ -286,9 +296,10 @@ class LocalControlPlane(KubeCluster):
 
     # -- objects ---------------------------------------------------------------------
     def apply(self, manifest: dict[str, Any]) -> None:
-        """Create a cluster-scoped object (Node, StorageClass) as the admin."""
+        """Create a cluster-scoped object (Node, StorageClass, PersistentVolume) as the admin."""
         kind = manifest["kind"]
-        path = {"Node": "/api/v1/nodes", "StorageClass": "/apis/storage.k8s.io/v1/storageclasses"}[kind]
+        path = {"Node": "/api/v1/nodes", "StorageClass": "/apis/storage.k8s.io/v1/storageclasses",
+                "PersistentVolume": "/api/v1/persistentvolumes"}[kind]
         with self._http() as http:
             resp = http.post(path, json=manifest)
         if resp.status_code != 201:

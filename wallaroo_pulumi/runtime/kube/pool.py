@@ -54,6 +54,10 @@ class KubeScale:
                            queue_up=self.queue_up, queue_down=self.queue_down, window_s=self.window_s)
 
 
+#: A pod in these phases never runs again (evicted, or its containers exited for good): no replica.
+ENDED = ("Succeeded", "Failed")
+
+
 def pod_problem(pod: Pod) -> str | None:
     """Why a pod is not serving, as Kubernetes says it (the scheduler's reason first)."""
     status = pod.status
@@ -66,9 +70,42 @@ def pod_problem(pod: Pod) -> str | None:
         waiting = cs.state.waiting if cs.state is not None else None
         if waiting is not None and waiting.reason:
             return f"pod {pod.metadata.name}: {waiting.reason}: {waiting.message or ''}".rstrip(": ")
-    if status.phase in ("Failed", "Unknown"):
-        return f"pod {pod.metadata.name} {status.phase}: {status.reason or ''} {status.message or ''}".strip()
+    if status.phase in ENDED or status.phase == "Unknown":
+        reason, message = status.reason or "", status.message or ""
+        for cond in status.conditions or []:  # why the kubelet ended it (an eviction, a node shutdown)
+            if cond.type == "DisruptionTarget" and cond.status == "True":
+                reason, message = reason or cond.reason or "", message or cond.message or ""
+        return f"pod {pod.metadata.name} {status.phase}: {reason} {message}".strip()
     return None
+
+
+def pod_exit(pod: Pod, memory: str | None = None) -> str | None:
+    """How the pod's container last ended, when it did not end well, as the kubelet reports it (the
+    kernel's OOM kill included, which the link alone sees as a lost connection)."""
+    for cs in (pod.status.containerStatuses or []) if pod.status is not None else []:
+        ended = (cs.state.terminated if cs.state is not None else None) or (
+            cs.lastState.terminated if cs.lastState is not None else None)
+        if ended is None or ended.reason == "Completed":
+            continue
+        text = (f"pod {pod.metadata.name}: its container ended {ended.reason or 'with an error'} "
+                f"(exit code {ended.exitCode}; restarts: {cs.restartCount})")
+        if ended.reason == "OOMKilled":
+            text += (f": the kernel killed it at its memory limit{f' of {memory}' if memory else ''}; "
+                     "raise the step's sidekick memory")
+        return text
+    return None
+
+
+def pod_ended(pod: Pod, scratch_size: str | None) -> str:
+    """Why a pod ended for good. A sidekick never exits by itself, so a pod that ended without a
+    reason was stopped by its node: kubelet 1.37 records an eviction (e.g. a scratch emptyDir
+    over its sizeLimit) as an Event, which the runtime may not read, and leaves the pod Succeeded."""
+    problem = pod_problem(pod)
+    if problem and not problem.endswith(f"{pod.status.phase}:"):
+        return problem
+    return (f"pod {pod.metadata.name} {pod.status.phase}: stopped by its node (an eviction: its scratch over "
+            f"scratch_size {scratch_size or '(the default)'}, or the node short of disk or memory; the pod's "
+            "events say which)")
 
 
 def pod_ready(pod: Pod) -> bool:
@@ -270,7 +307,10 @@ class KubeStepPool:
                                     request_timeout_s=self.ctx.request_timeout_s)
             self._remotes[name] = remote
             self._inflight.setdefault(name, 0)
-        if not pod_ready(pod):
+        remote.note_exit(pod_exit(pod, self.spec.memory))
+        if pod.status is not None and pod.status.phase in ENDED:  # its ReplicaSet makes another
+            remote.ended(pod_ended(pod, self.spec.scratch_size))
+        elif not pod_ready(pod):
             remote.note(pod_problem(pod))
         elif remote.state in ("starting", "failed") and name not in self._connecting and not remote.load_failed:
             self._connecting[name] = asyncio.create_task(self._link(name, remote), name=f"kube-link-{name}")
@@ -303,11 +343,11 @@ class KubeStepPool:
         self._changed.set()
 
     # -- requests ----------------------------------------------------------------------
-    def _choose(self, tried: set[str]) -> RemoteSidekick | None:
-        ready = [r for r in self._remotes.values() if r.state == "ready" and r.name not in tried]
+    def _choose(self, tried: set[tuple[str, int]]) -> RemoteSidekick | None:
+        ready = [r for r in self._remotes.values() if r.state == "ready" and r.link_id not in tried]
         return min(ready, key=lambda r: (self._inflight.get(r.name, 0) + r.waiting, r.busy)) if ready else None
 
-    async def _replica(self, tried: set[str]) -> RemoteSidekick:
+    async def _replica(self, tried: set[tuple[str, int]]) -> RemoteSidekick:
         """A linked replica not tried yet; one may have to start first (scaled to zero), or come
         back (replaced): wait for it up to the load timeout."""
         remote = self._choose(tried)
@@ -346,7 +386,7 @@ class KubeStepPool:
             self._last_request = time.monotonic()
 
     async def _predict(self, table: pa.Table) -> pa.Table:
-        tried: set[str] = set()
+        tried: set[tuple[str, int]] = set()  # links tried: a pod restarted in place is linked anew
         while True:
             remote = await self._replica(tried)
             self._inflight[remote.name] = self._inflight.get(remote.name, 0) + 1
@@ -356,7 +396,7 @@ class KubeStepPool:
                 if not self._retryable(exc) or len(tried) + 1 >= MAX_ATTEMPTS:
                     raise
                 log.warning("step %s: %s; trying another replica", self.spec.step_name, exc)
-                tried.add(remote.name)
+                tried.add(remote.link_id)
             finally:
                 if remote.name in self._inflight:
                     self._inflight[remote.name] -= 1
@@ -373,7 +413,7 @@ class KubeStepPool:
             self._last_request = time.monotonic()
 
     async def _predict_stream(self, table: pa.Table) -> AsyncIterator[StreamPart]:
-        tried: set[str] = set()
+        tried: set[tuple[str, int]] = set()  # links tried: a pod restarted in place is linked anew
         while True:
             remote = await self._replica(tried)
             self._inflight[remote.name] = self._inflight.get(remote.name, 0) + 1
@@ -387,7 +427,7 @@ class KubeStepPool:
             except SidekickError as exc:
                 if sent or not self._retryable(exc) or len(tried) + 1 >= MAX_ATTEMPTS:
                     raise
-                tried.add(remote.name)
+                tried.add(remote.link_id)
             finally:
                 if remote.name in self._inflight:
                     self._inflight[remote.name] -= 1

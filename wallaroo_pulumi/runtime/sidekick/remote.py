@@ -59,6 +59,10 @@ class RemoteSidekick:
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._state = "starting"
         self._last_error: str | None = None
+        self._last_exit: str | None = None  # how its pod's container last ended badly (the kubelet's word)
+        #: this replica's current link: a container restarted in place (same pod) is linked anew, and a
+        #: request that failed on the old link may be tried on the new one
+        self.link_id: tuple[str, int] = (name, 0)
         self._restarts = 0
         self.load_failed = False  # the server answered LOAD_ERROR: the model cannot load there
         self._lock = asyncio.Lock()
@@ -69,7 +73,7 @@ class RemoteSidekick:
 
     # -- what the pool and status read ------------------------------------------------
     state = property(lambda self: self._state, doc="``starting`` | ``ready`` | ``failed`` | ``stopped``")
-    last_error = property(lambda self: self._last_error)
+    last_error = property(lambda self: self._last_error or self._last_exit)
     restarts = property(lambda self: self._restarts)
     busy = property(lambda self: self._busy)
     waiting = property(lambda self: self._queue.waiting)
@@ -83,6 +87,16 @@ class RemoteSidekick:
     def note(self, message: str | None) -> None:
         """What the pool knows of this replica's pod (e.g. the scheduler's reason), for status."""
         self._last_error = message
+
+    def ended(self, message: str) -> None:
+        """Its pod ended for good (evicted, say): no longer a replica, never linked again; why, for status."""
+        self._close()
+        self._state, self._last_error, self.load_failed = "failed", message, True
+
+    def note_exit(self, message: str | None) -> None:
+        """How its pod's container last ended badly (OOMKilled, an error exit): kept in status
+        after the container restarts, until the pod goes."""
+        self._last_exit = message
 
     def __repr__(self) -> str:
         return f"RemoteSidekick({self.name!r}, {self.host}:{self.port}, {self._state})"
@@ -138,6 +152,7 @@ class RemoteSidekick:
         self._conn = (reader, writer)
         self._state = "ready"
         self._last_error = None
+        self.link_id = (self.name, self.link_id[1] + 1)
 
     async def stop(self) -> None:
         self._state = "stopped"
