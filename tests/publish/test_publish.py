@@ -161,6 +161,14 @@ def test_bad_publish_requests_name_the_field(centre: Server, body: dict[str, Any
     assert answer.status_code in (400, 404) and field in answer.json()["msg"]
 
 
+
+@pytest.mark.parametrize("name", ["Shop_A", "-shop", "a" * 64, ""])
+def test_an_edge_name_that_is_no_dns_label_is_refused_naming_the_field(centre: Server, name: str) -> None:
+    answer = httpx.post(f"{centre.url}/v1/api/pipelines/add_edge_to_publish", json={"name": name, "pipeline_publish_id": 1},
+                        headers=centre.headers, timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert "name" in answer.json()["msg"] and "1-63 lowercase letters" in answer.json()["msg"], answer.json()
+
 def test_a_log_segment_over_the_request_limit_is_refused(make_server: Callable[..., Server]) -> None:
     srv = make_server("small", "--max-request-bytes", "1Mi")
     answer = httpx.post(f"{srv.url}/v1/api/edge/ship_logs", content=b"\0" * (2 * 2**20), timeout=30,

@@ -4,7 +4,6 @@ its update takes the upgrade bundle; a new name or tags replace it."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pulumi
@@ -12,11 +11,10 @@ from pulumi.dynamic import CheckResult, CreateResult, ReadResult, Resource, Reso
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..client import NotFoundError, WallarooError
+from ..names import dns_label
 from . import _base
 from .connection import Connection, resolve
 from .progress import report
-
-EDGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class EdgeInputs(BaseModel):
@@ -30,9 +28,7 @@ class EdgeInputs(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not EDGE_NAME.match(v):
-            raise ValueError("must be 1-63 lowercase letters, digits or '-', starting with a letter or digit")
-        return v
+        return dns_label(v)
 
 
 COMPARED = ("name", "publish_id", "tags", "url")

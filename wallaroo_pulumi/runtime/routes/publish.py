@@ -4,7 +4,6 @@ ship_logs, authenticate with the join token and the edge key, not with an API ke
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pyarrow as pa
@@ -12,12 +11,12 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from wallaroo_pulumi.names import dns_label
 from wallaroo_pulumi.runtime.core.errors import BadRequest, TooLarge
 from wallaroo_pulumi.runtime.routes import runtime_of
 from wallaroo_pulumi.runtime.services.access.middleware import bearer
 
 router = APIRouter(prefix="/v1/api", tags=["publish"])
-EDGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class Publish(BaseModel):
@@ -65,9 +64,7 @@ class AddEdge(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not EDGE_NAME.match(v):
-            raise ValueError("must be 1-63 lowercase letters, digits or '-', starting with a letter or digit")
-        return v
+        return dns_label(v)
 
 
 @router.post("/pipelines/add_edge_to_publish", status_code=201)
