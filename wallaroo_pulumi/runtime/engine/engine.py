@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
 from prometheus_client.core import GaugeMetricFamily
 
 from wallaroo_pulumi.deployment import DeploymentConfig
@@ -19,32 +18,16 @@ from wallaroo_pulumi.runtime.core.errors import WallarooError
 from wallaroo_pulumi.runtime.core.metrics import Metrics
 from wallaroo_pulumi.runtime.engine import stages as stage_kinds
 from wallaroo_pulumi.runtime.engine.model_files import ModelFiles
+from wallaroo_pulumi.runtime.engine.step import Step
 from wallaroo_pulumi.runtime.sidekick import Placement, SidekickSpec
 from wallaroo_pulumi.runtime.sidekick.autoscale import policy_for
-from wallaroo_pulumi.runtime.sidekick.steps import LocalSteps, StepPlacement, StepPool, StepTarget
+from wallaroo_pulumi.runtime.sidekick.steps import LocalSteps, StepPlacement, StepTarget
 from wallaroo_pulumi.runtime.wire.steps import parse_steps
 
 log = logging.getLogger("wallaroo_pulumi.runtime.engine")
 
 STATUS_NAMES = {"starting": "Starting", "running": "Running", "failed": "Error", "undeployed": "Undeployed"}
 DRAIN_TIMEOUT_S = 300.0  # how long a replaced version waits for the calls it took (an LLM call can take minutes)
-
-
-@dataclass
-class Step:
-    name: str
-    model_name: str
-    model_version: str
-    model_version_id: int
-    sha: str
-    input_schema: pa.Schema
-    output_schema: pa.Schema
-    pool: StepPool
-    same_as: str = field(default="", repr=False)  # what the pool runs, all of it (see `_spare_pools`)
-
-    @property
-    def last_model(self) -> str:
-        return json.dumps({"model_name": self.model_name, "model_sha": self.sha})
 
 
 @dataclass

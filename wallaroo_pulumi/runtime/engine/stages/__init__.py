@@ -15,7 +15,7 @@ from wallaroo_pulumi.runtime.engine.stages.shadow import ShadowStage
 from wallaroo_pulumi.runtime.wire.steps import Fallback, MetaValueSplit, RandomSplit, Stage
 
 if TYPE_CHECKING:
-    from wallaroo_pulumi.runtime.engine.engine import Step
+    from wallaroo_pulumi.runtime.engine.step import Step
 
 AnyStage = ModelStage | RandomSplitStage | KeySplitStage | ShadowStage | FallbackStage
 

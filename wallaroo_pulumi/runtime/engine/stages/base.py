@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from wallaroo_pulumi.runtime.engine.engine import Step
+    from wallaroo_pulumi.runtime.engine.step import Step
 
 ModelCall = Callable[["Step", pa.Table], Awaitable[pa.Table]]
 """call(step, rows): one model on these rows, its answer conformed; raises a WallarooError naming the step"""

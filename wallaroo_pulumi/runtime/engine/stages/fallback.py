@@ -18,7 +18,7 @@ from wallaroo_pulumi.runtime.core.errors import WallarooError
 from wallaroo_pulumi.runtime.engine.stages.base import ModelCall, StageAnswer, concat_rows
 
 if TYPE_CHECKING:
-    from wallaroo_pulumi.runtime.engine.engine import Step
+    from wallaroo_pulumi.runtime.engine.step import Step
 
 PATTERNS = {
     "timeout": re.compile(r"timed out|timeout", re.IGNORECASE),

@@ -11,7 +11,7 @@ import pyarrow as pa
 from wallaroo_pulumi.runtime.engine.stages.base import ModelCall, StageAnswer, key_values, run_groups
 
 if TYPE_CHECKING:
-    from wallaroo_pulumi.runtime.engine.engine import Step
+    from wallaroo_pulumi.runtime.engine.step import Step
 
 
 def as_key(value: Any) -> str | None:

@@ -13,7 +13,7 @@ import pyarrow as pa
 from wallaroo_pulumi.runtime.engine.stages.base import ModelCall, StageAnswer
 
 if TYPE_CHECKING:
-    from wallaroo_pulumi.runtime.engine.engine import Step
+    from wallaroo_pulumi.runtime.engine.step import Step
 
 
 @dataclass
