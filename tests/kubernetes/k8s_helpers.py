@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Event, Pod
 
 from wallaroo_pulumi.testing.kube_cluster import KubeCluster
+from wallaroo_pulumi.testing.waiting import wait_until
 
 T = TypeVar("T")
 
@@ -88,15 +88,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 120,
              detail: Callable[[], str] | None = None) -> T:
     """Poll `probe` until it returns something truthy; fail naming `what`, the last value and
     `detail()` (e.g. `events(client, ns)`)."""
-    deadline = time.monotonic() + timeout_s
-    value: T | None = None
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f}s (last: {value!r})"
-                         + (f"\n{detail()}" if detail else ""))
+    return wait_until(probe, timeout_s, what, interval=0.25, detail=detail)  # type: ignore[arg-type]
 
 
 def events(client: Client, namespace: str) -> str:

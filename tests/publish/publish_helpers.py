@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model
+from wallaroo_pulumi.testing.waiting import wait_until
 
 SECRET = "sk-edge-credential-never-in-the-image"
 
@@ -61,13 +62,13 @@ PIPELINE = "edge-double"
 
 
 def wait(what: str, check: Callable[[], Any], timeout_s: float = 60, on_fail: Callable[[], str] = lambda: "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """`check()`'s first result that is neither None, False nor 0 (an empty frame or list counts)."""
+
+    def done() -> tuple[Any] | None:
         result = check()
-        if result is not None and result is not False and not (isinstance(result, int) and result == 0):
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}\n{on_fail()}")
+        return None if result is None or result is False or (isinstance(result, int) and result == 0) else (result,)
+
+    return wait_until(done, timeout_s, what, interval=0.25, detail=on_fail)[0]
 
 
 def centre_rows(centre: Server, pipeline: str = PIPELINE) -> pd.DataFrame:

@@ -8,22 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.runtime.conftest import server_env
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack
+from wallaroo_pulumi.testing.waiting import wait_until
 
 from .test_local_runtime import PROGRAM, alive, healthy
-
-
-def wait_until(check, timeout: float = 30) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def serve_by_hand(cwd: Path, data_dir: str, port: int, log: Path) -> subprocess.Popen:
@@ -46,12 +37,13 @@ def test_destroy_stops_a_runtime_restarted_by_hand(pulumi_stack: PulumiStack, tm
 
     # restarted by hand: same data dir (given relative to where it is typed), same port
     os.kill(first, signal.SIGTERM)
-    assert wait_until(lambda: not alive(first) and not healthy(url))
+    wait_until(lambda: not alive(first) and not healthy(url), 30, "the first runtime to stop")
     by_hand = serve_by_hand(tmp_path, "runtime", port, tmp_path / "by-hand.log")
     other = serve_by_hand(tmp_path, "other-data", 0, tmp_path / "other.log")  # not the stack's
     try:
-        assert wait_until(lambda: healthy(url)), (tmp_path / "by-hand.log").read_text()
-        assert wait_until(lambda: (tmp_path / "other-data" / "runtime.json").exists())
+        wait_until(lambda: healthy(url), 30, "the runtime started by hand",
+                   detail=(tmp_path / "by-hand.log").read_text)
+        wait_until(lambda: (tmp_path / "other-data" / "runtime.json").exists(), 30, "the other runtime's runtime.json")
         # it serves the stack's data dir at the stack's URL: the stack's runtime, nothing to change
         assert pulumi_stack.preview().change_summary == {"same": 3}
 

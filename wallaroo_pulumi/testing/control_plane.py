@@ -9,19 +9,14 @@ auth, RBAC), kube-controller-manager, kube-scheduler and kwok with fake nodes (D
 from __future__ import annotations
 
 import base64
-import ctypes
 import json
 import os
 import secrets
 import shutil
-import signal
 import ssl
-import subprocess
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -29,6 +24,7 @@ import httpx
 from wallaroo_pulumi.ports import free_port
 from wallaroo_pulumi.testing.kube_cluster import KubeCluster
 from wallaroo_pulumi.testing.kube_pki import write_pki
+from wallaroo_pulumi.testing.processes import Harness, ServerProcess, die_with_parent
 
 KWOK_STAGES = Path(__file__).with_name("kwok_stages.yaml")
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -82,49 +78,7 @@ DEFAULT_NODES: tuple[FakeNode, ...] = (
 )
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it if the process that started it dies (PR_SET_PDEATHSIG),
-    so a killed test run leaves nothing behind either."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-
-
-class _Process:
-    """One part of the plane, in its own process group, logging to a file."""
-
-    def __init__(self, name: str, argv: list[str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=_die_with_parent)
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            raise ControlPlaneError(f"{self.name} exited with status {self.proc.returncode}; "
-                                    f"last lines of {self.log}:\n{self.tail()}")
-
-    def tail(self, lines: int = 25) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, grace_s: float = 10) -> None:
-        """SIGTERM to the whole group, SIGKILL after `grace_s`; returns once the group is empty."""
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                self.proc.poll()
-                try:
-                    os.killpg(self.proc.pid, 0)
-                except ProcessLookupError:
-                    return
-                time.sleep(0.05)
-        self.proc.poll()
-
-
-class LocalControlPlane(KubeCluster):
+class LocalControlPlane(KubeCluster, Harness):
     """Start with `start()` or `with`; `stop()` ends every process, also when starting failed.
 
     `bin_dir`: where the binaries are (default: PATH). `workdir` keeps the data, certificates,
@@ -135,6 +89,7 @@ class LocalControlPlane(KubeCluster):
     """
 
     local = True
+    error = ControlPlaneError
 
     def __init__(self, workdir: Path, *, nodes: Iterable[FakeNode] = DEFAULT_NODES, bin_dir: Path | None = None,
                  ready_timeout_s: float = 90, real_nodes: Iterable[str] = (), storage_class: bool = True) -> None:
@@ -147,9 +102,9 @@ class LocalControlPlane(KubeCluster):
         self.node_tokens = {name: secrets.token_urlsafe(24) for name in real_nodes}
         self.storage_class = storage_class
         self.server = ""
-        self._procs: list[_Process] = []
         self.pids: list[int] = []  # every process started, running or not
-        super().__init__(self.workdir / "kubeconfig")
+        KubeCluster.__init__(self, self.workdir / "kubeconfig")
+        Harness.__init__(self, self.workdir / "logs", preexec_fn=die_with_parent)
 
     @staticmethod
     def _find_binaries(bin_dir: Path | None, names: tuple[str, ...] = BINARIES) -> dict[str, str]:
@@ -163,35 +118,13 @@ class LocalControlPlane(KubeCluster):
                 f".tools/bin (etcd 3.7, Kubernetes 1.37, kwok 0.8)")
         return {b: str(p) for b, p in found.items()}
 
-    # -- lifecycle -------------------------------------------------------------
-    def __enter__(self) -> LocalControlPlane:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def start(self) -> LocalControlPlane:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop every part, newest first; safe to call twice."""
-        while self._procs:
-            self._procs.pop().stop()
-
-    def _spawn(self, name: str, argv: list[str]) -> _Process:
-        proc = _Process(name, argv, self.workdir / "logs" / f"{name}.log")
-        self._procs.append(proc)
-        self.pids.append(proc.proc.pid)
-        return proc
+    # -- lifecycle (Harness: start(), stop(), with) -----------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> ServerProcess:
+        server = self.spawn(name, argv)
+        self.pids.append(server.proc.pid)
+        return server
 
     def _start(self) -> None:
-        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         pki = write_pki(self.workdir / "pki")
         tokens = self.workdir / "pki" / "tokens.csv"
         tokens.write_text(f"{self.token},wallaroo-test-admin,wallaroo-test-admin,system:masters\n" + "".join(
@@ -257,21 +190,8 @@ class LocalControlPlane(KubeCluster):
                    lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default").status_code == 200)
 
     # -- readiness ----------------------------------------------------------------
-    def _wait(self, what: str, procs: list[_Process], ready: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + self.ready_timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            for proc in procs:
-                proc.check()
-            try:
-                if ready():
-                    return
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                last = exc
-            time.sleep(0.2)
-        logs = "\n".join(f"--- {p.name} ({p.log}) ---\n{p.tail()}" for p in procs)
-        raise ControlPlaneError(f"{what} not ready within {self.ready_timeout_s:.0f}s"
-                                f"{f' (last error: {last})' if last else ''}\n{logs}")
+    def _wait(self, what: str, parts: list[ServerProcess], ready: Callable[[], bool]) -> None:
+        self.wait(what, parts, ready, self.ready_timeout_s, interval=0.2)
 
     def _http(self) -> httpx.Client:
         return httpx.Client(base_url=self.server, verify=self.ssl_context(),

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 from wallaroo_pulumi.ports import free_port
+from wallaroo_pulumi.testing.processes import Harness
 
 BINARY = "docker-registry"
 
@@ -26,14 +24,16 @@ def registry_binary() -> str:
     return path
 
 
-class OciRegistry:
+class OciRegistry(Harness):
     """`start()`; `host` ("127.0.0.1:PORT"), `username`, `password`; `stop()` removes its storage."""
 
-    def __init__(self, username: str = "publisher") -> None:
+    def __init__(self, username: str = "publisher", timeout_s: float = 30) -> None:
         import bcrypt  # the registry's htpasswd takes bcrypt hashes only
 
         self.binary = registry_binary()
         self.root = Path(tempfile.mkdtemp(prefix="wallaroo-registry-"))
+        super().__init__(self.root)
+        self.timeout_s = timeout_s
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.username = username
@@ -47,23 +47,12 @@ class OciRegistry:
             f"http:\n  addr: {self.host}\n  secret: {secrets.token_hex(16)}\n"
             f"auth:\n  htpasswd:\n    realm: wallaroo-test\n    path: {self.root / 'htpasswd'}\n"
         )
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> OciRegistry:
-        log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - the registry's, closed when it exits
-        self.proc = subprocess.Popen([self.binary, "serve", str(self.root / "config.yml")], stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"docker-registry exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                if httpx.get(f"http://{self.host}/v2/", timeout=2).status_code == 401:  # up, and asking for auth
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"docker-registry did not start:\n{self.log_tail()}")
+    def _start(self) -> None:
+        registry = self.spawn("registry", [self.binary, "serve", str(self.root / "config.yml")])
+        # up, and asking for auth
+        self.wait("docker-registry", [registry],
+                  lambda: httpx.get(f"http://{self.host}/v2/", timeout=2).status_code == 401, self.timeout_s)
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -77,24 +66,6 @@ class OciRegistry:
         answer.raise_for_status()
         return answer.json().get("tags") or []
 
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return (self.root / "registry.log").read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop()
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> OciRegistry:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()

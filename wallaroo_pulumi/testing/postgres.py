@@ -11,11 +11,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from wallaroo_pulumi.ports import free_port
+from wallaroo_pulumi.testing.processes import Harness
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,48 +28,33 @@ def _bindir() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-class PostgresServer:
+class PostgresServer(Harness):
     """`start()`, then `new_database()` for a URL per test or runtime; `stop()` removes everything."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float = 60) -> None:
         self.bindir = _bindir()
         self.root = Path(tempfile.mkdtemp(prefix="wallaroo-pg-"))
         self.port = free_port()
+        self.timeout_s = timeout_s
         self.user = None if os.geteuid() != 0 else _unprivileged()
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(self.root, **({} if self.user is None else {"user": self.user.pw_uid, "group": self.user.pw_gid}))
 
-    def _run_as(self) -> dict[str, int]:
-        if self.user is None:
-            return {}
-        return {"user": self.user.pw_uid, "group": self.user.pw_gid}
-
-    def start(self, timeout: float = 60) -> PostgresServer:
+    def _start(self) -> None:
         data = self.root / "data"
         if self.user is not None:
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
         subprocess.run(
             [str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
              "--no-sync", "--locale=C"],
-            check=True, capture_output=True, **self._run_as(),  # type: ignore[call-overload]
+            check=True, capture_output=True, **self.popen,
         )
-        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server's, closed when it exits
-        self.proc = subprocess.Popen(
-            [str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self.root), "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=200"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            **self._run_as(),  # type: ignore[call-overload]
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited ({self.proc.returncode}):\n{self.log_tail()}")
-            ready = subprocess.run([str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                                   capture_output=True)
-            if ready.returncode == 0:
-                return self
-            time.sleep(0.1)
-        raise RuntimeError(f"postgres did not start:\n{self.log_tail()}")
+        server = self.spawn("postgres", [
+            str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
+            "-k", str(self.root), "-c", "fsync=off", "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off", "-c", "max_connections=200"])
+        self.wait("postgres", [server], lambda: subprocess.run(
+            [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+            capture_output=True).returncode == 0, self.timeout_s)
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
@@ -83,20 +68,10 @@ class PostgresServer:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return (self.root / "server.log").read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown: ends open sessions
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        for server in self.servers:
+            server.stop(grace_s=30, sig=signal.SIGINT)  # fast shutdown: ends open sessions
+        super().stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -25,17 +25,17 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import TracebackType
 
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 
 from wallaroo_pulumi.ports import free_port
-from wallaroo_pulumi.testing.control_plane import STORAGE_CLASS, ControlPlaneError, LocalControlPlane, _Process
+from wallaroo_pulumi.testing.control_plane import STORAGE_CLASS, ControlPlaneError, LocalControlPlane
 from wallaroo_pulumi.testing.node_images import PAUSE_IMAGE, ctr_import, export_podman_image, pause_archive
 from wallaroo_pulumi.testing.node_network import CNI_BIN_DIR, PodNetwork
+from wallaroo_pulumi.testing.processes import Harness, ServerProcess, die_with_parent
 
 CGROUP_FS = Path("/sys/fs/cgroup")
 SYSTEM_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
@@ -61,7 +61,9 @@ def _hierarchies() -> list[Path]:
     return list(_mounts().values())
 
 
-class RealNode:
+class RealNode(Harness):
+    error = ControlPlaneError
+
     def __init__(self, plane: LocalControlPlane, workdir: Path, *, name: str | None = None,
                  images: Iterable[str] = (), bin_dir: Path | None = None, pods_pids_limit: int = 1024,
                  local_volumes: int = 4, ready_timeout_s: float = 120) -> None:
@@ -80,7 +82,7 @@ class RealNode:
         self.cgroup_root = f"/wallaroo-node-{secrets.token_hex(4)}"
         self.socket = self.workdir / "containerd.sock"
         self.network: PodNetwork | None = None
-        self._procs: list[_Process] = []
+        super().__init__(self.workdir / "logs", preexec_fn=die_with_parent)
         self.timings: dict[str, float] = {}
 
     @staticmethod
@@ -99,29 +101,16 @@ class RealNode:
                                     "and pause (scripts/k8s-tools)")
         return {b: str(p) for b, p in found.items() if p}
 
-    # -- lifecycle -------------------------------------------------------------------
-    def __enter__(self) -> RealNode:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
+    # -- lifecycle (Harness: start(), stop(), with) ----------------------------------
     def start(self) -> RealNode:
         if os.geteuid() != 0:
             raise ControlPlaneError("RealNode: needs root (containerd, cgroups, a bridge)")
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return super().start()
 
     def _timed(self, what: str, started: float) -> None:
         self.timings[what] = round(time.monotonic() - started, 1)
 
     def _start(self) -> None:
-        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self._make_cgroup_root()
         api_port = int(self.plane.server.rsplit(":", 1)[1])
         self.network = PodNetwork(self.workdir / "cni", api_port)
@@ -129,7 +118,7 @@ class RealNode:
 
         t = time.monotonic()
         self._write_containerd_config()
-        containerd = self._spawn("containerd", [self.bins["containerd"], "--config",
+        containerd = self.spawn("containerd", [self.bins["containerd"], "--config",
                                                 str(self.workdir / "containerd.toml")])
         self._wait("containerd", [containerd], lambda: self._ctr("version").returncode == 0, 30)
         self._timed("containerd", t)
@@ -146,7 +135,7 @@ class RealNode:
 
         t = time.monotonic()
         self._write_kubelet_files()
-        kubelet = self._spawn("kubelet", [
+        kubelet = self.spawn("kubelet", [
             self.bins["kubelet"], f"--config={self.workdir / 'kubelet.yaml'}",
             f"--kubeconfig={self.workdir / 'kubelet.kubeconfig'}", f"--root-dir={self.workdir / 'kubelet'}",
             f"--hostname-override={self.name}", "--node-labels=wallaroo.ai/node=real", "--v=1"])
@@ -154,22 +143,9 @@ class RealNode:
         self._timed("kubelet", t)
         self._offer_volumes()
 
-    def _spawn(self, name: str, argv: list[str]) -> _Process:
-        proc = _Process(name, argv, self.workdir / "logs" / f"{name}.log")
-        self._procs.append(proc)
-        return proc
-
-    def _wait(self, what: str, procs: list[_Process], ready: object, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for proc in procs:
-                proc.check()
-            with contextlib.suppress(ApiError, OSError, ValueError):
-                if ready():  # type: ignore[operator]
-                    return
-            time.sleep(0.3)
-        logs = "\n".join(f"--- {p.name} ({p.log}) ---\n{p.tail(40)}" for p in procs)
-        raise ControlPlaneError(f"RealNode: {what} not within {timeout_s:.0f}s\n{logs}")
+    def _wait(self, what: str, parts: list[ServerProcess], ready: Callable[[], bool], timeout_s: float) -> None:
+        self.wait(f"RealNode: {what}", parts, ready, timeout_s, not_yet=(ApiError, OSError, ValueError),
+                  interval=0.3, tail=40)
 
     def _ready(self) -> bool:
         node = self.plane.client().get(Node, self.name)
@@ -324,7 +300,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         return "\n".join(out)
 
     def log(self, name: str = "kubelet", lines: int = 60) -> str:
-        for proc in self._procs:
+        for proc in self.servers:
             if proc.name == name:
                 return proc.tail(lines)
         return ""
@@ -334,14 +310,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         """Leave nothing behind; safe to call twice. What could not be removed (also logged in
         `workdir/logs/cleanup.log`)."""
         problems: list[str] = []
-        kubelet = next((p for p in self._procs if p.name == "kubelet"), None)
+        kubelet = next((p for p in self.servers if p.name == "kubelet"), None)
         if kubelet is not None and kubelet.proc.poll() is None:
             problems += self._drain()
-        while self._procs and self._procs[-1].name != "containerd":
-            self._procs.pop().stop()
+        while self.servers and self.servers[-1].name != "containerd":
+            self.servers.pop().stop()
         problems += self._kill_containers()
-        while self._procs:
-            self._procs.pop().stop()
+        while self.servers:
+            self.servers.pop().stop()
         self._kill_shims()
         problems += self._unmount()
         problems += self._remove_cgroups()

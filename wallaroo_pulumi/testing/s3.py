@@ -4,17 +4,15 @@ subprocess on a free loopback port, and the environment a runtime reads to reach
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 
 from wallaroo_pulumi.ports import free_port
-from wallaroo_pulumi.testing.processes import stop_process
+from wallaroo_pulumi.testing.processes import Harness
 
 #: moto keeps a body sent with the AWS SDK's optional checksums (aws-chunked) as is: the clients
 #: of a moto server send checksums only where S3 requires them (S3 and MinIO take either).
@@ -23,13 +21,13 @@ ACCESS_KEY = "testing-access-key"
 SECRET_KEY = "testing-secret-key-never-logged"
 
 
-class S3Server:
+class S3Server(Harness):
     """`start()`, `new_bucket()` for an s3:// URL, `env` for a runtime; `stop()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float = 60) -> None:
         self.port = free_port()
-        self.log = Path(tempfile.mkdtemp(prefix="wallaroo-s3-")) / "moto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.timeout_s = timeout_s
+        super().__init__(Path(tempfile.mkdtemp(prefix="wallaroo-s3-")))
 
     @property
     def endpoint(self) -> str:
@@ -40,23 +38,10 @@ class S3Server:
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1",
                 "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, **CLIENT_ENV}
 
-    def start(self, timeout: float = 60) -> S3Server:
+    def _start(self) -> None:
         os.environ.update(CLIENT_ENV)  # this process's clients too (the AWS SDK reads its environment)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: SIM115
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto server exited ({self.proc.returncode}):\n{self.log.read_text()[-4000:]}")
-            try:
-                httpx.get(self.endpoint + "/", timeout=2)
-                return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("moto server did not start")
+        moto = self.spawn("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)])
+        self.wait("moto server", [moto], lambda: httpx.get(self.endpoint + "/", timeout=2) is not None, self.timeout_s)
 
     def new_bucket(self) -> str:
         """A fresh empty bucket; its s3:// URL (with a prefix, as users give)."""
@@ -67,6 +52,3 @@ class S3Server:
                              access_key=ACCESS_KEY, secret_key=SECRET_KEY, allow_bucket_creation=True)
         s3.create_dir(name)
         return f"s3://{name}/wallaroo"
-
-    def stop(self) -> None:
-        stop_process(self.proc)
