@@ -75,7 +75,7 @@ def write_model(
     folder.mkdir(parents=True, exist_ok=True)
     body = textwrap.indent(textwrap.dedent(predict).strip("\n"), " " * 8) + "\n"
     create_body = textwrap.indent(textwrap.dedent(create).strip("\n"), " " * 8) + "\n" if create.strip() else ""
-    source = HEADER + textwrap.dedent(prelude) + INFERENCE_CLASS.format(cls=cls, predict=body)
+    source = HEADER + textwrap.dedent(prelude) + INFERENCE_CLASS.format(cls=cls, predict=body, types="dict")
     if with_builder:
         template = BUILDER_CLASS if builder == "class" else BUILDER_INSTANCE
         source += template.format(cls=cls, create=create_body)

@@ -24,31 +24,15 @@ from mac.exceptions import (
 )
 from mac.inference import Inference
 from mac.inference.creation import InferenceBuilder, resolve_inference
-from mac.types import InferenceData
 from wallaroo_pulumi.runtime.sidekick import protocol
 from wallaroo_pulumi.runtime.sidekick.loader import UnsafeArtifactError, find_model_root, unpack_artifact
 from wallaroo_pulumi.runtime.sidekick.redact import EnvRedactor
+from wallaroo_pulumi.testing.byop import inference_class
 
 from .sidekick_helpers import write_model
 
-
-class Doubler(Inference):
-    @property
-    def expected_model_types(self) -> set[Any]:
-        return {int}
-
-    @Inference.model.setter  # type: ignore[attr-defined]
-    def model(self, model: int) -> None:
-        self._raise_error_if_model_is_wrong_type(model)
-        self._model = model
-
-    def _predict(self, input_data: InferenceData) -> InferenceData:
-        return {"y": input_data["x"] * self.model}
-
-
-class ListReturner(Doubler):
-    def _predict(self, input_data: InferenceData) -> InferenceData:
-        return {"y": [1, 2]}  # type: ignore[dict-item]
+Doubler = inference_class("Doubler", 'return {"y": input_data["x"] * self.model}', model_types="int")
+ListReturner = inference_class("ListReturner", 'return {"y": [1, 2]}', model_types="int")
 
 
 # -- mac -------------------------------------------------------------------------------
@@ -92,7 +76,7 @@ def test_abstract_members_are_enforced() -> None:
 
     class NoCreate(InferenceBuilder):
         @property
-        def inference(self) -> type[Doubler]:
+        def inference(self) -> type[Inference]:
             return Doubler
 
     with pytest.raises(TypeError, match="create"):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 MODEL_HEADER = '''
 import json
@@ -22,7 +23,7 @@ INFERENCE_CLASS = """
 class {cls}(Inference):
     @property
     def expected_model_types(self):
-        return {{dict}}
+        return {{{types}}}
 
     @Inference.model.setter
     def model(self, model):
@@ -32,7 +33,8 @@ class {cls}(Inference):
     def _predict(self, input_data: InferenceData):
 {predict}
 """
-"""A mac `Inference` subclass: `.format(cls=..., predict=...)` with `predict` indented 8 spaces."""
+"""A mac `Inference` subclass: `.format(cls=..., predict=..., types=...)` with `predict` indented 8
+spaces and `types` the model's types (`dict`: what the builders below hand it)."""
 
 
 def block(code: str, indent: int) -> str:
@@ -45,7 +47,7 @@ def byop_source(predict_body: str, *, load_body: str = "", inference_cls: str = 
     return (
         MODEL_HEADER
         + "\n"
-        + INFERENCE_CLASS.format(cls=inference_cls, predict=block(predict_body, 8))
+        + INFERENCE_CLASS.format(cls=inference_cls, predict=block(predict_body, 8), types="dict")
         + f"""
 
 class TestBuilder(InferenceBuilder):
@@ -60,3 +62,12 @@ class TestBuilder(InferenceBuilder):
         return inference
 """
     )
+
+
+def inference_class(cls: str, predict_body: str, model_types: str = "dict") -> type[Any]:
+    """The template's `Inference` subclass itself, for a test in this process: `cls` whose model
+    must be one of `model_types` and whose `_predict` runs `predict_body`."""
+    namespace: dict[str, Any] = {"__name__": "byop_model"}
+    source = MODEL_HEADER + INFERENCE_CLASS.format(cls=cls, predict=block(predict_body, 8), types=model_types)
+    exec(compile(source, f"<byop {cls}>", "exec"), namespace)  # noqa: S102 - the test's own template
+    return namespace[cls]
