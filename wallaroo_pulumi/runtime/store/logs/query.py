@@ -168,11 +168,8 @@ def read_page(
     done = False
     rest_min: int | None = None  # (Asc) the oldest time in the groups of the last segment not passed yet
     for seg, table in segs:
-        if after is not None:
-            if order == "Asc" and seg.seq < after[0]:
-                continue
-            if order == "Desc" and seg.seq > after[0]:
-                continue
+        if after is not None and (seg.seq < after[0] if order == "Asc" else seg.seq > after[0]):
+            continue  # the cursor is past it
         if not _in_window(seg.tmin, seg.tmax, start_ms, end_ms):
             continue
         src = TableSource(table) if table is not None else open_source(seg)
@@ -182,41 +179,19 @@ def read_page(
             groups = list(enumerate(src.groups))
             if order == "Desc":
                 groups.reverse()
+            after_row = after[1] if after is not None and seg.seq == after[0] else None
             for index, (first, count, gmin, gmax) in groups:
-                if after is not None and seg.seq == after[0]:
-                    if order == "Asc" and first + count - 1 <= after[1]:
-                        continue
-                    if order == "Desc" and first >= after[1]:
-                        continue
+                if after_row is not None and (first + count - 1 <= after_row if order == "Asc" else first >= after_row):
+                    continue  # the cursor is past it
                 if not _in_window(gmin, gmax, start_ms, end_ms):
                     continue
-                part = src.read(index, columns)
-                rows = pa.array(np.arange(first, first + part.num_rows, dtype=np.int64))
-                mask = None
-                if start_ms is not None or end_ms is not None:
-                    ms = part.column("time").cast(pa.int64())
-                    if start_ms is not None:
-                        mask = pc.greater_equal(ms, start_ms)
-                    if end_ms is not None:
-                        m = pc.less(ms, end_ms)
-                        mask = m if mask is None else pc.and_(mask, m)
-                if after is not None and seg.seq == after[0]:
-                    m = pc.greater(rows, after[1]) if order == "Asc" else pc.less(rows, after[1])
-                    mask = m if mask is None else pc.and_(mask, m)
-                picked, picked_rows = (part, rows) if mask is None else (part.filter(mask), rows.filter(mask))
+                picked, picked_rows = _pick_rows(src.read(index, columns), first, after_row, start_ms, end_ms, order)
                 if picked.num_rows == 0:
                     continue
-                if order == "Desc":
-                    idx = pa.array(np.arange(picked.num_rows - 1, -1, -1, dtype=np.int64))
-                    picked = picked.take(idx)
-                    picked_rows = picked_rows.take(idx)
-                if schema is not None and not picked.schema.equals(schema):
-                    try:
-                        pa.unify_schemas([schema, picked.schema], promote_options="permissive")
-                    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                        status = "SchemaChange"
-                        done = True
-                        break
+                if schema is not None and not _unifies(schema, picked.schema):
+                    status = "SchemaChange"
+                    done = True
+                    break
                 want = limit - taken
                 if picked.num_rows > want:
                     picked = picked.slice(0, want)
@@ -246,6 +221,40 @@ def read_page(
     next_cursor = encode_cursor(*last_pos) if status != "All" and last_pos else None
     floor = _floor(segs, last_pos, start_ms, end_ms, rest_min) if next_cursor and order == "Asc" else None
     return LogPage(out, next_cursor, status, floor)
+
+
+def _unifies(schema: pa.Schema, other: pa.Schema) -> bool:
+    """Whether rows of `other` can stand in one table with rows of `schema`."""
+    if other.equals(schema):
+        return True
+    try:
+        pa.unify_schemas([schema, other], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def _pick_rows(part: pa.Table, first: int, after_row: int | None, start_ms: int | None, end_ms: int | None,
+               order: Order) -> tuple[pa.Table, pa.Array]:
+    """The rows of one row group (numbered from `first`) in the time window and past the cursor's
+    row `after_row`, in `order`; with their row numbers."""
+    rows = pa.array(np.arange(first, first + part.num_rows, dtype=np.int64))
+    mask = None
+    if start_ms is not None or end_ms is not None:
+        ms = part.column("time").cast(pa.int64())
+        if start_ms is not None:
+            mask = pc.greater_equal(ms, start_ms)
+        if end_ms is not None:
+            m = pc.less(ms, end_ms)
+            mask = m if mask is None else pc.and_(mask, m)
+    if after_row is not None:
+        m = pc.greater(rows, after_row) if order == "Asc" else pc.less(rows, after_row)
+        mask = m if mask is None else pc.and_(mask, m)
+    picked, picked_rows = (part, rows) if mask is None else (part.filter(mask), rows.filter(mask))
+    if order == "Desc" and picked.num_rows:
+        idx = pa.array(np.arange(picked.num_rows - 1, -1, -1, dtype=np.int64))
+        picked, picked_rows = picked.take(idx), picked_rows.take(idx)
+    return picked, picked_rows
 
 
 def _in_window(tmin: int | None, tmax: int | None, start_ms: int | None, end_ms: int | None) -> bool:
