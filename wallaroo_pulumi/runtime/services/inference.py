@@ -14,7 +14,7 @@ import pyarrow as pa
 from wallaroo_pulumi.runtime.core.errors import NotFound, Unavailable, WallarooError
 from wallaroo_pulumi.runtime.core.metrics import Metrics
 from wallaroo_pulumi.runtime.engine.engine import DeploymentState, Engine, Live
-from wallaroo_pulumi.runtime.engine.stages import MODEL_SPLIT, ModelCall, model_split_column
+from wallaroo_pulumi.runtime.engine.stages import MODEL_SPLIT, AnyStage, ModelCall, model_split_column
 from wallaroo_pulumi.runtime.engine.step import Step
 from wallaroo_pulumi.runtime.services.access.usage import Tokens
 from wallaroo_pulumi.runtime.services.guardrails.screen import Finding, Refused, annotate
@@ -42,6 +42,14 @@ class Answer:
     payload: bytes
     media_type: str
     server_timing: str
+
+
+class _StageFailed(Exception):
+    """A stage's failure, as the caller answers it (`error`) and logs it (under `stage`)."""
+
+    def __init__(self, stage: AnyStage, error: WallarooError) -> None:
+        super().__init__(error.message)
+        self.stage, self.error = stage, error
 
 
 class Inference:
@@ -128,29 +136,15 @@ class Inference:
                                    error=f"{exc.status}: {exc.message}", output_schema=live.stages[-1].steps[0].output_schema)
                     raise
             keys = self.route_keys(live, body, req_kind, inputs)
-            current, elapsed, step = inputs, [], first
-            split, shadows = None, {}
-            for index, stage in enumerate(live.stages):
-                t0 = time.perf_counter_ns()
-                step = stage.steps[0]
-                try:
-                    answer = await stage.run(current, keys, self.model_call(pipeline_name, live, index))
-                    tokens.add_step(current, answer.table)
-                except Exception as exc:  # noqa: BLE001 - every failure is answered and logged
-                    elapsed.append(time.perf_counter_ns() - t0)
-                    err = exc if isinstance(exc, WallarooError) else step_error(step, exc)
-                    logged = entry(inputs, None, rows=inputs.num_rows, last_model=step.last_model, elapsed=elapsed,
-                                   step=stage.name, error=f"{err.status}: {err.message}",
-                                   output_schema=live.stages[-1].steps[0].output_schema)
-                    raise err from None
-                current = answer.table
-                if answer.served is not None:
-                    split = model_split_column(stage.steps, answer.served)
-                shadows.update(answer.logged)
-                elapsed.append(time.perf_counter_ns() - t0)
-                self.metrics.step_latency.labels(pipeline_name, stage.name).observe(elapsed[-1] / 1e9)
-            if split is not None:
-                current = current.append_column(MODEL_SPLIT, split)
+            elapsed: list[int] = []
+            try:
+                current, step, shadows = await self._stages(pipeline_name, live, inputs, keys, tokens, elapsed)
+            except _StageFailed as failed:
+                err = failed.error
+                logged = entry(inputs, None, rows=inputs.num_rows, last_model=failed.stage.steps[0].last_model,
+                               elapsed=elapsed, step=failed.stage.name, error=f"{err.status}: {err.message}",
+                               output_schema=live.stages[-1].steps[0].output_schema)
+                raise err from None
             t_steps = time.perf_counter()
             if guard is not None:
                 try:
@@ -188,6 +182,30 @@ class Inference:
                f"total;dur={(t_end - started) * 1e3:.2f}"]
         )
         return Answer(payload, media_type, timing)
+
+    async def _stages(self, pipeline_name: str, live: Live, inputs: pa.Table, keys: dict[str, list], tokens: Tokens,
+                      elapsed: list[int]) -> tuple[pa.Table, Step, dict[str, pa.ChunkedArray | pa.Array]]:
+        """`inputs` through every stage of `live`: the answer, its last step, the shadows' columns to log.
+        Each stage's time is appended to `elapsed` (the failed one's too: _StageFailed)."""
+        current, step, split, shadows = inputs, live.steps[0], None, {}
+        for index, stage in enumerate(live.stages):
+            t0 = time.perf_counter_ns()
+            step = stage.steps[0]
+            try:
+                answer = await stage.run(current, keys, self.model_call(pipeline_name, live, index))
+                tokens.add_step(current, answer.table)
+            except Exception as exc:  # noqa: BLE001 - every failure is answered and logged
+                elapsed.append(time.perf_counter_ns() - t0)
+                raise _StageFailed(stage, exc if isinstance(exc, WallarooError) else step_error(step, exc)) from None
+            current = answer.table
+            if answer.served is not None:
+                split = model_split_column(stage.steps, answer.served)
+            shadows.update(answer.logged)
+            elapsed.append(time.perf_counter_ns() - t0)
+            self.metrics.step_latency.labels(pipeline_name, stage.name).observe(elapsed[-1] / 1e9)
+        if split is not None:
+            current = current.append_column(MODEL_SPLIT, split)
+        return current, step, shadows
 
     async def step(self, pipeline_name: str, live: Live, index: int, table: pa.Table) -> pa.Table:
         """Step `index` of `live`'s models on `table` (conformed to its input schema after the first)."""
