@@ -1,23 +1,20 @@
 """The engine: each deployed pipeline as one sidekick pool per step, brought up in the
-background (the previous version serves until the new one is ready), and its status."""
+background (the previous version serves until the new one is ready); what it reports: status.py."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import time
-from dataclasses import dataclass, field
 from typing import Any
-
-from prometheus_client.core import GaugeMetricFamily
 
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.core.errors import WallarooError
 from wallaroo_pulumi.runtime.core.metrics import Metrics
 from wallaroo_pulumi.runtime.engine import stages as stage_kinds
 from wallaroo_pulumi.runtime.engine.model_files import ModelFiles
+from wallaroo_pulumi.runtime.engine.state import DeployError, DeploymentState, Live
+from wallaroo_pulumi.runtime.engine.status import EngineGauges, deployment_status, sidekick_rows
 from wallaroo_pulumi.runtime.engine.step import Step
 from wallaroo_pulumi.runtime.sidekick import Placement, SidekickSpec
 from wallaroo_pulumi.runtime.sidekick.autoscale import policy_for
@@ -26,75 +23,7 @@ from wallaroo_pulumi.runtime.wire.steps import parse_steps
 
 log = logging.getLogger("wallaroo_pulumi.runtime.engine")
 
-STATUS_NAMES = {"starting": "Starting", "running": "Running", "failed": "Error", "undeployed": "Undeployed"}
 DRAIN_TIMEOUT_S = 300.0  # how long a replaced version waits for the calls it took (an LLM call can take minutes)
-
-
-@dataclass
-class Live:
-    pipeline_version: str
-    pipeline_version_id: int
-    steps: list[Step]  # every model, each its own sidekick pool
-    stages: list[stage_kinds.AnyStage] = field(default_factory=list)  # what a call runs, in order
-
-    in_flight: int = 0  # calls that took this version and have not answered yet
-    _idle: asyncio.Event | None = field(default=None, repr=False)
-
-    @property
-    def plain(self) -> bool:
-        """Only plain model steps (no split, shadow or fallback)."""
-        return all(isinstance(s, stage_kinds.ModelStage) for s in self.stages)
-
-    @contextlib.contextmanager
-    def hold(self):  # noqa: ANN201 - a context manager
-        """A call on this version: its sidekicks stay up until it answers (see `drained`)."""
-        self.in_flight += 1
-        try:
-            yield self
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0 and self._idle is not None:
-                self._idle.set()
-
-    async def drained(self, timeout_s: float) -> bool:
-        """Wait until no call holds this version (False when `timeout_s` passed first)."""
-        if self.in_flight == 0:
-            return True
-        self._idle = asyncio.Event()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
-
-
-@dataclass
-class DeploymentState:
-    id: int
-    pipeline_id: int
-    pipeline_name: str
-    config: DeploymentConfig
-    pipeline_version: str
-    state: str = "starting"
-    reason: str | None = None
-    live: Live | None = None
-    starting: list[Step] = field(default_factory=list)
-    failed_sidekicks: list[dict[str, Any]] = field(default_factory=list)
-    failed_models: list[dict[str, Any]] = field(default_factory=list)
-    task: asyncio.Task | None = None
-    started_at: float = field(default_factory=time.time)
-
-    @property
-    def deploy_name(self) -> str:
-        return f"{self.pipeline_name}-{self.id}"
-
-
-class DeployError(WallarooError):
-    """A deployment that could not come up; its message is the deployment's reason."""
-
-
-# Sidekick states, as Wallaroo names a sidekick's status.
-SIDEKICK_STATUS = {"starting": "Starting", "ready": "Running", "failed": "Error", "stopped": "Stopped"}
 
 
 class Engine:
@@ -107,7 +36,7 @@ class Engine:
         self.host = host
         self.deployments: dict[str, DeploymentState] = {}
         self.retiring: set[asyncio.Task] = set()  # replaced versions waiting for their calls (see `_retire`)
-        metrics.registry.register(_Gauges(self.deployments))
+        metrics.registry.register(EngineGauges(self.deployments))
 
     # -- lifecycle ---------------------------------------------------------
     def get(self, pipeline_name: str) -> DeploymentState | None:
@@ -157,47 +86,9 @@ class Engine:
         try:
             seen: dict[str, int] = {}
             for row in steps:
-                model_dir = await self.model_files.model_dir(row["sha"])
-                requirements = row.get("requirements") or []
-                extra_path = await self.model_files.requirements(model_dir, requirements) if self.steps.local else []
-                side = config.sidekick(row["name"])
                 seen[row["name"]] = seen.get(row["name"], 0) + 1
                 step_name = row["name"] if seen[row["name"]] == 1 else f"{row['name']}#{seen[row['name']]}"
-                spec = SidekickSpec(
-                    step_name=step_name,
-                    model_version=row["version"],
-                    model_dir=model_dir,
-                    env=dict(side.env),
-                    cpus=side.cpus,
-                    memory=side.memory,
-                    gpus=side.gpus,
-                    scratch_size=side.scratch_size,
-                    max_processes=side.max_processes,
-                    extra_pythonpath=extra_path,
-                    load_timeout_s=config.python_load_timeout_secs,
-                    max_batch_rows=side.max_batch_rows,
-                    batching=row.get("dynamic_batching"),
-                )
-                target = StepTarget(
-                    deployment_id=state.id, pipeline_name=state.pipeline_name, pipeline_version=version["version"],
-                    pipeline_version_id=version["id"], model_name=row["name"], model_version=row["version"],
-                    sha=row["sha"], requirements=list(requirements), arch=side.arch or config.arch,
-                    accel=side.accel or config.accel, deployment_label=config.deployment_label,
-                    autoscale_min=config.autoscale_min, autoscale_max=config.autoscale_max,
-                    autoscale_target_pct=config.autoscale_cpu_utilization,
-                )
-                same_as = _same_as(spec, target, config) if self.steps.local else ""
-                reused = spare.get(same_as, []).pop(0) if spare.get(same_as) else None
-                pool = reused.pool if reused else self.steps.pool(target, spec, config.replicas, policy_for(config))
-                if reused:
-                    kept.add(id(pool))
-                new_steps.append(
-                    Step(
-                        name=step_name, model_name=row["name"], model_version=row["version"],
-                        model_version_id=row["id"], sha=row["sha"], input_schema=row["input_schema"],
-                        output_schema=row["output_schema"], pool=pool, same_as=same_as,
-                    )
-                )
+                new_steps.append(await self._make_step(state, version, row, step_name, spare, kept))
             state.starting = new_steps
             fresh = [s for s in new_steps if id(s.pool) not in kept]
             results = await asyncio.gather(*(s.pool.start() for s in fresh), return_exceptions=True)
@@ -219,7 +110,7 @@ class Engine:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes the deployment's reason
             reason = str(exc) if isinstance(exc, WallarooError) else f"{type(exc).__name__}: {exc}"
-            state.failed_sidekicks = self._sidekick_rows(new_steps, failed=True, reason=reason)
+            state.failed_sidekicks = sidekick_rows(new_steps, failed=True, reason=reason)
             await self._stop_steps([s for s in new_steps if id(s.pool) not in kept])
             state.starting = []
             old = state.live
@@ -241,6 +132,49 @@ class Engine:
             task = asyncio.create_task(self._retire(old, state.deploy_name, kept), name=f"retire-{state.deploy_name}")
             self.retiring.add(task)
             task.add_done_callback(self.retiring.discard)
+
+    async def _make_step(self, state: DeploymentState, version: dict[str, Any], row: dict[str, Any], step_name: str,
+                         spare: dict[str, list[Step]], kept: set[int]) -> Step:
+        """The step that runs model version `row`: a pool of the live version that runs exactly the
+        same, taken from `spare` (its id added to `kept`), else a new one (not started yet)."""
+        config = state.config
+        model_dir = await self.model_files.model_dir(row["sha"])
+        requirements = row.get("requirements") or []
+        extra_path = await self.model_files.requirements(model_dir, requirements) if self.steps.local else []
+        side = config.sidekick(row["name"])
+        spec = SidekickSpec(
+            step_name=step_name,
+            model_version=row["version"],
+            model_dir=model_dir,
+            env=dict(side.env),
+            cpus=side.cpus,
+            memory=side.memory,
+            gpus=side.gpus,
+            scratch_size=side.scratch_size,
+            max_processes=side.max_processes,
+            extra_pythonpath=extra_path,
+            load_timeout_s=config.python_load_timeout_secs,
+            max_batch_rows=side.max_batch_rows,
+            batching=row.get("dynamic_batching"),
+        )
+        target = StepTarget(
+            deployment_id=state.id, pipeline_name=state.pipeline_name, pipeline_version=version["version"],
+            pipeline_version_id=version["id"], model_name=row["name"], model_version=row["version"],
+            sha=row["sha"], requirements=list(requirements), arch=side.arch or config.arch,
+            accel=side.accel or config.accel, deployment_label=config.deployment_label,
+            autoscale_min=config.autoscale_min, autoscale_max=config.autoscale_max,
+            autoscale_target_pct=config.autoscale_cpu_utilization,
+        )
+        same_as = _same_as(spec, target, config) if self.steps.local else ""
+        reused = spare.get(same_as, []).pop(0) if spare.get(same_as) else None
+        pool = reused.pool if reused else self.steps.pool(target, spec, config.replicas, policy_for(config))
+        if reused:
+            kept.add(id(pool))
+        return Step(
+            name=step_name, model_name=row["name"], model_version=row["version"],
+            model_version_id=row["id"], sha=row["sha"], input_schema=row["input_schema"],
+            output_schema=row["output_schema"], pool=pool, same_as=same_as,
+        )
 
     async def _stop_steps(self, steps: list[Step]) -> None:
         for step in steps:
@@ -304,83 +238,8 @@ class Engine:
             except Exception:  # noqa: BLE001
                 pass
 
-    # -- status ------------------------------------------------------------
-    def _sidekick_rows(self, steps: list[Step], failed: bool = False, reason: str | None = None) -> list[dict[str, Any]]:
-        rows = []
-        for step in steps:
-            for i, sk in enumerate(step.pool.sidekicks):
-                last_error = sk.last_error
-                status = SIDEKICK_STATUS[sk.state]
-                if failed and status != "Running":
-                    status = "Error"
-                rows.append(
-                    {
-                        "name": getattr(sk, "pod", None) or f"engine-sidekick-{step.name}-{i}",  # a pod's own name
-                        "step": step.name,
-                        "model_version": step.model_version,
-                        "status": status,
-                        "pid": sk.pid,
-                        "restarts": sk.restarts,
-                        "reason": str(last_error) if last_error else (reason if failed and status == "Error" else None),
-                        **({"limits": sk.limits} if getattr(sk, "limits", None) else {}),
-                    }
-                )
-        return rows
-
     def status(self, state: DeploymentState) -> dict[str, Any]:
-        status = STATUS_NAMES[state.state]
-        if state.state == "failed":
-            sidekicks = state.failed_sidekicks
-        else:
-            steps = list(state.starting) or (state.live.steps if state.live else [])
-            if state.starting and state.live:  # a pool taken over is listed once
-                steps = list({id(s.pool): s for s in [*state.live.steps, *state.starting]}.values())
-            sidekicks = self._sidekick_rows(steps)
-        live = state.live
-        if live is not None:
-            models = []
-            for s in live.steps:
-                step_status, step_reason = step_status_of(s.pool.sidekicks)
-                models.append({"name": s.model_name, "version": s.model_version, "sha": s.sha,
-                               "status": step_status, "reason": step_reason})
-        else:
-            models = [dict(m) for m in state.failed_models]
-        # The engine serves the live version: Running only while every step of it has a worker ready.
-        engine_status = _worst([m["status"] for m in models]) if live else status
-        engine_details = [f"model {m['name']!r}: {m['status']}: {m['reason']}" for m in models if m.get("reason")]
-        # The load balancer routes to the live version: it is Running while one serves, else it
-        # says what the deployment says (Starting, Error) and why.
-        lb_status = "Running" if live else status
-        return {
-            "name": state.deploy_name,
-            "status": status,
-            "reason": state.reason,
-            "details": [state.reason] if state.reason else [],
-            "pipeline_version": state.pipeline_version,
-            "engines": [
-                {
-                    "ip": self.host,
-                    "name": f"engine-{state.id}",
-                    "status": engine_status,
-                    "reason": state.reason or (engine_details[0] if engine_status != "Running" and engine_details
-                                               else None),
-                    "details": engine_details,
-                    "pipeline_statuses": {
-                        "pipelines": [{"id": state.pipeline_name, "status": engine_status,
-                                       "version": live.pipeline_version if live else None}]
-                    },
-                    "model_statuses": {"models": models},
-                }
-            ],
-            "engine_lbs": [
-                {"ip": self.host, "name": f"engine-lb-{state.id}", "status": lb_status,
-                 "reason": None if live else state.reason, "details": [] if live or not state.reason else [state.reason]}
-            ],
-            "sidekicks": sidekicks,
-        }
-
-
-_SEVERITY = {"Error": 3, "Starting": 2, "Stopped": 1, "Running": 0}
+        return deployment_status(state, self.host)
 
 
 def _same_as(spec: SidekickSpec, target: StepTarget, config: DeploymentConfig) -> str:
@@ -388,53 +247,3 @@ def _same_as(spec: SidekickSpec, target: StepTarget, config: DeploymentConfig) -
     return json.dumps([spec.model_dump(mode="json"), target.sha, target.requirements, target.arch, target.accel,
                        config.replicas, target.autoscale_min, target.autoscale_max, target.autoscale_target_pct],
                       sort_keys=True)
-
-
-def _worst(statuses: list[str]) -> str:
-    """The status of a whole made of parts: Running only when every part is."""
-    return max(statuses, key=lambda st: _SEVERITY.get(st, 3), default="Running")
-
-
-def step_status_of(sidekicks: list[Any]) -> tuple[str, str | None]:
-    """A model step's status from its workers as they are now: Running while one is ready (or none
-    is wanted: a step scaled to zero wakes on its next request), Error when none is ready and none
-    is coming back (all failed or stopped: e.g. a worker that died and fails to restart), else
-    Starting (a worker loading or restarting); with the last error of a worker that has one."""
-    if not sidekicks:
-        return "Running", None
-    states = [sk.state for sk in sidekicks]
-    errors = [str(sk.last_error) for sk in sidekicks if sk.last_error]
-    if "ready" in states:
-        return "Running", None
-    if all(st in ("failed", "stopped") for st in states):
-        return "Error", errors[0] if errors else "no worker is running"
-    return "Starting", errors[0] if errors else None
-
-
-class _Gauges:
-    """Prometheus collector of the engine's live state: deployments serving, workers and restarts per step."""
-
-    def __init__(self, deployments: dict[str, DeploymentState]) -> None:
-        self.deployments = deployments
-
-    def describe(self) -> list:
-        return []
-
-    def collect(self):  # noqa: ANN201 - the prometheus_client collector protocol
-        restarts = GaugeMetricFamily(
-            "wallaroo_sidekick_restarts", "Restarts of each sidekick process", labels=["pipeline", "step", "replica"]
-        )
-        running = GaugeMetricFamily("wallaroo_deployment_running", "1 when the deployment serves", labels=["pipeline"])
-        workers = GaugeMetricFamily(
-            "wallaroo_sidekick_replicas", "Sidekick workers of each step now (autoscaled steps move)",
-            labels=["pipeline", "step"],
-        )
-        for name, state in list(self.deployments.items()):
-            running.add_metric([name], 1.0 if state.live else 0.0)
-            for step in state.live.steps if state.live else []:
-                workers.add_metric([name, step.name], float(step.pool.replicas))
-                for i, sk in enumerate(step.pool.sidekicks):
-                    restarts.add_metric([name, step.name, str(i)], float(sk.restarts))
-        yield restarts
-        yield running
-        yield workers

@@ -13,8 +13,9 @@ import pyarrow as pa
 
 from wallaroo_pulumi.runtime.core.errors import NotFound, Unavailable, WallarooError
 from wallaroo_pulumi.runtime.core.metrics import Metrics
-from wallaroo_pulumi.runtime.engine.engine import DeploymentState, Engine, Live
+from wallaroo_pulumi.runtime.engine.engine import Engine
 from wallaroo_pulumi.runtime.engine.stages import MODEL_SPLIT, AnyStage, ModelCall, model_split_column
+from wallaroo_pulumi.runtime.engine.state import DeploymentState, Live
 from wallaroo_pulumi.runtime.engine.step import Step
 from wallaroo_pulumi.runtime.services.access.usage import Tokens
 from wallaroo_pulumi.runtime.services.guardrails.screen import Finding, Refused, annotate
