@@ -14,7 +14,8 @@ from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 from wallaroo_pulumi import scorers as S
 from wallaroo_pulumi.runtime.core.metrics import Metrics
 from wallaroo_pulumi.runtime.services.listeners import ListenerService
-from wallaroo_pulumi.runtime.services.listeners.engine import reconcile, row_keys, stream_id
+from wallaroo_pulumi.runtime.services.listeners.engine import reconcile, stream_id
+from wallaroo_pulumi.runtime.services.listeners.row_keys import row_keys
 
 MODE = "scorer"  # the run engine under test; test_runtime.py covers sidekick processes
 
@@ -430,7 +431,7 @@ def test_duplicate_counts_stay_bounded_by_the_page_not_the_window(tmp_path):
     """Identical rows (same time, same content) keep distinct keys across pages while the counts a
     run keeps are pruned below the store's floor: a window of many sealed segments holds only the
     counts of the segment being read."""
-    from wallaroo_pulumi.runtime.services.listeners.engine import prune_seen
+    from wallaroo_pulumi.runtime.services.listeners.row_keys import prune_seen
     from wallaroo_pulumi.runtime.store.logs import LogStore
 
     store = LogStore(tmp_path, seal_after_s=0, compact_min_files=0)  # (merged, the bound is one 16k-row group)

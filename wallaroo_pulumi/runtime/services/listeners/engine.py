@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,16 +16,15 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from wallaroo_pulumi.runtime.store.logs import TIME_TYPE, LogStore
+from wallaroo_pulumi.runtime.store.logs import LogStore
 from wallaroo_pulumi.runtime.store.logs.time_column import to_ms
 
 from .errors import ListenerRunError
 from .executor import Executor, ListenerModelRef
+from .row_keys import held_bytes, page_keys
+from .score_table import build_score_table, resolve_text_column
 from .served import served_models
 from .store import TaskStore
-
-KEY_PREFIXES = ("in.", "out.")
-KEY_EXTRA = ("metadata.pipeline_version", "metadata.partition")
 
 
 class ListenerRef(BaseModel):
@@ -80,57 +77,6 @@ def iso(ms: float | int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-# -- row keys -----------------------------------------------------------------
-def _key_columns(table: pa.Table) -> list[str]:
-    return sorted(c for c in table.column_names if c.startswith(KEY_PREFIXES) or c in KEY_EXTRA)
-
-
-def row_keys(table: pa.Table, seen: Counter) -> list[str]:
-    times = table.column("time").cast(pa.int64()).to_pylist()
-    cols = _key_columns(table)
-    values = [table.column(c).to_pylist() for c in cols]
-    keys = []
-    for i, t in enumerate(times):
-        parts = [f"{c}={values[j][i]!r}" for j, c in enumerate(cols) if values[j][i] is not None]
-        h = hashlib.blake2b(("\x1f".join(parts)).encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
-        base = f"{t}:{h}"
-        n = seen[base]
-        seen[base] = n + 1
-        keys.append(f"{base}:{n}")
-    return keys
-
-
-def prune_seen(seen: Counter, floor_ms: int | None) -> None:
-    """Forget the duplicate counts of rows older than `floor_ms`: no row still to come is that old
-    (the log store says so per page), so the counts a run keeps follow its pages, not its window."""
-    if floor_ms is None or not seen:
-        return
-    for k in [k for k in seen if int(k.partition(":")[0]) < floor_ms]:
-        del seen[k]
-
-
-def _page_keys(table: pa.Table, seen: Counter, floor_ms: int | None) -> list[str]:
-    keys = row_keys(table, seen)
-    prune_seen(seen, floor_ms)
-    return keys
-
-
-_SEEN_ENTRY_BYTES = 160  # a Counter entry: its key string (~40 chars) and the dict slot
-
-
-def held_bytes(table: pa.Table, seen: Counter) -> int:
-    """What a run holds for one page: the page's Arrow buffers, about as much again in the Python
-    lists it scores from, and the duplicate counts it keeps."""
-    return 2 * table.get_total_buffer_size() + _SEEN_ENTRY_BYTES * len(seen)
-
-
-def resolve_text_column(columns: list[str], text_field: str) -> str | None:
-    for c in (text_field, f"out.{text_field}", f"in.{text_field}"):
-        if c in columns:
-            return c
-    return None
-
-
 # -- the run ------------------------------------------------------------------
 @dataclass
 class RunStats:
@@ -142,73 +88,6 @@ class RunStats:
     seconds: float = 0.0
     score_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _score_schema(out: pa.Table, store_text: bool) -> list[tuple[str, pa.DataType]]:
-    fields: list[tuple[str, pa.DataType]] = [("time", TIME_TYPE)]
-    if store_text:
-        fields.append(("in.text", pa.string()))
-    fields += [("in.source_key", pa.string()), ("in.source_time", TIME_TYPE), ("in.source_model", pa.string())]
-    for name in out.column_names:
-        t = out.column(name).type
-        fields.append((f"out.{name}", pa.float64() if pa.types.is_floating(t) or pa.types.is_integer(t) else t))
-    fields += [
-        ("anomaly.count", pa.int64()),
-        ("metadata.last_model", pa.string()),
-        ("metadata.pipeline_version", pa.string()),
-        ("metadata.step", pa.string()),
-        ("metadata.partition", pa.string()),
-        ("metadata.elapsed", pa.list_(pa.int64())),
-        ("metadata.error", pa.string()),
-        ("metadata.source_pipeline", pa.string()),
-        ("metadata.task_id", pa.string()),
-        ("metadata.run_id", pa.string()),
-    ]
-    return fields
-
-
-def build_score_table(
-    *,
-    out: pa.Table,
-    texts: list[str],
-    keys: list[str],
-    times_ms: list[int],
-    partitions: list[str | None],
-    ref: ListenerModelRef,
-    monitored: str,
-    task_id: str,
-    run_id: str,
-    elapsed_ns: int,
-    store_text: bool,
-    models: list[str | None] | None = None,
-) -> pa.Table:
-    n = len(keys)
-    cols: dict[str, pa.Array] = {}
-    schema = _score_schema(out, store_text)
-    tm = pa.array(times_ms, pa.int64()).cast(TIME_TYPE)
-    cols["time"] = tm
-    if store_text:
-        cols["in.text"] = pa.array(texts, pa.string())
-    cols["in.source_key"] = pa.array(keys, pa.string())
-    cols["in.source_time"] = tm
-    cols["in.source_model"] = pa.array(models if models is not None else [None] * n, pa.string())
-    for name in out.column_names:
-        c = out.column(name)
-        cols[f"out.{name}"] = c.cast(pa.float64()) if pa.types.is_floating(c.type) or pa.types.is_integer(c.type) else c
-    last_model = json.dumps({"model_name": ref.name, "model_sha": ref.sha or ref.version})
-    per_row = elapsed_ns // max(n, 1)
-    cols["anomaly.count"] = pa.array([0] * n, pa.int64())
-    cols["metadata.last_model"] = pa.array([last_model] * n, pa.string())
-    cols["metadata.pipeline_version"] = pa.array([ref.version] * n, pa.string())
-    cols["metadata.step"] = pa.array([ref.name] * n, pa.string())
-    cols["metadata.partition"] = pa.array(partitions, pa.string())
-    cols["metadata.elapsed"] = pa.array([[per_row]] * n, pa.list_(pa.int64()))
-    cols["metadata.error"] = pa.nulls(n, pa.string())
-    cols["metadata.source_pipeline"] = pa.array([monitored] * n, pa.string())
-    cols["metadata.task_id"] = pa.array([task_id] * n, pa.string())
-    cols["metadata.run_id"] = pa.array([run_id] * n, pa.string())
-    return pa.table([cols[name].combine_chunks() if isinstance(cols[name], pa.ChunkedArray) else cols[name]
-                     for name, _ in schema], names=[name for name, _ in schema])
 
 
 async def run_listener(
@@ -249,17 +128,10 @@ async def run_listener(
         )
         table = page.table
         if table.num_rows:
-            held = held_bytes(table, seen)
-            stats.extra["peak_held_bytes"] = max(stats.extra.get("peak_held_bytes", 0), held)
-            if held > args.max_memory_mb * 2**20:
-                raise ListenerRunError(
-                    f"max_memory_mb: this run needed {held / 2**20:.0f} MB to score a page of {table.num_rows} rows "
-                    f"(page_size {args.page_size}), over its cap of {args.max_memory_mb:g} MB; lower page_size "
-                    f"or raise max_memory_mb"
-                )
+            _check_memory(table, seen, args, stats)
             stats.rows_read += table.num_rows
             columns_seen.update(table.column_names)
-            keys = await asyncio.to_thread(_page_keys, table, seen, page.floor_ms)
+            keys = await asyncio.to_thread(page_keys, table, seen, page.floor_ms)
             text_col = resolve_text_column(table.column_names, args.text_field)
             if text_col is None:
                 stats.rows_skipped += table.num_rows
@@ -276,12 +148,7 @@ async def run_listener(
             )
             if time.monotonic() - last_progress > 2.0 or page.status == "All":
                 last_progress = time.monotonic()
-                el = time.perf_counter() - t0
-                log(
-                    f"progress: read {stats.rows_read}, scored {stats.rows_scored}, "
-                    f"already scored {stats.rows_already}, skipped {stats.rows_skipped} "
-                    f"({stats.rows_scored / el if el > 0 else 0:.0f} rows/s)"
-                )
+                _progress(log, stats, time.perf_counter() - t0)
         if page.status == "SchemaChange" and page.cursor is None:
             break
         if page.status == "All" or page.cursor is None:
@@ -298,6 +165,26 @@ async def run_listener(
         f"skipped {stats.rows_skipped} in {stats.seconds:.2f}s"
     )
     return stats
+
+
+def _check_memory(table: pa.Table, seen: Counter, args: ListenerArgs, stats: RunStats) -> None:
+    """Fail the run when scoring this page would hold more than its `max_memory_mb`."""
+    held = held_bytes(table, seen)
+    stats.extra["peak_held_bytes"] = max(stats.extra.get("peak_held_bytes", 0), held)
+    if held > args.max_memory_mb * 2**20:
+        raise ListenerRunError(
+            f"max_memory_mb: this run needed {held / 2**20:.0f} MB to score a page of {table.num_rows} rows "
+            f"(page_size {args.page_size}), over its cap of {args.max_memory_mb:g} MB; lower page_size "
+            f"or raise max_memory_mb"
+        )
+
+
+def _progress(log: Callable[[str], None], stats: RunStats, elapsed_s: float) -> None:
+    log(
+        f"progress: read {stats.rows_read}, scored {stats.rows_scored}, "
+        f"already scored {stats.rows_already}, skipped {stats.rows_skipped} "
+        f"({stats.rows_scored / elapsed_s if elapsed_s > 0 else 0:.0f} rows/s)"
+    )
 
 
 async def _score_page(
