@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DATA_DIR = "~/.wallaroo-pulumi"
 
@@ -42,6 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
     runtime = sub.add_parser("runtime", help="the bundled MLOps runtime")
     rsub = runtime.add_subparsers(dest="runtime_command", required=True)
 
+    _add_serve(rsub)
+
+    from wallaroo_pulumi import cli_edge
+
+    cli_edge.add_command(rsub, _size, _duration)
+
+    migrate = rsub.add_parser("migrate", help="copy an embedded data dir into a PostgreSQL database and a bucket "
+                              "(stop the runtime first; replicas then run with --database and --object-store)")
+    migrate.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    migrate.add_argument("--database", default=None, metavar="URL", help="the target (or $WALLAROO_DATABASE_URL), empty")
+    migrate.add_argument("--object-store", required=True, metavar="URL", help="the target s3://bucket[/prefix]")
+
+    token = rsub.add_parser("token", help="print the admin token (for `Authorization: Bearer ...`)")
+    token.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+
+    from wallaroo_pulumi import cli_keys, cli_ops
+
+    cli_ops.add_commands(sub, DEFAULT_DATA_DIR)
+    cli_keys.add_commands(sub, DEFAULT_DATA_DIR)
+    return parser
+
+
+def _add_serve(rsub: argparse._SubParsersAction) -> None:
     serve = rsub.add_parser("serve", help="serve the Wallaroo-compatible API on one data directory")
     serve.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"where everything is kept (default {DEFAULT_DATA_DIR})")
     serve.add_argument("--host", default="127.0.0.1")
@@ -77,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--task-python", default=None, metavar="PYTHON",
                        help="the Python that runs orchestration tasks, with the wallaroo SDK installed "
                        "(default $WALLAROO_TASK_PYTHON, else this runtime's Python)")
+    _add_serve_scaleout(serve)
+    _add_serve_publish(serve)
+
+
+def _add_serve_scaleout(serve: argparse.ArgumentParser) -> None:
+    """`runtime serve`'s options for many replicas: shared stores, model steps in Kubernetes pods."""
     serve.add_argument("--database", default=None, metavar="URL",
                        help="PostgreSQL URL of the metadata store shared by replicas on many hosts (or "
                        "$WALLAROO_DATABASE_URL; default: SQLite in DATA_DIR); needs $WALLAROO_SECRETS_KEY")
@@ -98,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with kubernetes: a step with autoscale_min 0 scales to zero after this long "
                        "without requests (default 5m)")
 
+
+def _add_serve_publish(serve: argparse.ArgumentParser) -> None:
+    """`runtime serve`'s options for publishing pipeline versions as images, and for edges."""
     serve.add_argument("--publish-registry", default=None, metavar="HOST/PREFIX",
                        help="where pipelines/publish pushes images (credentials from $WALLAROO_OCI_USERNAME and "
                        "$WALLAROO_OCI_PASSWORD); default: publishing is off")
@@ -106,25 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--publish-insecure", action="store_true", help="plain HTTP to the registries (loopback)")
     serve.add_argument("--public-url", default=None, metavar="URL",
                        help="the address edges reach this runtime at (their bundle's OPSCENTER_HOST)")
-
-    from wallaroo_pulumi import cli_edge
-
-    cli_edge.add_command(rsub, _size, _duration)
-
-    migrate = rsub.add_parser("migrate", help="copy an embedded data dir into a PostgreSQL database and a bucket "
-                              "(stop the runtime first; replicas then run with --database and --object-store)")
-    migrate.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    migrate.add_argument("--database", default=None, metavar="URL", help="the target (or $WALLAROO_DATABASE_URL), empty")
-    migrate.add_argument("--object-store", required=True, metavar="URL", help="the target s3://bucket[/prefix]")
-
-    token = rsub.add_parser("token", help="print the admin token (for `Authorization: Bearer ...`)")
-    token.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-
-    from wallaroo_pulumi import cli_keys, cli_ops
-
-    cli_ops.add_commands(sub, DEFAULT_DATA_DIR)
-    cli_keys.add_commands(sub, DEFAULT_DATA_DIR)
-    return parser
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -164,12 +178,65 @@ def _gpu_fallback(args: argparse.Namespace) -> bool | None:
     return args.allow_gpu_fallback or fallback_env in ("1", "true", "yes")
 
 
+class _UsageError(Exception):
+    """Flags or environment `runtime serve` cannot start with; the message says what to give."""
+
+
+def _secrets_from_env(args: argparse.Namespace) -> dict[str, Any]:
+    """The admin token, the secrets key and the database URL, taken out of the environment: no
+    child process (pip installing a model's requirements) inherits them."""
+    from wallaroo_pulumi.runtime.core.auth import check_admin_token
+    from wallaroo_pulumi.runtime.core.secrets import KEY_ENV as SECRETS_KEY_ENV
+    from wallaroo_pulumi.runtime.core.secrets import MIN_KEY_CHARS
+    from wallaroo_pulumi.runtime.settings import ADMIN_TOKEN_ENV, DATABASE_URL_ENV
+
+    extra: dict[str, Any] = {}
+    env_token = os.environ.pop(ADMIN_TOKEN_ENV, None)
+    if env_token is not None:
+        try:
+            extra["admin_token"] = check_admin_token(env_token)
+        except ValueError as exc:
+            raise _UsageError(str(exc)) from None
+    secrets_key = os.environ.pop(SECRETS_KEY_ENV, None)
+    if secrets_key is not None:
+        if len(secrets_key.strip()) < MIN_KEY_CHARS:
+            raise _UsageError(f"{SECRETS_KEY_ENV} must be at least {MIN_KEY_CHARS} characters")
+        extra["secrets_key"] = secrets_key
+    database = os.environ.pop(DATABASE_URL_ENV, None) or args.database  # it may hold a password
+    if database:
+        extra["database_url"] = database
+    return extra
+
+
+def _publish_and_placement(args: argparse.Namespace) -> dict[str, Any]:
+    """The object store, publishing and Kubernetes placement settings from their flags."""
+    extra: dict[str, Any] = {}
+    if args.object_store:
+        extra["object_store_url"] = args.object_store
+    if args.publish_registry or args.publish_base_image:
+        if not (args.publish_registry and args.publish_base_image):
+            raise _UsageError("--publish-registry and --publish-base-image go together")
+        extra["publish"] = {"registry": args.publish_registry, "base_image": args.publish_base_image,
+                            "username": os.environ.get("WALLAROO_OCI_USERNAME"),
+                            "password": os.environ.pop("WALLAROO_OCI_PASSWORD", None),
+                            "insecure": args.publish_insecure, "centre_url": args.public_url}
+    if args.sidekick_placement == "kubernetes":
+        image = args.sidekick_image or os.environ.get("WALLAROO_SIDEKICK_IMAGE")
+        if not image:
+            raise _UsageError("--sidekick-image (or $WALLAROO_SIDEKICK_IMAGE) is needed "
+                              "with --sidekick-placement kubernetes")
+        extra["kubernetes"] = {"image": image, "namespace": args.kube_namespace, "owner": args.kube_owner,
+                               "runtime_name": (args.kube_owner or "/wallaroo").split("/")[-1],
+                               **({"idle_s": args.sidekick_idle} if args.sidekick_idle else {})}
+    return extra
+
+
 def _serve(args: argparse.Namespace) -> int:
     """`runtime serve`: the settings from the flags and the environment (secrets taken out of it), then serve."""
     from wallaroo_pulumi.runtime.server import serve
     from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
-    extra = {}
+    extra: dict[str, Any] = {}
     if args.max_upload_bytes:
         extra["max_upload_bytes"] = args.max_upload_bytes
     if args.max_request_bytes:
@@ -186,52 +253,11 @@ def _serve(args: argparse.Namespace) -> int:
     if allow_gpu_fallback is None:
         return 2
     extra["allow_gpu_fallback"] = allow_gpu_fallback
-    from wallaroo_pulumi.runtime.core.auth import check_admin_token
-    from wallaroo_pulumi.runtime.core.secrets import KEY_ENV as SECRETS_KEY_ENV
-    from wallaroo_pulumi.runtime.core.secrets import MIN_KEY_CHARS
-    from wallaroo_pulumi.runtime.settings import ADMIN_TOKEN_ENV
-
-    # taken out of the environment: no child process (pip installing a model's requirements)
-    # inherits the admin token
-    env_token = os.environ.pop(ADMIN_TOKEN_ENV, None)
-    if env_token is not None:
-        try:
-            extra["admin_token"] = check_admin_token(env_token)
-        except ValueError as exc:
-            print(f"wallaroo-pulumi runtime serve: {exc}", file=sys.stderr)
-            return 2
-    secrets_key = os.environ.pop(SECRETS_KEY_ENV, None)  # likewise kept from child processes
-    if secrets_key is not None:
-        if len(secrets_key.strip()) < MIN_KEY_CHARS:
-            print(f"wallaroo-pulumi runtime serve: {SECRETS_KEY_ENV} must be at least {MIN_KEY_CHARS} "
-                  "characters", file=sys.stderr)
-            return 2
-        extra["secrets_key"] = secrets_key
-    from wallaroo_pulumi.runtime.settings import DATABASE_URL_ENV
-
-    database = os.environ.pop(DATABASE_URL_ENV, None) or args.database  # it may hold a password
-    if database:
-        extra["database_url"] = database
-    if args.object_store:
-        extra["object_store_url"] = args.object_store
-    if args.publish_registry or args.publish_base_image:
-        if not (args.publish_registry and args.publish_base_image):
-            print("wallaroo-pulumi runtime serve: --publish-registry and --publish-base-image go together",
-                  file=sys.stderr)
-            return 2
-        extra["publish"] = {"registry": args.publish_registry, "base_image": args.publish_base_image,
-                            "username": os.environ.get("WALLAROO_OCI_USERNAME"),
-                            "password": os.environ.pop("WALLAROO_OCI_PASSWORD", None),
-                            "insecure": args.publish_insecure, "centre_url": args.public_url}
-    if args.sidekick_placement == "kubernetes":
-        image = args.sidekick_image or os.environ.get("WALLAROO_SIDEKICK_IMAGE")
-        if not image:
-            print("wallaroo-pulumi runtime serve: --sidekick-image (or $WALLAROO_SIDEKICK_IMAGE) is needed "
-                  "with --sidekick-placement kubernetes", file=sys.stderr)
-            return 2
-        extra["kubernetes"] = {"image": image, "namespace": args.kube_namespace, "owner": args.kube_owner,
-                               "runtime_name": (args.kube_owner or "/wallaroo").split("/")[-1],
-                               **({"idle_s": args.sidekick_idle} if args.sidekick_idle else {})}
+    try:
+        extra |= _secrets_from_env(args) | _publish_and_placement(args)
+    except _UsageError as exc:
+        print(f"wallaroo-pulumi runtime serve: {exc}", file=sys.stderr)
+        return 2
     from pydantic import ValidationError
 
     try:
