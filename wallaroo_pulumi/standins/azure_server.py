@@ -82,89 +82,90 @@ class AzureStandin(StandinServer):
 
     # ---- routes --------------------------------------------------------------------------
     def _routes(self, app: FastAPI) -> None:
-        @app.post("/openai/deployments/{deployment}/chat/completions")
-        async def chat(deployment: str, request: Request) -> Response:
-            key = request.headers.get("api-key")
-            auth = request.headers.get("authorization", "")
-            bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-            if not ((key and key in self.openai_keys) or (bearer and bearer in self.bearer_tokens)):
-                await self.read_json(request)
-                return JSONResponse(
-                    azure_error(
-                        "401",
-                        "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
-                        "valid key for an active subscription and use a correct regional API endpoint for your resource.",
-                    ),
-                    401,
-                )
-            version = request.query_params.get("api-version")
-            if not version or version not in self.api_versions:
-                await self.read_json(request)
-                return JSONResponse(azure_error("404", "Resource not found"), 404)
-            if deployment not in self.deployments:
-                await self.read_json(request)
-                return JSONResponse(
-                    azure_error(
-                        "DeploymentNotFound",
-                        "The API deployment for this resource does not exist. If you created the deployment within "
-                        "the last 5 minutes, please wait a moment and try again.",
-                    ),
-                    404,
-                )
-            body, bad = await self.read_json(request)
-            if bad is not None:
-                return JSONResponse(azure_error("BadRequest", "Could not parse the request body as JSON."), 400)
-            body, problem = validate_chat_body(body, require_model=False)
-            if problem is not None:
-                err = problem[1]["error"]
-                return JSONResponse({"error": {"message": err["message"], "type": err["type"], "param": err["param"], "code": err["code"]}}, problem[0])
-            assert body is not None
-            completion = build_completion(
-                body,
-                self.deployments[deployment],
-                self.answer,
-                extra_choice={"content_filter_results": _FILTER_OK},
-            )
-            completion["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _FILTER_OK}]
-            completion.pop("service_tier", None)
-            headers = {"apim-request-id": completion["id"], "x-ms-region": "East US", "x-ratelimit-remaining-requests": "99"}
-            if body.get("stream"):
-                opts = body.get("stream_options") or {}
-                return stream_completion(completion, bool(opts.get("include_usage")), headers,
-                                         self.faults.token_interval_s, content_filter=_FILTER_OK)
-            return JSONResponse(completion, headers=headers)
+        app.post("/openai/deployments/{deployment}/chat/completions")(self._chat)
+        app.post("/score")(self._score)
 
-        @app.post("/score")
-        async def score(request: Request) -> Response:
-            auth = request.headers.get("authorization", "")
-            token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-            if token is None or token not in self.ml_keys:
-                await self.read_json(request)
-                return JSONResponse({"message": "Invalid authentication. Check that the Authorization header holds a valid endpoint key."}, 401)
-            deployment = request.headers.get("azureml-model-deployment")
-            if deployment is not None and deployment not in self.ml_deployments:
-                await self.read_json(request)
-                return JSONResponse({"message": f"Deployment '{deployment}' not found for this endpoint."}, 404)
-            body, bad = await self.read_json(request)
-            if bad is not None:
-                return JSONResponse({"message": "Request body is not valid JSON."}, 400)
-            data = body.get("input_data") if isinstance(body, dict) else None
-            inputs = data.get("input_string") if isinstance(data, dict) else None
-            if not isinstance(inputs, list) or not inputs:
-                return JSONResponse(
-                    {"message": "input_data.input_string must be a non-empty list of prompts or chat messages."}, 400
-                )
-            params = data.get("parameters") or {}
-            max_new = params.get("max_new_tokens")
-            max_new = max_new if isinstance(max_new, int) and not isinstance(max_new, bool) else None
-            started = time.perf_counter()
-            headers = {"azureml-model-deployment": deployment or next(iter(sorted(self.ml_deployments)), "blue"),
-                       "x-request-time": str(int((time.perf_counter() - started) * 1000))}
-            if all(isinstance(m, dict) for m in inputs):
-                if not all(isinstance(m.get("role"), str) and "content" in m for m in inputs):
-                    return JSONResponse({"message": "each chat message needs 'role' and 'content'."}, 400)
-                answer, _, _ = self.answer(last_user_text(inputs), max_new)
-                return JSONResponse({"output": answer}, headers=headers)
-            if not all(isinstance(s, str) for s in inputs):
-                return JSONResponse({"message": "input_string must hold only strings (text generation) or only messages (chat)."}, 400)
-            return JSONResponse([{"0": self.answer(s, max_new)[0]} for s in inputs], headers=headers)
+    async def _chat(self, deployment: str, request: Request) -> Response:
+        key = request.headers.get("api-key")
+        auth = request.headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        if not ((key and key in self.openai_keys) or (bearer and bearer in self.bearer_tokens)):
+            await self.read_json(request)
+            return JSONResponse(
+                azure_error(
+                    "401",
+                    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
+                    "valid key for an active subscription and use a correct regional API endpoint for your resource.",
+                ),
+                401,
+            )
+        version = request.query_params.get("api-version")
+        if not version or version not in self.api_versions:
+            await self.read_json(request)
+            return JSONResponse(azure_error("404", "Resource not found"), 404)
+        if deployment not in self.deployments:
+            await self.read_json(request)
+            return JSONResponse(
+                azure_error(
+                    "DeploymentNotFound",
+                    "The API deployment for this resource does not exist. If you created the deployment within "
+                    "the last 5 minutes, please wait a moment and try again.",
+                ),
+                404,
+            )
+        body, bad = await self.read_json(request)
+        if bad is not None:
+            return JSONResponse(azure_error("BadRequest", "Could not parse the request body as JSON."), 400)
+        body, problem = validate_chat_body(body, require_model=False)
+        if problem is not None:
+            err = problem[1]["error"]
+            return JSONResponse({"error": {"message": err["message"], "type": err["type"], "param": err["param"], "code": err["code"]}}, problem[0])
+        assert body is not None
+        completion = build_completion(
+            body,
+            self.deployments[deployment],
+            self.answer,
+            extra_choice={"content_filter_results": _FILTER_OK},
+        )
+        completion["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _FILTER_OK}]
+        completion.pop("service_tier", None)
+        headers = {"apim-request-id": completion["id"], "x-ms-region": "East US", "x-ratelimit-remaining-requests": "99"}
+        if body.get("stream"):
+            opts = body.get("stream_options") or {}
+            return stream_completion(completion, bool(opts.get("include_usage")), headers,
+                                     self.faults.token_interval_s, content_filter=_FILTER_OK)
+        return JSONResponse(completion, headers=headers)
+
+    async def _score(self, request: Request) -> Response:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        if token is None or token not in self.ml_keys:
+            await self.read_json(request)
+            return JSONResponse({"message": "Invalid authentication. Check that the Authorization header holds a valid endpoint key."}, 401)
+        deployment = request.headers.get("azureml-model-deployment")
+        if deployment is not None and deployment not in self.ml_deployments:
+            await self.read_json(request)
+            return JSONResponse({"message": f"Deployment '{deployment}' not found for this endpoint."}, 404)
+        body, bad = await self.read_json(request)
+        if bad is not None:
+            return JSONResponse({"message": "Request body is not valid JSON."}, 400)
+        data = body.get("input_data") if isinstance(body, dict) else None
+        inputs = data.get("input_string") if isinstance(data, dict) else None
+        if not isinstance(inputs, list) or not inputs:
+            return JSONResponse(
+                {"message": "input_data.input_string must be a non-empty list of prompts or chat messages."}, 400
+            )
+        params = data.get("parameters") or {}
+        max_new = params.get("max_new_tokens")
+        max_new = max_new if isinstance(max_new, int) and not isinstance(max_new, bool) else None
+        started = time.perf_counter()
+        headers = {"azureml-model-deployment": deployment or next(iter(sorted(self.ml_deployments)), "blue"),
+                   "x-request-time": str(int((time.perf_counter() - started) * 1000))}
+        if all(isinstance(m, dict) for m in inputs):
+            if not all(isinstance(m.get("role"), str) and "content" in m for m in inputs):
+                return JSONResponse({"message": "each chat message needs 'role' and 'content'."}, 400)
+            answer, _, _ = self.answer(last_user_text(inputs), max_new)
+            return JSONResponse({"output": answer}, headers=headers)
+        if not all(isinstance(s, str) for s in inputs):
+            return JSONResponse({"message": "input_string must hold only strings (text generation) or only messages (chat)."}, 400)
+        return JSONResponse([{"0": self.answer(s, max_new)[0]} for s in inputs], headers=headers)
