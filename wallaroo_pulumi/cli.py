@@ -231,24 +231,19 @@ def _publish_and_placement(args: argparse.Namespace) -> dict[str, Any]:
     return extra
 
 
+#: `runtime serve` flags (argparse's names) that set a RuntimeSettings field when given
+_SERVE_SETTINGS = {"max_upload_bytes": "max_upload_bytes", "max_request_bytes": "max_request_bytes",
+                   "log_retention": "log_retention_s", "listener_lease": "listener_lease_s",
+                   "sidekick_uids": "sidekick_uids", "task_python": "task_python"}
+
+
 def _serve(args: argparse.Namespace) -> int:
     """`runtime serve`: the settings from the flags and the environment (secrets taken out of it), then serve."""
     from wallaroo_pulumi.runtime.server import serve
     from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
-    extra: dict[str, Any] = {}
-    if args.max_upload_bytes:
-        extra["max_upload_bytes"] = args.max_upload_bytes
-    if args.max_request_bytes:
-        extra["max_request_bytes"] = args.max_request_bytes
-    if args.log_retention:
-        extra["log_retention_s"] = args.log_retention
-    if args.listener_lease:
-        extra["listener_lease_s"] = args.listener_lease
-    if args.sidekick_uids:
-        extra["sidekick_uids"] = args.sidekick_uids
-    if args.task_python:
-        extra["task_python"] = args.task_python
+    extra: dict[str, Any] = {setting: getattr(args, flag) for flag, setting in _SERVE_SETTINGS.items()
+                             if getattr(args, flag)}
     allow_gpu_fallback = _gpu_fallback(args)
     if allow_gpu_fallback is None:
         return 2
