@@ -16,9 +16,7 @@ removes the cgroups, mounts, network namespaces, bridge and DNAT rule it made.""
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -31,15 +29,14 @@ from pathlib import Path
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 
-from wallaroo_pulumi.ports import free_port
 from wallaroo_pulumi.testing.control_plane import STORAGE_CLASS, ControlPlaneError, LocalControlPlane
-from wallaroo_pulumi.testing.node_images import PAUSE_IMAGE, ctr_import, export_podman_image, pause_archive
+from wallaroo_pulumi.testing.node_config import RUNC, write_containerd_config, write_kubelet_files
+from wallaroo_pulumi.testing.node_images import ctr_import, export_podman_image, pause_archive
 from wallaroo_pulumi.testing.node_network import CNI_BIN_DIR, PodNetwork
 from wallaroo_pulumi.testing.processes import Harness, ServerProcess, die_with_parent
 
 CGROUP_FS = Path("/sys/fs/cgroup")
 SYSTEM_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
-RUNC = "/usr/sbin/runc"
 
 
 def _mounts() -> dict[str, Path]:
@@ -117,7 +114,7 @@ class RealNode(Harness):
         self.network.create()
 
         t = time.monotonic()
-        self._write_containerd_config()
+        write_containerd_config(self.workdir, self.socket)
         containerd = self.spawn("containerd", [self.bins["containerd"], "--config",
                                                 str(self.workdir / "containerd.toml")])
         self._wait("containerd", [containerd], lambda: self._ctr("version").returncode == 0, 30)
@@ -134,7 +131,9 @@ class RealNode(Harness):
         self._timed("images", t)
 
         t = time.monotonic()
-        self._write_kubelet_files()
+        write_kubelet_files(self.workdir, server=self.plane.server, token=self.plane.node_tokens[self.name],
+                            ca=(self.plane.workdir / "pki" / "ca.crt").read_text(), socket=self.socket,
+                            cgroup_root=self.cgroup_root, pods_pids_limit=self.pods_pids_limit)
         kubelet = self.spawn("kubelet", [
             self.bins["kubelet"], f"--config={self.workdir / 'kubelet.yaml'}",
             f"--kubeconfig={self.workdir / 'kubelet.kubeconfig'}", f"--root-dir={self.workdir / 'kubelet'}",
@@ -178,81 +177,6 @@ class RealNode(Harness):
             if (hierarchy / "cpuset.cpus").exists() and not (hierarchy / "cgroup.controllers").exists():
                 for knob in ("cpuset.cpus", "cpuset.mems"):  # v1: a new cpuset is empty, its children too
                     (path / knob).write_text((hierarchy / knob).read_text())
-
-    def _write_containerd_config(self) -> None:
-        w = self.workdir
-        (w / "containerd.toml").write_text(f"""version = 2
-root = "{w / 'containerd' / 'root'}"
-state = "{w / 'containerd' / 'state'}"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "{self.socket}"
-[ttrpc]
-  address = "{w / 'containerd.ttrpc.sock'}"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{w / 'containerd' / 'opt'}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  # CAP_SYS_RESOURCE is missing here: an oom_score_adj below this process's own is refused
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  # pods' network namespaces under the state dir (not /run/netns), unmounted with the rest
-  netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "{RUNC}"
-        Root = "{w / 'runc'}"
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN_DIR}"
-    conf_dir = "{w / 'cni' / 'net.d'}"
-    max_conf_num = 1
-""")
-
-    def _write_kubelet_files(self) -> None:
-        w = self.workdir
-        token = self.plane.node_tokens[self.name]
-        ca = (self.plane.workdir / "pki" / "ca.crt").read_text()
-        kubeconfig = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "node",
-            "clusters": [{"name": "plane", "cluster": {"server": self.plane.server,
-                                                       "certificate-authority-data": base64.b64encode(ca.encode()).decode()}}],
-            "users": [{"name": "node", "user": {"token": token}}],
-            "contexts": [{"name": "node", "context": {"cluster": "plane", "user": "node"}}],
-        }
-        (w / "kubelet.kubeconfig").write_text(json.dumps(kubeconfig))
-        (w / "kubelet.kubeconfig").chmod(0o600)
-        (w / "resolv.conf").write_text("")  # pods resolve nothing: no DNS on this network
-        endpoint = f"unix://{self.socket}"
-        config = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-            # cgroup v1 (this machine): refused by default since 1.35; no systemd, so cgroupfs
-            "failCgroupV1": False, "cgroupDriver": "cgroupfs", "cgroupRoot": self.cgroup_root,
-            "containerRuntimeEndpoint": endpoint, "imageServiceEndpoint": endpoint,
-            "address": "127.0.0.1", "port": free_port(), "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1", "healthzPort": free_port(),
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
-            "authorization": {"mode": "AlwaysAllow"},  # no client can authenticate to it anyway
-            "podLogsDir": str(w / "pod-logs"), "resolvConf": str(w / "resolv.conf"),
-            "clusterDomain": "cluster.local",
-            # a busy shared disk must not evict the tests' pods; the pods' own limits still hold
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
-                             "nodefs.inodesFree": "1%"},
-            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-            "podPidsLimit": self.pods_pids_limit,
-            "oomScoreAdj": 0,  # -999 (the default) is refused without CAP_SYS_RESOURCE
-            "failSwapOn": True, "serializeImagePulls": False, "maxPods": 30,
-            "syncFrequency": "10s", "nodeStatusUpdateFrequency": "5s",
-            "volumeStatsAggPeriod": "10s",  # how soon a full scratch emptyDir is seen (and its pod evicted)
-        }
-        (w / "kubelet.yaml").write_text(json.dumps(config, indent=2))
 
     # -- what the tests read from the node's side ---------------------------------------------
     def _ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
