@@ -16,12 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wallaroo_pulumi.runtime.store.fsync import fsync_dir
+from wallaroo_pulumi.runtime.store.logs.compaction import merge_run, runs_to_merge
 from wallaroo_pulumi.runtime.store.logs.query import LogPage, Order, ParquetSource, Source, decode_cursor, read_page
 from wallaroo_pulumi.runtime.store.logs.segments import (
     Segment,
     Segments,
     create_stream,
-    merge_parquet,
+    mark_pruned,
     parts_of,
     read_stream_file,
     seal_orphan,
@@ -241,14 +242,10 @@ class PipelineLog:
 
     def forget(self, seg: Segment) -> None:
         """A sealed segment was moved elsewhere: drop it here (its number is never drawn again)."""
-        marker = segment_path(self.dir, seg.seq, "pruned")
-        marker.touch()
+        mark_pruned(self.dir, seg.seq)
         with self.lock:
             self.sealed = [s for s in self.sealed if s.seq != seg.seq]
         seg.path.unlink(missing_ok=True)
-        for old in self.dir.glob("*.pruned"):
-            if (seq_of(old.name, ("pruned",)) or 0) < seg.seq:
-                old.unlink(missing_ok=True)
 
     # -- reading ---------------------------------------------------------
     def _peer_segments(self, read_live: bool = True) -> Segments:
@@ -371,45 +368,18 @@ class PipelineLog:
             return sum(self._merge(group) for group in self._runs_to_merge())
 
     def _runs_to_merge(self) -> list[list[Segment]]:
-        small = max(1, self.segment_rows // 4)
         unsealed = {seq for seq in (seq_of(n, ("arrows",)) for n in os.listdir(self.dir)) if seq is not None}
         with self.lock:
             unsealed |= {s.seq for s in self.closed}
             if self.active_seq is not None:
                 unsealed.add(self.active_seq)
             sealed = sorted(self.sealed, key=lambda s: s.seq)
-        runs: list[list[Segment]] = []
-        run: list[Segment] = []
-        for seg in sealed:
-            fits = seg.rows < small and sum(s.rows for s in run) + seg.rows <= self.segment_rows
-            broken = bool(run) and (any(run[-1].seq < u < seg.seq for u in unsealed)
-                                    or not seg.schema.equals(run[0].schema))
-            if not fits or broken:
-                runs.append(run)
-                run = []
-            if seg.rows < small:
-                run.append(seg)
-        runs.append(run)
-        return [r for r in runs if len(r) >= self.compact_min_files]
+        return runs_to_merge(sealed, unsealed, self.segment_rows, self.compact_min_files)
 
     def _merge(self, group: list[Segment]) -> int:
-        parts, first_row = [], 0
-        for seg in group:
-            parts += [(s, first_row + r) for s, r in (seg.parts or [(seg.seq, 0)])]
-            first_row += seg.rows
-        head = group[-1]  # the last number: numbers are never drawn again
-        try:  # atomically replaces the last file
-            rows = merge_parquet(self.dir, head.seq, [s.path for s in group], head.schema, parts)
-        except (FileNotFoundError, pa.ArrowInvalid):
+        merged = merge_run(self.dir, group)
+        if merged is None:
             return 0  # pruned or being replaced meanwhile: merged next time
-        for seg in group[:-1]:
-            seg.path.unlink(missing_ok=True)
-        fsync_dir(self.dir)
-        st = segment_path(self.dir, head.seq, "parquet").stat()
-        tmins = [s.tmin for s in group if s.tmin is not None]
-        tmaxs = [s.tmax for s in group if s.tmax is not None]
-        merged = Segment(head.seq, head.path, rows, min(tmins) if tmins else None, max(tmaxs) if tmaxs else None,
-                         head.schema, parts=parts, stamp=(st.st_ino, st.st_size))
         drop = {s.seq for s in group}
         with self.lock:
             self.sealed = sorted([s for s in self.sealed if s.seq not in drop] + [merged], key=lambda s: s.seq)
@@ -431,12 +401,8 @@ class PipelineLog:
             self.sealed = [s for s in self.sealed if s.seq not in gone]
         if not doomed:
             return 0, 0
-        marker = segment_path(self.dir, max(gone), "pruned")
-        marker.touch()
+        mark_pruned(self.dir, max(gone))
         for seg in doomed:
             seg.path.unlink(missing_ok=True)
-        for old in self.dir.glob("*.pruned"):
-            if old != marker and (seq_of(old.name, ("pruned",)) or 0) < max(gone):
-                old.unlink(missing_ok=True)
         fsync_dir(self.dir)
         return len(doomed), sum(s.rows for s in doomed)

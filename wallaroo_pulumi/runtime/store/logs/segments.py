@@ -46,6 +46,15 @@ def segment_path(directory: Path, seq: int, suffix: str) -> Path:
     return directory / f"{seq:012d}.{suffix}"
 
 
+def mark_pruned(directory: Path, seq: int) -> None:
+    """Record `seq` as the newest number removed (`<seq>.pruned`), so numbers never restart; the
+    older markers go."""
+    segment_path(directory, seq, "pruned").touch()
+    for old in directory.glob("*.pruned"):
+        if (seq_of(old.name, ("pruned",)) or 0) < seq:
+            old.unlink(missing_ok=True)
+
+
 def seq_of(name: str, suffixes: tuple[str, ...] = ("arrows", "parquet")) -> int | None:
     stem, _, suffix = name.partition(".")
     return int(stem) if suffix in suffixes and stem.isdigit() else None
