@@ -7,7 +7,6 @@ it spawned. Nothing it logs or raises carries a value of the model's env (see :m
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -19,7 +18,7 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from wallaroo_pulumi.runtime.sidekick import memory, protocol
+from wallaroo_pulumi.runtime.sidekick import protocol
 from wallaroo_pulumi.runtime.sidekick.errors import (
     SidekickCrashedError,
     SidekickError,
@@ -28,7 +27,9 @@ from wallaroo_pulumi.runtime.sidekick.errors import (
     stopped_error,
 )
 from wallaroo_pulumi.runtime.sidekick.merging import MergingQueue
-from wallaroo_pulumi.runtime.sidekick.placement import KernelLimits, Placement, Reservation
+from wallaroo_pulumi.runtime.sidekick.oom import OomWatch
+from wallaroo_pulumi.runtime.sidekick.output import WorkerOutput
+from wallaroo_pulumi.runtime.sidekick.placement import Placement, Reservation
 from wallaroo_pulumi.runtime.sidekick.redact import EnvRedactor
 from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
 
@@ -38,12 +39,7 @@ T = TypeVar("T")
 _STOP_GRACE_S = 2.0
 _REAP_TIMEOUT_S = 5.0
 _MAX_BACKOFF_S = 30.0
-_STDERR_TAIL = 20
 _WATCH_INTERVAL_S = 0.1
-_LEVELS = {
-    "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
-    "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL,
-}
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -79,8 +75,9 @@ class Sidekick:
         self.spec = spec
         self._placement = placement
         self._reservation: Reservation | None = None
-        self._stderr_log = logging.getLogger(f"wallaroo.sidekick.{spec.step_name}")
         self._redact = EnvRedactor.for_env(spec.env)
+        self._output = WorkerOutput(spec.step_name, self._redact)
+        self._memory = OomWatch(spec.step_name, spec.memory)
         self._proc: asyncio.subprocess.Process | None = None
         self._state = "stopped"
         self._restarts = 0
@@ -90,9 +87,6 @@ class Sidekick:
         self._restart_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._guard_task: asyncio.Task[None] | None = None
-        self._oom: tuple[asyncio.subprocess.Process, str] | None = None
-        self._kernel: KernelLimits | None = None
-        self._kernel_ooms = 0  # the kernel's OOM kills in the worker's cgroup when it started
         self._limits: dict[str, object] = {}
         self._stderr_task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -101,7 +95,6 @@ class Sidekick:
         self._busy = False
         self._busy_since = 0.0
         self._busy_total = 0.0  # seconds spent answering batches, for the pool's autoscaler
-        self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
         self._queue = MergingQueue(self._exchange, step_name=spec.step_name, max_batch_rows=spec.max_batch_rows,
                                    batching=spec.batching)
 
@@ -127,12 +120,13 @@ class Sidekick:
     @property
     def limits(self) -> dict[str, object]:
         """What holds the worker's limits, and what the kernel counted (throttling, OOM kills)."""
-        if not self._limits and self._kernel is None:
+        kernel = self._memory.kernel
+        if not self._limits and kernel is None:
             return {}
         counted = {}
-        if self._kernel is not None:
+        if kernel is not None:
             with contextlib.suppress(OSError):
-                counted = self._kernel.stats()
+                counted = kernel.stats()
         return {**self._limits, **counted}
 
     @property
@@ -198,7 +192,7 @@ class Sidekick:
     async def _launch(self) -> None:
         spec = self.spec
         self._state = "starting"
-        self._tail.clear()
+        self._output.clear()
         assert self._reservation is not None  # start() reserved it
         launch = self._placement.launch(spec, self._reservation)
         try:
@@ -211,13 +205,12 @@ class Sidekick:
             self._fail(f"model {spec.step_name!r}: could not start its sidekick process: {exc}")
             raise SidekickLoadError(self._last_error or "", step_name=spec.step_name) from exc
         self._proc = proc
-        self._kernel, self._limits = launch.kernel, dict(launch.limits)
-        self._kernel_ooms = launch.kernel.oom_kills() if launch.kernel is not None else 0
-        self._stderr_task = asyncio.create_task(self._pump_stderr(proc), name=f"sidekick-stderr-{spec.step_name}")
+        self._limits = dict(launch.limits)
+        self._memory.started(launch.kernel)
+        self._stderr_task = asyncio.create_task(self._output.pump(proc), name=f"sidekick-stderr-{spec.step_name}")
         if spec.memory_bytes:  # loading counts too: a model that cannot load within its limit is OOMKilled
-            watch = (self._watch_kernel_oom(proc, launch.kernel) if launch.kernel is not None and launch.kernel.memory_limited
-                     else self._guard_memory(proc, spec.memory_bytes))
-            self._guard_task = asyncio.create_task(watch, name=f"sidekick-memory-{spec.step_name}")
+            self._guard_task = asyncio.create_task(self._memory.watch(proc, spec.memory_bytes),
+                                                   name=f"sidekick-memory-{spec.step_name}")
         log.info("sidekick %s: started pid %d (cpus %s, gpus %r)", spec.step_name, proc.pid,
                  self.cpu_ids, ",".join(self.gpu_ids))
         assert proc.stdout is not None
@@ -226,7 +219,7 @@ class Sidekick:
         except TimeoutError:
             await self._kill(proc)
             message = (f"model {spec.step_name!r} did not finish loading within {spec.load_timeout_s:g}s "
-                       f"(python load timeout){self._tail_text()}")
+                       f"(python load timeout){self._output.tail_text()}")
             self._fail(message)
             raise SidekickLoadError(message, step_name=spec.step_name) from None
         except asyncio.CancelledError:
@@ -236,7 +229,7 @@ class Sidekick:
         except (asyncio.IncompleteReadError, protocol.ProtocolError):
             rc = await self._reap(proc)
             message = (f"sidekick of model {spec.step_name!r} exited with {describe_exit(rc)} before it was ready"
-                       f"{self._oom_note(proc)}{self._tail_text()}")
+                       f"{self._oom_note(proc)}{self._output.tail_text()}")
             self._fail(message)
             raise SidekickLoadError(message, step_name=spec.step_name) from None
         if ftype != protocol.READY:
@@ -307,70 +300,9 @@ class Sidekick:
         return proc.returncode
 
     # -- monitoring ---------------------------------------------------------------------
-    async def _pump_stderr(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stderr is not None
-        buf = b""
-        while True:
-            chunk = await proc.stderr.read(1 << 16)
-            if not chunk:
-                break
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                self._emit(line, proc.pid)
-            if len(buf) > 1 << 16:
-                self._emit(buf, proc.pid)
-                buf = b""
-        if buf:
-            self._emit(buf, proc.pid)
-
-    def _emit(self, raw: bytes, pid: int) -> None:
-        text = self._redact(raw.decode("utf-8", "replace").rstrip())
-        if not text:
-            return
-        self._tail.append(text)
-        first = text.split(" ", 1)[0]
-        level = _LEVELS.get(first, logging.INFO)
-        self._stderr_log.log(level, "%s", text, extra={"sidekick_step": self.spec.step_name, "sidekick_pid": pid})
-
-    def _tail_text(self, lines: int = 5) -> str:
-        if not self._tail:
-            return ""
-        return "; last output: " + " | ".join(list(self._tail)[-lines:])
-
-    async def _guard_memory(self, proc: asyncio.subprocess.Process, limit: int) -> None:
-        def killed(rss: int) -> None:
-            self._oom = (proc, f"OOMKilled: its resident memory reached {memory.format_bytes(rss)}, over its "
-                               f"memory limit of {self.spec.memory}; raise the step's sidekick memory")
-            log.warning("sidekick %s: pid %d %s", self.spec.step_name, proc.pid, self._oom[1])
-
-        await memory.guard(proc.pid, limit, killed, alive=lambda: proc.returncode is None)
-
-    async def _watch_kernel_oom(self, proc: asyncio.subprocess.Process, kernel: KernelLimits) -> None:
-        """The kernel holds the memory limit; once it kills anything of the worker's (one process of
-        many, under cgroup v1), the whole worker goes, as a pod's container would."""
-        while proc.returncode is None:
-            if self._kernel_oom_note(proc, kernel):
-                log.warning("sidekick %s: pid %d %s", self.spec.step_name, proc.pid, self._oom[1] if self._oom else "")
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await asyncio.to_thread(kernel.kill, 2.0)  # and what left its process group
-                return
-            await asyncio.sleep(_WATCH_INTERVAL_S)
-
-    def _kernel_oom_note(self, proc: asyncio.subprocess.Process, kernel: KernelLimits | None) -> bool:
-        if kernel is None or not kernel.memory_limited or kernel.oom_kills() <= self._kernel_ooms:
-            return False
-        if self._oom is None or self._oom[0] is not proc:
-            self._oom = (proc, f"OOMKilled: the kernel killed it at its memory limit of {self.spec.memory} "
-                               "(its cgroup); raise the step's sidekick memory")
-        return True
-
     def _oom_note(self, proc: asyncio.subprocess.Process) -> str:
         """``; OOMKilled: ...`` when the memory guard or the kernel killed this worker, else nothing."""
-        if proc is self._proc:
-            self._kernel_oom_note(proc, self._kernel)
-        return f"; {self._oom[1]}" if self._oom is not None and self._oom[0] is proc else ""
+        return self._memory.note(proc, current=proc is self._proc)
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """Notice a worker that dies while idle and restart it before the next request."""
@@ -385,7 +317,7 @@ class Sidekick:
         if proc is not self._proc or self._stopping or self._handled is proc or self._busy:
             return
         message = (f"sidekick of step {self.spec.step_name!r} (pid {proc.pid}) exited unexpectedly with "
-                   f"{describe_exit(rc)} while idle{self._oom_note(proc)}{self._tail_text()}; restarting it")
+                   f"{describe_exit(rc)} while idle{self._oom_note(proc)}{self._output.tail_text()}; restarting it")
         self._last_error = message
         log.warning("%s", message)
         await self._kill(proc)
@@ -510,7 +442,7 @@ class Sidekick:
             detail = f"; {exc}" if isinstance(exc, protocol.ProtocolError) else ""
             doing = "streaming an answer" if streamed else "handling a request"
             message = (f"sidekick of step {name!r} (pid {proc.pid}) died while {doing}: "
-                       f"{describe_exit(rc)}{hint}{detail}{self._tail_text(3)}; it is being restarted")
+                       f"{describe_exit(rc)}{hint}{detail}{self._output.tail_text(3)}; it is being restarted")
             self._last_error = message
             log.warning("%s", message)
             self._after_exit(proc)
