@@ -5,6 +5,7 @@ into one-worker steps under a `ScalePolicy`."""
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import dataclass
 
 from wallaroo_pulumi.deployment import DeploymentConfig
@@ -34,6 +35,29 @@ class ScalePolicy:
                              f"({self.queue_up})")
         if self.window_s <= 0:
             raise ValueError(f"autoscaling window: expected seconds > 0, got {self.window_s}")
+
+
+class BusyClock:
+    """One worker's busy time, the sample `Autoscaler` scales on: the batches answered so far and
+    the one in flight."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self._since = 0.0
+        self._total = 0.0
+
+    def start(self) -> None:
+        self.busy = True
+        self._since = time.monotonic()
+
+    def stop(self) -> None:
+        if self.busy:
+            self._total += time.monotonic() - self._since
+            self.busy = False
+
+    @property
+    def seconds(self) -> float:
+        return self._total + (time.monotonic() - self._since if self.busy else 0.0)
 
 
 class Autoscaler:

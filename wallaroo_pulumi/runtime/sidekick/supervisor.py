@@ -12,13 +12,13 @@ import json
 import logging
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import pyarrow as pa
 
 from wallaroo_pulumi.runtime.sidekick import protocol
+from wallaroo_pulumi.runtime.sidekick.autoscale import BusyClock
 from wallaroo_pulumi.runtime.sidekick.errors import (
     SidekickCrashedError,
     SidekickError,
@@ -26,6 +26,7 @@ from wallaroo_pulumi.runtime.sidekick.errors import (
     SidekickPredictError,
     stopped_error,
 )
+from wallaroo_pulumi.runtime.sidekick.exits import describe_exit, wait_exit
 from wallaroo_pulumi.runtime.sidekick.merging import MergingQueue
 from wallaroo_pulumi.runtime.sidekick.oom import OomWatch
 from wallaroo_pulumi.runtime.sidekick.output import WorkerOutput
@@ -40,32 +41,6 @@ _STOP_GRACE_S = 2.0
 _REAP_TIMEOUT_S = 5.0
 _MAX_BACKOFF_S = 30.0
 _WATCH_INTERVAL_S = 0.1
-
-
-def describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "an unknown exit status"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"signal {-returncode} ({name})"
-    return f"exit code {returncode}"
-
-
-async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
-    """Wait up to ``timeout`` for the worker itself to exit; True if it did.
-
-    Polls ``returncode`` rather than awaiting ``proc.wait()``, which (Python 3.11)
-    also waits for every pipe to close — and a model's own child processes may
-    hold the stderr pipe open long after the worker is gone.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while proc.returncode is None and loop.time() < deadline:
-        await asyncio.sleep(0.01)
-    return proc.returncode is not None
 
 
 class Sidekick:
@@ -92,9 +67,7 @@ class Sidekick:
         self._drain_task: asyncio.Task[None] | None = None
         self._handled: asyncio.subprocess.Process | None = None
         self._stopping = False
-        self._busy = False
-        self._busy_since = 0.0
-        self._busy_total = 0.0  # seconds spent answering batches, for the pool's autoscaler
+        self._clock = BusyClock()  # time spent answering batches, for the pool's autoscaler
         self._queue = MergingQueue(self._exchange, step_name=spec.step_name, max_batch_rows=spec.max_batch_rows,
                                    batching=spec.batching)
 
@@ -131,14 +104,12 @@ class Sidekick:
 
     @property
     def busy(self) -> bool:
-        return self._busy
+        return self._clock.busy
 
     @property
     def busy_seconds(self) -> float:
         """Time spent answering batches so far, the batch in flight included."""
-        if self._busy:
-            return self._busy_total + (time.monotonic() - self._busy_since)
-        return self._busy_total
+        return self._clock.seconds
 
     @property
     def waiting(self) -> int:
@@ -267,7 +238,7 @@ class Sidekick:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(protocol.write_frame_async(proc.stdin, protocol.SHUTDOWN), 0.5)
                     proc.stdin.close()
-                await _wait_exit(proc, _STOP_GRACE_S)
+                await wait_exit(proc, _STOP_GRACE_S)
             await self._kill(proc)
         for task in (self._watch_task, self._guard_task, self._stderr_task):
             if task is not None and not task.done():
@@ -288,14 +259,14 @@ class Sidekick:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        await _wait_exit(proc, _REAP_TIMEOUT_S)
+        await wait_exit(proc, _REAP_TIMEOUT_S)
         if self._stderr_task is not None and not self._stderr_task.done():
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
 
     async def _reap(self, proc: asyncio.subprocess.Process) -> int | None:
         """Wait briefly for a dying worker to exit (killing it if it lingers); its exit status."""
-        await _wait_exit(proc, 2.0)
+        await wait_exit(proc, 2.0)
         await self._kill(proc)
         return proc.returncode
 
@@ -309,12 +280,12 @@ class Sidekick:
         while proc.returncode is None:
             await asyncio.sleep(_WATCH_INTERVAL_S)
         rc = proc.returncode
-        if proc is not self._proc or self._stopping or self._handled is proc or self._busy:
+        if proc is not self._proc or self._stopping or self._handled is proc or self._clock.busy:
             return
         if self._stderr_task is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
-        if proc is not self._proc or self._stopping or self._handled is proc or self._busy:
+        if proc is not self._proc or self._stopping or self._handled is proc or self._clock.busy:
             return
         message = (f"sidekick of step {self.spec.step_name!r} (pid {proc.pid}) exited unexpectedly with "
                    f"{describe_exit(rc)} while idle{self._oom_note(proc)}{self._output.tail_text()}; restarting it")
@@ -387,8 +358,7 @@ class Sidekick:
         try:
             proc = await self._await_ready()
             assert proc.stdin is not None and proc.stdout is not None
-            self._busy = True
-            self._busy_since = time.monotonic()
+            self._clock.start()
             await self._guarded(proc, protocol.write_frame_async(proc.stdin, protocol.STREAM, payload))
             while True:
                 ftype, body = await self._guarded(proc, protocol.read_frame_async(proc.stdout))
@@ -405,7 +375,7 @@ class Sidekick:
             raise
         finally:
             if not handed_off:
-                self._end_busy()
+                self._clock.stop()
                 self._lock.release()
 
     async def _drain(self, proc: asyncio.subprocess.Process) -> None:
@@ -419,13 +389,8 @@ class Sidekick:
         except Exception as exc:  # noqa: BLE001 - a crash was handled by _guarded; nobody waits for this answer
             log.info("sidekick %s: abandoned stream ended with %s", self.spec.step_name, exc)
         finally:
-            self._end_busy()
+            self._clock.stop()
             self._lock.release()
-
-    def _end_busy(self) -> None:
-        if self._busy:
-            self._busy_total += time.monotonic() - self._busy_since
-            self._busy = False
 
     async def _guarded(self, proc: asyncio.subprocess.Process, io: Awaitable[T], streamed: bool = True) -> T:
         """One read or write of the worker's frames; a worker that dies meanwhile is restarted and
@@ -473,11 +438,10 @@ class Sidekick:
         async with self._lock:
             proc = await self._await_ready()
             assert proc.stdin is not None and proc.stdout is not None
-            self._busy = True
-            self._busy_since = time.monotonic()
+            self._clock.start()
             try:
                 await self._guarded(proc, protocol.write_frame_async(proc.stdin, protocol.REQUEST, payload), streamed=False)
                 ftype, body = await self._guarded(proc, protocol.read_frame_async(proc.stdout), streamed=False)
             finally:
-                self._end_busy()
+                self._clock.stop()
         return self._answer(ftype, body)
