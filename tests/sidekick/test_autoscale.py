@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from wallaroo_pulumi.deployment import DeploymentConfig
-from wallaroo_pulumi.runtime.kube.pool import KubeScale
+from wallaroo_pulumi.runtime.kube.settings import KubeScale
 from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, ScalePolicy, policy_for
 
 

@@ -17,8 +17,8 @@ from lightkube.types import CascadeType
 
 from wallaroo_pulumi.runtime.kube.client import KubeContext, api_client, in_cluster_namespace
 from wallaroo_pulumi.runtime.kube.objects import COMPONENT, RUNTIME, Owner, StepObjects
-from wallaroo_pulumi.runtime.kube.pool import KubeScale, KubeStepPool
-from wallaroo_pulumi.runtime.kube.settings import KubePlacementSettings
+from wallaroo_pulumi.runtime.kube.pool import KubeStepPool
+from wallaroo_pulumi.runtime.kube.settings import KubePlacementSettings, KubeScale
 from wallaroo_pulumi.runtime.sidekick.autoscale import DEFAULT_TARGET_PCT, ScalePolicy
 from wallaroo_pulumi.runtime.sidekick.remote import ModelBundle
 from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec

@@ -17,7 +17,6 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pyarrow as pa
 from lightkube import ApiError
@@ -28,7 +27,8 @@ from lightkube.types import CascadeType
 from wallaroo_pulumi.runtime.kube.client import KubeContext
 from wallaroo_pulumi.runtime.kube.objects import LINK_PORT, TOKEN_KEY, StepObjects
 from wallaroo_pulumi.runtime.kube.pod_status import ENDED, pod_ended, pod_exit, pod_problem, pod_ready
-from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, ScalePolicy
+from wallaroo_pulumi.runtime.kube.settings import KubeScale
+from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler
 from wallaroo_pulumi.runtime.sidekick.errors import SidekickCrashedError, SidekickError, SidekickLoadError
 from wallaroo_pulumi.runtime.sidekick.protocol import StreamPart
 from wallaroo_pulumi.runtime.sidekick.remote import ModelBundle, RemoteSidekick
@@ -36,23 +36,6 @@ from wallaroo_pulumi.runtime.sidekick.remote import ModelBundle, RemoteSidekick
 log = logging.getLogger("wallaroo.kube")
 MAX_ATTEMPTS = 3  # replicas one request is tried on
 DRAIN_S = 30.0  # the longest a stopping pool waits for the requests it is answering
-
-
-@dataclass(frozen=True)
-class KubeScale:
-    """A step's replica bounds; ``minimum`` 0 lets it scale to zero when idle. With ``queue_up`` it
-    scales on its queue depth (D46), else on busy time."""
-
-    minimum: int
-    maximum: int
-    target: float
-    queue_up: int | None = None
-    queue_down: int = 1
-    window_s: float = 300.0
-
-    def policy(self) -> ScalePolicy:
-        return ScalePolicy(minimum=max(1, self.minimum), maximum=max(1, self.minimum, self.maximum), target=self.target,
-                           queue_up=self.queue_up, queue_down=self.queue_down, window_s=self.window_s)
 
 
 class KubeStepPool:

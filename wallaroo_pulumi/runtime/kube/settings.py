@@ -1,11 +1,14 @@
 """`KubePlacementSettings`: how a runtime places model steps as pods (`--sidekick-placement
-kubernetes`); no Kubernetes client is imported here."""
+kubernetes`), and `KubeScale`: one step's replica bounds; no Kubernetes client is imported here."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from wallaroo_pulumi.runtime.sidekick.autoscale import ScalePolicy
 
 
 class KubePlacementSettings(BaseModel):
@@ -28,3 +31,20 @@ class KubePlacementSettings(BaseModel):
         if value is not None and (value.count("/") != 1 or value.split("/")[0] not in kinds or not value.split("/")[1]):
             raise ValueError(f"kube owner: expected Deployment/NAME or ServiceAccount/NAME, got {value!r}")
         return value
+
+
+@dataclass(frozen=True)
+class KubeScale:
+    """A step's replica bounds; ``minimum`` 0 lets it scale to zero when idle. With ``queue_up`` it
+    scales on its queue depth (D46), else on busy time."""
+
+    minimum: int
+    maximum: int
+    target: float
+    queue_up: int | None = None
+    queue_down: int = 1
+    window_s: float = 300.0
+
+    def policy(self) -> ScalePolicy:
+        return ScalePolicy(minimum=max(1, self.minimum), maximum=max(1, self.minimum, self.maximum), target=self.target,
+                           queue_up=self.queue_up, queue_down=self.queue_down, window_s=self.window_s)
