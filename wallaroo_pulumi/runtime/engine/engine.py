@@ -155,7 +155,7 @@ class Engine:
                 model_dir = await self.model_files.model_dir(row["sha"])
                 requirements = row.get("requirements") or []
                 extra_path = await self.model_files.requirements(model_dir, requirements) if self.steps.local else []
-                side = config.sidekick(row["name"])
+                side = config.sidekick(row["name"], row["id"])
                 seen[row["name"]] = seen.get(row["name"], 0) + 1
                 step_name = row["name"] if seen[row["name"]] == 1 else f"{row['name']}#{seen[row['name']]}"
                 spec = SidekickSpec(
