@@ -103,7 +103,24 @@ def test_a_split_picks_one_model_per_call_sticky_by_the_user_field(clouds: Cloud
     assert set(counts) == {"oai-llm", "azure-llm"}, counts  # 16 users at 1:1: both get some (fails 1 in 32,768)
     after = clouds.calls()
     assert {m: after[m] - before[m] for m in after} == dict(counts)  # each call went to the one model logged
+    # a listener's scores name the model that served each scored call, so they compare per model
+    task = post(clouds.server, "/v1/api/task/run_once", {"name": "oai-split-once", "workspace_id": 1, "json": {
+        "monitored_pipeline": "oai-split", "listener_model": {"name": "combined"}}})
+    deadline = time.monotonic() + 120
+    while not (runs := post(clouds.server, "/v1/api/task/list_task_runs", {"task_id": task["id"]})) \
+            or runs[0]["status"] == "running":
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.2)
+    assert runs[0]["status"] == "success" and runs[0]["rows_scored"] == 2 * len(users), runs
+    scores = clouds.client.logs("oai-split-combined-scores", limit=100)
+    assert Counter(json.loads(m)["name"] for m in scores["in.source_model"]) == counts
     clouds.client.delete_pipeline("oai-split")
+
+
+def post(server: Server, path: str, body: dict) -> dict | list:
+    r = httpx.post(server.url + path, headers=server.headers, json=body, timeout=60)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
 
 
 def test_a_shadow_streams_the_champion_and_logs_the_challenger(clouds: Clouds) -> None:
