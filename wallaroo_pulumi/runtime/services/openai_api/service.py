@@ -1,5 +1,6 @@
-"""`OpenAIEndpoints`: an OpenAI call through a deployed pipeline. The first step (the LLM) gets the
-call as `text` + `openai_request`; unstreamed it goes through the merging queue like any inference,
+"""`OpenAIEndpoints`: an OpenAI call through a deployed pipeline. The first step (the LLM; or a
+split, shadow or fallback of LLMs, routed as the inference route routes it, D47) gets the call as
+`text` + `openai_request`; unstreamed it goes through the merging queue like any inference,
 streamed it takes a worker to itself (`SidekickPool.predict_stream`) and every piece goes to the
 caller as it comes. The later steps (e.g. the validator) run on the whole answer; the call is one
 inference: one log entry, its metrics, its token usage. A streamed call runs to its end even when
@@ -333,7 +334,8 @@ class _Run:
             entry = route.logged(self.entry(self.inputs, final, rows=rows, last_model=stage.steps[0].last_model,
                                             elapsed=route.elapsed, step=stage.name, error=None))
         else:
-            entry = self.entry(self.inputs, None, rows=rows, last_model=self.served.last_model, elapsed=route.elapsed,
+            failed = self.served if route.at == 0 else stage.steps[0]
+            entry = self.entry(self.inputs, None, rows=rows, last_model=failed.last_model, elapsed=route.elapsed,
                                step=stage.name, error=f"{error.status}: {error.message}",
                                output_schema=live.stages[-1].steps[0].output_schema)
         if call.guard is not None:
