@@ -7,6 +7,7 @@ import pydantic
 import pytest
 
 from wallaroo_pulumi import engine_config
+from wallaroo_pulumi.client.wire import our_config
 from wallaroo_pulumi.deployment import DeploymentConfig, DeploymentConfigBuilder, parse_memory_quantity
 
 
@@ -171,3 +172,9 @@ def test_two_versions_of_one_model_each_take_their_own_sidekick_key() -> None:
     assert single.sidekick("llm", 3).env == {"V": "9"} and set(single.sidekicks) == {"llm"}
     with pytest.raises(engine_config.EngineConfigError, match="engineAux.images.llm-9: model 'llm' is configured twice"):
         engine_config.parse({"engineAux": {"images": {"llm": {}, "llm-9": {}}}}, ["llm"], {"llm": {3, 4}})
+    # read back (the client's Pipeline.engine_config): the keys themselves say which versions are apart
+    read = {"engineAux": {"images": {"llm-3": {"env": [{"name": "V", "value": "[secret]"}]},
+                                     "llm-4": {"env": [{"name": "V", "value": "[secret]"}]}}}}
+    assert engine_config.versions_named(read, ["llm"]) == {"llm": {3, 4}}
+    assert set(our_config(read, ["llm"])["sidekicks"]) == {"llm-3", "llm-4"}
+

@@ -87,6 +87,18 @@ def model_resolver(step_names: list[str], versions: Mapping[str, Collection[int]
     return model_of
 
 
+def versions_named(wire: Mapping[str, Any], step_names: list[str]) -> dict[str, set[int]]:
+    """model name -> the version ids its `engineAux.images` keys name: what `model_resolver` needs to
+    read back a config keyed per version (two keys of one model name two of its versions)."""
+    model_of = model_resolver(step_names)
+    out: dict[str, set[int]] = {}
+    for key in ((wire.get("engineAux") or {}).get("images") or {}) if isinstance(wire, Mapping) else ():
+        name = model_of(key)
+        if key != name:
+            out.setdefault(name, set()).add(int(key[len(name) + 1:]))
+    return out
+
+
 def to_flat(wire: Mapping[str, Any], model_of: Callable[[str], str]) -> dict[str, Any]:
     """The nested form as our `DeploymentConfig` fields (sidekicks keyed by `model_of`), values as given."""
     _keys(wire, _TOP, "")
