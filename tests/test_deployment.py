@@ -7,6 +7,7 @@ import pydantic
 import pytest
 
 from wallaroo_pulumi import engine_config
+from wallaroo_pulumi.client.wire import our_config
 from wallaroo_pulumi.deployment import DeploymentConfig, DeploymentConfigBuilder, parse_memory_quantity
 
 
@@ -153,3 +154,27 @@ def test_scratch_size_and_max_processes_are_ours_with_protective_defaults_and_ro
     assert engine_config.parse(wire, ["llm", "validator"]) == config
     with pytest.raises(engine_config.EngineConfigError, match=r"engineAux\.images\.llm\.max_processes"):
         engine_config.parse({"engineAux": {"images": {"llm": {"max_processes": 1}}}}, ["llm"])
+
+
+def test_two_versions_of_one_model_each_take_their_own_sidekick_key() -> None:
+    """The SDK keys `engineAux.images` by `model_version.uid()`: with versions 3 and 4 of `llm` in the
+    pipeline, 'llm-3' and 'llm-4' configure one version each; the bare name configures the rest."""
+    wire = {"engineAux": {"images": {"llm-3": {"env": [{"name": "V", "value": "3"}]},
+                                     "llm-4": {"env": [{"name": "V", "value": "4"}]},
+                                     "validator-7": {"env": [{"name": "V", "value": "validator"}]}}}}
+    config = engine_config.parse(wire, ["llm", "validator"], {"llm": {3, 4, 5}, "validator": {7}})
+    assert [config.sidekick("llm", v).env for v in (3, 4, 5)] == [{"V": "3"}, {"V": "4"}, {}]
+    assert config.sidekick("validator", 7).env == {"V": "validator"}  # one version: keyed by the model, as before
+    assert set(config.sidekicks) == {"llm-3", "llm-4", "validator"}
+    # one version of a model in the pipeline: its key (any id, as a stale uid) is the model's, as before
+    single = engine_config.parse({"engineAux": {"images": {"llm-9": {"env": [{"name": "V", "value": "9"}]}}}},
+                                 ["llm"], {"llm": {3}})
+    assert single.sidekick("llm", 3).env == {"V": "9"} and set(single.sidekicks) == {"llm"}
+    with pytest.raises(engine_config.EngineConfigError, match="engineAux.images.llm-9: model 'llm' is configured twice"):
+        engine_config.parse({"engineAux": {"images": {"llm": {}, "llm-9": {}}}}, ["llm"], {"llm": {3, 4}})
+    # read back (the client's Pipeline.engine_config): the keys themselves say which versions are apart
+    read = {"engineAux": {"images": {"llm-3": {"env": [{"name": "V", "value": "[secret]"}]},
+                                     "llm-4": {"env": [{"name": "V", "value": "[secret]"}]}}}}
+    assert engine_config.versions_named(read, ["llm"]) == {"llm": {3, 4}}
+    assert set(our_config(read, ["llm"])["sidekicks"]) == {"llm-3", "llm-4"}
+

@@ -131,7 +131,7 @@ class DeploymentConfig(_Strict):
     lb_memory: str | None = None
     python_load_timeout_secs: float = Field(default=120.0, gt=0)
     sidekicks: dict[str, SidekickConfig] = Field(
-        default_factory=dict, description="keyed by model name"
+        default_factory=dict, description="keyed by model name, or '<name>-<model version id>' for one version"
     )
 
     _memory = field_validator("memory", "lb_memory")(classmethod(lambda cls, v: _check_memory(v)))
@@ -170,8 +170,10 @@ class DeploymentConfig(_Strict):
             return self.replica_count
         return max(1, self.autoscale_min or 0)
 
-    def sidekick(self, model_name: str) -> SidekickConfig:
-        return self.sidekicks.get(model_name, SidekickConfig())
+    def sidekick(self, model_name: str, version_id: int | None = None) -> SidekickConfig:
+        """A step's sidekick settings: its own version's ('<name>-<model version id>'), else its model's."""
+        own = self.sidekicks.get(f"{model_name}-{version_id}") if version_id is not None else None
+        return own or self.sidekicks.get(model_name, SidekickConfig())
 
     def redacted(self) -> dict[str, Any]:
         """The config as JSON with sidekick env values hidden: safe for responses and logs."""

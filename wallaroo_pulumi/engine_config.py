@@ -17,7 +17,7 @@ them with `DeploymentConfig` and names a bad value by its place in this nested f
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -66,8 +66,10 @@ def image_key(model_name: str, model_version_id: int) -> str:
     return f"{model_name}-{model_version_id}"
 
 
-def model_resolver(step_names: list[str]) -> Callable[[str], str]:
-    """Maps an images key to the step's model name: the name itself, or '<name>-<model version id>'."""
+def model_resolver(step_names: list[str], versions: Mapping[str, Collection[int]] | None = None) -> Callable[[str], str]:
+    """Maps an images key to its `sidekicks` key: the step's model name (the name itself, or
+    '<name>-<model version id>'), or, where the pipeline holds several versions of that model
+    (`versions`: model name -> its version ids), '<name>-<id>' of one of them: that version only."""
     names = set(step_names)
 
     def model_of(key: str) -> str:
@@ -75,7 +77,8 @@ def model_resolver(step_names: list[str]) -> Callable[[str], str]:
             return key
         for name in sorted(names, key=len, reverse=True):
             if re.fullmatch(re.escape(name) + r"-\d+", key):
-                return name
+                ids = set((versions or {}).get(name, ()))
+                return key if len(ids) > 1 and int(key[len(name) + 1:]) in ids else name
         raise EngineConfigError(
             f"engineAux.images.{key}: not a model of this pipeline; expected '<model>-<model version id>' "
             f"of one of its steps ({', '.join(sorted(names)) or 'none'})"
@@ -84,8 +87,20 @@ def model_resolver(step_names: list[str]) -> Callable[[str], str]:
     return model_of
 
 
+def versions_named(wire: Mapping[str, Any], step_names: list[str]) -> dict[str, set[int]]:
+    """model name -> the version ids its `engineAux.images` keys name: what `model_resolver` needs to
+    read back a config keyed per version (two keys of one model name two of its versions)."""
+    model_of = model_resolver(step_names)
+    out: dict[str, set[int]] = {}
+    for key in ((wire.get("engineAux") or {}).get("images") or {}) if isinstance(wire, Mapping) else ():
+        name = model_of(key)
+        if key != name:
+            out.setdefault(name, set()).add(int(key[len(name) + 1:]))
+    return out
+
+
 def to_flat(wire: Mapping[str, Any], model_of: Callable[[str], str]) -> dict[str, Any]:
-    """The nested form as our `DeploymentConfig` fields (sidekicks keyed by model name), values as given."""
+    """The nested form as our `DeploymentConfig` fields (sidekicks keyed by `model_of`), values as given."""
     _keys(wire, _TOP, "")
     engine = dict(wire.get("engine") or {})
     _keys(engine, _ENGINE, "engine.")
@@ -149,12 +164,15 @@ def to_flat(wire: Mapping[str, Any], model_of: Callable[[str], str]) -> dict[str
     return flat
 
 
-def parse(wire: Mapping[str, Any], step_names: list[str]) -> DeploymentConfig:
-    """Validate a nested engine_config for a pipeline with these steps (EngineConfigError naming the field)."""
+def parse(wire: Mapping[str, Any], step_names: list[str],
+          versions: Mapping[str, Collection[int]] | None = None) -> DeploymentConfig:
+    """Validate a nested engine_config for a pipeline with these steps (EngineConfigError naming the
+    field); `versions` (model name -> its version ids in the pipeline) lets two versions of one
+    model each have their own sidekick settings."""
     if not isinstance(wire, Mapping):
         raise EngineConfigError(f": expected a JSON object (engine, enginelb, engineAux), got {type(wire).__name__}")
     keys: dict[str, str] = {}
-    model_of = model_resolver(step_names)
+    model_of = model_resolver(step_names, versions)
 
     def remember(key: str) -> str:
         name = model_of(key)

@@ -21,6 +21,7 @@ from lightkube.resources.core_v1 import Namespace, Pod, Secret, ServiceAccount
 
 from tests.kubernetes.k8s_helpers import events, new_namespace, wait_for
 from tests.runtime.conftest import Server, make_model, server_env
+from tests.runtime.test_zero_drop import SLOW, Load
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.testing.control_plane import LocalControlPlane
 from wallaroo_pulumi.testing.kube_cluster import KubeCluster
@@ -348,3 +349,37 @@ def test_a_restart_after_a_crash_adopts_its_steps_and_deletes_orphans(
         wait_for("the orphan deleted", lambda: [d.metadata.uid for d in objects(client, namespace, "crash")["Deployment"]]
                  == [kept.metadata.uid])
         undeploy_leaves_nothing(fresh, "crash", client, namespace)
+
+
+def test_redeploys_of_pod_steps_under_load_drop_no_request(
+        runtime: Server, api: WallarooClient, plane: LocalControlPlane, namespace: str, tmp_path: Path) -> None:
+    """Issue 27's zero drop with steps as pods: clients keep calling while a sidekick's env, the
+    model version and a split's weights change (new pods each time); every call is answered 200."""
+    client = plane.client()
+    v1 = api.upload_model("steady", make_model(tmp_path / "1", "steady", SLOW % "2.0"), X, Y)
+    v2 = api.upload_model("steady", make_model(tmp_path / "2", "steady", SLOW % "10.0"), X, Y)
+    name = deploy(api, "steady", [v1], {"replica_count": 1, "sidekicks": {"steady": {"env": {"GEN": "a"}}}},
+                  runtime, client, namespace)
+    url = f"{runtime.url}/v1/api/pipelines/infer/{name}/steady"
+    refs = [v.ref().model_dump(exclude_none=True) for v in (v1, v2)]
+    changes = [([v1], "bb"), ([v2], "ccc")] + [  # an env, a model version, then a canary's weights moving
+        ([{"RandomSplit": {"weights": [{"model": refs[0], "weight": 100 - w}, {"model": refs[1], "weight": w}]}}], "ccc")
+        for w in (50, 90)]
+    def pods() -> set[str]:
+        return {d.metadata.name for d in objects(client, namespace, "steady")["Deployment"]}
+
+    with Load(url, runtime.token) as load:
+        time.sleep(1)
+        for steps, gen in changes:
+            before = pods()
+            created = api.create_pipeline("steady", steps=steps)
+            api.deploy("steady", pipeline_id=created.pipeline_id, pipeline_version_pk_id=created.pipeline_version_pk_id,
+                       engine_config={"replica_count": 1, "sidekicks": {"steady": {"env": {"GEN": gen}}}})
+            api.wait_for_deployment(name, timeout_s=180)
+            wait_for("the replaced pods gone", lambda: len(pods()) == len(api.deployment_status(name).sidekicks) or None)
+            assert not pods() & before  # each change runs on new pods; the old ones drained and went
+            time.sleep(1)
+    assert set(load.outcomes) == {"ok"}, load.outcomes
+    assert load.outcomes["ok"] > 100
+    assert {4.0, 5.0, 13.0} <= set(load.answers)  # each generation answered: 2+2, 2+3, 10+3
+    undeploy_leaves_nothing(api, "steady", client, namespace)

@@ -202,3 +202,28 @@ def test_the_stored_definition_is_wallaroos(server, client, refs):
 def test_a_plain_pipeline_answers_without_a_split_column(server, client, double_pipeline):
     out = client.infer(double_pipeline, pd.DataFrame({"x": [1.0]}))
     assert "out._model_split" not in out.columns
+
+
+def test_two_versions_of_one_model_in_a_split_each_have_their_own_sidekick_env(server, client, models_dir):
+    """The SDK keys sidekick settings by `model_version.uid()` ('<name>-<model version id>'): with
+    two versions of one model in a split, each version's key configures that version only."""
+    body = 'return {"y": input_data["x"] * float(__import__("os").environ["FACTOR"])}'
+    v1 = client.upload_model("rv", make_model(models_dir / "rv1", "rv", body + "  # v1"), X_SCHEMA, Y_SCHEMA)
+    v2 = client.upload_model("rv", make_model(models_dir / "rv2", "rv", body + "  # v2"), X_SCHEMA, Y_SCHEMA)
+    assert v1.version != v2.version
+    refs = [{"name": "rv", "version": v.version, "sha": v.sha} for v in (v1, v2)]
+    created = client.create_pipeline("two-versions", steps=[{"RandomSplit": {"weights": [
+        {"model": refs[0], "weight": 1}, {"model": refs[1], "weight": 1}]}}])
+    images = {f"rv-{v1.id}": {"env": [{"name": "FACTOR", "value": "2"}]},
+              f"rv-{v2.id}": {"env": [{"name": "FACTOR", "value": "3"}]}}
+    dep = client.deploy("two-versions", pipeline_id=created.pipeline_id,
+                        engine_config={"engine": {"replicas": 1}, "engineAux": {"images": images}})
+    client.wait_for_deployment(f"two-versions-{dep}", timeout_s=120)
+    answers = post(server, f"/v1/api/pipelines/infer/two-versions-{dep}/two-versions", [{"x": 1.0}] * 200)
+    factor = {v1.version: 2.0, v2.version: 3.0}
+    seen = Counter(json.loads(a["out"]["_model_split"][0])["version"] for a in answers)
+    assert set(seen) == {v1.version, v2.version}, seen  # 200 rows at 1:1: both versions serve
+    for a in answers:
+        assert a["out"]["y"] == factor[json.loads(a["out"]["_model_split"][0])["version"]]
+    assert sorted(sk.step for sk in client.deployment_status(f"two-versions-{dep}").sidekicks) == ["rv", "rv#2"]
+    client.delete_pipeline("two-versions")

@@ -17,6 +17,8 @@ from tests.wire.conftest import run_sdk
 def test_the_sdks_rollout_calls_run_unchanged(sdk_python: str, wire_server: Server, tmp_path: Path) -> None:
     zips = [str(make_model(tmp_path, name, f'return {{"y": input_data["x"] * {k}}}'))
             for name, k in (("a", 1.0), ("b", 10.0), ("c", 100.0))]
+    zips += [str(make_model(tmp_path, f"v{i}", f'return {{"y": input_data["x"] * float(os.environ["FACTOR"])}}  # v{i}'))
+             for i in (1, 2)]
     [out] = run_sdk(sdk_python, "rollout_flow.py", wire_server.url, wire_server.token, str(tmp_path), *zips,
                     server=wire_server)
 
@@ -40,3 +42,8 @@ def test_the_sdks_rollout_calls_run_unchanged(sdk_python: str, wire_server: Serv
     assert shadow["logged"] == {"out.y": [2.0, 3.0], "out_sdk-b.y": [20.0, 30.0], "out_sdk-c.y": [200.0, 300.0]}
     assert out["replace_with_shadow_deploy"] == [20.0]
     assert out["replace_with_model_step"] == [100.0]
+
+    two = out["two_versions"]  # DeploymentConfigBuilder.sidekick_env(v1, ...).sidekick_env(v2, ...): one env each
+    factor = {two["v1"]: 2.0, two["v2"]: 3.0}
+    assert set(two["served"]) == set(factor)  # 200 rows at 1:1: both versions serve
+    assert two["y"] == [factor[v] for v in two["served"]]

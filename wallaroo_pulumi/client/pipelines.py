@@ -145,7 +145,8 @@ class PipelinesAPI(ClientArea):
 
     def _image_keys(self, names: list[str], pipeline_name: str, version_pk_id: int | None,
                     models: Sequence[ModelRef | ModelVersion | dict[str, Any]] | None) -> dict[str, str]:
-        """'<model>-<model version id>' of each named model: from `models`, else the version's steps."""
+        """'<model>-<model version id>' of each named model: from `models`, else the version's steps;
+        the bare name of a model the version holds several versions of (D47)."""
         if not names:
             return {}
         refs = [step_dict(m) for m in models or ()]
@@ -155,8 +156,10 @@ class PipelinesAPI(ClientArea):
             found = self._graphql(wire.VERSION_DEFINITION_QUERY, {"id": version_pk_id}, f"pipeline version {version_pk_id}")
             refs = wire.model_refs((found["pipeline_version_by_pk"] or {}).get("definition"))
         keys = {}
+        several = {n for n in names if sum(r["name"] == n for r in refs) > 1}  # versions of one model: its name
+        keys.update({n: n for n in several})  # keys them all (a '<model>-<id>' key would configure that version only)
         for ref in refs:
-            if ref["name"] in names:
+            if ref["name"] in names and ref["name"] not in several:
                 version_id = ref.get("model_version_id")
                 if version_id is None:
                     where = {"model_id": {"_eq": ref["name"]}, "model_version": {"_eq": ref["version"]}}

@@ -96,7 +96,8 @@ def our_config(wire: dict[str, Any] | None, step_names: list[str]) -> dict[str, 
     if not wire:
         return None
     try:
-        flat = engine_config.to_flat(wire, engine_config.model_resolver(step_names))
+        versions = engine_config.versions_named(wire, step_names)
+        flat = engine_config.to_flat(wire, engine_config.model_resolver(step_names, versions))
         return DeploymentConfig.model_validate(flat).redacted()
     except ValueError:
         return None

@@ -3,7 +3,8 @@ unchanged, against the runtime: add/replace_with_random_split, add/replace_with_
 add/replace_with_shadow_deploy, replace_with_model_step(...).deploy(), logs(). Prints one JSON
 object with what each returned.
 
-usage: python rollout_flow.py URL TOKEN WORKDIR ZIP_A ZIP_B ZIP_C   (models answering y = x, 10x, 100x)
+usage: python rollout_flow.py URL TOKEN WORKDIR ZIP_A ZIP_B ZIP_C ZIP_V1 ZIP_V2
+(models answering y = x, 10x, 100x; then two versions of one model answering y = x * $FACTOR)
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-url, token, workdir, zip_a, zip_b, zip_c = sys.argv[1:7]
+url, token, workdir, zip_a, zip_b, zip_c, zip_v1, zip_v2 = sys.argv[1:9]
 credentials = Path(workdir) / "credentials.json"
 credentials.write_text(json.dumps({"token": token, "user_email": "sdk@example.com", "user_id": "sdk-user"}))
 os.environ["WALLAROO_SDK_CREDENTIALS"] = str(credentials)
 
 import wallaroo  # noqa: E402
+from wallaroo.deployment_config import DeploymentConfigBuilder  # noqa: E402
 from wallaroo.framework import Framework  # noqa: E402
 
 X = pa.schema([("x", pa.float64())])
@@ -79,5 +81,16 @@ pipeline.deploy()
 pipeline.replace_with_model_step(0, c).deploy()  # the old version serves until the new one is ready
 out["replace_with_model_step"] = infer(pipeline, [{"x": 1.0}])["out.y"].tolist()
 out["versions"] = len(pipeline.versions())
+
+# two versions of one model in a split, each with its own sidekick env (the builder keys by uid())
+v1, v2 = (wl.upload_model("sdk-v", path, framework=Framework.CUSTOM, input_schema=X, output_schema=Y)
+          for path in (zip_v1, zip_v2))
+config = DeploymentConfigBuilder().sidekick_env(v1, {"FACTOR": "2"}).sidekick_env(v2, {"FACTOR": "3"}).build()
+pipeline.clear()
+pipeline.add_random_split([(1, v1), (1, v2)])
+pipeline.deploy(deployment_config=config)
+both = infer(pipeline, [{"x": 1.0}] * 200)
+out["two_versions"] = {"served": [json.loads(list(v)[0])["version"] for v in both["out._model_split"]],
+                       "y": both["out.y"].tolist(), "v1": v1.version(), "v2": v2.version()}
 pipeline.undeploy()
 print(json.dumps(out, default=str))

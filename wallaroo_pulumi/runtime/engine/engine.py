@@ -141,7 +141,7 @@ class Engine:
         model_dir = await self.model_files.model_dir(row["sha"])
         requirements = row.get("requirements") or []
         extra_path = await self.model_files.requirements(model_dir, requirements) if self.steps.local else []
-        side = config.sidekick(row["name"])
+        side = config.sidekick(row["name"], row["id"])
         spec = SidekickSpec(
             step_name=step_name,
             model_version=row["version"],

@@ -25,11 +25,6 @@ class Live:
     in_flight: int = 0  # calls that took this version and have not answered yet
     _idle: asyncio.Event | None = field(default=None, repr=False)
 
-    @property
-    def plain(self) -> bool:
-        """Only plain model steps (no split, shadow or fallback)."""
-        return all(isinstance(s, stage_kinds.ModelStage) for s in self.stages)
-
     @contextlib.contextmanager
     def hold(self):  # noqa: ANN201 - a context manager
         """A call on this version: its sidekicks stay up until it answers (see `drained`)."""

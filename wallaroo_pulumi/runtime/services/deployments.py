@@ -41,11 +41,14 @@ class Deployments:
         if not refs:
             raise BadRequest(f"pipeline {pipeline['name']!r} version {version['version']} has no steps; "
                              "add a model step (pipelines/create with definition.steps) before deploying")
+        steps = self.pipelines.steps(version, pipeline["workspace_id"])  # validates before storing
+        versions: dict[str, set[int]] = {}
+        for step in steps:
+            versions.setdefault(step["name"], set()).add(step["id"])
         try:
-            config = engine_config.parse(wire_config or {}, [r["name"] for r in refs])
+            config = engine_config.parse(wire_config or {}, [r["name"] for r in refs], versions)
         except engine_config.EngineConfigError as exc:
             raise BadRequest(f"engine_config.{exc}") from None
-        steps = self.pipelines.steps(version, pipeline["workspace_id"])  # validates before storing
         now = time.time()
         # the full config with its env sealed: needed to redeploy after a restart
         stored = dumps(self.secrets.seal_config(config.model_dump(mode="json")))

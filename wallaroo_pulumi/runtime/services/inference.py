@@ -14,19 +14,14 @@ import pyarrow as pa
 from wallaroo_pulumi.runtime.core.errors import NotFound, Unavailable, WallarooError
 from wallaroo_pulumi.runtime.core.metrics import Metrics
 from wallaroo_pulumi.runtime.engine.engine import Engine
-from wallaroo_pulumi.runtime.engine.stages import MODEL_SPLIT, AnyStage, ModelCall, model_split_column
+from wallaroo_pulumi.runtime.engine.stages import ModelCall
 from wallaroo_pulumi.runtime.engine.state import DeploymentState, Live
 from wallaroo_pulumi.runtime.engine.step import Step
 from wallaroo_pulumi.runtime.services.access.usage import Tokens
 from wallaroo_pulumi.runtime.services.guardrails.screen import Finding, Refused, annotate
 from wallaroo_pulumi.runtime.services.guardrails.service import GuardrailPolicies
 from wallaroo_pulumi.runtime.services.pipelines import Pipelines
-from wallaroo_pulumi.runtime.sidekick import (
-    SidekickCrashedError,
-    SidekickError,
-    SidekickLoadError,
-    SidekickPredictError,
-)
+from wallaroo_pulumi.runtime.services.routing import Route, error_kind, step_error
 from wallaroo_pulumi.runtime.store.logs import LogStore
 from wallaroo_pulumi.runtime.wire.dataset import Dataset
 from wallaroo_pulumi.runtime.wire.formats import RESPONSE_DROP, conform, parse_input, response_kind, result_table
@@ -43,14 +38,6 @@ class Answer:
     payload: bytes
     media_type: str
     server_timing: str
-
-
-class _StageFailed(Exception):
-    """A stage's failure, as the caller answers it (`error`) and logs it (under `stage`)."""
-
-    def __init__(self, stage: AnyStage, error: WallarooError) -> None:
-        super().__init__(error.message)
-        self.stage, self.error = stage, error
 
 
 class Inference:
@@ -114,7 +101,8 @@ class Inference:
         entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=live.pipeline_version,
                         partition=f"engine-{state.id}",
                         validations=self.pipelines.validations(live.pipeline_version_id, live.pipeline_version))
-        outcome, logged, rows, tokens = "error", None, 0, Tokens()
+        outcome, logged, rows = "error", None, 0
+        route = Route(pipeline_name, live, partial(self.model_call, pipeline_name, live), self.metrics)
         guard = self.guardrails.guard(pipeline_name) if self.guardrails is not None else None
         findings: list[Finding] = []
         try:
@@ -136,16 +124,16 @@ class Inference:
                                    last_model=first.last_model, elapsed=[], step=first.name,
                                    error=f"{exc.status}: {exc.message}", output_schema=live.stages[-1].steps[0].output_schema)
                     raise
-            keys = self.route_keys(live, body, req_kind, inputs)
-            elapsed: list[int] = []
+            route.keys = self.route_keys(live, body, req_kind, inputs)
             try:
-                current, step, shadows = await self._stages(pipeline_name, live, inputs, keys, tokens, elapsed)
-            except _StageFailed as failed:
-                err = failed.error
-                logged = entry(inputs, None, rows=inputs.num_rows, last_model=failed.stage.steps[0].last_model,
-                               elapsed=elapsed, step=failed.stage.name, error=f"{err.status}: {err.message}",
+                current = route.answer(await route.through(inputs))
+            except WallarooError as err:
+                stage = route.stage
+                logged = entry(inputs, None, rows=inputs.num_rows, last_model=stage.steps[0].last_model,
+                               elapsed=route.elapsed, step=stage.name, error=f"{err.status}: {err.message}",
                                output_schema=live.stages[-1].steps[0].output_schema)
-                raise err from None
+                raise
+            step = live.stages[-1].steps[0]
             t_steps = time.perf_counter()
             if guard is not None:
                 try:
@@ -153,13 +141,11 @@ class Inference:
                 except Refused as exc:
                     outcome = "refused"
                     logged = entry(inputs, guard.table("response", current, [], log_only=True), rows=rows,
-                                   last_model=step.last_model, elapsed=elapsed, step=live.stages[-1].name,
+                                   last_model=step.last_model, elapsed=route.elapsed, step=live.stages[-1].name,
                                    error=f"{exc.status}: {exc.message}")
                     raise
-            logged = entry(inputs, current, rows=inputs.num_rows, last_model=step.last_model, elapsed=elapsed,
-                           step=live.stages[-1].name, error=None)
-            for name, column in shadows.items():
-                logged = logged.append_column(name, column)
+            logged = route.logged(entry(inputs, current, rows=inputs.num_rows, last_model=step.last_model,
+                                        elapsed=route.elapsed, step=live.stages[-1].name, error=None))
             outcome = "ok"
         finally:
             if guard is not None and logged is not None:
@@ -169,67 +155,41 @@ class Inference:
                 self.append_log(pipeline_name, logged)
             self.metrics.inferences.labels(pipeline_name, outcome).inc()
             if self.usage is not None:
-                self.usage(pipeline_name, rows, tokens)
+                self.usage(pipeline_name, rows, route.tokens)
         t_log = time.perf_counter()
-        response = logged.drop_columns([*RESPONSE_DROP, *shadows])  # challengers' answers are only logged
+        response = logged.drop_columns([*RESPONSE_DROP, *route.shadows])  # challengers' answers are only logged
         payload, media_type = (dataset or Dataset()).encode(response, response_kind(accept, req_kind))
         t_end = time.perf_counter()
         self.metrics.inference_rows.labels(pipeline_name).inc(inputs.num_rows)
         self.metrics.inference_latency.labels(pipeline_name).observe(t_end - started)
         timing = ", ".join(
             [f"parse;dur={(t_parsed - started) * 1e3:.2f}"]
-            + [f'step;desc="{s.name}";dur={ns / 1e6:.2f}' for s, ns in zip(live.stages, elapsed, strict=True)]
+            + [f'step;desc="{s.name}";dur={ns / 1e6:.2f}' for s, ns in zip(live.stages, route.elapsed, strict=True)]
             + [f"log;dur={(t_log - t_steps) * 1e3:.2f}", f"encode;dur={(t_end - t_log) * 1e3:.2f}",
                f"total;dur={(t_end - started) * 1e3:.2f}"]
         )
         return Answer(payload, media_type, timing)
 
-    async def _stages(self, pipeline_name: str, live: Live, inputs: pa.Table, keys: dict[str, list], tokens: Tokens,
-                      elapsed: list[int]) -> tuple[pa.Table, Step, dict[str, pa.ChunkedArray | pa.Array]]:
-        """`inputs` through every stage of `live`: the answer, its last step, the shadows' columns to log.
-        Each stage's time is appended to `elapsed` (the failed one's too: _StageFailed)."""
-        current, step, split, shadows = inputs, live.steps[0], None, {}
-        for index, stage in enumerate(live.stages):
-            t0 = time.perf_counter_ns()
-            step = stage.steps[0]
-            try:
-                answer = await stage.run(current, keys, self.model_call(pipeline_name, live, index))
-                tokens.add_step(current, answer.table)
-            except Exception as exc:  # noqa: BLE001 - every failure is answered and logged
-                elapsed.append(time.perf_counter_ns() - t0)
-                raise _StageFailed(stage, exc if isinstance(exc, WallarooError) else step_error(step, exc)) from None
-            current = answer.table
-            if answer.served is not None:
-                split = model_split_column(stage.steps, answer.served)
-            shadows.update(answer.logged)
-            elapsed.append(time.perf_counter_ns() - t0)
-            self.metrics.step_latency.labels(pipeline_name, stage.name).observe(elapsed[-1] / 1e9)
-        if split is not None:
-            current = current.append_column(MODEL_SPLIT, split)
-        return current, step, shadows
-
-    async def step(self, pipeline_name: str, live: Live, index: int, table: pa.Table) -> pa.Table:
-        """Step `index` of `live`'s models on `table` (conformed to its input schema after the first)."""
-        return await self.run_model(pipeline_name, live.steps[index], table,
-                                    live.steps[index - 1].name if index > 0 else None)
-
-    def model_call(self, pipeline_name: str, live: Live, index: int) -> ModelCall:
-        """How stage `index` of `live` runs one of its models: errors counted and named after the model."""
+    def model_call(self, pipeline_name: str, live: Live, index: int, as_is: bool = False) -> ModelCall:
+        """How stage `index` of `live` runs one of its models: errors counted and named after the model
+        (`as_is`: the rows go and come back unconformed, as an OpenAI call's `openai_request` beside
+        `text`, and the answer's `finish_reason`)."""
         after = live.stages[index - 1].name if index > 0 else None
 
         async def call(step: Step, table: pa.Table) -> pa.Table:
             try:
-                return await self.run_model(pipeline_name, step, table, after)
+                return await self.run_model(pipeline_name, step, table, after, as_is)
             except Exception as exc:  # noqa: BLE001 - named after the step that failed
                 self.metrics.step_errors.labels(pipeline_name, step.name, error_kind(exc)).inc()
                 raise step_error(step, exc) from None
 
         return call
 
-    async def run_model(self, pipeline_name: str, step: Step, table: pa.Table, after: str | None) -> pa.Table:
+    async def run_model(self, pipeline_name: str, step: Step, table: pa.Table, after: str | None,
+                        as_is: bool = False) -> pa.Table:
         """One model on `table` (conformed to its input schema when it follows a step, or differs),
-        its answer conformed to its output schema (kept as returned when that fails)."""
-        if after is not None or not table.schema.equals(step.input_schema):
+        its answer conformed to its output schema (kept as returned when that fails); `as_is`: neither."""
+        if not as_is and (after is not None or not table.schema.equals(step.input_schema)):
             try:
                 table = conform(table, step.input_schema, f"step '{step.name}' input")
             except WallarooError as exc:
@@ -242,6 +202,8 @@ class Inference:
             raise WallarooError(f"step '{step.name}' returned {out.num_rows} rows for {table.num_rows} input rows",
                                 source="model", step=step.name)
         self.metrics.count_row_errors(pipeline_name, step.name, table, out)
+        if as_is:
+            return out
         try:
             return conform(out, step.output_schema, f"step '{step.name}' output")
         except WallarooError:
@@ -260,31 +222,3 @@ class Inference:
             self.metrics.log_errors.labels(pipeline).inc()
             log.exception("could not write the inference log of pipeline %s", pipeline)
 
-
-def step_error(step: Step, exc: Exception) -> WallarooError:
-    """The answer for a step that failed, naming the step and its model."""
-    where = f"step '{step.name}' (model {step.model_name})"
-    if isinstance(exc, SidekickCrashedError):
-        message = f"{where}: sidekick process crashed: {exc}; it is being restarted"
-    elif isinstance(exc, SidekickLoadError):
-        message = f"{where}: sidekick not loaded: {exc}"
-    elif isinstance(exc, SidekickPredictError) and exc.error_type == "InferenceDataValidationError":
-        return WallarooError(f"{where} rejected the input: {exc}", status=400, source="model", step=step.name)
-    elif isinstance(exc, SidekickPredictError):
-        message = f"{where}: _predict failed: {exc}"
-    elif isinstance(exc, SidekickError):
-        message = f"{where}: {exc}"
-    elif isinstance(exc, WallarooError):
-        return exc
-    else:
-        return WallarooError(f"{where}: {type(exc).__name__}: {exc}", source="engine", step=step.name)
-    return WallarooError(message, status=exc.status, source=exc.source, step=step.name)
-
-
-def error_kind(exc: Exception) -> str:
-    """The `kind` label of a step error in the step_errors metric."""
-    for cls, kind in ((SidekickCrashedError, "crashed"), (SidekickLoadError, "load"), (SidekickPredictError, "predict"),
-                      (TimeoutError, "timeout")):
-        if isinstance(exc, cls):
-            return kind
-    return "other"

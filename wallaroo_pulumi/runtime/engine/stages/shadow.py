@@ -30,12 +30,17 @@ class ShadowStage:
         champion = answers[0]
         if isinstance(champion, BaseException):
             raise champion
-        logged: dict[str, Any] = {}
-        for step, answer in zip(self.steps[1:], answers[1:], strict=True):
-            if isinstance(answer, BaseException):
-                for f in step.output_schema:
-                    logged[f"out_{step.name}.{f.name}"] = pa.nulls(table.num_rows, f.type)
-                continue
-            for name in answer.column_names:
-                logged[f"out_{step.name}.{name}"] = answer.column(name)
-        return StageAnswer(champion, logged=logged)
+        return StageAnswer(champion, logged=challenger_columns(self.steps[1:], answers[1:], table.num_rows))
+
+
+def challenger_columns(steps: list[Step], answers: list[Any], rows: int) -> dict[str, Any]:
+    """The challengers' answers as log columns `out_<model>.<field>` (nulls for one that failed)."""
+    logged: dict[str, Any] = {}
+    for step, answer in zip(steps, answers, strict=True):
+        if isinstance(answer, BaseException):
+            for f in step.output_schema:
+                logged[f"out_{step.name}.{f.name}"] = pa.nulls(rows, f.type)
+            continue
+        for name in answer.column_names:
+            logged[f"out_{step.name}.{name}"] = answer.column(name)
+    return logged

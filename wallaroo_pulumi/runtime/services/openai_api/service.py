@@ -1,5 +1,6 @@
-"""`OpenAIEndpoints`: an OpenAI call through a deployed pipeline. The first step (the LLM) gets the
-call as `text` + `openai_request`; unstreamed it goes through the merging queue like any inference,
+"""`OpenAIEndpoints`: an OpenAI call through a deployed pipeline. The first step (the LLM; or a
+split, shadow or fallback of LLMs, routed as the inference route routes it, D47) gets the call as
+`text` + `openai_request`; unstreamed it goes through the merging queue like any inference,
 streamed it takes a worker to itself (`SidekickPool.predict_stream`) and every piece goes to the
 caller as it comes. The later steps (e.g. the validator) run on the whole answer; the call is one
 inference: one log entry, its metrics, its token usage. A streamed call runs to its end even when
@@ -20,15 +21,19 @@ import pyarrow as pa
 from prometheus_client import Histogram
 
 from wallaroo_pulumi.adapters.schemas import OPENAI_FIELD
-from wallaroo_pulumi.runtime.core.errors import BadRequest, NotFound, WallarooError
+from wallaroo_pulumi.runtime.core.errors import NotFound, WallarooError
 from wallaroo_pulumi.runtime.core.metrics import LATENCY_BUCKETS, Metrics
-from wallaroo_pulumi.runtime.engine.engine import DeploymentState, Live
-from wallaroo_pulumi.runtime.services.access.usage import Tokens
+from wallaroo_pulumi.runtime.engine.stages import StageAnswer
+from wallaroo_pulumi.runtime.engine.stages.shadow import challenger_columns
+from wallaroo_pulumi.runtime.engine.state import DeploymentState, Live
+from wallaroo_pulumi.runtime.engine.step import Step
 from wallaroo_pulumi.runtime.services.guardrails.screen import Finding, Guard, Refused, annotate
-from wallaroo_pulumi.runtime.services.inference import Inference, error_kind, step_error
-from wallaroo_pulumi.runtime.services.openai_api import guarded
+from wallaroo_pulumi.runtime.services.inference import Inference
+from wallaroo_pulumi.runtime.services.openai_api import first_stage, guarded
+from wallaroo_pulumi.runtime.services.openai_api.pieces import Pieces
 from wallaroo_pulumi.runtime.services.openai_api.requests import ChatRequest, CompletionRequest, Kind, OpenAIConfig, parse, prompt_of
 from wallaroo_pulumi.runtime.services.registry import Registry
+from wallaroo_pulumi.runtime.services.routing import CallFor, Route, error_kind, step_error
 from wallaroo_pulumi.runtime.wire.formats import conform, result_table
 from wallaroo_pulumi.runtime.wire.openai_shapes import DONE, Answer, error_object, sse, usage
 
@@ -48,6 +53,15 @@ class Call:
     answer: Answer
     guard: Guard | None = None
     findings: list[Finding] = field(default_factory=list)
+
+    def route_keys(self) -> dict[str, list[Any]]:
+        """A split's `hash_key` / `split_key` on an OpenAI call: the request's top-level field of that name (`user`)."""
+        fields = self.request.model_dump()
+        return {stage.route_key: [fields.get(stage.route_key)] for stage in self.live.stages if stage.route_key}
+
+    def model_call(self, inference: Inference) -> CallFor:
+        """How each stage runs its models; the first gets the call as it is (`text` + `openai_request`)."""
+        return lambda index: inference.model_call(self.pipeline, self.live, index, as_is=index == 0)
 
     def inputs(self) -> pa.Table:
         return pa.table({"text": pa.array([prompt_of(self.request)], pa.string()),
@@ -73,24 +87,24 @@ class OpenAIEndpoints:
         self._running: set[asyncio.Task[None]] = set()
 
     def prepare(self, kind: Kind, pipeline_name: str, deployment_id: int | None, raw: bytes) -> Call:
-        """The call, checked: the pipeline serves, its first model has `openai_config` enabled, the body is valid."""
+        """The call, checked: the pipeline serves, each model of its first stage has `openai_config`
+        enabled (the first one's defaults apply), the body is valid."""
         state, live = self.inference.serving(pipeline_name, deployment_id)
-        if not live.plain:
-            raise BadRequest(f"pipeline {pipeline_name!r} has a split, shadow or fallback step: its OpenAI-compatible "
-                             "endpoint serves plain model steps only for now; call its inference URL instead",
-                             param="model")
-        step = live.steps[0]
-        config = self.registry.openai_config(self.registry.version(step.model_version_id))
-        if not config or not config.get("enabled"):
-            raise NotFound(
-                f"pipeline {pipeline_name!r} has no OpenAI endpoint: its first step's model {step.model_name!r} (version "
-                f"{step.model_version}) has no openai_config with enabled=true; set it with the model's openai_config "
-                "(WallarooModel openai_config, or the SDK's model_version.configure(openai_config=OpenaiConfig(enabled=True)))",
-                source="inference", param="model",
-            )
-        request = parse(kind, raw, OpenAIConfig.model_validate(config))
+        models = live.stages[0].steps
+        configs = [self.registry.openai_config(self.registry.version(step.model_version_id)) for step in models]
+        for step, config in zip(models, configs, strict=True):
+            if not config or not config.get("enabled"):
+                raise NotFound(
+                    f"pipeline {pipeline_name!r} has no OpenAI endpoint: its first step's model {step.model_name!r} "
+                    f"(version {step.model_version}) has no openai_config with enabled=true"
+                    + (" (every model of a first split, shadow or fallback step needs one)" if len(models) > 1 else "")
+                    + "; set it with the model's openai_config (WallarooModel openai_config, or the SDK's "
+                    "model_version.configure(openai_config=OpenaiConfig(enabled=True)))",
+                    source="inference", param="model",
+                )
+        request = parse(kind, raw, OpenAIConfig.model_validate(configs[0]))
         guards = self.inference.guardrails
-        call = Call(kind, pipeline_name, state, live, request, Answer(kind, request.model or step.model_name),
+        call = Call(kind, pipeline_name, state, live, request, Answer(kind, request.model or models[0].model_name),
                     guard=guards.guard(pipeline_name) if guards is not None else None)
         if call.guard is not None:
             original = request.model_copy(deep=True)
@@ -111,9 +125,9 @@ class OpenAIEndpoints:
     async def _complete(self, call: Call) -> dict[str, Any]:
         run = _Run(self, call)
         try:
-            t0 = time.perf_counter_ns()
-            first = await run.guard(0, call.live.steps[0].pool.predict(run.inputs))
-            final = await run.rest(run.first_done(first, t0))
+            first = await run.route.through(run.inputs, end=1)  # the LLM stage, as the inference route runs it
+            run.served = run.route.served_by[0][0]
+            final = await run.rest(first)
             if call.guard is not None:
                 final = call.guard.table("response", final, call.findings)
         except WallarooError as exc:
@@ -124,17 +138,15 @@ class OpenAIEndpoints:
         if call.guard is not None and "generated_text" in final.column_names:
             text = final.column("generated_text")[0].as_py() or ""
         if error:
-            raise UpstreamError(f"step '{call.live.steps[0].name}': {error}", param=None)
+            raise UpstreamError(f"step '{run.served.name}': {error}", param=None)
         return call.answer.whole(text, finish or "stop", run.usage(), run.extension(first, final))
 
-    async def _score(self, call: Call, text: str) -> pa.Table | None:
-        """The later steps on the answer so far (a streamed call's threshold check)."""
-        if len(call.live.steps) < 2:
+    async def _score(self, call: Call, step: Step, text: str) -> pa.Table | None:
+        """The later stages on the answer so far of the streamed `step` (a threshold check)."""
+        if len(call.live.stages) < 2:
             return None
-        table = guarded.answer_table(call.live.steps[0].output_schema, text)
-        for index in range(1, len(call.live.steps)):
-            table = await self.inference.step(call.pipeline, call.live, index, table)
-        return table
+        route = Route(call.pipeline, call.live, partial(self.inference.model_call, call.pipeline, call.live), self.metrics)
+        return await route.through(guarded.answer_table(step.output_schema, text), start=1)
 
     # -- streamed ------------------------------------------------------------------------
     async def stream(self, call: Call) -> AsyncIterator[bytes]:
@@ -151,87 +163,26 @@ class OpenAIEndpoints:
 
     async def _produce(self, call: Call, put: Callable[[bytes | None], None]) -> None:
         run = _Run(self, call)
-        include = call.request.include_usage
-        sent, finish = False, None
-        guard = call.guard if call.guard is not None and call.guard.checks_response else None
-        held: list[str] = []  # pieces not yet checked (guardrails): none reach the caller unchecked
-        so_far, stopped, out = "", None, 0
-
-        def send(delta: str) -> None:
-            nonlocal sent, out
-            if not sent:
-                self.first_token.labels(call.pipeline).observe(time.perf_counter() - run.started)
-            put(call.answer.delta(delta, first=not sent, include_usage=include))
-            sent, out = True, out + 1
-
+        pieces = Pieces(call, put, lambda: self.first_token.labels(call.pipeline).observe(time.perf_counter() - run.started))
         try:
-            t0 = time.perf_counter_ns()
-            parts = call.live.steps[0].pool.predict_stream(run.inputs)
-            first = None
-            async with contextlib.aclosing(parts):
-                while stopped is None:
-                    part = await run.guard(0, anext(parts, None))
-                    if part is None:
-                        break
-                    if part.final:
-                        first = part.table
-                        continue
-                    for delta, reason in zip(part.table.column("delta").to_pylist(),
-                                             part.table.column("finish_reason").to_pylist(), strict=True):
-                        finish = reason or finish
-                        if delta and guard is None:
-                            send(delta)
-                        elif delta:
-                            held.append(delta)
-                            so_far += delta
-                            if guard.spec.streaming == "check" and len(held) >= guard.spec.check_every:
-                                stopped = await guarded.fired(guard, so_far, partial(self._score, call))
-                                if stopped is not None:
-                                    stopped = guarded.cut(stopped, out)
-                                    call.findings.append(stopped)
-                                    break
-                                for piece in held:
-                                    send(piece)
-                                held = []
-            if stopped is None and first is None:
-                raise WallarooError(f"step '{call.live.steps[0].name}' ended its stream without an answer", source="engine")
-            final = await run.rest(run.first_done(first, t0)) if stopped is None else None
-            if guard is not None and final is not None:
-                before = final
-                try:
-                    final = guard.table("response", final, call.findings)
-                except Refused as exc:
-                    stopped = exc.finding
-                else:
-                    changed = _answer_text(final) != _answer_text(before)
-                    if changed and sent:  # the earlier pieces are out: what follows cannot be masked into them
-                        stopped = next(f for f in reversed(call.findings) if f.action in ("masked", "replaced"))
-                    elif changed:
-                        held = [_answer_text(final)]
-            if stopped is not None:
-                run.end(None, Refused(stopped))
-                put(call.answer.finish("content_filter", first=not sent, include_usage=include,
+            first = await self._stream_first(run, pieces)
+            final = await self._rest_streamed(run, pieces, first)
+            if pieces.stopped is not None:
+                run.end(None, Refused(pieces.stopped))
+                put(call.answer.finish("content_filter", first=not pieces.sent, include_usage=pieces.include,
                                        extension={"pipeline": call.pipeline, "pipeline_version": call.live.pipeline_version,
-                                                  "scores": {}, "guardrail": guarded.event(stopped)}))
-                if include:
-                    put(call.answer.usage_chunk(run.usage()))
-                put(DONE)
-                put(None)
+                                                  "scores": {}, "guardrail": guarded.event(pieces.stopped)}))
+                _close(put, call.answer.usage_chunk(run.usage()) if pieces.include else None)
                 return
-            for piece in held:
-                send(piece)
+            pieces.flush()
         except WallarooError as exc:
             run.end(None, exc)
-            put(sse(error_object(exc.message, exc.status, exc.extra.get("param"))))
-            put(DONE)
-            put(None)
+            _close(put, sse(error_object(exc.message, exc.status, exc.extra.get("param"))))
             return
         except BaseException as exc:  # noqa: BLE001 - the caller must hear of it, the log must have it
             err = WallarooError(f"internal error: {type(exc).__name__}: {exc}")
             run.end(None, err)
-            put(sse(error_object(err.message, err.status)))
-            put(DONE)
-            put(None)
+            _close(put, sse(error_object(err.message, err.status)))
             if not isinstance(exc, Exception):
                 raise
             log.exception("streamed OpenAI call on %s failed", call.pipeline)
@@ -239,73 +190,122 @@ class OpenAIEndpoints:
         run.end(final, None)
         _text, reason, error = run.row(first)
         if error:
-            put(sse(error_object(f"step '{call.live.steps[0].name}': {error}", UpstreamError.status)))
-        else:
-            put(call.answer.finish(reason or finish or "stop", first=not sent, include_usage=include,
-                                   extension=run.extension(first, final)))
-            if include:
-                put(call.answer.usage_chunk(run.usage()))
-        put(DONE)
-        put(None)
+            _close(put, sse(error_object(f"step '{run.served.name}': {error}", UpstreamError.status)))
+            return
+        put(call.answer.finish(reason or pieces.finish or "stop", first=not pieces.sent, include_usage=pieces.include,
+                               extension=run.extension(first, final)))
+        _close(put, call.answer.usage_chunk(run.usage()) if pieces.include else None)
+
+    async def _stream_first(self, run: _Run, pieces: Pieces) -> pa.Table | None:
+        """The first stage streamed (D47): a split's pick; a fallback's models in turn while no piece
+        has reached the caller; a shadow's challengers called beside the champion, only logged.
+        None when guardrails cut the stream."""
+        stage, t0 = run.call.live.stages[0], time.perf_counter_ns()
+        plan = first_stage.plan(stage, run.route.keys)
+        call = run.route.call_for(0)
+        shadows = asyncio.gather(*(call(step, run.inputs) for step in plan.challengers), return_exceptions=True)
+        try:
+            for n, k in enumerate(plan.order):
+                run.served, answer, failure = stage.steps[k], None, None
+                try:
+                    answer = await self._stream_model(run, pieces, stage.steps[k])
+                except WallarooError as exc:
+                    failure = exc
+                last = n == len(plan.order) - 1
+                if last or pieces.sent or pieces.stopped is not None or not plan.falls_through(answer, failure):
+                    break
+                pieces.restart()
+        except BaseException:
+            shadows.cancel()
+            raise
+        logged = challenger_columns(plan.challengers, await shadows, 1)
+        if failure is not None:
+            raise failure
+        if answer is not None:
+            run.route.record(0, run.inputs, StageAnswer(answer, served=[k] if plan.served else None, logged=logged), t0)
+        return answer
+
+    async def _stream_model(self, run: _Run, pieces: Pieces, step: Step) -> pa.Table | None:
+        """One model's stream to the caller (through `pieces`); its whole answer, None when cut."""
+        pieces.score = partial(self._score, run.call, step)
+        first = None
+        async with contextlib.aclosing(step.pool.predict_stream(run.inputs)) as parts:
+            while pieces.stopped is None:
+                try:
+                    part = await anext(parts, None)
+                except Exception as exc:  # noqa: BLE001 - every failure is answered and logged
+                    raise run.failed(step, exc) from None
+                if part is None:
+                    break
+                if part.final:
+                    first = part.table
+                else:
+                    await pieces.take(part.table)
+        if pieces.stopped is not None:
+            return None
+        if first is None:
+            raise WallarooError(f"step '{step.name}' ended its stream without an answer", source="engine")
+        return run.checked(step, first)
+
+    async def _rest_streamed(self, run: _Run, pieces: Pieces, first: pa.Table | None) -> pa.Table | None:
+        """The later stages on the whole streamed answer, then the response guardrails on it."""
+        if first is None:
+            return None
+        final = await run.rest(first)
+        if pieces.guard is None:
+            return final
+        before = final
+        try:
+            final = pieces.guard.table("response", final, run.call.findings)
+        except Refused as exc:
+            pieces.stopped = exc.finding
+            return None
+        if _answer_text(final) != _answer_text(before):
+            if pieces.sent:  # the earlier pieces are out: what follows cannot be masked into them
+                pieces.stopped = next(f for f in reversed(run.call.findings) if f.action in ("masked", "replaced"))
+            else:
+                pieces.held = [_answer_text(final)]
+        return final
 
 
 class _Run:
-    """One call through the pipeline: its steps' timings, tokens, and at its end the one log
-    entry, metrics and usage record."""
+    """One call through the pipeline (its `Route`: the stages' timings, tokens, who served it) and,
+    at its end, the one log entry, metrics and usage record."""
 
     def __init__(self, endpoints: OpenAIEndpoints, call: Call) -> None:
         self.e = endpoints
         self.call = call
         self.started = time.perf_counter()
         self.inputs = call.inputs()
-        self.elapsed: list[int] = []
-        self.tokens = Tokens()
-        self.step_index = 0
+        self.route = Route(call.pipeline, call.live, call.model_call(endpoints.inference), endpoints.metrics)
+        self.route.keys = call.route_keys()
+        self.served = call.live.stages[0].steps[0]  # the first stage's model that answers (or is trying to)
         self.entry = partial(result_table, time_ms=int(time.time() * 1000), pipeline_version=call.live.pipeline_version,
                              partition=f"engine-{call.state.id}",
                              validations=endpoints.inference.pipelines.validations(call.live.pipeline_version_id,
                                                                                    call.live.pipeline_version))
 
-    async def guard(self, index: int, pending: Any) -> Any:
-        """Await a step's answer; a failure becomes the step's error, counted."""
-        self.step_index = index
-        step = self.call.live.steps[index]
-        try:
-            return await pending
-        except Exception as exc:  # noqa: BLE001 - every failure is answered and logged
-            raise self._failed(step, exc) from None
-
-    def _failed(self, step: Any, exc: Exception) -> WallarooError:
+    def failed(self, step: Step, exc: Exception) -> WallarooError:
+        """A streamed model's failure: counted, named after the step."""
         self.e.metrics.step_errors.labels(self.call.pipeline, step.name, error_kind(exc)).inc()
         return step_error(step, exc)
 
-    def first_done(self, out: pa.Table, t0: int) -> pa.Table:
-        """The LLM step's whole answer: checked, timed, counted."""
-        step = self.call.live.steps[0]
-        self.elapsed.append(time.perf_counter_ns() - t0)
-        self.e.metrics.step_latency.labels(self.call.pipeline, step.name).observe(self.elapsed[-1] / 1e9)
+    def checked(self, step: Step, out: pa.Table) -> pa.Table:
+        """A streamed model's whole answer: checked, counted."""
         if out.num_rows != self.inputs.num_rows:
             raise WallarooError(f"step '{step.name}' returned {out.num_rows} rows for {self.inputs.num_rows} input rows",
                                 source="model", step=step.name)
-        self.tokens.add_step(self.inputs, out)
         self.e.metrics.count_row_errors(self.call.pipeline, step.name, self.inputs, out)
         return out
 
     async def rest(self, first: pa.Table) -> pa.Table:
-        """The later steps on the LLM step's whole answer."""
-        live = self.call.live
+        """The later stages on the LLM's whole answer (conformed to its output schema, as the
+        inference route does; kept as returned when that fails), `out._model_split` added."""
         try:
-            current = conform(first, live.steps[0].output_schema, f"step '{live.steps[0].name}' output")
+            current = conform(first, self.served.output_schema, f"step '{self.served.name}' output")
         except WallarooError:
             current = first
-        for index in range(1, len(live.steps)):
-            t0 = time.perf_counter_ns()
-            step_input = current
-            current = await self.guard(index, self.e.inference.step(self.call.pipeline, live, index, current))
-            self.elapsed.append(time.perf_counter_ns() - t0)
-            self.e.metrics.step_latency.labels(self.call.pipeline, live.steps[index].name).observe(self.elapsed[-1] / 1e9)
-            self.tokens.add_step(step_input, current)
-        return current
+        return self.route.answer(await self.route.through(current, start=1))
 
     def row(self, first: pa.Table) -> tuple[str, str, str]:
         """(text, finish reason, error) of the LLM step's answer."""
@@ -314,28 +314,30 @@ class _Run:
                 str(values.get("error") or ""))
 
     def usage(self) -> dict[str, int]:
-        return usage(self.tokens.prompt, self.tokens.completion)
+        return usage(self.route.tokens.prompt, self.route.tokens.completion)
 
     def extension(self, first: pa.Table, final: pa.Table) -> dict[str, Any]:
         """Our `wallaroo` object: the pipeline and the scores its later steps added to the answer."""
         scores = {}
-        if len(self.call.live.steps) > 1:
+        if len(self.call.live.stages) > 1:
             row = final.slice(0, 1).to_pylist()[0]
             scores = {k: v for k, v in row.items() if k not in ANSWER_COLUMNS and k not in first.column_names
                       and isinstance(v, int | float) and not isinstance(v, bool)}
         return {"pipeline": self.call.pipeline, "pipeline_version": self.call.live.pipeline_version, "scores": scores}
 
     def end(self, final: pa.Table | None, error: WallarooError | None) -> None:
-        """The call's one log entry, metrics and usage record."""
-        call, live = self.call, self.call.live
-        step = live.steps[min(self.step_index if error is not None else len(live.steps) - 1, len(live.steps) - 1)]
+        """The call's one log entry (with who served it and the shadows' answers), metrics and usage record."""
+        call, live, route = self.call, self.call.live, self.route
+        stage = route.stage if error is not None else live.stages[-1]
         rows = self.inputs.num_rows
         if error is None:
-            entry = self.entry(self.inputs, final, rows=rows, last_model=step.last_model, elapsed=self.elapsed,
-                               step=step.name, error=None)
+            entry = route.logged(self.entry(self.inputs, final, rows=rows, last_model=stage.steps[0].last_model,
+                                            elapsed=route.elapsed, step=stage.name, error=None))
         else:
-            entry = self.entry(self.inputs, None, rows=rows, last_model=step.last_model, elapsed=self.elapsed,
-                               step=step.name, error=f"{error.status}: {error.message}", output_schema=live.steps[-1].output_schema)
+            failed = self.served if route.at == 0 else stage.steps[0]
+            entry = self.entry(self.inputs, None, rows=rows, last_model=failed.last_model, elapsed=route.elapsed,
+                               step=stage.name, error=f"{error.status}: {error.message}",
+                               output_schema=live.stages[-1].steps[0].output_schema)
         if call.guard is not None:
             entry = annotate(entry, call.findings)
             self.e.inference.guardrails.count(call.pipeline, call.findings)  # type: ignore[union-attr]
@@ -347,8 +349,16 @@ class _Run:
             metrics.inference_rows.labels(call.pipeline).inc(rows)
             metrics.inference_latency.labels(call.pipeline).observe(time.perf_counter() - self.started)
         if self.e.inference.usage is not None:
-            self.e.inference.usage(call.pipeline, rows, self.tokens)
+            self.e.inference.usage(call.pipeline, rows, route.tokens)
 
 
 def _answer_text(table: pa.Table) -> str:
     return (table.column("generated_text")[0].as_py() or "") if "generated_text" in table.column_names else ""
+
+
+def _close(put: Callable[[bytes | None], None], last: bytes | None) -> None:
+    """The stream's last event (if any), [DONE], and its end."""
+    if last is not None:
+        put(last)
+    put(DONE)
+    put(None)
