@@ -154,11 +154,12 @@ def test_up_creates_every_object_and_waits_for_ready_pods(runtime: Runtime) -> N
         a for s in client.list(EndpointSlice, namespace=ns, labels={"kubernetes.io/service-name": svc.metadata.name})
         for e in s.endpoints or [] if e.conditions.ready for a in e.addresses} == serving_ips)
 
-    # RBAC: the runtime's identity may manage step Deployments, Secrets and ServiceAccounts and watch
-    # pods in its namespace, and nothing else, as the API server decides it
+    # RBAC: the runtime's identity may manage step Deployments, Secrets and ServiceAccounts, task Jobs,
+    # and watch pods in its namespace, and nothing else, as the API server decides it
     granted = {("apps", "deployments", v) for v in ("get", "list", "create", "patch", "delete")}
     granted |= {("", r, v) for r in ("secrets", "serviceaccounts") for v in ("get", "list", "create", "patch", "delete")}
     granted |= {("", "pods", v) for v in ("list", "watch")}
+    granted |= {("batch", "jobs", v) for v in ("get", "list", "create", "delete")}  # task runs (D53)
     refused = {("apps", "deployments", "update"), ("apps", "replicasets", "delete"), ("", "pods", "create"),
                ("", "pods", "delete"), ("", "services", "delete"), ("", "configmaps", "get"),
                ("rbac.authorization.k8s.io", "rolebindings", "create"), ("", "secrets", "update")}

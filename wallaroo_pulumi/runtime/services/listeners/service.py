@@ -3,7 +3,6 @@ runtime's database and log store. Roles, leases and the scheduler: ``docs/listen
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -109,8 +108,7 @@ class ListenerService:
         self._on = _Started(store, runs, scheduler)
         await scheduler.recover()
         if self.tasks is not None:  # the keys of user runs a dead process left go with them
-            revoked = await asyncio.to_thread(self.tasks.keys.revoke_stale,
-                                              lambda: {r["id"] for r in store.running_runs()})
+            revoked = await self.tasks.settle_stale(lambda: {r["id"] for r in store.running_runs()})
             if revoked:
                 log.info("revoked %d key(s) of task runs that ended with a stopped runtime", revoked)
         scheduler.start()
