@@ -164,3 +164,40 @@ def test_a_run_past_its_timeout_has_its_job_deleted_and_its_process_killed(
     assert "stdout F hanging" in _lines(api, run.id)
     wait_for("the run's Job and Secret deleted", lambda: not _left(plane, namespace) or None)
     wait_for("the pod's process killed", lambda: all(p.poll() is not None for p in runner.procs.values()) or None)
+
+
+def test_a_killed_task_s_job_is_deleted(api: WallarooClient, plane: LocalControlPlane, namespace: str,
+                                        runner: PodRunner) -> None:
+    orch = upload(api, {"main.py": HANGING}, "killed-in-a-pod")
+    task = api.create_task("pod-killed", {}, orch_id=orch.id, continuous=True)
+    wait_for("the run's pod process", lambda: any("hanging" in runner.log(p) for p in runner.procs) or None)
+    assert api.kill_task(task.id).status == "killed"
+    [run] = api.list_task_runs(task.id)
+    assert (run.status, run.error) == ("killed", "killed on request")
+    wait_for("the run's Job and Secret deleted", lambda: not _left(plane, namespace) or None)
+    wait_for("the pod's process killed", lambda: all(p.poll() is not None for p in runner.procs.values()) or None)
+
+
+def test_a_runtime_killed_mid_run_deletes_the_run_s_job_when_it_starts_again(
+        runtime: Server, api: WallarooClient, plane: LocalControlPlane, namespace: str, runner: PodRunner) -> None:
+    """Last here: it restarts the module's runtime. The pod outlives the runtime (it is the cluster's);
+    the restarted runtime fails the run, deletes its Job and Secret, and the key is revoked."""
+    client = plane.client()
+    orch = upload(api, {"main.py": HANGING}, "orphaned-in-a-pod")
+    task = api.create_task("pod-orphaned", {}, orch_id=orch.id, timeout_s=300)
+    [job] = wait_for("the run's Job", lambda: list(client.list(Job, namespace=namespace, labels=TASKS)))
+    wait_for("the run's pod process", lambda: any("hanging" in runner.log(p) for p in runner.procs) or None)
+    secret = client.get(Secret, job.metadata.name, namespace=namespace)
+    key = json.loads(base64.b64decode(secret.data["keycloak.json"]))["access_token"]
+    runtime.kill9()
+    time.sleep(1)
+    assert _left(plane, namespace)  # nothing deleted them while the runtime was down
+    runtime.start()
+    with runtime.client() as restarted:
+        [run] = restarted.list_task_runs(task.id)
+        assert (run.status, run.error) == ("failure", "interrupted: the runtime stopped during the run")
+    wait_for("the orphaned Job and Secret deleted", lambda: not _left(plane, namespace) or None)
+    wait_for("the pod's process killed", lambda: all(p.poll() is not None for p in runner.procs.values()) or None)
+    answer = httpx.post(f"{runtime.url}/v1/api/orchestration/list", json={"workspace_id": 1},
+                        headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert answer.status_code == 401 and "revoked" in answer.text
