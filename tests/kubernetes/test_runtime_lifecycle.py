@@ -131,8 +131,12 @@ def test_up_creates_every_object_and_waits_for_ready_pods(runtime: Runtime) -> N
         assert spec.serviceAccountName == account.metadata.name and spec.automountServiceAccountToken is places
         [term] = spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution
         assert term.topologyKey == "kubernetes.io/hostname" and term.labelSelector.matchLabels == instance_labels()
-        env = {e.name: e.valueFrom.secretKeyRef for e in c.env}
+        env = {e.name: e.valueFrom.secretKeyRef for e in c.env if e.valueFrom.secretKeyRef is not None}
         assert {(e.key) for e in env.values()} == {"token", "secrets-key"}
+        # a pod placing steps (and task Jobs) tells task pods its own address, and nothing else comes from outside
+        pod_ip = {e.name: e.valueFrom.fieldRef.fieldPath for e in c.env if e.valueFrom.secretKeyRef is None}
+        assert pod_ip == ({"POD_IP": "status.podIP"} if places else {})
+        assert ("http://$(POD_IP):8080" in c.args) is places
         secret = client.get(Secret, env["WALLAROO_ADMIN_TOKEN"].name, namespace=ns)
         assert base64.b64decode(secret.data["token"]).decode() == ADMIN_TOKEN
         assert base64.b64decode(secret.data["secrets-key"]).decode() == SECRETS_KEY

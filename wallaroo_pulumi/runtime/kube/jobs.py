@@ -69,7 +69,7 @@ class TaskJobs:
 
     async def _follow(self, objects: TaskRunObjects, say: Callable[[str], None]) -> None:
         """The pod's log, once its container has started (the log API merges stdout and stderr)."""
-        waiting_said, error, said = "", "", [0]
+        waiting_said, said = "", [0]
         while True:
             pod = await self._pod(objects.run_id)
             if pod is not None and pod.status is not None and pod.status.phase in ("Running", "Succeeded", "Failed"):
