@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from collections.abc import Iterator
 
@@ -164,6 +165,14 @@ def test_a_run_past_its_timeout_has_its_job_deleted_and_its_process_killed(
     assert "stdout F hanging" in _lines(api, run.id)
     wait_for("the run's Job and Secret deleted", lambda: not _left(plane, namespace) or None)
     wait_for("the pod's process killed", lambda: all(p.poll() is not None for p in runner.procs.values()) or None)
+
+
+def test_an_orchestration_too_large_for_a_secret_fails_its_run_saying_so(
+        api: WallarooClient, plane: LocalControlPlane, namespace: str) -> None:
+    orch = upload(api, {"main.py": "print('never')\n", "weights.bin": os.urandom(800 * 1024)}, "too-large")
+    run = api.wait_for_run(api.create_task("pod-too-large", {}, orch_id=orch.id).id, timeout_s=120)
+    assert run.status == "failure" and "a task pod takes at most 716800 bytes" in run.error, run.error
+    assert not _left(plane, namespace)
 
 
 def test_a_killed_task_s_job_is_deleted(api: WallarooClient, plane: LocalControlPlane, namespace: str,
