@@ -32,6 +32,9 @@ POD_PLACEMENT_RULES = [
     {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"],
      "verbs": ["get", "list", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+    # task runs as Jobs of their own (D54): their pods' logs are the runs' logs
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
 
 
@@ -135,7 +138,8 @@ def pod_template(args: KubernetesRuntimeArgs, labels: dict[str, str], secret: k8
     places = args.pods and role != "scheduler"  # the scheduler pod runs no pipeline steps
     placement = ["--sidekick-placement", "kubernetes", "--sidekick-image", args.sidekick_image or args.image,
                  "--kube-namespace", args.namespace,
-                 "--kube-owner", account.metadata["name"].apply(lambda n: f"ServiceAccount/{n}")]
+                 "--kube-owner", account.metadata["name"].apply(lambda n: f"ServiceAccount/{n}"),
+                 "--task-url", f"http://$(POD_IP):{APP_PORT}"]  # task pods reach this pod itself
     return {
         "metadata": {"labels": {**labels, "wallaroo.ai/role": role}},
         "spec": {
@@ -165,7 +169,8 @@ def pod_template(args: KubernetesRuntimeArgs, labels: dict[str, str], secret: k8
                          *(["--object-store", args.object_store_url] if args.object_store_url else []),
                          *(placement if places else [])],
                 "env": [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret.metadata["name"], "key": key}}}
-                        for name, key in secret_env(args)],
+                        for name, key in secret_env(args)]
+                + ([{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}] if places else []),
                 "ports": [{"containerPort": APP_PORT, "name": "http"}],
                 "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
                 "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 20},

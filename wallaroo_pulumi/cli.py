@@ -124,6 +124,12 @@ def _add_serve_scaleout(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--kube-owner", default=None, metavar="KIND/NAME",
                        help="with kubernetes: Deployment/NAME or ServiceAccount/NAME of the runtime, owner of every "
                        "step Deployment (deleting it deletes them); its NAME also labels them")
+    serve.add_argument("--task-image", default=None, metavar="IMAGE",
+                       help="with kubernetes: the image of task pods, a Python with the wallaroo SDK (default "
+                       "$WALLAROO_TASK_IMAGE, else the sidekick image)")
+    serve.add_argument("--task-url", default=None, metavar="URL",
+                       help="with kubernetes: where task pods reach this runtime, e.g. its Service's URL (default "
+                       "$WALLAROO_TASK_URL, else the address it listens on)")
     serve.add_argument("--sidekick-idle", type=_duration, default=None, metavar="DURATION",
                        help="with kubernetes: a step with autoscale_min 0 scales to zero after this long "
                        "without requests (default 5m)")
@@ -227,6 +233,8 @@ def _publish_and_placement(args: argparse.Namespace) -> dict[str, Any]:
                               "with --sidekick-placement kubernetes")
         extra["kubernetes"] = {"image": image, "namespace": args.kube_namespace, "owner": args.kube_owner,
                                "runtime_name": (args.kube_owner or "/wallaroo").split("/")[-1],
+                               "task_image": args.task_image or os.environ.get("WALLAROO_TASK_IMAGE"),
+                               "task_url": args.task_url or os.environ.get("WALLAROO_TASK_URL"),
                                **({"idle_s": args.sidekick_idle} if args.sidekick_idle else {})}
     return extra
 

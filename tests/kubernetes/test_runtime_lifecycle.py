@@ -131,8 +131,12 @@ def test_up_creates_every_object_and_waits_for_ready_pods(runtime: Runtime) -> N
         assert spec.serviceAccountName == account.metadata.name and spec.automountServiceAccountToken is places
         [term] = spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution
         assert term.topologyKey == "kubernetes.io/hostname" and term.labelSelector.matchLabels == instance_labels()
-        env = {e.name: e.valueFrom.secretKeyRef for e in c.env}
+        env = {e.name: e.valueFrom.secretKeyRef for e in c.env if e.valueFrom.secretKeyRef is not None}
         assert {(e.key) for e in env.values()} == {"token", "secrets-key"}
+        # a pod placing steps (and task Jobs) tells task pods its own address, and nothing else comes from outside
+        pod_ip = {e.name: e.valueFrom.fieldRef.fieldPath for e in c.env if e.valueFrom.secretKeyRef is None}
+        assert pod_ip == ({"POD_IP": "status.podIP"} if places else {})
+        assert ("http://$(POD_IP):8080" in c.args) is places
         secret = client.get(Secret, env["WALLAROO_ADMIN_TOKEN"].name, namespace=ns)
         assert base64.b64decode(secret.data["token"]).decode() == ADMIN_TOKEN
         assert base64.b64decode(secret.data["secrets-key"]).decode() == SECRETS_KEY
@@ -154,11 +158,12 @@ def test_up_creates_every_object_and_waits_for_ready_pods(runtime: Runtime) -> N
         a for s in client.list(EndpointSlice, namespace=ns, labels={"kubernetes.io/service-name": svc.metadata.name})
         for e in s.endpoints or [] if e.conditions.ready for a in e.addresses} == serving_ips)
 
-    # RBAC: the runtime's identity may manage step Deployments, Secrets and ServiceAccounts and watch
-    # pods in its namespace, and nothing else, as the API server decides it
+    # RBAC: the runtime's identity may manage step Deployments, Secrets and ServiceAccounts, task Jobs,
+    # and watch pods in its namespace, and nothing else, as the API server decides it
     granted = {("apps", "deployments", v) for v in ("get", "list", "create", "patch", "delete")}
     granted |= {("", r, v) for r in ("secrets", "serviceaccounts") for v in ("get", "list", "create", "patch", "delete")}
     granted |= {("", "pods", v) for v in ("list", "watch")}
+    granted |= {("batch", "jobs", v) for v in ("get", "list", "create", "delete")}  # task runs (D54)
     refused = {("apps", "deployments", "update"), ("apps", "replicasets", "delete"), ("", "pods", "create"),
                ("", "pods", "delete"), ("", "services", "delete"), ("", "configmaps", "get"),
                ("rbac.authorization.k8s.io", "rolebindings", "create"), ("", "secrets", "update")}

@@ -152,7 +152,9 @@ class LocalControlPlane(KubeCluster, Harness):
             f"--service-account-key-file={pki['sa.pub']}", f"--service-account-signing-key-file={pki['sa.key']}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range=10.96.0.0/16", "--endpoint-reconciler-type=none",
-            f"--cert-dir={self.workdir / 'pki'}", "--profiling=false"])
+            f"--cert-dir={self.workdir / 'pki'}", "--profiling=false",
+            # kwok nodes' Hostname is their name, which resolves nowhere: pod logs go by InternalIP (as kubeadm's)
+            "--kubelet-preferred-address-types=InternalIP,Hostname"])
         self._wait("kube-apiserver", [etcd, apiserver], self._api_ready)
         self._write_kubeconfig(pki["ca.crt"])
 

@@ -22,23 +22,25 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from lightkube import ApiError, Client
-from lightkube.resources.core_v1 import Pod, Secret
+from lightkube.resources.core_v1 import Node, Pod, Secret
 from lightkube.types import PatchType
 
 from wallaroo_pulumi.testing.kube_cluster import KubeCluster
+from wallaroo_pulumi.testing.pod_logs import PodLogServer
 
 SIDEKICK_PODS = {"app.kubernetes.io/component": "sidekick"}
 
 
 class PodRunner:
     def __init__(self, cluster: KubeCluster, namespace: str, *, labels: dict[str, str] | None = None,
-                 workdir: Path | None = None, poll_s: float = 0.2) -> None:
+                 workdir: Path | None = None, poll_s: float = 0.2, python: str | None = None) -> None:
         self.client: Client = cluster.client()
+        self.python = python or sys.executable  # what a container's `python` is
         self.namespace = namespace
         self.labels = labels or SIDEKICK_PODS
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pod-runner-"))
@@ -50,6 +52,22 @@ class PodRunner:
         self._held = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod-runner", daemon=True)
         self.errors: list[str] = []
+        self.ended: dict[str, int] = {}  # pod name -> exit code, of pods that are never restarted (a Job's)
+        self.logs: PodLogServer | None = None
+
+    def serve_logs(self, cert: Path, key: Path) -> None:
+        """Answer `pods/log` for the pods run here, as their kubelet: every node's kubelet port is this server's."""
+        self.logs = PodLogServer(self._log_of, cert, key)
+        for node in self.client.list(Node):
+            self.client.patch(Node.Status, node.metadata.name,
+                              {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": self.logs.port}}}},
+                              patch_type=PatchType.MERGE)
+
+    def _log_of(self, pod: str) -> tuple[Path, Callable[[], bool]] | None:
+        proc = self.procs.get(pod)
+        if proc is None:
+            return None
+        return self.workdir / f"{pod}.log", lambda: proc.poll() is None
 
     def __enter__(self) -> PodRunner:
         self._thread.start()
@@ -63,6 +81,8 @@ class PodRunner:
         self._thread.join(10)
         for name in list(self.procs):
             self._kill(name)
+        if self.logs is not None:
+            self.logs.close()
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -94,6 +114,10 @@ class PodRunner:
             pod = pods.get(name)
             if pod is None or pod.metadata.deletionTimestamp is not None:
                 self._kill(name)
+            elif self.procs[name].poll() is not None and pod.spec.restartPolicy == "Never":
+                if name not in self.ended:  # a Job's pod: it ends with its process's exit code
+                    self.ended[name] = self.procs[name].returncode
+                    self._report_end(pod, self.procs[name].returncode)
             elif self.procs[name].poll() is not None:  # crashed: the pod goes, its ReplicaSet makes another
                 self._kill(name)
                 with contextlib.suppress(ApiError):
@@ -102,6 +126,17 @@ class PodRunner:
             if (name not in self.procs and pod.metadata.deletionTimestamp is None and pod.status is not None
                     and pod.status.phase == "Running" and pod.spec.nodeName):
                 self._start(pod)
+
+    def _report_end(self, pod: Pod, code: int) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        container = pod.spec.containers[0]
+        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "finishedAt": now,
+                      "startedAt": now}
+        status = {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [{
+            "name": container.name, "image": container.image, "ready": False, "restartCount": 0,
+            "state": {"terminated": terminated}}]}
+        self.client.patch(Pod.Status, pod.metadata.name, {"status": status}, namespace=self.namespace,
+                          patch_type=PatchType.MERGE)
 
     def _start(self, pod: Pod) -> None:
         name = pod.metadata.name
@@ -117,6 +152,7 @@ class PodRunner:
                   if any(v.name == m.name and v.emptyDir is not None for v in pod.spec.volumes or [])}
         for folder in mounts.values():
             folder.mkdir(parents=True, exist_ok=True)
+        mounts.update(self._secret_mounts(pod, container, root))
 
         def local(value: str) -> str:
             for mount, folder in mounts.items():
@@ -132,10 +168,31 @@ class PodRunner:
         argv = [*(container.command or []), *(container.args or [])]
         argv = [local(re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a)) for a in argv]
         if argv and argv[0] == "python":
-            argv[0] = sys.executable
+            argv[0] = self.python
         log = (self.workdir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(argv, env=env, cwd=str(root), stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _secret_mounts(self, pod: Pod, container: Any, root: Path) -> dict[str, Path]:
+        """Each Secret volume's files in a folder of the pod's (its owner alone reads them); a
+        `subPath` mount, the one file."""
+        secrets = {v.name: v.secret.secretName for v in pod.spec.volumes or [] if v.secret is not None}
+        mounts: dict[str, Path] = {}
+        for m in container.volumeMounts or []:
+            if m.name not in secrets:
+                continue
+            folder = root / f"secret-{m.name}"
+            if not folder.exists():
+                folder.mkdir(parents=True, mode=0o700)
+                for key, value in self._secret_bytes(secrets[m.name]).items():
+                    (folder / key).write_bytes(value)
+                    (folder / key).chmod(0o400)
+            mounts[m.mountPath] = folder / m.subPath if m.subPath else folder
+        return mounts
+
+    def _secret_bytes(self, name: str) -> dict[str, bytes]:
+        secret = self.client.get(Secret, name, namespace=self.namespace)
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
     def _value(self, var: Any, pod: Pod, ip: str) -> str:
         if var.valueFrom is None:

@@ -23,6 +23,10 @@ class KubePlacementSettings(BaseModel):
     idle_s: float = Field(default=300.0, gt=0, description="a step with autoscale_min 0 scales to zero after this "
                                                             "long without requests")
     request_timeout_s: float = Field(default=300.0, gt=0, description="one batch's longest wait for its pod")
+    task_image: str | None = Field(default=None, description="the image of task pods, a Python with the wallaroo "
+                                                              "SDK; default: the sidekick image")
+    task_url: str | None = Field(default=None, description="where task pods reach this runtime (its Service's URL); "
+                                                           "default: the address the runtime listens on")
 
     @field_validator("owner")
     @classmethod

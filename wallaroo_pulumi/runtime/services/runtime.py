@@ -107,7 +107,7 @@ class Runtime:
         # user orchestrations: packaged here, their task runs sandboxed with keys of their own (D50)
         self.orchestrations = OrchestrationService(self.db, self.artifacts, self.sandbox, data_dir,
                                                    TaskPython(settings.task_python))
-        self.task_runner = TaskRunner(self.orchestrations, self.sandbox, self.key_store, self.task_api_url)
+        self.task_runner = self._task_runner()
         self.listeners = ListenerService(
             self.db, self.logstore, resolver=self.resolve_listener_model, role=settings.role,
             lease_seconds=settings.listener_lease_s, metrics=self.metrics, placement=self.placement,
@@ -140,6 +140,17 @@ class Runtime:
             return builtin_view(1)
         row = self.orchestrations.find(oid)
         return orchestration_view(row) if row is not None else None
+
+    def _task_runner(self) -> TaskRunner:
+        """Task runs as sandboxed processes here, or on Kubernetes as Jobs of their own (D54)."""
+        kube = self.settings.kubernetes
+        if self.pods is None or kube is None:
+            return TaskRunner(self.orchestrations, self.sandbox, self.key_store, self.task_api_url)
+        from wallaroo_pulumi.runtime.kube.jobs import TaskJobs
+        from wallaroo_pulumi.runtime.services.orchestrations.kube_runner import KubeTaskRunner
+
+        jobs = TaskJobs(self.pods.ctx, kube.task_image or kube.image, kube.task_url or self.task_api_url())
+        return KubeTaskRunner(self.orchestrations, self.sandbox, self.key_store, self.task_api_url, jobs)
 
     def task_api_url(self) -> str:
         """Where a task's SDK reaches this runtime: its own address, loopback when it listens on all."""

@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any
 
+from wallaroo_pulumi.orchestration import ORCHESTRATION
 from wallaroo_pulumi.runtime.core.metrics import Metrics
 from wallaroo_pulumi.runtime.store.logs import LogStore
 
@@ -119,7 +120,7 @@ class Scheduler:
     def _count_settled(self, run: dict[str, Any]) -> None:
         """A run of a dead process, failed here: counted here (its own process never will)."""
         task = self.store.get_task(run["task_id"])
-        if self.metrics is not None and task is not None and task["monitored_pipeline"]:
+        if self.metrics is not None and task is not None and task["orch_id"] in (None, ORCHESTRATION):
             # rows it scored before dying are not counted: how many reached the log is not known here
             self.metrics.listener_run(task["monitored_pipeline"], task["listener_model"]["name"], "failed", 0, None)
 

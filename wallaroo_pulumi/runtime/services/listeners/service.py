@@ -3,7 +3,6 @@ runtime's database and log store. Roles, leases and the scheduler: ``docs/listen
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -25,6 +24,7 @@ from .engine import ListenerArgs
 from .errors import BadListenerRequest, ListenerConflict, ListenerNotFound, ListenerUnavailable
 from .executor import ListenerModelRef, Resolver, builtin_resolver, chain_resolvers
 from .executor_cache import ExecutorCache
+from .linked import user_listener
 from .results import ScoreQueries
 from .runs import Runs, resolve_listener
 from .scheduler import Scheduler
@@ -108,8 +108,7 @@ class ListenerService:
         self._on = _Started(store, runs, scheduler)
         await scheduler.recover()
         if self.tasks is not None:  # the keys of user runs a dead process left go with them
-            revoked = await asyncio.to_thread(self.tasks.keys.revoke_stale,
-                                              lambda: {r["id"] for r in store.running_runs()})
+            revoked = await self.tasks.settle_stale(lambda: {r["id"] for r in store.running_runs()})
             if revoked:
                 log.info("revoked %d key(s) of task runs that ended with a stopped runtime", revoked)
         scheduler.start()
@@ -202,12 +201,13 @@ class ListenerService:
             json_args = {}
         if not isinstance(json_args, dict):
             raise BadListenerRequest(f"json: expected an object (the task's arguments), got {type(json_args).__name__}")
+        monitored, listener = user_listener(json_args, orch["name"] or orch_id)
         if schedule is not None:
             schedule = validate_schedule(schedule)
         timeout_s = None if continuous and timeout is None else _timeout(timeout)
         now = time.time()
         task = live.store.create_task(
-            name=name, workspace_id=workspace_id, orch_id=orch_id, monitored_pipeline="", listener_model={},
+            name=name, workspace_id=workspace_id, orch_id=orch_id, monitored_pipeline=monitored, listener_model=listener,
             schedule=schedule, window_seconds=0.0, timeout_seconds=timeout_s or 0.0, args=json_args,
             next_run=next_tick(schedule, now) if schedule else None, last_tick=now if schedule else None,
             kind="continuous" if continuous else None,
@@ -228,7 +228,9 @@ class ListenerService:
         if json_args is not None and task["orch_id"] not in (None, ORCHESTRATION):
             if not isinstance(json_args, dict):
                 raise BadListenerRequest(f"json: expected an object (the task's arguments), got {type(json_args).__name__}")
-            fields["args"] = json_args
+            orch = self.tasks.orchestrations.find(task["orch_id"]) if self.tasks is not None else None
+            monitored, listener = user_listener(json_args, (orch or {}).get("name") or task["orch_id"])
+            fields.update(args=json_args, monitored_pipeline=monitored, listener_model=listener)
         elif json_args is not None:
             args = parse_args(json_args)
             await self.resolve(task["workspace_id"], args)

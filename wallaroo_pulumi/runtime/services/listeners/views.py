@@ -46,17 +46,15 @@ def task_view(t: dict[str, Any], last_runs: list[dict[str, Any]]) -> dict[str, A
         "last_tick": _at(t["last_tick"]),
         "last_run_status": task_status(t["last_run_status"]),
     }
-    if t["orch_id"] not in (None, ORCHESTRATION):
-        return {**view, "orch_id": t["orch_id"], "orchestration": t["orch_id"]}
-    return {
-        **view,
-        "orch_id": ORCHESTRATION_ID,
-        "orchestration": ORCHESTRATION,
+    scored = {} if not t["monitored_pipeline"] else {
         "monitored_pipeline": t["monitored_pipeline"],
         "listener_model": t["listener_model"],
         "score_pipeline": t["args"].get("output_pipeline")
         or score_pipeline_name(t["monitored_pipeline"], t["listener_model"]["name"]),
     }
+    if t["orch_id"] not in (None, ORCHESTRATION):  # a user task: a listener only if its json names a pipeline
+        return {**view, "orch_id": t["orch_id"], "orchestration": t["orch_id"], **scored}
+    return {**view, "orch_id": ORCHESTRATION_ID, "orchestration": ORCHESTRATION, **scored}
 
 
 def run_view(r: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,10 @@ class TaskRunner:
         self.keys = keys
         self.url = url
 
+    async def settle_stale(self, live_runs: Callable[[], set[str]]) -> int:
+        """At start: revoke the keys of the runs a stopped runtime left (not among `live_runs()`); how many."""
+        return await asyncio.to_thread(self.keys.revoke_stale, live_runs)
+
     async def run(self, run_id: str, task: dict[str, Any], say: Callable[[str], None],
                   deadline_s: float | None) -> None:
         """Run the task's main.py to its end; TaskFailed unless it exits 0. Cancelled (kill,
@@ -94,6 +98,12 @@ class TaskRunner:
             await asyncio.shield(asyncio.to_thread(self.keys.revoke, key_id))
 
 
+def sdk_token(task: dict[str, Any], secret: str, expires: float) -> dict[str, Any]:
+    """The run's key as the SDK's "orch" auth caches a token."""
+    return {"access_token": secret, "expiry": expires, "refresh_token": "", "refresh_token_expiry": expires,
+            "user_id": f"task-{task['id']}", "user_email": f"task-{task['id']}@tasks.local"}
+
+
 def _task_files(box: Box, task: dict[str, Any], run_id: str, secret: str, expires: float,
                 url: str) -> tuple[dict[str, str], list[tuple[Path, str]]]:
     """The task's environment and files in its scratch (readable by its uid alone): its arguments
@@ -106,8 +116,7 @@ def _task_files(box: Box, task: dict[str, Any], run_id: str, secret: str, expire
     token = auth / "keycloak.json"
     fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump({"access_token": secret, "expiry": expires, "refresh_token": "", "refresh_token_expiry": expires,
-                   "user_id": f"task-{task['id']}", "user_email": f"task-{task['id']}@tasks.local"}, out)
+        json.dump(sdk_token(task, secret, expires), out)
     for path in (args, home / ".cache", home / ".cache" / "wallaroo_sdk", auth, token):
         box.give(path)
     env = {
