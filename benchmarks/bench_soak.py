@@ -216,6 +216,8 @@ def report(args: argparse.Namespace, done: list[tuple[float, float]], samples: l
     print(f"runtime RSS: {base:.0f} MB before the first listener run, ceiling {max(rt):.0f} MB, {rt[-1]:.0f} MB at the end")
     print(f"runtime growth from the first run on: {growth_mb:+.1f} MB = {growth_mb * 1024 / max(n_req, 1):+.2f} KB per "
           f"request, {growth_mb * 1024 / max(scored, 1):+.2f} KB per scored row")
+    _print_late_slope(t_start, rt_samples=[(t, row.get("runtime", 0.0)) for t, row in samples], done=done,
+                      runs=runs)
     if during and outside:
         p_in, p_out = percentile(during, 99) * 1e3, percentile(outside, 99) * 1e3
         print(f"p99 during listener runs: {p_in:.1f} ms ({len(during):,} requests); outside: {p_out:.1f} ms "
@@ -224,6 +226,34 @@ def report(args: argparse.Namespace, done: list[tuple[float, float]], samples: l
     else:
         print("p99 during vs outside listener runs: no run overlapped the load (run longer, or --listener-every 1)")
     print()
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (x, y) points (0.0 for fewer than two distinct x)."""
+    n = len(points)
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+
+
+def _print_late_slope(t_start: float, rt_samples: list[tuple[float, float]], done: list[tuple[float, float]],
+                      runs: list) -> None:
+    """Growth after warm-up: the runtime's RSS trend (least squares) over the second half of the load,
+    per request and per row scored in that half. A plateau reads ~0 whatever the warm-up cost."""
+    if not rt_samples or not done:
+        return
+    half = t_start + (done[-1][0] - t_start) / 2
+    late = [(t, mb) for t, mb in rt_samples if t >= half]
+    if len(late) < 2:
+        return
+    mb_per_s = _slope(late)
+    seconds = late[-1][0] - late[0][0]
+    reqs = sum(1 for t, _ in done if t >= half)
+    rows = sum(r.rows_scored for r in runs if (_ts(r.started_at) or 0.0) >= half)
+    trend_mb = mb_per_s * seconds
+    print(f"runtime RSS trend over the second half ({seconds / 60:.0f} min, {reqs:,} requests, {rows:,} rows scored): "
+          f"{trend_mb:+.1f} MB = {trend_mb * 1024 / max(reqs, 1):+.3f} KB per request, "
+          f"{trend_mb * 1024 / max(rows, 1):+.3f} KB per scored row (least squares over {len(late)} samples)")
 
 
 def main() -> int:
