@@ -22,12 +22,13 @@ from wallaroo_pulumi import engine_config
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.core.errors import BadRequest, Conflict, NotFound, WallarooError
 from wallaroo_pulumi.runtime.core.secrets import SecretBox
+from wallaroo_pulumi.runtime.engine.model_files import ModelFiles
 from wallaroo_pulumi.runtime.services.pipelines import Pipelines, step_refs
 from wallaroo_pulumi.runtime.services.publish.bundle import EdgeBundle
 from wallaroo_pulumi.runtime.services.publish.chart import build_chart, push_chart
+from wallaroo_pulumi.runtime.services.publish.deps import bake_requirements
 from wallaroo_pulumi.runtime.services.publish.image import push_image, write_layer
 from wallaroo_pulumi.runtime.services.publish.store import ensure_tables
-from wallaroo_pulumi.runtime.store.artifacts import ArtifactStore
 from wallaroo_pulumi.runtime.store.db import Database, IntegrityError, dumps
 from wallaroo_pulumi.runtime.store.oci import ImageRef, OciRegistry, RegistryError
 from wallaroo_pulumi.runtime.wire.answers import iso
@@ -66,12 +67,13 @@ def sha(text: str) -> str:
 
 
 class Publishes:
-    def __init__(self, db: Database, secrets_box: SecretBox, pipelines: Pipelines, artifacts: ArtifactStore,
+    def __init__(self, db: Database, secrets_box: SecretBox, pipelines: Pipelines, model_files: ModelFiles,
                  target: PublishTarget | None, centre_url: str, work_dir: Path) -> None:
         self.db = db
+        self.model_files = model_files
         self.secrets = secrets_box
         self.pipelines = pipelines
-        self.artifacts = artifacts
+        self.artifacts = model_files.artifacts
         self.target = target
         self.centre_url = centre_url
         self.work_dir = work_dir
@@ -197,7 +199,9 @@ class Publishes:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"publish-{publish_id}-", dir=self.work_dir))
         try:
-            layer = write_layer(tmp / "layer.tar.gz", manifest, artifacts)
+            deps = bake_requirements(self.model_files, steps, self.work_dir / "deps",
+                                     lambda msg: log.info("publish %d: %s", publish_id, msg))
+            layer = write_layer(tmp / "layer.tar.gz", manifest, artifacts, deps)
             labels = {"wallaroo.pipeline": pipeline["name"], "wallaroo.pipeline_version": version["version"],
                       "wallaroo.publish_id": str(publish_id)}
             with self.target.client(base.registry) as base_registry, self.target.client(host) as registry:
