@@ -27,6 +27,7 @@ from wallaroo_pulumi.runtime.store.logs.segments import (
     seal_orphan,
     segment_path,
     seq_of,
+    tag_of,
     write_parquet,
 )
 from wallaroo_pulumi.runtime.store.logs.time_column import bounds
@@ -221,6 +222,20 @@ class PipelineLog:
             return False
         return pending
 
+    def seal_tagged(self, table: pa.Table, tag: str) -> None:
+        """Rows sealed at once as a segment of their own named with `tag`, after every row appended so
+        far (the active segment is closed first, so a cursor past them misses nothing); the rename
+        of its file is the commit point of `LogStore.append_once`."""
+        with self.lock:
+            self._rotate()
+            seq = self._next_seq()
+            path = write_parquet(self.dir, seq, table, tag=tag)
+            st = path.stat()
+            lo, hi = bounds(table)
+            self.sealed.append(Segment(seq, path, table.num_rows, lo, hi, table.schema, stamp=(st.st_ino, st.st_size)))
+            self.sealed.sort(key=lambda s: s.seq)
+        self.seal_pending()
+
     def sync(self) -> None:
         with self.lock:
             if self.dirty and self.active_file is not None:
@@ -380,14 +395,15 @@ class PipelineLog:
             sealed = sorted(self.sealed, key=lambda s: s.seq)
         runs: list[list[Segment]] = []
         run: list[Segment] = []
-        for seg in sealed:
-            fits = seg.rows < small and sum(s.rows for s in run) + seg.rows <= self.segment_rows
+        for seg in sealed:  # a tagged segment stays as it is: its name says it was stored
+            small_one = seg.rows < small and tag_of(seg.path.name) is None
+            fits = small_one and sum(s.rows for s in run) + seg.rows <= self.segment_rows
             broken = bool(run) and (any(run[-1].seq < u < seg.seq for u in unsealed)
                                     or not seg.schema.equals(run[0].schema))
             if not fits or broken:
                 runs.append(run)
                 run = []
-            if seg.rows < small:
+            if small_one:
                 run.append(seg)
         runs.append(run)
         return [r for r in runs if len(r) >= self.compact_min_files]
