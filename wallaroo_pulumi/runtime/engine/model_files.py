@@ -55,9 +55,12 @@ class ModelFiles:
         rel = root.resolve().relative_to(tmp.resolve())
         (tmp / ".model_root").write_text(str(rel) or ".")
         _readable(tmp)
-        if final.exists():  # a half-finished earlier unpack (no marker): replace it
+        if final.exists() and not marker.exists():  # a half-finished earlier unpack (no marker): replace it
             shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        try:
+            tmp.rename(final)
+        except OSError:  # unpacked meanwhile by another caller (a publish beside a deploy): theirs stays
+            shutil.rmtree(tmp, ignore_errors=True)
         return final / rel
 
     async def model_dir(self, sha: str) -> Path:
