@@ -4,7 +4,6 @@ orphans, indexes peers' segments and prunes old ones."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -16,18 +15,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wallaroo_pulumi.runtime.store.fsync import fsync_dir
+from wallaroo_pulumi.runtime.store.logs.compaction import compact
 from wallaroo_pulumi.runtime.store.logs.query import LogPage, Order, ParquetSource, Source, decode_cursor, read_page
 from wallaroo_pulumi.runtime.store.logs.segments import (
     Segment,
     Segments,
     create_stream,
-    merge_parquet,
     parts_of,
     read_stream_file,
     seal_orphan,
     segment_path,
     seq_of,
-    tag_of,
     write_parquet,
 )
 from wallaroo_pulumi.runtime.store.logs.time_column import bounds
@@ -368,68 +366,9 @@ class PipelineLog:
             # merged by compaction while this page was read: read it again from the same cursor
         return page
 
-    # -- compaction ------------------------------------------------------
     def compact(self) -> int:
-        """Merge runs of small sealed segments (each under a quarter of `segment_rows`, at least
-        `compact_min_files` of them in a row, nothing unsealed between them) into one, up to
-        `segment_rows` rows; the merged file takes the last one's number and records all of them
-        as its parts, so cursors into any of them stay valid. Rows and their order are kept.
-        One process at a time (flock on `compact.lock`); returns how many files were merged away."""
-        if not self._runs_to_merge():
-            return 0
-        with open(self.dir / "compact.lock", "a+b") as lock:  # only created when there is work
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return 0  # a peer is compacting
-            self._peer_segments(read_live=False)
-            return sum(self._merge(group) for group in self._runs_to_merge())
-
-    def _runs_to_merge(self) -> list[list[Segment]]:
-        small = max(1, self.segment_rows // 4)
-        unsealed = {seq for seq in (seq_of(n, ("arrows",)) for n in os.listdir(self.dir)) if seq is not None}
-        with self.lock:
-            unsealed |= {s.seq for s in self.closed}
-            if self.active_seq is not None:
-                unsealed.add(self.active_seq)
-            sealed = sorted(self.sealed, key=lambda s: s.seq)
-        runs: list[list[Segment]] = []
-        run: list[Segment] = []
-        for seg in sealed:  # a tagged segment stays as it is: its name says it was stored
-            small_one = seg.rows < small and tag_of(seg.path.name) is None
-            fits = small_one and sum(s.rows for s in run) + seg.rows <= self.segment_rows
-            broken = bool(run) and (any(run[-1].seq < u < seg.seq for u in unsealed)
-                                    or not seg.schema.equals(run[0].schema))
-            if not fits or broken:
-                runs.append(run)
-                run = []
-            if small_one:
-                run.append(seg)
-        runs.append(run)
-        return [r for r in runs if len(r) >= self.compact_min_files]
-
-    def _merge(self, group: list[Segment]) -> int:
-        parts, first_row = [], 0
-        for seg in group:
-            parts += [(s, first_row + r) for s, r in (seg.parts or [(seg.seq, 0)])]
-            first_row += seg.rows
-        head = group[-1]  # the last number: numbers are never drawn again
-        try:  # atomically replaces the last file
-            rows = merge_parquet(self.dir, head.seq, [s.path for s in group], head.schema, parts)
-        except (FileNotFoundError, pa.ArrowInvalid):
-            return 0  # pruned or being replaced meanwhile: merged next time
-        for seg in group[:-1]:
-            seg.path.unlink(missing_ok=True)
-        fsync_dir(self.dir)
-        st = segment_path(self.dir, head.seq, "parquet").stat()
-        tmins = [s.tmin for s in group if s.tmin is not None]
-        tmaxs = [s.tmax for s in group if s.tmax is not None]
-        merged = Segment(head.seq, head.path, rows, min(tmins) if tmins else None, max(tmaxs) if tmaxs else None,
-                         head.schema, parts=parts, stamp=(st.st_ino, st.st_size))
-        drop = {s.seq for s in group}
-        with self.lock:
-            self.sealed = sorted([s for s in self.sealed if s.seq not in drop] + [merged], key=lambda s: s.seq)
-        return len(group) - 1
+        """Merge runs of small sealed segments (`compaction.compact`); how many files were merged away."""
+        return compact(self)
 
     def prune(self, cutoff_ms: int) -> tuple[int, int]:
         """Delete sealed segments whose newest row is older than `cutoff_ms`; (segments, rows).
