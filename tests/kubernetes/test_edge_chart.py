@@ -1,4 +1,4 @@
-"""A publish's Helm chart (D52) installed by the real helm on the local control plane (kwok nodes: the
+"""A publish's Helm chart (D55) installed by the real helm on the local control plane (kwok nodes: the
 API server validates and stores every object, no container runs): the edge's Deployment becomes
 ready with its /persist claim bound and its bundle in a Secret, an upgrade with another bundle (the
 edge moved to a new publish) rolls the pod, and uninstall removes what the chart made."""

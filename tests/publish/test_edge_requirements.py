@@ -1,6 +1,6 @@
 """A step's requirements travel installed in the published image: the centre installs them at
 publish (from the package index it can reach), the image's layer holds them, and an edge whose pip
-has no index at all starts and serves without installing anything (D53)."""
+has no index at all starts and serves without installing anything (D56)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 // Wrapper module that pins the Helm CLI: the publish tests pull, lint and render the chart each
-// publish pushes to its registry (D52).
+// publish pushes to its registry (D55).
 module wallaroo-pulumi/tools/helm
 
 go 1.26.6

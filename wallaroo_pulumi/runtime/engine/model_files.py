@@ -83,7 +83,7 @@ class ModelFiles:
 
     def _baked(self, model_dir: Path, lines: list[str]) -> list[Path]:
         """An edge installs nothing (it may have no network): what the image's environment lacks must be
-        in the folder the publish installed the model's requirements into (D53)."""
+        in the folder the publish installed the model's requirements into (D56)."""
         assert self.baked is not None
         if not missing_in(sys.executable, lines):
             return []  # as at a deploy: nothing put before the image's own packages

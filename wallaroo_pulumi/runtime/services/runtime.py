@@ -70,7 +70,7 @@ class Runtime:
         self.sandbox = Sandbox(Support.detect(), uids=settings.sidekick_uids, protect=[data_dir],
                                insecure=settings.insecure_sidekicks)
         self.sandbox.log_status()
-        self.model_files = ModelFiles(data_dir, self.artifacts, self.sandbox,  # an edge installs nothing (D53)
+        self.model_files = ModelFiles(data_dir, self.artifacts, self.sandbox,  # an edge installs nothing (D56)
                                       baked=settings.edge.publish_dir / "deps" if settings.edge is not None else None)
         # one for pipeline steps and listener models alike
         self.placement = SandboxedPlacement(self.sandbox, allow_gpu_fallback=settings.allow_gpu_fallback)

@@ -1,6 +1,6 @@
 """A publish's requirements, installed into its image: every requirement line of each step
 pip-installed at the centre (`--target`, confined as at a deploy: a setup.py is the model's code),
-so an edge, which may have no network, installs nothing (D53)."""
+so an edge, which may have no network, installs nothing (D56)."""
 
 from __future__ import annotations
 

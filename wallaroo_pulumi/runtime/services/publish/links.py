@@ -1,5 +1,5 @@
 """`EdgeLinks`: the centre's side of its edges' own calls, outside API keys: a join (the one-use join
-token for an edge key) and log shipping (a sealed segment of an edge's log, taken exactly once, D54)."""
+token for an edge key) and log shipping (a sealed segment of an edge's log, taken exactly once, D57)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class EdgeLinks:
         table = _set_column(table, "metadata.partition", pa.array([edge["name"]] * n, pa.string()))
         if self.db.one("SELECT 1 FROM edge_shipments WHERE edge_id = ? AND segment = ?", (edge["id"], segment)):
             return {"accepted": 0, "duplicate": True}
-        # the log store takes the rows once per (edge, segment) whatever comes after (D54), so a crash
+        # the log store takes the rows once per (edge, segment) whatever comes after (D57), so a crash
         # between storing them and recording the shipment below cannot store a resent segment again
         stored = self.logstore.append_once(pipeline["name"], f"edge/{edge['id']}/{segment}", table)
         with self.db.tx() as c:  # stored now, or before a crash that came ahead of this record
