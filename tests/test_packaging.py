@@ -77,7 +77,9 @@ def test_wheel_ships_components_and_byop_folders(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))).namelist())
     expected = {"wallaroo_pulumi/components/local_runtime.py", "wallaroo_pulumi/components/byop/openai_llm/main.py",
                 "wallaroo_pulumi/components/byop/vertex_llm/main.py", "wallaroo_pulumi/components/byop/azure_llm/main.py",
-                "wallaroo_pulumi/pulumi_host/dynamic_provider.py", "mac/inference/__init__.py"}
+                "wallaroo_pulumi/pulumi_host/dynamic_provider.py", "mac/inference/__init__.py",
+                "wallaroo_pulumi/runtime/services/publish/chart_templates/deployment.yaml",  # a publish's Helm chart
+                "wallaroo_pulumi/runtime/services/publish/chart_templates/_helpers.tpl"}
     expected |= {f"wallaroo_pulumi/components/byop/listeners/{n}/model.py"
                  for n in ("toxicity", "sentiment", "profanity", "hate", "combined", "validator")}
     assert expected <= names, sorted(expected - names)

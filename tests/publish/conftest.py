@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -22,6 +24,18 @@ from wallaroo_pulumi.testing.oci_registry import OciRegistry as RegistryServer
 from wallaroo_pulumi.testing.processes import launch, log_tail, stop_process, wait_ready
 
 BASE_REPOSITORY = "wallaroo/runtime"
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The helm scripts/test-setup built (or one of the pinned version on PATH), checked: never a build here."""
+    done = subprocess.run([str(REPO / "scripts" / "k8s-tools"), "--check", "--helm-only"], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"helm is not built ({done.stderr.strip()}): run scripts/test-setup (make test runs it first) or "
+                    "scripts/k8s-tools --helm-only", pytrace=False)
+    found = shutil.which("helm", path=f"{REPO / '.tools' / 'bin'}:{os.environ.get('PATH', '')}")
+    assert found is not None
+    return found
 
 
 @pytest.fixture(scope="session")

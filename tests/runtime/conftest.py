@@ -34,6 +34,25 @@ def make_model(tmp: Path, name: str, predict_body: str, *, load_body: str = "", 
     return make_zip(tmp / f"{name}.zip", {"model.py": byop_source(predict_body, load_body=load_body), **(extra or {})})
 
 
+def tiny_wheel(name: str, version: str, code: str) -> bytes:
+    """A minimal pure-Python wheel, built by hand (no network, no build backend)."""
+    import io
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": code,
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: wallaroo-pulumi-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return buf.getvalue()
+
+
 DOUBLE = 'return {"y": input_data["x"] * 2.0}'
 X_SCHEMA = pa.schema([("x", pa.float64())])
 Y_SCHEMA = pa.schema([("y", pa.float64())])

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from wallaroo_pulumi.runtime.store.logs import LogStore
+from wallaroo_pulumi.runtime.store.logs.segments import tag_of
 
 
 def rows(start: int, n: int, **extra) -> pa.Table:
@@ -242,3 +243,24 @@ def test_compaction_merges_small_segments_keeping_every_row_in_order_and_cursors
     assert after == [float(i) for i in range(4, 21)]
     assert [x for p in _pages(LogStore(tmp_path), "p", 5, "Desc") for x in p.table.column("in.x").to_pylist()] == [
         float(i) for i in range(20, -1, -1)]
+
+
+def test_rows_stored_once_per_key_stay_once_across_resends_a_reopen_and_compaction(tmp_path):
+    """`append_once` (an edge's shipped segment): the key's rows once however often they come, also from a
+    store opened again on the directory (a restart after a crash); their segment is never merged away,
+    and the rows around them keep their order."""
+    store = LogStore(tmp_path, segment_rows=40, seal_after_s=0, compact_min_files=2)
+    store.append("p", rows(0, 2))
+    assert store.append_once("p", "edge/a/1", rows(2, 3)) is True
+    assert store.append_once("p", "edge/a/1", rows(2, 3)) is False  # sent again
+    store.append("p", rows(5, 2))
+    assert store.append_once("p", "edge/a/2", rows(7, 1)) is True
+    reopened = LogStore(tmp_path, segment_rows=40, seal_after_s=0, compact_min_files=2)
+    assert reopened.append_once("p", "edge/a/1", rows(2, 3)) is False
+    for i in range(8, 12):  # small segments in a row: compaction merges them
+        reopened.append("p", rows(i, 1))
+        reopened._log("p").close()
+    assert [x for p in _pages(LogStore(tmp_path), "p", 5) for x in p.table.column("in.x").to_pylist()] == [
+        float(i) for i in range(12)]
+    names = sorted(p.name for p in (tmp_path / "p").glob("*.parquet"))
+    assert len([n for n in names if tag_of(n)]) == 2 and len(names) == 5, names  # 8..11 merged into one

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, make_model
+from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, make_model, tiny_wheel
 from wallaroo_pulumi.client import ConflictError, ModelRef, NotFoundError, ValidationError
 
 
@@ -93,30 +93,11 @@ def test_deploy_takes_the_sdks_nested_engine_config_and_names_bad_fields(client,
     assert client.get_pipeline(double_pipeline).status == "Running"  # a refused deploy changes nothing
 
 
-def _wheel(name: str, version: str, code: str) -> bytes:
-    """A minimal pure-Python wheel, built by hand (no network, no build backend)."""
-    import io
-    import zipfile
-
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": code,
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: wallaroo-pulumi-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for path, text in files.items():
-            zf.writestr(path, text)
-    return buf.getvalue()
-
-
 def test_requirements_missing_from_the_environment_are_installed_for_the_sidekick(server, client, models_dir):
     predict = 'import wlrtinydep\nreturn {"y": input_data["x"] + wlrtinydep.OFFSET}'
     zip_path = make_model(models_dir / "deps", "with-deps", predict, extra={
         "requirements.txt": "--no-index\n--find-links wheels\nwlrtinydep==1.0\nnumpy>=1.0  # already satisfied\n",
-        "wheels/wlrtinydep-1.0-py3-none-any.whl": _wheel("wlrtinydep", "1.0", "OFFSET = 100.0\n"),
+        "wheels/wlrtinydep-1.0-py3-none-any.whl": tiny_wheel("wlrtinydep", "1.0", "OFFSET = 100.0\n"),
     })
     mv = client.upload_model("with-deps", zip_path, X_SCHEMA, Y_SCHEMA)
     created = client.create_pipeline("deps-pipe", steps=[mv])

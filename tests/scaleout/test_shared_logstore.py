@@ -88,3 +88,15 @@ def test_a_missing_bucket_is_created_once(s3: S3Server) -> None:
     bucket.ensure_bucket()
     bucket.ensure_bucket()  # there now: nothing to do
     assert bucket.fs.get_file_info(bucket.bucket).type.name == "Directory"
+
+
+def test_rows_stored_once_per_key_are_stored_once_whichever_replica_takes_them(writers) -> None:
+    """An edge's segment sent twice, the resend reaching another replica: its rows are in the bucket and
+    the index once."""
+    a, b, _ = writers
+    now = 1_800_000_000_000
+    assert a.append_once("p", "edge/e1/7", rows([1, 2, 3], now)) is True
+    assert b.append_once("p", "edge/e1/7", rows([1, 2, 3], now)) is False
+    assert a.append_once("p", "edge/e1/7", rows([1, 2, 3], now)) is False
+    assert b.append_once("p", "edge/e1/8", rows([4], now + 10)) is True
+    assert sorted(read_all(a, "p", 100)[0]) == [1.0, 2.0, 3.0, 4.0]

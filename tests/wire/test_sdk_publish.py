@@ -48,7 +48,11 @@ def test_the_sdk_publish_flow_runs_unchanged(sdk_python: str, publishing_server:
     assert [(r["id"], r["pipeline_name"]) for r in upgrade["replaces"]] == [(pub["id"], "sdk-edge")]
     assert upgrade["bundles"] == ["sdk-edge-1"]  # the replaced publish's edge, with its upgrade bundle
     assert out["edges_after_upgrade"] == {"old": [], "new": ["sdk-edge-1"]}
-    # Known gap (README): no Helm chart is published, and the SDK's list_edges() on a publish object that
-    # carries bundles (add_edge's or publish(replaces=)'s answer) fills the chart's values with them
-    assert out["list_edges_with_bundles"] == "'NoneType' object does not support item assignment"
+    # list_edges() on a publish object that carries bundles (add_edge's, publish(replaces=)'s) writes each
+    # bundle into the chart's values: it needs the publish's `helm`
+    assert out["list_edges_with_bundles"] == {"upgrade": ["sdk-edge-1"], "add_edge": ["sdk-edge-1"]}
+    helm = out["helm"]["publish"]
+    assert helm["chart"] == f"{registry.host}/team/charts/sdk-edge" and helm["values"] == {}
+    assert helm["reference"].startswith(helm["chart"] + "@sha256:") and helm["version"]
+    assert out["helm"]["install"]  # the SDK's `helm upgrade` command names the chart as oci://… with the bundle
     assert out["edges_after_remove"] == []

@@ -94,11 +94,12 @@ class WallarooPublish(Resource, module="wallaroo", name="Publish"):
     """A pipeline version as an OCI image in the runtime's registry (the runtime started with
     --publish-registry): the runtime image plus the version's models and config, no credentials.
     Give `pipeline` (its current version) or `pipeline_version_pk_id`. A new version updates it in place:
-    a new publish replacing this one (its edges get upgrade bundles), the old tag deleted. Destroying it
-    deletes the tag and its edges.
+    a new publish replacing this one (its edges get upgrade bundles), the old tags deleted. Destroying it
+    deletes its image and chart tags and its edges.
 
     Outputs: `publish_id`, `image` (what `docker run` / `podman run` start), `digest`, `image_bytes`,
-    `publish_seconds`, `status`, `pipeline_name`, `pipeline_version`, `docker_run_variables`, `helm`.
+    `publish_seconds`, `status`, `pipeline_name`, `pipeline_version`, `docker_run_variables`,
+    `helm` (its Helm chart: `chart`, `version`, `reference`, `values`).
     """
 
     publish_id: pulumi.Output[int]

@@ -38,6 +38,8 @@ out["publish"] = {"id": pub.id, "status": str(pub.status), "pipeline_url": pub.p
 with_edge = pub.add_edge("sdk-edge-1", tags=["store"])
 bundle = dict(with_edge.edge_bundles)["sdk-edge-1"]  # a plain dict once PipelinePublish re-reads it
 out["bundle_lines"] = base64.b64decode(bundle).decode().splitlines()
+# the SDK builds helm commands for every bundle a publish carries, from the chart's values
+listed_with_bundle = [e.name for e in with_edge.list_edges()]
 
 edges = pub.list_edges()
 out["edges"] = [{"name": e.name, "tags": e.tags, "publish": e.should_run_publish} for e in edges]
@@ -51,10 +53,9 @@ out["upgrade"] = {"id": upgrade.id, "replaces": [dict(r) if isinstance(r, dict) 
 fresh = {p.id: p for p in pipeline.publishes()}  # as listed: no bundles in them
 out["edges_after_upgrade"] = {"old": [e.name for e in fresh[pub.id].list_edges()],
                               "new": [e.name for e in fresh[upgrade.id].list_edges()]}
-try:  # the SDK builds helm commands for every bundle a publish carries, from the chart's values
-    upgrade.list_edges()
-except TypeError as exc:
-    out["list_edges_with_bundles"] = str(exc)
+out["list_edges_with_bundles"] = {"upgrade": [e.name for e in upgrade.list_edges()], "add_edge": listed_with_bundle}
+helm_install = upgrade._generate_commands()[0]  # the helm commands its HTML view shows, one per edge bundle
+out["helm"] = {"publish": pub.helm, "install": f"oci://{pub.helm['chart']}" in helm_install and "edgeBundle=" in helm_install}
 
 fresh[upgrade.id].remove_edge("sdk-edge-1")
 out["edges_after_remove"] = [e.name for e in fresh[upgrade.id].list_edges()]

@@ -98,12 +98,12 @@ class PublishId(BaseModel):
     id: int
 
 
-@router.post("/pipelines/delete_publish", summary="Ours: delete a publish's image tag from the registry, then it and its edges")
+@router.post("/pipelines/delete_publish", summary="Ours: delete a publish's image and chart tags from the registry, then it and its edges")
 def delete_publish(request: Request, body: PublishId) -> dict:
     return runtime_of(request).publishes.delete(body.id)
 
 
-@router.post("/pipelines/get_publish_image", summary="Ours: a publish's image, digest, size in the registry and push time")
+@router.post("/pipelines/get_publish_image", summary="Ours: a publish's image and chart: digests, size, push times")
 def get_publish_image(request: Request, body: PublishId) -> dict:
     return runtime_of(request).publishes.image(body.id)
 

@@ -70,7 +70,8 @@ class Runtime:
         self.sandbox = Sandbox(Support.detect(), uids=settings.sidekick_uids, protect=[data_dir],
                                insecure=settings.insecure_sidekicks)
         self.sandbox.log_status()
-        self.model_files = ModelFiles(data_dir, self.artifacts, self.sandbox)
+        self.model_files = ModelFiles(data_dir, self.artifacts, self.sandbox,  # an edge installs nothing (D56)
+                                      baked=settings.edge.publish_dir / "deps" if settings.edge is not None else None)
         # one for pipeline steps and listener models alike
         self.placement = SandboxedPlacement(self.sandbox, allow_gpu_fallback=settings.allow_gpu_fallback)
         self.pods = None  # model steps as pods of their own on a cluster (D35), else local processes
@@ -96,7 +97,7 @@ class Runtime:
         target = None if pub is None else PublishTarget(
             pub.registry, pub.base_image, pub.username, pub.password.get_secret_value() if pub.password else None,
             pub.insecure)
-        self.publishes = Publishes(self.db, self.secrets, self.pipelines, self.artifacts, target,
+        self.publishes = Publishes(self.db, self.secrets, self.pipelines, self.model_files, target,
                                    (pub.centre_url if pub is not None else None) or settings.url, data_dir / "publish-work")
         self.edge_links = EdgeLinks(self.db, self.pipelines, self.publishes, self.logstore)
         self.edge: EdgeAgent | None = None

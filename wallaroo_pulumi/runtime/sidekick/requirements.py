@@ -92,6 +92,23 @@ def missing_in(python: str, lines: list[str]) -> list[str]:
     return [line for line, ok in zip(wanted, met, strict=True) if not ok]
 
 
+def unmet_with(folder: Path, lines: list[str]) -> list[str]:
+    """Of `lines` this environment lacks, those the packages in `folder` (a pip --target tree) do not meet either."""
+    found = {d.metadata["Name"].lower().replace("_", "-"): d.version
+             for d in importlib.metadata.distributions(path=[str(folder)]) if d.metadata["Name"]}
+    unmet = []
+    for line in (line for line in lines if not line.startswith("-") and not satisfied(line)):
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            unmet.append(line)
+            continue
+        version = found.get(req.name.lower().replace("_", "-"))
+        if req.url or version is None or not req.specifier.contains(version, prereleases=True):
+            unmet.append(line)
+    return unmet
+
+
 def pip_env(home: Path) -> dict[str, str]:
     """pip's whole environment: nothing of the runtime's but pip's own settings and proxies."""
     env = {"PATH": os.environ.get("PATH") or os.defpath, "HOME": str(home), "TMPDIR": str(home),
@@ -108,17 +125,18 @@ def _local_paths(env: dict[str, str]) -> list[str]:
 
 def ensure_requirements(lines: list[str], deps_root: Path, *, sandbox: Sandbox, cwd: Path,
                         timeout_s: float = 900, python: str | None = None, python_read: tuple[str, ...] = (),
-                        what: str = "model") -> list[Path]:
+                        what: str = "model", every: bool = False) -> list[Path]:
     """[] when nothing is missing, else [the folder holding the installed packages].
 
     Option lines (`--no-index`, `--find-links wheels/`, ...) go to pip, which runs in `cwd` (the model
     folder). The folder is the model's own: a requirement's setup.py runs the model's code, so what it
     leaves there must never be imported by another model. `python` (default: the runtime's) is the
     interpreter the packages are for (an orchestration task's), `python_read` the folders it reads.
+    `every`: install every line, met here or not (a publish's image, whose environment is not this one).
     """
     python = python or sys.executable
     options = [line for line in lines if line.startswith("-")]
-    missing = missing_in(python, lines)
+    missing = [line for line in lines if not line.startswith("-")] if every else missing_in(python, lines)
     if not missing:
         return []
     basis = "\n".join(sorted(missing)) + f"\n{sys.version_info[:2]}\n" + "\n".join(options) + f"\n{cwd}"

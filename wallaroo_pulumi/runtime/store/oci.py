@@ -20,6 +20,8 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"  # a Helm chart in a registry: its Chart.yaml as JSON
+HELM_CHART_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"  # and its packaged .tgz
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 #: Docker's media types and their OCI twins (the same bytes), so one OCI manifest can list any base's layers.
 TO_OCI = {

@@ -55,14 +55,25 @@ class _Hashing(io.RawIOBase):
         return len(data)
 
 
-def write_layer(out: Path, publish_json: dict[str, Any], artifacts: dict[str, Path]) -> Blob:
+def _root_readable(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    info.mode = 0o755 if info.isdir() or info.mode & 0o100 else 0o644
+    return info
+
+
+def write_layer(out: Path, publish_json: dict[str, Any], artifacts: dict[str, Path],
+                deps: dict[str, Path] | None = None) -> Blob:
     """The pipeline layer: PUBLISH_DIR/publish.json, PUBLISH_DIR/models/<sha> (each artifact as
-    uploaded) and an empty PERSIST_DIR owned by the image's user. Files are root's, world-readable."""
+    uploaded), PUBLISH_DIR/deps/<sha>/ (its requirements, installed at publish) and an empty
+    PERSIST_DIR owned by the image's user. Files are root's, world-readable."""
     with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
         hashing = _Hashing(gz)
         with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for folder, owner, mode in (("opt", 0, 0o755), ("opt/wallaroo", 0, 0o755), (PUBLISH_DIR[1:], 0, 0o755),
-                                        (f"{PUBLISH_DIR[1:]}/models", 0, 0o755), (PERSIST_DIR[1:], RUNTIME_UID, 0o700)):
+                                        (f"{PUBLISH_DIR[1:]}/models", 0, 0o755), (f"{PUBLISH_DIR[1:]}/deps", 0, 0o755),
+                                        (PERSIST_DIR[1:], RUNTIME_UID, 0o700)):
                 info = tarfile.TarInfo(folder)
                 info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, mode, owner, owner
                 tar.addfile(info)
@@ -75,6 +86,8 @@ def write_layer(out: Path, publish_json: dict[str, Any], artifacts: dict[str, Pa
                 info.size, info.mode = path.stat().st_size, 0o644
                 with path.open("rb") as f:
                     tar.addfile(info, f)
+            for sha, folder in sorted((deps or {}).items()):
+                tar.add(folder, arcname=f"{PUBLISH_DIR[1:]}/deps/{sha}", filter=_root_readable)
         diff_id = "sha256:" + hashing.sha.hexdigest()
     return Blob.of(out, OCI_LAYER_GZIP, diff_id=diff_id)
 

@@ -1,5 +1,5 @@
 """`EdgeLinks`: the centre's side of its edges' own calls, outside API keys: a join (the one-use join
-token for an edge key) and log shipping (a sealed segment of an edge's log, taken exactly once)."""
+token for an edge key) and log shipping (a sealed segment of an edge's log, taken exactly once, D57)."""
 
 from __future__ import annotations
 
@@ -69,19 +69,20 @@ class EdgeLinks:
             raise BadRequest("body: the rows have no `time` column")
         n = table.num_rows
         table = _set_column(table, "metadata.partition", pa.array([edge["name"]] * n, pa.string()))
-        with self.db.tx() as c:  # the shipment is recorded in the same transaction that stores its rows
-            if c.execute("SELECT 1 FROM edge_shipments WHERE edge_id = ? AND segment = ?",
-                         (edge["id"], segment)).fetchone() is not None:
-                return {"accepted": 0, "duplicate": True}
-            c.execute("INSERT INTO edge_shipments (edge_id, segment, rows, received_at) VALUES (?, ?, ?, ?)",
-                      (edge["id"], segment, n, time.time()))
-            c.execute("UPDATE edges SET shipped_rows = shipped_rows + ?, dropped_rows = ? WHERE id = ?",
-                      (n, max(dropped, edge["dropped_rows"]), edge["id"]))
-            self.logstore.append(pipeline["name"], table, sync=True)
+        if self.db.one("SELECT 1 FROM edge_shipments WHERE edge_id = ? AND segment = ?", (edge["id"], segment)):
+            return {"accepted": 0, "duplicate": True}
+        # the log store takes the rows once per (edge, segment) whatever comes after (D57), so a crash
+        # between storing them and recording the shipment below cannot store a resent segment again
+        stored = self.logstore.append_once(pipeline["name"], f"edge/{edge['id']}/{segment}", table)
+        with self.db.tx() as c:  # stored now, or before a crash that came ahead of this record
+            if c.execute("INSERT INTO edge_shipments (edge_id, segment, rows, received_at) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (edge_id, segment) DO NOTHING", (edge["id"], segment, n, time.time())).rowcount == 1:
+                c.execute("UPDATE edges SET shipped_rows = shipped_rows + ?, dropped_rows = ? WHERE id = ?",
+                          (n, max(dropped, edge["dropped_rows"]), edge["id"]))
         if dropped:
             log.warning("edge %s dropped %d of its oldest inference log rows while it could not ship them "
                         "(its LOCAL_INFERENCE_STORAGE bound)", edge["name"], dropped)
-        return {"accepted": n, "duplicate": False}
+        return {"accepted": n if stored else 0, "duplicate": not stored}
 
 
 def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:

@@ -22,11 +22,13 @@ from wallaroo_pulumi import engine_config
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.core.errors import BadRequest, Conflict, NotFound, WallarooError
 from wallaroo_pulumi.runtime.core.secrets import SecretBox
+from wallaroo_pulumi.runtime.engine.model_files import ModelFiles
 from wallaroo_pulumi.runtime.services.pipelines import Pipelines, step_refs
 from wallaroo_pulumi.runtime.services.publish.bundle import EdgeBundle
+from wallaroo_pulumi.runtime.services.publish.chart import build_chart, push_chart
+from wallaroo_pulumi.runtime.services.publish.deps import bake_requirements
 from wallaroo_pulumi.runtime.services.publish.image import push_image, write_layer
 from wallaroo_pulumi.runtime.services.publish.store import ensure_tables
-from wallaroo_pulumi.runtime.store.artifacts import ArtifactStore
 from wallaroo_pulumi.runtime.store.db import Database, IntegrityError, dumps
 from wallaroo_pulumi.runtime.store.oci import ImageRef, OciRegistry, RegistryError
 from wallaroo_pulumi.runtime.wire.answers import iso
@@ -50,18 +52,28 @@ class PublishTarget:
         return OciRegistry(host, self.username, self.password, insecure=self.insecure)
 
 
+def _helm(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The SDK's `helm`: the chart (registry/repository; `oci://` is the SDK's to add), its version and
+    digest, and `values` to set beyond the chart's own (the SDK adds each edge's `edgeBundle`)."""
+    if not row["chart"]:
+        return None
+    return {"chart": row["chart"], "version": row["chart_version"], "reference": f"{row['chart']}@{row['chart_digest']}",
+            "values": {}}
+
+
 def sha(text: str) -> str:
     """How join tokens and edge keys are kept: their SHA-256, hex."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Publishes:
-    def __init__(self, db: Database, secrets_box: SecretBox, pipelines: Pipelines, artifacts: ArtifactStore,
+    def __init__(self, db: Database, secrets_box: SecretBox, pipelines: Pipelines, model_files: ModelFiles,
                  target: PublishTarget | None, centre_url: str, work_dir: Path) -> None:
         self.db = db
+        self.model_files = model_files
         self.secrets = secrets_box
         self.pipelines = pipelines
-        self.artifacts = artifacts
+        self.artifacts = model_files.artifacts
         self.target = target
         self.centre_url = centre_url
         self.work_dir = work_dir
@@ -132,7 +144,7 @@ class Publishes:
         self._set(publish_id, status="Publishing", error=None)
         started = time.monotonic()
         try:
-            pushed = await asyncio.to_thread(self._build_and_push, publish_id)
+            pushed, chart = await asyncio.to_thread(self._build_and_push, publish_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is the publish's Error status, with its reason
@@ -144,16 +156,19 @@ class Publishes:
         row = self.row(publish_id)
         with self.db.tx() as c:
             c.execute("UPDATE publishes SET status = 'Published', image = ?, digest = ?, image_bytes = ?, "
-                      "publish_seconds = ?, updated_at = ? WHERE id = ?",
-                      (pushed.image, pushed.digest, pushed.size, seconds, time.time(), publish_id))
+                      "publish_seconds = ?, chart = ?, chart_version = ?, chart_digest = ?, chart_seconds = ?, "
+                      "updated_at = ? WHERE id = ?",
+                      (pushed.image, pushed.digest, pushed.size, seconds, *chart, time.time(), publish_id))
             for old in json.loads(row["replaces"]):  # each edge of a replaced publish gets a fresh join token here
                 for edge in c.execute("SELECT id FROM edges WHERE publish_id = ?", (old,)).fetchall():
                     token = secrets.token_urlsafe(32)
                     c.execute("UPDATE edges SET publish_id = ?, join_token = ?, join_sha256 = ?, joined_at = NULL "
                               "WHERE id = ?", (publish_id, self.secrets.seal(token), sha(token), edge["id"]))
-        log.info("published %s (%d MiB in the registry) in %.1f s", pushed.image, pushed.size // 2**20, seconds)
+        log.info("published %s (%d MiB in the registry) and its chart oci://%s %s in %.1f s", pushed.image,
+                 pushed.size // 2**20, chart[0], chart[1], seconds)
 
-    def _build_and_push(self, publish_id: int) -> Any:
+    def _build_and_push(self, publish_id: int) -> tuple[Any, tuple[str, str, str, float]]:
+        """The image, then its chart: (what push_image made, (chart, version, digest, chart push seconds))."""
         assert self.target is not None
         row = self.row(publish_id)
         version = self.pipelines.version(row["pipeline_version_id"])
@@ -184,12 +199,21 @@ class Publishes:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"publish-{publish_id}-", dir=self.work_dir))
         try:
-            layer = write_layer(tmp / "layer.tar.gz", manifest, artifacts)
+            deps = bake_requirements(self.model_files, steps, self.work_dir / "deps",
+                                     lambda msg: log.info("publish %d: %s", publish_id, msg))
+            layer = write_layer(tmp / "layer.tar.gz", manifest, artifacts, deps)
             labels = {"wallaroo.pipeline": pipeline["name"], "wallaroo.pipeline_version": version["version"],
                       "wallaroo.publish_id": str(publish_id)}
             with self.target.client(base.registry) as base_registry, self.target.client(host) as registry:
-                return push_image(base, base_registry, target, registry, layer, labels,
-                                  lambda msg: log.info("publish %d: %s", publish_id, msg))
+                pushed = push_image(base, base_registry, target, registry, layer, labels,
+                                    lambda msg: log.info("publish %d: %s", publish_id, msg))
+                log.info("publish %d: helm chart", publish_id)
+                started = time.monotonic()
+                chart = build_chart(pipeline["name"], version["version"], publish_id, target, pushed.digest,
+                                    "/".join(p for p in (prefix, "charts", pipeline["name"]) if p),
+                                    DeploymentConfig.model_validate(json.loads(row["engine_config"])))
+                digest = push_chart(registry, chart)
+                return pushed, (chart.chart, chart.version, digest, time.monotonic() - started)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -202,6 +226,8 @@ class Publishes:
             try:
                 with self.target.client(ref.registry) as registry:
                     removed = registry.delete_tag(ref)
+                    if row["chart"]:
+                        registry.delete_tag(ImageRef.parse(f"{row['chart']}:{row['chart_version']}"))
             except RegistryError as exc:
                 raise WallarooError(f"publish {publish_id}: {exc}", status=502, source="registry") from None
         with self.db.tx() as c:
@@ -247,7 +273,7 @@ class Publishes:
             "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
             "created_by": None, "created_on_version": CREATED_ON_VERSION,
             "engine_config": wire, "user_images": [], "docker_run_variables": {},
-            "engine_url": image, "pipeline_url": image, "helm": None,
+            "engine_url": image, "pipeline_url": image, "helm": _helm(row),
             "edge_bundles": bundles or {}, "replaces": replaced,
         }  # no field beyond the SDK's: its PipelinePublish(**answer) refuses unknown keywords
 
@@ -255,7 +281,9 @@ class Publishes:
         """Ours: what the push made and measured (the SDK's publish answer has no field for it)."""
         row = self.row(publish_id)
         return {"id": publish_id, "status": row["status"], "image": row["image"], "digest": row["digest"],
-                "bytes": row["image_bytes"], "publish_seconds": row["publish_seconds"]}
+                "bytes": row["image_bytes"], "publish_seconds": row["publish_seconds"], "chart": row["chart"],
+                "chart_version": row["chart_version"], "chart_digest": row["chart_digest"],
+                "chart_seconds": row["chart_seconds"]}
 
     def list(self, pipeline_id: int | None, workspace_id: int | None) -> dict[str, Any]:
         where, params = ("pipeline_id = ?", (pipeline_id,)) if pipeline_id is not None else (

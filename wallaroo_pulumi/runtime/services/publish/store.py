@@ -19,6 +19,10 @@ SCHEMA = (
     digest TEXT,
     image_bytes INTEGER,
     publish_seconds REAL,
+    chart TEXT,                           -- the Helm chart: registry/repository (tag: chart_version)
+    chart_version TEXT,
+    chart_digest TEXT,
+    chart_seconds REAL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 )""",
@@ -49,3 +53,5 @@ def ensure_tables(db: Database) -> None:
     with db.tx() as c:
         for stmt in SCHEMA:
             c.execute(stmt)
+    # a data dir from before the charts
+    db.add_columns("publishes", {"chart": "TEXT", "chart_version": "TEXT", "chart_digest": "TEXT", "chart_seconds": "REAL"})

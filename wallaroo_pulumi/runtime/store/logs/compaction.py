@@ -8,23 +8,25 @@ from pathlib import Path
 import pyarrow as pa
 
 from wallaroo_pulumi.runtime.store.fsync import fsync_dir
-from wallaroo_pulumi.runtime.store.logs.segments import Segment, merge_parquet, segment_path
+from wallaroo_pulumi.runtime.store.logs.segments import Segment, merge_parquet, segment_path, tag_of
 
 
 def runs_to_merge(sealed: list[Segment], unsealed: set[int], segment_rows: int, min_files: int) -> list[list[Segment]]:
     """Runs of `sealed` (by number) each under a quarter of `segment_rows`, at least `min_files` in
-    a row, up to `segment_rows` rows together, one schema, no number of `unsealed` between them."""
+    a row, up to `segment_rows` rows together, one schema, no number of `unsealed` between them.
+    A segment stored once under a tag (`append_once`) stays as it is: its name says it was stored."""
     small = max(1, segment_rows // 4)
     runs: list[list[Segment]] = []
     run: list[Segment] = []
     for seg in sealed:
-        fits = seg.rows < small and sum(s.rows for s in run) + seg.rows <= segment_rows
+        small_one = seg.rows < small and tag_of(seg.path.name) is None
+        fits = small_one and sum(s.rows for s in run) + seg.rows <= segment_rows
         broken = bool(run) and (any(run[-1].seq < u < seg.seq for u in unsealed)
                                 or not seg.schema.equals(run[0].schema))
         if not fits or broken:
             runs.append(run)
             run = []
-        if seg.rows < small:
+        if small_one:
             run.append(seg)
     runs.append(run)
     return [r for r in runs if len(r) >= min_files]

@@ -222,6 +222,20 @@ class PipelineLog:
             return False
         return pending
 
+    def seal_tagged(self, table: pa.Table, tag: str) -> None:
+        """Rows sealed at once as a segment of their own named with `tag`, after every row appended so
+        far (the active segment is closed first, so a cursor past them misses nothing); the rename
+        of its file is the commit point of `LogStore.append_once`."""
+        with self.lock:
+            self._rotate()
+            seq = self._next_seq()
+            path = write_parquet(self.dir, seq, table, tag=tag)
+            st = path.stat()
+            lo, hi = bounds(table)
+            self.sealed.append(Segment(seq, path, table.num_rows, lo, hi, table.schema, stamp=(st.st_ino, st.st_size)))
+            self.sealed.sort(key=lambda s: s.seq)
+        self.seal_pending()
+
     def sync(self) -> None:
         with self.lock:
             if self.dirty and self.active_file is not None:
@@ -350,7 +364,6 @@ class PipelineLog:
             # merged by compaction while this page was read: read it again from the same cursor
         return page
 
-    # -- compaction ------------------------------------------------------
     def compact(self) -> int:
         """Merge runs of small sealed segments (each under a quarter of `segment_rows`, at least
         `compact_min_files` of them in a row, nothing unsealed between them) into one, up to

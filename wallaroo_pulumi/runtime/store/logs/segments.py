@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,15 +36,17 @@ class Segment:
 ROW_GROUP_ROWS = 16_384
 """Rows per Parquet row group: the unit a page reads, so a page holds at most its rows plus one group."""
 PARTS_KEY = b"wallaroo.parts"
+_NAME = re.compile(r"^([0-9]+)\.(?:([0-9a-f]+)\.)?([a-z]+)$")  # <seq>[.<tag>].<suffix>
 
 
 Segments = list[tuple[Segment, pa.Table | None]]
 """Segments by number, each with its table when it was read already (None: read it when needed)."""
 
 
-def segment_path(directory: Path, seq: int, suffix: str) -> Path:
-    """`<directory>/<seq, 12 digits>.<suffix>`: `arrows` (being written), `parquet` (sealed), `pruned` (marker)."""
-    return directory / f"{seq:012d}.{suffix}"
+def segment_path(directory: Path, seq: int, suffix: str, tag: str | None = None) -> Path:
+    """`<directory>/<seq, 12 digits>[.<tag>].<suffix>`: `arrows` (being written), `parquet` (sealed),
+    `pruned` (marker); a `tag` (hex) names a segment stored once under that tag (`PipelineLog.append_once`)."""
+    return directory / (f"{seq:012d}.{tag}.{suffix}" if tag else f"{seq:012d}.{suffix}")
 
 
 def mark_pruned(directory: Path, seq: int) -> None:
@@ -56,8 +59,14 @@ def mark_pruned(directory: Path, seq: int) -> None:
 
 
 def seq_of(name: str, suffixes: tuple[str, ...] = ("arrows", "parquet")) -> int | None:
-    stem, _, suffix = name.partition(".")
-    return int(stem) if suffix in suffixes and stem.isdigit() else None
+    match = _NAME.match(name)
+    return int(match.group(1)) if match and match.group(3) in suffixes else None
+
+
+def tag_of(name: str) -> str | None:
+    """The tag of a sealed segment stored once (None: an ordinary segment)."""
+    match = _NAME.match(name)
+    return match.group(2) if match and match.group(3) == "parquet" else None
 
 
 def read_stream_file(path: Path) -> pa.Table | None:
@@ -114,10 +123,11 @@ def create_stream(directory: Path, next_seq: Callable[[], int]) -> tuple[int, Pa
         tmp.unlink(missing_ok=True)
 
 
-def write_parquet(directory: Path, seq: int, table: pa.Table, parts: list[tuple[int, int]] | None = None) -> Path:
+def write_parquet(directory: Path, seq: int, table: pa.Table, parts: list[tuple[int, int]] | None = None,
+                  tag: str | None = None) -> Path:
     """Seal rows as segment `seq` (temp file + fsync + rename), in row groups of `ROW_GROUP_ROWS`
     rows (whatever batches they were appended in); `parts`: the segments merged into it."""
-    final = segment_path(directory, seq, "parquet")
+    final = segment_path(directory, seq, "parquet", tag)
     tmp = directory / f"{seq:012d}.{uuid.uuid4().hex}.tmp"
     table = table.replace_schema_metadata({PARTS_KEY: json.dumps(parts).encode()} if parts else None)
     with open(tmp, "wb") as f:

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from wallaroo_pulumi.runtime.store.db import Database, IntegrityError
 from wallaroo_pulumi.runtime.store.logs.query import LogPage, Order, ParquetSource, Source, decode_cursor, read_page
 from wallaroo_pulumi.runtime.store.logs.segments import ROW_GROUP_ROWS, Segment
-from wallaroo_pulumi.runtime.store.logs.store import LogStore
+from wallaroo_pulumi.runtime.store.logs.store import LogStore, once_tag
 from wallaroo_pulumi.runtime.store.logs.time_column import TIME_TYPE, bounds, normalize, to_ms
 from wallaroo_pulumi.runtime.store.object_store import ObjectStore
 
@@ -76,19 +76,28 @@ class SharedLogStore(LogStore):
         self._log(pipeline)  # checks the name
         self.publish(pipeline, f"{self.writer}-d{uuid.uuid4().hex}", normalize(table))
 
-    def publish(self, pipeline: str, name: str, table: pa.Table) -> None:
-        """Rows as the object `logs/<pipeline>/<name>.parquet`, then in the index (once, whatever the retries)."""
+    def append_once(self, pipeline: str, key: str, table: pa.Table) -> bool:
+        """In the bucket and the index once per `key`: the object is named by the key's hash, and the
+        index takes each object once (a resend rewrites the same object, then finds it indexed)."""
+        self._log(pipeline)  # checks the name
+        return table.num_rows == 0 or self.publish(pipeline, f"once-{once_tag(key)}", normalize(table))
+
+    def publish(self, pipeline: str, name: str, table: pa.Table) -> bool:
+        """Rows as the object `logs/<pipeline>/<name>.parquet`, then in the index (once, whatever the
+        retries); False when the index had it already."""
         key = f"logs/{pipeline}/{name}.parquet"
         with self.bucket.fs.open_output_stream(self.bucket.path(key)) as out:
             pq.write_table(table, out, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         tmin, tmax = bounds(table)
         try:
             with self.db.tx() as c:
-                if c.execute("SELECT 1 FROM log_segments WHERE key = ?", (key,)).fetchone() is None:
-                    c.execute("INSERT INTO log_segments (pipeline, key, rows, tmin, tmax, created_at) VALUES (?,?,?,?,?,?)",
-                              (pipeline, key, table.num_rows, tmin, tmax, time.time()))
+                if c.execute("SELECT 1 FROM log_segments WHERE key = ?", (key,)).fetchone() is not None:
+                    return False
+                c.execute("INSERT INTO log_segments (pipeline, key, rows, tmin, tmax, created_at) VALUES (?,?,?,?,?,?)",
+                          (pipeline, key, table.num_rows, tmin, tmax, time.time()))
         except IntegrityError:  # recorded already (a restart shipping again)
-            pass
+            return False
+        return True
 
     def ship(self, only: str | None = None) -> int:
         """Move every sealed local segment (of pipeline `only`, or of all) to the bucket and the index;

@@ -5,6 +5,8 @@ in the background."""
 from __future__ import annotations
 
 import collections
+import fcntl
+import hashlib
 import itertools
 import logging
 import re
@@ -24,6 +26,11 @@ _SHARED: dict[Path, LogStore] = {}
 _SHARED_LOCK = threading.Lock()
 QUEUE_WAKE_ROWS = 4096  # queued rows that wake the writer before its next round
 logger = logging.getLogger("wallaroo_pulumi.runtime.logstore")
+
+
+def once_tag(key: str) -> str:
+    """What names the rows stored under `key` (`append_once`): its SHA-256, 32 hex digits."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 class LogStore:
@@ -163,6 +170,22 @@ class LogStore:
                 if self._syncer is None:
                     self._syncer = threading.Thread(target=self._sync_loop, name="logstore-fsync", daemon=True)
                     self._syncer.start()
+
+    def append_once(self, pipeline: str, key: str, table: pa.Table) -> bool:
+        """Rows stored exactly once per `key`, however often they are sent and wherever a crash falls:
+        a sealed segment named by the key's hash, renamed in atomically; False when the key's rows are
+        here already. One writer at a time per pipeline (a file lock, across processes too)."""
+        log = self._log(pipeline)
+        if table.num_rows == 0:
+            return True
+        tag = once_tag(key)
+        self.write_queued()  # rows queued before these come first
+        with open(log.dir / "once.lock", "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            if any(log.dir.glob(f"*.{tag}.parquet")):
+                return False
+            log.seal_tagged(normalize(table), tag)
+        return True
 
     def query(
         self,

@@ -1,0 +1,31 @@
+"""A publish's requirements, installed into its image: every requirement line of each step
+pip-installed at the centre (`--target`, confined as at a deploy: a setup.py is the model's code),
+so an edge, which may have no network, installs nothing (D56)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wallaroo_pulumi.runtime.engine.model_files import ModelFiles
+from wallaroo_pulumi.runtime.sidekick.requirements import ensure_requirements, read_requirements
+
+
+def bake_requirements(model_files: ModelFiles, steps: list[dict[str, Any]], work: Path,
+                      progress: Callable[[str], None]) -> dict[str, Path]:
+    """{artifact sha: the folder its requirements were installed into}, for the steps that have any.
+    `work` keeps the installs, so publishing the same model again installs nothing."""
+    baked: dict[str, Path] = {}
+    for step in steps:
+        if step["sha"] in baked:
+            continue
+        model_dir = model_files.unpack(step["sha"])
+        lines = read_requirements(model_dir, step.get("requirements") or [])
+        if not [line for line in lines if not line.startswith("-")]:
+            continue
+        progress(f"installing the requirements of model {step['name']!r} into the image: {lines}")
+        [folder] = ensure_requirements(lines, work, sandbox=model_files.sandbox, cwd=model_dir, every=True,
+                                       what=f"model {step['name']!r}")
+        baked[step["sha"]] = folder
+    return baked
