@@ -172,7 +172,7 @@ class Publishes:
         manifest = {
             "publish_id": publish_id, "pipeline": pipeline["name"], "pipeline_version": version["version"],
             "definition": json.loads(version["definition"]), "engine_config": json.loads(row["engine_config"]),
-            "models": [{"name": s["name"], "version": s["version"], "sha": s["sha"], "model_version_id": s["model_version_id"],
+            "models": [{"name": s["name"], "version": s["version"], "sha": s["sha"], "model_version_id": s["id"],
                         "file_name": rows[s["sha"]]["file_name"] if s["sha"] in rows else f"{s['name']}.zip",
                         "input_schema": rows[s["sha"]]["input_schema"], "output_schema": rows[s["sha"]]["output_schema"],
                         "conversion": json.loads(rows[s["sha"]]["conversion"])} for s in steps],
