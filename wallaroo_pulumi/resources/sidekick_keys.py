@@ -76,3 +76,15 @@ def split_deployment(deployment: Any, models: Sequence[Any]) -> tuple[dict[str, 
             env.append((key, values))
     public["sidekicks"] = keyed(sidekicks)
     return public, keyed(env)
+
+
+def version_keyed(wire: Any) -> Any:
+    """Wallaroo's nested engine_config with each `WallarooModel` images key as '<name>-<model version id>'
+    (a publish holds no step models to fold it by: the runtime keys it by the name where that is the
+    pipeline's only version of the model)."""
+    images = ((wire.get("engineAux") or {}).get("images") or {}) if isinstance(wire, dict) else {}
+    if all(isinstance(k, str) for k in images):
+        return wire
+    pairs = [(k.model_version_id.apply(lambda i, n=k.model_name: engine_config.image_key(n, i)) if _is_resource(k) else k, v)
+             for k, v in images.items()]
+    return {**wire, "engineAux": {**wire["engineAux"], "images": keyed(pairs)}}
