@@ -1,7 +1,8 @@
 """Two versions of one model in a canary split through the real engine, each with its own sidekick
 settings keyed by its `WallarooModel` resource (D47): each running version reports its own env and
 CPU count; a preview after `up` sees no change; changing one version's env restarts only that
-version's sidekick; the env stays out of the state in plaintext."""
+version's sidekick; a new canary version takes the canary's settings; the env stays out of the
+state in plaintext."""
 
 from __future__ import annotations
 
@@ -91,6 +92,16 @@ def test_two_versions_of_one_model_each_run_with_their_own_settings(
     assert {t for t, _, _ in second["stable"]} == {"stable-tag-0123"}
     assert {p for _, _, p in second["stable"]} == {p for _, _, p in first["stable"]}  # the same process
     assert not {p for _, _, p in second["canary"]} & {p for _, _, p in first["canary"]}  # a new one
+
+    # a new canary version (new content, a new model version id): the preview plans it with the id
+    # unknown, and the new version takes the canary's settings; the stable one still runs as it was
+    write_report_model(tmp_path / "canary", "canary, second cut")
+    assert changed(stack.preview())["pipe"] == "update"
+    stack.up()
+    versions["canary"] = stack.outputs()["canary_version"]
+    third = reports(api, versions)
+    assert {(t, c) for t, c, _ in third["canary"]} == {("canary-tag-89ab", cores)}
+    assert {(t, c, p) for t, c, p in third["stable"]} == second["stable"]
 
     stack.destroy()
     assert not api.list_pipelines()
