@@ -37,3 +37,10 @@ def test_a_model_and_its_name_are_one_key_while_it_has_one_version() -> None:
     built = DeploymentConfigBuilder().sidekick_cpus(llm, 2).sidekick_cpus("llm", 1).build()
     with pytest.raises(ValueError, match="sidekicks.llm: configured twice"):
         split_deployment(built, [llm])
+
+
+def test_a_model_name_still_configures_every_version_of_it() -> None:
+    stable, canary = Model("scorer"), Model("scorer")  # two resources of one name: two versions
+    built = DeploymentConfigBuilder().sidekick_env("scorer", {"KEY": "k"}).sidekick_cpus("scorer", 2).build()
+    public, env = split_deployment(built, [stable, canary])
+    assert (public["sidekicks"], env) == ({"scorer": {"cpus": 2}}, {"scorer": {"KEY": "k"}})
