@@ -25,17 +25,14 @@ def test_bad_memory_quantity_says_what_is_expected(text: str) -> None:
 
 
 def test_builder_builds_the_sdk_nested_engine_config() -> None:
-    class Model:  # what the builder reads from a WallarooModel
-        model_name = "llm"
-
     class SdkModelVersion:  # the Wallaroo SDK's ModelVersion: uid() is '<name>-<model version id>'
         def uid(self) -> str:
             return "validator-7"
 
     built = (DeploymentConfigBuilder().cpus(2).memory("2Gi").gpus(0)
              .replica_autoscale_min_max(maximum=4, minimum=1).autoscale_cpu_utilization(60)
-             .sidekick_cpus(Model(), 1).sidekick_memory(Model(), "1Gi").sidekick_gpus(SdkModelVersion(), 1)
-             .sidekick_env(Model(), {"OPENAI_API_KEY": "sk-x"}).sidekick_max_batch_rows(Model(), 16).build())
+             .sidekick_cpus("llm", 1).sidekick_memory("llm", "1Gi").sidekick_gpus(SdkModelVersion(), 1)
+             .sidekick_env("llm", {"OPENAI_API_KEY": "sk-x"}).sidekick_max_batch_rows("llm", 16).build())
     assert built["engine"] == {
         "cpu": 2, "gpu": 0, "autoscale": {"replica_min": 1, "replica_max": 4, "type": "cpu", "cpu_utilization": 60},
         "resources": {"limits": {"cpu": 2, "memory": "2Gi", "nvidia.com/gpu": 0},
@@ -178,3 +175,15 @@ def test_two_versions_of_one_model_each_take_their_own_sidekick_key() -> None:
     assert engine_config.versions_named(read, ["llm"]) == {"llm": {3, 4}}
     assert set(our_config(read, ["llm"])["sidekicks"]) == {"llm-3", "llm-4"}
 
+
+
+def test_settings_for_one_of_two_versions_read_back_as_that_version_s() -> None:
+    """A pipeline holding two versions of `llm` (its name twice among the step refs) with settings for
+    one of them: read back, the key still names that version, not every version of the model."""
+    read = {"engineAux": {"images": {"llm-4": {"env": [{"name": "V", "value": "[secret]"}]}}}}
+    assert set(our_config(read, ["llm", "llm"])["sidekicks"]) == {"llm-4"}
+    assert set(our_config(read, ["llm"])["sidekicks"]) == {"llm"}  # one version: the model's, as before
+    # the runtime writes a bare name of a model with several versions as it is (it configures them all)
+    key_of = engine_config.key_of_steps([{"name": "llm", "model_version_id": 3}, {"name": "llm", "model_version_id": 4},
+                                         {"name": "validator", "model_version_id": 7}])
+    assert [key_of(k) for k in ("llm", "llm-4", "validator")] == ["llm", "llm-4", "validator-7"]

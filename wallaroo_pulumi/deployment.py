@@ -188,8 +188,10 @@ class DeploymentConfigBuilder:
     nested `engine_config` (engine, enginelb, engineAux.images, D33).
 
     Sidekick methods take the model first, as the SDK does: an SDK `ModelVersion` (its `uid()`),
-    our client's `ModelVersion` ('<name>-<id>'), a `WallarooModel` (its name; the pipeline maps it
-    to '<name>-<model version id>' when it deploys) or a str. Values may be Pulumi Outputs.
+    our client's `ModelVersion` ('<name>-<id>'), a `WallarooModel` or a str (a model name: every
+    version of it in the pipeline). A `WallarooModel` stays the key in `build()`'s images: its
+    `WallarooPipeline` keys it by its name, or by '<name>-<model version id>' where the steps hold
+    another version of that model, so two versions each get their own (D47). Values may be Pulumi Outputs.
     """
 
     def __init__(self, workspace_id: int | None = None) -> None:
@@ -296,9 +298,9 @@ class DeploymentConfigBuilder:
             key = model.uid()
         elif isinstance(getattr(model, "id", None), int) and isinstance(getattr(model, "name", None), str):
             key = f"{model.name}-{model.id}"  # our client's ModelVersion
+        elif isinstance(model, str) or isinstance(getattr(model, "model_name", None), str):
+            key = model  # a WallarooModel stays the key: the pipeline maps it to its version (D47)
         else:
-            key = model if isinstance(model, str) else getattr(model, "model_name", None)
-        if not isinstance(key, str):
             raise TypeError("sidekick settings need a model: a WallarooModel, a ModelVersion or a model name (str)")
         return self._config["engineAux"]["images"].setdefault(key, {})
 

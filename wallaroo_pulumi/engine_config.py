@@ -66,10 +66,22 @@ def image_key(model_name: str, model_version_id: int) -> str:
     return f"{model_name}-{model_version_id}"
 
 
+def key_of_steps(steps: Collection[Mapping[str, Any]]) -> Callable[[str], str]:
+    """A `sidekicks` key's images key, given the pipeline's steps ({name, model_version_id}): a model's
+    name becomes '<name>-<model version id>' where it has one version there; the bare name of a model
+    with several versions (it configures them all) and a '<name>-<id>' key stay as they are."""
+    ids: dict[str, set[int]] = {}
+    for step in steps:
+        if step.get("model_version_id") is not None:
+            ids.setdefault(step["name"], set()).add(step["model_version_id"])
+    return lambda name: image_key(name, next(iter(ids[name]))) if len(ids.get(name, ())) == 1 else name
+
+
 def model_resolver(step_names: list[str], versions: Mapping[str, Collection[int]] | None = None) -> Callable[[str], str]:
     """Maps an images key to its `sidekicks` key: the step's model name (the name itself, or
     '<name>-<model version id>'), or, where the pipeline holds several versions of that model
-    (`versions`: model name -> its version ids), '<name>-<id>' of one of them: that version only."""
+    (`versions`: model name -> its version ids; or the name more than once in `step_names`),
+    '<name>-<id>' of one of them: that version only (D47)."""
     names = set(step_names)
 
     def model_of(key: str) -> str:
@@ -78,7 +90,8 @@ def model_resolver(step_names: list[str], versions: Mapping[str, Collection[int]
         for name in sorted(names, key=len, reverse=True):
             if re.fullmatch(re.escape(name) + r"-\d+", key):
                 ids = set((versions or {}).get(name, ()))
-                return key if len(ids) > 1 and int(key[len(name) + 1:]) in ids else name
+                several = len(ids) > 1 or step_names.count(name) > 1
+                return key if several and int(key[len(name) + 1:]) in ids else name
         raise EngineConfigError(
             f"engineAux.images.{key}: not a model of this pipeline; expected '<model>-<model version id>' "
             f"of one of its steps ({', '.join(sorted(names)) or 'none'})"

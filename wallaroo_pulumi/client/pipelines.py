@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydantic
-
-if TYPE_CHECKING:  # pandas costs ~0.25 s to import: only the methods that return frames load it,
-    pass  # not every Pulumi provider process and program that merely connects
 
 from wallaroo_pulumi import engine_config as ec
 from wallaroo_pulumi.client import wire
@@ -146,7 +144,8 @@ class PipelinesAPI(ClientArea):
     def _image_keys(self, names: list[str], pipeline_name: str, version_pk_id: int | None,
                     models: Sequence[ModelRef | ModelVersion | dict[str, Any]] | None) -> dict[str, str]:
         """'<model>-<model version id>' of each named model: from `models`, else the version's steps;
-        the bare name of a model the version holds several versions of (D47)."""
+        the bare name of a model the version holds several versions of, and a key already
+        '<model>-<model version id>' as it is (D47)."""
         if not names:
             return {}
         refs = [step_dict(m) for m in models or ()]
@@ -155,7 +154,9 @@ class PipelinesAPI(ClientArea):
                 version_pk_id = self.get_pipeline(pipeline_name).pipeline_version_pk_id
             found = self._graphql(wire.VERSION_DEFINITION_QUERY, {"id": version_pk_id}, f"pipeline version {version_pk_id}")
             refs = wire.model_refs((found["pipeline_version_by_pk"] or {}).get("definition"))
-        keys = {}
+        ref_names = {r["name"] for r in refs}
+        keys = {n: n for n in names if n not in ref_names  # '<model>-<model version id>': that version's own
+                and any(re.fullmatch(re.escape(r) + r"-\d+", n) for r in ref_names)}
         several = {n for n in names if sum(r["name"] == n for r in refs) > 1}  # versions of one model: its name
         keys.update({n: n for n in several})  # keys them all (a '<model>-<id>' key would configure that version only)
         for ref in refs:

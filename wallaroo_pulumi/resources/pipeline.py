@@ -18,6 +18,7 @@ from ..guardrails import Guardrails
 from . import _base
 from .connection import Connection, resolve
 from .progress import report
+from .sidekick_keys import split_deployment
 from .steps import STEP_KINDS, definition_steps, models_of, refs_in
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -77,11 +78,11 @@ class PipelineInputs(BaseModel):
     @model_validator(mode="after")
     def _sidekicks_name_steps(self) -> PipelineInputs:
         names = {r["name"] for r in model_refs(self.steps)}
-        for model in self.deployment.sidekicks:
-            if model not in names:
+        for key in self.deployment.sidekicks:
+            if key not in names and not any(re.fullmatch(re.escape(n) + r"-\d+", key) for n in names):
                 raise ValueError(
-                    f"deployment.sidekicks names model {model!r}, which is not a step of this pipeline "
-                    f"(steps: {', '.join(sorted(names))})"
+                    f"deployment.sidekicks names model {key!r}, which is not a step of this pipeline; expected a "
+                    f"step's model name or '<name>-<model version id>' (steps: {', '.join(sorted(names))})"
                 )
         return self
 
@@ -315,28 +316,6 @@ def inference_url(url: str, name: str, deployment_id: Any) -> str:
     return f"{url.rstrip('/')}/v1/api/pipelines/infer/{name}-{deployment_id}/{name}"
 
 
-def _model_key(model: Any) -> str:
-    return model if isinstance(model, str) else model.model_name
-
-
-def split_deployment(deployment: Any, step_names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(settings without env, {model: env}) in our flat form keyed by model name: only the env becomes
-    secret. `deployment` is Wallaroo's nested engine_config (what `DeploymentConfigBuilder().build()`
-    returns, sidekicks keyed by model or '<model>-<model version id>') or our `DeploymentConfig`."""
-    if isinstance(deployment, DeploymentConfig):
-        deployment = deployment.model_dump(exclude_defaults=True)
-    elif engine_config.is_engine_config(deployment):
-        deployment = engine_config.to_flat(deployment, engine_config.model_resolver(step_names))
-    public = dict(deployment or {})
-    sidekicks, env = {}, {}
-    for model, cfg in (public.pop("sidekicks", None) or {}).items():
-        cfg = dict(cfg)
-        env[_model_key(model)] = cfg.pop("env", None) or {}
-        sidekicks[_model_key(model)] = cfg
-    public["sidekicks"] = sidekicks
-    return public, {k: v for k, v in env.items() if v}
-
-
 class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
     """Steps in order plus their deployment. A step is a `WallarooModel` (or {name, version, sha}),
     or a rollout step: `RandomSplit({stable: 90, canary: 10}, hash_key="user_id")`,
@@ -376,10 +355,11 @@ class WallarooPipeline(Resource, module="wallaroo", name="Pipeline"):
     ) -> None:
         self.pipeline_name = name or resource_name
         try:
-            public, env = split_deployment(deployment, [_model_key(m) if not isinstance(m, dict) else m["name"]
-                                                        for m in models_of(steps)])
+            public, env = split_deployment(deployment, models_of(steps))
         except engine_config.EngineConfigError as exc:
             raise ValueError(f"WallarooPipeline {resource_name}: deployment.{exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"WallarooPipeline {resource_name}: deployment: {exc}") from None
         url, token = resolve(connection)
         props = {
             "name": self.pipeline_name,

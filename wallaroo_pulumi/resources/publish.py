@@ -14,6 +14,7 @@ from ..client import NotFoundError
 from . import _base
 from .connection import Connection, resolve
 from .progress import report
+from .sidekick_keys import version_keyed
 
 
 class PublishInputs(BaseModel):
@@ -121,7 +122,7 @@ class WallarooPublish(Resource, module="wallaroo", name="Publish"):
         url, token = resolve(connection)
         props = {
             "pipeline_version_pk_id": pipeline.pipeline_version_pk_id if pipeline is not None else pipeline_version_pk_id,
-            "engine_config": engine_config, "timeout_s": timeout_s, "url": url, "token": token,
+            "engine_config": version_keyed(engine_config), "timeout_s": timeout_s, "url": url, "token": token,
             **{k: None for k in OUTPUT_KEYS},
         }
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["token"]))

@@ -164,9 +164,8 @@ class Deployments:
         """A deployment's engine_config in Wallaroo's nested form, env values hidden."""
         config = DeploymentConfig.model_validate(json.loads(dep["engine_config"]))
         version = self.pipelines.version(dep["pipeline_version_id"])
-        ids = {s["name"]: s["model_version_id"] for s in self.pipelines.step_views(version)}
         wire_config = engine_config.from_config(
-            config, lambda name: name if ids.get(name) is None else engine_config.image_key(name, ids[name]))
+            config, engine_config.key_of_steps(self.pipelines.step_views(version)))
         return engine_config.redacted(wire_config)
 
     def item(self, p: dict[str, Any]) -> dict[str, Any]:

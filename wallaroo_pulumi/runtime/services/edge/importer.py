@@ -57,6 +57,14 @@ def local_refs(value: Any, ids: dict[tuple[str, str], int]) -> Any:
     return value
 
 
+def local_keys(config: DeploymentConfig, models: list[dict[str, Any]], ids: dict[tuple[str, str], int]) -> DeploymentConfig:
+    """The config with each per-version sidekick key ('<name>-<version id at the centre>') naming
+    the version registered here, so two versions of one model keep their own settings (D47)."""
+    here = {engine_config.image_key(m["name"], m["model_version_id"]): engine_config.image_key(m["name"], ids[(m["name"], m["sha"])])
+            for m in models if m.get("model_version_id") is not None}
+    return config.model_copy(update={"sidekicks": {here.get(k, k): v for k, v in config.sidekicks.items()}})
+
+
 async def import_publish(manifest: dict[str, Any], publish_dir: Path, registry: Registry, artifacts: ArtifactStore,
                          pipelines: Pipelines, deployments: Deployments, max_upload_bytes: int) -> int:
     """Register, create and deploy the published pipeline here; its deployment id."""
@@ -76,7 +84,7 @@ async def import_publish(manifest: dict[str, Any], publish_dir: Path, registry: 
     # named as at the centre, so the rows it logs carry the published version's name
     pipelines.rename_version(created["pipeline_variant_pk_id"], manifest["pipeline_version"])
     pipeline = pipelines.find(created["pipeline_pk_id"])
-    wire = engine_config.from_config(config, lambda name: name)
+    wire = engine_config.from_config(local_keys(config, manifest["models"], ids), lambda name: name)
     dep_id = await deployments.deploy(pipeline, created["pipeline_variant_pk_id"], wire)
     log.info("edge: pipeline %s (published version %s, publish %s) deployed here as %s-%d", manifest["pipeline"],
              manifest["pipeline_version"], manifest["publish_id"], manifest["pipeline"], dep_id)

@@ -23,7 +23,7 @@ from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.core.errors import BadRequest, Conflict, NotFound, WallarooError
 from wallaroo_pulumi.runtime.core.secrets import SecretBox
 from wallaroo_pulumi.runtime.engine.model_files import ModelFiles
-from wallaroo_pulumi.runtime.services.pipelines import Pipelines, step_refs
+from wallaroo_pulumi.runtime.services.pipelines import Pipelines
 from wallaroo_pulumi.runtime.services.publish.bundle import EdgeBundle
 from wallaroo_pulumi.runtime.services.publish.chart import build_chart, push_chart
 from wallaroo_pulumi.runtime.services.publish.deps import bake_requirements
@@ -100,7 +100,7 @@ class Publishes:
             raise BadRequest(f"model_config_ids: {sorted(model_config_ids)} are not the model configs of version "
                              f"{version['version']} ({wanted})")
         try:
-            config = engine_config.parse(wire_config or {}, [r["name"] for r in step_refs(json.loads(version["definition"]))])
+            config = engine_config.parse(wire_config or {}, [s["name"] for s in steps], versions_of(steps))
         except engine_config.EngineConfigError as exc:
             raise BadRequest(f"engine_config.{exc}") from None
         for old in replaces:
@@ -187,7 +187,7 @@ class Publishes:
         manifest = {
             "publish_id": publish_id, "pipeline": pipeline["name"], "pipeline_version": version["version"],
             "definition": json.loads(version["definition"]), "engine_config": json.loads(row["engine_config"]),
-            "models": [{"name": s["name"], "version": s["version"], "sha": s["sha"],
+            "models": [{"name": s["name"], "version": s["version"], "sha": s["sha"], "model_version_id": s["id"],
                         "file_name": rows[s["sha"]]["file_name"] if s["sha"] in rows else f"{s['name']}.zip",
                         "input_schema": rows[s["sha"]]["input_schema"], "output_schema": rows[s["sha"]]["output_schema"],
                         "conversion": json.loads(rows[s["sha"]]["conversion"])} for s in steps],
@@ -253,9 +253,8 @@ class Publishes:
         pipeline = self.db.one("SELECT * FROM pipelines WHERE id = ?", (row["pipeline_id"],))
         workspace = self.db.one("SELECT * FROM workspaces WHERE id = ?", (row["workspace_id"],))
         config = DeploymentConfig.model_validate(json.loads(row["engine_config"]))
-        ids = {s["name"]: s["model_version_id"] for s in self.pipelines.step_views(version)}
         wire = engine_config.redacted(engine_config.from_config(
-            config, lambda name: name if ids.get(name) is None else engine_config.image_key(name, ids[name])))
+            config, engine_config.key_of_steps(self.pipelines.step_views(version))))
         replaced = []
         for old in json.loads(row["replaces"]):
             old_row = self.db.one("SELECT * FROM publishes WHERE id = ?", (old,))
@@ -349,3 +348,11 @@ class Publishes:
     def list_edges(self, publish_id: int) -> dict[str, Any]:
         self.row(publish_id, "publish_id")
         return {"edges": [self._edge(e) for e in self._edge_rows(publish_id)]}
+
+
+def versions_of(steps: list[dict[str, Any]]) -> dict[str, set[int]]:
+    """model name -> its version ids among `steps`: a '<name>-<id>' sidekick key keeps that version's own settings."""
+    out: dict[str, set[int]] = {}
+    for step in steps:
+        out.setdefault(step["name"], set()).add(step["model_version_id"])
+    return out
