@@ -1,6 +1,6 @@
 """`PipelineLog`: one pipeline's segment log. It appends to an active stream segment, rotates it
 (by rows, bytes or age), seals closed segments into Parquet, compacts small sealed ones, recovers
-orphans, indexes peers' segments and prunes old ones."""
+orphans, indexes peers' segments (found by `peers.py`) and prunes old ones."""
 
 from __future__ import annotations
 
@@ -13,17 +13,16 @@ from contextlib import suppress
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from wallaroo_pulumi.runtime.store.fsync import fsync_dir
 from wallaroo_pulumi.runtime.store.logs.compaction import merge_run, runs_to_merge
+from wallaroo_pulumi.runtime.store.logs.peers import read_sealed, scan_peers
 from wallaroo_pulumi.runtime.store.logs.query import LogPage, Order, ParquetSource, Source, decode_cursor, read_page
 from wallaroo_pulumi.runtime.store.logs.segments import (
     Segment,
     Segments,
     create_stream,
     mark_pruned,
-    parts_of,
     read_stream_file,
     seal_orphan,
     segment_path,
@@ -77,26 +76,18 @@ class PipelineLog:
                     tmp.unlink()
         for stream in sorted(self.dir.glob("*.arrows")):
             seal_orphan(self.dir, stream)
-        for path in sorted(self.dir.glob("*.parquet")):
-            self._add_sealed(path)
+        self._index([seg for seg in map(read_sealed, sorted(self.dir.glob("*.parquet"))) if seg is not None])
 
-    def _add_sealed(self, path: Path) -> None:
-        """Index one Parquet segment (ours or a peer's; sealed files never change)."""
-        seq = seq_of(path.name)
-        if seq is None or any(s.seq == seq for s in self.sealed):
-            return
-        try:
-            st = path.stat()
-            meta = pq.read_metadata(path)
-            tmin = tmax = None
-            if meta.num_rows:
-                tmin, tmax = bounds(pq.read_table(path, columns=["time"]))
-            schema = meta.schema.to_arrow_schema().remove_metadata()
-        except (OSError, pa.ArrowInvalid):
-            return  # being replaced (tmp + rename) or removed: the next listing sees it
-        self.sealed.append(Segment(seq, path, meta.num_rows, tmin, tmax, schema, parts=parts_of(meta),
-                                   stamp=(st.st_ino, st.st_size)))
-        self.sealed.sort(key=lambda s: s.seq)
+    def _index(self, found: list[Segment], drop: frozenset[int] | set[int] = frozenset()) -> None:
+        """Drop the sealed segments numbered in `drop`, then add those in `found` not indexed yet."""
+        with self.lock:
+            self.sealed = [s for s in self.sealed if s.seq not in drop]
+            held = {s.seq for s in self.sealed}
+            for seg in found:
+                if seg.seq not in held:
+                    self.sealed.append(seg)
+                    held.add(seg.seq)
+            self.sealed.sort(key=lambda s: s.seq)
 
     def _next_seq(self) -> int:
         # `.pruned`: the number of the newest segment log retention deleted, so numbers never restart
@@ -266,50 +257,15 @@ class PipelineLog:
         """What peers wrote since we last looked: new sealed segments (indexed once; again when
         compaction rewrote the file), and their active stream segments (sealed here if their
         writer died; read now unless `read_live` is False, for callers that only need the index)."""
-        live: Segments = []
         with self.lock:
             sealed = {s.seq: s for s in self.sealed}
             ours = set(sealed) | {s.seq for s in self.closed}
             if self.active_seq is not None:
                 ours.add(self.active_seq)
-        names = sorted(os.listdir(self.dir))
-        parquet = {seq for seq in (seq_of(n) for n in names if n.endswith(".parquet")) if seq is not None}
-        gone = [seq for seq in sealed if seq not in parquet]
-        if gone:  # pruned or merged by another process
-            with self.lock:
-                self.sealed = [s for s in self.sealed if s.seq not in gone]
-        for name in names:
-            seq = seq_of(name)
-            if seq is None:
-                continue
-            path = self.dir / name
-            if seq in ours:
-                seg = sealed.get(seq)
-                if seg is not None and name.endswith(".parquet"):
-                    try:
-                        st = path.stat()
-                    except OSError:
-                        continue
-                    if seg.stamp is not None and seg.stamp != (st.st_ino, st.st_size):  # compacted elsewhere
-                        with self.lock:
-                            self.sealed = [s for s in self.sealed if s.seq != seq]
-                            self._add_sealed(path)
-                continue
-            if name.endswith(".parquet"):
-                with self.lock:
-                    self._add_sealed(path)
-            elif seq not in parquet:
-                if seal_orphan(self.dir, path):
-                    with self.lock:
-                        self._add_sealed(segment_path(self.dir, seq, "parquet"))
-                    continue
-                if not read_live:
-                    continue
-                table = read_stream_file(path)
-                if table is not None and table.num_rows:
-                    tmin, tmax = bounds(table)
-                    live.append((Segment(seq, path, table.num_rows, tmin, tmax, table.schema), table))
-        return live
+        scan = scan_peers(self.dir, sealed, ours, read_live)
+        if scan.drop or scan.found:
+            self._index(scan.found, scan.drop)
+        return scan.live
 
     def _segments(self) -> Segments:
         """Sealed segments (read lazily, by row group), closed and active ones of ours (in memory)
