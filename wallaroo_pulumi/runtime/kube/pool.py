@@ -5,7 +5,7 @@ Ready one (`RemoteSidekick`), sends each request to the least busy linked replic
 lost one on another, sets the Deployment's replicas from its replicas' busy time (scaling to
 zero after an idle time when allowed, and back when a request comes, which waits with a bound),
 and deletes its objects when stopped. A pod that cannot run says why (the scheduler's reason)
-in the status rows."""
+in the status rows. Its pods and their links are kept by `LinkedReplicas` (replicas.py)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from lightkube.resources.core_v1 import Pod, Secret, ServiceAccount
 from lightkube.types import CascadeType
 
 from wallaroo_pulumi.runtime.kube.client import KubeContext
-from wallaroo_pulumi.runtime.kube.objects import LINK_PORT, TOKEN_KEY, StepObjects
-from wallaroo_pulumi.runtime.kube.pod_status import ENDED, pod_ended, pod_exit, pod_problem, pod_ready
+from wallaroo_pulumi.runtime.kube.objects import TOKEN_KEY, StepObjects
+from wallaroo_pulumi.runtime.kube.replicas import LinkedReplicas
 from wallaroo_pulumi.runtime.kube.settings import KubeScale
 from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler
 from wallaroo_pulumi.runtime.sidekick.errors import SidekickCrashedError, SidekickError, SidekickLoadError
@@ -50,13 +50,8 @@ class KubeStepPool:
         # sampled at the monitor's period, so a queue-depth window spans autoscaling_window seconds
         self.policy = dataclasses.replace(scale.policy(), interval_s=ctx.interval_s) if scale is not None else None
         self._desired = replicas if scale is None else min(max(replicas, scale.minimum, 1), scale.policy().maximum)
-        self._token = ""
-        self._remotes: dict[str, RemoteSidekick] = {}
-        self._connecting: dict[str, asyncio.Task[None]] = {}
-        self._pods: dict[str, Pod] = {}
-        self._inflight: dict[str, int] = {}
-        self._lost = 0  # replicas whose pod went away while linked
         self._changed = asyncio.Event()
+        self._replicas = LinkedReplicas(ctx, objects, bundle, self._changed)
         self._tasks: list[asyncio.Task[None]] = []
         self._last_request = time.monotonic()
         self._requests = 0  # requests in this pool now, those waiting for a replica included
@@ -66,7 +61,7 @@ class KubeStepPool:
     # -- what the engine reads ---------------------------------------------------------
     @property
     def sidekicks(self) -> list[RemoteSidekick]:
-        return list(self._remotes.values())
+        return list(self._replicas.remotes.values())
 
     @property
     def replicas(self) -> int:
@@ -74,15 +69,11 @@ class KubeStepPool:
 
     @property
     def restarts(self) -> int:
-        return self._lost + sum(r.restarts for r in self._remotes.values())
+        return self._replicas.restarts
 
     def why(self) -> str:
         """Why replicas are missing, from the pods (or that there are none yet)."""
-        problems = [p for p in (pod_problem(pod) for pod in self._pods.values()) if p]
-        problems += [r.last_error for r in self._remotes.values() if r.state == "failed" and r.last_error]
-        if not problems:
-            return f"no pod of Deployment {self.ctx.namespace}/{self.name} is Ready and linked yet"
-        return "; ".join(dict.fromkeys(problems))
+        return self._replicas.why()
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,13 +96,14 @@ class KubeStepPool:
 
     async def _apply(self) -> None:
         client, ns = self.ctx.client, self.ctx.namespace
+        token = ""
         try:
             existing = await client.get(Secret, self.name, namespace=ns)
-            self._token = base64.b64decode((existing.data or {}).get(TOKEN_KEY, "")).decode()
+            token = base64.b64decode((existing.data or {}).get(TOKEN_KEY, "")).decode()
         except ApiError as exc:
             if exc.status.code != 404:
                 raise
-        self._token = self._token or secrets.token_urlsafe(32)
+        token = self._replicas.token = token or secrets.token_urlsafe(32)
         if self.scale is not None and self.policy is not None:  # adopted: keep the replicas it was scaled to
             try:
                 current = await client.get(Deployment, self.name, namespace=ns)
@@ -122,13 +114,13 @@ class KubeStepPool:
                     raise
         owners = [self.ctx.owner.reference()] if self.ctx.owner is not None else []
         await client.apply(ServiceAccount.from_dict(self.objects.service_account(owners)), force=True)
-        await client.apply(Secret.from_dict(self.objects.secret(self._token, owners)), force=True)
+        await client.apply(Secret.from_dict(self.objects.secret(token, owners)), force=True)
         dep = await client.apply(Deployment.from_dict(self.objects.deployment(self._desired, owners)), force=True)
         # the Secret and the ServiceAccount go with the Deployment
         mine = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": self.name, "uid": dep.metadata.uid,
                  "blockOwnerDeletion": True}]
         await client.apply(ServiceAccount.from_dict(self.objects.service_account(mine)), force=True)
-        await client.apply(Secret.from_dict(self.objects.secret(self._token, mine)), force=True)
+        await client.apply(Secret.from_dict(self.objects.secret(token, mine)), force=True)
         log.info("step %s: Deployment %s/%s applied (%d replicas)", self.spec.step_name, self.ctx.namespace,
                  self.name, self._desired)
 
@@ -144,13 +136,13 @@ class KubeStepPool:
         while self._requests and loop.time() < deadline:
             await asyncio.sleep(0.05)
         self._stopped = True
-        tasks = self._tasks + list(self._connecting.values())
+        tasks = self._tasks + list(self._replicas.connecting.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await asyncio.gather(*(r.stop() for r in self._remotes.values()), return_exceptions=True)
+        await asyncio.gather(*(r.stop() for r in self._replicas.remotes.values()), return_exceptions=True)
         if self.ctx.keep_objects:
             return
         client, ns = self.ctx.client, self.ctx.namespace
@@ -166,10 +158,10 @@ class KubeStepPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
-            ready = sum(r.state == "ready" for r in self._remotes.values())
+            ready = len(self._replicas.ready())
             if ready >= wanted:
                 return
-            failed = next((r for r in self._remotes.values() if r.load_failed), None)
+            failed = next((r for r in self._replicas.remotes.values() if r.load_failed), None)
             if failed is not None:
                 raise SidekickLoadError(failed.last_error or f"model {self.spec.step_name!r} failed to load",
                                         step_name=self.spec.step_name)
@@ -191,7 +183,7 @@ class KubeStepPool:
         while True:
             try:
                 async for op, pod in client.watch(Pod, namespace=ns, labels=self.objects.selector):
-                    self._on_pod(op, pod)
+                    self._replicas.on_pod(op, pod)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the API server restarted, a timeout: watch again
@@ -209,72 +201,16 @@ class KubeStepPool:
         await self._refresh_replicas()
         pods = [p async for p in self.ctx.client.list(Pod, namespace=self.ctx.namespace, labels=self.objects.selector)]
         names = {p.metadata.name for p in pods}
-        for name in [n for n in self._remotes if n not in names]:
-            self._drop(name)
+        for name in [n for n in self._replicas.remotes if n not in names]:
+            self._replicas.drop(name)
         for pod in pods:
-            self._on_pod("MODIFIED", pod)
-
-    def _on_pod(self, op: str, pod: Pod) -> None:
-        name = pod.metadata.name
-        if op == "DELETED" or pod.metadata.deletionTimestamp is not None:
-            self._drop(name)
-            return
-        self._pods[name] = pod
-        ip = pod.status.podIP if pod.status is not None else None
-        remote = self._remotes.get(name)
-        if remote is None or (ip and remote.host != ip):
-            if remote is not None:  # the address came (or changed): link again
-                self._unlink(name)
-            remote = RemoteSidekick(name, self.spec.step_name, ip or "", LINK_PORT, self._token, self.bundle,
-                                    max_batch_rows=self.spec.max_batch_rows, batching=self.spec.batching,
-                                    load_timeout_s=self.spec.load_timeout_s,
-                                    request_timeout_s=self.ctx.request_timeout_s)
-            self._remotes[name] = remote
-            self._inflight.setdefault(name, 0)
-        remote.note_exit(pod_exit(pod, self.spec.memory))
-        if pod.status is not None and pod.status.phase in ENDED:  # its ReplicaSet makes another
-            remote.ended(pod_ended(pod, self.spec.scratch_size))
-        elif not pod_ready(pod):
-            remote.note(pod_problem(pod))
-        elif remote.state in ("starting", "failed") and name not in self._connecting and not remote.load_failed:
-            self._connecting[name] = asyncio.create_task(self._link(name, remote), name=f"kube-link-{name}")
-        self._changed.set()
-
-    async def _link(self, name: str, remote: RemoteSidekick) -> None:
-        try:
-            await remote.start()
-            log.info("step %s: linked to pod %s at %s", self.spec.step_name, name, remote.host)
-        except SidekickError as exc:
-            log.warning("step %s: pod %s: %s", self.spec.step_name, name, exc)
-        finally:
-            self._connecting.pop(name, None)
-            self._changed.set()
-
-    def _unlink(self, name: str) -> None:
-        task = self._connecting.pop(name, None)
-        if task is not None:
-            task.cancel()
-        remote = self._remotes.pop(name, None)
-        if remote is not None:
-            if remote.state == "ready":
-                self._lost += 1
-            asyncio.get_running_loop().create_task(remote.stop())
-
-    def _drop(self, name: str) -> None:
-        self._pods.pop(name, None)
-        self._unlink(name)
-        self._inflight.pop(name, None)
-        self._changed.set()
+            self._replicas.on_pod("MODIFIED", pod)
 
     # -- requests ----------------------------------------------------------------------
-    def _choose(self, tried: set[tuple[str, int]]) -> RemoteSidekick | None:
-        ready = [r for r in self._remotes.values() if r.state == "ready" and r.link_id not in tried]
-        return min(ready, key=lambda r: (self._inflight.get(r.name, 0) + r.waiting, r.busy)) if ready else None
-
     async def _replica(self, tried: set[tuple[str, int]]) -> RemoteSidekick:
         """A linked replica not tried yet; one may have to start first (scaled to zero), or come
         back (replaced): wait for it up to the load timeout."""
-        remote = self._choose(tried)
+        remote = self._replicas.choose(tried)
         if remote is not None:
             return remote
         try:
@@ -286,7 +222,7 @@ class KubeStepPool:
             await self._scale_to(max(1, self.scale.minimum))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.spec.load_timeout_s
-        while (remote := self._choose(tried)) is None:
+        while (remote := self._replicas.choose(tried)) is None:
             left = deadline - loop.time()
             if left <= 0 or self._stopped:
                 raise SidekickLoadError(f"step {self.spec.step_name!r}: no replica to answer within "
@@ -313,17 +249,14 @@ class KubeStepPool:
         tried: set[tuple[str, int]] = set()  # links tried: a pod restarted in place is linked anew
         while True:
             remote = await self._replica(tried)
-            self._inflight[remote.name] = self._inflight.get(remote.name, 0) + 1
             try:
-                return await remote.predict(table)
+                with self._replicas.request(remote):
+                    return await remote.predict(table)
             except SidekickError as exc:
                 if not self._retryable(exc) or len(tried) + 1 >= MAX_ATTEMPTS:
                     raise
                 log.warning("step %s: %s; trying another replica", self.spec.step_name, exc)
                 tried.add(remote.link_id)
-            finally:
-                if remote.name in self._inflight:
-                    self._inflight[remote.name] -= 1
 
     async def predict_stream(self, table: pa.Table) -> AsyncIterator[StreamPart]:
         """A streamed answer; retried on another replica only while nothing has been sent."""
@@ -340,21 +273,18 @@ class KubeStepPool:
         tried: set[tuple[str, int]] = set()  # links tried: a pod restarted in place is linked anew
         while True:
             remote = await self._replica(tried)
-            self._inflight[remote.name] = self._inflight.get(remote.name, 0) + 1
             sent = False
             try:
-                async with contextlib.aclosing(remote.predict_stream(table)) as parts:
-                    async for part in parts:
-                        sent = True
-                        yield part
+                with self._replicas.request(remote):
+                    async with contextlib.aclosing(remote.predict_stream(table)) as parts:
+                        async for part in parts:
+                            sent = True
+                            yield part
                 return
             except SidekickError as exc:
                 if sent or not self._retryable(exc) or len(tried) + 1 >= MAX_ATTEMPTS:
                     raise
                 tried.add(remote.link_id)
-            finally:
-                if remote.name in self._inflight:
-                    self._inflight[remote.name] -= 1
 
     # -- replicas ----------------------------------------------------------------------
     async def _scale_to(self, replicas: int) -> None:
@@ -376,13 +306,13 @@ class KubeStepPool:
             try:
                 if ticks % 5 == 0:
                     await self._sync()
-                for pod in list(self._pods.values()):
-                    self._on_pod("MODIFIED", pod)  # relinks a failed replica whose pod is Ready
+                for pod in list(self._replicas.pods.values()):
+                    self._replicas.on_pod("MODIFIED", pod)  # relinks a failed replica whose pod is Ready
                 now = time.monotonic()
-                live = [r for r in self._remotes.values() if r.state == "ready"]
+                live = self._replicas.ready()
                 busy = sum(r.busy_seconds - seen.get(r.name, r.busy_seconds) for r in live)
                 utilization = min(1.0, busy / ((now - since) * len(live))) if live else 0.0
-                seen, since = {r.name: r.busy_seconds for r in self._remotes.values()}, now
+                seen, since = {r.name: r.busy_seconds for r in self._replicas.remotes.values()}, now
                 depth = self._requests / len(live) if live else float(self._requests)  # per ready replica
                 await self._rescale(scaler, utilization, now, depth)
             except asyncio.CancelledError:
