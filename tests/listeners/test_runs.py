@@ -285,7 +285,7 @@ def test_timeout_and_kill(db, logstore):
 
     class Slow(ex.ScorerExecutor):
         async def predict(self, table):
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)  # 60 batches of 2: a full run takes 30 s, far past the timeout
             return await super().predict(table)
 
     orig = ex.make_executor
@@ -299,7 +299,8 @@ def test_timeout_and_kill(db, logstore):
         cache_mod.make_executor = make
         svc = await _svc(db, logstore)
         try:
-            t = await svc.create_task(name="slow", workspace_id=1, json_args=args(batch_size=2), timeout=0.5)
+            # 8 s: room to load the scorer on a busy machine, still a quarter of a whole run
+            t = await svc.create_task(name="slow", workspace_id=1, json_args=args(batch_size=2), timeout=8)
             r = await svc.wait_run(svc.list_runs(t["id"])[0]["id"])
             assert r["status"] == "timed_out" and "timeout" in r["error"]
             assert 0 < r["rows_scored"] < 120
