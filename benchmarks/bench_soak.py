@@ -213,9 +213,14 @@ def report(args: argparse.Namespace, done: list[tuple[float, float]], samples: l
     n_req = len([1 for t, _ in done if first_run is None or t >= first_run])
     print()
     print(f"requests: {len(done):,} ({len(done) / (args.minutes * 60):.0f}/s); rows scored by listener runs: {scored:,}")
-    print(f"runtime RSS: {base:.0f} MB before the first listener run, ceiling {max(rt):.0f} MB, {rt[-1]:.0f} MB at the end")
-    print(f"runtime growth from the first run on: {growth_mb:+.1f} MB = {growth_mb * 1024 / max(n_req, 1):+.2f} KB per "
-          f"request, {growth_mb * 1024 / max(scored, 1):+.2f} KB per scored row")
+    if first_run is None:
+        print(f"runtime RSS: {rt[0]:.0f} MB at the start, ceiling {max(rt):.0f} MB, {rt[-1]:.0f} MB at the end "
+              "(no listener run)")
+    else:
+        print(f"runtime RSS: {base:.0f} MB before the first listener run, ceiling {max(rt):.0f} MB, "
+              f"{rt[-1]:.0f} MB at the end")
+        print(f"runtime growth from the first run on: {growth_mb:+.1f} MB = {growth_mb * 1024 / max(n_req, 1):+.2f} KB "
+              f"per request, {growth_mb * 1024 / max(scored, 1):+.2f} KB per scored row")
     _print_late_slope(t_start, rt_samples=[(t, row.get("runtime", 0.0)) for t, row in samples], done=done,
                       runs=runs)
     if during and outside:
@@ -251,9 +256,10 @@ def _print_late_slope(t_start: float, rt_samples: list[tuple[float, float]], don
     reqs = sum(1 for t, _ in done if t >= half)
     rows = sum(r.rows_scored for r in runs if (_ts(r.started_at) or 0.0) >= half)
     trend_mb = mb_per_s * seconds
+    per_row = f", {trend_mb * 1024 / rows:+.3f} KB per scored row" if rows else ""
     print(f"runtime RSS trend over the second half ({seconds / 60:.0f} min, {reqs:,} requests, {rows:,} rows scored): "
-          f"{trend_mb:+.1f} MB = {trend_mb * 1024 / max(reqs, 1):+.3f} KB per request, "
-          f"{trend_mb * 1024 / max(rows, 1):+.3f} KB per scored row (least squares over {len(late)} samples)")
+          f"{trend_mb:+.1f} MB = {trend_mb * 1024 / max(reqs, 1):+.3f} KB per request{per_row} "
+          f"(least squares over {len(late)} samples)")
 
 
 def main() -> int:
