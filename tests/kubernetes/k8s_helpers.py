@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Event, Pod
+from lightkube.resources.core_v1 import Event, Namespace, Pod, ServiceAccount
 
 from wallaroo_pulumi.testing.kube_cluster import KubeCluster
 from wallaroo_pulumi.testing.waiting import wait_until
@@ -124,3 +125,16 @@ def ready(pod: Pod) -> bool:
 def as_dict(obj: Any) -> dict[str, Any]:
     """A lightkube model as the plain JSON the API server sent."""
     return obj.to_dict()
+
+
+@contextmanager
+def owned_namespace(client: Client, owner: str) -> Iterator[str]:
+    """A new namespace with a ServiceAccount `owner` (the runtime's stand-in owner), deleted after."""
+    name = new_namespace()
+    client.create(Namespace.from_dict({"metadata": {"name": name}}))
+    wait_for("the namespace's default ServiceAccount", lambda: list(client.list(ServiceAccount, namespace=name)))
+    client.create(ServiceAccount.from_dict({"metadata": {"name": owner, "namespace": name}}))
+    try:
+        yield name
+    finally:
+        client.delete(Namespace, name)

@@ -17,9 +17,9 @@ import pytest
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.authorization_v1 import SubjectAccessReview
-from lightkube.resources.core_v1 import Namespace, Pod, Secret, ServiceAccount
+from lightkube.resources.core_v1 import Pod, Secret, ServiceAccount
 
-from tests.kubernetes.k8s_helpers import events, new_namespace, wait_for
+from tests.kubernetes.k8s_helpers import events, owned_namespace, wait_for
 from tests.runtime.conftest import Server, make_model, server_env
 from tests.runtime.test_zero_drop import SLOW, Load
 from wallaroo_pulumi.client import WallarooClient
@@ -50,13 +50,8 @@ def plane(kube_cluster: KubeCluster) -> LocalControlPlane:
 
 @pytest.fixture(scope="module")
 def namespace(plane: LocalControlPlane) -> Iterator[str]:
-    name = new_namespace()
-    client = plane.client()
-    client.create(Namespace.from_dict({"metadata": {"name": name}}))
-    wait_for("the namespace's default ServiceAccount", lambda: list(client.list(ServiceAccount, namespace=name)))
-    client.create(ServiceAccount.from_dict({"metadata": {"name": OWNER, "namespace": name}}))
-    yield name
-    client.delete(Namespace, name)
+    with owned_namespace(plane.client(), OWNER) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

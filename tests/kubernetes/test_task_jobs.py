@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Namespace, Secret, ServiceAccount
+from lightkube.resources.core_v1 import Secret
 
-from tests.kubernetes.k8s_helpers import as_dict, new_namespace, wait_for
+from tests.kubernetes.k8s_helpers import as_dict, owned_namespace, wait_for
 from tests.orchestrations.conftest import upload
 from tests.runtime.conftest import Server, server_env
 from tests.wire.conftest import sdk_python  # noqa: F401 - the fixture: the pinned SDK's python
@@ -58,13 +58,8 @@ def plane(kube_cluster: KubeCluster) -> LocalControlPlane:
 
 @pytest.fixture(scope="module")
 def namespace(plane: LocalControlPlane) -> Iterator[str]:
-    name = new_namespace()
-    client = plane.client()
-    client.create(Namespace.from_dict({"metadata": {"name": name}}))
-    wait_for("the namespace's default ServiceAccount", lambda: list(client.list(ServiceAccount, namespace=name)))
-    client.create(ServiceAccount.from_dict({"metadata": {"name": OWNER, "namespace": name}}))
-    yield name
-    client.delete(Namespace, name)
+    with owned_namespace(plane.client(), OWNER) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
