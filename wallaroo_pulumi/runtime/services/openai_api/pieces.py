@@ -13,7 +13,7 @@ from wallaroo_pulumi.runtime.services.guardrails.screen import Finding
 from wallaroo_pulumi.runtime.services.openai_api import guarded
 
 if TYPE_CHECKING:
-    from wallaroo_pulumi.runtime.services.openai_api.service import Call
+    from wallaroo_pulumi.runtime.services.openai_api.call import Call
 
 
 class Pieces:

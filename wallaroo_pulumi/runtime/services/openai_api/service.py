@@ -13,59 +13,30 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import pyarrow as pa
 from prometheus_client import Histogram
 
-from wallaroo_pulumi.adapters.schemas import OPENAI_FIELD
 from wallaroo_pulumi.runtime.core.errors import NotFound, WallarooError
 from wallaroo_pulumi.runtime.core.metrics import LATENCY_BUCKETS, Metrics
 from wallaroo_pulumi.runtime.engine.stages import StageAnswer
 from wallaroo_pulumi.runtime.engine.stages.shadow import challenger_columns
-from wallaroo_pulumi.runtime.engine.state import DeploymentState, Live
 from wallaroo_pulumi.runtime.engine.step import Step
-from wallaroo_pulumi.runtime.services.guardrails.screen import Finding, Guard, Refused, annotate
+from wallaroo_pulumi.runtime.services.guardrails.screen import Refused, annotate
 from wallaroo_pulumi.runtime.services.inference import Inference
 from wallaroo_pulumi.runtime.services.openai_api import first_stage, guarded
+from wallaroo_pulumi.runtime.services.openai_api.call import Call
 from wallaroo_pulumi.runtime.services.openai_api.pieces import Pieces
-from wallaroo_pulumi.runtime.services.openai_api.requests import ChatRequest, CompletionRequest, Kind, OpenAIConfig, parse, prompt_of
+from wallaroo_pulumi.runtime.services.openai_api.requests import Kind, OpenAIConfig, parse
 from wallaroo_pulumi.runtime.services.registry import Registry
-from wallaroo_pulumi.runtime.services.routing import CallFor, Route, error_kind, step_error
+from wallaroo_pulumi.runtime.services.routing import Route, error_kind, step_error
 from wallaroo_pulumi.runtime.wire.formats import conform, result_table
 from wallaroo_pulumi.runtime.wire.openai_shapes import DONE, Answer, error_object, sse, usage
 
 log = logging.getLogger("wallaroo_pulumi.runtime.openai")
 ANSWER_COLUMNS = frozenset({"generated_text", "prompt_tokens", "completion_tokens", "error", "finish_reason"})
-
-
-@dataclass
-class Call:
-    """One checked OpenAI call on a serving pipeline."""
-
-    kind: Kind
-    pipeline: str
-    state: DeploymentState
-    live: Live
-    request: ChatRequest | CompletionRequest
-    answer: Answer
-    guard: Guard | None = None
-    findings: list[Finding] = field(default_factory=list)
-
-    def route_keys(self) -> dict[str, list[Any]]:
-        """A split's `hash_key` / `split_key` on an OpenAI call: the request's top-level field of that name (`user`)."""
-        fields = self.request.model_dump()
-        return {stage.route_key: [fields.get(stage.route_key)] for stage in self.live.stages if stage.route_key}
-
-    def model_call(self, inference: Inference) -> CallFor:
-        """How each stage runs its models; the first gets the call as it is (`text` + `openai_request`)."""
-        return lambda index: inference.model_call(self.pipeline, self.live, index, as_is=index == 0)
-
-    def inputs(self) -> pa.Table:
-        return pa.table({"text": pa.array([prompt_of(self.request)], pa.string()),
-                         OPENAI_FIELD: pa.array([self.request.call().to_json()], pa.string())})
 
 
 class UpstreamError(WallarooError):
