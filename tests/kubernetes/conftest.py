@@ -63,3 +63,11 @@ def real_node(k8s_tools: Path, node_image: str, tmp_path_factory: pytest.TempPat
                            storage_class=False) as plane, \
             RealNode(plane, tmp_path_factory.mktemp("real-node"), images=[node_image], bin_dir=k8s_tools) as node:
         yield node
+
+
+@pytest.fixture(scope="module")
+def plane(kube_cluster: KubeCluster) -> LocalControlPlane:
+    """The local control plane, for tests that run pod processes on this machine (PodRunner)."""
+    if not isinstance(kube_cluster, LocalControlPlane):
+        pytest.skip("runs pod processes on this machine: needs the local control plane")
+    return kube_cluster

@@ -24,7 +24,6 @@ from tests.runtime.conftest import Server, make_model, server_env
 from tests.runtime.test_zero_drop import SLOW, Load
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.testing.control_plane import LocalControlPlane
-from wallaroo_pulumi.testing.kube_cluster import KubeCluster
 from wallaroo_pulumi.testing.pod_runner import PodRunner
 
 IMAGE = "registry.local/wallaroo-runtime:1"
@@ -39,13 +38,6 @@ DOUBLE = 'return {"y": input_data["x"] * 2.0}'
 TAG = ('n = len(input_data["y"])\n'
        'seen = os.environ.get("SECRET_A", "-") + "|" + os.environ.get("SECRET_B", "-")\n'
        'return {"z": input_data["y"] + 1.0, "seen": np.array([seen] * n)}')
-
-
-@pytest.fixture(scope="module")
-def plane(kube_cluster: KubeCluster) -> LocalControlPlane:
-    if not isinstance(kube_cluster, LocalControlPlane):
-        pytest.skip("runs pod processes on this machine: needs the local control plane")
-    return kube_cluster
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from tests.runtime.conftest import Server, server_env
 from tests.wire.conftest import sdk_python  # noqa: F401 - the fixture: the pinned SDK's python
 from wallaroo_pulumi.client import WallarooClient
 from wallaroo_pulumi.testing.control_plane import LocalControlPlane
-from wallaroo_pulumi.testing.kube_cluster import KubeCluster
 from wallaroo_pulumi.testing.pod_runner import PodRunner
 
 IMAGE = "registry.local/wallaroo-runtime:1"
@@ -47,13 +46,6 @@ print("a warning", file=sys.stderr)
 """
 FAILING = "import sys\nprint('working', flush=True)\nsys.exit(3)\n"
 HANGING = "import time\nprint('hanging', flush=True)\ntime.sleep(600)\n"
-
-
-@pytest.fixture(scope="module")
-def plane(kube_cluster: KubeCluster) -> LocalControlPlane:
-    if not isinstance(kube_cluster, LocalControlPlane):
-        pytest.skip("runs pod processes on this machine: needs the local control plane")
-    return kube_cluster
 
 
 @pytest.fixture(scope="module")

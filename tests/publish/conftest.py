@@ -83,6 +83,16 @@ def centre_args(registry: RegistryServer, base: str) -> list[str]:
     return ["--publish-registry", f"{registry.host}/team", "--publish-base-image", base, "--publish-insecure"]
 
 
+@pytest.fixture(scope="module")
+def publishing_centre(tmp_path_factory: pytest.TempPathFactory, registry: RegistryServer,
+                      base_image: str) -> Iterator[Server]:
+    """A centre for a whole module (the resource tests' runtime)."""
+    srv = Server(tmp_path_factory.mktemp("publishing") / "data", centre_args(registry, base_image), centre_env(registry))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
 def centre(tmp_path: Path, registry: RegistryServer, base_image: str) -> Iterator[Server]:
     srv = Server(tmp_path / "centre", centre_args(registry, base_image), centre_env(registry)).start()

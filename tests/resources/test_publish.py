@@ -5,12 +5,11 @@ and gives both edges their upgrade bundles, import, bad input at preview, destro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.publish.conftest import base_image, centre_args, centre_env, registry  # noqa: F401 - fixtures
+from tests.publish.conftest import base_image, publishing_centre, registry  # noqa: F401 - fixtures
 from tests.runtime.conftest import DOUBLE, X_SCHEMA, Y_SCHEMA, Server, make_model
 from wallaroo_pulumi.client import NotFoundError, WallarooClient
 from wallaroo_pulumi.runtime.services.publish.bundle import decode_bundle
@@ -52,11 +51,8 @@ pulumi.export("edge_image", edge.image)
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory, registry: RegistryServer, base_image: str) -> Iterator[Server]:  # noqa: F811
-    srv = Server(tmp_path_factory.mktemp("publishing") / "data", centre_args(registry, base_image), centre_env(registry))
-    srv.start()
-    yield srv
-    srv.stop()
+def runtime(publishing_centre: Server) -> Server:  # noqa: F811
+    return publishing_centre
 
 
 def tag_exists(registry: RegistryServer, image: str) -> bool:  # noqa: F811

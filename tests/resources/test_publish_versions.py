@@ -4,15 +4,13 @@ settings under that version's key."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.publish.conftest import base_image, centre_args, centre_env, registry  # noqa: F401 - fixtures
+from tests.publish.conftest import base_image, publishing_centre, registry  # noqa: F401 - fixtures
 from tests.runtime.conftest import Server
 from wallaroo_pulumi.client import WallarooClient
-from wallaroo_pulumi.testing.oci_registry import OciRegistry as RegistryServer
 from wallaroo_pulumi.testing.pulumi_stack import PulumiStack
 
 from .conftest import write_model
@@ -35,11 +33,8 @@ pulumi.export("ids", pulumi.Output.all(stable.model_version_id, canary.model_ver
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory, registry: RegistryServer, base_image: str) -> Iterator[Server]:  # noqa: F811
-    srv = Server(tmp_path_factory.mktemp("publishing") / "data", centre_args(registry, base_image), centre_env(registry))
-    srv.start()
-    yield srv
-    srv.stop()
+def runtime(publishing_centre: Server) -> Server:  # noqa: F811
+    return publishing_centre
 
 
 def test_a_publish_keeps_each_version_s_own_settings(stack: PulumiStack, api: WallarooClient, tmp_path: Path) -> None:
