@@ -21,6 +21,17 @@ from wallaroo_pulumi.runtime.sidekick.steps import StepTarget
 SERVE_MODULE = "wallaroo_pulumi.runtime.sidekick.serve"
 LINK_PORT = 9000
 SIDEKICK_UID = 10001  # the runtime image's user
+
+
+def pod_confinement(**extra: Any) -> dict[str, Any]:
+    """The pod securityContext every pod running a user's code gets (a model step's, a task run's)."""
+    return {"runAsNonRoot": True, "runAsUser": SIDEKICK_UID, "runAsGroup": SIDEKICK_UID, **extra,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_confinement() -> dict[str, Any]:
+    """The container securityContext beside it: no privilege escalation, no capabilities, read-only root."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
 GPU_RESOURCE = "nvidia.com/gpu"
 #: What a sidekick container writes outside its scratch (its logs; its root file system is read-only).
 EPHEMERAL_OVERHEAD = 64 * 2**20
@@ -149,8 +160,7 @@ class StepObjects:
                 "weight": 100,
                 "preference": {"matchExpressions": [{"key": ACCEL_LABEL, "operator": "In", "values": [t.accel]}]},
             }]}},
-            "securityContext": {"runAsNonRoot": True, "runAsUser": SIDEKICK_UID, "runAsGroup": SIDEKICK_UID,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": pod_confinement(),
             "terminationGracePeriodSeconds": 10,
             "containers": [{
                 "name": "sidekick",
@@ -167,8 +177,7 @@ class StepObjects:
                 "readinessProbe": {"tcpSocket": {"port": "link"}, "periodSeconds": 5},
                 "livenessProbe": {"tcpSocket": {"port": "link"}, "periodSeconds": 20, "failureThreshold": 3},
                 "resources": self.resources(),
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                    "readOnlyRootFilesystem": True},
+                "securityContext": container_confinement(),
                 "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
             }],
             "volumes": [self.scratch_volume()],

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wallaroo_pulumi.runtime.kube.objects import COMPONENT, MANAGED_BY, RUNTIME, SIDEKICK_UID
+from wallaroo_pulumi.runtime.kube.objects import (
+    COMPONENT,
+    MANAGED_BY,
+    RUNTIME,
+    SIDEKICK_UID,
+    container_confinement,
+    pod_confinement,
+)
 
 TASK = "wallaroo.ai/task"
 TASK_RUN = "wallaroo.ai/task-run"
@@ -83,8 +90,7 @@ class TaskRunObjects:
             "automountServiceAccountToken": False,  # no API credentials in the user's code
             "enableServiceLinks": False,
             "nodeSelector": {"kubernetes.io/os": "linux"},
-            "securityContext": {"runAsNonRoot": True, "runAsUser": SIDEKICK_UID, "runAsGroup": SIDEKICK_UID,
-                                "fsGroup": SIDEKICK_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": pod_confinement(fsGroup=SIDEKICK_UID),
             "terminationGracePeriodSeconds": 5,
             "containers": [{
                 "name": "task",
@@ -92,8 +98,7 @@ class TaskRunObjects:
                 "command": ["python", f"{RUN_DIR}/start.py", RUN_DIR, self.entry],
                 "env": [{"name": k, "value": v} for k, v in env.items()],
                 "resources": self.resources(),
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                    "readOnlyRootFilesystem": True},
+                "securityContext": container_confinement(),
                 "volumeMounts": [
                     {"name": "scratch", "mountPath": "/tmp"},
                     {"name": "run", "mountPath": RUN_DIR, "readOnly": True},
