@@ -72,6 +72,16 @@ def test_hatesonar_sparse_path_matches_the_onnx_graph():
     np.testing.assert_allclose(_hate.predict_proba(texts), _hate.onnx_reference_proba(texts), atol=1e-5)
 
 
+def test_linear_toxicity_path_matches_the_calibrated_svm():
+    rng = random.Random(7)
+    words = (POSITIVE + NEUTRAL + TOXIC + HATEFUL + NEGATIVE).split()
+    texts = [POSITIVE, NEUTRAL, TOXIC, HATEFUL, NEGATIVE, "", "x", "Straße ÜBER café 123_abc"]
+    texts += [" ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for _ in range(200)]
+    ours = _profanity.svm_proba(texts)
+    np.testing.assert_allclose(ours, _profanity.svm_reference_proba(texts), rtol=1e-9, atol=1e-12)
+    assert ours.min() < 0.2 < 0.8 < ours.max()  # the corpus spans both classes
+
+
 def test_fast_wordlist_agrees_with_better_profanity():
     from better_profanity import profanity
 
