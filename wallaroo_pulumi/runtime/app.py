@@ -25,6 +25,7 @@ from wallaroo_pulumi.runtime.routes import (
     workspaces,
 )
 from wallaroo_pulumi.runtime.routes import listeners as listener_routes
+from wallaroo_pulumi.runtime.routes.inference_front import InferenceFront
 from wallaroo_pulumi.runtime.services.access.middleware import AccessMiddleware
 from wallaroo_pulumi.runtime.services.runtime import Runtime
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
@@ -76,7 +77,9 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         app.include_router(module.router)
     if rt.listeners is not None:
         app.include_router(listener_routes.router)
-    app.add_middleware(AccessMiddleware, keys=rt.key_store, targets=rt.targets, limiter=rt.limiter,
-                       data_dir=settings.data_dir)
+    access = {"keys": rt.key_store, "targets": rt.targets, "limiter": rt.limiter, "data_dir": settings.data_dir}
+    app.add_middleware(AccessMiddleware, **access)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
+    # outermost: inference POSTs answered without the chain above, checked and counted alike (D46)
+    app.add_middleware(InferenceFront, rt=rt, access=AccessMiddleware(app, **access), metrics=rt.metrics)
     return app

@@ -104,6 +104,14 @@ class Metrics:
                 kind = f"http_{match['status']}" if match["status"] else _KINDS[match["kind"]]
             self.upstream_errors.labels(pipeline, step, upstream, kind).inc()
 
+    def http_done(self, scope: Scope, route: str | None, code: int, seconds: float) -> None:
+        """Count one HTTP request under its route's template (`route`; None where no route ran:
+        'unmatched' for a 401 or 404, else the path) and observe its latency."""
+        path = route or ("unmatched" if code in (401, 404) else scope["path"])
+        method = scope.get("method", "GET")
+        self.http_requests.labels(method, path, str(code)).inc()
+        self.http_latency.labels(method, path).observe(seconds)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -128,8 +136,5 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or ("unmatched" if code[0] in (401, 404) else scope["path"])
-            method = scope.get("method", "GET")
-            self.metrics.http_requests.labels(method, path, str(code[0])).inc()
-            self.metrics.http_latency.labels(method, path).observe(time.perf_counter() - start)
+            route = getattr(scope.get("route"), "path", None)
+            self.metrics.http_done(scope, route, code[0], time.perf_counter() - start)
