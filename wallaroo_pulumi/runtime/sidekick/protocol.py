@@ -130,9 +130,8 @@ async def read_frame_async(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 
 async def write_frame_async(writer: asyncio.StreamWriter, ftype: bytes, payload: bytes | memoryview = b"") -> None:
-    writer.write(encode_header(ftype, len(payload)))
-    if payload:
-        writer.write(payload)
+    """Header and payload in one gathered write (uvloop: one writev, the payload not copied)."""
+    writer.writelines([encode_header(ftype, len(payload)), payload] if payload else [encode_header(ftype, 0)])
     await writer.drain()
 
 
