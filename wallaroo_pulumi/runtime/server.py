@@ -1,4 +1,4 @@
-"""Serve the app with uvicorn (uvloop's event loop, httptools' parser, writes gathered: http_writes) on a pre-bound socket
+"""Serve the app with uvicorn (uvloop's event loop, httptools' parser) on a pre-bound socket
 (port 0 = pick a free one) and record `{url, pid}` in `<data_dir>/runtime.json`."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import sys
 import uvicorn
 
 from wallaroo_pulumi.runtime.core.auth import write_private
-from wallaroo_pulumi.runtime.http_writes import GatheringHttpToolsProtocol
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
 
@@ -42,7 +41,7 @@ def serve(settings: RuntimeSettings) -> None:
     )
     config = uvicorn.Config(
         app, log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=10, lifespan="on",
-        loop="asyncio" if sys.platform == "win32" else "uvloop", http=GatheringHttpToolsProtocol,
+        loop="asyncio" if sys.platform == "win32" else "uvloop", http="httptools",
     )
     server = uvicorn.Server(config)
     try:
