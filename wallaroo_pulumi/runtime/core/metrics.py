@@ -89,7 +89,7 @@ class Metrics:
 
         Only the step that makes the column counts, not a later one carrying it through (the validator).
         """
-        if "error" in inputs.column_names or "error" not in out.column_names:
+        if "error" in inputs.schema.names or "error" not in out.schema.names:
             return
         if not pa.types.is_string(out.schema.field("error").type):
             return

@@ -43,7 +43,7 @@ class Dataset:
         table = self._pick(table)
         if self.separator in (None, "."):
             return table
-        return table.rename_columns([n.replace(".", self.separator) for n in table.column_names])
+        return table.rename_columns([n.replace(".", self.separator) for n in table.schema.names])
 
     def encode(self, table: pa.Table, kind: str) -> tuple[bytes, str]:
         if kind == "json" and self.separator is not None:
@@ -54,7 +54,7 @@ class Dataset:
     def _pick(self, table: pa.Table) -> pa.Table:
         """The wanted columns in Wallaroo's order: time, in.*, out.*, check_failures, anomaly.*, metadata.*
         (a log page whose rows grew columns over time has them last)."""
-        return table.select(_selection(self.include, self.exclude, tuple(table.column_names)))
+        return table.select(_selection(self.include, self.exclude, tuple(table.schema.names)))
 
 
 @lru_cache(maxsize=1024)

@@ -123,8 +123,9 @@ def read_arrow(body: bytes, kind: str) -> pa.Table:
 def conform(table: pa.Table, schema: pa.Schema, what: str = "input") -> pa.Table:
     """Select and (safely) cast `table`'s columns to `schema`; 400 naming the column otherwise."""
     columns = []
+    names = table.schema.names
     for field in schema:
-        if field.name not in table.column_names:
+        if field.name not in names:
             raise BadInput(f"missing column '{field.name}' (expected {field.type}); {what} schema: {_schema_text(schema)}")
         col = table.column(field.name)
         if col.type != field.type:
@@ -174,11 +175,11 @@ def result_table(
     names: list[str] = ["time"]
     arrays: list[pa.Array] = [pa.repeat(pa.scalar(time_ms, TIME_TYPE), rows)]
     if inputs is not None:
-        for name in inputs.column_names:
+        for name in inputs.schema.names:
             names.append(f"in.{name}")
             arrays.append(inputs.column(name).combine_chunks())
     if outputs is not None:
-        for name in outputs.column_names:
+        for name in outputs.schema.names:
             names.append(f"out.{name}")
             arrays.append(outputs.column(name).combine_chunks())
     elif output_schema is not None:
@@ -265,7 +266,7 @@ def nested_records(table: pa.Table, time_as_ms: bool = True) -> list[dict[str, A
     into Python lists, then rows: for the answers' few rows faster than Arrow's own to_pylist of
     struct columns (measured 2x slower for one row, D46)."""
     columns: dict[str, list[Any]] = {}
-    for name, col in zip(table.column_names, table.columns, strict=True):
+    for name, col in zip(table.schema.names, table.columns, strict=True):
         if name == "time" and time_as_ms and pa.types.is_timestamp(col.type):
             col = _epoch_ms(col)
         floats = pa.types.is_floating(col.type)
