@@ -148,15 +148,22 @@ def parse_json_payload(payload: bytes) -> dict[str, Any]:
 
 
 # -- Arrow IPC -----------------------------------------------------------------------
+# Given explicitly: without options pyarrow reads two environment variables for every writer (both
+# ends of the pipe are ours, so the legacy formats they select are never wanted).
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions()
+_READ_OPTIONS = pa.ipc.IpcReadOptions()
+
+
 def table_to_ipc(table: pa.Table) -> pa.Buffer:
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    with pa.ipc.new_stream(sink, table.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_table(table)
     return sink.getvalue()
 
 
 def ipc_to_table(payload: bytes | pa.Buffer) -> pa.Table:
-    return pa.ipc.open_stream(pa.py_buffer(payload) if isinstance(payload, bytes) else payload).read_all()
+    source = pa.py_buffer(payload) if isinstance(payload, bytes) else payload
+    return pa.ipc.open_stream(source, options=_READ_OPTIONS).read_all()
 
 
 # -- Arrow -> numpy ------------------------------------------------------------------
