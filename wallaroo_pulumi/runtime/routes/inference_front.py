@@ -1,7 +1,8 @@
 """The inference routes served straight from ASGI (D46): a POST to one of them is checked by the
 same access rules and counted in the same metrics as every request, then answered here, without
-Starlette's middleware chain, router scan and Response objects (a third of the runtime's Python per
-echo request). Every other request, and anything not exactly an inference URL, goes on to the app."""
+FastAPI's and Starlette's middleware chain, router scan and Response objects (a third of the
+runtime's Python per echo request). Every other request, and anything not exactly an inference
+URL, goes on to the app."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ ROUTES: tuple[tuple[str, Target], ...] = (  # the templates of routes/inference.
 
 
 class InferenceFront:
-    """ASGI middleware, outermost of the app's own: inference POSTs answered here, the rest passed on."""
+    """ASGI app wrapping the FastAPI app: inference POSTs answered here, the rest (lifespan too) passed on."""
 
     def __init__(self, app: ASGIApp, *, rt: Runtime, access: AccessMiddleware, metrics: Metrics) -> None:
         self.app = app
