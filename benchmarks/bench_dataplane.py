@@ -134,6 +134,14 @@ def hiding(modules: list[str], work: Path) -> Path:
 def start_target(name: str, source: Path, work: Path, hidden: Path | None = None) -> Target:
     runtime = start_runtime(work / name / "data", log=work / f"{name}.log", source=source,
                             env={"PYTHONPATH": f"{hidden}{os.pathsep}{source}"} if hidden else None)
+    try:
+        return _serve_echo(name, runtime, work)
+    except BaseException:  # not yet a target main() stops: stop it here
+        stop(runtime.proc)
+        raise
+
+
+def _serve_echo(name: str, runtime: Runtime, work: Path) -> Target:
     client = WallarooClient(runtime.url, runtime.token)
     model_zip = work / name / "echo.zip"
     with zipfile.ZipFile(model_zip, "w") as zf:

@@ -398,3 +398,41 @@ def test_bad_engine_config_is_400_naming_the_field(client, double_pipeline):
     with pytest.raises(ValidationError) as err:
         client.deploy(double_pipeline, engine_config={"cpuz": 1})
     assert "engine_config.cpuz" in str(err.value)
+
+
+def http_count(server, method: str, route: str, code: int) -> float:
+    """wallaroo_http_requests_total of one (method, route, code), 0 when absent."""
+    wanted = f'wallaroo_http_requests_total{{code="{code}",method="{method}",route="{route}"}} '
+    text = httpx.get(server.url + "/metrics", headers=server.headers).text
+    return next((float(line[len(wanted):]) for line in text.splitlines() if line.startswith(wanted)), 0.0)
+
+
+def test_inference_urls_are_checked_and_counted_as_every_route(server, client, double_pipeline):
+    """The inference front (D46) answers the three inference URLs itself: counted under their route
+    templates, refused with the runtime's error body before the body is read; what is not exactly
+    an inference POST goes on to the app."""
+    dep = client.get_pipeline(double_pipeline).deployment_id
+    long_, short, edge = ("/v1/api/pipelines/infer/{deploy_name}/{pipeline_name}", "/v1/api/pipelines/infer/{deploy_name}",
+                          "/infer/{pipeline_name}")
+    urls = {long_: f"/v1/api/pipelines/infer/{double_pipeline}-{dep}/{double_pipeline}",
+            short: f"/v1/api/pipelines/infer/{double_pipeline}-{dep}", edge: f"/infer/{double_pipeline}"}
+    headers = {**server.headers, "Content-Type": JSON}
+    before = {route: http_count(server, "POST", route, 200) for route in urls}
+    for url in urls.values():
+        r = httpx.post(server.url + url, content=json.dumps([{"x": 2.0}]), headers=headers)
+        assert r.status_code == 200 and r.json()[0]["out"]["y"] == 4.0, r.text
+        assert "step;desc=" in r.headers["server-timing"]
+    assert {route: http_count(server, "POST", route, 200) - n for route, n in before.items()} == dict.fromkeys(urls, 1.0)
+
+    unmatched = http_count(server, "POST", "unmatched", 401)
+    r = httpx.post(server.url + urls[long_], content=b"[]", headers={**headers, "Authorization": "Bearer wlr_nope"})
+    assert r.status_code == 401 and r.json()["code"] == 401 and "invalid token" in r.json()["msg"]
+    assert http_count(server, "POST", "unmatched", 401) == unmatched + 1
+
+    mismatch = http_count(server, "POST", long_, 404)
+    r = httpx.post(server.url + f"/v1/api/pipelines/infer/{double_pipeline}-{dep}/other", content=b"[]", headers=headers)
+    assert r.status_code == 404 and "inference URL mismatch" in r.json()["msg"]
+    assert http_count(server, "POST", long_, 404) == mismatch + 1
+
+    r = httpx.get(server.url + urls[long_], headers=server.headers)  # not a POST: the app's 405, its error body
+    assert r.status_code == 405 and r.json()["code"] == 405

@@ -16,7 +16,7 @@ from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
 
 def serve(settings: RuntimeSettings) -> None:
-    from wallaroo_pulumi.runtime.app import create_app
+    from wallaroo_pulumi.runtime.app import create_served_app
 
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
@@ -30,7 +30,7 @@ def serve(settings: RuntimeSettings) -> None:
     sock.bind((settings.host, settings.port))
     sock.listen(2048)
     settings.port = sock.getsockname()[1]
-    app = create_app(settings)  # creates the data dir, db and admin token
+    app = create_served_app(settings)  # creates the data dir, db and admin token
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{settings.port}"
     info_path = settings.data_dir / "runtime.json"

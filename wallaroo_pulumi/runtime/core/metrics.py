@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +27,7 @@ RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.http_requests = Counter(
             "wallaroo_http_requests_total", "HTTP requests by route and status code",
@@ -89,7 +91,7 @@ class Metrics:
 
         Only the step that makes the column counts, not a later one carrying it through (the validator).
         """
-        if "error" in inputs.column_names or "error" not in out.column_names:
+        if "error" in inputs.schema.names or "error" not in out.schema.names:
             return
         if not pa.types.is_string(out.schema.field("error").type):
             return
@@ -103,6 +105,23 @@ class Metrics:
                 upstream = match["upstream"]
                 kind = f"http_{match['status']}" if match["status"] else _KINDS[match["kind"]]
             self.upstream_errors.labels(pipeline, step, upstream, kind).inc()
+
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: prometheus_client's `labels` builds and checks the
+        label tuple under a lock on every call (~8 per inference). Children are never removed here."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def http_done(self, scope: Scope, route: str | None, code: int, seconds: float) -> None:
+        """Count one HTTP request under its route's template (`route`; None where no route ran:
+        'unmatched' for a 401 or 404, else the path) and observe its latency."""
+        path = route or ("unmatched" if code in (401, 404) else scope["path"])
+        method = scope.get("method", "GET")
+        self.child(self.http_requests, method, path, str(code)).inc()
+        self.child(self.http_latency, method, path).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -128,8 +147,5 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or ("unmatched" if code[0] in (401, 404) else scope["path"])
-            method = scope.get("method", "GET")
-            self.metrics.http_requests.labels(method, path, str(code[0])).inc()
-            self.metrics.http_latency.labels(method, path).observe(time.perf_counter() - start)
+            route = getattr(scope.get("route"), "path", None)
+            self.metrics.http_done(scope, route, code[0], time.perf_counter() - start)

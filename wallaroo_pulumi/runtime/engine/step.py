@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pyarrow as pa
 
@@ -22,6 +23,6 @@ class Step:
     pool: StepPool
     same_as: str = field(default="", repr=False)  # what the pool runs, all of it (see `_spare_pools`)
 
-    @property
+    @cached_property  # per request in the log row; its fields never change
     def last_model(self) -> str:
         return json.dumps({"model_name": self.model_name, "model_sha": self.sha})

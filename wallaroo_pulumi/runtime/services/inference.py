@@ -153,15 +153,15 @@ class Inference:
                 self.guardrails.count(pipeline_name, findings)  # type: ignore[union-attr]
             if logged is not None:
                 self.append_log(pipeline_name, logged)
-            self.metrics.inferences.labels(pipeline_name, outcome).inc()
+            self.metrics.child(self.metrics.inferences, pipeline_name, outcome).inc()
             if self.usage is not None:
                 self.usage(pipeline_name, rows, route.tokens)
         t_log = time.perf_counter()
         response = logged.drop_columns([*RESPONSE_DROP, *route.shadows])  # challengers' answers are only logged
         payload, media_type = (dataset or Dataset()).encode(response, response_kind(accept, req_kind))
         t_end = time.perf_counter()
-        self.metrics.inference_rows.labels(pipeline_name).inc(inputs.num_rows)
-        self.metrics.inference_latency.labels(pipeline_name).observe(t_end - started)
+        self.metrics.child(self.metrics.inference_rows, pipeline_name).inc(inputs.num_rows)
+        self.metrics.child(self.metrics.inference_latency, pipeline_name).observe(t_end - started)
         timing = ", ".join(
             [f"parse;dur={(t_parsed - started) * 1e3:.2f}"]
             + [f'step;desc="{s.name}";dur={ns / 1e6:.2f}' for s, ns in zip(live.stages, route.elapsed, strict=True)]

@@ -72,7 +72,7 @@ class Route:
         self.served_by[index] = [stage.steps[k] for k in served]
         self.shadows.update(answer.logged)
         self.elapsed.append(time.perf_counter_ns() - t0)
-        self.metrics.step_latency.labels(self.pipeline, stage.name).observe(self.elapsed[-1] / 1e9)
+        self.metrics.child(self.metrics.step_latency, self.pipeline, stage.name).observe(self.elapsed[-1] / 1e9)
         return answer.table
 
     def answer(self, table: pa.Table) -> pa.Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -42,7 +43,7 @@ class Dataset:
         table = self._pick(table)
         if self.separator in (None, "."):
             return table
-        return table.rename_columns([n.replace(".", self.separator) for n in table.column_names])
+        return table.rename_columns([n.replace(".", self.separator) for n in table.schema.names])
 
     def encode(self, table: pa.Table, kind: str) -> tuple[bytes, str]:
         if kind == "json" and self.separator is not None:
@@ -53,12 +54,15 @@ class Dataset:
     def _pick(self, table: pa.Table) -> pa.Table:
         """The wanted columns in Wallaroo's order: time, in.*, out.*, check_failures, anomaly.*, metadata.*
         (a log page whose rows grew columns over time has them last)."""
-        wanted = [name for name in table.column_names if self._wanted(name)]
-        return table.select(sorted(wanted, key=lambda name: _rank(_part(name))))
+        return table.select(_selection(self.include, self.exclude, tuple(table.schema.names)))
 
-    def _wanted(self, name: str) -> bool:
-        part = _part(name)
-        return _matches(self.include, name, part) and not _matches(self.exclude, name, part)
+
+@lru_cache(maxsize=1024)
+def _selection(include: tuple[str, ...], exclude: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of `names` a dataset selection keeps, in Wallaroo's order; worked out once per
+    selection and table shape (an answer's shape repeats call after call)."""
+    wanted = [name for name in names if _matches(include, name, _part(name)) and not _matches(exclude, name, _part(name))]
+    return tuple(sorted(wanted, key=lambda name: _rank(_part(name))))
 
 
 def _part(name: str) -> str:

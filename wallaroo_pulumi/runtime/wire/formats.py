@@ -8,6 +8,7 @@ import json
 import math
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -122,8 +123,9 @@ def read_arrow(body: bytes, kind: str) -> pa.Table:
 def conform(table: pa.Table, schema: pa.Schema, what: str = "input") -> pa.Table:
     """Select and (safely) cast `table`'s columns to `schema`; 400 naming the column otherwise."""
     columns = []
+    names = table.schema.names
     for field in schema:
-        if field.name not in table.column_names:
+        if field.name not in names:
             raise BadInput(f"missing column '{field.name}' (expected {field.type}); {what} schema: {_schema_text(schema)}")
         col = table.column(field.name)
         if col.type != field.type:
@@ -171,13 +173,13 @@ def result_table(
     metadata.*. The validations are evaluated over the in.*/out.* columns of an answered call; a failed one
     has no verdicts (null)."""
     names: list[str] = ["time"]
-    arrays: list[pa.Array] = [pa.array([time_ms] * rows, pa.int64()).cast(TIME_TYPE)]
+    arrays: list[pa.Array] = [pa.repeat(pa.scalar(time_ms, TIME_TYPE), rows)]
     if inputs is not None:
-        for name in inputs.column_names:
+        for name in inputs.schema.names:
             names.append(f"in.{name}")
             arrays.append(inputs.column(name).combine_chunks())
     if outputs is not None:
-        for name in outputs.column_names:
+        for name in outputs.schema.names:
             names.append(f"out.{name}")
             arrays.append(outputs.column(name).combine_chunks())
     elif output_schema is not None:
@@ -192,21 +194,31 @@ def result_table(
     names += ["metadata.last_model", "metadata.pipeline_version",
               "metadata.elapsed", "metadata.dropped", "metadata.partition", "metadata.step", "metadata.error"]
     arrays += [
-        pa.array([last_model] * rows, pa.string()),
-        pa.array([pipeline_version] * rows, pa.string()),
-        pa.array([elapsed] * rows, pa.list_(pa.uint64())),
-        pa.array([[]] * rows, pa.list_(pa.string())),
-        pa.array([partition] * rows, pa.string()),
-        pa.array([step] * rows, pa.string()),
-        pa.array([error] * rows, pa.string()),
+        _constant(last_model, pa.string(), rows),
+        _constant(pipeline_version, pa.string(), rows),
+        pa.repeat(pa.scalar(elapsed, _ELAPSED), rows),
+        _constant((), _DROPPED, rows),
+        _constant(partition, pa.string(), rows),
+        _constant(step, pa.string(), rows),
+        _constant(error, pa.string(), rows),
     ]
     return pa.Table.from_arrays(arrays, names=names)
+
+
+_ELAPSED, _DROPPED, _FAILURES = pa.list_(pa.uint64()), pa.list_(pa.string()), pa.list_(pa.int64())
+
+
+@lru_cache(maxsize=4096)
+def _constant(value: Any, type_: pa.DataType, rows: int) -> pa.Array:
+    """`rows` copies of one value, built in Arrow once and shared (arrays are immutable): these
+    columns repeat per deployment and row count, and building one cost 5-12 us per call."""
+    return pa.repeat(pa.scalar(value, type_), rows)
 
 
 def anomalies(verdicts: list[pa.Array], rows: int) -> tuple[pa.Array, pa.Array]:
     """(check_failures, anomaly.count) per row: the indices of the validations that flagged it, and how many."""
     if not verdicts:
-        return pa.array([[]] * rows, pa.list_(pa.int64())), pa.array([0] * rows, pa.int64())
+        return _constant((), _FAILURES, rows), _constant(0, pa.int64(), rows)
     flags = [v.to_pylist() for v in verdicts]
     failed = [[i for i, column in enumerate(flags) if column[r]] for r in range(rows)]
     return pa.array(failed, pa.list_(pa.int64())), pa.array([len(f) for f in failed], pa.int64())
@@ -241,15 +253,24 @@ def _clean_float(value: Any) -> Any:
     return value
 
 
+def _epoch_ms(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A timestamp column as int64 milliseconds since the epoch (a ms column is reinterpreted: a cast
+    kernel call cost ~30 us)."""
+    if col.type.unit == "ms":
+        return pa.chunked_array([chunk.view(pa.int64()) for chunk in col.chunks], pa.int64())
+    return col.cast(TIME_TYPE).cast(pa.int64())
+
+
 def nested_records(table: pa.Table, time_as_ms: bool = True) -> list[dict[str, Any]]:
-    """Flat `a.b` columns -> [{"a": {"b": ...}}] records (Wallaroo's JSON shape)."""
+    """Flat `a.b` columns -> [{"a": {"b": ...}}] records (Wallaroo's JSON shape). Column by column
+    into Python lists, then rows: for the answers' few rows faster than Arrow's own to_pylist of
+    struct columns (measured 2x slower for one row, D46)."""
     columns: dict[str, list[Any]] = {}
-    for name in table.column_names:
-        col = table.column(name)
+    for name, col in zip(table.schema.names, table.columns, strict=True):
         if name == "time" and time_as_ms and pa.types.is_timestamp(col.type):
-            col = col.cast(pa.int64()) if col.type.unit == "ms" else col.cast(TIME_TYPE).cast(pa.int64())
-        col = _nan_to_null(col)
-        values = col.to_pylist()
+            col = _epoch_ms(col)
+        floats = pa.types.is_floating(col.type)
+        values = (_nan_to_null(col) if floats else col).to_pylist()
         if pa.types.is_list(col.type) and pa.types.is_floating(col.type.value_type):
             values = [_clean_float(v) for v in values]
         columns[name] = values

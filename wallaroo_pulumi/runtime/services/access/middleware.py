@@ -57,11 +57,8 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            key = self.keys.authenticate(bearer(scope))
-            receive = await self._authorize(key, scope, receive)
+            key, receive = await self.check(scope, receive)
         except WallarooError as exc:
-            if isinstance(exc, Unauthorized):
-                self._hint(scope, exc)
             await error_response(exc, scope["path"])(scope, receive, send)
             return
         token = current_key.set(key)
@@ -69,6 +66,16 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
         finally:
             current_key.reset(token)
+
+    async def check(self, scope: Scope, receive: Receive) -> tuple[ApiKey, Receive]:
+        """The request's key, and `receive` (replaying the body if the check read it); 401, 403 or 429
+        otherwise. The inference front (`routes.inference_front`) calls it too, so both paths check alike."""
+        try:
+            key = self.keys.authenticate(bearer(scope))
+        except Unauthorized as exc:
+            self._hint(scope, exc)
+            raise
+        return key, await self._authorize(key, scope, receive)
 
     async def _authorize(self, key: ApiKey, scope: Scope, receive: Receive) -> Receive:
         """403 or 429 unless the key may make this request now; the body, if read, is replayed."""

@@ -48,7 +48,7 @@ class Tokens:
     def add_step(self, inputs: pa.Table, out: pa.Table) -> None:
         """Count the token columns a step made (not those it carried through); -1 is "not reported"."""
         for column in ("prompt_tokens", "completion_tokens"):
-            if column in out.column_names and column not in inputs.column_names:
+            if column in out.schema.names and column not in inputs.schema.names:
                 values = out.column(column)
                 if pa.types.is_integer(values.type):
                     spent = pc.sum(pc.filter(values, pc.fill_null(pc.greater_equal(values, 0), False))).as_py() or 0

@@ -199,7 +199,7 @@ class PipelineLog:
             else:
                 self.dirty = True
             self.active_rows += table.num_rows
-            self.active_bytes += table.nbytes
+            self.active_bytes += table.get_total_buffer_size()  # nbytes walks every chunk's buffers: ~0.6 ms a round
             lo, hi = bounds(table)
             if lo is not None:
                 self.active_tmin = lo if self.active_tmin is None else min(self.active_tmin, lo)

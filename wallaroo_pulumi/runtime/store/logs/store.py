@@ -108,7 +108,9 @@ class LogStore:
                 tables = [table for _, table in run]
                 try:
                     log = self._log(pipeline)
-                    pending |= log.append(tables[0] if len(tables) == 1 else pa.concat_tables(tables), sync=False)
+                    # one record batch per run: a batch per row cost an IPC message each, to write and to keep
+                    pending |= log.append(tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks(),
+                                          sync=False)
                 except Exception as exc:  # noqa: BLE001 - the rows of the others must still be written
                     logger.exception("could not write %d queued log rows of pipeline %s", sum(t.num_rows for t in tables),
                                      pipeline)

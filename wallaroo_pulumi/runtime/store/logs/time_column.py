@@ -15,7 +15,7 @@ TIME_TYPE = pa.timestamp("ms", tz="UTC")
 def normalize(table: pa.Table) -> pa.Table:
     """Make `time` a timestamp[ms, UTC] column (adding `now` when missing), first."""
     now_ms = int(time.time() * 1000)
-    if "time" not in table.column_names:
+    if "time" not in table.schema.names:
         table = table.add_column(0, "time", pa.array([now_ms] * table.num_rows, pa.int64()).cast(TIME_TYPE))
     col = table.column("time")
     if col.type != TIME_TYPE:
@@ -27,7 +27,7 @@ def normalize(table: pa.Table) -> pa.Table:
             col = col.cast(pa.int64()).cast(TIME_TYPE)
         else:
             raise ValueError(f"log column 'time' must be a timestamp or epoch ms, got {col.type}")
-        table = table.set_column(table.column_names.index("time"), "time", col)
+        table = table.set_column(table.schema.names.index("time"), "time", col)
     return table
 
 
