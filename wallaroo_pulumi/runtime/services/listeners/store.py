@@ -85,7 +85,8 @@ class TaskStore:
         with db.tx() as c:
             for stmt in SCHEMA:
                 c.execute(stmt)
-        db.add_columns("listener_runs", {"heartbeat": "REAL"})  # a data dir from before run leases
+        # a data dir from before run leases, and before runs in processes of their own (the key they call with)
+        db.add_columns("listener_runs", {"heartbeat": "REAL", "key_id": "INTEGER"})
 
     # -- tasks -----------------------------------------------------------
     def create_task(
