@@ -12,6 +12,7 @@ from wallaroo_pulumi.orchestration import ORCHESTRATION, ORCHESTRATION_ID
 from wallaroo_pulumi.runtime.core.errors import BadRequest
 from wallaroo_pulumi.runtime.routes import runtime_of
 from wallaroo_pulumi.runtime.services.access.deferred import check_deferred
+from wallaroo_pulumi.runtime.services.access.visible import visible_workspace
 from wallaroo_pulumi.runtime.services.listeners import parse
 from wallaroo_pulumi.runtime.services.listeners.views import LAST_RUNS, task_view
 from wallaroo_pulumi.runtime.services.orchestrations import builtin_view, orchestration_view
@@ -78,7 +79,8 @@ async def list_orchestrations(request: Request) -> list[JSON]:
              summary="Orchestrations of `workspace_ids` (all when empty), each with its tasks and workspace.")
 async def list_all(request: Request) -> JSON:
     d = await parse.body(request)
-    ids = d.get("workspace_ids") or None
+    narrowed = visible_workspace(request.scope.get("state", {}))  # a key of one workspace naming none: its own
+    ids = d.get("workspace_ids") or ([narrowed] if narrowed is not None else None)
     if ids is not None and (not isinstance(ids, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in ids)):
         raise BadRequest(f"workspace_ids: expected a list of workspace ids, got {ids!r}")
     rt = runtime_of(request)
