@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
 
 from wallaroo_pulumi.orchestration import ORCHESTRATION, ORCHESTRATION_ID
 from wallaroo_pulumi.runtime.core.errors import BadRequest
@@ -104,6 +105,15 @@ async def get_by_id(request: Request) -> JSON:
     if oid == ORCHESTRATION_ID:
         return builtin_view(1)
     return orchestration_view(runtime_of(request).orchestrations.get(oid))
+
+
+@router.post("/requirements", response_model=None, status_code=200,
+             summary="The requirement folders packaging installed for orchestration `id` (tar.gz; 204: none), "
+             "which a task pod unpacks instead of asking a package index.")
+async def requirements(request: Request) -> Response:
+    d = await parse.body(request)
+    path = await runtime_of(request).orchestrations.requirements_archive(parse.text(d, "id"))
+    return Response(status_code=204) if path is None else FileResponse(path, media_type="application/gzip")
 
 
 @router.post("/delete_orchestrations", response_model=None,

@@ -130,6 +130,7 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/orchestration/list", Perm.DEPLOY, Find.IN_WORKSPACE),
     Rule(P, "/v1/api/orchestration/list_all", Perm.DEPLOY, Find.WORKSPACES, narrows=True),
     Rule(P, "/v1/api/orchestration/get_by_id", Perm.DEPLOY, Find.ORCHESTRATION),
+    Rule(P, "/v1/api/orchestration/requirements", Perm.DEPLOY, Find.ORCHESTRATION),
     Rule(P, "/v1/api/orchestration/delete_orchestrations", Perm.DEPLOY, Find.ORCHESTRATION, "orchestrations"),
 )
 _EXACT = {(r.method, r.path): r for r in RULES if "{" not in r.path}

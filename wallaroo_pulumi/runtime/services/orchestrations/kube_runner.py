@@ -9,6 +9,7 @@ import logging
 import time
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from wallaroo_pulumi.runtime.kube.jobs import TaskJobs
@@ -45,7 +46,8 @@ class KubeTaskRunner(TaskRunner):
         row = self.orchestrations.get(task["orch_id"], "orch_id")
         zip_bytes = await asyncio.to_thread(self.orchestrations.artifacts.fetch(row["sha"]).read_bytes)
         await self._job(run_id, task, say, deadline_s, zip_bytes, row["entry"], BOUNDS,
-                        f"main.py of orchestration {task['orch_id']}", lambda _key_id: None)
+                        f"main.py of orchestration {task['orch_id']}", lambda _key_id: None,
+                        {"WALLAROO_ORCH_ID": task["orch_id"]})  # its pod fetches the installed requirements (D60)
 
     async def run_builtin(self, run_id: str, task: dict[str, Any], say: Callable[[str], None],
                           deadline_s: float | None, launch: Launch, bind_key: Callable[[int], None]) -> None:
@@ -67,8 +69,9 @@ class KubeTaskRunner(TaskRunner):
                         bind_key)
 
     async def _job(self, run_id: str, task: dict[str, Any], say: Callable[[str], None], deadline_s: float | None,
-                   zip_bytes: bytes, entry: str, bounds: TaskBounds, what: str, bind_key: Callable[[int], None]) -> None:
-        objects = self.jobs.objects(run_id, task, bounds, deadline_s, entry)
+                   zip_bytes: bytes, entry: str, bounds: TaskBounds, what: str, bind_key: Callable[[int], None],
+                   env: dict[str, str] | None = None) -> None:
+        objects = replace(self.jobs.objects(run_id, task, bounds, deadline_s, entry), env=env or {})
         expires = time.time() + (deadline_s if deadline_s else OPEN_KEY_S) + 30
         key_id, secret = await asyncio.to_thread(
             self.keys.mint, f"task {task['id']} run {run_id}", task["workspace_id"], expires)
