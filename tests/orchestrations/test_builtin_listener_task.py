@@ -4,7 +4,9 @@ is held to its memory bound by the kernel, and its scores and counts land where 
 
 from __future__ import annotations
 
+import os
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -32,6 +34,7 @@ def runtime(tmp_path: Path):
     data.mkdir()
     store = LogStore(data / "logs")
     store.append("llm", llm_rows((GOOD + BAD) * 4, now_ms() - 60_000))
+    store.append("slow", llm_rows((GOOD + BAD) * 400, now_ms() - 60_000, step_ms=1))
     store.close()
     srv = Proc("runtime", data).start()
     yield srv
@@ -64,6 +67,42 @@ def test_a_builtin_run_is_a_process_of_its_own_with_a_key_of_its_own(runtime: Pr
     mine = [k for k in keys if k["name"].endswith(f"run {run['run_id']}")]
     assert len(mine) == 1 and mine[0]["role"] == "deployer" and mine[0]["workspace_id"] == 1, mine
     assert mine[0]["revoked_at"], mine
+
+
+def _run_processes() -> list[int]:
+    """Processes of listener runs on this machine (only this branch's runtimes start them)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"listeners.task_main\x00listener-run.json" in cmd:
+                found.append(int(d))
+    return found
+
+
+def test_a_killed_run_s_process_is_gone_and_its_rows_are_scored_once_by_the_next(runtime: Proc) -> None:
+    t = runtime.post("/v1/api/task/run_once", {"name": "slow", "workspace_id": 1, "json": {
+        "monitored_pipeline": "slow", "listener_model": {"name": "combined"}, "batch_size": 1}})
+    deadline = time.monotonic() + 120
+    while (runs := runtime.post("/v1/api/task/list_task_runs", {"task_id": t["id"]}))[0]["rows_scored"] < 5:
+        assert time.monotonic() < deadline and runs[0]["status"] == "running", (runs, runtime.log_tail())
+        time.sleep(0.1)
+    before = _run_processes()
+    assert before, "no listener run process while the run scores"
+    runtime.post("/v1/api/task/kill", {"id": t["id"]})
+    (killed,) = runtime.wait_runs(t["id"])
+    assert killed["status"] == "killed" and 0 < killed["rows_scored"] < 2000, killed
+    deadline = time.monotonic() + 10
+    while set(before) & set(_run_processes()):
+        assert time.monotonic() < deadline, "the killed run's process is still there"
+        time.sleep(0.1)
+    rest = once(runtime, monitored_pipeline="slow", batch_size=512)
+    assert rest["status"] == "success" and rest["rows_read"] == 2000, rest
+    res = runtime.post("/v1/api/listeners/results", {"pipeline": "slow", "listener": "combined"})["results"][0]
+    assert res["count"] == 2000  # each row scored once: the killed run's settled claims, then the rest
 
 
 def test_the_run_api_answers_no_key_but_a_running_runs_own(runtime: Proc) -> None:
