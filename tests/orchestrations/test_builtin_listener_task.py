@@ -113,7 +113,7 @@ def test_the_run_api_answers_no_key_but_a_running_runs_own(runtime: Proc) -> Non
     for token in (runtime.token, created["secret"]):
         r = httpx.post(f"{runtime.url}{RUN_API}/page", json={"start_ms": 0, "end_ms": now_ms(), "limit": 10},
                        headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 403 and "own key" in r.text, r.text
+        assert r.status_code == 403 and "lacks a listener run of its own" in r.text, r.text
 
 
 def test_a_run_past_its_memory_bound_is_ended_by_the_kernel_naming_max_memory_mb(runtime: Proc,
@@ -148,7 +148,7 @@ def test_the_run_api_touches_only_what_the_runs_task_names(tmp_path: Path) -> No
                              next_run=None, last_tick=None)
     run = store.create_run(task["id"], "me", None)
     store.update_run(run["id"], key_id=7)
-    with pytest.raises(Exception, match="own key"):
+    with pytest.raises(Exception, match="lacks a listener run of its own"):
         api.scope(8, f"task {task['id']} run {run['id']}")
     scope = api.scope(7, f"task {task['id']} run {run['id']}")
     assert (scope.monitored, scope.score_pipeline, scope.stream) == ("llm", "llm-toxicity-scores",
@@ -163,7 +163,7 @@ def test_the_run_api_touches_only_what_the_runs_task_names(tmp_path: Path) -> No
     with pytest.raises(Exception, match="rows_read: expected a non-negative count"):
         api.report(scope, {"rows_read": -1})
     store.finish_run(run["id"], "succeeded")
-    with pytest.raises(Exception, match="succeeded: its key no longer acts"):
+    with pytest.raises(Exception, match="is succeeded, so its key no longer acts"):
         api.scope(7, f"task {task['id']} run {run['id']}")
     assert len(encode(rows)) > 0
     logs.close()

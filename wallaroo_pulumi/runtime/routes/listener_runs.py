@@ -44,7 +44,8 @@ class SettleRequest(BaseModel):
 async def _scope(request: Request) -> tuple[ListenerService, RunScope]:
     svc: ListenerService = request.app.state.listeners
     key = current_key.get()
-    scope = await asyncio.to_thread(svc.run_api.scope, key.id if key else None, key.name if key else None)
+    scope = await asyncio.to_thread(svc.run_api.scope, key.id if key else None, key.name if key else None,
+                                    key.label if key else "no key")
     return svc, scope
 
 

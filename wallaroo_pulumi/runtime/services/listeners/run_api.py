@@ -55,15 +55,17 @@ class ListenerRunApi:
         self.store = store
         self.logstore = logstore
 
-    def scope(self, key_id: int | None, key_name: str | None) -> RunScope:
-        """The running run whose own key this is; 403 for any other key (admin keys included)."""
+    def scope(self, key_id: int | None, key_name: str | None, label: str = "this key") -> RunScope:
+        """The running run whose own key this is (`label` names the key in a refusal); 403 for any other
+        key, admin keys included."""
         _, _, rid = (key_name or "").rpartition(" run ")
         run = self.store.get_run(rid) if rid and key_id is not None else None
         if run is None or run.get("key_id") != key_id:
-            raise NotThisRunsKey("the listener run API answers only a running listener run's own key "
-                                 "(minted for the run, revoked when it ends)")
+            raise NotThisRunsKey(f"{label} lacks a listener run of its own: the listener run API answers only "
+                                 "the key minted for a running listener run (revoked when it ends)")
         if run["status"] != "running":
-            raise NotThisRunsKey(f"run {rid} is {run['status']}: its key no longer acts for it")
+            raise NotThisRunsKey(f"{label} lacks a running run: run {rid} is {run['status']}, so its key no "
+                                 "longer acts for it")
         task = self.store.get_task(run["task_id"])
         if task is None:
             raise NotThisRunsKey(f"run {rid}: its task was deleted")
