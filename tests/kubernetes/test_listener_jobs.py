@@ -25,6 +25,7 @@ from wallaroo_pulumi.testing.control_plane import LocalControlPlane
 from wallaroo_pulumi.testing.pod_runner import PodRunner
 
 IMAGE = "registry.local/wallaroo-runtime:1"
+TASK_IMAGE = "registry.local/wallaroo-task:1"  # users' tasks' image (the SDK's): not the built-in's
 OWNER = "rt-listener-jobs"
 TASKS = {"wallaroo.ai/runtime": OWNER, "app.kubernetes.io/component": "task"}
 
@@ -52,7 +53,8 @@ def runtime(plane: LocalControlPlane, namespace: str, runner: PodRunner,
     store.append("llm", llm_rows((GOOD + BAD) * 4, now_ms() - 60_000))
     store.close()
     srv = Server(data, ["--sidekick-placement", "kubernetes", "--sidekick-image", IMAGE, "--kube-namespace", namespace,
-                        "--kube-owner", f"ServiceAccount/{OWNER}"], {**server_env(), **plane.env()})
+                        "--kube-owner", f"ServiceAccount/{OWNER}", "--task-image", TASK_IMAGE],
+                 {**server_env(), **plane.env()})
     srv.start()
     yield srv
     srv.stop()
@@ -66,7 +68,7 @@ def test_a_builtin_listener_run_is_a_job_of_its_own(runtime: Server, plane: Loca
                                          "batch_size": 4, "max_memory_mb": 256}, timeout_s=300)
         [job] = wait_for("the run's Job", lambda: list(client.list(Job, namespace=namespace, labels=TASKS)))
         [container] = as_dict(job)["spec"]["template"]["spec"]["containers"]
-        assert container["image"] == IMAGE  # the task image: by default the runtime's, which has the scorers
+        assert container["image"] == IMAGE  # the sidekick image (our package, the scorers), not the users' task image
         assert container["resources"]["limits"]["memory"] == str((256 + 1024) * 2**20)
         secret = client.get(Secret, job.metadata.name, namespace=namespace)
         with zipfile.ZipFile(io.BytesIO(base64.b64decode(secret.data["orchestration.zip"]))) as zf:

@@ -25,9 +25,10 @@ BOUNDS = TaskBounds(cpus=RUN_BOUNDS.cpus or 1.0, memory_bytes=RUN_BOUNDS.memory_
 
 class KubeTaskRunner(TaskRunner):
     def __init__(self, orchestrations: OrchestrationService, sandbox: Sandbox, keys: TaskKeys,
-                 url: Callable[[], str], jobs: TaskJobs) -> None:
+                 url: Callable[[], str], jobs: TaskJobs, builtin_image: str) -> None:
         super().__init__(orchestrations, sandbox, keys, url)
         self.jobs = jobs
+        self.builtin_image = builtin_image  # built-ins run our package: the sidekick image, not a user's task image
 
     async def settle_stale(self, live_runs: Callable[[], set[str]]) -> int:
         """Also delete the Jobs (and Secrets) of runs a stopped runtime left running."""
@@ -51,9 +52,9 @@ class KubeTaskRunner(TaskRunner):
 
     async def run_builtin(self, run_id: str, task: dict[str, Any], say: Callable[[str], None],
                           deadline_s: float | None, launch: Launch, bind_key: Callable[[int], None]) -> None:
-        """A built-in's run as a Job too: its module run from a main.py of two lines (the task image is the
-        runtime's: it has our package), its files beside it. A launch that needs folders of this runtime (an
-        uploaded listener model's) runs here, boxed, as a Job's pod cannot read them."""
+        """A built-in's run as a Job too: its module run from a main.py of two lines, its files beside it, on
+        the sidekick image (which has our package). A launch that needs folders of this runtime (an uploaded
+        listener model's) runs here, boxed, as a Job's pod cannot read them."""
         if launch.local_only:
             return await super().run_builtin(run_id, task, say, deadline_s, launch, bind_key)
         module = launch.argv[launch.argv.index("-m") + 1]
@@ -66,12 +67,13 @@ class KubeTaskRunner(TaskRunner):
                 zf.writestr(name, text)
         bounds = TaskBounds(cpus=launch.bounds.cpus or 1.0, memory_bytes=launch.bounds.memory_bytes or BOUNDS.memory_bytes)
         await self._job(run_id, task, say, deadline_s, buf.getvalue(), ".", bounds, f"{launch.what} {launch.of}",
-                        bind_key)
+                        bind_key, image=self.builtin_image)
 
     async def _job(self, run_id: str, task: dict[str, Any], say: Callable[[str], None], deadline_s: float | None,
                    zip_bytes: bytes, entry: str, bounds: TaskBounds, what: str, bind_key: Callable[[int], None],
-                   env: dict[str, str] | None = None) -> None:
-        objects = replace(self.jobs.objects(run_id, task, bounds, deadline_s, entry), env=env or {})
+                   env: dict[str, str] | None = None, image: str | None = None) -> None:
+        objects = self.jobs.objects(run_id, task, bounds, deadline_s, entry)
+        objects = replace(objects, env=env or {}, image=image or objects.image)
         expires = time.time() + (deadline_s if deadline_s else OPEN_KEY_S) + 30
         key_id, secret = await asyncio.to_thread(
             self.keys.mint, f"task {task['id']} run {run_id}", task["workspace_id"], expires)
