@@ -8,6 +8,11 @@ store, key + claim rows in SQLite, score, append the scores as logs) for each sc
 `score-only rows/s` is the scorer called directly on the same texts (no log store, no process
 boundary), to show where the time goes.
 
+`--executor task`: every run through a real runtime, as the runtime runs it (D58): a task of its own
+process with a key of its own, so the times include each run's cold start (process, imports, listener
+model), reported as `load s` (a run over no rows); `runtime MB` and `run MB` are the peak RSS of the
+serving process above idle and of the run's process during the largest run.
+
 Window mode (issue 29): one listener run over a 24-hour window of N logged rows, for each N:
 
     python benchmarks/bench_listeners.py --window-rows 50000,100000,500000 [--scorers toxicity]
@@ -33,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow as pa  # noqa: E402
 
+from benchmarks._harness import start_runtime, stop  # noqa: E402
 from wallaroo_pulumi import scorers as S  # noqa: E402
 from wallaroo_pulumi.runtime.services.listeners import ListenerService  # noqa: E402
 from wallaroo_pulumi.runtime.services.listeners.service import parse_args  # noqa: E402
@@ -94,6 +100,8 @@ async def one_run(svc: ListenerService, pipeline: str, scorer: str, batch: int) 
 
 
 async def main_async(a: argparse.Namespace) -> None:
+    if a.executor == "task":
+        return task_mode(a)
     sizes = [int(x) for x in a.sizes.split(",")]
     names = a.scorers.split(",")
     mode = "sidekick" if a.executor == "auto" else a.executor
@@ -243,6 +251,104 @@ async def window_async(a: argparse.Namespace) -> None:
     print()
 
 
+def _rss_of(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(x.split()[1]) / 1024 for x in f if x.startswith("VmRSS:")), 0.0)
+    except OSError:
+        return 0.0
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def task_run(rt, pipeline: str, scorer: str, batch: int, page_size: int = 20_000) -> tuple[dict, float, float, float]:
+    """One run through the runtime: (run, wall s, runtime peak MB above idle, run process peak MB)."""
+    import threading
+
+    import httpx
+
+    h = {"Authorization": f"Bearer {rt.token}"}
+    idle = _rss_of(rt.pid)
+    peaks = [idle, 0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peaks[0] = max(peaks[0], _rss_of(rt.pid))
+            peaks[1] = max(peaks[1], sum(_rss_of(p) for p in _descendants(rt.pid)))
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t0 = time.perf_counter()
+    t = httpx.post(f"{rt.url}/v1/api/task/run_once", headers=h, timeout=60, json={
+        "name": f"bench-{scorer}-{pipeline}", "workspace_id": 1, "timeout": 7200,
+        "json": {"monitored_pipeline": pipeline, "listener_model": {"name": scorer}, "window_seconds": 30 * 86400,
+                 "batch_size": batch, "page_size": page_size}}).json()
+    while True:
+        runs = httpx.post(f"{rt.url}/v1/api/task/list_task_runs", headers=h, json={"task_id": t["id"]}).json()
+        if runs and runs[0]["status"] != "running":
+            break
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    done.set()
+    th.join()
+    if runs[0]["status"] != "success":
+        raise SystemExit(f"{scorer} on {pipeline}: run {runs[0]['status']}: {runs[0]['error']}")
+    return runs[0], wall, peaks[0] - idle, peaks[1]
+
+
+def task_mode(a: argparse.Namespace) -> None:
+    sizes = [int(x) for x in a.sizes.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        logs = LogStore(data / "logs")
+        t0 = int(time.time() * 1000) - 86400_000
+        for n in sizes:
+            texts = corpus(n, seed=n)
+            for i in range(0, n, 50_000):
+                logs.append(f"llm-{n}", llm_table(texts[i : i + 50_000], t0 + i))
+        logs.close()
+        rt = start_runtime(data, log=Path(tmp) / "runtime.log")
+        try:
+            for name in a.scorers.split(","):
+                _, load_s, _, _ = task_run(rt, "no-rows", name, a.batch_size)
+                per, mem = {}, (0.0, 0.0)
+                for n in sizes:
+                    run, per[n], runtime_mb, run_mb = task_run(rt, f"llm-{n}", name, a.batch_size)
+                    assert run["rows_scored"] == n, run
+                    mem = (runtime_mb, run_mb)
+                rows.append((name, load_s, per, mem))
+        finally:
+            stop(rt.proc)
+    print(f"\nListener throughput (executor=task: each run a process of its own, batch_size={a.batch_size}, "
+          f"{os.cpu_count()} CPUs)")
+    head = f"{'listener':<10} {'load s':>7}" + "".join(f" {f'{n // 1000}k s':>8} {f'{n // 1000}k r/s':>10}" for n in sizes)
+    head += f" {'runtime MB':>11} {'run MB':>7}"
+    print(head)
+    print("-" * len(head))
+    for name, load_s, per, (runtime_mb, run_mb) in rows:
+        print(f"{name:<10} {load_s:>7.2f}" + "".join(f" {per[n]:>8.2f} {n / per[n]:>10,.0f}" for n in sizes)
+              + f" {runtime_mb:>+11.0f} {run_mb:>7.0f}")
+    print()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="10000,30000,100000")
@@ -250,7 +356,8 @@ def main() -> None:
                    help="window mode: one run per window of N rows, e.g. 50000,100000,500000")
     p.add_argument("--page-size", type=int, default=10_000, help="window mode: the run's page size")
     p.add_argument("--scorers", default="toxicity,sentiment,profanity,hate,combined")
-    p.add_argument("--executor", default="auto")
+    p.add_argument("--executor", default="auto", help="auto|sidekick|inprocess|scorer (in this process) or task "
+                   "(through a real runtime, each run a process of its own)")
     p.add_argument("--batch-size", type=int, default=512)
     a = p.parse_args()
     asyncio.run(window_async(a) if a.window_rows else main_async(a))

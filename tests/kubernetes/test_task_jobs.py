@@ -20,7 +20,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Secret
 
 from tests.kubernetes.k8s_helpers import as_dict, owned_namespace, wait_for
-from tests.orchestrations.conftest import upload
+from tests.orchestrations.conftest import tiny_wheel, upload
 from tests.runtime.conftest import Server, server_env
 from tests.wire.conftest import sdk_python  # noqa: F401 - the fixture: the pinned SDK's python
 from wallaroo_pulumi.client import WallarooClient
@@ -140,6 +140,22 @@ def test_a_failing_run_fails_with_its_exit_status_from_the_pod(api: WallarooClie
     run = api.wait_for_run(api.create_task("pod-fails", {}, orch_id=orch.id).id, timeout_s=180)
     assert (run.status, run.error) == ("failure", "main.py exited with status 3")
     assert "stdout F working" in _lines(api, run.id)
+    wait_for("the run's Job and Secret deleted", lambda: not _left(plane, namespace) or None)
+
+
+def test_a_pod_runs_on_the_requirements_installed_at_packaging_without_an_index(
+        api: WallarooClient, plane: LocalControlPlane, namespace: str) -> None:
+    """D60: the pod fetches the folders packaging installed, and runs no pip."""
+    wheel_name, wheel = tiny_wheel(value="from packaging")
+    orch = upload(api, {"main.py": "import tinydep\nprint('tinydep says', tinydep.VALUE)\n",
+                        "requirements.txt": "--no-index\n--find-links wheels\ntinydep==1.0\n",
+                        f"wheels/{wheel_name}": wheel}, "deps-in-a-pod")
+    run = api.wait_for_run(api.create_task("pod-deps", {}, orch_id=orch.id).id, timeout_s=180)
+    lines = _lines(api, run.id)
+    assert run.status == "success", lines
+    assert "stdout F [runtime] requirements: the 1 folder(s) installed at packaging" in lines
+    assert not any("installing requirements.txt" in line for line in lines), lines
+    assert "stdout F tinydep says from packaging" in lines
     wait_for("the run's Job and Secret deleted", lambda: not _left(plane, namespace) or None)
 
 

@@ -300,11 +300,25 @@ def samples(w: World) -> dict[tuple[str, str], Sample]:
         ("POST", "/v1/api/orchestration/list"): Sample("POST", "/v1/api/orchestration/list", {"workspace_id": 1}),
         ("POST", "/v1/api/orchestration/list_all"): Sample("POST", "/v1/api/orchestration/list_all", {"workspace_ids": [1]}),
         ("POST", "/v1/api/orchestration/get_by_id"): Sample("POST", "/v1/api/orchestration/get_by_id", {"id": w.orch_id}),
+        ("POST", "/v1/api/orchestration/requirements"): Sample("POST", "/v1/api/orchestration/requirements",
+                                                               {"id": w.orch_id}),
+        **listener_run_samples(),
         ("POST", "/v1/api/orchestration/delete_orchestrations"): Sample(
             "POST", "/v1/api/orchestration/delete_orchestrations", {"orchestrations": [w.orch_id]}, False,
             fresh=lambda: {"json": {"orchestrations": [w.admin.wait_for_orchestration(w.new_orchestration()).id]}}),
         **publish_samples(),
     }
+
+
+def listener_run_samples() -> dict[tuple[str, str], Sample]:
+    """What a built-in listener run calls back (D58): no key of the table is a running run's own."""
+    bodies = {"page": {"start_ms": 0, "end_ms": 1, "limit": 1}, "claim": {"keys": [], "times": []},
+              "settle": {"keys": [], "done": False}, "report": {}}
+    out = {("POST", f"/v1/api/task/listener_run/{name}"): Sample("POST", f"/v1/api/task/listener_run/{name}", body)
+           for name, body in bodies.items()}
+    out["POST", "/v1/api/task/listener_run/scores"] = Sample(
+        "POST", "/v1/api/task/listener_run/scores", None, False, b"not arrow", "application/vnd.apache.arrow.stream")
+    return out
 
 
 def publish_samples() -> dict[tuple[str, str], Sample]:
@@ -375,6 +389,7 @@ LOGS = (200, 200, 403, 403, 200, 403)
 INFER = (200, 200, 403, 200, 200, 403)
 OPENAI = (404, 404, 403, 404, 404, 403)
 NO_PUBLISH = (404, 403, 403, 403, 403, 403)  # admin-only, and the admin reaches a publish this runtime lacks
+NOT_A_RUN = (403, 403, 403, 403, 403, 403)  # only a running listener run's own key, which none of these is (D58)
 EXPECTED: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     #                                                               admin deployer deployer-2 infer infer+logs infer-2
     ("GET", "/metrics"): ADMIN_ONLY,
@@ -443,6 +458,9 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     ("POST", "/v1/api/orchestration/list"): DEPLOY,
     ("POST", "/v1/api/orchestration/list_all"): DEPLOY,
     ("POST", "/v1/api/orchestration/get_by_id"): DEPLOY,
+    ("POST", "/v1/api/orchestration/requirements"): (204, 204, 403, 403, 403, 403),  # it has none to fetch
+    **{("POST", f"/v1/api/task/listener_run/{call}"): NOT_A_RUN for call in ("page", "claim", "settle", "scores",
+                                                                               "report")},
     ("POST", "/v1/api/orchestration/delete_orchestrations"): DEPLOY,
 }
 #: Routes outside API keys: an edge's own calls, authenticated by its join token and edge key (tests/publish).

@@ -14,6 +14,7 @@ from wallaroo_pulumi.runtime.routes import (
     guardrails,
     inference,
     keys,
+    listener_runs,
     logs,
     models,
     openai,
@@ -77,6 +78,7 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         app.include_router(module.router)
     if rt.listeners is not None:
         app.include_router(listener_routes.router)
+        app.include_router(listener_runs.router)
     app.add_middleware(AccessMiddleware, **_access(rt, settings))
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
     return app

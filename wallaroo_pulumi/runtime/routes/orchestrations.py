@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
 
 from wallaroo_pulumi.orchestration import ORCHESTRATION, ORCHESTRATION_ID
 from wallaroo_pulumi.runtime.core.errors import BadRequest
 from wallaroo_pulumi.runtime.routes import runtime_of
 from wallaroo_pulumi.runtime.services.access.deferred import check_deferred
+from wallaroo_pulumi.runtime.services.access.visible import visible_workspace
 from wallaroo_pulumi.runtime.services.listeners import parse
 from wallaroo_pulumi.runtime.services.listeners.views import LAST_RUNS, task_view
 from wallaroo_pulumi.runtime.services.orchestrations import builtin_view, orchestration_view
@@ -78,7 +80,8 @@ async def list_orchestrations(request: Request) -> list[JSON]:
              summary="Orchestrations of `workspace_ids` (all when empty), each with its tasks and workspace.")
 async def list_all(request: Request) -> JSON:
     d = await parse.body(request)
-    ids = d.get("workspace_ids") or None
+    narrowed = visible_workspace(request.scope.get("state", {}))  # a key of one workspace naming none: its own
+    ids = d.get("workspace_ids") or ([narrowed] if narrowed is not None else None)
     if ids is not None and (not isinstance(ids, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in ids)):
         raise BadRequest(f"workspace_ids: expected a list of workspace ids, got {ids!r}")
     rt = runtime_of(request)
@@ -102,6 +105,15 @@ async def get_by_id(request: Request) -> JSON:
     if oid == ORCHESTRATION_ID:
         return builtin_view(1)
     return orchestration_view(runtime_of(request).orchestrations.get(oid))
+
+
+@router.post("/requirements", response_model=None, status_code=200,
+             summary="The requirement folders packaging installed for orchestration `id` (tar.gz; 204: none), "
+             "which a task pod unpacks instead of asking a package index.")
+async def requirements(request: Request) -> Response:
+    d = await parse.body(request)
+    path = await runtime_of(request).orchestrations.requirements_archive(parse.text(d, "id"))
+    return Response(status_code=204) if path is None else FileResponse(path, media_type="application/gzip")
 
 
 @router.post("/delete_orchestrations", response_model=None,

@@ -151,7 +151,7 @@ class Runtime:
         from wallaroo_pulumi.runtime.services.orchestrations.kube_runner import KubeTaskRunner
 
         jobs = TaskJobs(self.pods.ctx, kube.task_image or kube.image, kube.task_url or self.task_api_url())
-        return KubeTaskRunner(self.orchestrations, self.sandbox, self.key_store, self.task_api_url, jobs)
+        return KubeTaskRunner(self.orchestrations, self.sandbox, self.key_store, self.task_api_url, jobs, kube.image)
 
     def task_api_url(self) -> str:
         """Where a task's SDK reaches this runtime: its own address, loopback when it listens on all."""

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wallaroo_pulumi.runtime.core.auth import ADMIN_TOKEN_FILE
 from wallaroo_pulumi.runtime.core.errors import WallarooError
-from wallaroo_pulumi.runtime.services.access import bodies, deferred, policy
+from wallaroo_pulumi.runtime.services.access import bodies, deferred, policy, visible
 from wallaroo_pulumi.runtime.services.access.errors import Unauthorized
 from wallaroo_pulumi.runtime.services.access.keys import ApiKey, KeyStore
 from wallaroo_pulumi.runtime.services.access.limits import Limiter
@@ -91,7 +91,7 @@ class AccessMiddleware:
             if body is None:
                 deferred.defer(scope, key, rule)
             else:
-                policy.within(key, rule, self.targets.find(rule, params, body))
+                policy.within(key, rule, visible.narrow(scope, key, rule, self.targets.find(rule, params, body)))
         self.limiter.admit(key, infers=rule is not None and rule.perm is Perm.INFER)
         return receive
 

@@ -60,6 +60,7 @@ class Rule:
     perm: Perm
     find: Find = Find.NOTHING
     name_field: str | None = None
+    narrows: bool = False  # a listing of every workspace asked with a key of one: that one's (access/visible.py)
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,20 +113,24 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/task/run_scheduled", Perm.DEPLOY, Find.NEW_TASK),
     Rule(P, "/v1/api/task/run_continuously", Perm.DEPLOY, Find.NEW_TASK),
     Rule(P, "/v1/api/task/get_by_id", Perm.DEPLOY, Find.TASK),
-    Rule(P, "/v1/api/task/list", Perm.DEPLOY, Find.LISTED),
+    Rule(P, "/v1/api/task/list", Perm.DEPLOY, Find.LISTED, narrows=True),
     Rule(P, "/v1/api/task/list_task_runs", Perm.DEPLOY, Find.TASK, "task_id"),
     Rule(P, "/v1/api/task/get_run_details", Perm.DEPLOY, Find.RUN, "pod_id"),
     Rule(P, "/v1/api/task/get_logs_for_run", Perm.DEPLOY, Find.RUN),
     Rule(P, "/v1/api/task/kill", Perm.DEPLOY, Find.TASK),
     Rule(P, "/v1/api/task/update", Perm.DEPLOY, Find.TASK),
     Rule(P, "/v1/api/task/delete", Perm.DEPLOY, Find.TASK),
+    # a built-in listener run's calls back: the service answers only that run's own key (run_api.scope)
+    *(Rule(P, f"/v1/api/task/listener_run/{call}", Perm.DEPLOY) for call in ("page", "claim", "settle", "scores",
+                                                                              "report")),
     Rule(P, "/v1/api/listeners/results", Perm.READ_LOGS, Find.SCORES, "pipeline"),
     Rule(P, "/v1/api/assays/run", Perm.READ_LOGS, Find.SCORES, "pipeline"),
     Rule(P, "/v1/api/listeners/builtins", Perm.DEPLOY),
     Rule(P, "/v1/api/orchestration/upload", Perm.DEPLOY, Find.UPLOAD),
     Rule(P, "/v1/api/orchestration/list", Perm.DEPLOY, Find.IN_WORKSPACE),
-    Rule(P, "/v1/api/orchestration/list_all", Perm.DEPLOY, Find.WORKSPACES),
+    Rule(P, "/v1/api/orchestration/list_all", Perm.DEPLOY, Find.WORKSPACES, narrows=True),
     Rule(P, "/v1/api/orchestration/get_by_id", Perm.DEPLOY, Find.ORCHESTRATION),
+    Rule(P, "/v1/api/orchestration/requirements", Perm.DEPLOY, Find.ORCHESTRATION),
     Rule(P, "/v1/api/orchestration/delete_orchestrations", Perm.DEPLOY, Find.ORCHESTRATION, "orchestrations"),
 )
 _EXACT = {(r.method, r.path): r for r in RULES if "{" not in r.path}

@@ -31,3 +31,9 @@ class ListenerUnavailable(ListenerError):
 
 class ListenerRunError(ListenerError):
     """A listener run failed; recorded on the run, never an HTTP answer."""
+
+
+class NotThisRunsKey(ListenerError):
+    """A call of the listener run API made with a key that is not the calling run's own."""
+
+    status = 403

@@ -16,7 +16,8 @@ from wallaroo_pulumi.runtime.core.metrics import Metrics
 from wallaroo_pulumi.runtime.services.orchestrations import OrchestrationNotReady, TaskFailed, TaskRunner
 from wallaroo_pulumi.runtime.store.logs import LogStore
 
-from .engine import ListenerArgs, RunStats, run_listener
+from . import process_run
+from .engine import ListenerArgs, RunStats, reconcile, run_listener
 from .errors import BadListenerRequest
 from .executor import ListenerModelError, ListenerModelRef, Resolver
 from .executor_cache import ExecutorCache, Key
@@ -64,13 +65,15 @@ class Runs:
 
     async def launch(self, task: dict[str, Any], tick: float | None = None) -> dict[str, Any]:
         """Record a run of `task` owned by this process and start it; returns the run row."""
-        run = self.store.create_run(task["id"], self.instance, tick)
-        rid = run["id"]
+        row = self.store.create_run(task["id"], self.instance, tick)
+        rid = row["id"]
         self._run_task[rid] = task["id"]
         user = task["orch_id"] not in (None, ORCHESTRATION)
-        self._runs[rid] = asyncio.create_task(self._execute_user(rid, task) if user else self._execute(rid, task),
-                                              name=f"task-run-{rid}")
-        return run
+        # the built-in runs as a task of its own where a task runner is (the runtime); in-process without one
+        run = self._execute_user(rid, task) if user else (
+            self._execute(rid, task) if self.tasks is None else self._execute_process(rid, task))
+        self._runs[rid] = asyncio.create_task(run, name=f"task-run-{rid}")
+        return row
 
     def of_task(self, tid: str) -> list[str]:
         """Ids of the runs of task `tid` in progress here."""
@@ -171,6 +174,60 @@ class Runs:
             self._run_task.pop(rid, None)
             self._kill_requested.discard(rid)
             self._lease_lost.discard(rid)
+
+    async def _execute_process(self, rid: str, task: dict[str, Any]) -> None:
+        """A run of the built-in in a process of its own, through the task runner (process_run, D58)."""
+        assert self.tasks is not None
+        store = self.store
+        lines: list[str] = []
+
+        def say(line: str) -> None:
+            lines.append(line)
+            del lines[:-20]
+            self._log_writer.submit(store.log, rid, line)
+
+        started = time.monotonic()
+        status, error = "failed", None
+        args = ListenerArgs.model_validate(task["args"])
+        try:
+            try:
+                async with asyncio.timeout(task["timeout_seconds"]):
+                    ref = await resolve_listener(self.resolver, task["workspace_id"], args)
+                    launch = process_run.launch(rid, task, args, ref, self.executors.mode)
+                    await self.tasks.run_builtin(rid, task, say, task["timeout_seconds"], launch,
+                                                 lambda key_id: store.update_run(rid, key_id=key_id))
+            except TimeoutError:
+                status, error = "timed_out", f"timed out after {task['timeout_seconds']:g}s (timeout)"
+            else:
+                status = "succeeded"
+        except asyncio.CancelledError:
+            status, error = self._cancelled(rid)
+        except TaskFailed as exc:
+            error = process_run.failure(lines, args, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the run's status and log say why
+            error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            log.warning("listener run %s failed: %s", rid, error)
+        finally:
+            if error:
+                say(f"stderr F [runtime] {status}: {error}")
+            with contextlib.suppress(Exception):  # every line is written before the run is settled
+                await asyncio.shield(asyncio.wrap_future(self._log_writer.submit(lambda: None)))
+            await asyncio.shield(self._settle_process_run(rid, task, status, error, started))
+
+    async def _settle_process_run(self, rid: str, task: dict[str, Any], status: str, error: str | None,
+                                  started: float) -> None:
+        """The claims a killed or failed process left are settled (scored if appended, else given back),
+        the run's outcome recorded and counted as an in-process run's is."""
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(reconcile, self.store, self.logstore, set(), None, {rid})
+        row = self.store.get_run(rid) or {}
+        if self.store.finish_run(rid, status, error) and self.metrics is not None:
+            self.metrics.listener_run(task["monitored_pipeline"], task["listener_model"]["name"], status,
+                                      row.get("rows_scored") or 0, time.monotonic() - started)
+        self._runs.pop(rid, None)
+        self._run_task.pop(rid, None)
+        self._kill_requested.discard(rid)
+        self._lease_lost.discard(rid)
 
     async def _execute(self, rid: str, task: dict[str, Any]) -> None:
         store = self.store

@@ -156,6 +156,16 @@ class Scheduler:
         store.log(run["id"], f"stdout F [runtime] continuous task {'started' if due == 0 else 'restarted'} "
                              f"({len(store.list_runs(task['id'], BACKOFF_RUNS)) - 1} earlier run(s))")
 
+    def _still_running(self, task: dict[str, Any], tick: float) -> bool:
+        """A built-in listener task runs one run at a time (D58): a tick that finds its last run still
+        going is skipped (said in that run's log); the next run scores what this one would have."""
+        if task["orch_id"] not in (None, ORCHESTRATION):
+            return False
+        running = self.store.running_of(task["id"])
+        if running is not None:
+            self.store.log(running, f"cron tick {iso(tick * 1000.0)} skipped: this run is still going")
+        return running is not None
+
     async def schedule_once(self, now: float | None = None) -> None:
         """Launch a run of every scheduled task whose next tick is due; each tick is claimed in
         the database first, so it never runs twice."""
@@ -172,6 +182,8 @@ class Scheduler:
             if tick is None:
                 continue
             if store.claim_tick(task["id"], tick, next_tick(task["schedule"], now)):
+                if self._still_running(task, tick):
+                    continue
                 run = await self.runs.launch(task, tick=tick)
                 missed = ""
                 if next_tick(task["schedule"], last) < tick:

@@ -26,6 +26,7 @@ from .executor import ListenerModelRef, Resolver, builtin_resolver, chain_resolv
 from .executor_cache import ExecutorCache
 from .linked import user_listener
 from .results import ScoreQueries
+from .run_api import ListenerRunApi
 from .runs import Runs, resolve_listener
 from .scheduler import Scheduler
 from .store import TaskStore
@@ -135,6 +136,11 @@ class ListenerService:
     @property
     def scheduler(self) -> Scheduler:
         return self._live().scheduler
+
+    @property
+    def run_api(self) -> ListenerRunApi:
+        """What a built-in run in a process of its own calls back (routes/listener_runs.py)."""
+        return ListenerRunApi(self._live().store, self.logstore)
 
     # -- tasks -----------------------------------------------------------
     async def resolve(self, workspace_id: int, args: ListenerArgs) -> ListenerModelRef:

@@ -85,7 +85,8 @@ class TaskStore:
         with db.tx() as c:
             for stmt in SCHEMA:
                 c.execute(stmt)
-        db.add_columns("listener_runs", {"heartbeat": "REAL"})  # a data dir from before run leases
+        # a data dir from before run leases, and before runs in processes of their own (the key they call with)
+        db.add_columns("listener_runs", {"heartbeat": "REAL", "key_id": "INTEGER"})
 
     # -- tasks -----------------------------------------------------------
     def create_task(
@@ -165,9 +166,10 @@ class TaskStore:
             )
             return cur.rowcount == 1
 
-    def running_of(self, tid: str) -> bool:
-        return self.db.one("SELECT 1 AS x FROM listener_runs WHERE task_id = ? AND status = 'running' LIMIT 1",
-                           (tid,)) is not None
+    def running_of(self, tid: str) -> str | None:
+        """The id of a run of task `tid` still running (None: none is)."""
+        row = self.db.one("SELECT id FROM listener_runs WHERE task_id = ? AND status = 'running' LIMIT 1", (tid,))
+        return row["id"] if row else None
 
     def delete_task(self, tid: str) -> None:
         with self.db.tx() as c:

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +29,22 @@ OPEN_KEY_S = 7 * 86400
 MAX_LINE = 16_384
 #: What one run may take (no task API sets it): a core, 2 GiB, 512 processes; held by the kernel as root.
 RUN_BOUNDS = Bounds(cpus=1.0, memory_bytes=2 * 2**30, max_processes=512)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What one run's process is: its command, directory, environment (beside the task's own), the
+    folders it reads, files for its scratch and what the kernel bounds it to."""
+
+    argv: list[str]
+    what: str  # what runs, in its errors: "main.py"
+    of: str  # whose it is, in its log: "of orchestration <id>"
+    cwd: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    read: list[Path] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    bounds: Bounds = RUN_BOUNDS
+    local_only: bool = False  # it reads folders of this runtime (`read`): never a Job's pod
 
 
 class TaskFailed(Exception):
@@ -65,18 +82,35 @@ class TaskRunner:
         packaged = await self.orchestrations.packaged(task["orch_id"])
         python = self.orchestrations.python
         probe = await asyncio.to_thread(lambda: python.probe)
-        box = await asyncio.to_thread(self.sandbox.open, RUN_BOUNDS, f"task-{run_id[:8]}")
+        launch = Launch(argv=[python.executable, "-u", "main.py"], cwd=packaged.folder,
+                        env={"PYTHONPATH": os.pathsep.join(str(p) for p in packaged.deps)},
+                        read=[packaged.folder, *packaged.deps, *map(Path, probe.paths)],
+                        what="main.py", of=f"of orchestration {task['orch_id']}")
+        await self._boxed(run_id, task, say, deadline_s, launch, lambda _key_id: None)
+
+    async def run_builtin(self, run_id: str, task: dict[str, Any], say: Callable[[str], None],
+                          deadline_s: float | None, launch: Launch, bind_key: Callable[[int], None]) -> None:
+        """Run a built-in orchestration's `launch` (on the runtime's own Python) as a user's main.py
+        runs: boxed, bounded, a key of its own (`bind_key` records its id before the process starts)."""
+        await self._boxed(run_id, task, say, deadline_s, launch, bind_key)
+
+    async def _boxed(self, run_id: str, task: dict[str, Any], say: Callable[[str], None], deadline_s: float | None,
+                     launch: Launch, bind_key: Callable[[int], None]) -> None:
+        box = await asyncio.to_thread(self.sandbox.open, launch.bounds, f"task-{run_id[:8]}")
         expires = time.time() + (deadline_s if deadline_s else OPEN_KEY_S) + 30
         key_id, secret = await asyncio.to_thread(
             self.keys.mint, f"task {task['id']} run {run_id}", task["workspace_id"], expires)
         proc: asyncio.subprocess.Process | None = None
         try:
+            await asyncio.to_thread(bind_key, key_id)
             env, placed = _task_files(box, task, run_id, secret, expires, self.url())
-            env["PYTHONPATH"] = os.pathsep.join(str(p) for p in packaged.deps)
-            argv, env, cwd = box.command(
-                [python.executable, "-u", "main.py"], env, cwd=str(packaged.folder),
-                read=[packaged.folder, *packaged.deps, *probe.paths], placed=placed, die_with_parent=True)
-            say(f"stdout F [runtime] running main.py of orchestration {task['orch_id']} as run {run_id}")
+            for name, text in launch.files.items():
+                (box.scratch / name).write_text(text)
+                box.give(box.scratch / name)
+            env.update(launch.env)
+            argv, env, cwd = box.command(launch.argv, env, cwd=str(launch.cwd or box.scratch), read=launch.read,
+                                         placed=placed, die_with_parent=True)
+            say(f"stdout F [runtime] running {launch.what} {launch.of} as run {run_id}")
             proc = await asyncio.create_subprocess_exec(*argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
                                                         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                                                         start_new_session=True)
@@ -84,10 +118,7 @@ class TaskRunner:
             await asyncio.gather(_pump(proc.stdout, "stdout", say), _pump(proc.stderr, "stderr", say))
             code = await proc.wait()
             if code != 0:
-                what = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-                if code == -signal.SIGKILL:
-                    what += f" (SIGKILL: e.g. past its memory bound of {RUN_BOUNDS.memory_bytes // 2**20} MiB)"
-                raise TaskFailed(f"main.py {what}" + (" (126: the sandbox could not confine it)" if code == 126 else ""))
+                raise TaskFailed(_ended(launch, code))
         finally:
             if proc is not None and proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -96,6 +127,15 @@ class TaskRunner:
                     await asyncio.shield(proc.wait())
             await asyncio.shield(asyncio.to_thread(box.close))
             await asyncio.shield(asyncio.to_thread(self.keys.revoke, key_id))
+
+
+def _ended(launch: Launch, code: int) -> str:
+    """How a run's process ended, when not with status 0."""
+    what = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    mib = (launch.bounds.memory_bytes or 0) // 2**20
+    if code == -signal.SIGKILL:
+        what += f" (SIGKILL: e.g. past its memory bound of {mib} MiB)"
+    return f"{launch.what} {what}" + (" (126: the sandbox could not confine it)" if code == 126 else "")
 
 
 def sdk_token(task: dict[str, Any], secret: str, expires: float) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from wallaroo_pulumi.runtime.sidekick.requirements import RequirementsError, ens
 from wallaroo_pulumi.runtime.store.artifacts import ArtifactStore, ArtifactWriter
 from wallaroo_pulumi.runtime.store.db import Database
 
+from .archive import requirements_archive
 from .package import check_zip, unpack
 from .python import TaskPython
 from .store import OrchestrationStore
@@ -150,6 +151,16 @@ class OrchestrationService:
                 await asyncio.to_thread(self.artifacts.delete, row["sha"])
                 await asyncio.to_thread(shutil.rmtree, self.root / row["sha"], True)
         return freed
+
+    async def requirements_archive(self, oid: str) -> Path | None:
+        """The requirement folders packaging installed for `oid`, as one archive a task pod fetches instead
+        of asking a package index (None: it has no requirements); 409 unless it is ready."""
+        self.get(oid, "id")
+        deps = (await self.packaged(oid)).deps
+        if not deps:
+            return None
+        version = (await asyncio.to_thread(lambda: self.python.probe)).version
+        return await asyncio.to_thread(requirements_archive, deps, version, self.deps_dir.parent / "deps-archives")
 
     async def packaged(self, oid: str) -> Packaged:
         """The files a run of `oid` needs (cached after packaging); 409 unless it is ready."""
