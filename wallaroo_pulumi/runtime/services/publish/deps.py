@@ -25,7 +25,8 @@ def bake_requirements(model_files: ModelFiles, steps: list[dict[str, Any]], work
         if not [line for line in lines if not line.startswith("-")]:
             continue
         progress(f"installing the requirements of model {step['name']!r} into the image: {lines}")
+        # pip's scratch beside the installs, on the data volume: a runtime pod's /tmp is small (1Gi)
         [folder] = ensure_requirements(lines, work, sandbox=model_files.sandbox, cwd=model_dir, every=True,
-                                       what=f"model {step['name']!r}")
+                                       what=f"model {step['name']!r}", scratch_under=work.parent / "scratch")
         baked[step["sha"]] = folder
     return baked
