@@ -149,7 +149,7 @@ def test_up_publishes_from_the_runtime_pod_with_credentials_only_in_its_secret(c
     # the login is in the runtime's Secret and nowhere else: not in the state, not in the pod spec
     assert password not in centre.stack.run("stack", "export").stdout
     [dep] = centre.client.list(Deployment, namespace=centre.namespace, labels=RUNTIME)
-    assert password not in json.dumps(dep.to_dict())
+    assert password not in json.dumps(dep.to_dict(), default=str)
     env = {e.name: e.valueFrom.secretKeyRef.key for e in dep.spec.template.spec.containers[0].env
            if e.valueFrom and e.valueFrom.secretKeyRef}
     assert env["WALLAROO_OCI_PASSWORD"] == "oci-password" and env["WALLAROO_OCI_USERNAME"] == "oci-username"
