@@ -16,6 +16,7 @@ Config:
   public_url                  where edges (and this stack's resources) reach it: its Ingress or LoadBalancer
   admin_token        secret   the centre's admin token
   namespace, centre_cpus, centre_memory, storage_size   (defaults: wallaroo, 2, 4Gi, 20Gi)
+  step_cpus                   the pipeline step's CPU on the centre (default 1; a version bump runs two a while)
   kubernetes                  true: also run the published image as a site on the current kubeconfig's cluster
                               (not run by the test suite)
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 import pulumi
 import pyarrow as pa
 
-from wallaroo_pulumi import KubernetesRuntime, LocalRuntime, WallarooEdge, WallarooModel, WallarooPipeline, WallarooPublish
+from wallaroo_pulumi import DeploymentConfigBuilder, KubernetesRuntime, LocalRuntime, WallarooEdge, WallarooModel, WallarooPipeline, WallarooPublish
 
 cfg = pulumi.Config()
 registry = dict(publish_registry=cfg.require("registry"), publish_base_image=cfg.require("base_image"),
@@ -44,7 +45,9 @@ conn = centre.connection
 model = WallarooModel("scorer", path=cfg.get("model_path") or str(Path(__file__).parent / "model"),
                       input_schema=pa.schema([("x", pa.float64())]), output_schema=pa.schema([("y", pa.float64())]),
                       connection=conn)
-pipeline = WallarooPipeline("rollout", steps=[model], connection=conn)
+step_cpus = cfg.get_float("step_cpus")  # the step's CPU on the centre (default 1)
+deployment = DeploymentConfigBuilder().sidekick_cpus(model, step_cpus).build() if step_cpus else None
+pipeline = WallarooPipeline("rollout", steps=[model], deployment=deployment, connection=conn)
 release = WallarooPublish("rollout-release", pipeline=pipeline, connection=conn)
 names = (cfg.get("edges") or "shop-1,shop-2").split(",")
 edges = {name: WallarooEdge(name, publish=release, tags=["shop"], connection=conn) for name in names}

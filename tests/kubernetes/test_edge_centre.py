@@ -123,7 +123,8 @@ def centre(real_node: RealNode, node_image: str, bridge_registry: RegistryServer
     for key, value in (("registry", f"{reg.host}/team"), ("base_image", base), ("registry_username", reg.username),
                        ("registry_insecure", "true"), ("edges", EDGE), ("model_path", str(model_version(tmp, 2.0))),
                        ("centre_image", node_image), ("public_url", box.public.url), ("namespace", namespace),
-                       ("centre_cpus", "0.5"), ("centre_memory", "1Gi"), ("storage_size", "2Gi")):
+                       ("centre_cpus", "0.5"), ("centre_memory", "1Gi"), ("storage_size", "2Gi"),
+                       ("step_cpus", "0.5")):  # the old and the new version's steps side by side on a 2-core node
         stack.config_set(key, value)
     stack.config_set("registry_password", reg.password, secret=True)
     stack.config_set("admin_token", ADMIN_TOKEN, secret=True)
