@@ -27,7 +27,15 @@ from pathlib import Path
 import pulumi
 import pyarrow as pa
 
-from wallaroo_pulumi import DeploymentConfigBuilder, KubernetesRuntime, LocalRuntime, WallarooEdge, WallarooModel, WallarooPipeline, WallarooPublish
+from wallaroo_pulumi import (
+    DeploymentConfigBuilder,
+    KubernetesRuntime,
+    LocalRuntime,
+    WallarooEdge,
+    WallarooModel,
+    WallarooPipeline,
+    WallarooPublish,
+)
 
 cfg = pulumi.Config()
 registry = dict(publish_registry=cfg.require("registry"), publish_base_image=cfg.require("base_image"),
