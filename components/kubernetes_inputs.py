@@ -34,6 +34,29 @@ def _check_scale_out(database_url: Any, object_store_url: str | None, object_sto
                          f"expected some of {', '.join(OBJECT_STORE_ENV)}")
 
 
+def _check_publish(args: KubernetesRuntimeArgs) -> None:
+    """Publishing needs a registry, a base image in one, and an address edges reach (D49)."""
+    given = {"publish_registry": args.publish_registry, "publish_base_image": args.publish_base_image}
+    if args.publish_registry is None and args.publish_base_image is None:
+        extra = [f for f in ("publish_username", "publish_password") if getattr(args, f) is not None]
+        if extra or args.publish_insecure:
+            raise ValueError(f"KubernetesRuntime: {', '.join(extra) or 'publish_insecure'}: only with publish_registry "
+                             "and publish_base_image (the runtime publishes nowhere without them)")
+        return
+    missing = [f for f, v in given.items() if v is None]
+    if missing:
+        raise ValueError(f"KubernetesRuntime: {missing[0]}: required with {' and '.join(set(given) - set(missing))} "
+                         "(images go to the registry, built on the runtime image pushed there once)")
+    if args.public_url is None:
+        raise ValueError("KubernetesRuntime: public_url: required with publish_registry: the address edges join and "
+                         "ship their logs to (an Ingress or LoadBalancer in front of the runtime's Service), e.g. "
+                         "https://wallaroo.example.com; the in-cluster Service URL is unreachable from an edge")
+    if not args.public_url.startswith(("http://", "https://")):
+        raise ValueError(f"KubernetesRuntime: public_url: expected an http:// or https:// URL, got {args.public_url!r}")
+    if (args.publish_username is None) != (args.publish_password is None):
+        raise ValueError("KubernetesRuntime: publish_username and publish_password go together (the registry login)")
+
+
 class KubernetesRuntimeArgs(pydantic.BaseModel):
     """The component's inputs (see `KubernetesRuntime`); `pulumi.Input` values are typed `Any`."""
 
@@ -63,6 +86,12 @@ class KubernetesRuntimeArgs(pydantic.BaseModel):
     object_store_url: str | None = None
     object_store_env: dict[str, Any] | None = None
     backing_services: bool = False
+    publish_registry: str | None = None
+    publish_base_image: str | None = None
+    publish_username: Any = None
+    publish_password: Any = None
+    publish_insecure: bool = False
+    public_url: str | None = None
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> KubernetesRuntimeArgs:
@@ -81,6 +110,7 @@ class KubernetesRuntimeArgs(pydantic.BaseModel):
                              "give it secrets_key (their passwords derive from it) and no database_url/object_store_url")
         if not self.backing_services:
             _check_scale_out(self.database_url, self.object_store_url, self.object_store_env, self.secrets_key)
+        _check_publish(self)
         self.access_mode = self.access_mode or "ReadWriteOnce"
         if self.access_mode not in ACCESS_MODES:
             raise ValueError(f"KubernetesRuntime: access_mode must be one of {', '.join(ACCESS_MODES)}; "
@@ -113,6 +143,11 @@ class KubernetesRuntimeArgs(pydantic.BaseModel):
     def several(self) -> bool:
         """More than one serving pod (then a scheduler pod of its own)."""
         return (self.autoscale_max or self.replicas) > 1
+
+    @property
+    def publishes(self) -> bool:
+        """Pipelines are published to a registry (WallarooPublish) and edges join at public_url."""
+        return self.publish_registry is not None
 
     @property
     def pods(self) -> bool:

@@ -79,7 +79,11 @@ def declare_access(name: str, args: KubernetesRuntimeArgs, meta: dict[str, Any],
                      # scaled out: where the metadata, artifacts and logs live, and the bucket's credentials
                      **({"database-url": pulumi.Output.secret(args.database_url)} if args.database_url is not None else {}),
                      **{_secret_key(var): pulumi.Output.secret(value)
-                        for var, value in (args.object_store_env or {}).items()}},
+                        for var, value in (args.object_store_env or {}).items()},
+                     # the registry login publishes push with (D49): read by the pods through secretKeyRef
+                     **({"oci-username": pulumi.Output.secret(args.publish_username),
+                         "oci-password": pulumi.Output.secret(args.publish_password)}
+                        if args.publish_username is not None else {})},
         opts=child,
     )
     # no token unless a pod asks for one: only serving pods placing steps as pods do (D35); model
@@ -128,7 +132,18 @@ def secret_env(args: KubernetesRuntimeArgs) -> list[tuple[str, str]]:
     if args.database_url is not None:
         env.append(("WALLAROO_DATABASE_URL", "database-url"))
     env += [(var, _secret_key(var)) for var in (args.object_store_env or {})]
+    if args.publishes and args.publish_username is not None:
+        env += [("WALLAROO_OCI_USERNAME", "oci-username"), ("WALLAROO_OCI_PASSWORD", "oci-password")]
     return env
+
+
+def publish_args(args: KubernetesRuntimeArgs) -> list[str]:
+    """`runtime serve`'s publishing flags (D49): the registry, the base image, the address edges reach."""
+    if not args.publishes:
+        return []
+    assert args.publish_base_image is not None and args.public_url is not None
+    return ["--publish-registry", args.publish_registry, "--publish-base-image", args.publish_base_image,
+            "--public-url", args.public_url, *(["--publish-insecure"] if args.publish_insecure else [])]
 
 
 def pod_template(args: KubernetesRuntimeArgs, labels: dict[str, str], secret: k8s.core.v1.Secret,
@@ -167,7 +182,7 @@ def pod_template(args: KubernetesRuntimeArgs, labels: dict[str, str], secret: k8
                          "--port", str(APP_PORT), "--role", role,
                          *(["--log-retention", args.log_retention] if args.log_retention else []),
                          *(["--object-store", args.object_store_url] if args.object_store_url else []),
-                         *(placement if places else [])],
+                         *publish_args(args), *(placement if places else [])],
                 "env": [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret.metadata["name"], "key": key}}}
                         for name, key in secret_env(args)]
                 + ([{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}] if places else []),
@@ -254,7 +269,9 @@ def declare_service(name: str, args: KubernetesRuntimeArgs, meta: dict[str, Any]
 
 
 class KubernetesRuntime(pulumi.ComponentResource):
-    """Outputs: `url` (in-cluster Service URL), `token` (secret), `namespace`, `connection`."""
+    """Outputs: `url` (in-cluster Service URL), `token` (secret), `namespace`, `connection` (`public_url`
+    when given, else `url`). With `publish_registry`, `publish_base_image` and `public_url` it publishes
+    pipelines (`WallarooPublish`), logging in with `publish_username`/`publish_password` (kept in its Secret)."""
 
     def __init__(
         self,
@@ -284,6 +301,12 @@ class KubernetesRuntime(pulumi.ComponentResource):
         object_store_url: str | None = None,
         object_store_env: dict[str, pulumi.Input[str]] | None = None,
         backing_services: bool = False,
+        publish_registry: str | None = None,
+        publish_base_image: str | None = None,
+        publish_username: pulumi.Input[str] | None = None,
+        publish_password: pulumi.Input[str] | None = None,
+        publish_insecure: bool = False,
+        public_url: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         inputs = dict(locals())
@@ -312,5 +335,9 @@ class KubernetesRuntime(pulumi.ComponentResource):
             lambda svc: f"http://{svc}.{args.namespace}.svc.cluster.local"
         )
         self.token: pulumi.Output[str] = pulumi.Output.secret(args.admin_token)
-        self.connection = Connection(url=self.url, token=self.token)
-        self.register_outputs({"url": self.url, "namespace": args.namespace})
+        #: where edges (and, given it, this stack's resources) reach the runtime; known once it serves
+        self.public_url: pulumi.Output[str] | None = None if args.public_url is None else \
+            self.deployment.metadata["name"].apply(lambda _: args.public_url)
+        self.connection = Connection(url=self.public_url or self.url, token=self.token)
+        self.register_outputs({"url": self.url, "namespace": args.namespace,
+                               **({"public_url": self.public_url} if self.public_url is not None else {})})

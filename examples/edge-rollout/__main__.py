@@ -1,8 +1,9 @@
-"""A rollout to edge boxes: one stack declares the centre (a local runtime that publishes to a
-registry), the pipeline, its publish and the edges; a version bump upgrades them all in one `up`.
+"""A rollout to edge boxes: one stack declares the centre (a runtime that publishes to a registry:
+a local process, or with `centre_image` a KubernetesRuntime), the pipeline, its publish and the
+edges; a version bump upgrades them all in one `up`.
 
 Config:
-  data_dir                    where the centre keeps its data
+  data_dir                    where a local centre keeps its data
   registry                    HOST[:PORT]/PREFIX the centre publishes to
   base_image                  the runtime image in a registry (scripts/runtime-image, then push it)
   registry_username           registry login
@@ -10,6 +11,12 @@ Config:
   registry_insecure           true: plain HTTP (a loopback registry)
   model_path                  the model folder (default: model/ beside this file); a new one is a new version
   edges                       comma-separated edge names (default shop-1,shop-2)
+  centre_image                the runtime image the cluster pulls: the centre is a KubernetesRuntime on the
+                              current kubeconfig's cluster (else a LocalRuntime); with it:
+  public_url                  where edges (and this stack's resources) reach it: its Ingress or LoadBalancer
+  admin_token        secret   the centre's admin token
+  namespace, centre_cpus, centre_memory, storage_size   (defaults: wallaroo, 2, 4Gi, 20Gi)
+  step_cpus                   the pipeline step's CPU on the centre (default 1; a version bump runs two a while)
   kubernetes                  true: also run the published image as a site on the current kubeconfig's cluster
                               (not run by the test suite)
 """
@@ -20,20 +27,35 @@ from pathlib import Path
 import pulumi
 import pyarrow as pa
 
-from wallaroo_pulumi import LocalRuntime, WallarooEdge, WallarooModel, WallarooPipeline, WallarooPublish
+from wallaroo_pulumi import (
+    DeploymentConfigBuilder,
+    KubernetesRuntime,
+    LocalRuntime,
+    WallarooEdge,
+    WallarooModel,
+    WallarooPipeline,
+    WallarooPublish,
+)
 
 cfg = pulumi.Config()
-centre = LocalRuntime("centre", data_dir=cfg.get("data_dir") or ".state/edge-rollout/centre",
-                      publish_registry=cfg.require("registry"), publish_base_image=cfg.require("base_image"),
-                      publish_username=cfg.get("registry_username"),
-                      publish_password=cfg.get_secret("registry_password"),
-                      publish_insecure=cfg.get_bool("registry_insecure") or False)
+registry = dict(publish_registry=cfg.require("registry"), publish_base_image=cfg.require("base_image"),
+                publish_username=cfg.get("registry_username"), publish_password=cfg.get_secret("registry_password"),
+                publish_insecure=cfg.get_bool("registry_insecure") or False)
+if cfg.get("centre_image"):
+    centre = KubernetesRuntime("centre", image=cfg.require("centre_image"), admin_token=cfg.require_secret("admin_token"),
+                               public_url=cfg.require("public_url"), namespace=cfg.get("namespace") or "wallaroo",
+                               cpus=cfg.get_float("centre_cpus") or 2, memory=cfg.get("centre_memory") or "4Gi",
+                               storage_size=cfg.get("storage_size") or "20Gi", **registry)
+else:
+    centre = LocalRuntime("centre", data_dir=cfg.get("data_dir") or ".state/edge-rollout/centre", **registry)
 conn = centre.connection
 
 model = WallarooModel("scorer", path=cfg.get("model_path") or str(Path(__file__).parent / "model"),
                       input_schema=pa.schema([("x", pa.float64())]), output_schema=pa.schema([("y", pa.float64())]),
                       connection=conn)
-pipeline = WallarooPipeline("rollout", steps=[model], connection=conn)
+step_cpus = cfg.get_float("step_cpus")  # the step's CPU on the centre (default 1)
+deployment = DeploymentConfigBuilder().sidekick_cpus(model, step_cpus).build() if step_cpus else None
+pipeline = WallarooPipeline("rollout", steps=[model], deployment=deployment, connection=conn)
 release = WallarooPublish("rollout-release", pipeline=pipeline, connection=conn)
 names = (cfg.get("edges") or "shop-1,shop-2").split(",")
 edges = {name: WallarooEdge(name, publish=release, tags=["shop"], connection=conn) for name in names}
@@ -60,6 +82,6 @@ if cfg.get_bool("kubernetes"):
 
 pulumi.export("image", release.image)
 pulumi.export("token", centre.token)
-pulumi.export("url", centre.url)
+pulumi.export("url", centre.connection.url)
 for name, edge in edges.items():
     pulumi.export(f"{name}_bundle", edge.bundle)

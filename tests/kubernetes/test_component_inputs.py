@@ -22,6 +22,14 @@ REPO = Path(__file__).resolve().parents[2]
     ({"log_retention": "a month"}, "log_retention: expected a positive duration like 30d"),
     ({"memory": "8GB"}, "'8GB' is not a Kubernetes memory quantity"),
     ({"sidekick_placement": "kubernetes"}, "sidekick_placement must be 'pods' .* or 'local' .*got 'kubernetes'"),
+    ({"publish_registry": "r.example/team"}, "publish_base_image: required with publish_registry"),
+    ({"publish_registry": "r.example/team", "publish_base_image": "r.example/team/rt:1"},
+     "public_url: required with publish_registry: the address edges join"),
+    ({"publish_registry": "r", "publish_base_image": "r/rt:1", "public_url": "wallaroo.example.com"},
+     "public_url: expected an http:// or https:// URL, got 'wallaroo.example.com'"),
+    ({"publish_registry": "r", "publish_base_image": "r/rt:1", "public_url": "https://w", "publish_username": "ci"},
+     "publish_username and publish_password go together"),
+    ({"publish_password": "p", "publish_username": "ci"}, "publish_username, publish_password: only with publish_registry"),
 ])
 def test_bad_settings_are_refused_before_anything_is_registered(settings: dict, message: str) -> None:
     # no Pulumi program runs here: the checks come before the component registers itself

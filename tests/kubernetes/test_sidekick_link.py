@@ -108,6 +108,27 @@ def test_a_model_that_cannot_load_says_why(server: Server, tmp_path: Path) -> No
     asyncio.run(scenario())
 
 
+def test_a_pod_installs_requirements_with_option_lines_from_the_models_folder(server: Server, tmp_path: Path) -> None:
+    """`--find-links wheels` (a folder of the model's) and `--no-index`, as a local deploy and a publish
+    take them: a pod with no route out installs what its model carries."""
+    from tests.runtime.conftest import tiny_wheel
+
+    artifact = tmp_path / "needs.zip"
+    with zipfile.ZipFile(artifact, "w") as zf:
+        zf.writestr("model.py", "import linktinydep\n" + byop_source('return {"y": input_data["x"] + linktinydep.OFFSET}'))
+        zf.writestr("requirements.txt", "--no-index\n--find-links wheels\nlinktinydep==1.0\n")
+        zf.writestr("wheels/linktinydep-1.0-py3-none-any.whl", tiny_wheel("linktinydep", "1.0", "OFFSET = 7.0\n"))
+    model = ModelBundle(hashlib.sha256(artifact.read_bytes()).hexdigest(), artifact)
+
+    async def scenario() -> None:
+        remote = server.remote(model)
+        await remote.start()
+        assert (await remote.predict(x(1.0))).column("y").to_pylist() == [8.0]
+        await remote.stop()
+
+    asyncio.run(scenario())
+
+
 def test_streamed_answers_cross_the_link_frame_by_frame(server: Server, tmp_path: Path) -> None:
     model = bundle(tmp_path, byop_source(MODEL) + STREAMING)
 

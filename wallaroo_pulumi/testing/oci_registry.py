@@ -25,9 +25,10 @@ def registry_binary() -> str:
 
 
 class OciRegistry(Harness):
-    """`start()`; `host` ("127.0.0.1:PORT"), `username`, `password`; `stop()` removes its storage."""
+    """`start()`; `host` ("127.0.0.1:PORT"), `username`, `password`; `stop()` removes its storage.
+    `address`: where it listens (the real node's bridge address, for pods to reach it)."""
 
-    def __init__(self, username: str = "publisher", timeout_s: float = 30) -> None:
+    def __init__(self, username: str = "publisher", timeout_s: float = 30, address: str = "127.0.0.1") -> None:
         import bcrypt  # the registry's htpasswd takes bcrypt hashes only
 
         self.binary = registry_binary()
@@ -35,7 +36,7 @@ class OciRegistry(Harness):
         super().__init__(self.root)
         self.timeout_s = timeout_s
         self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.host = f"{address}:{self.port}"
         self.username = username
         self.password = secrets.token_urlsafe(18)
         hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=5)).decode()

@@ -221,13 +221,15 @@ class Sandbox:
             log.error("%s", self.refusal)
 
     # -- boxes --------------------------------------------------------------------------------
-    def open(self, bounds: Bounds | None = None, name: str = "") -> Box:
-        """A scratch directory and (as root) a uid of its own, for one worker or one install;
-        with ``bounds``, cgroups of its own holding them where this host has them."""
+    def open(self, bounds: Bounds | None = None, name: str = "", under: Path | None = None) -> Box:
+        """A scratch directory (in ``under``, default the temp dir) and (as root) a uid of its own, for
+        one worker or one install; with ``bounds``, cgroups of its own holding them where this host has them."""
         if self.refusal is not None:
             raise SandboxRefused(self.refusal)
         uid, lock = self._take_uid() if self.support.private_root else (None, None)
-        scratch = Path(tempfile.mkdtemp(prefix="wallaroo-sidekick-"))
+        if under is not None:
+            under.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="wallaroo-sidekick-", dir=under))
         if uid is not None:
             os.chown(scratch, uid, uid)
         box = Box(self, uid, scratch, lock, bounds)

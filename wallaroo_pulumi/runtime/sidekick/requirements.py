@@ -125,7 +125,7 @@ def _local_paths(env: dict[str, str]) -> list[str]:
 
 def ensure_requirements(lines: list[str], deps_root: Path, *, sandbox: Sandbox, cwd: Path,
                         timeout_s: float = 900, python: str | None = None, python_read: tuple[str, ...] = (),
-                        what: str = "model", every: bool = False) -> list[Path]:
+                        what: str = "model", every: bool = False, scratch_under: Path | None = None) -> list[Path]:
     """[] when nothing is missing, else [the folder holding the installed packages].
 
     Option lines (`--no-index`, `--find-links wheels/`, ...) go to pip, which runs in `cwd` (the model
@@ -133,6 +133,7 @@ def ensure_requirements(lines: list[str], deps_root: Path, *, sandbox: Sandbox, 
     leaves there must never be imported by another model. `python` (default: the runtime's) is the
     interpreter the packages are for (an orchestration task's), `python_read` the folders it reads.
     `every`: install every line, met here or not (a publish's image, whose environment is not this one).
+    `scratch_under`: where pip's scratch (downloads, builds) goes instead of the temp dir (a pod's small /tmp).
     """
     python = python or sys.executable
     options = [line for line in lines if line.startswith("-")]
@@ -148,7 +149,7 @@ def ensure_requirements(lines: list[str], deps_root: Path, *, sandbox: Sandbox, 
         return [target]
     deps_root.mkdir(parents=True, exist_ok=True)
     tmp = deps_root / f".{key}.{uuid.uuid4().hex}.tmp"
-    box = sandbox.open()
+    box = sandbox.open(under=scratch_under)
     try:
         tmp.mkdir()
         box.give(tmp)

@@ -155,8 +155,12 @@ class SidekickServer:
         if not lines:
             return model_dir, []
         deps = self.workdir / "deps"
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "--target", str(deps), *lines],
-                              env=pip_env(self.workdir), capture_output=True, text=True, timeout=900, check=False)
+        # a requirements file, run in the model's folder: option lines (`--find-links wheels`) work as at a local deploy
+        listed = self.workdir / "requirements.txt"
+        listed.write_text("\n".join(lines) + "\n")
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--target", str(deps), "-r", str(listed)],
+                              cwd=model_dir, env=pip_env(self.workdir), capture_output=True, text=True, timeout=900,
+                              check=False)
         if done.returncode != 0:
             raise RuntimeError(f"installing its requirements failed: {done.stderr.strip()[-2000:]}")
         return model_dir, [deps]

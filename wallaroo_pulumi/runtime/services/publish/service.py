@@ -28,6 +28,7 @@ from wallaroo_pulumi.runtime.services.publish.bundle import EdgeBundle
 from wallaroo_pulumi.runtime.services.publish.chart import build_chart, push_chart
 from wallaroo_pulumi.runtime.services.publish.deps import bake_requirements
 from wallaroo_pulumi.runtime.services.publish.image import push_image, write_layer
+from wallaroo_pulumi.runtime.services.publish.lease import BuildLease
 from wallaroo_pulumi.runtime.services.publish.store import ensure_tables
 from wallaroo_pulumi.runtime.store.db import Database, IntegrityError, dumps
 from wallaroo_pulumi.runtime.store.oci import ImageRef, OciRegistry, RegistryError
@@ -78,7 +79,9 @@ class Publishes:
         self.centre_url = centre_url
         self.work_dir = work_dir
         self._tasks: set[asyncio.Task[None]] = set()
+        self._building: set[int] = set()
         ensure_tables(db)
+        self.lease = BuildLease(db)
 
     # -- publishing ------------------------------------------------------------------
     def publish(self, version_id: int, model_config_ids: list[int], wire_config: dict[str, Any] | None,
@@ -120,14 +123,27 @@ class Publishes:
         return self.answer(self.row(pid))
 
     def _spawn(self, publish_id: int) -> None:
+        if publish_id in self._building:
+            return
+        self._building.add(publish_id)
         task = asyncio.get_running_loop().create_task(self._build(publish_id), name=f"publish-{publish_id}")
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: (self._tasks.discard(t), self._building.discard(publish_id)))
+
+    async def resume(self) -> None:
+        """At start, then every half lease: unfinished publishes no live builder holds (a stopped
+        runtime's, another replica's that stopped) are built here (BuildLease: one builder each)."""
+        for publish_id in self.lease.due():
+            self._spawn(publish_id)
+        task = asyncio.get_running_loop().create_task(self._resume_forever(), name="publish-resume")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def resume(self) -> None:
-        """At start: publishes a stopped runtime left unfinished are built again."""
-        for row in self.db.all("SELECT id FROM publishes WHERE status IN ('PendingPublish', 'Publishing')"):
-            self._spawn(row["id"])
+    async def _resume_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease.lease_s / 2)
+            for publish_id in await asyncio.to_thread(self.lease.due):
+                self._spawn(publish_id)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -141,8 +157,10 @@ class Publishes:
             c.execute(f"UPDATE publishes SET {cols}, updated_at = ? WHERE id = ?", (*fields.values(), time.time(), publish_id))
 
     async def _build(self, publish_id: int) -> None:
-        self._set(publish_id, status="Publishing", error=None)
+        if not await asyncio.to_thread(self.lease.claim, publish_id):
+            return  # another replica builds it
         started = time.monotonic()
+        holding = asyncio.get_running_loop().create_task(self.lease.hold(publish_id))
         try:
             pushed, chart = await asyncio.to_thread(self._build_and_push, publish_id)
         except asyncio.CancelledError:
@@ -152,6 +170,8 @@ class Publishes:
             log.error("publish %d failed: %s", publish_id, message)
             self._set(publish_id, status="Error", error=message)
             return
+        finally:
+            holding.cancel()
         seconds = time.monotonic() - started
         row = self.row(publish_id)
         with self.db.tx() as c:
