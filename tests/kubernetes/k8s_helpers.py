@@ -8,13 +8,16 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Event, Namespace, Pod, ServiceAccount
 
+from wallaroo_pulumi.testing.control_plane import LocalControlPlane
 from wallaroo_pulumi.testing.kube_cluster import KubeCluster
+from wallaroo_pulumi.testing.pod_runner import PodRunner
 from wallaroo_pulumi.testing.waiting import wait_until
 
 T = TypeVar("T")
@@ -138,3 +141,14 @@ def owned_namespace(client: Client, owner: str) -> Iterator[str]:
         yield name
     finally:
         client.delete(Namespace, name)
+
+
+@contextmanager
+def task_pods(plane: LocalControlPlane, namespace: str, workdir: Path, python: str | None = None) -> Iterator[PodRunner]:
+    """Task-run pods of `namespace` run on this machine (PodRunner as their kubelet), their logs served
+    to the API server as a kubelet's are."""
+    with PodRunner(plane, namespace, labels={"app.kubernetes.io/component": "task"}, workdir=workdir,
+                   python=python) as pods:
+        pki = plane.workdir / "pki"
+        pods.serve_logs(pki / "apiserver.crt", pki / "apiserver.key")
+        yield pods

@@ -17,7 +17,7 @@ import pytest
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Secret
 
-from tests.kubernetes.k8s_helpers import as_dict, owned_namespace, wait_for
+from tests.kubernetes.k8s_helpers import as_dict, owned_namespace, task_pods, wait_for
 from tests.listeners.listener_helpers import BAD, GOOD, llm_rows, now_ms
 from tests.runtime.conftest import Server, server_env
 from wallaroo_pulumi.runtime.store.logs import LogStore
@@ -38,10 +38,7 @@ def namespace(plane: LocalControlPlane) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def runner(plane: LocalControlPlane, namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodRunner]:
-    with PodRunner(plane, namespace, labels={"app.kubernetes.io/component": "task"},
-                   workdir=tmp_path_factory.mktemp("listener-pods")) as pods:
-        pki = plane.workdir / "pki"
-        pods.serve_logs(pki / "apiserver.crt", pki / "apiserver.key")
+    with task_pods(plane, namespace, tmp_path_factory.mktemp("listener-pods")) as pods:
         yield pods
 
 

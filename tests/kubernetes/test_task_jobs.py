@@ -19,7 +19,7 @@ import pytest
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Secret
 
-from tests.kubernetes.k8s_helpers import as_dict, owned_namespace, wait_for
+from tests.kubernetes.k8s_helpers import as_dict, owned_namespace, task_pods, wait_for
 from tests.orchestrations.conftest import tiny_wheel, upload
 from tests.runtime.conftest import Server, server_env
 from tests.wire.conftest import sdk_python  # noqa: F401 - the fixture: the pinned SDK's python
@@ -57,10 +57,7 @@ def namespace(plane: LocalControlPlane) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def runner(plane: LocalControlPlane, namespace: str, sdk_python: str,  # noqa: F811
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodRunner]:
-    with PodRunner(plane, namespace, labels={"app.kubernetes.io/component": "task"}, python=sdk_python,
-                   workdir=tmp_path_factory.mktemp("task-pods")) as pods:
-        pki = plane.workdir / "pki"
-        pods.serve_logs(pki / "apiserver.crt", pki / "apiserver.key")
+    with task_pods(plane, namespace, tmp_path_factory.mktemp("task-pods"), python=sdk_python) as pods:
         yield pods
 
 
