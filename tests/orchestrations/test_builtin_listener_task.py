@@ -69,16 +69,24 @@ def test_a_builtin_run_is_a_process_of_its_own_with_a_key_of_its_own(runtime: Pr
     assert mine[0]["revoked_at"], mine
 
 
-def _run_processes() -> list[int]:
-    """Processes of listener runs on this machine (only this branch's runtimes start them)."""
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def _run_processes(runtime: Proc) -> list[int]:
+    """Processes of listener runs started by this test's runtime (other tests' runtimes run theirs beside it)."""
     found = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 cmd = Path(f"/proc/{d}/cmdline").read_bytes()
-            except OSError:
+                pid = int(d)
+                while pid > 1 and pid != runtime.proc.pid:  # type: ignore[union-attr]
+                    pid = _parent(pid)
+            except (OSError, ValueError, IndexError):
                 continue
-            if b"listeners.task_main\x00listener-run.json" in cmd:
+            if b"listeners.task_main\x00listener-run.json" in cmd and pid > 1:
                 found.append(int(d))
     return found
 
@@ -90,13 +98,13 @@ def test_a_killed_run_s_process_is_gone_and_its_rows_are_scored_once_by_the_next
     while (runs := runtime.post("/v1/api/task/list_task_runs", {"task_id": t["id"]}))[0]["rows_scored"] < 5:
         assert time.monotonic() < deadline and runs[0]["status"] == "running", (runs, runtime.log_tail())
         time.sleep(0.1)
-    before = _run_processes()
+    before = _run_processes(runtime)
     assert before, "no listener run process while the run scores"
     runtime.post("/v1/api/task/kill", {"id": t["id"]})
     (killed,) = runtime.wait_runs(t["id"])
     assert killed["status"] == "killed" and 0 < killed["rows_scored"] < 2000, killed
     deadline = time.monotonic() + 10
-    while set(before) & set(_run_processes()):
+    while set(before) & set(_run_processes(runtime)):
         assert time.monotonic() < deadline, "the killed run's process is still there"
         time.sleep(0.1)
     rest = once(runtime, monitored_pipeline="slow", batch_size=512)
