@@ -4,7 +4,6 @@ is held to its memory bound by the kernel, and its scores and counts land where 
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import zipfile
@@ -23,6 +22,7 @@ from wallaroo_pulumi.runtime.store.db import SqliteDatabase
 from wallaroo_pulumi.runtime.store.logs import LogStore
 from wallaroo_pulumi.scorers.schemas import listener_schemas
 from wallaroo_pulumi.testing.byop import byop_source
+from wallaroo_pulumi.testing.processes import process_tree
 
 RUN_API = "/v1/api/task/listener_run"
 HOG = byop_source("hog = bytearray(3 * 2**30)\nhog[::4096] = b'x' * len(hog[::4096])\nreturn {}", inference_cls="Hog")
@@ -69,25 +69,15 @@ def test_a_builtin_run_is_a_process_of_its_own_with_a_key_of_its_own(runtime: Pr
     assert mine[0]["revoked_at"], mine
 
 
-def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2:].split()[1])
-
-
 def _run_processes(runtime: Proc) -> list[int]:
     """Processes of listener runs started by this test's runtime (other tests' runtimes run theirs beside it)."""
     found = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
-                pid = int(d)
-                while pid > 1 and pid != runtime.proc.pid:  # type: ignore[union-attr]
-                    pid = _parent(pid)
-            except (OSError, ValueError, IndexError):
-                continue
-            if b"listeners.task_main\x00listener-run.json" in cmd and pid > 1:
-                found.append(int(d))
+    for pid in process_tree(runtime.proc.pid):  # type: ignore[union-attr]
+        try:
+            if b"listeners.task_main\x00listener-run.json" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
     return found
 
 
