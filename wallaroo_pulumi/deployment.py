@@ -90,6 +90,13 @@ class SidekickConfig(_Strict):
                     "(a cgroup pids limit as root, RLIMIT_NPROC without); a fork past it fails with EAGAIN",
     )
 
+    model_concurrency: int | None = Field(
+        default=None, ge=1, le=256,
+        description="batches the model's worker answers at once, on as many threads (D61; named after the SDK's "
+                    "engine-wide model_server.model_concurrency): default the model's own predict_concurrency "
+                    "(the bundled LLM adapters declare MAX_CONCURRENCY), else 1; set it only for thread-safe code",
+    )
+
     _memory = field_validator("memory")(classmethod(lambda cls, v: _check_memory(v)))
 
     @field_validator("scratch_size")
@@ -323,6 +330,11 @@ class DeploymentConfigBuilder:
     def sidekick_max_batch_rows(self, model: Any, rows: int) -> Self:
         """Ours alone: requests waiting for a busy sidekick are merged into batches of up to `rows` rows."""
         self._side(model)["max_batch_rows"] = rows
+        return self
+
+    def sidekick_model_concurrency(self, model: Any, n: int) -> Self:
+        """Ours, per model: batches its worker answers at once (thread-safe models only; D61)."""
+        self._side(model)["model_concurrency"] = n
         return self
 
     def sidekick_scratch_size(self, model: Any, quantity: str) -> Self:

@@ -7,7 +7,7 @@
      "enginelb": {"resources": {...}},
      "engineAux": {"images": {"<model>-<model version id>": {"resources": {...},
                    "env": [{"name", "value"}], "arch", "accel", "node_selector", "max_batch_rows",
-                   "scratch_size", "max_processes"}}},
+                   "scratch_size", "max_processes", "model_concurrency"}}},
      "workspace_id": 1}
 
 The mapping only moves values (they may be Pulumi Outputs in a program); `parse` then validates
@@ -30,8 +30,10 @@ _TOP = {"engine", "enginelb", "engineAux", "workspace_id"}
 _ENGINE = {"cpu", "gpu", "resources", "replicas", "autoscale", "node_selector", "arch", "accel", "python", "image"}
 _QUEUE_AUTOSCALE = ("scale_up_queue_depth", "scale_down_queue_depth", "autoscaling_window")
 _AUTOSCALE = {"replica_min", "replica_max", "type", "cpu_utilization", *_QUEUE_AUTOSCALE}
-_IMAGE = {"resources", "env", "arch", "accel", "node_selector", "image", "max_batch_rows", "scratch_size", "max_processes"}
-_OURS = {field: SidekickConfig.model_fields[field].default for field in ("max_batch_rows", "scratch_size", "max_processes")}
+_IMAGE = {"resources", "env", "arch", "accel", "node_selector", "image", "max_batch_rows", "scratch_size", "max_processes",
+          "model_concurrency"}
+_OURS = {field: SidekickConfig.model_fields[field].default
+         for field in ("max_batch_rows", "scratch_size", "max_processes", "model_concurrency")}
 _AMOUNTS = {"cpu", "memory", GPU}
 
 # our field -> its place in the nested form ("<key>": the sidekick's image key)
@@ -48,7 +50,7 @@ _ENGINE_PLACES = {
 _SIDEKICK_PLACES = {
     "cpus": "resources.requests.cpu", "memory": "resources.requests.memory", "gpus": f"resources.requests.{GPU}",
     "env": "env", "max_batch_rows": "max_batch_rows", "arch": "arch", "accel": "accel",
-    "scratch_size": "scratch_size", "max_processes": "max_processes",
+    "scratch_size": "scratch_size", "max_processes": "max_processes", "model_concurrency": "model_concurrency",
 }
 
 

@@ -192,15 +192,17 @@ def test_numpy_to_arrow_rules() -> None:
 def test_frames_round_trip() -> None:
     buf = io.BytesIO()
     protocol.write_frame(buf, protocol.READY, b'{"pid": 1}')
+    protocol.write_frame(buf, protocol.RESPONSE, b"answer", rid=2**32 - 1)
     protocol.write_frame(buf, protocol.SHUTDOWN)
     buf.seek(0)
-    assert protocol.read_frame(buf) == (protocol.READY, b'{"pid": 1}')
-    assert protocol.read_frame(buf) == (protocol.SHUTDOWN, b"")
+    assert protocol.read_frame(buf) == (protocol.READY, 0, b'{"pid": 1}')
+    assert protocol.read_frame(buf) == (protocol.RESPONSE, 2**32 - 1, b"answer")
+    assert protocol.read_frame(buf) == (protocol.SHUTDOWN, 0, b"")
     assert protocol.read_frame(buf) is None
     with pytest.raises(protocol.ProtocolError, match="unknown frame type"):
-        protocol.read_frame(io.BytesIO(b"Z\x00\x00\x00\x00"))
+        protocol.read_frame(io.BytesIO(b"Z\x00\x00\x00\x01\x00\x00\x00\x00"))
     with pytest.raises(protocol.ProtocolError, match="stream ended inside"):
-        protocol.read_frame(io.BytesIO(b"P\x00\x00\x00\x09abc"))
+        protocol.read_frame(io.BytesIO(b"P\x00\x00\x00\x01\x00\x00\x00\x09abc"))
 
 
 def test_redactor_policy() -> None:

@@ -30,6 +30,12 @@ class LLMInference(Inference):
     def expected_model_types(self) -> set[Any]:
         return set(self.adapter_types)
 
+    @property
+    def predict_concurrency(self) -> int:
+        """Batches the sidekick worker may answer at once (D61): the adapter's httpx client and its
+        row pool are thread-safe, and its ``MAX_CONCURRENCY`` bounds the upstream calls of them all."""
+        return int(self.model.settings.max_concurrency)
+
     @Inference.model.setter  # type: ignore[attr-defined]
     def model(self, model: Any) -> None:
         self._raise_error_if_model_is_wrong_type(model)

@@ -155,6 +155,7 @@ class Engine:
             extra_pythonpath=extra_path,
             load_timeout_s=config.python_load_timeout_secs,
             max_batch_rows=side.max_batch_rows,
+            concurrency=side.model_concurrency,
             batching=row.get("dynamic_batching"),
         )
         target = StepTarget(

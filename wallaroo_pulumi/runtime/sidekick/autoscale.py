@@ -39,25 +39,40 @@ class ScalePolicy:
 
 class BusyClock:
     """One worker's busy time, the sample `Autoscaler` scales on: the batches answered so far and
-    the one in flight."""
+    those in flight. A worker that answers ``slots`` batches at once (D61) is busy in proportion:
+    one batch of four slots counts a quarter of the time it takes, four count all of it."""
 
     def __init__(self) -> None:
-        self.busy = False
+        self.slots = 1
+        self._running = 0
         self._since = 0.0
         self._total = 0.0
 
+    @property
+    def busy(self) -> bool:
+        return self._running > 0
+
+    def _share(self) -> float:
+        return min(self._running, self.slots) / self.slots
+
+    def _advance(self) -> None:
+        now = time.monotonic()
+        if self._running:
+            self._total += (now - self._since) * self._share()
+        self._since = now
+
     def start(self) -> None:
-        self.busy = True
-        self._since = time.monotonic()
+        self._advance()
+        self._running += 1
 
     def stop(self) -> None:
-        if self.busy:
-            self._total += time.monotonic() - self._since
-            self.busy = False
+        if self._running:
+            self._advance()
+            self._running -= 1
 
     @property
     def seconds(self) -> float:
-        return self._total + (time.monotonic() - self._since if self.busy else 0.0)
+        return self._total + ((time.monotonic() - self._since) * self._share() if self._running else 0.0)
 
 
 class Autoscaler:

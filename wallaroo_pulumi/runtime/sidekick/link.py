@@ -9,8 +9,9 @@ frame types of its own, so a runtime reaches a sidekick server in another pod (D
                                      <-      READY | LOAD_ERROR               (the worker's own frame)
     REQUEST ...                      ->      ... frames relayed until RESPONSE or ERROR
 
-After the handshake every frame is relayed as it is, whatever its type, so frames added to the
-worker protocol cross the link unchanged; an exchange ends at a frame in `TERMINAL`."""
+After the handshake every frame is relayed as it is, whatever its type and request id (D61), so
+frames added to the worker protocol cross the link unchanged; an exchange ends at a frame in
+`TERMINAL` with its request's id. Frames of the handshake carry id 0."""
 
 from __future__ import annotations
 
@@ -32,19 +33,18 @@ _JSON_LEN = struct.Struct(">I")
 _CHUNK = 1 << 20
 
 
-async def read(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+async def read(reader: asyncio.StreamReader) -> protocol.Frame:
     """The next frame, of any type (the relay does not judge what it carries)."""
-    ftype, length = await read_header(reader)
-    return ftype, (await reader.readexactly(length) if length else b"")
+    ftype, rid, length = protocol.HEADER.unpack(await reader.readexactly(protocol.HEADER.size))
+    return protocol.Frame(ftype, rid, await reader.readexactly(length) if length else b"")
 
 
-def write(writer: asyncio.StreamWriter, ftype: bytes, payload: bytes | memoryview = b"") -> None:
+def write(writer: asyncio.StreamWriter, ftype: bytes, payload: bytes | memoryview = b"", rid: int = 0) -> None:
     """Queue one frame (await ``writer.drain()`` to send it)."""
     if len(payload) > protocol.MAX_FRAME:
         raise protocol.ProtocolError(f"frame of {len(payload)} bytes exceeds the 4 GiB protocol limit")
-    writer.write(protocol.HEADER.pack(ftype, len(payload)))
-    if payload:
-        writer.write(payload)
+    header = protocol.HEADER.pack(ftype, rid, len(payload))
+    writer.writelines([header, payload] if payload else [header])
 
 
 async def send_model(writer: asyncio.StreamWriter, header: dict[str, Any], artifact: Path) -> None:
@@ -54,7 +54,7 @@ async def send_model(writer: asyncio.StreamWriter, header: dict[str, Any], artif
     size = artifact.stat().st_size
     if _JSON_LEN.size + len(head) + size > protocol.MAX_FRAME:
         raise protocol.ProtocolError(f"a model of {size} bytes exceeds the link's 4 GiB frame limit")
-    writer.write(protocol.HEADER.pack(MODEL, _JSON_LEN.size + len(head) + size) + _JSON_LEN.pack(len(head)) + head)
+    writer.write(protocol.HEADER.pack(MODEL, 0, _JSON_LEN.size + len(head) + size) + _JSON_LEN.pack(len(head)) + head)
     with artifact.open("rb") as fh:
         while chunk := await asyncio.to_thread(fh.read, _CHUNK):
             writer.write(chunk)
@@ -77,5 +77,5 @@ async def receive_model(reader: asyncio.StreamReader, length: int, dest: Path) -
 
 async def read_header(reader: asyncio.StreamReader) -> tuple[bytes, int]:
     """A frame's type and length, its payload left to read."""
-    ftype, length = protocol.HEADER.unpack(await reader.readexactly(protocol.HEADER.size))
+    ftype, _, length = protocol.HEADER.unpack(await reader.readexactly(protocol.HEADER.size))
     return ftype, length

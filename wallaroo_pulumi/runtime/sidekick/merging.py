@@ -1,7 +1,8 @@
 """Request merging for one worker (docs/decisions.md, D8): requests that arrive while it is busy
 go together as one batch of up to ``max_batch_rows`` rows, and the answer is split back by row
 counts; with a model's `DynamicBatching` (D46) a batch also waits, up to its delay, to fill to its
-target. `MergingQueue` reaches the worker only through an exchange function (table in, table out)."""
+target. `MergingQueue` reaches the worker only through an exchange function (table in, table out),
+with up to ``slots`` batches in flight at once (D61: a worker that answers several at once)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ class MergingQueue:
     rows (else the larger of ``max_batch_rows`` and the target). A merged batch that fails with a
     model error, answers with a different number of rows, or crashes the worker is sent again one
     request at a time, so one bad request fails alone; after a crash the retries stop at the second
-    request that crashes the worker alone."""
+    request that crashes the worker alone. Up to ``slots`` batches (streams included) are in flight
+    at once; with one slot a batch is sent when the one before it is answered."""
 
     def __init__(self, exchange: Exchange, *, step_name: str, max_batch_rows: int,
                  batching: DynamicBatching | None = None) -> None:
@@ -55,6 +57,10 @@ class MergingQueue:
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._sender: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
+        self.slots = 1  # batches the worker answers at once (its READY says)
+        self._in_flight = 0
+        self._freed = asyncio.Event()
+        self._batches: set[asyncio.Task[None]] = set()
 
     @property
     def waiting(self) -> int:
@@ -62,9 +68,25 @@ class MergingQueue:
         return len(self._waiting)
 
     @property
-    def sender(self) -> asyncio.Task[None] | None:
-        """The task that drains the queue (cancelling it fails the batch it is sending)."""
-        return self._sender
+    def in_flight(self) -> int:
+        """Batches (and streams) sent and not yet answered."""
+        return self._in_flight
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The task that drains the queue and those of batches in flight (cancelling them fails their batches)."""
+        return [t for t in (self._sender, *self._batches) if t is not None and not t.done()]
+
+    async def acquire(self) -> None:
+        """Take one slot, waiting for one to free (a stream takes one, like a batch)."""
+        while self._in_flight >= self.slots:
+            self._freed.clear()
+            await self._freed.wait()
+        self._in_flight += 1
+
+    def release(self) -> None:
+        self._in_flight -= 1
+        self._freed.set()
 
     async def submit(self, table: pa.Table) -> pa.Table:
         """Answer one batch; while the worker is busy it waits, to be merged with others."""
@@ -84,20 +106,44 @@ class MergingQueue:
             self._waiting.popleft().fail(exc)
 
     async def _send_waiting(self) -> None:
-        """Drain the queue: merge what waits into batches, send each, hand back the slices."""
+        """Drain the queue: merge what waits into batches, send each as a slot frees, hand back the slices."""
         batch: list[_Waiting] = []
+        held = False  # a slot, not yet handed to a batch's task
         try:
             while self._waiting:
+                await self.acquire()
+                held = True
                 if self._batching is not None:
                     await self._fill(self._batching)
                 batch = self._take_batch()
-                if batch:
+                if batch and self.slots == 1:  # one at a time, on this task, as before D61
                     await self._send(batch)
+                elif batch:
+                    task = asyncio.create_task(self._send_then_release(batch), name=f"sidekick-{self._step_name}-batch")
+                    self._batches.add(task)
+                    task.add_done_callback(self._batches.discard)
+                    held = False
+                if held:
+                    self.release()
+                    held = False
+                batch = []
         except asyncio.CancelledError:  # the sidekick is stopping: nobody may be left waiting
+            if held:
+                self.release()
             stopped = stopped_error(self._step_name)
             for waiting in batch:
                 waiting.fail(stopped)
             raise
+
+    async def _send_then_release(self, batch: list[_Waiting]) -> None:
+        try:
+            await self._send(batch)
+        except asyncio.CancelledError:
+            for waiting in batch:
+                waiting.fail(stopped_error(self._step_name))
+            raise
+        finally:
+            self.release()
 
     async def _fill(self, batching: DynamicBatching) -> None:
         """Wait until `batch_size_target` rows wait, or the oldest request has waited `max_batch_delay_ms`."""

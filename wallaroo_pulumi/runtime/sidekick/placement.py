@@ -155,6 +155,7 @@ class LocalPlacement(Placement):
             "--cpu-affinity", ",".join(map(str, reservation.cpu_ids)),
             "--env-names", ",".join(sorted(spec.env)),
             *(["--scratch-size", spec.scratch_size] if spec.scratch_size else []),
+            *(["--concurrency", str(spec.concurrency)] if spec.concurrency else []),
         ]
         cwd = str(spec.model_dir) if Path(spec.model_dir).is_dir() else None
         return Launch(argv, build_env(spec, list(reservation.gpu_ids), len(reservation.cpu_ids)), cwd)

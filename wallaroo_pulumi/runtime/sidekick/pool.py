@@ -104,7 +104,8 @@ class SidekickPool:
             live = [sk for sk in self._sidekicks if sk.state == "ready"]
             busy = sum(sk.busy_seconds - seen.get(sk, sk.busy_seconds) for sk in live)
             utilization = min(1.0, busy / ((time.monotonic() - since) * len(live))) if live else 0.0
-            depth = sum(self._inflight.values()) / len(live) if live else 0.0  # queued or answering, per worker
+            # queued or answering, per worker slot: one batch on each of a worker's slots is a depth of 1 (D61)
+            depth = sum(self._inflight[sk] / sk.concurrency for sk in live) / len(live) if live else 0.0
             change = scaler.decide(len(self._sidekicks), utilization, depth)
             if change:
                 log.info("step %s: %d -> %d workers (utilization %.0f%%, target %.0f%%)", self.spec.step_name,

@@ -15,9 +15,9 @@ import pyarrow.ipc
 if TYPE_CHECKING:
     import asyncio
 
-# A frame: 1 byte type, 4 bytes big-endian payload length, the payload. Types are ASCII letters
-# so a hexdump is readable:
-#   READY       R  w -> s  JSON {"pid", "inference", "python"}
+# A frame: 1 byte type, 4 bytes big-endian request id, 4 bytes big-endian payload length, the
+# payload. Types are ASCII letters so a hexdump is readable:
+#   READY       R  w -> s  JSON {"pid", "inference", "python", "concurrency"}
 #   LOAD_ERROR  L  w -> s  JSON {"type", "message"}; the worker exits
 #   REQUEST     Q  s -> w  Arrow IPC stream of one batch
 #   STREAM      T  s -> w  Arrow IPC stream of one batch, whose answer is streamed (CHUNKs first)
@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 #   SHUTDOWN    S  s -> w  empty; the worker exits 0 (so does EOF)
 # After READY the worker answers each REQUEST with exactly one RESPONSE or ERROR, and each STREAM
 # with zero or more CHUNKs and then exactly one RESPONSE (the whole answer, one row per input row)
-# or ERROR, in order, so the supervisor needs no request ids; it sends one request at a time per
-# worker. A model streams when its inference has `predict_stream(data)`: a generator that yields
-# chunks (dicts of arrays, like `_predict`'s answer) and returns the whole answer (D39); without
-# it a STREAM is answered by `predict` alone, with no CHUNK.
+# or ERROR, every one tagged with the id of the request it answers (D61): up to READY's
+# `concurrency` requests may be in flight at once and their answers come back in any order; with
+# a concurrency of 1 they come in order. Frames outside a request (READY, LOAD_ERROR, SHUTDOWN)
+# carry id 0. A model streams when its inference has `predict_stream(data)`: a generator that
+# yields chunks (dicts of arrays, like `_predict`'s answer) and returns the whole answer (D39);
+# without it a STREAM is answered by `predict` alone, with no CHUNK.
 READY = b"R"
 LOAD_ERROR = b"L"
 REQUEST = b"Q"
@@ -48,7 +50,16 @@ class StreamPart(NamedTuple):
     table: pa.Table
     final: bool
 
-HEADER = struct.Struct(">cI")
+
+class Frame(NamedTuple):
+    """One frame as read: its type, the id of the request it belongs to, its payload."""
+
+    ftype: bytes
+    rid: int
+    payload: bytes
+
+
+HEADER = struct.Struct(">cII")
 MAX_FRAME = 2**32 - 1
 
 
@@ -60,25 +71,27 @@ class ConversionError(Exception):
     """A batch could not be converted between Arrow and InferenceData."""
 
 
-def encode_header(ftype: bytes, length: int) -> bytes:
+def encode_header(ftype: bytes, length: int, rid: int = 0) -> bytes:
     if ftype not in FRAME_TYPES:
         raise ProtocolError(f"unknown frame type {ftype!r}")
     if length > MAX_FRAME:
         raise ProtocolError(f"frame of {length} bytes exceeds the 4 GiB protocol limit")
-    return HEADER.pack(ftype, length)
+    return HEADER.pack(ftype, rid, length)
 
 
-def decode_header(header: bytes) -> tuple[bytes, int]:
-    ftype, length = HEADER.unpack(header)
+def decode_header(header: bytes) -> tuple[bytes, int, int]:
+    """A header's type, request id and payload length."""
+    ftype, rid, length = HEADER.unpack(header)
     if ftype not in FRAME_TYPES:
         raise ProtocolError(f"unknown frame type {ftype!r}: the channel is out of step")
-    return ftype, length
+    return ftype, rid, length
 
 
 # -- blocking I/O (the worker side) ------------------------------------------------
-def write_frame(stream: BinaryIO, ftype: bytes, payload: bytes | memoryview | pa.Buffer = b"") -> None:
-    """One frame; to a file descriptor as one gathered write (one syscall, the payload not copied)."""
-    header = encode_header(ftype, len(payload))
+def write_frame(stream: BinaryIO, ftype: bytes, payload: bytes | memoryview | pa.Buffer = b"", rid: int = 0) -> None:
+    """One frame; to a file descriptor as one gathered write (one syscall, the payload not copied).
+    Writers on several threads hold one lock around it: a pipe write may be split."""
+    header = encode_header(ftype, len(payload), rid)
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # an in-memory stream
@@ -109,29 +122,31 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def read_frame(stream: BinaryIO) -> tuple[bytes, bytes] | None:
+def read_frame(stream: BinaryIO) -> Frame | None:
     """The next frame, or None at a clean end of stream."""
     header = _read_exact(stream, HEADER.size)
     if header is None:
         return None
-    ftype, length = decode_header(header)
+    ftype, rid, length = decode_header(header)
     payload = _read_exact(stream, length) if length else b""
     if payload is None:
         raise ProtocolError(f"stream ended inside a {length}-byte frame")
-    return ftype, payload
+    return Frame(ftype, rid, payload)
 
 
 # -- asyncio I/O (the supervisor side) ----------------------------------------------
-async def read_frame_async(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+async def read_frame_async(reader: asyncio.StreamReader) -> Frame:
     header = await reader.readexactly(HEADER.size)
-    ftype, length = decode_header(header)
+    ftype, rid, length = decode_header(header)
     payload = await reader.readexactly(length) if length else b""
-    return ftype, payload
+    return Frame(ftype, rid, payload)
 
 
-async def write_frame_async(writer: asyncio.StreamWriter, ftype: bytes, payload: bytes | memoryview = b"") -> None:
+async def write_frame_async(writer: asyncio.StreamWriter, ftype: bytes, payload: bytes | memoryview = b"",
+                            rid: int = 0) -> None:
     """Header and payload in one gathered write (uvloop: one writev, the payload not copied)."""
-    writer.writelines([encode_header(ftype, len(payload)), payload] if payload else [encode_header(ftype, 0)])
+    header = encode_header(ftype, len(payload), rid)
+    writer.writelines([header, payload] if payload else [header])
     await writer.drain()
 
 

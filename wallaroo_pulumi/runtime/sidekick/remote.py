@@ -1,6 +1,6 @@
 """`RemoteSidekick`: one sidekick server (a pod of a step) seen from the runtime, over
 :mod:`.link`. It connects with a timeout, hands the server the model if it has none, and sends
-one batch at a time behind the same merging queue as a local worker; a lost connection fails
+one batch at a time (its frames tagged with ids, D61) behind the same merging queue as a local worker; a lost connection fails
 the batch in flight as a crash (the pool sends it to another replica) and reconnects."""
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class RemoteSidekick:
         self._restarts = 0
         self.load_failed = False  # the server answered LOAD_ERROR: the model cannot load there
         self._lock = asyncio.Lock()
+        self._last_id = 0  # the id of the last request sent (D61: frames carry it)
         self._busy = False
         self._busy_since = 0.0
         self._busy_total = 0.0
@@ -77,6 +78,7 @@ class RemoteSidekick:
     restarts = property(lambda self: self._restarts)
     busy = property(lambda self: self._busy)
     waiting = property(lambda self: self._queue.waiting)
+    concurrency = 1  # one exchange at a time over its link (the server relays one at a time)
     pid = None  # in another pod
     pod = property(lambda self: self.name)
 
@@ -133,10 +135,10 @@ class RemoteSidekick:
             link.write(writer, link.HELLO, protocol.json_payload(token=self._token, sha=self._bundle.sha,
                                                                  name=self.step_name))
             await writer.drain()
-            ftype, body = await link.read(reader)
+            ftype, _, body = await link.read(reader)
             if ftype == link.NEED_MODEL:
                 await link.send_model(writer, {"requirements": self._bundle.requirements}, self._bundle.artifact)
-                ftype, body = await link.read(reader)
+                ftype, _, body = await link.read(reader)
         except BaseException:
             writer.close()
             raise
@@ -179,11 +181,16 @@ class RemoteSidekick:
             reader, writer = await self._connection()
             self._busy, self._busy_since = True, time.monotonic()
             try:
-                link.write(writer, protocol.REQUEST, payload)
-                ftype, body = await self._io(self._send_then_read(writer, reader))
+                rid = self._send(writer, protocol.REQUEST, payload)
+                ftype, body = await self._io(self._send_then_read(writer, reader, rid))
             finally:
                 self._end_busy()
         return self._answer(ftype, body)
+
+    def _send(self, writer: asyncio.StreamWriter, ftype: bytes, payload: memoryview) -> int:
+        self._last_id = self._last_id % (2**32 - 1) + 1
+        link.write(writer, ftype, payload, self._last_id)
+        return self._last_id
 
     async def predict_stream(self, table: pa.Table) -> AsyncIterator[protocol.StreamPart]:
         """A streamed answer (STREAM, then CHUNKs, then the whole answer), as `Sidekick.predict_stream`.
@@ -195,11 +202,11 @@ class RemoteSidekick:
             self._busy, self._busy_since = True, time.monotonic()
             finished = False
             try:
-                link.write(writer, protocol.STREAM, payload)
-                ftype, body = await self._io(self._send_then_read(writer, reader))
+                rid = self._send(writer, protocol.STREAM, payload)
+                ftype, body = await self._io(self._send_then_read(writer, reader, rid))
                 while ftype == protocol.CHUNK:
                     yield protocol.StreamPart(protocol.ipc_to_table(body), final=False)
-                    ftype, body = await self._io(link.read(reader))
+                    ftype, body = await self._io(self._read_answer(reader, rid))
                 finished = True
                 yield protocol.StreamPart(self._answer(ftype, body), final=True)
             finally:
@@ -215,10 +222,19 @@ class RemoteSidekick:
                                        f"({self._last_error or self._state})", step_name=self.step_name)
         return self._conn
 
-    @staticmethod
-    async def _send_then_read(writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    @classmethod
+    async def _send_then_read(cls, writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+                              rid: int) -> tuple[bytes, bytes]:
         await writer.drain()
-        return await link.read(reader)
+        return await cls._read_answer(reader, rid)
+
+    @staticmethod
+    async def _read_answer(reader: asyncio.StreamReader, rid: int) -> tuple[bytes, bytes]:
+        """The next frame of request ``rid``'s answer; one of another request is the link out of step."""
+        frame = await link.read(reader)
+        if frame.rid != rid:
+            raise protocol.ProtocolError(f"a frame of request {frame.rid} came while request {rid} was answered")
+        return frame.ftype, frame.payload
 
     async def _io(self, io: Awaitable[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
         """One frame of an answer, within the request timeout; a lost or silent server is a crash

@@ -55,7 +55,7 @@ class SidekickServer:
                 await writer.wait_closed()
 
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ftype, payload = await link.read(reader)
+        ftype, _, payload = await link.read(reader)
         hello = json.loads(payload) if ftype == link.HELLO else {}
         if not hmac.compare_digest(str(hello.get("token", "")).encode(), self._token.encode()):
             await self._deny(writer, "wrong or missing link token")
@@ -81,31 +81,32 @@ class SidekickServer:
         if self._answer[0] != protocol.READY:
             return
         while True:
-            ftype, payload = await link.read(reader)
-            if ftype == protocol.SHUTDOWN:
+            frame = await link.read(reader)
+            if frame.ftype == protocol.SHUTDOWN:
                 return
-            await self._exchange(ftype, payload, writer)
+            await self._exchange(frame, writer)
 
     async def _deny(self, writer: asyncio.StreamWriter, message: str) -> None:
         log.warning("client %s denied: %s", writer.get_extra_info("peername"), message)
         link.write(writer, link.DENIED, protocol.json_payload(message=message))
         await writer.drain()
 
-    async def _exchange(self, ftype: bytes, payload: bytes, writer: asyncio.StreamWriter) -> None:
-        """One request to the worker and every frame of its answer back to the client. The
-        answer is read whole even when the client has gone, so the worker stays in step."""
+    async def _exchange(self, request: protocol.Frame, writer: asyncio.StreamWriter) -> None:
+        """One request to the worker and every frame of its answer back to the client, ids as they
+        are (one client's request at a time). The answer is read whole even when the client has
+        gone, so the next request's answer is the next to come."""
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         async with self._exchange_lock:
             try:
-                link.write(proc.stdin, ftype, payload)  # type: ignore[arg-type]
+                link.write(proc.stdin, request.ftype, request.payload, request.rid)  # type: ignore[arg-type]
                 await proc.stdin.drain()
                 while True:
-                    out_type, body = await link.read(proc.stdout)
+                    frame = await link.read(proc.stdout)
                     with contextlib.suppress(ConnectionError, RuntimeError):
-                        link.write(writer, out_type, body)
+                        link.write(writer, frame.ftype, frame.payload, frame.rid)
                         await writer.drain()
-                    if out_type in link.TERMINAL:
+                    if frame.ftype in link.TERMINAL and frame.rid == request.rid:
                         return
             except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
                 await self._worker_gone(proc)
@@ -131,15 +132,15 @@ class SidekickServer:
             env=launch.env, cwd=launch.cwd, start_new_session=True)
         assert proc.stdout is not None
         try:
-            answer = await link.read(proc.stdout)
+            ftype, _, payload = await link.read(proc.stdout)
         except asyncio.IncompleteReadError:
             code = await proc.wait()
             return protocol.LOAD_ERROR, protocol.json_payload(
                 type="WorkerExited", message=f"the worker of model {self.name!r} exited with {code} before it was ready")
-        if answer[0] == protocol.READY:
+        if ftype == protocol.READY:
             log.info("model %r ready in worker pid %d", self.name, proc.pid)
             asyncio.get_running_loop().create_task(self._watch(proc))
-        return answer
+        return ftype, payload
 
     def _prepare(self, header: dict) -> tuple[Path, list[Path]]:
         """Unpack the artifact received and pip-install its requirements into this pod's work folder."""

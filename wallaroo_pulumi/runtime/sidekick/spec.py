@@ -31,6 +31,8 @@ class SidekickSpec(BaseModel):
     extra_pythonpath: list[Path] = Field(default_factory=list, description="the model's installed requirements")
     load_timeout_s: float = Field(default=120.0, gt=0)
     max_batch_rows: int = Field(default=64, ge=1, description="rows merged into one batch while the worker is busy")
+    concurrency: int | None = Field(
+        default=None, ge=1, description="batches answered at once (None: the model's own predict_concurrency)")
     batching: DynamicBatching | None = Field(
         default=None, description="the model version's dynamic_batching_config: batches wait to fill (D46)")
 

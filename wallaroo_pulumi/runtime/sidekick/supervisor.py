@@ -1,5 +1,6 @@
 """`Sidekick`: the supervisor of one worker process of one model step. It spawns the worker
-where its `Placement` says, waits for READY, sends it one batch at a time, restarts it with
+where its `Placement` says, waits for READY, sends it batches (as many at once as it answers, D61)
+over its `Channel`, restarts it with
 backoff after a crash, kills it past its memory limit (OOMKilled: the kernel does, where the
 placement gives it a memory cgroup, else a resident-memory watcher), and stops it with everything
 it spawned. Nothing it logs or raises carries a value of the model's env (see :mod:`.redact`)."""
@@ -8,17 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 import pyarrow as pa
 
 from wallaroo_pulumi.runtime.sidekick import protocol
 from wallaroo_pulumi.runtime.sidekick.autoscale import BusyClock
+from wallaroo_pulumi.runtime.sidekick.channel import Channel, Waiter
 from wallaroo_pulumi.runtime.sidekick.errors import (
     SidekickCrashedError,
     SidekickError,
@@ -35,7 +35,6 @@ from wallaroo_pulumi.runtime.sidekick.redact import EnvRedactor
 from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
 
 log = logging.getLogger("wallaroo.sidekick")
-T = TypeVar("T")
 
 _STOP_GRACE_S = 2.0
 _REAP_TIMEOUT_S = 5.0
@@ -57,14 +56,14 @@ class Sidekick:
         self._state = "stopped"
         self._restarts = 0
         self._last_error: str | None = None
-        self._lock = asyncio.Lock()
+        self._channel: Channel | None = None
         self._launching: asyncio.Future[None] | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._guard_task: asyncio.Task[None] | None = None
         self._limits: dict[str, object] = {}
         self._stderr_task: asyncio.Task[None] | None = None
-        self._drain_task: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[None]] = set()
         self._handled: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._clock = BusyClock()  # time spent answering batches, for the pool's autoscaler
@@ -113,8 +112,13 @@ class Sidekick:
 
     @property
     def waiting(self) -> int:
-        """Requests queued behind the batch in flight."""
+        """Requests queued behind the batches in flight."""
         return self._queue.waiting
+
+    @property
+    def concurrency(self) -> int:
+        """Batches the worker answers at once (its READY says; 1 before it is ready)."""
+        return self._queue.slots
 
     @property
     def cpu_ids(self) -> list[int]:
@@ -186,7 +190,7 @@ class Sidekick:
                  self.cpu_ids, ",".join(self.gpu_ids))
         assert proc.stdout is not None
         try:
-            ftype, payload = await asyncio.wait_for(protocol.read_frame_async(proc.stdout), spec.load_timeout_s)
+            ftype, _, payload = await asyncio.wait_for(protocol.read_frame_async(proc.stdout), spec.load_timeout_s)
         except TimeoutError:
             await self._kill(proc)
             message = (f"model {spec.step_name!r} did not finish loading within {spec.load_timeout_s:g}s "
@@ -212,10 +216,15 @@ class Sidekick:
             await self._reap(proc)
             self._fail(message)
             raise SidekickLoadError(message, step_name=spec.step_name)
+        ready = protocol.parse_json_payload(payload)
+        self._queue.slots = self._clock.slots = max(1, int(ready.get("concurrency") or 1))
+        assert proc.stdin is not None
+        self._channel = Channel(proc.stdout, proc.stdin, lambda exc, streamed: self._lost(proc, exc, streamed),
+                                spec.step_name)
         self._state = "ready"
         self._watch_task = asyncio.create_task(self._watch(proc), name=f"sidekick-watch-{spec.step_name}")
-        with contextlib.suppress(ValueError):
-            log.info("sidekick %s: pid %d ready (%s)", spec.step_name, proc.pid, json.loads(payload).get("inference"))
+        log.info("sidekick %s: pid %d ready (%s, %d batch(es) at once)", spec.step_name, proc.pid,
+                 ready.get("inference"), self._queue.slots)
 
     def _fail(self, message: str) -> None:
         self._state = "failed"
@@ -225,7 +234,7 @@ class Sidekick:
     async def stop(self) -> None:
         """Stop the worker and everything it spawned; the sidekick can be started again."""
         self._stopping = True
-        tasks = [t for t in (self._restart_task, self._launching, self._queue.sender, self._drain_task)
+        tasks = [t for t in (self._restart_task, self._launching, *self._queue.tasks, *self._drains)
                  if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
@@ -240,6 +249,8 @@ class Sidekick:
                     proc.stdin.close()
                 await wait_exit(proc, _STOP_GRACE_S)
             await self._kill(proc)
+        if self._channel is not None:
+            await self._channel.stop(stopped_error(self.spec.step_name))
         for task in (self._watch_task, self._guard_task, self._stderr_task):
             if task is not None and not task.done():
                 task.cancel()
@@ -323,8 +334,8 @@ class Sidekick:
                 delay = min(max(delay * 2, 1.0), _MAX_BACKOFF_S)
 
     # -- requests -----------------------------------------------------------------------
-    async def _await_ready(self) -> asyncio.subprocess.Process:
-        """The live worker, waiting out a (re)start in progress; raise if there is none."""
+    async def _await_ready(self) -> Channel:
+        """The live worker's channel, waiting out a (re)start in progress; raise if there is none."""
         name = self.spec.step_name
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.spec.load_timeout_s + 5
@@ -335,9 +346,9 @@ class Sidekick:
                 await asyncio.wait({launching}, timeout=max(0.0, deadline - loop.time()))
             else:
                 await asyncio.sleep(0.01)  # a restart is scheduled but has not begun yet
-        proc = self._proc
-        if self._state == "ready" and proc is not None and proc.returncode is None:
-            return proc
+        proc, channel = self._proc, self._channel
+        if self._state == "ready" and proc is not None and proc.returncode is None and channel is not None:
+            return channel
         if self._state == "stopped":
             raise SidekickError(f"sidekick of step {name!r} is not running (not started, or stopped)", step_name=name)
         raise SidekickLoadError(self._last_error or f"sidekick of step {name!r} is not ready", step_name=name)
@@ -348,77 +359,74 @@ class Sidekick:
 
     async def predict_stream(self, table: pa.Table) -> AsyncIterator[protocol.StreamPart]:
         """Answer one batch as a stream: each CHUNK as the worker sends it, then the whole answer
-        (``final``). Never merged with other requests: the worker is this stream's until it ends.
-        A consumer that stops early leaves the rest to be read and dropped in the background, so the
-        worker stays in step and the next request waits only for the end of this answer."""
-        name = self.spec.step_name
+        (``final``). Never merged with other requests; it takes one of the worker's slots until it
+        ends. A consumer that stops early (or is cancelled) leaves the rest to be read and dropped
+        in the background: the slot frees at the end of this answer, and the worker is not disturbed."""
         payload = memoryview(protocol.table_to_ipc(table))
-        await self._lock.acquire()
-        finished, handed_off = False, False
+        await self._queue.acquire()
+        self._clock.start()
+        waiter: Waiter | None = None
+        channel: Channel | None = None
+        finished = abandoned = False
         try:
-            proc = await self._await_ready()
-            assert proc.stdin is not None and proc.stdout is not None
-            self._clock.start()
-            await self._guarded(proc, protocol.write_frame_async(proc.stdin, protocol.STREAM, payload))
+            channel = await self._await_ready()
+            waiter = await channel.open(protocol.STREAM, payload)
             while True:
-                ftype, body = await self._guarded(proc, protocol.read_frame_async(proc.stdout))
-                if ftype == protocol.CHUNK:
-                    yield protocol.StreamPart(protocol.ipc_to_table(body), final=False)
+                frame = await waiter.next()
+                if frame.ftype == protocol.CHUNK:
+                    yield protocol.StreamPart(protocol.ipc_to_table(frame.payload), final=False)
                     continue
                 finished = True
-                yield protocol.StreamPart(self._answer(ftype, body), final=True)
+                yield protocol.StreamPart(self._answer(frame.ftype, frame.payload), final=True)
                 return
-        except GeneratorExit:
-            if not finished and self._proc is not None and self._proc.returncode is None and not self._stopping:
-                handed_off = True  # the drain task ends the answer and releases the worker
-                self._drain_task = asyncio.create_task(self._drain(self._proc), name=f"sidekick-drain-{name}")
+        except (GeneratorExit, asyncio.CancelledError):
+            abandoned = waiter is not None and not finished and not self._stopping
             raise
         finally:
-            if not handed_off:
+            if abandoned and channel is not None and waiter is not None:
+                drain = asyncio.create_task(self._drain(channel, waiter), name=f"sidekick-drain-{self.spec.step_name}")
+                self._drains.add(drain)
+                drain.add_done_callback(self._drains.discard)
+            else:
+                if waiter is not None and channel is not None:
+                    channel.forget(waiter)
                 self._clock.stop()
-                self._lock.release()
+                self._queue.release()
 
-    async def _drain(self, proc: asyncio.subprocess.Process) -> None:
-        """Read and drop the rest of an abandoned stream, then release the worker."""
-        assert proc.stdout is not None
+    async def _drain(self, channel: Channel, waiter: Waiter) -> None:
+        """Read and drop the rest of an abandoned stream, then free its slot."""
         try:
-            while True:
-                ftype, _ = await self._guarded(proc, protocol.read_frame_async(proc.stdout))
-                if ftype != protocol.CHUNK:
-                    return
-        except Exception as exc:  # noqa: BLE001 - a crash was handled by _guarded; nobody waits for this answer
+            while (await waiter.next()).ftype == protocol.CHUNK:
+                pass
+        except Exception as exc:  # noqa: BLE001 - a crash was reported by the reader; nobody waits for this answer
             log.info("sidekick %s: abandoned stream ended with %s", self.spec.step_name, exc)
         finally:
+            channel.forget(waiter)
             self._clock.stop()
-            self._lock.release()
+            self._queue.release()
 
-    async def _guarded(self, proc: asyncio.subprocess.Process, io: Awaitable[T], streamed: bool = True) -> T:
-        """One read or write of the worker's frames; a worker that dies meanwhile is restarted and
-        reported as crashed. Only stop() or a consumer leaving cancels one: the answer could still
-        come and be read as the next request's, so the worker restarts clean."""
+    async def _lost(self, proc: asyncio.subprocess.Process, exc: BaseException, streamed: bool) -> BaseException:
+        """The worker's frames ended (it died, or wrote garbage): what each request in flight gets.
+        The worker is restarted, whether it was answering or idle."""
         name = self.spec.step_name
-        try:
-            return await io
-        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError, protocol.ProtocolError) as exc:
-            rc = await self._reap(proc)
-            if self._stopping:
-                raise stopped_error(name) from None
-            hint = self._oom_note(proc) or (" (killed: possibly out of memory)" if rc == -signal.SIGKILL else "")
-            detail = f"; {exc}" if isinstance(exc, protocol.ProtocolError) else ""
+        busy = self._clock.busy
+        rc = await self._reap(proc)
+        if self._stopping:
+            return stopped_error(name)
+        hint = self._oom_note(proc) or (" (killed: possibly out of memory)" if rc == -signal.SIGKILL else "")
+        detail = f"; {exc}" if isinstance(exc, protocol.ProtocolError) else ""
+        if busy:
             doing = "streaming an answer" if streamed else "handling a request"
             message = (f"sidekick of step {name!r} (pid {proc.pid}) died while {doing}: "
                        f"{describe_exit(rc)}{hint}{detail}{self._output.tail_text(3)}; it is being restarted")
+        else:
+            message = (f"sidekick of step {name!r} (pid {proc.pid}) exited unexpectedly with {describe_exit(rc)} "
+                       f"while idle{self._oom_note(proc)}{detail}{self._output.tail_text()}; restarting it")
+        if self._handled is not proc:
             self._last_error = message
             log.warning("%s", message)
-            self._after_exit(proc)
-            raise SidekickCrashedError(message, step_name=name) from None
-        except asyncio.CancelledError:
-            if not self._stopping:
-                request = "a streamed request" if streamed else "a request"
-                self._last_error = f"sidekick of step {name!r} restarted: {request} was cancelled mid-flight"
-                await self._kill(proc)
-                self._after_exit(proc)
-            raise
+        self._after_exit(proc)
+        return SidekickCrashedError(message, step_name=name)
 
     def _answer(self, ftype: bytes, body: bytes) -> pa.Table:
         """The answer frame after a request: its table, or the model's error raised."""
@@ -433,15 +441,12 @@ class Sidekick:
                             step_name=name)
 
     async def _exchange(self, table: pa.Table) -> pa.Table:
-        """One request frame to the worker and its answer."""
+        """One request frame to the worker and its answer (the merging queue holds a slot for it)."""
         payload = memoryview(protocol.table_to_ipc(table))
-        async with self._lock:
-            proc = await self._await_ready()
-            assert proc.stdin is not None and proc.stdout is not None
-            self._clock.start()
-            try:
-                await self._guarded(proc, protocol.write_frame_async(proc.stdin, protocol.REQUEST, payload), streamed=False)
-                ftype, body = await self._guarded(proc, protocol.read_frame_async(proc.stdout), streamed=False)
-            finally:
-                self._clock.stop()
-        return self._answer(ftype, body)
+        channel = await self._await_ready()
+        self._clock.start()
+        try:
+            frame = await channel.request(protocol.REQUEST, payload)
+        finally:
+            self._clock.stop()
+        return self._answer(frame.ftype, frame.payload)

@@ -2,7 +2,8 @@
 
 Run as ``python -m wallaroo_pulumi.runtime.sidekick.worker --model-dir DIR --name NAME
 [--cpu-affinity 0,1] [--env-names A,B]``: pin CPUs, load the model, READY (or LOAD_ERROR and
-exit 3), then answer REQUEST frames (:mod:`.protocol`) until SHUTDOWN or EOF.
+exit 3), then answer REQUEST frames (:mod:`.protocol`) until SHUTDOWN or EOF, up to
+``--concurrency`` (or the model's `predict_concurrency`) at once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import io
 import logging
 import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 LOAD_ERROR_EXIT = 3
@@ -67,7 +70,8 @@ def _error_payload(exc: BaseException, redact: Any, model_dir: Any = None) -> by
     return protocol.json_payload(type=type(exc).__name__, message=redact(text))
 
 
-def serve(model_dir: str, name: str, proto_in: BinaryIO, proto_out: BinaryIO, redact: Any) -> int:
+def serve(model_dir: str, name: str, proto_in: BinaryIO, proto_out: BinaryIO, redact: Any,
+          concurrency: int | None = None) -> int:
     """Load the model, then answer requests until SHUTDOWN/EOF. Returns the exit code."""
     from pathlib import Path
 
@@ -78,6 +82,7 @@ def serve(model_dir: str, name: str, proto_in: BinaryIO, proto_out: BinaryIO, re
     try:
         protocol.warm_up()
         inference = load_inference(folder, name)
+        concurrency = concurrency or declared_concurrency(inference)
     except ModelLoadError as exc:
         protocol.write_frame(proto_out, protocol.LOAD_ERROR, protocol.json_payload(
             type=type(exc.__cause__ or exc).__name__, message=redact(str(exc))))
@@ -89,43 +94,87 @@ def serve(model_dir: str, name: str, proto_in: BinaryIO, proto_out: BinaryIO, re
         return LOAD_ERROR_EXIT
     protocol.write_frame(proto_out, protocol.READY, protocol.json_payload(
         pid=os.getpid(), inference=f"{type(inference).__module__}.{type(inference).__qualname__}",
-        python=sys.version.split()[0],
+        python=sys.version.split()[0], concurrency=concurrency,
     ))
-    log.info("model %r ready (%s)", name, type(inference).__qualname__)
-
+    log.info("model %r ready (%s, %d predict(s) at once)", name, type(inference).__qualname__, concurrency)
+    answers = _Answerer(inference, proto_out, redact, folder)
+    # One predict at a time runs on this thread, as it always did; more run on a pool (D61).
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="predict") if concurrency > 1 else None
     while True:
         frame = protocol.read_frame(proto_in)
-        if frame is None:
+        if frame is None or frame.ftype == protocol.SHUTDOWN:
             return 0
-        ftype, payload = frame
-        if ftype == protocol.SHUTDOWN:
-            return 0
-        if ftype not in (protocol.REQUEST, protocol.STREAM):
-            raise protocol.ProtocolError(f"unexpected frame {ftype!r} from the supervisor")
+        if frame.ftype not in (protocol.REQUEST, protocol.STREAM):
+            raise protocol.ProtocolError(f"unexpected frame {frame.ftype!r} from the supervisor")
+        if pool is None:
+            answers.answer(frame)
+        else:
+            pool.submit(answers.answer_or_exit, frame)
+
+
+def declared_concurrency(inference: Any) -> int:
+    """How many predicts the model says it answers at once: its inference's `predict_concurrency`
+    (thread-safe models declare it; D61), else 1."""
+    value = getattr(inference, "predict_concurrency", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TypeError(f"{type(inference).__qualname__}.predict_concurrency must be an integer >= 1; got {value!r}")
+    return value
+
+
+class _Answerer:
+    """Answers one REQUEST or STREAM frame; its frames, tagged with the request's id, are written
+    under one lock (frames of predicts running at once must not interleave)."""
+
+    def __init__(self, inference: Any, proto_out: BinaryIO, redact: Any, folder: Any) -> None:
+        self._inference = inference
+        self._out = proto_out
+        self._redact = redact
+        self._folder = folder
+        self._lock = threading.Lock()
+
+    def _write(self, ftype: bytes, payload: Any, rid: int) -> None:
+        from wallaroo_pulumi.runtime.sidekick import protocol
+
+        with self._lock:
+            protocol.write_frame(self._out, ftype, payload, rid)
+
+    def answer(self, frame: Any) -> None:
+        from wallaroo_pulumi.runtime.sidekick import protocol
+
         try:
-            table = protocol.ipc_to_table(payload)
+            table = protocol.ipc_to_table(frame.payload)
             data = protocol.table_to_inference_data(table)
-            stream = getattr(inference, "predict_stream", None) if ftype == protocol.STREAM else None
-            output = inference.predict(data) if stream is None else _send_chunks(stream(data), proto_out)
-            answer = protocol.inference_data_to_table(output, table.num_rows)
-            body = protocol.table_to_ipc(answer)
+            stream = getattr(self._inference, "predict_stream", None) if frame.ftype == protocol.STREAM else None
+            output = self._inference.predict(data) if stream is None else self._send_chunks(stream(data), frame.rid)
+            body = protocol.table_to_ipc(protocol.inference_data_to_table(output, table.num_rows))
         except Exception as exc:  # noqa: BLE001 - the model's error is this request's answer
-            protocol.write_frame(proto_out, protocol.ERROR, _error_payload(exc, redact, folder))
-            continue
-        protocol.write_frame(proto_out, protocol.RESPONSE, body)
+            self._write(protocol.ERROR, _error_payload(exc, self._redact, self._folder), frame.rid)
+            return
+        self._write(protocol.RESPONSE, body, frame.rid)
 
-
-def _send_chunks(chunks: Any, proto_out: BinaryIO) -> Any:
-    """Send each chunk a `predict_stream` generator yields as a CHUNK frame, as it comes;
-    the generator's return value is the whole answer."""
-    from wallaroo_pulumi.runtime.sidekick import protocol
-
-    while True:
+    def answer_or_exit(self, frame: Any) -> None:
+        """`answer` on a pool thread: a model that exits (SystemExit) or a lost supervisor ends the
+        worker, as they do on the main thread."""
         try:
-            chunk = next(chunks)
-        except StopIteration as done:
-            return done.value
-        protocol.write_frame(proto_out, protocol.CHUNK, protocol.table_to_ipc(protocol.inference_data_to_table(chunk, None)))
+            self.answer(frame)
+        except BrokenPipeError:
+            os._exit(0)  # the supervisor went away
+        except BaseException as exc:  # noqa: BLE001 - e.g. sys.exit() in the model: the worker ends
+            log.error("model ended the worker: %s", type(exc).__name__)
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1)
+
+    def _send_chunks(self, chunks: Any, rid: int) -> Any:
+        """Send each chunk a `predict_stream` generator yields as a CHUNK frame, as it comes;
+        the generator's return value is the whole answer."""
+        from wallaroo_pulumi.runtime.sidekick import protocol
+
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration as done:
+                return done.value
+            self._write(protocol.CHUNK, protocol.table_to_ipc(protocol.inference_data_to_table(chunk, None)), rid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-names", default="",
                         help="comma-separated names of the model's env: their values, read from our env, are redacted")
     parser.add_argument("--scratch-size", default="", help="the step's scratch_size, named when a write finds it full")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="predicts answered at once (default: the model's own predict_concurrency, else 1)")
     args = parser.parse_args(argv)
     global _SCRATCH_SIZE  # noqa: PLW0603 - set once, before the model loads
     _SCRATCH_SIZE = args.scratch_size
@@ -154,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.env_names.split(",") if n]
     redact = EnvRedactor.for_env({n: os.environ.get(n, "") for n in names})
     try:
-        return serve(args.model_dir, args.name, proto_in, proto_out, redact)
+        return serve(args.model_dir, args.name, proto_in, proto_out, redact, args.concurrency)
     except BrokenPipeError:
         return 0  # the supervisor went away
 
