@@ -73,6 +73,11 @@ class MergingQueue:
         return self._in_flight
 
     @property
+    def sender(self) -> asyncio.Task[None] | None:
+        """The task that drains the queue (cancelling it fails the batch it is sending)."""
+        return self._sender
+
+    @property
     def tasks(self) -> list[asyncio.Task[None]]:
         """The task that drains the queue and those of batches in flight (cancelling them fails their batches)."""
         return [t for t in (self._sender, *self._batches) if t is not None and not t.done()]

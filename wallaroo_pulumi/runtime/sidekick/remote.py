@@ -158,11 +158,10 @@ class RemoteSidekick:
 
     async def stop(self) -> None:
         self._state = "stopped"
-        sender = self._queue.sender
-        if sender is not None and not sender.done():
-            sender.cancel()
+        for task in self._queue.tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+                await task
         self._close()
         self._queue.fail_waiting(stopped_error(self.step_name))
 
