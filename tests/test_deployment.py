@@ -153,6 +153,21 @@ def test_scratch_size_and_max_processes_are_ours_with_protective_defaults_and_ro
         engine_config.parse({"engineAux": {"images": {"llm": {"max_processes": 1}}}}, ["llm"])
 
 
+def test_model_concurrency_is_per_model_sent_only_when_set_and_checked() -> None:
+    """D61: how many batches a model's worker answers at once; unset, the model's own declaration."""
+    assert DeploymentConfig().sidekick("llm").model_concurrency is None
+    built = DeploymentConfigBuilder().sidekick_model_concurrency("llm", 8).sidekick_cpus("validator", 1).build()
+    assert built["engineAux"]["images"]["llm"] == {"model_concurrency": 8}
+    config = engine_config.parse(built, ["llm", "validator"])
+    assert (config.sidekick("llm").model_concurrency, config.sidekick("validator").model_concurrency) == (8, None)
+    wire = engine_config.from_config(config, lambda name: f"{name}-3")
+    assert wire["engineAux"]["images"]["llm-3"]["model_concurrency"] == 8
+    assert "model_concurrency" not in wire["engineAux"]["images"]["validator-3"]
+    for bad in (0, 257, "many"):
+        with pytest.raises(engine_config.EngineConfigError, match=r"engineAux\.images\.llm\.model_concurrency"):
+            engine_config.parse({"engineAux": {"images": {"llm": {"model_concurrency": bad}}}}, ["llm"])
+
+
 def test_two_versions_of_one_model_each_take_their_own_sidekick_key() -> None:
     """The SDK keys `engineAux.images` by `model_version.uid()`: with versions 3 and 4 of `llm` in the
     pipeline, 'llm-3' and 'llm-4' configure one version each; the bare name configures the rest."""

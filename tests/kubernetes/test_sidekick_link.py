@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from wallaroo_pulumi.runtime.sidekick import link, protocol
 from wallaroo_pulumi.runtime.sidekick.errors import SidekickCrashedError, SidekickLoadError, SidekickPredictError
 from wallaroo_pulumi.runtime.sidekick.remote import LinkDenied, ModelBundle, RemoteSidekick
 from wallaroo_pulumi.runtime.sidekick.serve import TOKEN_ENV
@@ -145,6 +146,36 @@ def test_streamed_answers_cross_the_link_frame_by_frame(server: Server, tmp_path
         assert first.table.column("half").to_pylist() == [2.5]
         await stream.aclose()
         assert (await remote.predict(x(1.0))).column("y").to_pylist() == [2.0]
+        await remote.stop()
+
+    asyncio.run(scenario())
+
+
+def test_frames_cross_the_link_with_their_request_ids(server: Server, tmp_path: Path) -> None:
+    """D61: the server relays each frame with its request id; an answer carries its request's id."""
+    model = bundle(tmp_path, byop_source(MODEL))
+
+    async def scenario() -> None:
+        remote = server.remote(model)
+        await remote.start()  # the pod loads the model
+        await remote.stop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        link.write(writer, link.HELLO, protocol.json_payload(token=TOKEN, sha=model.sha, name="m"))
+        await writer.drain()
+        assert (await link.read(reader)).ftype == protocol.READY
+        for rid, value in ((77, 1.0), (2**32 - 1, -1.0), (5, 3.0)):
+            link.write(writer, protocol.REQUEST, protocol.table_to_ipc(x(value)), rid)
+            await writer.drain()
+            frame = await link.read(reader)
+            assert frame.rid == rid
+            if value < 0:
+                assert frame.ftype == protocol.ERROR and b"negative input" in frame.payload
+            else:
+                assert protocol.ipc_to_table(frame.payload).column("y").to_pylist() == [value * 2]
+        writer.close()
+        remote = server.remote(model)  # and the client's own ids still line up after that
+        await remote.start()
+        assert (await remote.predict(x(4.0))).column("y").to_pylist() == [8.0]
         await remote.stop()
 
     asyncio.run(scenario())

@@ -3,11 +3,13 @@ test_pool.py scales real workers)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from wallaroo_pulumi.deployment import DeploymentConfig
 from wallaroo_pulumi.runtime.kube.settings import KubeScale
-from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, ScalePolicy, policy_for
+from wallaroo_pulumi.runtime.sidekick.autoscale import Autoscaler, BusyClock, ScalePolicy, policy_for
 
 
 def decisions(scaler: Autoscaler, replicas: int, samples: list[float]) -> list[int]:
@@ -76,3 +78,22 @@ def test_bad_policies_say_what_is_expected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ScalePolicy(**kwargs)
 
+
+
+def test_busy_time_of_a_worker_with_several_slots_counts_its_share_in_use() -> None:
+    """D61: one batch on one of four slots is a quarter busy; four batches (or more) fully busy."""
+    clock = BusyClock()
+    clock.slots = 4
+    clock.start()
+    time.sleep(0.2)
+    quarter = clock.seconds
+    for _ in range(4):  # five in flight: no more than all of the time
+        clock.start()
+    time.sleep(0.2)
+    whole = clock.seconds - quarter
+    for _ in range(5):
+        clock.stop()
+    assert not clock.busy
+    assert 0.04 <= quarter <= 0.08, quarter
+    assert 0.19 <= whole <= 0.3, whole
+    assert abs(clock.seconds - quarter - whole) < 0.01
