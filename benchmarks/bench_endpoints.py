@@ -88,7 +88,7 @@ def start_upstream(work: Path, latency_s: float, procs: list[subprocess.Popen]) 
 
 
 def start_pipeline(work: Path, base_url: str, concurrency: int, replicas: int,
-                   procs: list[subprocess.Popen]) -> tuple[str, str]:
+                   procs: list[subprocess.Popen], model_concurrency: int | None = None) -> tuple[str, str]:
     runtime = start_runtime(work / "runtime", log=work / "runtime.log")
     procs.append(runtime.proc)
     client = WallarooClient(runtime.url, runtime.token)
@@ -97,9 +97,10 @@ def start_pipeline(work: Path, base_url: str, concurrency: int, replicas: int,
     pipeline = client.create_pipeline("bench-openai", steps=[version])
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_MODEL": MODEL, "OPENAI_BASE_URL": base_url,
            "MAX_TOKENS": str(MAX_TOKENS), "MAX_CONCURRENCY": str(concurrency)}
+    side = {"model_concurrency": model_concurrency} if model_concurrency else {}
     deployment = client.deploy("bench-openai", pipeline_id=pipeline.pipeline_id,
                                engine_config={"replica_count": replicas,
-                                              "sidekicks": {"openai-llm": {"env": env}}})
+                                              "sidekicks": {"openai-llm": {"env": env, **side}}})
     client.wait_for_deployment(f"bench-openai-{deployment}", timeout_s=120)
     return f"{runtime.url}/v1/api/pipelines/infer/bench-openai-{deployment}/bench-openai", runtime.token
 
@@ -162,6 +163,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients in the throughput phase")
     parser.add_argument("--requests", type=int, default=800, help="requests per target in the throughput phase")
     parser.add_argument("--replicas", type=int, default=1, help="sidekick replicas of the pipeline step")
+    parser.add_argument("--model-concurrency", type=int, default=None,
+                        help="batches the sidekick answers at once (default: the adapter's own, its MAX_CONCURRENCY)")
     parser.add_argument("--quick", action="store_true", help="a short run (50 sequential, 200 concurrent)")
     args = parser.parse_args()
     if args.quick:
@@ -173,7 +176,8 @@ def main() -> int:
         print(f"starting the OpenAI stand-in ({args.latency_ms:.0f} ms injected latency), the runtime and "
               "LiteLLM ...", flush=True)
         base_url = start_upstream(work, args.latency_ms / 1000, procs)
-        infer_url, token = start_pipeline(work, base_url, args.concurrency, args.replicas, procs)
+        infer_url, token = start_pipeline(work, base_url, args.concurrency, args.replicas, procs,
+                                          args.model_concurrency)
         litellm_url = start_litellm(work, base_url, procs)
         targets: dict[str, Call] = {
             "direct": chat_call(f"{base_url}/chat/completions", API_KEY),
@@ -198,7 +202,7 @@ def main() -> int:
         print(f"\nOne OpenAI-compatible upstream on loopback, {args.latency_ms:.0f} ms injected latency, "
               f"{os.cpu_count()} CPUs; sequential: {args.sequential} requests; concurrent: {args.requests} "
               f"requests from {args.concurrency} clients; pipeline: {args.replicas} sidekick replica(s), "
-              f"MAX_CONCURRENCY={args.concurrency}.\n")
+              f"MAX_CONCURRENCY={args.concurrency}, model_concurrency={args.model_concurrency or 'its own'}.\n")
         names = list(results)
         print(f"{'':30}" + "".join(f"{n:>12}" for n in names))
         rows = (("seq_p50", "latency p50, sequential (ms)"), ("seq_p99", "latency p99, sequential (ms)"),
