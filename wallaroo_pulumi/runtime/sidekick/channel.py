@@ -6,6 +6,7 @@ answer is dropped when it comes."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Awaitable, Callable
 
@@ -19,18 +20,31 @@ _MAX_ID = 2**32 - 1
 
 
 class Waiter:
-    """The frames of one request's answer, as the reader hands them over."""
+    """The frames of one request's answer, as the reader hands them over (a deque and one future
+    to wake the caller: lighter than an `asyncio.Queue` on the per-request path)."""
 
-    __slots__ = ("frames", "rid", "streamed")
+    __slots__ = ("_items", "_wake", "rid", "streamed")
 
     def __init__(self, rid: int, streamed: bool) -> None:
         self.rid = rid
         self.streamed = streamed
-        self.frames: asyncio.Queue[protocol.Frame | BaseException] = asyncio.Queue()
+        self._items: collections.deque[protocol.Frame | BaseException] = collections.deque()
+        self._wake: asyncio.Future[None] | None = None
+
+    def put(self, item: protocol.Frame | BaseException) -> None:
+        self._items.append(item)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     async def next(self) -> protocol.Frame:
         """The next frame of the answer (a CHUNK, or the final RESPONSE or ERROR)."""
-        item = await self.frames.get()
+        while not self._items:
+            self._wake = asyncio.get_running_loop().create_future()
+            try:
+                await self._wake
+            finally:
+                self._wake = None
+        item = self._items.popleft()
         if isinstance(item, BaseException):
             raise item
         return item
@@ -83,7 +97,7 @@ class Channel:
                     continue  # its caller gave up
                 if frame.ftype in _TERMINAL:
                     self.forget(waiter)
-                waiter.frames.put_nowait(frame)
+                waiter.put(frame)
         except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError) as exc:
             streamed = any(w.streamed for w in self._waiters.values())
             self.close(await on_lost(exc, streamed))
@@ -94,7 +108,7 @@ class Channel:
             self._lost = exc
         waiters, self._waiters = list(self._waiters.values()), {}
         for waiter in waiters:
-            waiter.frames.put_nowait(exc)
+            waiter.put(exc)
 
     async def stop(self, exc: BaseException) -> None:
         """Stop reading (the worker is being stopped) and fail what waits with ``exc``."""

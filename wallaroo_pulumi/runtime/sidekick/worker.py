@@ -126,6 +126,9 @@ class _Answerer:
     under one lock (frames of predicts running at once must not interleave)."""
 
     def __init__(self, inference: Any, proto_out: BinaryIO, redact: Any, folder: Any) -> None:
+        from wallaroo_pulumi.runtime.sidekick import protocol
+
+        self._protocol = protocol  # imported after the CPUs are pinned, once
         self._inference = inference
         self._out = proto_out
         self._redact = redact
@@ -133,14 +136,11 @@ class _Answerer:
         self._lock = threading.Lock()
 
     def _write(self, ftype: bytes, payload: Any, rid: int) -> None:
-        from wallaroo_pulumi.runtime.sidekick import protocol
-
         with self._lock:
-            protocol.write_frame(self._out, ftype, payload, rid)
+            self._protocol.write_frame(self._out, ftype, payload, rid)
 
     def answer(self, frame: Any) -> None:
-        from wallaroo_pulumi.runtime.sidekick import protocol
-
+        protocol = self._protocol
         try:
             table = protocol.ipc_to_table(frame.payload)
             data = protocol.table_to_inference_data(table)
@@ -167,8 +167,7 @@ class _Answerer:
     def _send_chunks(self, chunks: Any, rid: int) -> Any:
         """Send each chunk a `predict_stream` generator yields as a CHUNK frame, as it comes;
         the generator's return value is the whole answer."""
-        from wallaroo_pulumi.runtime.sidekick import protocol
-
+        protocol = self._protocol
         while True:
             try:
                 chunk = next(chunks)
