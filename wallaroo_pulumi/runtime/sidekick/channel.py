@@ -71,9 +71,13 @@ class Channel:
             raise self._lost
         self._last_id = self._last_id % _MAX_ID + 1
         waiter = self._waiters[self._last_id] = Waiter(self._last_id, ftype == protocol.STREAM)
-        # A write to a dead worker fails here; the reader reports how it died to every waiter.
-        with contextlib.suppress(ConnectionError):
+        try:
             await protocol.write_frame_async(self._writer, ftype, payload, waiter.rid)
+        except ConnectionError:
+            pass  # the worker is dead: the reader reports how it died to every waiter
+        except BaseException:  # cancelled while the frame drains: nobody will read its answer
+            self.forget(waiter)
+            raise
         return waiter
 
     def forget(self, waiter: Waiter) -> None:
