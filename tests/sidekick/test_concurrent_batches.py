@@ -52,7 +52,7 @@ def test_k_slow_predicts_take_one_latency_not_k(model_factory: ModelFactory) -> 
             assert sk.concurrency == 4
             took, out = await timed(sk, [req(f"r{i}", 0.5) for i in range(4)])
             assert [t.column("text").to_pylist() for t in out] == [["r0"], ["r1"], ["r2"], ["r3"]]
-            assert took < 1.0, f"4 predicts of 0.5 s on 4 slots took {took:.2f} s"
+            assert took < 1.5, f"4 predicts of 0.5 s on 4 slots took {took:.2f} s (one at a time: 2 s)"
         finally:
             await sk.stop()
 
@@ -84,8 +84,8 @@ def test_the_steps_setting_overrides_the_models_declaration(model_factory: Model
         await sk.start()
         try:
             assert sk.concurrency == 2
-            took, _ = await timed(sk, [req(f"r{i}", 0.4) for i in range(4)])
-            assert 0.8 <= took < 1.5, f"4 predicts of 0.4 s on 2 slots took {took:.2f} s"
+            took, _ = await timed(sk, [req(f"r{i}", 0.5) for i in range(4)])
+            assert 0.95 <= took < 1.8, f"4 predicts of 0.5 s on 2 slots took {took:.2f} s (1 slot: 2 s, 4: 0.5 s)"
         finally:
             await sk.stop()
 
@@ -163,7 +163,7 @@ def test_a_cancelled_caller_no_longer_restarts_the_worker(model_factory: ModelFa
             start = time.monotonic()
             out = await sk.predict(req("next"))  # on the other slot, while the first still runs
             assert out.column("text").to_pylist() == ["next"]
-            assert time.monotonic() - start < 0.6
+            assert time.monotonic() - start < 0.8  # not behind the given-up one (0.9 s more)
             await asyncio.sleep(1.0)  # the late answer comes and is dropped
             assert (await sk.predict(req("last"))).column("text").to_pylist() == ["last"]
             assert sk.restarts == 0 and sk.pid == pid
