@@ -61,10 +61,6 @@ class Channel:
         self._lost: BaseException | None = None
         self._task = asyncio.create_task(self._read(reader, on_lost), name=f"sidekick-reader-{name}")
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._waiters)
-
     async def open(self, ftype: bytes, payload: memoryview) -> Waiter:
         """Send one REQUEST or STREAM; its waiter (forget it once its answer ends, or is no longer wanted)."""
         if self._lost is not None:

@@ -68,11 +68,6 @@ class MergingQueue:
         return len(self._waiting)
 
     @property
-    def in_flight(self) -> int:
-        """Batches (and streams) sent and not yet answered."""
-        return self._in_flight
-
-    @property
     def sender(self) -> asyncio.Task[None] | None:
         """The task that drains the queue (cancelling it fails the batch it is sending)."""
         return self._sender
