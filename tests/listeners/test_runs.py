@@ -179,6 +179,7 @@ def test_a_run_whose_process_stops_heartbeating_is_failed_and_its_rows_rescored(
 
     async def go():
         svc = await _svc(db, logstore, role="scheduler", lease_seconds=0.5, metrics=metrics)
+        beating: asyncio.Task[None] | None = None
         try:
             t = await svc.create_task(name="l", workspace_id=1, schedule="0 0 1 1 *",
                                       json_args=args(listener_model={"name": "sentiment"}))
@@ -191,14 +192,20 @@ def test_a_run_whose_process_stops_heartbeating_is_failed_and_its_rows_rescored(
                 store.beat([alive["id"]])  # the live replica's heartbeat
                 assert asyncio.get_running_loop().time() < deadline, "the dead run was never settled"
                 await asyncio.sleep(0.05)
-            for _ in range(20):  # well past the lease: the live one stays
-                store.beat([alive["id"]])
-                await asyncio.sleep(0.05)
+            async def live_replica() -> None:  # heartbeats on, however long the rerun below takes
+                while True:
+                    await asyncio.to_thread(store.beat, [alive["id"]])
+                    await asyncio.sleep(0.05)
+
+            beating = asyncio.create_task(live_replica())
+            await asyncio.sleep(1.0)  # well past the lease: the live one stays
             claims = store.stale_claims(set())
             assert sorted(k for k, _ in claims[stream]) == sorted(keys[3:]), claims  # only the live run's remain
             _, rerun = await _once(svc, listener_model={"name": "sentiment"})
             return store.get_run(dead["id"]), store.get_run(alive["id"]), svc.run_logs(dead["id"]), rerun
         finally:
+            if beating is not None:
+                beating.cancel()
             await svc.stop()
 
     metrics = Metrics()
