@@ -1,5 +1,6 @@
-"""Soak benchmark: the quickstart-shaped stack under fixed load for a stated time, with a
-scheduled listener ticking inside it (issue 29: bounded memory under a day of traffic).
+"""Soak benchmark: the quickstart-shaped stack under fixed load for a stated time or request count,
+with or without a scheduled listener ticking inside it (issue 29: bounded memory under a day of
+traffic; issue 26: no growth per request, p99 flat).
 
 Every process is a real subprocess on this machine:
 
@@ -7,18 +8,25 @@ Every process is a real subprocess on this machine:
 * the runtime (``wallaroo-pulumi runtime serve``) serving the pipeline ``[llm, validator]``: the
   bundled ``openai_llm`` BYOP model, then the ``validator`` listener model in line, as the quickstart
   deploys them (each in its sidekick);
-* a scheduled listener task (the built-in ``combined`` listener, as the quickstart's schedule) over a
+* unless `--listener-every 0`, a scheduled listener task (the built-in ``combined`` listener, as the quickstart's schedule) over a
   24-hour window, on the cron schedule ``*/N * * * *`` (``--listener-every N`` minutes).
 
-`--clients` asyncio clients send requests back to back through the inference URL for
-`--minutes`. Every 2 s the RSS of the runtime and of each of its descendants (sidekicks) is
-sampled. The report: per-minute requests, p50 and p99; the runtime's RSS after warm-up, its
-ceiling and at the end; its growth per request and per scored row; p99 of requests that ran
-while a listener run was going vs those that did not.
+`--clients` asyncio clients send requests back to back through the inference URL for `--minutes`,
+or until `--requests` were sent (issue 26's bounded soak). Every 2 s the RSS of the runtime and of
+each of its descendants (each step's sidekick worker, listener run processes) is sampled. The report
+(`benchmarks/_soak_report.py`): per-minute requests, p50 and p99; p99 of the first and last quarter
+after warm-up and its trend; per process and in total the growth per request, the least-squares
+slope of RSS over requests answered after warm-up (the first `--warmup` fraction of the requests),
+and over the last half of that. With a listener (issue 29): its runs, the runtime's growth from the
+first run on, and p99 during runs vs outside them.
+
+`--listener-every 0` leaves the listener out (the data plane's own growth); `--tree REF` runs the
+runtime from a git ref (the baseline of a before/after); `--tracemalloc MIN` runs it with
+`$WALLAROO_TRACEMALLOC_MINUTES` (snapshots of allocation sites, `--keep DIR` copies them out).
 
 Run: .venv/bin/python benchmarks/bench_soak.py [--minutes 30] [--clients 8] [--listener-every 5]
-     (the issue's acceptance run is the default: 30 minutes, 8 clients; `--minutes 3
-     --listener-every 1` is a quick look)
+     issue 26's soak: --minutes 60 --requests 200000 --listener-every 0 (and again with a listener);
+     `--minutes 3 --listener-every 1` is a quick look
 """
 
 from __future__ import annotations
