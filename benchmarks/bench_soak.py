@@ -22,7 +22,8 @@ first run on, and p99 during runs vs outside them.
 
 `--listener-every 0` leaves the listener out (the data plane's own growth); `--tree REF` runs the
 runtime from a git ref (the baseline of a before/after); `--tracemalloc MIN` runs it with
-`$WALLAROO_TRACEMALLOC_MINUTES` (snapshots of allocation sites, `--keep DIR` copies them out).
+`$WALLAROO_TRACEMALLOC_MINUTES` (snapshots of allocation sites, `--keep DIR` copies them out;
+`--runtime-env WALLAROO_TRACEMALLOC_FRAMES=0`: the memory numbers alone, without tracemalloc).
 
 Run: .venv/bin/python benchmarks/bench_soak.py [--minutes 30] [--clients 8] [--listener-every 5]
      issue 26's soak: --minutes 60 --requests 200000 --listener-every 0 (and again with a listener);
@@ -280,6 +281,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--tree", default=None, help="run the runtime from this git ref (a baseline), not this tree")
     p.add_argument("--tracemalloc", type=float, default=None, metavar="MIN",
                    help="run the runtime with $WALLAROO_TRACEMALLOC_MINUTES=MIN (slower: for finding growth)")
+    p.add_argument("--runtime-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a variable for the runtime's environment (repeatable), e.g. WALLAROO_TRACEMALLOC_FRAMES=0")
     p.add_argument("--keep", type=Path, default=None, help="copy the runtime's memprofile/ and log here at the end")
     return p.parse_args()
 
@@ -291,7 +294,9 @@ def main() -> int:
         work = Path(tmp)
         try:
             source = checkout(a.tree, work) if a.tree else REPO
-            env = {"WALLAROO_TRACEMALLOC_MINUTES": str(a.tracemalloc)} if a.tracemalloc else None
+            env = dict(item.split("=", 1) for item in a.runtime_env)
+            if a.tracemalloc:
+                env["WALLAROO_TRACEMALLOC_MINUTES"] = str(a.tracemalloc)
             base_url = start_upstream(work, a.latency_ms / 1000, procs)
             client, url, token, pid = deploy(work, base_url, a.clients, procs, source=source, runtime_env=env)
             task = client.create_task("soak-listener", {

@@ -1,9 +1,11 @@
 """A debug-only memory profile of the runtime process: `$WALLAROO_TRACEMALLOC_MINUTES=N` starts
 `tracemalloc` and, every N minutes, writes into `<data_dir>/memprofile/` the top allocation sites
-by line (and their change since the first snapshot) beside the numbers that tell Python heap
-growth apart from allocator fragmentation and Arrow memory: traced bytes, RSS, glibc's arena
-(`mallinfo2`: in use vs free but kept) and Arrow's pool. Off (nothing started, nothing imported
-beyond this module) when the variable is unset.
+by line (and their change since the previous and the first snapshot) beside the numbers that tell
+Python heap growth apart from allocator fragmentation and Arrow memory: traced bytes, RSS, glibc's
+arena (`mallinfo2`: in use vs free but kept), Arrow's pool, and RSS again after `memory.trim()`
+(what the allocators kept but nothing uses). `$WALLAROO_TRACEMALLOC_FRAMES` (default 12) is the
+depth of each trace; 0 records the numbers alone, without tracemalloc and its cost. Off (nothing
+started) when the variable is unset.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from wallaroo_pulumi.runtime.core.memory import rss_bytes
+from wallaroo_pulumi.runtime.core.memory import rss_bytes, trim
 
 ENV = "WALLAROO_TRACEMALLOC_MINUTES"
+FRAMES_ENV = "WALLAROO_TRACEMALLOC_FRAMES"
 TOP = 40
 FRAMES = 12  # enough to reach our code from a library's allocation
 log = logging.getLogger(__name__)
@@ -82,10 +85,17 @@ class MemoryProfile(threading.Thread):
             time.sleep(self.every)
 
     def snapshot(self, k: int) -> None:
-        snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
         numbers = _numbers()
-        snap.dump(str(self.out / f"snap-{k}.tracemalloc"))
+        trim()
+        numbers["rss_after_trim"], numbers["malloc_after_trim"] = rss_bytes(), _mallinfo()
         (self.out / f"snap-{k}.json").write_text(json.dumps(numbers, indent=1) + "\n")
+        if tracemalloc.is_tracing():
+            self.sites(k, numbers)
+
+    def sites(self, k: int, numbers: dict) -> None:
+        snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__),
+                                                            tracemalloc.Filter(False, __file__, all_frames=True)])
+        snap.dump(str(self.out / f"snap-{k}.tracemalloc"))
         lines = [f"# snapshot {k}: rss {numbers['rss'] / 2**20:.1f} MB, traced {numbers['traced'] / 2**20:.1f} MB, "
                  f"malloc {numbers['malloc']}, arrow {numbers['arrow']}", "", "## top sites by line"]
         lines += [str(s) for s in snap.statistics("lineno")[:TOP]]
@@ -111,9 +121,13 @@ def start_from_env(data_dir: Path) -> MemoryProfile | None:
         raise SystemExit(f"${ENV} must be a number of minutes between snapshots, got {value!r}") from None
     if minutes <= 0:
         raise SystemExit(f"${ENV} must be a positive number of minutes, got {value!r}")
+    frames = os.environ.get(FRAMES_ENV, str(FRAMES))
+    if not frames.isdigit():
+        raise SystemExit(f"${FRAMES_ENV} must be a whole number of frames (0: no tracemalloc), got {frames!r}")
     out = data_dir / "memprofile"
     out.mkdir(parents=True, exist_ok=True)
-    tracemalloc.start(FRAMES)
+    if int(frames):
+        tracemalloc.start(int(frames))
     profile = MemoryProfile(out, minutes)
     profile.start()
     log.warning("tracemalloc on: a memory snapshot every %g min into %s (slower; for debugging only)", minutes, out)
