@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import json
 import logging
@@ -38,12 +39,16 @@ class _MallInfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")  # runs `ldconfig -p`: once
+    return ctypes.CDLL(name) if name else None
+
+
 def _mallinfo() -> dict[str, int]:
     """glibc's heap: `arena` bytes from the system, `in_use` by live blocks, `free` kept but unused,
     `mmapped` in separate maps (empty where glibc has no mallinfo2)."""
-    name = ctypes.util.find_library("c")
-    lib = ctypes.CDLL(name) if name else None
-    fn = getattr(lib, "mallinfo2", None)
+    fn = getattr(_libc(), "mallinfo2", None)
     if fn is None:
         return {}
     fn.restype = _MallInfo2
