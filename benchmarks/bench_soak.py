@@ -133,7 +133,8 @@ class Sampler(threading.Thread):
             row: dict[str, float] = {}
             for pid in _tree(self.root):
                 name = _name(pid, self.root)
-                row[name] = row.get(name, 0.0) + _rss_mb(pid)
+                if name:  # not one exiting (its command line already gone)
+                    row[name] = row.get(name, 0.0) + _rss_mb(pid)
             self.samples.append((time.time(), row))
             if time.time() - last >= 60:
                 last = time.time()
