@@ -49,3 +49,19 @@ def test_listener_window_benchmark_reports_peak_memory_and_rows_per_second() -> 
     table = done.stdout.split("peak above idle MB", 1)[1]
     rows = [line.split() for line in table.splitlines() if line.strip().startswith(("300 ", "600 "))]
     assert [r[0] for r in rows] == ["300", "600"], done.stdout
+
+
+def test_soak_report_reads_growth_per_request_after_warm_up() -> None:
+    """The soak's growth figure is the slope of RSS over requests answered, warm-up left out: a
+    process growing 1 MB per 10,000 requests reads +0.102 KB/request; one that fills during
+    warm-up and then stays flat reads 0, its late slope too."""
+    from benchmarks._soak_report import growth_table
+
+    done = [(float(t), 0.1) for t in range(1, 40_001)]  # one request answered per second
+    samples = [(float(t), {"leaky": 100 + t / 10_000, "warms": 100 + min(t, 8_000) / 1_000})
+               for t in range(0, 40_001, 2)]
+    rows = {line.split()[0]: line.split() for line in growth_table(samples, done)[2:]}
+    assert float(rows["leaky"][4]) == pytest.approx(1024 / 10_000, abs=1e-3)
+    assert float(rows["leaky"][5]) == pytest.approx(1024 / 10_000, abs=1e-3)
+    assert float(rows["warms"][4]) == pytest.approx(0, abs=1e-6) and float(rows["warms"][5]) == pytest.approx(0, abs=1e-6)
+    assert float(rows["total"][4]) == pytest.approx(1024 / 10_000, abs=1e-3)

@@ -132,3 +132,24 @@ def test_token_budgets_and_usage_match_what_the_upstream_reported(setup: Setup) 
     assert by_pipeline.loc["lim-chat", "prompt_tokens"] == sum(v[0] for v in reported.values())
     hourly = admin.usage(key_id=metered.key.id, group_by=["hour"])
     assert len(hourly) == 1 and hourly["hour"].dt.tz is not None and hourly["requests"].tolist() == [3]
+
+
+def test_refused_requests_add_no_metric_series_per_path(setup: Setup) -> None:
+    """A request refused before routing (403 out of the key's scope, 429 over its rate) is counted
+    under 'unmatched', not its raw path: a caller sending many distinct paths must not grow the
+    metrics (every series is kept for the life of the process)."""
+    scoped = setup.admin.create_key("scoped-paths", "inference", pipelines=["lim-pipe"], requests_per_minute=1000)
+    token = scoped.secret.get_secret_value()
+
+    def series() -> int:
+        text = httpx.get(setup.server.url + "/metrics", headers=setup.server.headers).text
+        return sum(1 for line in text.splitlines() if line.startswith("wallaroo_http_request"))
+
+    infer(setup, "elsewhere-0", token, [{"x": 1.0}])  # the 'unmatched' series of this code, once
+    series()  # and GET /metrics's own
+    before = series()
+    codes = {infer(setup, f"elsewhere-{i}", token, [{"x": 1.0}]).status_code for i in range(1, 41)}
+    assert codes <= {403, 404} and codes, codes
+    text = httpx.get(setup.server.url + "/metrics", headers=setup.server.headers).text
+    assert "elsewhere-" not in text
+    assert series() == before

@@ -11,6 +11,7 @@ import sys
 
 import uvicorn
 
+from wallaroo_pulumi.runtime.core import memprofile
 from wallaroo_pulumi.runtime.core.auth import write_private
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
@@ -22,6 +23,7 @@ def serve(settings: RuntimeSettings) -> None:
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    memprofile.start_from_env(settings.data_dir)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
     # says TCP, and without it every response waits ~40 ms on Nagle + delayed ACK.

@@ -116,9 +116,10 @@ class Metrics:
         return found
 
     def http_done(self, scope: Scope, route: str | None, code: int, seconds: float) -> None:
-        """Count one HTTP request under its route's template (`route`; None where no route ran:
-        'unmatched' for a 401 or 404, else the path) and observe its latency."""
-        path = route or ("unmatched" if code in (401, 404) else scope["path"])
+        """Count one HTTP request under its route's template (`route`), or 'unmatched' where no route
+        ran (a 401, 404, or a 403/429 refused before routing): never the raw path, whose every
+        distinct value would add a series kept for the life of the process."""
+        path = route or "unmatched"
         method = scope.get("method", "GET")
         self.child(self.http_requests, method, path, str(code)).inc()
         self.child(self.http_latency, method, path).observe(seconds)

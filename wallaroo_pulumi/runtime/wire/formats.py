@@ -200,7 +200,7 @@ def result_table(
         _constant((), _DROPPED, rows),
         _constant(partition, pa.string(), rows),
         _constant(step, pa.string(), rows),
-        _constant(error, pa.string(), rows),
+        _constant(None, pa.string(), rows) if error is None else pa.repeat(pa.scalar(error, pa.string()), rows),
     ]
     return pa.Table.from_arrays(arrays, names=names)
 
@@ -208,10 +208,20 @@ def result_table(
 _ELAPSED, _DROPPED, _FAILURES = pa.list_(pa.uint64()), pa.list_(pa.string()), pa.list_(pa.int64())
 
 
-@lru_cache(maxsize=4096)
+_CACHED_ROWS = 64  # longer constant columns are built each time: the cache holds at most 1024 x 64 values
+
+
 def _constant(value: Any, type_: pa.DataType, rows: int) -> pa.Array:
-    """`rows` copies of one value, built in Arrow once and shared (arrays are immutable): these
-    columns repeat per deployment and row count, and building one cost 5-12 us per call."""
+    """`rows` copies of one value. Short ones (a request's rows) are built in Arrow once and shared
+    (arrays are immutable): these columns repeat per deployment and row count, and building one
+    cost 5-12 us per call. Per-call values (an error's text) are never passed here (D62)."""
+    if rows > _CACHED_ROWS:
+        return pa.repeat(pa.scalar(value, type_), rows)
+    return _cached_constant(value, type_, rows)
+
+
+@lru_cache(maxsize=1024)
+def _cached_constant(value: Any, type_: pa.DataType, rows: int) -> pa.Array:
     return pa.repeat(pa.scalar(value, type_), rows)
 
 

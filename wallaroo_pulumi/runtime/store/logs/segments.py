@@ -155,7 +155,7 @@ def merge_parquet(directory: Path, seq: int, paths: list[Path], schema: pa.Schem
                 for path in paths:
                     with pq.ParquetFile(path) as source:
                         for i in range(source.num_row_groups):
-                            table = source.read_row_group(i).replace_schema_metadata(None)
+                            table = source.read_row_group(i, use_threads=False).replace_schema_metadata(None)
                             pending.append(table)
                             held += table.num_rows
                             rows += table.num_rows

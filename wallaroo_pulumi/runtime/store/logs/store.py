@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from wallaroo_pulumi.runtime.core.memory import trim
 from wallaroo_pulumi.runtime.store.logs.pipeline_log import PipelineLog
 from wallaroo_pulumi.runtime.store.logs.query import LogPage, Order
 from wallaroo_pulumi.runtime.store.logs.time_column import TIME_TYPE, normalize, to_ms
@@ -94,6 +95,11 @@ class LogStore:
                 log.seal_pending()
             except Exception:  # noqa: BLE001 - retried next round; recovery also seals at open
                 logger.exception("sealing a log segment")
+        if logs:
+            # Sealing and compacting read and write whole segments on this thread: what they freed
+            # stays resident in this thread's allocator heaps (Arrow's mimalloc, glibc's arena) unless
+            # handed back here, and each larger compaction raised the plateau (D62).
+            trim()
 
     def write_queued(self) -> None:
         """Write the rows `append(sync=False)` queued: each run of one pipeline's rows with one schema as one
