@@ -313,7 +313,8 @@ class KubeStepPool:
                 busy = sum(r.busy_seconds - seen.get(r.name, r.busy_seconds) for r in live)
                 utilization = min(1.0, busy / ((now - since) * len(live))) if live else 0.0
                 seen, since = {r.name: r.busy_seconds for r in self._replicas.remotes.values()}, now
-                depth = self._requests / len(live) if live else float(self._requests)  # per ready replica
+                slots = sum(r.concurrency for r in live)  # D46 per slot: each pod's worker answers K at once
+                depth = self._requests / slots if slots else float(self._requests)
                 await self._rescale(scaler, utilization, now, depth)
             except asyncio.CancelledError:
                 raise
