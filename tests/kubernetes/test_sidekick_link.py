@@ -54,13 +54,13 @@ def bundle(tmp_path: Path, source: str, name: str = "m") -> ModelBundle:
 
 
 class Server:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *args: str) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wallaroo_pulumi.runtime.sidekick.serve", "--host", "127.0.0.1", "--port",
-             str(self.port), "--name", "m", "--workdir", str(tmp_path / "pod")],
+             str(self.port), "--name", "m", "--workdir", str(tmp_path / "pod"), *args],
             env={**os.environ, TOKEN_ENV: TOKEN}, stderr=subprocess.DEVNULL)
 
     def remote(self, b: ModelBundle, token: str = TOKEN, **kw: float) -> RemoteSidekick:
@@ -309,3 +309,33 @@ def test_a_worker_crash_fails_every_batch_in_flight_on_the_link(server: Server, 
         await remote.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_steps_model_concurrency_overrides_the_models_in_its_pod(tmp_path: Path) -> None:
+    """`--concurrency`, the step's `model_concurrency` as the pod's Deployment passes it, caps the
+    model's declared 4 at 2: four batches of 0.5 s take two rounds."""
+    model = bundle(tmp_path, byop_source(SLEEPY) + K4)
+    capped = Server(tmp_path, "--concurrency", "2")
+
+    async def scenario() -> None:
+        remote = capped.remote(model, max_batch_rows=1)
+        await remote.start()
+        assert remote.concurrency == 2
+        took, ys = await timed(remote, [0.5, 0.5, 0.5, 0.5])
+        assert ys == [1.0] * 4
+        assert 0.95 <= took < 1.8, f"4 batches of 0.5 s on 2 slots took {took:.2f} s (1 slot: 2 s, 4: 0.5 s)"
+        await remote.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        capped.proc.kill()
+        capped.proc.wait(10)
+
+
+@pytest.mark.parametrize("bad", ["0", "257", "two"])
+def test_a_bad_concurrency_is_refused_naming_it(tmp_path: Path, bad: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "wallaroo_pulumi.runtime.sidekick.serve", "--port", "1", "--name", "m",
+                           "--concurrency", bad], env={**os.environ, TOKEN_ENV: TOKEN}, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2 and "--concurrency: expected an integer from 1 to 256" in done.stderr, done.stderr

@@ -31,8 +31,10 @@ log = logging.getLogger("wallaroo.sidekick.serve")
 
 
 class SidekickServer:
-    def __init__(self, name: str, token: str, env: dict[str, str], workdir: Path, scratch_size: str | None = None) -> None:
+    def __init__(self, name: str, token: str, env: dict[str, str], workdir: Path, scratch_size: str | None = None,
+                 concurrency: int | None = None) -> None:
         self.name = name
+        self.concurrency = concurrency  # the step's model_concurrency (None: the model's own)
         self.scratch_size = scratch_size  # the pod's scratch emptyDir's sizeLimit, named when a write finds it full
         self._token = token
         self._env = env
@@ -151,7 +153,8 @@ class SidekickServer:
 
         cpus = available_cpus()
         spec = SidekickSpec(step_name=self.name, model_version=self._sha or "?", model_dir=model_dir, env=self._env,
-                            cpus=len(cpus), extra_pythonpath=extra, scratch_size=self.scratch_size)
+                            cpus=len(cpus), extra_pythonpath=extra, scratch_size=self.scratch_size,
+                            concurrency=self.concurrency)
         launch = LocalPlacement().launch(spec, Reservation(cpu_ids=tuple(cpus), gpu_ids=tuple(visible_gpus())))
         proc = self._proc = await asyncio.create_subprocess_exec(
             *launch.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -212,6 +215,12 @@ class SidekickServer:
             await proc.wait()
 
 
+def _concurrency(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 256, got {value!r}")
+    return int(value)
+
+
 async def run(host: str, port: int, server: SidekickServer) -> int:
     listener = await asyncio.start_server(server.handle, host, port)
     log.info("sidekick %r listening on %s:%d", server.name, host, port)
@@ -235,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-names", default="", help="comma-separated names of the model's env (from our env)")
     parser.add_argument("--workdir", default=None, help="where the model is unpacked (default: $TMPDIR/sidekick)")
     parser.add_argument("--scratch-size", default=None, help="the step's scratch_size (its scratch volume's sizeLimit)")
+    parser.add_argument("--concurrency", type=_concurrency, default=None,
+                        help="the step's model_concurrency: batches the worker answers at once (default: the model's own)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("WALLAROO_SIDEKICK_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -246,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"--env-names: not in the environment: {', '.join(missing)}")
     workdir = Path(args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "sidekick")
-    server = SidekickServer(args.name, token, {n: os.environ[n] for n in names}, workdir, args.scratch_size)
+    server = SidekickServer(args.name, token, {n: os.environ[n] for n in names}, workdir, args.scratch_size,
+                            args.concurrency)
     return asyncio.run(run(args.host, args.port, server))
 
 
