@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from wallaroo_pulumi.runtime.kube.pool import queue_depth
 from wallaroo_pulumi.runtime.sidekick import link, protocol
 from wallaroo_pulumi.runtime.sidekick.errors import SidekickCrashedError, SidekickLoadError, SidekickPredictError
 from wallaroo_pulumi.runtime.sidekick.remote import LinkDenied, ModelBundle, RemoteSidekick
@@ -221,6 +222,7 @@ def test_k_slow_batches_cross_one_link_in_about_one_latency(server: Server, tmp_
         remote = server.remote(model, max_batch_rows=1)  # no merging: four batches, not one
         await remote.start()
         assert remote.concurrency == 4
+        assert queue_depth(8, [remote]) == 2.0  # D46: per slot, so scale_up_queue_depth keeps its meaning
         link_id = remote.link_id
         took, ys = await timed(remote, [0.5, 0.51, 0.52, 0.53])
         assert ys == [1.0, 1.02, 1.04, 1.06]  # each answer found its own caller
