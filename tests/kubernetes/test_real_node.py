@@ -298,10 +298,13 @@ def test_a_greedy_steps_cpu_threads_and_scratch_are_held_by_the_node(rt: Stack, 
 
         [event] = wait_for("the pod evicted for its scratch", evicted, timeout_s=120, detail=rt.why)
         assert 'EmptyDir volume "scratch" exceeds the limit' in event.message, event.message
-        # the runtime tells that replica ended (not Running) and serves from the one replacing it
-        status = wait_for("the ended pod in the deployment's status", lambda: (
+        # the runtime tells that replica ended (not Running) and why, and serves from the one replacing
+        # it; its link's reader sees the link drop at once (D61), so the replica may first show the
+        # lost link until the pod's own status names its node's reason
+        status = wait_for("the ended pod in the deployment's status, with its node's reason", lambda: (
             st := api.deployment_status(f"greedy-{dep}")) and any(
-                s.name == pod.metadata.name and s.status == "Error" for s in st.sidekicks) and st, timeout_s=60)
+                s.name == pod.metadata.name and s.status == "Error" and "stopped by its node" in (s.reason or "")
+                for s in st.sidekicks) and st, timeout_s=60)
         [ended] = [s for s in status.sidekicks if s.name == pod.metadata.name]
         assert "stopped by its node" in ended.reason and "64Mi" in ended.reason, ended.reason
         api.wait_for_deployment(f"greedy-{dep}", timeout_s=300)

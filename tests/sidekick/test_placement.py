@@ -99,6 +99,10 @@ def test_pods_get_ephemeral_storage_and_a_size_limited_scratch_from_the_step(tmp
     assert container["args"][-2:] == ["--scratch-size", "256Mi"]  # named in the model's error when it is full
     bigger = StepObjects(target, spec(tmp_path, cpus=0.5, memory="512Mi", scratch_size="1Gi"), "ns", "rt", "img")
     assert bigger.name != objects.name  # a changed scratch_size is a new Deployment
+    wide = StepObjects(target, spec(tmp_path, scratch_size="256Mi", concurrency=3), "ns", "rt", "img")
+    [wide_container] = wide.deployment(1, [])["spec"]["template"]["spec"]["containers"]
+    assert wide_container["args"][-2:] == ["--concurrency", "3"]  # the step's model_concurrency, for its pod's worker
+    assert "--concurrency" not in container["args"]  # none set: the model's own predict_concurrency
 
 
 def test_launch_names_the_scratch_size_to_the_worker(tmp_path: Path) -> None:

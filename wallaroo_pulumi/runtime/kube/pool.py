@@ -38,6 +38,13 @@ MAX_ATTEMPTS = 3  # replicas one request is tried on
 DRAIN_S = 30.0  # the longest a stopping pool waits for the requests it is answering
 
 
+def queue_depth(requests: int, live: list[RemoteSidekick]) -> float:
+    """Requests queued or in flight per slot of the ready replicas (D46), each pod's worker
+    answering its K batches at once (D61); all of them when none is ready."""
+    slots = sum(r.concurrency for r in live)
+    return requests / slots if slots else float(requests)
+
+
 class KubeStepPool:
     def __init__(self, ctx: KubeContext, objects: StepObjects, bundle: ModelBundle, replicas: int,
                  scale: KubeScale | None) -> None:
@@ -313,7 +320,7 @@ class KubeStepPool:
                 busy = sum(r.busy_seconds - seen.get(r.name, r.busy_seconds) for r in live)
                 utilization = min(1.0, busy / ((now - since) * len(live))) if live else 0.0
                 seen, since = {r.name: r.busy_seconds for r in self._replicas.remotes.values()}, now
-                depth = self._requests / len(live) if live else float(self._requests)  # per ready replica
+                depth = queue_depth(self._requests, live)
                 await self._rescale(scaler, utilization, now, depth)
             except asyncio.CancelledError:
                 raise

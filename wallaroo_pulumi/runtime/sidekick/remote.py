@@ -1,14 +1,14 @@
 """`RemoteSidekick`: one sidekick server (a pod of a step) seen from the runtime, over
-:mod:`.link`. It connects with a timeout, hands the server the model if it has none, and sends
-one batch at a time (its frames tagged with ids, D61) behind the same merging queue as a local worker; a lost connection fails
-the batch in flight as a crash (the pool sends it to another replica) and reconnects."""
+:mod:`.link`. It connects with a timeout, hands the server the model if it has none, and keeps as
+many batches in flight as the pod's worker answers at once (its READY says, D61), behind the same
+merging queue and read by id by the same `Channel` as a local worker; a lost connection fails the
+batches in flight as a crash (the pool sends them to another replica) and the next one links again."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from wallaroo_pulumi.runtime.sidekick import link, protocol
+from wallaroo_pulumi.runtime.sidekick.autoscale import BusyClock
 from wallaroo_pulumi.runtime.sidekick.batching import DynamicBatching
+from wallaroo_pulumi.runtime.sidekick.channel import Channel, Waiter
 from wallaroo_pulumi.runtime.sidekick.errors import (
     SidekickCrashedError,
     SidekickError,
@@ -56,7 +58,8 @@ class RemoteSidekick:
         self._bundle = bundle
         self.load_timeout_s = load_timeout_s
         self.request_timeout_s = request_timeout_s
-        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._link: tuple[Channel, asyncio.StreamWriter] | None = None  # answers read by id (D61)
+        self._relink = asyncio.Lock()
         self._state = "starting"
         self._last_error: str | None = None
         self._last_exit: str | None = None  # how its pod's container last ended badly (the kubelet's word)
@@ -65,26 +68,20 @@ class RemoteSidekick:
         self.link_id: tuple[str, int] = (name, 0)
         self._restarts = 0
         self.load_failed = False  # the server answered LOAD_ERROR: the model cannot load there
-        self._lock = asyncio.Lock()
-        self._last_id = 0  # the id of the last request sent (D61: frames carry it)
-        self._busy = False
-        self._busy_since = 0.0
-        self._busy_total = 0.0
+        self._clock = BusyClock()  # time spent answering batches, in proportion to the slots in use
+        self._drains: set[asyncio.Task[None]] = set()  # abandoned streams read to their end
         self._queue = MergingQueue(self._exchange, step_name=step_name, max_batch_rows=max_batch_rows, batching=batching)
 
     # -- what the pool and status read ------------------------------------------------
     state = property(lambda self: self._state, doc="``starting`` | ``ready`` | ``failed`` | ``stopped``")
     last_error = property(lambda self: self._last_error or self._last_exit)
     restarts = property(lambda self: self._restarts)
-    busy = property(lambda self: self._busy)
+    busy = property(lambda self: self._clock.busy)
+    busy_seconds = property(lambda self: self._clock.seconds, doc="time spent answering batches so far")
     waiting = property(lambda self: self._queue.waiting)
-    concurrency = 1  # one exchange at a time over its link (the server relays one at a time)
+    concurrency = property(lambda self: self._queue.slots, doc="batches its pod's worker answers at once (READY says)")
     pid = None  # in another pod
     pod = property(lambda self: self.name)
-
-    @property
-    def busy_seconds(self) -> float:
-        return self._busy_total + (time.monotonic() - self._busy_since if self._busy else 0.0)
 
     def note(self, message: str | None) -> None:
         """What the pool knows of this replica's pod (e.g. the scheduler's reason), for status."""
@@ -92,7 +89,8 @@ class RemoteSidekick:
 
     def ended(self, message: str) -> None:
         """Its pod ended for good (evicted, say): no longer a replica, never linked again; why, for status."""
-        self._close()
+        self._drop(SidekickCrashedError(f"pod {self.name} of step {self.step_name!r}: {message}",
+                                        step_name=self.step_name))
         self._state, self._last_error, self.load_failed = "failed", message, True
 
     def note_exit(self, message: str | None) -> None:
@@ -151,108 +149,133 @@ class RemoteSidekick:
             message = protocol.parse_json_payload(body).get("message") or f"model {self.step_name!r} failed to load"
             self.load_failed = True
             raise SidekickLoadError(message, step_name=self.step_name)
-        self._conn = (reader, writer)
+        ready = protocol.parse_json_payload(body)
+        self._queue.slots = self._clock.slots = max(1, int(ready.get("concurrency") or 1))
+        self.link_id = (self.name, self.link_id[1] + 1)
+        channel: Channel
+
+        async def lost(exc: BaseException, _streamed: bool) -> BaseException:
+            return self._crash(channel, f"lost the connection ({type(exc).__name__})")
+
+        channel = Channel(reader, writer, lost, self.name)
+        self._link = (channel, writer)
         self._state = "ready"
         self._last_error = None
-        self.link_id = (self.name, self.link_id[1] + 1)
 
     async def stop(self) -> None:
         self._state = "stopped"
-        for task in self._queue.tasks:
+        for task in (*self._queue.tasks, *self._drains):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._close()
-        self._queue.fail_waiting(stopped_error(self.step_name))
+        stopped = stopped_error(self.step_name)
+        if self._link is not None:
+            await self._link[0].stop(stopped)
+        self._drop(stopped)
+        self._queue.fail_waiting(stopped)
 
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn[1].close()
-            self._conn = None
+    def _drop(self, exc: BaseException) -> None:
+        """Close the link; every request still on it fails with ``exc``."""
+        if self._link is not None:
+            channel, writer = self._link
+            self._link = None
+            channel.close(exc)
+            writer.close()
+
+    def _crash(self, channel: Channel, what: str) -> SidekickCrashedError:
+        """A lost or silent server is a crash of this replica (the pool retries elsewhere): the link
+        is dropped, and the next request links again."""
+        error = SidekickCrashedError(f"pod {self.name} of step {self.step_name!r} {what}", step_name=self.step_name)
+        if self._link is not None and self._link[0] is channel:
+            self._drop(error)
+            if self._state != "stopped":
+                self._state = "failed"
+            self._last_error = str(error)
+            log.warning("%s", error)
+        return error
 
     # -- requests ----------------------------------------------------------------------
     async def predict(self, table: pa.Table) -> pa.Table:
         return await self._queue.submit(table)
 
     async def _exchange(self, table: pa.Table) -> pa.Table:
+        """One batch over the link (the merging queue holds one of the worker's slots for it)."""
         payload = memoryview(protocol.table_to_ipc(table))
-        async with self._lock:
-            reader, writer = await self._connection()
-            self._busy, self._busy_since = True, time.monotonic()
-            try:
-                rid = self._send(writer, protocol.REQUEST, payload)
-                ftype, body = await self._io(self._send_then_read(writer, reader, rid))
-            finally:
-                self._end_busy()
-        return self._answer(ftype, body)
-
-    def _send(self, writer: asyncio.StreamWriter, ftype: bytes, payload: memoryview) -> int:
-        self._last_id = self._last_id % (2**32 - 1) + 1
-        link.write(writer, ftype, payload, self._last_id)
-        return self._last_id
+        channel = await self._linked()
+        self._clock.start()
+        try:
+            frame = await self._within(channel, channel.request(protocol.REQUEST, payload))
+        finally:
+            self._clock.stop()
+        return self._answer(frame.ftype, frame.payload)
 
     async def predict_stream(self, table: pa.Table) -> AsyncIterator[protocol.StreamPart]:
-        """A streamed answer (STREAM, then CHUNKs, then the whole answer), as `Sidekick.predict_stream`.
-        A consumer that stops early drops this connection: the server reads the rest of the answer
-        from the worker itself, and the next request connects again."""
+        """A streamed answer (STREAM, then CHUNKs, then the whole answer), as `Sidekick.predict_stream`:
+        it takes one of the worker's slots until it ends. A consumer that stops early leaves the rest
+        to be read and dropped in the background; the link and the other requests on it go on."""
         payload = memoryview(protocol.table_to_ipc(table))
-        async with self._lock:
-            reader, writer = await self._connection()
-            self._busy, self._busy_since = True, time.monotonic()
-            finished = False
-            try:
-                rid = self._send(writer, protocol.STREAM, payload)
-                ftype, body = await self._io(self._send_then_read(writer, reader, rid))
-                while ftype == protocol.CHUNK:
-                    yield protocol.StreamPart(protocol.ipc_to_table(body), final=False)
-                    ftype, body = await self._io(self._read_answer(reader, rid))
+        await self._queue.acquire()
+        self._clock.start()
+        channel: Channel | None = None
+        waiter: Waiter | None = None
+        finished = abandoned = False
+        try:
+            channel = await self._linked()
+            waiter = await channel.open(protocol.STREAM, payload)
+            while True:
+                frame = await self._within(channel, waiter.next())
+                if frame.ftype == protocol.CHUNK:
+                    yield protocol.StreamPart(protocol.ipc_to_table(frame.payload), final=False)
+                    continue
                 finished = True
-                yield protocol.StreamPart(self._answer(ftype, body), final=True)
-            finally:
-                if not finished:
-                    self._close()
-                self._end_busy()
+                yield protocol.StreamPart(self._answer(frame.ftype, frame.payload), final=True)
+                return
+        except (GeneratorExit, asyncio.CancelledError):
+            abandoned = waiter is not None and not finished and self._state != "stopped"
+            raise
+        finally:
+            if abandoned and channel is not None and waiter is not None:
+                drain = asyncio.create_task(self._drain(channel, waiter), name=f"remote-drain-{self.name}")
+                self._drains.add(drain)
+                drain.add_done_callback(self._drains.discard)
+            else:
+                if channel is not None and waiter is not None:
+                    channel.forget(waiter)
+                self._clock.stop()
+                self._queue.release()
 
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._conn is None and self._state != "stopped":
-            await self._reconnect()
-        if self._conn is None:
+    async def _drain(self, channel: Channel, waiter: Waiter) -> None:
+        """Read and drop the rest of an abandoned stream, then free its slot."""
+        try:
+            while (await self._within(channel, waiter.next())).ftype == protocol.CHUNK:
+                pass
+        except Exception as exc:  # noqa: BLE001 - nobody waits for this answer
+            log.info("pod %s: abandoned stream ended with %s", self.name, exc)
+        finally:
+            channel.forget(waiter)
+            self._clock.stop()
+            self._queue.release()
+
+    async def _linked(self) -> Channel:
+        """The live link, linking again (once, for every request that waits) if it was lost."""
+        if self._link is None and self._state != "stopped":
+            async with self._relink:
+                if self._link is None and self._state != "stopped":
+                    await self._reconnect()
+        if self._link is None:
             raise SidekickCrashedError(f"pod {self.name} of step {self.step_name!r} is not connected "
                                        f"({self._last_error or self._state})", step_name=self.step_name)
-        return self._conn
+        return self._link[0]
 
-    @classmethod
-    async def _send_then_read(cls, writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
-                              rid: int) -> tuple[bytes, bytes]:
-        await writer.drain()
-        return await cls._read_answer(reader, rid)
-
-    @staticmethod
-    async def _read_answer(reader: asyncio.StreamReader, rid: int) -> tuple[bytes, bytes]:
-        """The next frame of request ``rid``'s answer; one of another request is the link out of step."""
-        frame = await link.read(reader)
-        if frame.rid != rid:
-            raise protocol.ProtocolError(f"a frame of request {frame.rid} came while request {rid} was answered")
-        return frame.ftype, frame.payload
-
-    async def _io(self, io: Awaitable[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
-        """One frame of an answer, within the request timeout; a lost or silent server is a crash
-        of this replica (the pool retries elsewhere) and its connection is dropped."""
+    async def _within(self, channel: Channel, answer: Awaitable[protocol.Frame]) -> protocol.Frame:
+        """One frame of an answer within the request timeout; a silent server is a crash of this
+        replica, failing every request on its link."""
         try:
-            return await asyncio.wait_for(io, self.request_timeout_s)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError, protocol.ProtocolError) as exc:
-            self._close()
-            self._state = "failed"
-            what = (f"did not answer within {self.request_timeout_s:g}s" if isinstance(exc, TimeoutError)
-                    else f"lost the connection ({type(exc).__name__})")
-            self._last_error = f"pod {self.name} of step {self.step_name!r} {what}"
-            log.warning("%s", self._last_error)
-            raise SidekickCrashedError(self._last_error, step_name=self.step_name) from None
-
-    def _end_busy(self) -> None:
-        if self._busy:
-            self._busy_total += time.monotonic() - self._busy_since
-            self._busy = False
+            return await asyncio.wait_for(answer, self.request_timeout_s)
+        except TimeoutError:
+            error = self._crash(channel, f"did not answer within {self.request_timeout_s:g}s")
+            channel.close(error)
+            raise error from None
 
     def _answer(self, ftype: bytes, body: bytes) -> pa.Table:
         if ftype == protocol.RESPONSE:

@@ -4,7 +4,8 @@ Run as ``python -m wallaroo_pulumi.runtime.sidekick.serve --port 9000 --name STE
 [--host IP] [--env-names A,B] [--workdir DIR]`` with the step's env and its link token in
 ``WALLAROO_SIDEKICK_TOKEN``. The first client holding the token sends the model (:mod:`.link`);
 the server unpacks it, installs its requirements, starts one worker (:mod:`.worker`) with the
-model's env only, and relays frames between it and every client, one exchange at a time. When
+model's env only, and relays frames between it and every client, as many requests at once as
+they send (each client's ids mapped to the server's own, D61; the worker answers K at once). When
 the worker dies the server exits with it, so Kubernetes restarts or replaces the pod."""
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from pathlib import Path
 from wallaroo_pulumi.runtime.sidekick import link, protocol
 
 TOKEN_ENV = "WALLAROO_SIDEKICK_TOKEN"
+_MAX_ID = 2**32 - 1
 log = logging.getLogger("wallaroo.sidekick.serve")
 
 
 class SidekickServer:
-    def __init__(self, name: str, token: str, env: dict[str, str], workdir: Path, scratch_size: str | None = None) -> None:
+    def __init__(self, name: str, token: str, env: dict[str, str], workdir: Path, scratch_size: str | None = None,
+                 concurrency: int | None = None) -> None:
         self.name = name
+        self.concurrency = concurrency  # the step's model_concurrency (None: the model's own)
         self.scratch_size = scratch_size  # the pod's scratch emptyDir's sizeLimit, named when a write finds it full
         self._token = token
         self._env = env
@@ -38,7 +42,10 @@ class SidekickServer:
         self._sha: str | None = None
         self._answer: tuple[bytes, bytes] | None = None  # READY or LOAD_ERROR, for every later client
         self._load_lock = asyncio.Lock()
-        self._exchange_lock = asyncio.Lock()
+        #: requests in flight at the worker, by the server's id: the client's writer and its own id
+        self._routes: dict[int, tuple[asyncio.StreamWriter, int]] = {}
+        self._last_id = 0
+        self._relay: asyncio.Task[None] | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self.stopping = False
         self.exited = asyncio.Event()
@@ -80,37 +87,58 @@ class SidekickServer:
         await writer.drain()
         if self._answer[0] != protocol.READY:
             return
-        while True:
-            frame = await link.read(reader)
-            if frame.ftype == protocol.SHUTDOWN:
-                return
-            await self._exchange(frame, writer)
+        await self._relay_requests(reader, writer)
 
     async def _deny(self, writer: asyncio.StreamWriter, message: str) -> None:
         log.warning("client %s denied: %s", writer.get_extra_info("peername"), message)
         link.write(writer, link.DENIED, protocol.json_payload(message=message))
         await writer.drain()
 
-    async def _exchange(self, request: protocol.Frame, writer: asyncio.StreamWriter) -> None:
-        """One request to the worker and every frame of its answer back to the client, ids as they
-        are (one client's request at a time). The answer is read whole even when the client has
-        gone, so the next request's answer is the next to come."""
+    async def _relay_requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The client's frames to the worker as they come, each under an id of the server's own, so
+        that the ids of several clients (runtime replicas) never collide at the worker; the answers
+        go back by `_relay_answers`. A client that leaves has the answers to its requests dropped."""
         proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        async with self._exchange_lock:
-            try:
-                link.write(proc.stdin, request.ftype, request.payload, request.rid)  # type: ignore[arg-type]
-                await proc.stdin.drain()
-                while True:
-                    frame = await link.read(proc.stdout)
-                    with contextlib.suppress(ConnectionError, RuntimeError):
-                        link.write(writer, frame.ftype, frame.payload, frame.rid)
-                        await writer.drain()
-                    if frame.ftype in link.TERMINAL and frame.rid == request.rid:
-                        return
-            except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
-                await self._worker_gone(proc)
-                raise ConnectionError("the worker exited during a request") from None
+        assert proc is not None and proc.stdin is not None
+        try:
+            while True:
+                frame = await link.read(reader)
+                if frame.ftype == protocol.SHUTDOWN:
+                    return
+                self._last_id = self._last_id % _MAX_ID + 1
+                while self._last_id in self._routes:  # still answering a request of 2**32 ago
+                    self._last_id = self._last_id % _MAX_ID + 1
+                self._routes[self._last_id] = (writer, frame.rid)
+                try:
+                    link.write(proc.stdin, frame.ftype, frame.payload, self._last_id)  # type: ignore[arg-type]
+                    await proc.stdin.drain()
+                except (ConnectionError, BrokenPipeError):
+                    await self._worker_gone(proc)
+                    raise ConnectionError("the worker exited during a request") from None
+        finally:
+            for sid in [sid for sid, (client, _) in self._routes.items() if client is writer]:
+                del self._routes[sid]
+
+    async def _relay_answers(self, proc: asyncio.subprocess.Process) -> None:
+        """Every frame of the worker to the client whose request it answers, under that client's id.
+        When the worker's frames end, every client with a request in flight is cut off at once (it
+        sees the crash) and the server exits."""
+        assert proc.stdout is not None
+        routes = self._routes
+        try:
+            while True:
+                frame = await link.read(proc.stdout)
+                route = routes.pop(frame.rid, None) if frame.ftype in link.TERMINAL else routes.get(frame.rid)
+                if route is None or route[0].is_closing():
+                    continue  # its client left
+                link.write(route[0], frame.ftype, frame.payload, route[1])
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await route[0].drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            for client in {client for client, _ in routes.values()}:
+                client.close()
+            routes.clear()
+            await self._worker_gone(proc)
 
     # -- the model ----------------------------------------------------------------------
     async def _load(self, header: dict) -> tuple[bytes, bytes]:
@@ -125,7 +153,8 @@ class SidekickServer:
 
         cpus = available_cpus()
         spec = SidekickSpec(step_name=self.name, model_version=self._sha or "?", model_dir=model_dir, env=self._env,
-                            cpus=len(cpus), extra_pythonpath=extra, scratch_size=self.scratch_size)
+                            cpus=len(cpus), extra_pythonpath=extra, scratch_size=self.scratch_size,
+                            concurrency=self.concurrency)
         launch = LocalPlacement().launch(spec, Reservation(cpu_ids=tuple(cpus), gpu_ids=tuple(visible_gpus())))
         proc = self._proc = await asyncio.create_subprocess_exec(
             *launch.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -140,6 +169,7 @@ class SidekickServer:
         if ftype == protocol.READY:
             log.info("model %r ready in worker pid %d", self.name, proc.pid)
             asyncio.get_running_loop().create_task(self._watch(proc))
+            self._relay = asyncio.get_running_loop().create_task(self._relay_answers(proc))
         return ftype, payload
 
     def _prepare(self, header: dict) -> tuple[Path, list[Path]]:
@@ -171,7 +201,7 @@ class SidekickServer:
         await self._worker_gone(proc)
 
     async def _worker_gone(self, proc: asyncio.subprocess.Process) -> None:
-        if not self.stopping:
+        if not self.stopping and not self.exited.is_set():
             code = await proc.wait()
             log.error("the worker of model %r exited with %s: the server exits too", self.name, code)
             self.exited.set()
@@ -183,6 +213,12 @@ class SidekickServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+def _concurrency(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 256, got {value!r}")
+    return int(value)
 
 
 async def run(host: str, port: int, server: SidekickServer) -> int:
@@ -208,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-names", default="", help="comma-separated names of the model's env (from our env)")
     parser.add_argument("--workdir", default=None, help="where the model is unpacked (default: $TMPDIR/sidekick)")
     parser.add_argument("--scratch-size", default=None, help="the step's scratch_size (its scratch volume's sizeLimit)")
+    parser.add_argument("--concurrency", type=_concurrency, default=None,
+                        help="the step's model_concurrency: batches the worker answers at once (default: the model's own)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("WALLAROO_SIDEKICK_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -219,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"--env-names: not in the environment: {', '.join(missing)}")
     workdir = Path(args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "sidekick")
-    server = SidekickServer(args.name, token, {n: os.environ[n] for n in names}, workdir, args.scratch_size)
+    server = SidekickServer(args.name, token, {n: os.environ[n] for n in names}, workdir, args.scratch_size,
+                            args.concurrency)
     return asyncio.run(run(args.host, args.port, server))
 
 
