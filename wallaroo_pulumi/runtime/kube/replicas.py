@@ -30,6 +30,7 @@ class LinkedReplicas:
         self.token = ""  # the link's shared secret, from the step's Secret
         self.remotes: dict[str, RemoteSidekick] = {}
         self.connecting: dict[str, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()  # links being closed (unlinked pods)
         self.pods: dict[str, Pod] = {}
         self.inflight: dict[str, int] = {}
         self.lost = 0  # replicas whose pod went away while linked
@@ -103,7 +104,8 @@ class LinkedReplicas:
         except SidekickError as exc:
             log.warning("step %s: pod %s: %s", self.spec.step_name, name, exc)
         finally:
-            self.connecting.pop(name, None)
+            if self.connecting.get(name) is asyncio.current_task():  # not a newer remote's link of that pod
+                del self.connecting[name]
             self.changed.set()
 
     def _unlink(self, name: str) -> None:
@@ -114,4 +116,6 @@ class LinkedReplicas:
         if remote is not None:
             if remote.state == "ready":
                 self.lost += 1
-            asyncio.get_running_loop().create_task(remote.stop())
+            stopping = asyncio.get_running_loop().create_task(remote.stop(), name=f"kube-unlink-{name}")
+            self._stopping.add(stopping)  # the loop holds tasks weakly: kept until it has closed the link
+            stopping.add_done_callback(self._stopping.discard)
