@@ -65,3 +65,16 @@ def test_off_by_default_and_a_bad_value_is_refused(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "WALLAROO_TRACEMALLOC_MINUTES must be a number of minutes" in done.stderr + done.stdout
+
+
+def test_the_runtime_allocates_arrow_memory_from_jemalloc_unless_told_otherwise(tmp_path: Path) -> None:
+    """D62: jemalloc hands back what any thread freed; mimalloc (Arrow's default) kept it per thread."""
+    seen = {}
+    env = {k: v for k, v in server_env().items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    for name, extra in (("default", {}), ("asked", {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"})):
+        srv = Server(tmp_path / name, [], {**env, **extra}).start()
+        try:
+            seen[name] = httpx.get(srv.url + "/health").json()["arrow_memory_pool"]
+        finally:
+            srv.stop()
+    assert seen == {"default": "jemalloc", "asked": "mimalloc"}

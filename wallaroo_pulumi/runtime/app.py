@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pyarrow as pa
 from fastapi import FastAPI
 from fastapi.responses import Response
 
@@ -64,7 +65,7 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     async def health() -> dict:
         states = rt.engine.deployments.values()
         out = {"status": "ok", "version": VERSION, "deployments": {s.deploy_name: s.state for s in states},
-               "sidekick_sandbox": rt.sandbox.report()}
+               "sidekick_sandbox": rt.sandbox.report(), "arrow_memory_pool": pa.default_memory_pool().backend_name}
         if rt.edge is not None:
             out["edge"] = rt.edge.report()
         return out

@@ -11,7 +11,7 @@ import sys
 
 import uvicorn
 
-from wallaroo_pulumi.runtime.core import memprofile
+from wallaroo_pulumi.runtime.core import memory, memprofile
 from wallaroo_pulumi.runtime.core.auth import write_private
 from wallaroo_pulumi.runtime.settings import RuntimeSettings
 
@@ -24,6 +24,7 @@ def serve(settings: RuntimeSettings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     memprofile.start_from_env(settings.data_dir)
+    memory.use_returning_pool()
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
     # says TCP, and without it every response waits ~40 ms on Nagle + delayed ACK.

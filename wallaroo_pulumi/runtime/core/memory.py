@@ -7,6 +7,7 @@ hands the free pages back (`malloc_trim`) and asks Arrow's pool to release what 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -21,6 +22,15 @@ try:  # glibc only; elsewhere trim() is Arrow's part alone
         _libc = _lib
 except OSError:
     _libc = None
+
+
+def use_returning_pool() -> str:
+    """Make jemalloc Arrow's memory pool, unless $ARROW_DEFAULT_MEMORY_POOL names one (D62): it hands
+    what any thread freed back to the system over time, where mimalloc kept it per thread. Its name."""
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc keeps its default
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+    return pa.default_memory_pool().backend_name
 
 
 def trim() -> None:
