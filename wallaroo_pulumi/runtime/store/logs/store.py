@@ -97,7 +97,7 @@ class LogStore:
                 logger.exception("sealing a log segment")
         if logs:
             # Sealing and compacting read and write whole segments on this thread: what they freed
-            # stays resident in this thread's allocator heaps (Arrow's mimalloc, glibc's arena) unless
+            # stays resident in this thread's allocator heaps (Arrow's pool, glibc's arena) unless
             # handed back here, and each larger compaction raised the plateau (D62).
             trim()
 
