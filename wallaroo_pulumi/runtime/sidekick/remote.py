@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from wallaroo_pulumi.runtime.sidekick.errors import (
     stopped_error,
 )
 from wallaroo_pulumi.runtime.sidekick.merging import MergingQueue
+from wallaroo_pulumi.runtime.sidekick.streaming import Streaming
 
 log = logging.getLogger("wallaroo.sidekick.remote")
 CONNECT_TIMEOUT_S = 3.0
@@ -45,7 +46,7 @@ class ModelBundle:
     requirements: list[str] = field(default_factory=list)
 
 
-class RemoteSidekick:
+class RemoteSidekick(Streaming):
     """One replica of a step, reached at ``host:port``; ``name`` is its pod's name."""
 
     def __init__(self, name: str, step_name: str, host: str, port: int, token: str, bundle: ModelBundle, *,
@@ -201,7 +202,7 @@ class RemoteSidekick:
     async def _exchange(self, table: pa.Table) -> pa.Table:
         """One batch over the link (the merging queue holds one of the worker's slots for it)."""
         payload = memoryview(protocol.table_to_ipc(table))
-        channel = await self._linked()
+        channel = await self._ready_channel()
         self._clock.start()
         try:
             frame = await self._within(channel, channel.request(protocol.REQUEST, payload))
@@ -209,54 +210,13 @@ class RemoteSidekick:
             self._clock.stop()
         return self._answer(frame.ftype, frame.payload)
 
-    async def predict_stream(self, table: pa.Table) -> AsyncIterator[protocol.StreamPart]:
-        """A streamed answer (STREAM, then CHUNKs, then the whole answer), as `Sidekick.predict_stream`:
-        it takes one of the worker's slots until it ends. A consumer that stops early leaves the rest
-        to be read and dropped in the background; the link and the other requests on it go on."""
-        payload = memoryview(protocol.table_to_ipc(table))
-        await self._queue.acquire()
-        self._clock.start()
-        channel: Channel | None = None
-        waiter: Waiter | None = None
-        finished = abandoned = False
-        try:
-            channel = await self._linked()
-            waiter = await channel.open(protocol.STREAM, payload)
-            while True:
-                frame = await self._within(channel, waiter.next())
-                if frame.ftype == protocol.CHUNK:
-                    yield protocol.StreamPart(protocol.ipc_to_table(frame.payload), final=False)
-                    continue
-                finished = True
-                yield protocol.StreamPart(self._answer(frame.ftype, frame.payload), final=True)
-                return
-        except (GeneratorExit, asyncio.CancelledError):
-            abandoned = waiter is not None and not finished and self._state != "stopped"
-            raise
-        finally:
-            if abandoned and channel is not None and waiter is not None:
-                drain = asyncio.create_task(self._drain(channel, waiter), name=f"remote-drain-{self.name}")
-                self._drains.add(drain)
-                drain.add_done_callback(self._drains.discard)
-            else:
-                if channel is not None and waiter is not None:
-                    channel.forget(waiter)
-                self._clock.stop()
-                self._queue.release()
+    def _halted(self) -> bool:
+        return self._state == "stopped"
 
-    async def _drain(self, channel: Channel, waiter: Waiter) -> None:
-        """Read and drop the rest of an abandoned stream, then free its slot."""
-        try:
-            while (await self._within(channel, waiter.next())).ftype == protocol.CHUNK:
-                pass
-        except Exception as exc:  # noqa: BLE001 - nobody waits for this answer
-            log.info("pod %s: abandoned stream ended with %s", self.name, exc)
-        finally:
-            channel.forget(waiter)
-            self._clock.stop()
-            self._queue.release()
+    def _label(self) -> str:
+        return f"pod {self.name}"
 
-    async def _linked(self) -> Channel:
+    async def _ready_channel(self) -> Channel:
         """The live link, linking again (once, for every request that waits) if it was lost."""
         if self._link is None and self._state != "stopped":
             async with self._relink:
@@ -276,6 +236,9 @@ class RemoteSidekick:
             error = self._crash(channel, f"did not answer within {self.request_timeout_s:g}s")
             channel.close(error)
             raise error from None
+
+    async def _next_frame(self, channel: Channel, waiter: Waiter) -> protocol.Frame:
+        return await self._within(channel, waiter.next())
 
     def _answer(self, ftype: bytes, body: bytes) -> pa.Table:
         if ftype == protocol.RESPONSE:

@@ -12,13 +12,12 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
 
 import pyarrow as pa
 
 from wallaroo_pulumi.runtime.sidekick import protocol
 from wallaroo_pulumi.runtime.sidekick.autoscale import BusyClock
-from wallaroo_pulumi.runtime.sidekick.channel import Channel, Waiter
+from wallaroo_pulumi.runtime.sidekick.channel import Channel
 from wallaroo_pulumi.runtime.sidekick.errors import (
     SidekickCrashedError,
     SidekickError,
@@ -33,6 +32,7 @@ from wallaroo_pulumi.runtime.sidekick.output import WorkerOutput
 from wallaroo_pulumi.runtime.sidekick.placement import Placement, Reservation
 from wallaroo_pulumi.runtime.sidekick.redact import EnvRedactor
 from wallaroo_pulumi.runtime.sidekick.spec import SidekickSpec
+from wallaroo_pulumi.runtime.sidekick.streaming import Streaming
 
 log = logging.getLogger("wallaroo.sidekick")
 
@@ -42,7 +42,7 @@ _MAX_BACKOFF_S = 30.0
 _WATCH_INTERVAL_S = 0.1
 
 
-class Sidekick:
+class Sidekick(Streaming):
     """One worker process for one model step (one replica)."""
 
     def __init__(self, spec: SidekickSpec, placement: Placement) -> None:
@@ -334,7 +334,7 @@ class Sidekick:
                 delay = min(max(delay * 2, 1.0), _MAX_BACKOFF_S)
 
     # -- requests -----------------------------------------------------------------------
-    async def _await_ready(self) -> Channel:
+    async def _ready_channel(self) -> Channel:
         """The live worker's channel, waiting out a (re)start in progress; raise if there is none."""
         name = self.spec.step_name
         loop = asyncio.get_running_loop()
@@ -357,53 +357,11 @@ class Sidekick:
         """Answer one batch; while the worker is busy it waits, to be merged with others (see :mod:`.merging`)."""
         return await self._queue.submit(table)
 
-    async def predict_stream(self, table: pa.Table) -> AsyncIterator[protocol.StreamPart]:
-        """Answer one batch as a stream: each CHUNK as the worker sends it, then the whole answer
-        (``final``). Never merged with other requests; it takes one of the worker's slots until it
-        ends. A consumer that stops early (or is cancelled) leaves the rest to be read and dropped
-        in the background: the slot frees at the end of this answer, and the worker is not disturbed."""
-        payload = memoryview(protocol.table_to_ipc(table))
-        await self._queue.acquire()
-        self._clock.start()
-        waiter: Waiter | None = None
-        channel: Channel | None = None
-        finished = abandoned = False
-        try:
-            channel = await self._await_ready()
-            waiter = await channel.open(protocol.STREAM, payload)
-            while True:
-                frame = await waiter.next()
-                if frame.ftype == protocol.CHUNK:
-                    yield protocol.StreamPart(protocol.ipc_to_table(frame.payload), final=False)
-                    continue
-                finished = True
-                yield protocol.StreamPart(self._answer(frame.ftype, frame.payload), final=True)
-                return
-        except (GeneratorExit, asyncio.CancelledError):
-            abandoned = waiter is not None and not finished and not self._stopping
-            raise
-        finally:
-            if abandoned and channel is not None and waiter is not None:
-                drain = asyncio.create_task(self._drain(channel, waiter), name=f"sidekick-drain-{self.spec.step_name}")
-                self._drains.add(drain)
-                drain.add_done_callback(self._drains.discard)
-            else:
-                if waiter is not None and channel is not None:
-                    channel.forget(waiter)
-                self._clock.stop()
-                self._queue.release()
+    def _halted(self) -> bool:
+        return self._stopping
 
-    async def _drain(self, channel: Channel, waiter: Waiter) -> None:
-        """Read and drop the rest of an abandoned stream, then free its slot."""
-        try:
-            while (await waiter.next()).ftype == protocol.CHUNK:
-                pass
-        except Exception as exc:  # noqa: BLE001 - a crash was reported by the reader; nobody waits for this answer
-            log.info("sidekick %s: abandoned stream ended with %s", self.spec.step_name, exc)
-        finally:
-            channel.forget(waiter)
-            self._clock.stop()
-            self._queue.release()
+    def _label(self) -> str:
+        return f"sidekick {self.spec.step_name}"
 
     async def _lost(self, proc: asyncio.subprocess.Process, exc: BaseException, streamed: bool) -> BaseException:
         """The worker's frames ended (it died, or wrote garbage): what each request in flight gets.
@@ -443,7 +401,7 @@ class Sidekick:
     async def _exchange(self, table: pa.Table) -> pa.Table:
         """One request frame to the worker and its answer (the merging queue holds a slot for it)."""
         payload = memoryview(protocol.table_to_ipc(table))
-        channel = await self._await_ready()
+        channel = await self._ready_channel()
         self._clock.start()
         try:
             frame = await channel.request(protocol.REQUEST, payload)
