@@ -154,7 +154,7 @@ def test_claims_of_a_dead_run_are_reconciled(db, logstore):
     times = out.column("time").cast(pa.int64()).to_pylist()
     # pretend a dead run had claimed rows 0-1 (appended) and 2-4 (never appended)
     store.forget_stream(stream)
-    assert store.claim(stream, "dead-run", keys, times) == [0, 1, 2, 3, 4]
+    assert store.claim(stream, "dead-run", keys, times).mine == [0, 1, 2, 3, 4]
     # rows 0-4 are in the score pipeline; make 2-4 unknown there by re-keying their claims
     fake = [k + "-never-appended" for k in keys[2:]]
     store.release(stream, keys[2:])
@@ -222,7 +222,7 @@ def test_a_run_whose_process_stops_heartbeating_is_failed_and_its_rows_rescored(
     # and a lease that lapsed on a live run: its late cleanup leaves others' claims alone
     store.claim(stream, "next-run", keys[:1], [t0])
     store.release(stream, keys[:1], "killed-replica")
-    assert store.claim(stream, "third-run", keys[:1], [t0]) == []
+    assert store.claim(stream, "third-run", keys[:1], [t0]).mine == []
 
 
 def test_failing_listener_marks_the_run_failed_with_its_error(db, logstore, tmp_path):

@@ -67,6 +67,11 @@ def test_a_builtin_run_is_a_process_of_its_own_with_a_key_of_its_own(runtime: Pr
     mine = [k for k in keys if k["name"].endswith(f"run {run['run_id']}")]
     assert len(mine) == 1 and mine[0]["role"] == "deployer" and mine[0]["workspace_id"] == 1, mine
     assert mine[0]["revoked_at"], mine
+    # the fixture's rows are one sealed segment, every row of which that run settled: the next run of the
+    # stream skips it unread (D63), through the run API's page, sealed and settle_segments calls
+    again = once(runtime)
+    assert again["status"] == "success" and (again["rows_read"], again["rows_scored"]) == (0, 0), again
+    assert any("settled 1 sealed segment: later runs of this stream skip them" in line for line in logs), text
 
 
 def _run_processes(runtime: Proc) -> list[int]:
@@ -155,7 +160,7 @@ def test_the_run_api_touches_only_what_the_runs_task_names(tmp_path: Path) -> No
                      "metadata.source_pipeline": ["llm"]})
     with pytest.raises(Exception, match="metadata.run_id"):
         api.append_scores(scope, rows)
-    assert api.claim(scope, ["a", "b"], [1, 2]) == [0, 1]
+    assert api.claim(scope, ["a", "b"], [1, 2]).mine == [0, 1]
     api.settle(scope, ["a"], done=True)
     assert store.scored_count(scope.stream) == 1
     with pytest.raises(Exception, match="rows_read: expected a non-negative count"):

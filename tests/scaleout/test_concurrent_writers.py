@@ -30,7 +30,7 @@ def _writer(url: str, task_id: str, me: int, out: mp.Queue) -> None:
     claimed: list[str] = []
     for i in range(0, len(order), 25):
         batch = order[i : i + 25]
-        claimed += [batch[j] for j in store.claim("stream", run, batch, [0] * len(batch))]
+        claimed += [batch[j] for j in store.claim("stream", run, batch, [0] * len(batch)).mine]
     store.mark_done("stream", claimed, run)
     out.put((me, ticks, claimed, run))
 

@@ -1,4 +1,5 @@
-"""The listener store tests that matter (exactly-once claims, leases, dead runs, cron ticks),
+"""The listener store tests that matter (exactly-once claims, leases, dead runs, cron ticks,
+settled segments),
 run unchanged against PostgreSQL: the same functions as in tests/listeners, with `db` a
 PostgresDatabase on a fresh database of the session's server."""
 
@@ -16,6 +17,10 @@ from tests.listeners.test_runs import (  # noqa: F401
     test_scheduled_task_fires_on_a_seconds_cron,
     test_second_run_scores_only_new_rows_even_identical_ones,
     test_timeout_and_kill,
+)
+from tests.listeners.test_settled import (  # noqa: F401
+    test_a_run_reads_only_what_its_stream_has_not_settled,
+    test_a_segment_stays_unsettled_while_another_run_holds_one_of_its_rows,
 )
 from wallaroo_pulumi.runtime.store.db_postgres import PostgresDatabase
 from wallaroo_pulumi.testing.postgres import PostgresServer

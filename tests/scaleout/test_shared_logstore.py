@@ -12,6 +12,7 @@ import pytest
 from pyarrow.fs import FileSelector
 
 from wallaroo_pulumi.runtime.store.db_postgres import PostgresDatabase
+from wallaroo_pulumi.runtime.store.logs.settled import Settled, sealed_within
 from wallaroo_pulumi.runtime.store.logs.shared import SharedLogStore
 from wallaroo_pulumi.runtime.store.object_store import ObjectStore
 from wallaroo_pulumi.testing.postgres import PostgresServer
@@ -100,3 +101,18 @@ def test_rows_stored_once_per_key_are_stored_once_whichever_replica_takes_them(w
     assert a.append_once("p", "edge/e1/7", rows([1, 2, 3], now)) is False
     assert b.append_once("p", "edge/e1/8", rows([4], now + 10)) is True
     assert sorted(read_all(a, "p", 100)[0]) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_sealed_segments_of_every_writer_are_listed_and_a_settled_set_skips_them(writers) -> None:
+    """What a listener stream settles (D63) on the shared store: every writer's shipped segments, by print."""
+    a, b, _ = writers
+    now = 1_800_000_000_000
+    a.append("p", rows([1, 2], now), sync=False)
+    b.append("p", rows([3], now + 10), sync=False)
+    a.ship()
+    sealed = b.sealed("p")  # b ships its own first: after a's
+    assert [p.rows for p in sealed] == [2, 1] and [p.tmin for p in sealed] == [now, now + 10]
+    assert sealed_within(sealed, now, now + 5) == [p for p in sealed if p.rows == 2]
+    a.append("p", rows([4], now + 20), sync=True)
+    assert read_all(b, "p", 100, skip=Settled(sealed))[0] == [4.0]
+    assert read_all(b, "p", 100, skip=Settled(sealed[:1]))[0] == [3.0, 4.0]

@@ -15,6 +15,7 @@ from wallaroo_pulumi.runtime.services.listeners import parse
 from wallaroo_pulumi.runtime.services.listeners.errors import BadListenerRequest
 from wallaroo_pulumi.runtime.services.listeners.run_api import RunScope, decode, encode
 from wallaroo_pulumi.runtime.services.listeners.service import ListenerService
+from wallaroo_pulumi.runtime.store.logs.settled import SegmentPrint
 
 router = APIRouter(prefix="/v1/api/task/listener_run", tags=["listeners"])
 ARROW = "application/vnd.apache.arrow.stream"
@@ -27,6 +28,21 @@ class PageRequest(BaseModel):
     end_ms: int
     limit: int = Field(ge=1)
     cursor: str | None = None
+    skip_settled: bool = False
+
+
+class Segment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seq: int
+    rows: int = Field(ge=0)
+    tmin: int
+    tmax: int
+
+
+class SettleSegmentsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    segments: list[Segment]
+    older_than_ms: int
 
 
 class ClaimRequest(BaseModel):
@@ -61,17 +77,35 @@ async def _parse(request: Request, model: type[M]) -> M:
 async def page(request: Request) -> Response:
     svc, scope = await _scope(request)
     q = await _parse(request, PageRequest)
-    got = await asyncio.to_thread(svc.run_api.page, scope, q.start_ms, q.end_ms, q.limit, q.cursor)
+    got = await asyncio.to_thread(svc.run_api.page, scope, q.start_ms, q.end_ms, q.limit, q.cursor, q.skip_settled)
     headers = {"x-page-status": got.status, "x-page-cursor": got.cursor or "",
                "x-page-floor-ms": "" if got.floor_ms is None else str(got.floor_ms)}
     return Response(await asyncio.to_thread(encode, got.table), media_type=ARROW, headers=headers)
 
 
-@router.post("/claim", response_model=None, summary="Claim row keys for the run; `mine`: the indexes now its own.")
+@router.post("/sealed", response_model=None, summary="The monitored pipeline's sealed segments now.")
+async def sealed(request: Request) -> dict[str, Any]:
+    svc, scope = await _scope(request)
+    return {"segments": [p.as_json() for p in await asyncio.to_thread(svc.run_api.sealed, scope)]}
+
+
+@router.post("/settle_segments", response_model=None,
+             summary="Sealed segments every row of which the run's stream has settled: later runs skip them.")
+async def settle_segments(request: Request) -> dict[str, Any]:
+    svc, scope = await _scope(request)
+    q = await _parse(request, SettleSegmentsRequest)
+    prints = [SegmentPrint(s.seq, s.rows, s.tmin, s.tmax) for s in q.segments]
+    await asyncio.to_thread(svc.run_api.settle_segments, scope, prints, q.older_than_ms)
+    return {}
+
+
+@router.post("/claim", response_model=None, summary="Claim row keys for the run; `mine`: the indexes now its own, "
+             "`held`: those another run holds unsettled.")
 async def claim(request: Request) -> dict[str, Any]:
     svc, scope = await _scope(request)
     q = await _parse(request, ClaimRequest)
-    return {"mine": await asyncio.to_thread(svc.run_api.claim, scope, q.keys, q.times)}
+    claimed = await asyncio.to_thread(svc.run_api.claim, scope, q.keys, q.times)
+    return {"mine": claimed.mine, "held": claimed.held}
 
 
 @router.post("/settle", response_model=None, summary="The run's claims on `keys`: scored (`done`) or given back.")

@@ -121,8 +121,8 @@ RULES: tuple[Rule, ...] = (
     Rule(P, "/v1/api/task/update", Perm.DEPLOY, Find.TASK),
     Rule(P, "/v1/api/task/delete", Perm.DEPLOY, Find.TASK),
     # a built-in listener run's calls back: the service answers only that run's own key (run_api.scope)
-    *(Rule(P, f"/v1/api/task/listener_run/{call}", Perm.DEPLOY) for call in ("page", "claim", "settle", "scores",
-                                                                              "report")),
+    *(Rule(P, f"/v1/api/task/listener_run/{call}", Perm.DEPLOY) for call in (
+        "page", "sealed", "settle_segments", "claim", "settle", "scores", "report")),
     Rule(P, "/v1/api/listeners/results", Perm.READ_LOGS, Find.SCORES, "pipeline"),
     Rule(P, "/v1/api/assays/run", Perm.READ_LOGS, Find.SCORES, "pipeline"),
     Rule(P, "/v1/api/listeners/builtins", Perm.DEPLOY),

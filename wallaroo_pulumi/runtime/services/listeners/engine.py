@@ -17,6 +17,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wallaroo_pulumi.runtime.store.logs import LogStore
+from wallaroo_pulumi.runtime.store.logs.settled import sealed_within
 from wallaroo_pulumi.runtime.store.logs.time_column import to_ms
 
 from .errors import ListenerRunError
@@ -117,14 +118,20 @@ async def run_listener(
         f"listener {ref.name} (version {ref.version}) scoring {monitored} "
         f"[{iso(start_ms)}, {iso(end_ms)}) into {out_pipe}, batch size {args.batch_size}"
     )
+    # sealed segments this stream settled before are skipped unread; those sealed now with every row in
+    # the window are settled by this run if it ends well (D63)
+    settled = await asyncio.to_thread(store.settled, stream)
+    snapshot = sealed_within(await asyncio.to_thread(logstore.sealed, monitored), start_ms, end_ms)
+    held: list[int] = []  # times of rows another run holds unsettled: their segments stay unsettled
     seen: Counter = Counter()
     cursor: str | None = None
+    complete = False  # every page read to the end
     text_col_seen: str | None = None
     columns_seen: set[str] = set()
     last_progress = time.monotonic()
     while True:
         page = await asyncio.to_thread(
-            logstore.query, monitored, start_ms, end_ms, args.page_size, "Asc", cursor
+            logstore.query, monitored, start_ms, end_ms, args.page_size, "Asc", cursor, skip=settled
         )
         table = page.table
         if table.num_rows:
@@ -140,7 +147,7 @@ async def run_listener(
                 await _score_page(
                     table=table, keys=keys, text_col=text_col, run_id=run_id, task=task, args=args,
                     ref=ref, executor=executor, logstore=logstore, store=store, stream=stream,
-                    out_pipe=out_pipe, stats=stats, log=log,
+                    out_pipe=out_pipe, stats=stats, log=log, held=held,
                 )
             await asyncio.to_thread(
                 store.update_run, run_id, rows_read=stats.rows_read, rows_scored=stats.rows_scored,
@@ -152,6 +159,7 @@ async def run_listener(
         if page.status == "SchemaChange" and page.cursor is None:
             break
         if page.status == "All" or page.cursor is None:
+            complete = page.status == "All"
             break
         cursor = page.cursor
     if stats.rows_read and text_col_seen is None:
@@ -159,6 +167,11 @@ async def run_listener(
             f"text_field {args.text_field!r}: no such column in {monitored}'s logs "
             f"(columns: {sorted(columns_seen)}); e.g. 'out.generated_text'"
         )
+    done = [p for p in snapshot if complete and not any(p.tmin <= t <= p.tmax for t in held)]  # type: ignore[operator]
+    await asyncio.to_thread(store.settle_segments, stream, done, start_ms)
+    stats.extra["segments_settled"] = len(done)
+    if done:
+        log(f"settled {len(done)} sealed segment{'s' if len(done) != 1 else ''}: later runs of this stream skip them")
     stats.seconds = time.perf_counter() - t0
     log(
         f"done: read {stats.rows_read}, scored {stats.rows_scored}, already scored {stats.rows_already}, "
@@ -190,7 +203,7 @@ def _progress(log: Callable[[str], None], stats: RunStats, elapsed_s: float) -> 
 async def _score_page(
     *, table: pa.Table, keys: list[str], text_col: str, run_id: str, task: dict[str, Any],
     args: ListenerArgs, ref: ListenerModelRef, executor: Executor, logstore: LogStore, store: TaskStore,
-    stream: str, out_pipe: str, stats: RunStats, log: Callable[[str], None],
+    stream: str, out_pipe: str, stats: RunStats, log: Callable[[str], None], held: list[int],
 ) -> None:
     texts_all, times_all, parts_all, usable = await asyncio.to_thread(_prepare, table, text_col)
     models_all = served_models(table)
@@ -202,12 +215,14 @@ async def _score_page(
         btimes = [times_all[i] for i in idx]
         claiming = asyncio.ensure_future(asyncio.to_thread(store.claim, stream, run_id, bkeys, btimes))
         try:
-            mine = await asyncio.shield(claiming)
+            claimed = await asyncio.shield(claiming)
         except asyncio.CancelledError:  # cancelled while claiming: what the claim took is given back
             with contextlib.suppress(Exception):
-                taken = await claiming
+                taken = (await claiming).mine
                 await asyncio.to_thread(store.release, stream, [bkeys[j] for j in taken], run_id)
             raise
+        mine = claimed.mine
+        held.extend(btimes[j] for j in claimed.held)
         stats.rows_already += len(idx) - len(mine)
         if not mine:
             continue

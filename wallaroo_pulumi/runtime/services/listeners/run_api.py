@@ -12,10 +12,11 @@ from typing import Any
 import pyarrow as pa
 
 from wallaroo_pulumi.runtime.store.logs import LogPage, LogStore
+from wallaroo_pulumi.runtime.store.logs.settled import SegmentPrint
 
 from .engine import ListenerArgs, stream_id
 from .errors import BadListenerRequest, NotThisRunsKey
-from .store import TaskStore
+from .store import Claimed, TaskStore
 
 #: The most rows one page request may ask for (the run's page_size is at most this too).
 MAX_PAGE = 1_000_000
@@ -73,17 +74,29 @@ class ListenerRunApi:
         out = args.score_pipeline()
         return RunScope(rid, task, args.monitored_pipeline, out, stream_id(args.monitored_pipeline, out))
 
-    def page(self, scope: RunScope, start_ms: int, end_ms: int, limit: int, cursor: str | None) -> LogPage:
-        """One page of the monitored pipeline's logs in [start_ms, end_ms), after `cursor`."""
+    def page(self, scope: RunScope, start_ms: int, end_ms: int, limit: int, cursor: str | None,
+             skip_settled: bool = False) -> LogPage:
+        """One page of the monitored pipeline's logs in [start_ms, end_ms), after `cursor`; without the
+        sealed segments the run's stream has settled when `skip_settled`."""
         if not 1 <= limit <= MAX_PAGE:
             raise BadListenerRequest(f"limit: expected 1..{MAX_PAGE} rows, got {limit}")
+        skip = self.store.settled(scope.stream) if skip_settled else None
         try:
-            return self.logstore.query(scope.monitored, start_ms, end_ms, limit, "Asc", cursor)
+            return self.logstore.query(scope.monitored, start_ms, end_ms, limit, "Asc", cursor, skip=skip)
         except ValueError as exc:
             raise BadListenerRequest(f"cursor: {exc}") from None
 
-    def claim(self, scope: RunScope, keys: list[str], times_ms: list[int]) -> list[int]:
-        """Claim for the run the row keys nobody holds; the indexes of those now its own."""
+    def sealed(self, scope: RunScope) -> list[SegmentPrint]:
+        """The monitored pipeline's sealed segments now."""
+        return self.logstore.sealed(scope.monitored)
+
+    def settle_segments(self, scope: RunScope, segments: list[SegmentPrint], older_than_ms: int) -> None:
+        """Sealed segments of the monitored pipeline whose every row the run's stream has settled."""
+        self.store.settle_segments(scope.stream, segments, older_than_ms)
+
+    def claim(self, scope: RunScope, keys: list[str], times_ms: list[int]) -> Claimed:
+        """Claim for the run the row keys nobody holds: the indexes of those now its own, and of those
+        another run holds unsettled."""
         if len(keys) != len(times_ms):
             raise BadListenerRequest(f"times: expected one per key ({len(keys)}), got {len(times_ms)}")
         return self.store.claim(scope.stream, scope.run_id, keys, times_ms)

@@ -7,9 +7,10 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from wallaroo_pulumi.runtime.store.db import Database
+from wallaroo_pulumi.runtime.store.logs.settled import SegmentPrint, Settled
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS listener_tasks (
@@ -66,12 +67,28 @@ SCHEMA = [
         PRIMARY KEY (stream, row_key)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS listener_scored_claims ON listener_scored (state, run_id)",
+    # sealed segments of the monitored log every row of which a stream has settled: its runs skip them (D63)
+    """CREATE TABLE IF NOT EXISTS listener_settled (
+        stream TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        rows INTEGER NOT NULL,
+        tmin INTEGER NOT NULL,
+        tmax INTEGER NOT NULL,
+        PRIMARY KEY (stream, seq, rows, tmin, tmax)
+    ) WITHOUT ROWID""",
 ]
 
 TASK_STATUSES = ("pending", "started", "pending_kill", "killed")
 RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "killed")
 MAX_LOG_LINES = 20_000
 _IN_CHUNK = 500
+
+
+class Claimed(NamedTuple):
+    mine: list[int]
+    """indexes now claimed by the run"""
+    held: list[int]
+    """indexes another run holds unsettled"""
 
 
 def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
@@ -271,31 +288,35 @@ class TaskStore:
         return rows
 
     # -- exactly-once record ---------------------------------------------
-    def claim(self, stream: str, run_id: str, keys: Sequence[str], source_ms: Sequence[int]) -> list[int]:
-        """Claim the keys nobody has claimed; returns the indexes (into `keys`) now owned by `run_id`."""
+    def claim(self, stream: str, run_id: str, keys: Sequence[str], source_ms: Sequence[int]) -> Claimed:
+        """Claim the keys nobody has claimed: the indexes (into `keys`) now owned by `run_id`, and
+        those another run holds unsettled (its claim may yet be given back)."""
         if not keys:
-            return []
+            return Claimed([], [])
         with self.db.tx() as c:
-            taken: set[str] = set()
+            taken: dict[str, bool] = {}  # key -> held by another run, not yet done
             for chunk in _chunks(list(keys), _IN_CHUNK):
                 marks = ",".join("?" * len(chunk))
                 taken.update(
-                    r[0]
+                    (r[0], r[1] == "claimed" and r[2] != run_id)
                     for r in c.execute(
-                        f"SELECT row_key FROM listener_scored WHERE stream = ? AND row_key IN ({marks})",
+                        f"SELECT row_key, state, run_id FROM listener_scored WHERE stream = ? AND row_key IN ({marks})",
                         (stream, *chunk),
                     )
                 )
-            mine, seen = [], set()
+            mine, held, seen = [], [], set()
             for i, k in enumerate(keys):
-                if k not in taken and k not in seen:
+                if k in taken:
+                    if taken[k]:
+                        held.append(i)
+                elif k not in seen:
                     mine.append(i)
                     seen.add(k)
             c.executemany(
                 "INSERT INTO listener_scored (stream, row_key, run_id, state, source_ms) VALUES (?,?,?,?,?)",
                 [(stream, keys[i], run_id, "claimed", int(source_ms[i])) for i in mine],
             )
-        return mine
+        return Claimed(mine, held)
 
     def mark_done(self, stream: str, keys: Sequence[str], run_id: str | None = None) -> None:
         """Mark claims done; with `run_id`, only claims that run still holds (a run settled as
@@ -323,6 +344,22 @@ class TaskStore:
                 out.setdefault(r["stream"], []).append((r["row_key"], r["source_ms"]))
         return out
 
+    def settled(self, stream: str) -> Settled:
+        """The sealed segments `stream` has settled every row of."""
+        rows = self.db.all("SELECT seq, rows, tmin, tmax FROM listener_settled WHERE stream = ?", (stream,))
+        return Settled(SegmentPrint(r["seq"], r["rows"], r["tmin"], r["tmax"]) for r in rows)
+
+    def settle_segments(self, stream: str, segments: Sequence[SegmentPrint], older_than_ms: int) -> None:
+        """Record `segments` as settled by `stream`, and forget those whose rows are all older than
+        `older_than_ms` (the window has passed them: no run reads them again)."""
+        with self.db.tx() as c:
+            c.execute("DELETE FROM listener_settled WHERE stream = ? AND tmax < ?", (stream, older_than_ms))
+            c.executemany(
+                "INSERT INTO listener_settled (stream, seq, rows, tmin, tmax) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (stream, seq, rows, tmin, tmax) DO NOTHING",
+                [(stream, p.seq, p.rows, p.tmin, p.tmax) for p in segments if p.tmin is not None and p.tmax is not None],
+            )
+
     def scored_count(self, stream: str) -> int:
         row = self.db.one("SELECT COUNT(*) AS n FROM listener_scored WHERE stream = ? AND state = 'done'", (stream,))
         return int(row["n"]) if row else 0
@@ -330,6 +367,7 @@ class TaskStore:
     def forget_stream(self, stream: str) -> None:
         with self.db.tx() as c:
             c.execute("DELETE FROM listener_scored WHERE stream = ?", (stream,))
+            c.execute("DELETE FROM listener_settled WHERE stream = ?", (stream,))
 
 
 def _task(row: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from wallaroo_pulumi.runtime.store.logs.segments import (
     seq_of,
     write_parquet,
 )
+from wallaroo_pulumi.runtime.store.logs.settled import SegmentPrint, Settled, print_of, unsettled
 from wallaroo_pulumi.runtime.store.logs.time_column import bounds
 
 logger = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ class PipelineLog:
 
     def query(
         self, start_ms: int | None, end_ms: int | None, limit: int, order: Order, cursor: str | None,
-        columns: list[str] | None = None,
+        columns: list[str] | None = None, skip: Settled | None = None,
     ) -> LogPage:
         after: tuple[int, int] | None = decode_cursor(cursor) if cursor else None
         for _attempt in range(3):
@@ -309,7 +310,7 @@ class PipelineLog:
                     missing.append(seg.seq)
                 return src
 
-            page = read_page(self._segments(), open_source, after, start_ms, end_ms, limit, order, columns)
+            page = read_page(unsettled(self._segments(), skip), open_source, after, start_ms, end_ms, limit, order, columns)
             if not missing:
                 return page
             self._peer_segments(read_live=False)
@@ -319,6 +320,12 @@ class PipelineLog:
                 return page  # pruned: those rows are gone
             # merged by compaction while this page was read: read it again from the same cursor
         return page
+
+    def sealed_prints(self) -> list[SegmentPrint]:
+        """Every sealed segment now, ours and peers' (indexed, not read)."""
+        self._peer_segments(read_live=False)
+        with self.lock:
+            return [print_of(s) for s in sorted(self.sealed, key=lambda x: x.seq)]
 
     def compact(self) -> int:
         """Merge runs of small sealed segments (each under a quarter of `segment_rows`, at least

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from wallaroo_pulumi.runtime.store.db import Database, IntegrityError
 from wallaroo_pulumi.runtime.store.logs.query import LogPage, Order, ParquetSource, Source, decode_cursor, read_page
 from wallaroo_pulumi.runtime.store.logs.segments import ROW_GROUP_ROWS, Segment
+from wallaroo_pulumi.runtime.store.logs.settled import SegmentPrint, Settled, unsettled
 from wallaroo_pulumi.runtime.store.logs.store import LogStore, once_tag
 from wallaroo_pulumi.runtime.store.logs.time_column import TIME_TYPE, bounds, normalize, to_ms
 from wallaroo_pulumi.runtime.store.object_store import ObjectStore
@@ -132,6 +133,7 @@ class SharedLogStore(LogStore):
     def query(
         self, pipeline: str, start: datetime | int | str | None = None, end: datetime | int | str | None = None,
         limit: int = 1000, order: Order = "Asc", cursor: str | None = None, columns: list[str] | None = None,
+        skip: Settled | None = None,
     ) -> LogPage:
         if order not in ("Asc", "Desc"):
             raise ValueError(f"order must be 'Asc' or 'Desc', got {order!r}")
@@ -153,7 +155,12 @@ class SharedLogStore(LogStore):
         if not rows:
             return LogPage(pa.table({"time": pa.array([], TIME_TYPE)}), None, "All")
         segs = [(Segment(r["seq"], Path(r["key"]), r["rows"], r["tmin"], r["tmax"], pa.schema([])), None) for r in rows]
-        return read_page(segs, self._read, after, start_ms, end_ms, limit, order, columns)
+        return read_page(unsettled(segs, skip), self._read, after, start_ms, end_ms, limit, order, columns)
+
+    def sealed(self, pipeline: str) -> list[SegmentPrint]:
+        self.ship(pipeline)
+        rows = self.db.all("SELECT seq, rows, tmin, tmax FROM log_segments WHERE pipeline = ? ORDER BY seq", (pipeline,))
+        return [SegmentPrint(r["seq"], r["rows"], r["tmin"], r["tmax"]) for r in rows]
 
     def _read(self, seg: Segment) -> Source | None:
         """A segment, from this replica's cache of immutable objects, read by row group (None: pruned meanwhile)."""

@@ -20,6 +20,7 @@ import pyarrow as pa
 from wallaroo_pulumi.runtime.core.memory import trim
 from wallaroo_pulumi.runtime.store.logs.pipeline_log import PipelineLog
 from wallaroo_pulumi.runtime.store.logs.query import LogPage, Order
+from wallaroo_pulumi.runtime.store.logs.settled import SegmentPrint, Settled
 from wallaroo_pulumi.runtime.store.logs.time_column import TIME_TYPE, normalize, to_ms
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -204,10 +205,12 @@ class LogStore:
         order: Order = "Asc",
         cursor: str | None = None,
         columns: list[str] | None = None,
+        skip: Settled | None = None,
     ) -> LogPage:
         """Rows with start <= time < end (either bound optional), in append order
         (Asc) or reverse (Desc), at most `limit`, continuing after `cursor`; only `columns`
-        (and `time`) when given. A page reads only the row groups it returns (see `query.py`)."""
+        (and `time`) when given; none of the sealed segments `skip` covers. A page reads only
+        the row groups it returns (see `query.py`)."""
         if order not in ("Asc", "Desc"):
             raise ValueError(f"order must be 'Asc' or 'Desc', got {order!r}")
         if limit < 1:
@@ -215,7 +218,14 @@ class LogStore:
         self.write_queued()
         if not (self.root / pipeline).is_dir() and pipeline not in self._logs:
             return LogPage(pa.table({"time": pa.array([], TIME_TYPE)}), None, "All")
-        return self._log(pipeline).query(to_ms(start), to_ms(end), limit, order, cursor, columns)
+        return self._log(pipeline).query(to_ms(start), to_ms(end), limit, order, cursor, columns, skip)
+
+    def sealed(self, pipeline: str) -> list[SegmentPrint]:
+        """The pipeline's sealed segments now (every writer's): what a reader may later skip as settled."""
+        self.write_queued()
+        if not (self.root / pipeline).is_dir() and pipeline not in self._logs:
+            return []
+        return self._log(pipeline).sealed_prints()
 
     def prune(self, cutoff: datetime | int) -> dict[str, tuple[int, int]]:
         """Log retention: per pipeline, (segments, rows) deleted because all their rows are
