@@ -19,7 +19,8 @@ Window mode (issue 29): one listener run over a 24-hour window of N logged rows,
                                          [--executor scorer] [--page-size 10000]
 
 reports the process's peak RSS above idle during the run (sampled every 20 ms), the seconds and
-rows/s, and how time grows with rows (linear: time x == rows x).
+rows/s, and how time grows with rows (linear: time x == rows x); then the next run of the same stream
+after ten minutes of new traffic: what it read and how long it took (D63: only what is new).
 """
 
 from __future__ import annotations
@@ -232,8 +233,22 @@ async def window_async(a: argparse.Namespace) -> None:
                 after = _rss_mb()
                 if run["status"] != "succeeded" or run["rows_scored"] != n:
                     raise SystemExit(f"window {n}: run {run['status']} scored {run['rows_scored']}: {run['error']}")
-                results.append((n, idle, peak[0] - idle, after - idle, secs))
-                print(f"  {n:,} rows: {secs:.1f} s, peak +{peak[0] - idle:.0f} MB", flush=True)
+                # the next scheduled run: ten minutes of new traffic (a 144th of the day) on top of the window
+                new = max(1, n // 144)
+                logs.append(f"llm-{n}", llm_table(corpus(new, seed=n + 1), int(time.time() * 1000) - new - 1000))
+                t = await svc.create_task(
+                    name=f"window-{n}-next", workspace_id=1, timeout=7200,
+                    json_args={"monitored_pipeline": f"llm-{n}", "listener_model": {"name": name},
+                               "window_seconds": 86_400, "batch_size": a.batch_size, "page_size": a.page_size},
+                )
+                t1 = time.perf_counter()
+                nxt = await svc.wait_run(svc.list_runs(t["id"])[0]["id"])
+                secs_next = time.perf_counter() - t1
+                if nxt["status"] != "succeeded" or nxt["rows_scored"] != new:
+                    raise SystemExit(f"window {n}, next run: {nxt['status']} scored {nxt['rows_scored']} of {new}")
+                results.append((n, idle, peak[0] - idle, after - idle, secs, new, nxt["rows_read"], secs_next))
+                print(f"  {n:,} rows: {secs:.1f} s, peak +{peak[0] - idle:.0f} MB; next run over {new:,} new rows "
+                      f"read {nxt['rows_read']:,} in {secs_next:.2f} s", flush=True)
         finally:
             await svc.stop()
             logs.close()
@@ -241,13 +256,16 @@ async def window_async(a: argparse.Namespace) -> None:
     print()
     print(f"Listener window runs ({name}, executor={mode}, page_size={a.page_size}, batch_size={a.batch_size}, "
           f"{os.cpu_count()} CPUs; 24 h window, logs sealed in Parquet)")
-    head = f"{'rows':>9} {'idle MB':>8} {'peak above idle MB':>19} {'after MB':>9} {'seconds':>8} {'rows/s':>8} {'time x':>7}"
+    head = (f"{'rows':>9} {'idle MB':>8} {'peak above idle MB':>19} {'after MB':>9} {'seconds':>8} {'rows/s':>8} "
+            f"{'time x':>7}              {'next: new':>9} {'read':>9} {'seconds':>8}")
     print(head)
     print("-" * len(head))
     n0, s0 = results[0][0], results[0][4]
-    for n, idle, peak, after, secs in results:
+    for n, idle, peak, after, secs, new, read, secs_next in results:
         print(f"{n:>9,} {idle:>8.0f} {peak:>19.0f} {after:>+9.0f} {secs:>8.1f} {n / secs:>8,.0f} "
-              f"{secs / s0:>5.2f}x (rows {n / n0:.0f}x)")
+              f"{secs / s0:>5.2f}x (rows {n / n0:.0f}x) {new:>9,} {read:>9,} {secs_next:>8.2f}")
+    print("next: the following run of the same stream after ten minutes of new traffic (a 144th of the rows): "
+          "the rows it read and its seconds")
     print()
 
 
