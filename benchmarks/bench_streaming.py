@@ -11,7 +11,9 @@ latency before its first event and a fixed interval between token events (a mode
 * **litellm**  — a LiteLLM proxy (see bench_endpoints) for the same upstream, ``stream: true``.
 
 For each: TTFT (request sent to first content delta) and total time (to ``[DONE]``), p50/p99,
-sequential, then with concurrent clients. A streamed call holds a sidekick worker until it ends,
+sequential, then with concurrent clients; what each chunk adds is the time from the first content
+delta to ``[DONE]`` beyond direct's, over the chunks after the first (the end of the answer
+included). A streamed call holds a sidekick worker until it ends,
 so the pipeline gets ``--replicas`` workers (default: as many as the clients).
 
 Run: .venv/bin/python benchmarks/bench_streaming.py [--quick] [--latency-ms 200] [--token-ms 20] [--concurrency 4]
@@ -173,6 +175,10 @@ def main() -> int:
         for key, label in (("ttft50", "added TTFT p50, sequential (ms)"), ("total50", "added total p50, sequential (ms)"),
                            ("cttft50", f"added TTFT p50, {args.concurrency} clients (ms)")):
             print(f"{label:34}" + "".join(f"{table[n][key] - direct[key]:>+12.1f}" for n in names))
+        # from the first content delta to [DONE], over the chunks after the first: what each one adds
+        body = {n: table[n]["total50"] - table[n]["ttft50"] for n in names}
+        per_chunk = {n: (body[n] - body["direct"]) / max(1.0, table[n]["deltas"] - 1) for n in names}
+        print(f"{'added per chunk after the first (ms)':34}" + "".join(f"{per_chunk[n]:>+12.2f}" for n in names))
         return 0
     finally:
         for proc in reversed(procs):

@@ -117,7 +117,8 @@ def stream_completion(
     content_filter: dict[str, Any] | None = None,
 ) -> StreamingResponse:
     """The same completion as ``chat.completion.chunk`` server-sent events, a word per event,
-    ``interval_s`` apart. With ``content_filter`` (Azure OpenAI) the stream starts with Azure's
+    ``interval_s`` apart; the finish event, the usage event and ``[DONE]`` in one write, as the
+    stream ends. With ``content_filter`` (Azure OpenAI) the stream starts with Azure's
     prompt-filter event (no choices, empty id and model) and each content event carries the filter's
     results, as Azure sends them."""
     base = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
@@ -144,10 +145,9 @@ def stream_completion(
         words = text.split(" ")
         for i, w in enumerate(words):
             yield chunk({"content": w if i == 0 else " " + w}, None, filtered=True)
-        yield chunk({}, finish)
-        if include_usage:
-            yield chunk({}, None, usage=completion["usage"], choices=False)
-        yield "data: [DONE]\n\n"
+        # generation has ended: the finish, the usage and [DONE] go out together (only tokens are paced)
+        yield (chunk({}, finish) + (chunk({}, None, usage=completion["usage"], choices=False) if include_usage else "")
+               + "data: [DONE]\n\n")
 
     return StreamingResponse(paced(events(), interval_s), media_type="text/event-stream", headers=headers)
 
