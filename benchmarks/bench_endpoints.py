@@ -12,7 +12,8 @@ injected latency serves all three, side by side in one run:
 
 For each: latency p50/p99 of sequential single requests (the added latency over direct is
 what a gateway costs), then latency and throughput with a fixed number of concurrent
-clients. Every process is a subprocess on this machine; the client is one asyncio loop.
+clients, and the gateway's CPU time per request (the runtime with its sidekick workers, or
+LiteLLM's processes, from /proc). Every process is a subprocess on this machine; the client is one asyncio loop.
 
 Run: .venv/bin/python benchmarks/bench_endpoints.py [--quick] [--latency-ms 50] [--concurrency 16]
 """
@@ -36,7 +37,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._harness import percentile, start_runtime, stop, wait_http  # noqa: E402
+from benchmarks._harness import cpu_seconds, descendants, percentile, start_runtime, stop, wait_http  # noqa: E402
 from wallaroo_pulumi.adapters.schemas import LLM_INPUT_SCHEMA, LLM_OUTPUT_SCHEMA  # noqa: E402
 from wallaroo_pulumi.client import WallarooClient  # noqa: E402
 from wallaroo_pulumi.packaging import pack  # noqa: E402
@@ -188,15 +189,28 @@ def main() -> int:
         else:
             print("litellm not found (set LITELLM=$(scripts/litellm)): its column is skipped")
 
+        # the gateway's processes (the runtime and its sidekick workers, LiteLLM and its children): CPU per request
+        gateways = {"direct": None, "pipeline": procs[1].pid, "litellm": procs[2].pid if litellm_url else None}
+
+        def gateway_cpu(name: str) -> float:
+            root = gateways[name]
+            return 0.0 if root is None else sum(cpu_seconds(p) for p in [root, *descendants(root)])
+
         results: dict[str, dict[str, float]] = {}
         for name, call in targets.items():
             print(f"measuring {name} ...", flush=True)
+            # (each phase's 10 warm-up calls count in its CPU: they are a few percent of it)
+            c0 = gateway_cpu(name)
             seq, _ = asyncio.run(run_load(call, args.sequential, 1))
+            c1 = gateway_cpu(name)
             conc, wall = asyncio.run(run_load(call, args.requests, args.concurrency))
+            c2 = gateway_cpu(name)
             results[name] = {
                 "seq_p50": percentile(seq, 50) * 1e3, "seq_p99": percentile(seq, 99) * 1e3,
                 "conc_p50": percentile(conc, 50) * 1e3, "conc_p99": percentile(conc, 99) * 1e3,
                 "rps": args.requests / wall,
+                "cpu_seq": (c1 - c0) * 1e3 / (args.sequential + min(10, args.sequential)),
+                "cpu_conc": (c2 - c1) * 1e3 / (args.requests + min(10, args.requests)),
             }
 
         print(f"\nOne OpenAI-compatible upstream on loopback, {args.latency_ms:.0f} ms injected latency, "
@@ -214,6 +228,8 @@ def main() -> int:
         for key, label in (("seq_p50", "added p50, sequential (ms)"), ("seq_p99", "added p99, sequential (ms)")):
             print(f"{label:30}" + "".join(f"{results[n][key] - direct[key]:>+12.1f}" for n in names))
         print(f"{'throughput vs direct':30}" + "".join(f"{results[n]['rps'] / direct['rps']:>12.2f}" for n in names))
+        for key, label in (("cpu_seq", "gateway CPU ms/req, sequential"), ("cpu_conc", f"gateway CPU ms/req, {args.concurrency} cl.")):
+            print(f"{label:30}" + "".join(f"{results[n][key]:>12.3f}" for n in names))
         return 0
     finally:
         for proc in reversed(procs):

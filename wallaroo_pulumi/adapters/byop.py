@@ -32,7 +32,7 @@ class LLMInference(Inference):
 
     @property
     def predict_concurrency(self) -> int:
-        """Batches the sidekick worker may answer at once (D61): the adapter's httpx client and its
+        """Batches the sidekick worker may answer at once (D61): the adapter's HTTP transport and its
         row pool are thread-safe, and its ``MAX_CONCURRENCY`` bounds the upstream calls of them all."""
         return int(self.model.settings.max_concurrency)
 

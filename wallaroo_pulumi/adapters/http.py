@@ -16,12 +16,12 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import numpy as np
 
 from wallaroo_pulumi.adapters.chat import ChatCall, StreamDelta, prompt_text, sse_data
 from wallaroo_pulumi.adapters.redact import Redactor
 from wallaroo_pulumi.adapters.schemas import INPUT_FIELD, OPENAI_FIELD
+from wallaroo_pulumi.adapters.transport import Reply, Transport, TransportError, UpstreamTimeout
 from wallaroo_pulumi.adapters.upstream import (  # noqa: F401 - the adapters import these from here
     RETRYABLE_STATUSES,
     USAGE_UNKNOWN,
@@ -54,12 +54,8 @@ class HttpLLMAdapter:
     def __init__(self, settings: CommonSettings, redactor: Redactor | None = None) -> None:
         self.settings = settings
         self.redact = redactor or Redactor()
-        timeout = httpx.Timeout(settings.request_timeout_s, connect=min(10.0, settings.request_timeout_s))
-        limits = httpx.Limits(
-            max_connections=settings.max_concurrency,
-            max_keepalive_connections=settings.max_concurrency,
-        )
-        self._client = httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
+        self._client = Transport(settings.request_timeout_s, min(10.0, settings.request_timeout_s),
+                                 settings.max_concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._closed = False
@@ -225,25 +221,25 @@ class HttpLLMAdapter:
             request = self.build_chat_request(call, stream=True)  # type: ignore[arg-type]
             assert request is not None
             try:
-                with self._client.stream("POST", request.url, json=request.json, headers={**request.headers, **auth},
-                                         params=request.params) as response:
+                with self._client.stream(request.url, request.json, {**request.headers, **auth},
+                                         request.params) as response:
                     if 200 <= response.status_code < 300:
                         return (yield from self._read_stream(response, streamed))
                     response.read()
                     return self._refused(response, attempt, reauthed)
-            except httpx.TimeoutException as exc:
+            except UpstreamTimeout as exc:
                 if streamed:
                     return self._partial(streamed, f"stream timed out after {self.settings.request_timeout_s:g}s "
                                                    f"({type(exc).__name__})")
                 return self._timed_out(exc)
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 if streamed:
                     return self._partial(streamed, f"connection error mid-stream ({type(exc).__name__}: {exc})")
                 return connection_error(exc)
 
         return (yield from self._with_retries(once))
 
-    def _read_stream(self, response: httpx.Response, streamed: list[StreamDelta]) -> Generator[StreamDelta, None, RowResult]:
+    def _read_stream(self, response: Reply, streamed: list[StreamDelta]) -> Generator[StreamDelta, None, RowResult]:
         finish, prompt_tokens, completion_tokens, events = "", USAGE_UNKNOWN, USAGE_UNKNOWN, 0
         for data in sse_data(response.iter_lines()):
             events += 1
@@ -272,12 +268,12 @@ class HttpLLMAdapter:
         logger.warning("%s", message)
         return RowResult("".join(d.text for d in streamed), USAGE_UNKNOWN, USAGE_UNKNOWN, message)
 
-    def _refused(self, response: httpx.Response, attempt: int, reauthed: bool) -> Outcome:
+    def _refused(self, response: Reply, attempt: int, reauthed: bool) -> Outcome:
         """A non-2xx answer: the row's final failure, a :class:`Retry`, or None to retry at once with
         fresh credentials (a first 401)."""
         status = response.status_code
         detail = short_upstream_message(response)
-        reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
+        reason = response.reason_phrase
         problem = f"HTTP {status} {reason}".rstrip()
         if status == 401 and not reauthed and self.on_unauthorized():
             return None
@@ -285,19 +281,19 @@ class HttpLLMAdapter:
             return self._fail(self._message(problem, attempt, detail))
         return Retry(problem, detail, parse_retry_after(response.headers))
 
-    def _timed_out(self, exc: httpx.TimeoutException) -> Retry:
+    def _timed_out(self, exc: UpstreamTimeout) -> Retry:
         return Retry(f"request timed out after {self.settings.request_timeout_s:g}s ({type(exc).__name__})")
 
-    def _send(self, build: Callable[[], PreparedRequest], parse: Callable[[httpx.Response], RowResult]) -> RowResult:
+    def _send(self, build: Callable[[], PreparedRequest], parse: Callable[[Reply], RowResult]) -> RowResult:
         """One plain (not streamed) request, through the same retry loop as :meth:`stream`."""
 
         def post(auth: dict[str, str], attempt: int, reauthed: bool) -> Outcome:
             req = build()
             try:
-                response = self._client.post(req.url, json=req.json, headers={**req.headers, **auth}, params=req.params)
-            except httpx.TimeoutException as exc:
+                response = self._client.post(req.url, req.json, {**req.headers, **auth}, req.params)
+            except UpstreamTimeout as exc:
                 return self._timed_out(exc)
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 return connection_error(exc)
             if 200 <= response.status_code < 300:
                 return parse(response)
@@ -341,7 +337,7 @@ class HttpLLMAdapter:
         msg = f"{self.name}: {problem} after {plural(attempt)}"
         return f"{msg}: {detail}" if detail else msg
 
-    def _parse(self, response: httpx.Response, parse_body: Callable[[Any], RowResult]) -> RowResult:
+    def _parse(self, response: Reply, parse_body: Callable[[Any], RowResult]) -> RowResult:
         status = response.status_code
         try:
             body = response.json()

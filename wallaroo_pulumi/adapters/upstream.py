@@ -10,10 +10,9 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import httpx
-
 from wallaroo_pulumi.adapters.chat import StreamDelta
 from wallaroo_pulumi.adapters.config import Env
+from wallaroo_pulumi.adapters.transport import Reply, TransportError
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 USAGE_UNKNOWN = -1
@@ -93,7 +92,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return max(0.0, when.timestamp() - now)
 
 
-def short_upstream_message(response: httpx.Response, limit: int = 300) -> str:
+def short_upstream_message(response: Reply, limit: int = 300) -> str:
     """The human part of an upstream error body, whichever cloud's shape it has."""
     text = ""
     try:
@@ -149,7 +148,7 @@ Outcome = RowResult | Retry | None
 Attempt = Callable[[dict[str, str], int, bool], Generator[StreamDelta, None, Outcome]]
 
 
-def connection_error(exc: httpx.TransportError) -> Retry:
+def connection_error(exc: TransportError) -> Retry:
     return Retry(f"connection error ({type(exc).__name__}: {exc})")
 
 

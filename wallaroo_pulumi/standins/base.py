@@ -124,6 +124,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     at: float = field(default_factory=time.time)
+    client_port: int | None = None  # the caller's side of the connection: one per keep-alive connection
 
 
 class Stats:
@@ -303,6 +304,7 @@ class StandinServer:
                 query=dict(request.query_params),
                 headers=dict(request.headers),
                 body=body,
+                client_port=request.client.port if request.client else None,
             )
         )
 
