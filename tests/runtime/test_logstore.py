@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -213,6 +215,42 @@ def test_the_active_segment_is_sealed_by_time(tmp_path):
     store.append("p", rows(3, 2), sync=False)
     assert store.query("p", limit=10).table.column("in.x").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     store.close()
+
+
+def _wakeups(thread: threading.Thread) -> int:
+    """How often the kernel has woken `thread` (its voluntary context switches)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")))
+
+
+def _until(check, timeout: float = 5.0) -> float:
+    t0 = time.monotonic()
+    while not check():
+        assert time.monotonic() - t0 < timeout, "not within the time allowed"
+        time.sleep(0.01)
+    return time.monotonic() - t0
+
+
+def test_an_idle_writer_sleeps_until_rows_come_yet_seals_by_age(tmp_path):
+    """Nothing to write, fsync or seal: the writer thread sleeps (it polled 20 times a second); rows
+    that come wake it and are written within a round; an active segment still seals on time."""
+    store = LogStore(tmp_path, seal_after_s=0.5, sync_interval_s=0.05)
+    try:
+        store.append("p", rows(0, 3), sync=False)
+        writer = store._syncer
+        assert writer is not None
+        _until(lambda: any((tmp_path / "p").glob("*.parquet")))  # sealed by age, nothing appended since
+        time.sleep(0.2)
+        before = _wakeups(writer)
+        time.sleep(1.0)
+        assert _wakeups(writer) - before <= 2, "an idle writer kept waking up"
+        store.append("p", rows(3, 2), sync=False)
+        other = LogStore(tmp_path)  # another process's view: only what reached the files
+        assert _until(lambda: other.query("p", limit=10).table.num_rows == 5) < 1.0
+        assert _until(lambda: len(list((tmp_path / "p").glob("*.parquet"))) == 2) < 2.0
+        assert store.query("p", limit=10).table.column("in.x").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    finally:
+        store.close()
 
 
 def test_compaction_merges_small_segments_keeping_every_row_in_order_and_cursors_valid(tmp_path):

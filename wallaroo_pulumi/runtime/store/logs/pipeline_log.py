@@ -146,6 +146,17 @@ class PipelineLog:
             return None
         return pa.Table.from_batches(self.active_batches, schema=self.active_schema)
 
+    def quiet_for(self) -> float | None:
+        """How long the background round has nothing to do here: 0 while rows wait for an fsync or a
+        closed segment waits to be sealed; the time until the active segment is due to seal by age;
+        None when there is neither."""
+        with self.lock:
+            if self.dirty or self.closed:
+                return 0.0
+            if self.active_writer is not None and self.seal_after_s > 0:
+                return max(0.0, self.active_opened + self.seal_after_s - time.monotonic())
+            return None
+
     def rotate_if_old(self) -> bool:
         """Close the active segment once it is `seal_after_s` old (sealed by time as well as by
         size); True when a closed segment waits to be sealed."""

@@ -69,6 +69,7 @@ class LogStore:
         self._lock = threading.Lock()
         self._syncer: threading.Thread | None = None
         self._wake = threading.Event()
+        self._idle = False  # the writer sleeps until rows come or a segment is due to seal (`_next_wait`)
         self._closed = False
         self._queued: collections.deque[tuple[str, pa.Table]] = collections.deque()
         self._queued_rows = 0
@@ -78,19 +79,37 @@ class LogStore:
 
     def _sync_loop(self) -> None:
         while not self._closed:
-            self._wake.wait(self.sync_interval_s)
+            woken = self._wake.wait(self._next_wait())
             self._wake.clear()
+            if self._idle:
+                self._idle = False
+                if woken:  # rows came: written at the next round, an interval on, with what follows them
+                    continue
             try:
                 self._background_round()
             except Exception:  # noqa: BLE001 - the thread must outlive one bad round: retried next round
                 logger.exception("log store background round (fsync, rotate, seal)")
 
+    def _next_wait(self) -> float | None:
+        """The writer's next sleep: a round's interval while anything waits to be written, fsynced or
+        sealed; else, idle, until the first active segment is due to seal by age, or until `append`
+        wakes it (None: no active segment). An idle runtime's writer does not wake 20 times a second."""
+        self._idle = True  # before looking: an append from now on sees it and wakes the writer
+        waits = [] if self._queued or self._closed else [log.quiet_for() for log in self._logs_now()]
+        if self._queued or self._closed or any(w is not None and w <= 0 for w in waits):
+            self._idle = False
+            return self.sync_interval_s
+        due = [w for w in waits if w is not None]
+        return min(due) if due else None
+
+    def _logs_now(self) -> list[PipelineLog]:
+        with self._lock:
+            return list(self._logs.values())
+
     def _background_round(self) -> None:
         self.write_queued()
         self.flush()
-        with self._lock:
-            logs = list(self._logs.values())
-        logs = [log for log in logs if log.rotate_if_old()]
+        logs = [log for log in self._logs_now() if log.rotate_if_old()]
         for log in logs:
             try:
                 log.seal_pending()
@@ -174,6 +193,8 @@ class LogStore:
             self.write_queued()  # rows queued before these come first
             if log.append(table, sync=True):
                 self._wake.set()
+        if self._idle:  # the writer sleeps: these rows (or a new segment to seal by age) need it
+            self._wake.set()
         if self._syncer is None:  # also seals segments by age, whoever appended them
             with self._lock:
                 if self._syncer is None:
