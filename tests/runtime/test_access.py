@@ -313,7 +313,8 @@ def samples(w: World) -> dict[tuple[str, str], Sample]:
 def listener_run_samples() -> dict[tuple[str, str], Sample]:
     """What a built-in listener run calls back (D58): no key of the table is a running run's own."""
     bodies = {"page": {"start_ms": 0, "end_ms": 1, "limit": 1}, "claim": {"keys": [], "times": []},
-              "settle": {"keys": [], "done": False}, "report": {}}
+              "settle": {"keys": [], "done": False}, "report": {}, "sealed": {},
+              "settle_segments": {"segments": [], "older_than_ms": 0}}
     out = {("POST", f"/v1/api/task/listener_run/{name}"): Sample("POST", f"/v1/api/task/listener_run/{name}", body)
            for name, body in bodies.items()}
     out["POST", "/v1/api/task/listener_run/scores"] = Sample(
@@ -459,8 +460,8 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     ("POST", "/v1/api/orchestration/list_all"): DEPLOY,
     ("POST", "/v1/api/orchestration/get_by_id"): DEPLOY,
     ("POST", "/v1/api/orchestration/requirements"): (204, 204, 403, 403, 403, 403),  # it has none to fetch
-    **{("POST", f"/v1/api/task/listener_run/{call}"): NOT_A_RUN for call in ("page", "claim", "settle", "scores",
-                                                                               "report")},
+    **{("POST", f"/v1/api/task/listener_run/{call}"): NOT_A_RUN for call in (
+        "page", "sealed", "settle_segments", "claim", "settle", "scores", "report")},
     ("POST", "/v1/api/orchestration/delete_orchestrations"): DEPLOY,
 }
 #: Routes outside API keys: an edge's own calls, authenticated by its join token and edge key (tests/publish).
