@@ -95,11 +95,10 @@ class LogStore:
         sealed; else, idle, until the first active segment is due to seal by age, or until `append`
         wakes it (None: no active segment). An idle runtime's writer does not wake 20 times a second."""
         self._idle = True  # before looking: an append from now on sees it and wakes the writer
-        waits = [] if self._queued or self._closed else [log.quiet_for() for log in self._logs_now()]
-        if self._queued or self._closed or any(w is not None and w <= 0 for w in waits):
+        due = [] if self._queued or self._closed else [w for log in self._logs_now() if (w := log.quiet_for()) is not None]
+        if self._queued or self._closed or (due and min(due) <= 0):
             self._idle = False
             return self.sync_interval_s
-        due = [w for w in waits if w is not None]
         return min(due) if due else None
 
     def _logs_now(self) -> list[PipelineLog]:
